@@ -1,0 +1,1 @@
+"""What disks exist and whether we may write to them."""

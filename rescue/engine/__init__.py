@@ -1,0 +1,1 @@
+"""The algorithms: range map, rescue passes, jobs. No UI imports."""

@@ -1,0 +1,1 @@
+"""On-disk formats, one module each: mapfile, raw, qcow2, zstseek."""
