@@ -17,6 +17,8 @@ class ImageWriter(Protocol):
 
     The engine writes each range once it has read it, in any order; `sync` must make every
     write so far durable, because the mapfile is saved right after it and claims that data.
+    `data` may be a view into a reused read buffer: it is only valid during the call, so a
+    writer that keeps it (to compress later) must copy it.
     """
 
     size: int

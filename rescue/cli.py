@@ -1,0 +1,48 @@
+"""The `rescue` command: argparse subcommands, each in rescue/commands/.
+
+Every RescueError becomes one line on stderr and its exit code; a traceback is a bug.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from rescue import __version__
+from rescue.errors import ExitCode, RescueError
+
+COMMANDS = ("image", "demo", "disks")
+
+EPILOG = """exit codes:
+  0  everything rescued / done          1  finished, but some sectors are unreadable
+  2  usage error or bad input            3  destination I/O error (e.g. full)
+  4  the source vanished                 5  refused by the write-safety policy
+  6  stopped by --timeout (resumable)    130 interrupted (map saved, resumable)"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rescue", description="Image failing disks, map bad sectors, restore and explore.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"rescue {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        importlib.import_module(f"rescue.commands.{name}").add_parser(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return ExitCode.USAGE
+    try:
+        return int(args.run(args))
+    except RescueError as exc:
+        print(f"rescue: {exc}", file=sys.stderr)
+        return int(exc.exit_code)
+    except KeyboardInterrupt:
+        print("rescue: interrupted", file=sys.stderr)
+        return int(ExitCode.INTERRUPTED)

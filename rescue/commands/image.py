@@ -1,0 +1,134 @@
+"""`rescue image SOURCE DEST`: rescue a disk into an image, resumable from its mapfile."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from rescue.commands.status import StatusPrinter
+from rescue.engine.imaging import ImageJob, ImageRequest
+from rescue.engine.jobs import JobControl
+from rescue.engine.rescue import Outcome, RescueOptions
+from rescue.errors import ExitCode, RescueError, UsageError
+from rescue.formats.image import FORMATS
+from rescue.io.faulty import parse_size
+from rescue.units import human_size
+
+OUTCOME_EXIT = {
+    Outcome.RESCUED: ExitCode.OK,
+    Outcome.UNREADABLE: ExitCode.UNREADABLE,
+    Outcome.TIMEOUT: ExitCode.TIMEOUT,
+    Outcome.INTERRUPTED: ExitCode.INTERRUPTED,
+}
+
+
+def add_rescue_options(parser: argparse.ArgumentParser) -> None:
+    """The options of the rescue algorithm, shared by `image` and `demo`."""
+    group = parser.add_argument_group("rescue algorithm (GNU ddrescue's)")
+    group.add_argument("--cluster-size", type=parse_size, default=64 * 1024, metavar="BYTES",
+                       help="copy-phase read size after errors (default 64k)")
+    group.add_argument("--skip-size", type=parse_size, default=64 * 1024, metavar="BYTES",
+                       help="first skip after a read error; doubles on each error (default 64k)")
+    group.add_argument("--max-skip-size", type=parse_size, default=None, metavar="BYTES",
+                       help="largest skip (default 1%% of the source, at most 1G)")
+    group.add_argument("--retries", "-r", type=int, default=0, metavar="N",
+                       help="retry passes over bad sectors, alternating direction")
+    group.add_argument("--no-trim", action="store_true", help="skip the trimming phase")
+    group.add_argument("--no-scrape", action="store_true", help="skip the scraping phase")
+    group.add_argument("--reverse", "-R", action="store_true", help="copy backwards")
+    group.add_argument("--min-read-rate", type=parse_size, default=None, metavar="BYTES",
+                       help="skip areas read slower than this in the first passes (0 = auto)")
+    group.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                       help="stop (map saved) when nothing was read for this long")
+    group.add_argument("--checkpoint", type=float, default=10.0, metavar="SECONDS",
+                       help="sync the image and save the map this often (default 10)")
+
+
+def rescue_options(args: argparse.Namespace) -> RescueOptions:
+    if args.cluster_size < 512 or args.cluster_size % 512:
+        raise UsageError("--cluster-size must be a multiple of 512")
+    if args.retries < 0:
+        raise UsageError("--retries must not be negative")
+    return RescueOptions(
+        cluster_size=args.cluster_size, skip_size=max(args.skip_size, 512),
+        max_skip_size=args.max_skip_size, retries=args.retries, trim=not args.no_trim,
+        scrape=not args.no_scrape, reverse=args.reverse, min_read_rate=args.min_read_rate,
+        timeout=args.timeout, checkpoint_interval=max(args.checkpoint, 0.0))
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "image", help="rescue a disk (or partition, or file) into an image",
+        description="Image SOURCE into DEST with GNU ddrescue's algorithm. Running the same "
+                    "command again resumes from the mapfile (DEST.map).")
+    parser.add_argument("source", help="device or file to read (never written); "
+                                       "sim:SPEC for a simulated failing disk")
+    parser.add_argument("dest", help="image file (.img raw sparse, .qcow2) or block device")
+    parser.add_argument("--map", "-m", dest="map_path", metavar="MAPFILE",
+                        help="ddrescue mapfile (default DEST.map)")
+    parser.add_argument("--format", choices=FORMATS, help="image format (default: by extension)")
+    parser.add_argument("--level", type=int, default=3, help="compression level (default 3)")
+    parser.add_argument("--domain", metavar="MAPFILE",
+                        help="read only what this mapfile marks finished ('+')")
+    parser.add_argument("--force", action="store_true",
+                        help="overwrite an existing DEST; override overridable safety reasons")
+    parser.add_argument("--json", action="store_true",
+                        help="one JSON object per update and a final summary")
+    add_rescue_options(parser)
+    parser.set_defaults(run=run)
+
+
+@contextmanager
+def cancel_on_signals(control: JobControl) -> Iterator[None]:
+    """SIGINT and SIGTERM cancel the job; it then saves its map and stops."""
+    previous = {sig: signal.signal(sig, lambda *_: control.cancel())
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def run_job(job: ImageJob, json_lines: bool) -> int:
+    """Run the job in a worker thread and present it here until it ends."""
+    result: dict[str, object] = {}
+
+    def work() -> None:
+        try:
+            result["outcome"] = job.run()
+        except RescueError as exc:
+            result["error"] = exc
+
+    printer = StatusPrinter(job.progress, json_lines=json_lines)
+    worker = threading.Thread(target=work, name="rescue-job")
+    with cancel_on_signals(job.control):
+        worker.start()
+        printer.follow(worker)
+    if "error" in result:
+        raise result["error"]  # type: ignore[misc]
+    outcome: Outcome = result["outcome"]  # type: ignore[assignment]
+    progress = job.progress()
+    code = OUTCOME_EXIT[outcome]
+    if json_lines:
+        print(json.dumps({"type": "summary", "outcome": outcome.value, "exit_code": int(code),
+                          "mapfile": job.request.mapfile_path, **progress.as_dict()}))
+    else:
+        print(f"{outcome.value}: {human_size(progress.rescued)} rescued, "
+              f"{human_size(progress.bad)} bad; map: {job.request.mapfile_path}",
+              file=sys.stderr if code else sys.stdout)
+    return int(code)
+
+
+def run(args: argparse.Namespace) -> int:
+    request = ImageRequest(
+        source=args.source, dest=args.dest, map_path=args.map_path, image_format=args.format,
+        level=args.level, domain_path=args.domain, force=args.force,
+        options=rescue_options(args), command_line=shlex.join(sys.argv))
+    return run_job(ImageJob(request), args.json)

@@ -1,0 +1,114 @@
+"""Job control and progress as data: presenters poll snapshots; the algorithm never prints."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from rescue.engine.rangemap import BAD, FINISHED, NON_SCRAPED, NON_TRIED, NON_TRIMMED
+
+
+class JobControl:
+    """Cancel and pause, shared between a job's thread and whoever presents it."""
+
+    def __init__(self) -> None:
+        self.cancelled = threading.Event()
+        self._running = threading.Event()
+        self._running.set()
+
+    def cancel(self) -> None:
+        self.cancelled.set()
+        self._running.set()  # a paused job must wake up to notice
+
+    def pause(self) -> None:
+        self._running.clear()
+
+    def resume(self) -> None:
+        self._running.set()
+
+    @property
+    def paused(self) -> bool:
+        return not self._running.is_set()
+
+    def wait_if_paused(self) -> None:
+        while not self._running.wait(0.2):
+            pass
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One moment of a rescue, everything a status line or a TUI panel shows."""
+
+    size: int
+    phase: str  # copying, trimming, scraping, retrying, finished
+    pass_no: int
+    position: int
+    totals: dict[str, int]
+    domain_size: int
+    current_rate: float
+    average_rate: float
+    elapsed: float
+    since_last_good: float
+    read_errors: int
+    eta: float | None
+    paused: bool = False
+
+    @property
+    def rescued(self) -> int:
+        return self.totals[FINISHED]
+
+    @property
+    def bad(self) -> int:
+        return self.totals[BAD]
+
+    @property
+    def non_tried(self) -> int:
+        return self.totals[NON_TRIED]
+
+    @property
+    def non_trimmed(self) -> int:
+        return self.totals[NON_TRIMMED]
+
+    @property
+    def non_scraped(self) -> int:
+        return self.totals[NON_SCRAPED]
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "size": self.size, "phase": self.phase, "pass": self.pass_no,
+            "position": self.position, "rescued": self.rescued, "bad": self.bad,
+            "non_tried": self.non_tried, "non_trimmed": self.non_trimmed,
+            "non_scraped": self.non_scraped, "domain_size": self.domain_size,
+            "current_rate": round(self.current_rate), "average_rate": round(self.average_rate),
+            "elapsed": round(self.elapsed, 3), "since_last_good": round(self.since_last_good, 3),
+            "read_errors": self.read_errors,
+            "eta": None if self.eta is None else round(self.eta, 1), "paused": self.paused,
+        }
+
+
+@dataclass
+class RateMeter:
+    """Bytes per second over the last few seconds, and since the start."""
+
+    window: float = 3.0
+    started: float = field(default_factory=time.monotonic)
+    total: int = 0
+    _samples: deque[tuple[float, int]] = field(default_factory=deque)
+
+    def add(self, nbytes: int, now: float) -> None:
+        self.total += nbytes
+        self._samples.append((now, self.total))
+        while len(self._samples) > 1 and now - self._samples[0][0] > self.window:
+            self._samples.popleft()
+
+    def current(self, now: float) -> float:
+        if not self._samples:
+            return 0.0
+        first_time, first_total = self._samples[0]
+        span = max(now - first_time, 1e-3)
+        return (self.total - first_total) / span if now - first_time <= self.window * 2 else 0.0
+
+    def average(self, now: float) -> float:
+        return self.total / max(now - self.started, 1e-3)

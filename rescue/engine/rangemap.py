@@ -1,0 +1,193 @@
+"""The single record of what is known about a disk: an interval map of ddrescue's five states.
+
+Areas are kept as two parallel arrays (area starts, one state byte each) so that splitting and
+merging are C-speed slice operations and "next area in state S" is `bytearray.find`, which keeps
+a map of a million areas fast. Adjacent areas never share a state.
+"""
+
+from __future__ import annotations
+
+from array import array
+from bisect import bisect_right
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+NON_TRIED = "?"
+NON_TRIMMED = "*"
+NON_SCRAPED = "/"
+BAD = "-"
+FINISHED = "+"
+STATES = (NON_TRIED, NON_TRIMMED, NON_SCRAPED, BAD, FINISHED)
+
+
+def _areas(starts: array, states: bytes | bytearray, size: int
+           ) -> Iterator[tuple[int, int, str]]:
+    n = len(states)
+    for i in range(n):
+        end = starts[i + 1] if i + 1 < n else size
+        yield starts[i], end - starts[i], chr(states[i])
+
+
+def _state_bytes(starts: array, states: bytes | bytearray, size: int, begin: int, end: int
+                 ) -> dict[str, int]:
+    counts = dict.fromkeys(STATES, 0)
+    i = bisect_right(starts, begin) - 1
+    n = len(states)
+    while i < n and starts[i] < end:
+        area_end = starts[i + 1] if i + 1 < n else size
+        counts[chr(states[i])] += min(end, area_end) - max(begin, starts[i])
+        i += 1
+    return counts
+
+
+@dataclass(frozen=True)
+class MapSnapshot:
+    """An immutable copy of the map for presenters; taking one costs two memory copies."""
+
+    size: int
+    starts: array
+    states: bytes
+    totals: dict[str, int]
+
+    def areas(self) -> Iterator[tuple[int, int, str]]:
+        return _areas(self.starts, self.states, self.size)
+
+    def index_at(self, pos: int) -> int:
+        return bisect_right(self.starts, pos) - 1
+
+    def state_bytes(self, begin: int, end: int) -> dict[str, int]:
+        """Bytes of each state inside [begin, end): what a sector-map cell summarises."""
+        return _state_bytes(self.starts, self.states, self.size, begin, end)
+
+
+class RangeMap:
+    """States over [0, size); every byte has exactly one state."""
+
+    def __init__(self, size: int, state: str = NON_TRIED) -> None:
+        if size <= 0:
+            raise ValueError("a range map needs a positive size")
+        self.size = size
+        self._starts = array("q", [0])
+        self._states = bytearray(state.encode())
+        self._totals = dict.fromkeys(STATES, 0)
+        self._totals[state] = size
+        self.version = 0  # bumped on every change so presenters can skip unchanged frames
+
+    @classmethod
+    def from_areas(cls, size: int, areas: Iterable[tuple[int, int, str]]) -> RangeMap:
+        """Build from contiguous (pos, length, state) areas covering [0, size) exactly."""
+        rmap = cls(size)
+        starts, states = array("q"), bytearray()
+        totals = dict.fromkeys(STATES, 0)
+        expected = 0
+        for pos, length, state in areas:
+            if pos != expected or length <= 0 or state not in STATES:
+                raise ValueError(f"area at {pos:#x} is not contiguous or has a bad state")
+            totals[state] += length
+            if states and states[-1] == ord(state):
+                expected += length
+                continue
+            starts.append(pos)
+            states.append(ord(state))
+            expected += length
+        if expected != size:
+            raise ValueError(f"areas cover {expected:#x} bytes, not {size:#x}")
+        rmap._starts, rmap._states, rmap._totals = starts, states, totals
+        return rmap
+
+    def __len__(self) -> int:
+        return len(self._states)
+
+    def _end(self, i: int) -> int:
+        return self._starts[i + 1] if i + 1 < len(self._starts) else self.size
+
+    def areas(self) -> Iterator[tuple[int, int, str]]:
+        """(pos, length, state) for every area, in order."""
+        return _areas(self._starts, self._states, self.size)
+
+    def state_bytes(self, begin: int, end: int) -> dict[str, int]:
+        return _state_bytes(self._starts, self._states, self.size, begin, end)
+
+    def totals(self) -> dict[str, int]:
+        return dict(self._totals)
+
+    def state_at(self, pos: int) -> str:
+        return chr(self._states[bisect_right(self._starts, pos) - 1])
+
+    def area_at(self, pos: int) -> tuple[int, int, str]:
+        i = bisect_right(self._starts, pos) - 1
+        return self._starts[i], self._end(i) - self._starts[i], chr(self._states[i])
+
+    def set(self, pos: int, length: int, state: str) -> None:
+        """Give [pos, pos+length) the state, splitting and merging areas as needed."""
+        end = min(pos + length, self.size)
+        if pos < 0 or pos >= end:
+            return
+        starts, states = self._starts, self._states
+        first = bisect_right(starts, pos) - 1
+        last = bisect_right(starts, end - 1) - 1
+        for i in range(first, last + 1):
+            covered = min(end, self._end(i)) - max(pos, starts[i])
+            self._totals[chr(states[i])] -= covered
+        self._totals[state] += end - pos
+        code = ord(state)
+        new_starts = array("q")
+        new_states = bytearray()
+        if starts[first] < pos:
+            new_starts.append(starts[first])
+            new_states.append(states[first])
+        new_starts.append(pos)
+        new_states.append(code)
+        last_end = self._end(last)
+        if end < last_end:
+            new_starts.append(end)
+            new_states.append(states[last])
+        lo, hi = first, last + 1
+        # merge with the neighbours outside the replaced slice
+        if lo > 0 and states[lo - 1] == new_states[0]:
+            lo -= 1
+            new_starts[0] = starts[lo]
+        if hi < len(states) and states[hi] == new_states[-1]:
+            hi += 1
+        merged_starts = array("q", new_starts[:1])
+        merged_states = bytearray(new_states[:1])
+        for s, st in zip(new_starts[1:], new_states[1:], strict=True):
+            if st != merged_states[-1]:
+                merged_starts.append(s)
+                merged_states.append(st)
+        starts[lo:hi] = merged_starts
+        states[lo:hi] = merged_states
+        self.version += 1
+
+    def find(self, states: str, pos: int, forward: bool = True) -> tuple[int, int, str] | None:
+        """The nearest area whose state is in `states`, starting at `pos` going forward, or
+        ending at `pos` going backward; clipped to `pos`. None when there is none."""
+        if forward:
+            if pos >= self.size:
+                return None
+            i = bisect_right(self._starts, pos) - 1
+            best = -1
+            for st in states:
+                j = self._states.find(st.encode(), i)
+                if j >= 0 and (best < 0 or j < best):
+                    best = j
+            if best < 0:
+                return None
+            begin = max(pos, self._starts[best])
+            return begin, self._end(best) - begin, chr(self._states[best])
+        if pos <= 0:
+            return None
+        i = bisect_right(self._starts, pos - 1) - 1
+        best = -1
+        for st in states:
+            j = self._states.rfind(st.encode(), 0, i + 1)
+            if j > best:
+                best = j
+        if best < 0:
+            return None
+        end = min(pos, self._end(best))
+        return self._starts[best], end - self._starts[best], chr(self._states[best])
+
+    def snapshot(self) -> MapSnapshot:
+        return MapSnapshot(self.size, array("q", self._starts), bytes(self._states),
+                           dict(self._totals))

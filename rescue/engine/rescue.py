@@ -1,0 +1,354 @@
+"""The rescue algorithm: GNU ddrescue's copy → trim → scrape → retry passes.
+
+Copying reads the easy data first and stays away from bad areas: on a read error the failed
+cluster becomes non-trimmed and the reader skips ahead, doubling the skip on each further error;
+a reverse pass then finds the far edges of the skipped areas and a third pass reads what is left
+without skipping. Trimming reads sector by sector inward from both edges of each non-trimmed
+area, scraping reads what remains sector by sector, and retry passes go over the bad sectors.
+
+Beyond ddrescue: after a run of good reads the copy size grows (up to `max_read`) so a healthy
+disk streams at full speed; a failed large read is re-read in clusters, so in the copy passes no
+sector is read more than twice. Adjacent non-trimmed clusters merge in the map, so trimming one
+long bad area costs two failing reads, not two per cluster.
+
+Durability: data goes to the writer before the map says '+', and the map is saved only after
+`writer.sync()`, so the saved map never claims data that is not on disk.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+
+from rescue.engine.jobs import JobControl, Progress, RateMeter
+from rescue.engine.rangemap import (
+    BAD,
+    FINISHED,
+    NON_SCRAPED,
+    NON_TRIED,
+    NON_TRIMMED,
+    STATES,
+    MapSnapshot,
+    RangeMap,
+)
+from rescue.errors import DestinationError, SourceLostError
+from rescue.formats.image import ImageWriter
+from rescue.formats.mapfile import PHASES, Mapfile
+from rescue.io.source import ReadError, Source
+
+
+class Outcome(Enum):
+    RESCUED = "rescued"  # every byte of the domain read
+    UNREADABLE = "unreadable"  # finished; some sectors could not be read
+    TIMEOUT = "timeout"  # nothing read for --timeout seconds
+    INTERRUPTED = "interrupted"  # cancelled; map saved
+
+
+@dataclass
+class RescueOptions:
+    cluster_size: int = 64 * 1024
+    max_read: int = 1 << 20  # copy reads grow up to this while the disk reads well
+    skip_size: int = 64 * 1024
+    max_skip_size: int | None = None  # default: 1 % of the size, at least skip_size, <= 1 GiB
+    retries: int = 0
+    trim: bool = True
+    scrape: bool = True
+    reverse: bool = False
+    min_read_rate: int | None = None  # bytes/s; 0 = auto (a tenth of the average); None = off
+    timeout: float | None = None  # seconds without a good read before stopping
+    checkpoint_interval: float = 10.0
+
+
+class Rescue:
+    """One rescue of `source` into `writer`, recorded in `mapfile`, resumable at any point."""
+
+    def __init__(self, source: Source, writer: ImageWriter, mapfile: Mapfile,
+                 save_map: Callable[[Mapfile], None], options: RescueOptions | None = None,
+                 control: JobControl | None = None, domain: RangeMap | None = None) -> None:
+        self.source, self.writer, self.mapfile = source, writer, mapfile
+        self.rmap = mapfile.rmap
+        self.save_map = save_map
+        self.opt = options or RescueOptions()
+        self.control = control or JobControl()
+        self.domain = domain
+        self.sector = source.sector_size
+        size = self.rmap.size
+        cluster = self.opt.cluster_size
+        self.opt.max_read = max(self.opt.max_read // cluster, 1) * cluster
+        self.max_skip = self.opt.max_skip_size or min(max(size // 100, self.opt.skip_size), 1 << 30)
+        self._outside = self._outside_domain_totals()  # never changes: we never read there
+        self.domain_size = size - sum(self._outside.values())
+        self._lock = threading.Lock()
+        self._phase, self._pass = PHASES.get(mapfile.current_status, "copying"), 1
+        self._pos = mapfile.current_pos
+        self._meter = RateMeter()
+        self._last_good = time.monotonic()
+        self._last_save = time.monotonic()
+        self._read_errors = 0
+
+    # ---- progress, for presenters on other threads -------------------------------------------
+
+    def _outside_domain_totals(self) -> dict[str, int]:
+        outside = dict.fromkeys(STATES, 0)
+        if self.domain is not None:
+            for pos, length, state in self.domain.areas():
+                if state != FINISHED:
+                    for key, n in self.rmap.state_bytes(pos, pos + length).items():
+                        outside[key] += n
+        return outside
+
+    def totals(self) -> dict[str, int]:
+        """Bytes per state inside the domain (the whole source when there is none)."""
+        with self._lock:
+            totals = self.rmap.totals()
+        return {key: n - self._outside[key] for key, n in totals.items()}
+
+    def progress(self) -> Progress:
+        now = time.monotonic()
+        totals = self.totals()
+        remaining = totals[NON_TRIED] + totals[NON_TRIMMED] + totals[NON_SCRAPED]
+        average = self._meter.average(now)
+        return Progress(
+            size=self.rmap.size, phase=self._phase, pass_no=self._pass, position=self._pos,
+            totals=totals, domain_size=self.domain_size,
+            current_rate=self._meter.current(now), average_rate=average,
+            elapsed=now - self._meter.started, since_last_good=now - self._last_good,
+            read_errors=self._read_errors,
+            eta=remaining / average if average > 0 and self._phase != "finished" else None,
+            paused=self.control.paused)
+
+    def snapshot(self) -> MapSnapshot:
+        with self._lock:
+            return self.rmap.snapshot()
+
+    # ---- the run -----------------------------------------------------------------------------
+
+    def run(self) -> Outcome:
+        try:
+            self._run_passes()
+        except _Stop as stop:
+            self._checkpoint(force=True)
+            return stop.outcome
+        except (SourceLostError, DestinationError):
+            self._save_after_failure()
+            raise
+        self._phase, self.mapfile.current_status = "finished", "+"
+        self._checkpoint(force=True)
+        rescued = self.totals()[FINISHED] == self.domain_size
+        return Outcome.RESCUED if rescued else Outcome.UNREADABLE
+
+    def _run_passes(self) -> None:
+        forward = not self.opt.reverse
+        status, passno = self.mapfile.current_status, self.mapfile.current_pass
+        resume_pos = self.mapfile.current_pos if status == NON_TRIED and passno == 1 else None
+        # copying: skip ahead of trouble, then read the skipped areas backwards, then all
+        for number, (direction, skipping) in enumerate(
+                ((forward, True), (not forward, True), (forward, False)), 1):
+            if status == NON_TRIED and number < passno:
+                continue
+            start = resume_pos if number == 1 else None
+            self._copy_pass(number, direction, skipping, start)
+        if self.opt.trim:
+            self._enter("trimming", 1)
+            self._trim()
+        if self.opt.scrape:
+            self._enter("scraping", 1)
+            self._sector_pass(NON_SCRAPED, forward)
+        for retry in range(1, self.opt.retries + 1):
+            self._enter("retrying", retry)
+            self._sector_pass(BAD, forward if retry % 2 == 0 else not forward)
+
+    def _enter(self, phase: str, passno: int) -> None:
+        status = next(code for code, name in PHASES.items() if name == phase)
+        self._phase, self._pass = phase, passno
+        self.mapfile.current_status, self.mapfile.current_pass = status, passno
+        self._checkpoint(force=True)
+
+    # ---- copying -----------------------------------------------------------------------------
+
+    def _copy_pass(self, number: int, forward: bool, skipping: bool, start: int | None) -> None:
+        if self._next_block(NON_TRIED, 0, True) is None:
+            return
+        self._enter("copying", number)
+        pos = start if start is not None else (0 if forward else self.rmap.size)
+        skip = self.opt.skip_size
+        read_size = self.opt.cluster_size
+        while True:
+            block = self._next_block(NON_TRIED, pos, forward)
+            if block is None:
+                return
+            begin, length, _ = block
+            chunk = self._copy_chunk(begin, begin + length, forward, read_size)
+            ok, slow = self._copy_read(*chunk)
+            pos = chunk[1] if forward else chunk[0]
+            if ok and not slow:
+                skip = self.opt.skip_size
+                read_size = min(read_size * 2, self.opt.max_read)
+                continue
+            read_size = self.opt.cluster_size
+            if skipping:
+                pos = self._skip(pos, skip, forward)
+                skip = min(skip * 2, self.max_skip)
+
+    def _copy_chunk(self, begin: int, end: int, forward: bool, size: int) -> tuple[int, int]:
+        """The next read inside [begin, end): `size` bytes, ends aligned to clusters."""
+        cluster = self.opt.cluster_size  # size is a multiple of it, so the chunk is never empty
+        if forward:
+            return begin, min(end, (begin + size) // cluster * cluster)
+        return max(begin, -(-(end - size) // cluster) * cluster), end
+
+    def _copy_read(self, begin: int, end: int) -> tuple[bool, bool]:
+        """Read [begin, end) in the copy phase; returns (all read, too slow)."""
+        started = time.monotonic()
+        if self._read_into_image(begin, end - begin, on_error=None):
+            rate = (end - begin) / max(time.monotonic() - started, 1e-6)
+            return True, self._too_slow(rate)
+        cluster = self.opt.cluster_size
+        if end - begin <= cluster:
+            self._mark(begin, end - begin, NON_TRIMMED)
+            return False, False
+        # a failed large read: read it again cluster by cluster, so only the failing clusters
+        # become non-trimmed; no sector is read more than twice in the copy phase
+        cluster = self.opt.cluster_size
+        failed = False
+        for offset in range(begin, end, cluster):
+            length = min(cluster, end - offset)
+            if not self._read_into_image(offset, length, on_error=None):
+                self._mark(offset, length, NON_TRIMMED)
+                failed = True
+        return not failed, False
+
+    def _too_slow(self, rate: float) -> bool:
+        minimum = self.opt.min_read_rate
+        if minimum is None or self._pass > 2:
+            return False
+        if minimum == 0:
+            minimum = self._meter.average(time.monotonic()) / 10
+        return rate < minimum
+
+    def _skip(self, pos: int, skip: int, forward: bool) -> int:
+        skip = skip // self.sector * self.sector
+        return min(pos + skip, self.rmap.size) if forward else max(pos - skip, 0)
+
+    # ---- trimming, scraping, retrying ----------------------------------------------------------
+
+    def _trim(self) -> None:
+        """Each non-trimmed area: sectors inward from the leading edge until one fails, then
+        from the trailing edge; the middle is left for scraping."""
+        pos = 0
+        while (block := self._next_block(NON_TRIMMED, pos, True)) is not None:
+            begin, length, _ = block
+            end = begin + length
+            front = begin
+            while front < end and self._read_sector(front, BAD):
+                front += self.sector
+            front = min(front + self.sector, end)
+            back = end
+            while back > front and self._read_sector(back - self.sector, BAD):
+                back -= self.sector
+            back = max(back - self.sector, front)
+            if back > front:
+                self._mark(front, back - front, NON_SCRAPED)
+            pos = end
+
+    def _sector_pass(self, state: str, forward: bool) -> None:
+        pos = 0 if forward else self.rmap.size
+        while (block := self._next_block(state, pos, forward)) is not None:
+            begin, length, _ = block
+            offset = begin if forward else begin + length - self.sector
+            offset = offset // self.sector * self.sector
+            offset = max(offset, begin)
+            self._read_sector(offset, BAD)
+            pos = min(offset + self.sector, begin + length) if forward else offset
+
+    def _read_sector(self, offset: int, failed_state: str) -> bool:
+        length = min(self.sector, self.rmap.size - offset)
+        return self._read_into_image(offset, length, on_error=failed_state)
+
+    # ---- reading and recording ----------------------------------------------------------------
+
+    def _read_into_image(self, offset: int, length: int, on_error: str | None) -> bool:
+        """Read, write what was read, record it. On a read error mark `on_error` (if given)."""
+        self.control.wait_if_paused()
+        if self.control.cancelled.is_set():
+            raise _Stop(Outcome.INTERRUPTED)
+        self._pos = offset
+        self.mapfile.current_pos = offset
+        try:
+            data = self.source.read(offset, length)
+        except ReadError:
+            self._read_errors += 1
+            if on_error is not None:
+                self._mark(offset, length, on_error)
+            self._after_read()
+            return False
+        self.writer.write(offset, data)
+        now = time.monotonic()
+        self._last_good = now
+        self._meter.add(length, now)
+        self._mark(offset, length, FINISHED)
+        self._after_read()
+        return True
+
+    def _mark(self, offset: int, length: int, state: str) -> None:
+        with self._lock:
+            self.rmap.set(offset, length, state)
+
+    def _after_read(self) -> None:
+        now = time.monotonic()
+        timeout = self.opt.timeout
+        if timeout is not None and now - self._last_good > timeout:
+            raise _Stop(Outcome.TIMEOUT)
+        if now - self._last_save >= self.opt.checkpoint_interval:
+            self._checkpoint()
+
+    def _checkpoint(self, force: bool = False) -> None:
+        """Make the image durable, then save the map that describes it."""
+        self.writer.sync()
+        with self._lock:
+            self.save_map(self.mapfile)
+        self._last_save = time.monotonic()
+
+    def _save_after_failure(self) -> None:
+        """Keep the job resumable after the source or destination failed: save the map only
+        if the image could still be synced; otherwise the last saved map stays valid."""
+        try:
+            self.writer.sync()
+        except DestinationError:
+            return
+        with self._lock:
+            self.save_map(self.mapfile)
+
+    def _next_block(self, state: str, pos: int, forward: bool) -> tuple[int, int, str] | None:
+        """The nearest area in `state` from `pos`, clipped to the domain."""
+        while True:
+            area = self.rmap.find(state, pos, forward)
+            if area is None or self.domain is None:
+                return area
+            begin, length, found = area
+            end = begin + length
+            if forward:
+                inside = self.domain.find(FINISHED, begin, True)
+                if inside is None:
+                    return None
+                if inside[0] < end:
+                    return inside[0], min(end, inside[0] + inside[1]) - inside[0], found
+                pos = inside[0]
+            else:
+                inside = self.domain.find(FINISHED, end, False)
+                if inside is None:
+                    return None
+                inside_end = inside[0] + inside[1]
+                if inside_end > begin:
+                    first = max(begin, inside[0])
+                    return first, inside_end - first, found
+                pos = inside_end
+
+
+class _Stop(Exception):
+    def __init__(self, outcome: Outcome) -> None:
+        super().__init__(outcome.value)
+        self.outcome = outcome

@@ -1,0 +1,104 @@
+"""Raw images: the disk's bytes at their own offsets, sparse where nothing was written.
+
+A regular file is created sparse at the source's size, so never-read and all-zero areas stay
+holes on disk and read back as zeros. A block device target gets every byte written.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterator
+
+from rescue.errors import DestinationError, FormatError
+
+_ZERO = bytes(4 << 20)
+
+
+def is_zero(data: bytes | memoryview) -> bool:
+    """True when every byte is zero; a memcmp against a zero block, no copy."""
+    if len(data) <= len(_ZERO):
+        return _ZERO.startswith(data)
+    return all(_ZERO.startswith(data[i:i + len(_ZERO)]) for i in range(0, len(data), len(_ZERO)))
+
+
+class RawWriter:
+    """Writes rescued data in place; `sync` is an fsync."""
+
+    def __init__(self, path: str, size: int) -> None:
+        self.path, self.size = path, size
+        try:
+            self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            st = os.fstat(self.fd)
+            self.is_device = stat.S_ISBLK(st.st_mode)
+            if not self.is_device and st.st_size < size:
+                os.ftruncate(self.fd, size)  # sparse: holes read as zeros
+        except OSError as exc:
+            raise DestinationError(f"cannot open destination {path}: {exc.strerror}") from None
+
+    def write(self, offset: int, data: bytes | memoryview) -> None:
+        if not self.is_device and is_zero(data):
+            return  # the file is sparse and was created by us: the hole already reads as zeros
+        try:
+            written = os.pwrite(self.fd, data, offset)
+            while written < len(data):
+                written += os.pwrite(self.fd, data[written:], offset + written)
+        except OSError as exc:
+            raise DestinationError(
+                f"cannot write {len(data)} bytes at {offset:#x} to {self.path}: {exc.strerror}"
+            ) from None
+
+    def sync(self) -> None:
+        try:
+            os.fsync(self.fd)
+        except OSError as exc:
+            raise DestinationError(f"cannot sync {self.path}: {exc.strerror}") from None
+
+    def close(self) -> None:
+        try:
+            self.sync()
+        finally:
+            os.close(self.fd)
+
+
+class RawReader:
+    """A raw image or device read at random; allocation from SEEK_DATA/SEEK_HOLE."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        try:
+            self.fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise FormatError(f"cannot open image {path}: {exc.strerror}") from None
+        self.size = os.lseek(self.fd, 0, os.SEEK_END)
+
+    def read(self, offset: int, length: int) -> bytes:
+        length = max(0, min(length, self.size - offset))
+        data = os.pread(self.fd, length, offset)
+        if len(data) < length:
+            raise FormatError(f"{self.path} is shorter than expected at {offset + len(data):#x}")
+        return data
+
+    def extents(self) -> Iterator[tuple[int, int, bool]]:
+        pos = 0
+        while pos < self.size:
+            try:
+                data = os.lseek(self.fd, pos, os.SEEK_DATA)
+            except OSError:  # ENXIO: only a hole remains (devices report all data)
+                data = self.size
+            if data > pos:
+                yield pos, data - pos, False
+            if data >= self.size:
+                return
+            hole = min(os.lseek(self.fd, data, os.SEEK_HOLE), self.size)
+            yield data, hole - data, True
+            pos = hole
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+    def __enter__(self) -> RawReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

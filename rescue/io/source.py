@@ -1,0 +1,136 @@
+"""Block sources: a device or a file opened read-only, read with O_DIRECT where possible.
+
+O_DIRECT matters on a failing disk: the page cache would turn one bad sector into a failed
+read-ahead of many good ones and hide which sector failed. The source is never written.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import mmap
+import os
+import stat
+import struct
+from typing import Protocol
+
+from rescue.errors import SourceError, SourceLostError
+
+BLKGETSIZE64 = 0x80081272
+BLKSSZGET = 0x1268
+BLKPBSZGET = 0x127B
+
+# Any other errno (EIO and its friends) means "this area could not be read": a bad area.
+TIMEOUT_ERRORS = frozenset({errno.ETIMEDOUT, errno.ETIME})
+LOST_ERRORS = frozenset({errno.ENXIO, errno.ENODEV, errno.ENOMEDIUM, errno.ESHUTDOWN})
+
+
+class ReadError(Exception):
+    """A read failed in a way the rescue algorithm handles: a bad area or a timeout."""
+
+    def __init__(self, offset: int, length: int, kind: str, detail: str = "") -> None:
+        super().__init__(f"{kind} error reading {length} bytes at {offset:#x} {detail}".strip())
+        self.offset, self.length, self.kind = offset, length, kind
+
+
+class Source(Protocol):
+    """What the rescue engine reads from: a real device or a simulated failing one."""
+
+    path: str
+    size: int
+    sector_size: int
+    physical_sector_size: int
+
+    def read(self, offset: int, length: int) -> memoryview:
+        """Exactly `length` bytes at `offset` (clipped at the end), or raise ReadError.
+        The view is only valid until the next read: keep a copy if you need it longer."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def _ioctl_int(fd: int, request: int, fmt: str) -> int:
+    buf = bytearray(struct.calcsize(fmt))
+    fcntl.ioctl(fd, request, buf)
+    return struct.unpack(fmt, buf)[0]
+
+
+class BlockSource:
+    """A block device or regular file, read-only, with one reused aligned buffer."""
+
+    def __init__(self, path: str, max_read: int = 1 << 20) -> None:
+        self.path = path
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            raise SourceError(f"source {path} does not exist") from None
+        except OSError as exc:
+            raise SourceError(f"cannot open source {path}: {exc.strerror}") from None
+        if stat.S_ISDIR(st.st_mode):
+            raise SourceError(f"source {path} is a directory, not a disk or image file")
+        if not (stat.S_ISBLK(st.st_mode) or stat.S_ISREG(st.st_mode)):
+            raise SourceError(f"source {path} is neither a block device nor a regular file")
+        self.is_device = stat.S_ISBLK(st.st_mode)
+        self.identity = (st.st_rdev, 0) if self.is_device else (st.st_dev, st.st_ino)
+        self.fd, self.direct = self._open(path)
+        try:
+            if self.is_device:
+                self.size = _ioctl_int(self.fd, BLKGETSIZE64, "Q")
+                self.sector_size = _ioctl_int(self.fd, BLKSSZGET, "i")
+                self.physical_sector_size = _ioctl_int(self.fd, BLKPBSZGET, "I")
+            else:
+                self.size = st.st_size
+                self.sector_size = self.physical_sector_size = 512
+        except OSError as exc:
+            os.close(self.fd)
+            raise SourceError(f"cannot query source {path}: {exc.strerror}") from None
+        if self.size == 0:
+            os.close(self.fd)
+            raise SourceError(f"source {path} is empty (size 0)")
+        self._buffer = mmap.mmap(-1, max_read + self.sector_size)  # page-aligned for O_DIRECT
+        self._view = memoryview(self._buffer)
+
+    def _open(self, path: str) -> tuple[int, bool]:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECT | os.O_CLOEXEC)
+            return fd, True
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:  # file systems without O_DIRECT say EINVAL
+                raise SourceError(f"cannot open source {path}: {exc.strerror}") from None
+        try:
+            return os.open(path, os.O_RDONLY | os.O_CLOEXEC), False
+        except OSError as exc:
+            raise SourceError(f"cannot open source {path}: {exc.strerror}") from None
+
+    def _fall_back_to_buffered(self) -> None:
+        os.close(self.fd)
+        self.fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        self.direct = False
+
+    def read(self, offset: int, length: int) -> memoryview:
+        length = min(length, self.size - offset)
+        if length <= 0:
+            return self._view[:0]
+        if length > len(self._buffer) - self.sector_size:
+            raise ValueError(f"read of {length} bytes exceeds the buffer")
+        ss = self.sector_size
+        request = -(-length // ss) * ss if self.direct else length
+        try:
+            got = os.preadv(self.fd, [self._view[:request]], offset)
+        except OSError as exc:
+            if exc.errno == errno.EINVAL and self.direct:
+                self._fall_back_to_buffered()
+                return self.read(offset, length)
+            if exc.errno in LOST_ERRORS:
+                raise SourceLostError(f"source {self.path} vanished ({exc.strerror})") from None
+            kind = "timeout" if exc.errno in TIMEOUT_ERRORS else "media"
+            raise ReadError(offset, length, kind, exc.strerror or "") from None
+        if got < length:
+            raise SourceLostError(
+                f"source {self.path} ended at {offset + got:#x}, before its size {self.size:#x}")
+        return self._view[:length]
+
+    def close(self) -> None:
+        self._view.release()
+        self._buffer.close()
+        os.close(self.fd)
