@@ -76,23 +76,28 @@ class RangeMap:
     @classmethod
     def from_areas(cls, size: int, areas: Iterable[tuple[int, int, str]]) -> RangeMap:
         """Build from contiguous (pos, length, state) areas covering [0, size) exactly."""
-        rmap = cls(size)
         starts, states = array("q"), bytearray()
-        totals = dict.fromkeys(STATES, 0)
         expected = 0
         for pos, length, state in areas:
             if pos != expected or length <= 0 or state not in STATES:
                 raise ValueError(f"area at {pos:#x} is not contiguous or has a bad state")
-            totals[state] += length
-            if states and states[-1] == ord(state):
-                expected += length
-                continue
-            starts.append(pos)
-            states.append(ord(state))
+            if not states or states[-1] != ord(state):
+                starts.append(pos)
+                states.append(ord(state))
             expected += length
         if expected != size:
             raise ValueError(f"areas cover {expected:#x} bytes, not {size:#x}")
-        rmap._starts, rmap._states, rmap._totals = starts, states, totals
+        return cls.from_arrays(size, starts, states)
+
+    @classmethod
+    def from_arrays(cls, size: int, starts: array, states: bytearray) -> RangeMap:
+        """Adopt ready area arrays (starts ascending from 0, no two neighbours alike)."""
+        rmap = cls(size)
+        rmap._starts, rmap._states = starts, states
+        totals = dict.fromkeys(STATES, 0)
+        for pos, length, state in rmap.areas():
+            totals[state] += length
+        rmap._totals = totals
         return rmap
 
     def __len__(self) -> int:

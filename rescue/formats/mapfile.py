@@ -9,6 +9,7 @@ we write hex like ddrescue does. Blocks must be contiguous, start at 0 and end a
 from __future__ import annotations
 
 import os
+from array import array
 import time
 from dataclasses import dataclass
 
@@ -30,6 +31,11 @@ class Mapfile:
 
 
 def _number(text: str, path: str, lineno: int) -> int:
+    if text.startswith("0x"):  # the common case, written by ddrescue and by us
+        try:
+            return int(text, 16)
+        except ValueError:
+            raise FormatError(f"{path}:{lineno}: {text!r} is not a number") from None
     octal = len(text) > 1 and text[0] == "0" and text[1].isdigit()  # C-style "0755"
     try:
         value = int(text, 8 if octal else 0)
@@ -44,13 +50,12 @@ def parse(text: str, path: str = "<mapfile>", size: int | None = None) -> Mapfil
     """Parse a mapfile. With `size`, the map must cover exactly [0, size); a ddrescue map
     that stops short (ddrescue writes no trailing non-tried block) is completed with '?'."""
     status: tuple[int, str, int] | None = None
-    areas: list[tuple[int, int, str]] = []
+    starts, states = array("q"), bytearray()
     expected = 0
     for lineno, raw in enumerate(text.splitlines(), 1):
-        line = raw.split("#", 1)[0].strip()
-        if not line:
+        fields = (raw.split("#", 1)[0] if "#" in raw else raw).split()
+        if not fields:
             continue
-        fields = line.split()
         if status is None:
             if len(fields) not in (2, 3) or fields[1] not in PHASES:
                 raise FormatError(f"{path}:{lineno}: not a ddrescue mapfile status line")
@@ -63,24 +68,23 @@ def parse(text: str, path: str = "<mapfile>", size: int | None = None) -> Mapfil
         if pos != expected:
             raise FormatError(f"{path}:{lineno}: block at {pos:#x} leaves a gap or overlap "
                               f"(expected {expected:#x})")
-        if length:
-            areas.append((pos, length, fields[2]))
         expected = pos + length
+        code = ord(fields[2])
+        if length and (not states or states[-1] != code):
+            starts.append(pos)
+            states.append(code)
     if status is None:
         raise FormatError(f"{path}: empty mapfile (no status line)")
-    total = expected if size is None else size
     if size is not None and expected > size:
         raise FormatError(f"{path}: the map covers {expected} bytes but the source has {size}: "
                           "it belongs to a different source")
-    if expected < total:
-        areas.append((expected, total - expected, "?"))
+    total = expected if size is None else size
+    if expected < total and (not states or states[-1] != ord("?")):
+        starts.append(expected)
+        states.append(ord("?"))
     if total == 0:
         raise FormatError(f"{path}: the map describes no bytes")
-    try:
-        rmap = RangeMap.from_areas(total, areas)
-    except ValueError as exc:
-        raise FormatError(f"{path}: {exc}") from None
-    return Mapfile(rmap, *status)
+    return Mapfile(RangeMap.from_arrays(total, starts, states), *status)
 
 
 def load(path: str, size: int | None = None) -> Mapfile:
@@ -110,8 +114,7 @@ def render(mapfile: Mapfile, command_line: str = "", start_time: float | None = 
     lines.append(f"0x{mapfile.current_pos:08X}     {mapfile.current_status}"
                  f"               {mapfile.current_pass}")
     lines.append("#      pos        size  status")
-    lines.extend(f"0x{pos:08X}  0x{length:08X}  {state}"
-                 for pos, length, state in mapfile.rmap.areas())
+    lines.extend(map("0x%08X  0x%08X  %s".__mod__, mapfile.rmap.areas()))
     return "\n".join(lines) + "\n"
 
 

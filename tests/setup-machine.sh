@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Installs what rescue and its tests need on a Debian machine (run as root): the peer tools the
+# tests use as judges, loop/FUSE helpers, and the Python package with its test extras.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends \
+    gddrescue qemu-utils zstd e2fsprogs dosfstools mtools exfatprogs ntfs-3g fuse3 \
+    smartmontools partclone fdisk gdisk util-linux mount tmux procps >/dev/null
+python3 -m pip install -q --disable-pip-version-check -e '.[test]'
