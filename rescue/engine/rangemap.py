@@ -95,7 +95,7 @@ class RangeMap:
         rmap = cls(size)
         rmap._starts, rmap._states = starts, states
         totals = dict.fromkeys(STATES, 0)
-        for pos, length, state in rmap.areas():
+        for _, length, state in rmap.areas():
             totals[state] += length
         rmap._totals = totals
         return rmap

@@ -9,8 +9,8 @@ we write hex like ddrescue does. Blocks must be contiguous, start at 0 and end a
 from __future__ import annotations
 
 import os
-from array import array
 import time
+from array import array
 from dataclasses import dataclass
 
 from rescue import __version__
