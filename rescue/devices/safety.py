@@ -1,0 +1,310 @@
+"""The one write-safety policy: every path that writes to a disk or an image file asks here first.
+
+A verdict lists every reason against the write. `--force` may override the reasons a careful
+user can judge (a mounted partition they know is stale, an md member they retired), never the
+ones that destroy what is running or what is being read: the running system, the live medium,
+active swap, a read-only device, or the very sectors a job is reading.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import stat
+import struct
+import threading
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from rescue.devices.discover import SECTOR, SYS_CLASS_BLOCK, SystemState, read_attr, read_int
+from rescue.errors import RefusedError
+from rescue.units import human_size
+
+BLKROGET = 0x125E  # _IO(0x12, 94): read-only flag of a block device
+
+_registry: Counter[str] = Counter()
+_registry_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class Reason:
+    code: str
+    message: str
+    overridable: bool
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Everything that speaks against writing to `target`.
+
+    `warnings` never block: they tell the user something worth knowing (too little free space
+    for the worst case of a sparse or compressed image) that may well turn out fine.
+    """
+
+    target: str
+    reasons: tuple[Reason, ...]
+    warnings: tuple[Reason, ...] = ()
+
+    def allowed(self, force: bool = False) -> bool:
+        return all(reason.overridable for reason in self.reasons) if force else not self.reasons
+
+    def blocking(self, force: bool = False) -> tuple[Reason, ...]:
+        """The reasons that still stand with or without --force."""
+        return tuple(reason for reason in self.reasons if not (force and reason.overridable))
+
+
+@contextlib.contextmanager
+def protect(path: str) -> Iterator[None]:
+    """Mark `path` as being read by a running job, so no write in this process may touch it."""
+    key = os.path.realpath(path)
+    with _registry_lock:
+        _registry[key] += 1
+    try:
+        yield
+    finally:
+        with _registry_lock:
+            _registry[key] -= 1
+            if _registry[key] <= 0:
+                del _registry[key]
+
+
+def protected_paths() -> tuple[str, ...]:
+    with _registry_lock:
+        return tuple(_registry)
+
+
+def check_write_target(path: str, *, needed_size: int | None = None,
+                       protected: Iterable[str] = ()) -> Verdict:
+    """Judge a write to `path` (a block device, or an image file that may not exist yet)."""
+    state = SystemState.read()
+    sources = [(source, "is-source") for source in protected]
+    sources += [(source, "job-source") for source in protected_paths()]
+    try:
+        info: os.stat_result | None = os.stat(path)
+    except FileNotFoundError:
+        info = None
+    except OSError as error:
+        return Verdict(path, (Reason("not-writable", f"{path}: {error.strerror}", False),))
+    if info is not None and stat.S_ISBLK(info.st_mode):
+        return _BlockCheck(path, info, state, needed_size, sources).verdict()
+    if info is None and path.startswith("/dev/"):
+        return Verdict(path, (Reason("missing", f"{path} does not exist", False),))
+    if info is None or stat.S_ISREG(info.st_mode):
+        return _FileCheck(path, info, state, needed_size, sources).verdict()
+    return Verdict(path, (Reason("not-writable",
+                                 f"{path} is neither a block device nor a regular file", False),))
+
+
+def require_writable(path: str, *, needed_size: int | None = None,
+                     protected: Iterable[str] = (), force: bool = False) -> None:
+    """Raise RefusedError with one line naming every blocking reason."""
+    verdict = check_write_target(path, needed_size=needed_size, protected=protected)
+    if verdict.allowed(force):
+        return
+    blocking = verdict.blocking(force)
+    hint = ("use --force to override" if all(reason.overridable for reason in blocking)
+            else "--force cannot override this")
+    raise RefusedError(f"refusing to write to {path}: "
+                       f"{'; '.join(reason.message for reason in blocking)} ({hint})")
+
+
+def _dev(name: str) -> str:
+    return f"/dev/{name}"
+
+
+def _holder_kind(name: str) -> str:
+    if name.startswith("md"):
+        return "md RAID"
+    uuid = read_attr(f"{SYS_CLASS_BLOCK}/{name}/dm/uuid") or ""
+    return ("LVM" if uuid.startswith("LVM-") else "dm-crypt" if uuid.startswith("CRYPT-")
+            else "device-mapper")
+
+
+class _BlockCheck:
+    """The reasons against writing to one block device."""
+
+    def __init__(self, path: str, info: os.stat_result, state: SystemState,
+                 needed_size: int | None, sources: list[tuple[str, str]]) -> None:
+        self.path, self.info, self.state = path, info, state
+        self.tree = state.tree
+        self.needed_size, self.sources = needed_size, sources
+        self.reasons: list[Reason] = []
+
+    def verdict(self) -> Verdict:
+        name = self.tree.name_of(self.info.st_rdev)
+        if name is None:
+            return Verdict(self.path, (Reason("missing", f"{self.path} is not a block device "
+                                              "the kernel knows (stale node?)", False),))
+        explained = self._running_system(name)
+        explained |= self._mounted(name, explained)
+        explained |= self._holders(name)
+        self._read_only(name)
+        self._size(name)
+        self._sources(name)
+        if not explained:
+            self._busy()
+        return Verdict(self.path, tuple(self.reasons))
+
+    def _add(self, code: str, message: str, overridable: bool) -> None:
+        self.reasons.append(Reason(code, message, overridable))
+
+    def _running_system(self, name: str) -> set[str]:
+        explained = set()
+        for device, roles in sorted(self.state.system_devices().items()):
+            if name not in self.state.affected_by(device):
+                continue
+            explained.add(device)
+            if roles == {"swap"}:
+                self._add("swap", f"{_dev(device)} is active swap", False)
+            else:
+                self._add("running-system", f"{_dev(device)} holds the running system "
+                          f"({', '.join(sorted(roles))})", False)
+        return explained
+
+    def _mounted(self, name: str, explained: set[str]) -> set[str]:
+        sharing = self.tree.descendants(name) | self.tree.ancestors(name)
+        mounted = set()
+        for device, mountpoints in sorted(self.state.mountpoints().items()):
+            if device in sharing and device not in explained:
+                mounted.add(device)
+                self._add("mounted", f"{_dev(device)} is mounted on {', '.join(mountpoints)}",
+                          True)
+        return mounted
+
+    def _holders(self, name: str) -> set[str]:
+        held = set()
+        for device in [name, *self.tree.partitions(name)]:
+            for holder in self.tree.holders.get(device, ()):
+                held.add(device)
+                self._add("holder", f"{_dev(device)} is in use by {_dev(holder)} "
+                          f"({_holder_kind(holder)})", True)
+        return held
+
+    def _read_only(self, name: str) -> None:
+        flag = read_int(f"{SYS_CLASS_BLOCK}/{name}/ro")
+        if flag is None:
+            flag = _ioctl_read_only(self.path)
+        if flag:
+            self._add("read-only", f"{self.path} is read-only", False)
+
+    def _size(self, name: str) -> None:
+        sectors = read_int(f"{SYS_CLASS_BLOCK}/{name}/size")
+        if sectors == 0:
+            self._add("missing", f"{self.path} has no medium (size 0)", False)
+        if self.needed_size is None or not sectors:
+            return
+        if sectors * SECTOR < self.needed_size:
+            self._add("too-small", f"{self.path} holds {human_size(sectors * SECTOR)}, "
+                      f"{human_size(self.needed_size)} needed", False)
+
+    def _sources(self, name: str) -> None:
+        for source, code in self.sources:
+            source_name = self.tree.name_of_path(source)
+            if source_name is not None:
+                if self.tree.overlaps(name, source_name):
+                    self._add(code, f"{self.path} shares sectors with {source}, "
+                              "which is being read", False)
+                elif self.tree.disks_of(name) & self.tree.disks_of(source_name):
+                    self._add("same-disk", f"{self.path} is on the same disk as {source}, "
+                              "which is being read", True)
+                continue
+            holder = self.tree.device_of_file(source)
+            if holder is not None and holder in self.tree.descendants(name):
+                self._add(code, f"{source}, which is being read, lives on {self.path}", False)
+
+    def _busy(self) -> None:
+        """The kernel's own view: an exclusive open fails while anything claims the device,
+        including mounts in other namespaces that our mountinfo cannot see."""
+        try:
+            os.close(os.open(self.path, os.O_RDONLY | os.O_EXCL))
+        except OSError as error:
+            if error.errno == errno.EBUSY:
+                self._add("busy", f"{self.path} is in use by the kernel (mounted or claimed "
+                          "elsewhere)", True)
+
+
+def _ioctl_read_only(path: str) -> bool:
+    try:
+        descriptor = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        return struct.unpack("i", fcntl.ioctl(descriptor, BLKROGET, b"\0" * 4))[0] != 0
+    except OSError:
+        return False
+    finally:
+        os.close(descriptor)
+
+
+class _FileCheck:
+    """The reasons against writing to an image file (existing or about to be created)."""
+
+    def __init__(self, path: str, info: os.stat_result | None, state: SystemState,
+                 needed_size: int | None, sources: list[tuple[str, str]]) -> None:
+        self.path, self.info, self.tree = path, info, state.tree
+        self.needed_size, self.sources = needed_size, sources
+        self.directory = os.path.dirname(os.path.abspath(path))
+        self.reasons: list[Reason] = []
+        self.warnings: list[Reason] = []
+
+    def verdict(self) -> Verdict:
+        if not os.path.isdir(self.directory):
+            return Verdict(self.path, (Reason("missing", f"directory {self.directory} "
+                                              "does not exist", False),))
+        self._writable()
+        self._sources()
+        self._free_space()
+        return Verdict(self.path, tuple(self.reasons), tuple(self.warnings))
+
+    def _writable(self) -> None:
+        try:
+            read_only = bool(os.statvfs(self.directory).f_flag & os.ST_RDONLY)
+        except OSError:
+            read_only = False
+        if read_only:
+            self.reasons.append(Reason("read-only", f"{self.directory} is on a read-only "
+                                       "file system", False))
+        elif not os.access(self.path if self.info else self.directory, os.W_OK):
+            self.reasons.append(Reason("not-writable", f"{self.path} is not writable", False))
+
+    def _sources(self) -> None:
+        container = self.tree.device_of_file(self.directory)
+        for source, code in self.sources:
+            if self.info is not None and _same_file(self.path, source):
+                self.reasons.append(Reason(code, f"{self.path} is {source}, which is being "
+                                           "read", False))
+                continue
+            source_name = self.tree.name_of_path(source)
+            if source_name is None or container is None:
+                continue
+            if container in self.tree.descendants(source_name):
+                self.reasons.append(Reason(code, f"{self.path} is on {_dev(container)}, part of "
+                                           f"{source}, which is being read", False))
+            elif self.tree.disks_of(container) & self.tree.disks_of(source_name):
+                self.reasons.append(Reason("same-disk", f"{self.path} is on the same disk as "
+                                           f"{source}, which is being read", True))
+
+    def _free_space(self) -> None:
+        """Only a warning: sparse and compressed images rarely take their full size, and a
+        destination that fills up stops the job with its map saved, ready to resume."""
+        if self.needed_size is None:
+            return
+        try:
+            vfs = os.statvfs(self.directory)
+        except OSError:
+            return
+        available = vfs.f_bavail * vfs.f_frsize + (self.info.st_blocks * 512 if self.info else 0)
+        if available < self.needed_size:
+            self.warnings.append(Reason("free-space", f"{self.directory} has "
+                                        f"{human_size(available)} free, the image may need up to "
+                                        f"{human_size(self.needed_size)}", True))
+
+
+def _same_file(first: str, second: str) -> bool:
+    try:
+        return os.path.samefile(first, second)
+    except OSError:
+        return False
