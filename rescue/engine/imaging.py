@@ -12,14 +12,18 @@ import time
 from dataclasses import dataclass, field
 
 from rescue.devices import safety
+from rescue.engine.convert import Conversion
 from rescue.engine.jobs import JobControl, Progress
 from rescue.engine.rangemap import FINISHED, MapSnapshot, RangeMap
 from rescue.engine.rescue import Outcome, Rescue, RescueOptions
 from rescue.errors import UsageError
 from rescue.formats import mapfile
 from rescue.formats.image import ImageWriter, format_for
+from rescue.formats.manifest import Manifest, rescue_summary, source_identity, write_sidecar
 from rescue.io import faulty
 from rescue.io.source import BlockSource, Source
+
+FINISHED_OUTCOMES = (Outcome.RESCUED, Outcome.UNREADABLE)
 
 
 @dataclass
@@ -46,13 +50,11 @@ def open_source(path: str) -> Source:
 
 
 def open_writer(path: str, image_format: str, size: int, level: int) -> ImageWriter:
+    """A writer that takes writes in any order and continues an image it finds at `path`."""
     if image_format == "qcow2":
         from rescue.formats.qcow2 import Qcow2Writer
 
         return Qcow2Writer(path, size, level=level)
-    if image_format == "zst":
-        raise UsageError("a rescue writes out of order: image to .qcow2 or .img, then "
-                         "`rescue convert` it to .img.zst")
     from rescue.formats.raw import RawWriter
 
     return RawWriter(path, size)
@@ -65,13 +67,18 @@ class ImageJob:
         self.request = request
         self.control = control or JobControl()
         self.started = time.time()
+        self.format = format_for(request.dest, request.image_format)
+        # a rescue writes out of order; .img.zst is written in order, so the rescue goes into
+        # a qcow2 staging image that becomes the .img.zst once the rescue has finished
+        staged = self.format == "zst"
+        self.image_path = f"{request.dest}.partial.qcow2" if staged else request.dest
         self.source = open_source(request.source)
         try:
             self.mapfile = self._load_or_create_map()
             self._check_destination()
             domain = self._load_domain()
-            fmt = format_for(request.dest, request.image_format)
-            self.writer = open_writer(request.dest, fmt, self.source.size, request.level)
+            self.writer = open_writer(self.image_path, "qcow2" if staged else self.format,
+                                      self.source.size, request.level)
         except BaseException:
             self.source.close()
             raise
@@ -87,20 +94,25 @@ class ImageJob:
         safety.require_writable(req.dest, needed_size=self.source.size, protected=protected,
                                 force=req.force)
         safety.require_writable(req.mapfile_path, protected=protected, force=req.force)
+        if self.image_path != req.dest and os.path.exists(req.dest):
+            if self.mapfile.current_status == "+" and not req.force:
+                raise UsageError(f"{req.dest} is already complete (map {req.mapfile_path}); "
+                                 "use --force to image again")
+            safety.require_writable(self.image_path, protected=protected, force=req.force)
         have_map = os.path.exists(req.mapfile_path)
         try:
-            st = os.stat(req.dest)
+            st = os.stat(self.image_path)
         except FileNotFoundError:
             if self.mapfile.rmap.totals()[FINISHED]:
                 raise UsageError(
-                    f"mapfile {req.mapfile_path} records rescued data but {req.dest} is "
-                    "missing; move the mapfile away to start over") from None
+                    f"mapfile {req.mapfile_path} records rescued data but {self.image_path} "
+                    "is missing; move the mapfile away to start over") from None
             return
         if stat.S_ISREG(st.st_mode) and st.st_size and not have_map:
             if not req.force:
-                raise UsageError(f"{req.dest} already exists and has no mapfile; "
+                raise UsageError(f"{self.image_path} already exists and has no mapfile; "
                                  "use --force to overwrite it")
-            with open(req.dest, "r+b") as f:
+            with open(self.image_path, "r+b") as f:
                 f.truncate(0)
 
     def _load_or_create_map(self) -> mapfile.Mapfile:
@@ -121,9 +133,31 @@ class ImageJob:
     def run(self) -> Outcome:
         try:
             with safety.protect(self.request.source):
-                return self.rescue.run()
+                outcome = self.rescue.run()
+            self._store_manifest(outcome)
         finally:
             self.close()
+        if self.image_path != self.request.dest and outcome in FINISHED_OUTCOMES:
+            Conversion(self.image_path, self.request.dest, "zst", self.request.level,
+                       force=True).run()
+            os.unlink(self.image_path)
+        return outcome
+
+    def _store_manifest(self, outcome: Outcome) -> None:
+        """Record where the image came from and how the rescue went, inside the image."""
+        src = self.source
+        identity = {"path": src.path, "size": src.size, "logical_sector_size": src.sector_size,
+                    "physical_sector_size": src.physical_sector_size}
+        if isinstance(src, BlockSource):
+            identity = source_identity(src.path, src.size, src.sector_size,
+                                       src.physical_sector_size)
+        manifest = Manifest(
+            source=identity, mode="domain" if self.request.domain_path else "full",
+            rescue=rescue_summary(list(self.mapfile.rmap.areas()), outcome.value))
+        if hasattr(self.writer, "set_manifest"):
+            self.writer.set_manifest(manifest.to_bytes())
+        else:
+            write_sidecar(self.image_path, manifest)
 
     def progress(self) -> Progress:
         return self.rescue.progress()

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Protocol
 
-from rescue.errors import UsageError
+from rescue.errors import FormatError, UsageError
+from rescue.formats.manifest import Manifest, read_sidecar
 
 FORMATS = ("raw", "qcow2", "zst")
 _EXTENSIONS = ((".img.zst", "zst"), (".zst", "zst"), (".qcow2", "qcow2"), (".img", "raw"),
@@ -55,3 +56,48 @@ def format_for(path: str, override: str | None = None) -> str:
         if lower.endswith(ext):
             return fmt
     return "raw"
+
+
+QCOW2_MAGIC = b"QFI\xfb"
+ZSTD_MAGICS = (0xFD2FB528, *range(0x184D2A50, 0x184D2A60))  # a frame or a skippable frame
+
+
+def detect_format(path: str) -> str:
+    """The format by the file's first bytes, not its name: an image may be renamed."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except IsADirectoryError:
+        raise FormatError(f"{path} is a directory, not an image") from None
+    except OSError as exc:
+        raise FormatError(f"cannot open image {path}: {exc.strerror}") from None
+    if head == QCOW2_MAGIC:
+        return "qcow2"
+    if len(head) == 4 and int.from_bytes(head, "little") in ZSTD_MAGICS:
+        return "zst"
+    return "raw"
+
+
+def open_reader(path: str) -> ImageReader:
+    """Random access to any image rescue reads: qcow2, seekable zstd, raw file or device."""
+    fmt = detect_format(path)
+    if fmt == "qcow2":
+        from rescue.formats.qcow2 import Qcow2Reader
+
+        return Qcow2Reader(path)
+    if fmt == "zst":
+        from rescue.formats.zstseek import ZstSeekReader
+
+        return ZstSeekReader(path)
+    from rescue.formats.raw import RawReader
+
+    return RawReader(path)
+
+
+def read_manifest(path: str, reader: ImageReader) -> Manifest | None:
+    """The manifest kept inside the image, or beside a raw image."""
+    blob = getattr(reader, "manifest", None)
+    if blob is not None:
+        data = blob()
+        return Manifest.from_bytes(data, path) if data else None
+    return read_sidecar(path)

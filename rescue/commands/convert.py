@@ -1,0 +1,57 @@
+"""`rescue convert IN OUT`: between raw, qcow2 and .img.zst, sparse-aware, with progress."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+
+from rescue.commands.image import cancel_on_signals
+from rescue.engine.convert import Conversion
+from rescue.errors import RescueError
+from rescue.formats.image import FORMATS
+from rescue.units import human_rate, human_size
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("convert", help="convert an image between raw, qcow2, .img.zst")
+    parser.add_argument("source", help="image to read (format detected from its content)")
+    parser.add_argument("dest", help="image to write (format from its extension)")
+    parser.add_argument("--format", choices=FORMATS, help="output format (default: extension)")
+    parser.add_argument("--level", type=int, default=3, help="compression level (default 3)")
+    parser.add_argument("--force", action="store_true", help="replace an existing DEST")
+    parser.add_argument("--json", action="store_true", help="JSON progress lines and summary")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    job = Conversion(args.source, args.dest, args.format, args.level, args.force)
+    result: dict[str, object] = {}
+
+    def work() -> None:
+        try:
+            result["manifest"] = job.run()
+        except RescueError as exc:
+            result["error"] = exc
+
+    worker = threading.Thread(target=work, name="rescue-convert")
+    with cancel_on_signals(job.control):
+        worker.start()
+        while worker.is_alive():
+            worker.join(1.0)
+            p = job.progress()
+            if args.json:
+                print(json.dumps({"type": "progress", **p.as_dict()}), flush=True)
+            elif worker.is_alive():
+                pct = 100 * p.done / p.size if p.size else 100
+                print(f"converted {human_size(p.done)} of {human_size(p.size)} ({pct:.0f}%), "
+                      f"{human_rate(p.done / max(p.elapsed, 1e-3))}", file=sys.stderr)
+    if "error" in result:
+        raise result["error"]  # type: ignore[misc]
+    manifest = result["manifest"]
+    summary = {"source": args.source, "dest": args.dest, "format": job.fmt,
+               "sha256": manifest.sha256}  # type: ignore[attr-defined]
+    print(json.dumps({"type": "summary", **summary}) if args.json else
+          f"{args.dest}: {job.fmt}, sha256 {summary['sha256']}")
+    return 0

@@ -1,0 +1,108 @@
+"""`rescue info IMAGE` and `rescue verify IMAGE`: what an image holds, and is it intact."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+
+from rescue.errors import ExitCode
+from rescue.formats import mapfile
+from rescue.formats.image import detect_format, open_reader, read_manifest
+from rescue.units import human_size
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    info = subparsers.add_parser("info", help="show an image's format, sizes and manifest")
+    info.add_argument("image")
+    info.add_argument("--json", action="store_true")
+    info.set_defaults(run=run_info)
+    verify = subparsers.add_parser(
+        "verify", help="check an image's checksums; report damaged ranges (exit 1 if any)")
+    verify.add_argument("image")
+    verify.add_argument("--json", action="store_true")
+    verify.set_defaults(run=run_verify)
+
+
+def describe(path: str) -> dict[str, object]:
+    fmt = detect_format(path)
+    reader = open_reader(path)
+    try:
+        allocated = sum(length for _, length, used in reader.extents() if used)
+        manifest = read_manifest(path, reader)
+        stored = os.stat(path).st_blocks * 512
+        info: dict[str, object] = {
+            "image": path, "format": fmt, "size": reader.size, "allocated": allocated,
+            "stored": stored, "ratio": round(stored / allocated, 4) if allocated else None,
+            "manifest": json.loads(manifest.to_bytes()) if manifest else None,
+        }
+        for attr in ("cluster_size", "compression"):
+            if hasattr(reader, attr):
+                info[attr] = getattr(reader, attr)
+    finally:
+        reader.close()
+    map_path = f"{path}.map"
+    if os.path.exists(map_path):
+        totals = mapfile.load(map_path, reader.size).rmap.totals()
+        info["mapfile"] = {"path": map_path, "rescued": totals["+"], "bad": totals["-"],
+                           "non_tried": totals["?"], "non_trimmed": totals["*"],
+                           "non_scraped": totals["/"]}
+    return info
+
+
+def run_info(args: argparse.Namespace) -> int:
+    info = describe(args.image)
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(f"image:     {info['image']} ({info['format']})")
+    print(f"size:      {human_size(info['size'])} ({info['size']} bytes)")  # type: ignore[arg-type]
+    ratio = f", {info['ratio']:.1%} of the allocated data" if info["ratio"] else ""
+    print(f"allocated: {human_size(info['allocated'])}, stored in "  # type: ignore[arg-type]
+          f"{human_size(info['stored'])}{ratio}")  # type: ignore[arg-type]
+    manifest = info["manifest"]
+    if isinstance(manifest, dict):
+        source = manifest["source"]
+        print(f"source:    {source.get('path')} model {source.get('model') or '-'} "
+              f"serial {source.get('serial') or '-'}")
+        print(f"created:   {manifest['created']} by {manifest['tool']}, mode {manifest['mode']}")
+        summary = manifest.get("rescue") or {}
+        if summary:
+            print(f"rescue:    {summary.get('outcome')}: {human_size(summary.get('rescued', 0))}"
+                  f" rescued, {human_size(summary.get('bad', 0))} bad in "
+                  f"{summary.get('bad_areas', 0)} area(s)")
+        if manifest.get("sha256"):
+            print(f"sha256:    {manifest['sha256']}")
+    if "mapfile" in info:
+        m = info["mapfile"]
+        print(f"mapfile:   {m['path']}: {human_size(m['rescued'])} rescued, "  # type: ignore[index]
+              f"{human_size(m['bad'])} bad")  # type: ignore[index]
+    return 0
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    reader = open_reader(args.image)
+    try:
+        damaged = reader.verify() if hasattr(reader, "verify") else []
+        manifest = read_manifest(args.image, reader)
+        digest_ok = None
+        if not damaged and manifest is not None and manifest.sha256:
+            digest = hashlib.sha256()
+            for pos in range(0, reader.size, 4 << 20):
+                digest.update(reader.read(pos, min(4 << 20, reader.size - pos)))
+            digest_ok = digest.hexdigest() == manifest.sha256
+    finally:
+        reader.close()
+    if args.json:
+        print(json.dumps({"image": args.image, "damaged": [list(r) for r in damaged],
+                          "sha256_ok": digest_ok}))
+    else:
+        for offset, length in damaged:
+            print(f"damaged: bytes {offset:#x}-{offset + length - 1:#x} ({length} bytes)")
+        if digest_ok is False:
+            print("damaged: the image's SHA-256 differs from the manifest's")
+        if not damaged and digest_ok is not False:
+            checked = "checksums and SHA-256" if digest_ok else "checksums"
+            print(f"{args.image}: intact ({checked} verified)")
+    return int(ExitCode.UNREADABLE if damaged or digest_ok is False else ExitCode.OK)

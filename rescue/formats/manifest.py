@@ -1,0 +1,97 @@
+"""The image manifest: where an image came from and how its rescue went, kept with the image.
+
+Stored as UTF-8 JSON inside qcow2 and .img.zst images (each format module keeps an opaque
+blob), so a copied image keeps it; a raw image, which has no room for it, keeps it beside
+itself as IMAGE.manifest.json. Field names never change meaning; new fields may be added.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from rescue import __version__
+from rescue.errors import FormatError
+
+VERSION = 1
+SUPPORTED_VERSIONS = (1,)
+SIDECAR_SUFFIX = ".manifest.json"
+
+
+@dataclass
+class Manifest:
+    source: dict[str, Any]  # path, model, serial, size, sector sizes, partition table summary
+    mode: str = "full"  # full: every sector; used: only the file systems' used blocks
+    created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    tool: str = f"rescue {__version__}"
+    rescue: dict[str, Any] = field(default_factory=dict)  # totals per state, areas, outcome
+    sha256: str | None = None  # of the whole logical image, when it is complete
+    version: int = VERSION
+
+    def to_bytes(self) -> bytes:
+        return json.dumps(asdict(self), indent=1, sort_keys=True).encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes, where: str = "image") -> Manifest:
+        try:
+            raw = json.loads(data.decode())
+            version = raw.get("version")
+            if version not in SUPPORTED_VERSIONS:
+                raise FormatError(f"{where}: manifest version {version} is not supported")
+            known = {k: raw[k] for k in cls.__dataclass_fields__ if k in raw}
+            return cls(**known)
+        except (UnicodeDecodeError, json.JSONDecodeError, AttributeError, TypeError):
+            raise FormatError(f"{where}: the manifest is damaged") from None
+
+
+def source_identity(path: str, size: int, sector_size: int, physical_sector_size: int
+                    ) -> dict[str, Any]:
+    """What identifies the source later: a device's model, serial and partition layout."""
+    identity: dict[str, Any] = {"path": path, "size": size, "logical_sector_size": sector_size,
+                                "physical_sector_size": physical_sector_size}
+    if path.startswith("/dev/"):
+        from rescue.devices.discover import Disk, find
+
+        found = find(path)
+        if isinstance(found, Disk):
+            identity.update(model=found.model, serial=found.serial, vendor=found.vendor,
+                            partition_table=found.table_type, partitions=[
+                                {"number": p.number, "start": p.start, "size": p.size,
+                                 "fstype": p.fstype, "label": p.label}
+                                for p in found.partitions])
+        elif found is not None:
+            identity.update(partition_number=found.number, fstype=found.fstype,
+                            label=found.label, uuid=found.uuid)
+    return identity
+
+
+def rescue_summary(areas: list[tuple[int, int, str]], outcome: str) -> dict[str, Any]:
+    totals = {state: 0 for state in "?*/-+"}
+    bad_areas = 0
+    for _, length, state in areas:
+        totals[state] += length
+        bad_areas += state == "-"
+    return {"outcome": outcome, "rescued": totals["+"], "bad": totals["-"],
+            "bad_areas": bad_areas, "non_tried": totals["?"], "non_trimmed": totals["*"],
+            "non_scraped": totals["/"]}
+
+
+def read_sidecar(image_path: str) -> Manifest | None:
+    path = image_path + SIDECAR_SUFFIX
+    if not os.path.exists(path):
+        return None
+    with open(path, "rb") as f:
+        return Manifest.from_bytes(f.read(), path)
+
+
+def write_sidecar(image_path: str, manifest: Manifest) -> None:
+    path = image_path + SIDECAR_SUFFIX
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(manifest.to_bytes())
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
