@@ -15,7 +15,7 @@ from rescue.commands.status import StatusPrinter
 from rescue.engine.imaging import ImageJob, ImageRequest
 from rescue.engine.jobs import JobControl
 from rescue.engine.rescue import Outcome, RescueOptions
-from rescue.errors import ExitCode, RescueError, UsageError
+from rescue.errors import ExitCode, UsageError
 from rescue.formats.image import FORMATS
 from rescue.io.faulty import parse_size
 from rescue.units import human_size
@@ -103,7 +103,7 @@ def run_job(job: ImageJob, json_lines: bool) -> int:
     def work() -> None:
         try:
             result["outcome"] = job.run()
-        except RescueError as exc:
+        except Exception as exc:  # re-raised below, in the presenting thread
             result["error"] = exc
 
     printer = StatusPrinter(job.progress, json_lines=json_lines)

@@ -94,6 +94,10 @@ class ImageJob:
         safety.require_writable(req.dest, needed_size=self.source.size, protected=protected,
                                 force=req.force)
         safety.require_writable(req.mapfile_path, protected=protected, force=req.force)
+        if os.path.abspath(req.mapfile_path) == os.path.abspath(self.image_path) or (
+                os.path.exists(req.mapfile_path) and os.path.exists(self.image_path)
+                and os.path.samefile(req.mapfile_path, self.image_path)):
+            raise UsageError(f"the mapfile {req.mapfile_path} cannot be the image itself")
         if self.image_path != req.dest and os.path.exists(req.dest):
             if self.mapfile.current_status == "+" and not req.force:
                 raise UsageError(f"{req.dest} is already complete (map {req.mapfile_path}); "

@@ -48,9 +48,16 @@ class _Ranges:
     """Sorted, merged byte ranges with an attribute; answers 'which touch [a, b)' quickly."""
 
     def __init__(self, ranges: list[tuple[int, int, float]]) -> None:
-        ranges = sorted(r for r in ranges if r[1] > 0)
-        self.starts = [r[0] for r in ranges]
-        self.ranges = ranges
+        merged: list[tuple[int, int, float]] = []
+        for start, length, value in sorted(r for r in ranges if r[1] > 0):
+            if merged and start <= merged[-1][0] + merged[-1][1]:  # overlaps: one range
+                first, span, other = merged[-1]
+                end = max(first + span, start + length)
+                merged[-1] = (first, end - first, max(value, other))
+            else:
+                merged.append((start, length, value))
+        self.starts = [r[0] for r in merged]
+        self.ranges = merged
 
     def touching(self, begin: int, end: int) -> list[tuple[int, int, float]]:
         i = max(bisect_right(self.starts, begin) - 1, 0)

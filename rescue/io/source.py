@@ -131,6 +131,6 @@ class BlockSource:
         return self._view[:length]
 
     def close(self) -> None:
-        self._view.release()
-        self._buffer.close()
+        """Close the device. The buffer is left to the garbage collector: a view of the last
+        read may still be alive (in an error being reported), and mmap refuses to close then."""
         os.close(self.fd)

@@ -35,7 +35,7 @@ def test_imaging_a_1_tib_device_stays_small_and_stops_cleanly(tmp_path):
             time.sleep(8)
             peak = peak_rss_kib(proc.pid)
             proc.send_signal(signal.SIGINT)
-            out, err = proc.communicate(timeout=60)
+            _, err = proc.communicate(timeout=60)
         finally:
             if proc.poll() is None:
                 proc.kill()

@@ -1,0 +1,1110 @@
+"""qcow2 images (QEMU's format, docs/interop/qcow2.txt): a sparse, compressed, random-access image.
+
+Writer layout and the rules it keeps:
+
+* Version 3, 16-bit refcounts, `compression_type` zstd (incompatible feature bit 3, as QEMU sets
+  it) or zlib (raw deflate with a 4 KiB window, readable by any QEMU).
+* Every allocated cluster is stored as a *compressed* cluster, packed byte after byte into host
+  clusters. Incompressible data stays a zstd frame of raw blocks (payload stored verbatim, about
+  20 bytes of framing), so every cluster carries a checksum: zstd frames their content checksum,
+  deflate streams a CRC-32 we append after the stream (QEMU's inflate ignores trailing bytes).
+  All-zero clusters are never allocated: holes read as zeros.
+* Crash safety by copy-on-write: data, L2 tables, the L1 table, refcount blocks and the refcount
+  table only ever go to clusters that the committed image does not use; after an fsync, one
+  small header write (well inside one sector) switches to the new metadata, and another fsync
+  makes it durable. A kill -9 at any moment leaves either the old or the new image, both exact:
+  `qemu-img check` finds neither errors nor leaks. Reopening also rebuilds the refcounts from
+  the L1/L2 tables and rewrites whatever differs, so leaks left by other tools vanish too.
+* The manifest (an opaque blob) lives in the area past the end of the virtual disk that qcow2
+  reserves for VM state: L1 entries beyond the disk map it like any data, so it is counted in
+  refcounts (check stays clean), copied by `cp`, and invisible to the guest and to
+  `qemu-img convert`. Our header extension records where it is, its length and its CRC-32.
+
+Writes arrive in any order and may cover parts of clusters. Whole clusters go straight to a
+thread pool (zstandard and zlib release the GIL); partial clusters are completed in a bounded
+set of buffers, seeded with the cluster's current contents, and compressed once complete, when
+evicted, or at `sync`. Rewriting a cluster always allocates new space and frees the old.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import sys
+import threading
+import zlib
+from array import array
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from heapq import heappop, heappush
+from types import TracebackType
+
+import zstandard
+
+from rescue.errors import DestinationError, FormatError, UsageError
+
+MAGIC = b"QFI\xfb"
+VERSION = 3
+SUPPORTED_VERSIONS = (2, 3)
+
+# Header fields, big-endian (qcow2.txt "Header").
+HEADER_V2 = struct.Struct(
+    ">4sI"  # magic, version
+    "QI"  # backing_file_offset u64, backing_file_size u32
+    "IQ"  # cluster_bits u32, size u64
+    "II"  # crypt_method u32, l1_size u32
+    "QQ"  # l1_table_offset u64, refcount_table_offset u64
+    "II"  # refcount_table_clusters u32, nb_snapshots u32
+    "Q"  # snapshots_offset u64
+)
+HEADER_V3 = struct.Struct(
+    ">QQQ"  # incompatible, compatible, autoclear feature bits
+    "II"  # refcount_order u32, header_length u32
+)
+V3_HEADER_LENGTH = HEADER_V2.size + HEADER_V3.size  # 104
+COMPRESSION_TYPE_OFFSET = V3_HEADER_LENGTH  # one byte, then padding to a multiple of 8
+HEADER_LENGTH = V3_HEADER_LENGTH + 8  # 112, as QEMU writes it
+EXTENSION = struct.Struct(">II")  # type u32, data length u32; data padded to 8 bytes
+EXT_END = 0
+RESCUE_EXT_MAGIC = 0x52534355  # "RSCU": ours; QEMU keeps unknown extensions as they are
+RESCUE_EXT = struct.Struct(
+    ">HH"  # format version u16, flags u16
+    "QQ"  # manifest logical offset u64 (past the disk end), manifest length u64
+    "I4x"  # manifest CRC-32 u32, padding
+)
+RESCUE_EXT_VERSION = 1
+FLAG_DEFLATE_CRC = 1  # deflate streams are followed by a big-endian CRC-32 of the cluster
+
+INCOMPAT_DIRTY = 1 << 0
+INCOMPAT_CORRUPT = 1 << 1
+INCOMPAT_DATA_FILE = 1 << 2
+INCOMPAT_COMPRESSION = 1 << 3
+INCOMPAT_EXTENDED_L2 = 1 << 4
+COMPRESSION_TYPES = {0: "zlib", 1: "zstd"}  # header codes; they never change
+COMPRESSION_CODES = {name: code for code, name in COMPRESSION_TYPES.items()}
+
+OFLAG_COPIED = 1 << 63  # L1/L2: refcount is exactly one
+OFLAG_COMPRESSED = 1 << 62  # L2: compressed cluster descriptor
+OFLAG_ZERO = 1  # L2 (v3): reads as zeros
+OFFSET_MASK = 0x00FFFFFFFFFFFE00  # L1/L2 standard entries: bits 9-55
+REFCOUNT_ORDER = 4  # 16-bit refcounts
+MAX_REFCOUNT = 0xFFFF
+SECTOR = 512
+MIN_CLUSTER_BITS = 12  # 4 KiB; QEMU accepts 512 bytes, which only wastes metadata
+MAX_CLUSTER_BITS = 21  # 2 MiB, QEMU's limit, compressed clusters included
+DEFAULT_CLUSTER_SIZE = 65536
+MAX_L1_ENTRIES = 32 * 1024 * 1024 // 8  # QEMU's QCOW_MAX_L1_SIZE
+
+_BIG_ENDIAN_HOST = sys.byteorder == "big"
+
+
+def _to_host(raw: bytes, typecode: str) -> array:
+    """Big-endian table bytes as a native array."""
+    table = array(typecode, raw)
+    if not _BIG_ENDIAN_HOST:
+        table.byteswap()
+    return table
+
+
+def _to_disk(table: array) -> bytes:
+    if _BIG_ENDIAN_HOST:
+        return table.tobytes()
+    swapped = array(table.typecode, table)
+    swapped.byteswap()
+    return swapped.tobytes()
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+@dataclass(frozen=True)
+class _Geometry:
+    """Sizes derived from cluster_bits, shared by every table computation."""
+
+    cluster_bits: int
+
+    @property
+    def cluster_size(self) -> int:
+        return 1 << self.cluster_bits
+
+    @property
+    def l2_entries(self) -> int:
+        return self.cluster_size // 8
+
+    @property
+    def l2_coverage(self) -> int:
+        """Logical bytes one L2 table maps."""
+        return self.cluster_size * self.l2_entries
+
+    @property
+    def refblock_entries(self) -> int:
+        return self.cluster_size * 8 >> REFCOUNT_ORDER
+
+    @property
+    def csize_shift(self) -> int:
+        """Compressed descriptor: bits below hold the host offset, above the sector count."""
+        return 62 - (self.cluster_bits - 8)
+
+    @property
+    def csize_mask(self) -> int:
+        return (1 << (self.cluster_bits - 8)) - 1
+
+    @property
+    def max_compressed(self) -> int:
+        """Largest compressed payload a descriptor can describe wherever it starts."""
+        return (self.csize_mask + 1) * SECTOR - (SECTOR - 1)
+
+    def compressed_range(self, entry: int) -> tuple[int, int]:
+        """(host offset, byte count) of a compressed descriptor, as QEMU computes them."""
+        offset = entry & ((1 << self.csize_shift) - 1)
+        sectors = ((entry >> self.csize_shift) & self.csize_mask) + 1
+        return offset, sectors * SECTOR - (offset & (SECTOR - 1))
+
+    def compressed_entry(self, offset: int, length: int) -> int:
+        sectors = (offset + length - 1) // SECTOR - offset // SECTOR + 1
+        return OFLAG_COMPRESSED | (sectors - 1) << self.csize_shift | offset
+
+
+@dataclass
+class _Header:
+    version: int
+    cluster_bits: int
+    size: int
+    l1_size: int
+    l1_offset: int
+    refcount_table_offset: int
+    refcount_table_clusters: int
+    nb_snapshots: int
+    incompatible: int
+    refcount_order: int
+    compression: str
+    manifest_offset: int = 0
+    manifest_length: int = 0
+    manifest_crc: int = 0
+    flags: int = 0
+    ours: bool = False
+
+
+def _pread(fd: int, length: int, offset: int, what: str) -> bytes:
+    """Exactly `length` bytes or a FormatError naming what is missing."""
+    try:
+        data = os.pread(fd, length, offset)
+    except OSError as error:
+        raise FormatError(f"cannot read {what} at offset {offset}: {error.strerror}") from error
+    if len(data) != length:
+        raise FormatError(f"truncated qcow2 image: {what} at offset {offset} lies past the end "
+                          "of the file")
+    return data
+
+
+def _parse_header(fd: int, path: str) -> _Header:
+    """Read and validate the header; refuse every feature this module cannot honour."""
+    head = os.pread(fd, 4096, 0)
+    if len(head) < 4 or head[:4] != MAGIC:
+        raise FormatError(f"{path} is not a qcow2 image (wrong magic)")
+    if len(head) < HEADER_V2.size:
+        raise FormatError(f"truncated qcow2 image {path}: header is incomplete")
+    (_, version, backing_offset, _, cluster_bits, size, crypt_method, l1_size, l1_offset,
+     rt_offset, rt_clusters, nb_snapshots, _) = HEADER_V2.unpack_from(head)
+    if version not in SUPPORTED_VERSIONS:
+        raise FormatError(f"{path}: qcow2 version {version} is not supported")
+    if not 9 <= cluster_bits <= MAX_CLUSTER_BITS:
+        raise FormatError(f"{path}: invalid qcow2 cluster_bits {cluster_bits}")
+    if backing_offset:
+        raise FormatError(f"{path}: qcow2 images with a backing file are not supported")
+    if crypt_method:
+        raise FormatError(f"{path}: encrypted qcow2 images are not supported")
+    incompatible, refcount_order, header_length, compression_code = 0, 4, HEADER_V2.size, 0
+    if version >= 3:
+        if len(head) < V3_HEADER_LENGTH:
+            raise FormatError(f"truncated qcow2 image {path}: header is incomplete")
+        incompatible, _, _, refcount_order, header_length = HEADER_V3.unpack_from(
+            head, HEADER_V2.size)
+        if header_length < V3_HEADER_LENGTH or header_length > len(head):
+            raise FormatError(f"{path}: invalid qcow2 header length {header_length}")
+        if incompatible & INCOMPAT_COMPRESSION:
+            if header_length <= COMPRESSION_TYPE_OFFSET:
+                raise FormatError(f"{path}: compression type flagged but missing from header")
+            compression_code = head[COMPRESSION_TYPE_OFFSET]
+    if incompatible & INCOMPAT_DATA_FILE:
+        raise FormatError(f"{path}: qcow2 images with an external data file are not supported")
+    if incompatible & INCOMPAT_EXTENDED_L2:
+        raise FormatError(f"{path}: qcow2 extended L2 entries (subclusters) are not supported")
+    unknown = incompatible & ~(INCOMPAT_DIRTY | INCOMPAT_CORRUPT | INCOMPAT_COMPRESSION)
+    if unknown:
+        raise FormatError(f"{path}: unknown qcow2 incompatible features 0x{unknown:x}")
+    if compression_code not in COMPRESSION_TYPES:
+        raise FormatError(f"{path}: unknown qcow2 compression type {compression_code}")
+    if refcount_order > 6:
+        raise FormatError(f"{path}: invalid qcow2 refcount order {refcount_order}")
+    if l1_size > MAX_L1_ENTRIES or l1_size * (1 << cluster_bits) * (1 << cluster_bits) // 8 < size:
+        raise FormatError(f"{path}: qcow2 L1 table of {l1_size} entries cannot map {size} bytes")
+    header = _Header(version, cluster_bits, size, l1_size, l1_offset, rt_offset, rt_clusters,
+                     nb_snapshots, incompatible, refcount_order,
+                     COMPRESSION_TYPES[compression_code])
+    if version >= 3:
+        cluster = os.pread(fd, 1 << cluster_bits, 0) if cluster_bits > 12 else head
+        _parse_extensions(cluster, (header_length + 7) & ~7, 1 << cluster_bits, header, path)
+    return header
+
+
+def _parse_extensions(head: bytes, position: int, cluster_size: int, header: _Header,
+                      path: str) -> None:
+    """Walk the header extensions; only ours matters, the rest QEMU's business."""
+    limit = min(len(head), cluster_size)
+    while position + EXTENSION.size <= limit:
+        kind, length = EXTENSION.unpack_from(head, position)
+        position += EXTENSION.size
+        if kind == EXT_END:
+            return
+        if position + length > limit:
+            raise FormatError(f"{path}: qcow2 header extension 0x{kind:x} runs past the header")
+        if kind == RESCUE_EXT_MAGIC and length >= RESCUE_EXT.size:
+            (_, header.flags, header.manifest_offset, header.manifest_length,
+             header.manifest_crc) = RESCUE_EXT.unpack_from(head, position)
+            header.ours = True
+        position += (length + 7) & ~7
+    raise FormatError(f"{path}: qcow2 header extensions have no end marker")
+
+
+class _Image:
+    """What reader and writer share: header, L1/L2 lookup, and decoding one cluster."""
+
+    def __init__(self, fd: int, path: str, header: _Header | None = None) -> None:
+        """Open the image behind `fd`; a writer creating one passes its `header` instead."""
+        self._fd = fd
+        self.path = path
+        self._header = _parse_header(fd, path) if header is None else header
+        self._geometry = _Geometry(self._header.cluster_bits)
+        self.size = self._header.size
+        self.cluster_size = self._geometry.cluster_size
+        self.compression = self._header.compression
+        self._l1 = self._read_l1() if self._header.l1_offset else [0] * self._header.l1_size
+        self._l2_cache: OrderedDict[int, array] = OrderedDict()
+        self._l2_cache_limit = 64
+
+    def _read_l1(self) -> list[int]:
+        count = self._header.l1_size
+        if count and self._header.l1_offset % self.cluster_size:
+            raise FormatError(f"{self.path}: qcow2 L1 table offset is not cluster aligned")
+        raw = _pread(self._fd, count * 8, self._header.l1_offset, "the L1 table") if count else b""
+        return [entry & OFFSET_MASK for entry in _to_host(raw, "Q")]
+
+    def _l2_table(self, l1_index: int) -> array | None:
+        """The L2 table behind an L1 entry (cached), or None if that range is a hole."""
+        table = self._l2_cache.get(l1_index)
+        if table is not None:
+            self._l2_cache.move_to_end(l1_index)
+            return table
+        if l1_index >= len(self._l1) or not self._l1[l1_index]:
+            return None
+        offset = self._l1[l1_index]
+        if offset % self.cluster_size:
+            raise FormatError(f"{self.path}: qcow2 L2 table offset 0x{offset:x} is not aligned")
+        table = _to_host(_pread(self._fd, self.cluster_size, offset, "an L2 table"), "Q")
+        self._l2_cache[l1_index] = table
+        if len(self._l2_cache) > self._l2_cache_limit:
+            self._l2_cache.popitem(last=False)
+        return table
+
+    def _entry(self, cluster_index: int) -> int:
+        table = self._l2_table(cluster_index // self._geometry.l2_entries)
+        return 0 if table is None else table[cluster_index % self._geometry.l2_entries]
+
+    def _is_data(self, entry: int) -> bool:
+        """Does this L2 entry hold data (as opposed to a hole or a zero cluster)?"""
+        if entry & OFLAG_COMPRESSED:
+            return True
+        if self._header.version >= 3 and entry & OFLAG_ZERO:
+            return False
+        return bool(entry & OFFSET_MASK)
+
+    def _decode(self, entry: int, logical: int) -> bytes | None:
+        """The cluster's bytes, or None when it reads as zeros; damage raises FormatError."""
+        if not self._is_data(entry):
+            return None
+        where = f"cluster at logical offset {logical} (length {self.cluster_size})"
+        if entry & OFLAG_COMPRESSED:
+            offset, length = self._geometry.compressed_range(entry)
+            try:
+                payload = os.pread(self._fd, length, offset)
+            except OSError as error:
+                raise FormatError(f"{self.path}: cannot read {where}: {error.strerror}") from error
+            if len(payload) + SECTOR <= length:  # the last sector may legitimately be short
+                raise FormatError(f"truncated qcow2 image {self.path}: {where} lies past the end "
+                                  "of the file")
+            return self._decompress(payload, where)
+        offset = entry & OFFSET_MASK
+        if offset % self.cluster_size:
+            raise FormatError(f"{self.path}: {where} has an unaligned host offset 0x{offset:x}")
+        return _pread(self._fd, self.cluster_size, offset, where)
+
+    def _decompress(self, payload: bytes, where: str) -> bytes:
+        try:
+            if self.compression == "zstd":
+                data = zstandard.ZstdDecompressor().decompress(
+                    payload, max_output_size=self.cluster_size)
+            else:
+                inflater = zlib.decompressobj(-15)
+                data = inflater.decompress(payload, self.cluster_size)
+                if self._header.flags & FLAG_DEFLATE_CRC:
+                    trailer = inflater.unused_data[:4]
+                    if len(trailer) < 4 or int.from_bytes(trailer, "big") != zlib.crc32(data):
+                        raise FormatError("CRC-32 mismatch")
+        except (zstandard.ZstdError, zlib.error, FormatError) as error:
+            raise FormatError(f"{self.path}: damaged compressed {where}: {error}") from error
+        if len(data) != self.cluster_size:
+            raise FormatError(f"{self.path}: damaged compressed {where}: it holds "
+                              f"{len(data)} bytes")
+        return data
+
+    def _read_logical(self, offset: int, length: int) -> bytes:
+        """Bytes of the logical address space, the VM-state area past the disk included."""
+        out = bytearray(length)
+        position = 0
+        while position < length:
+            index, within = divmod(offset + position, self.cluster_size)
+            count = min(self.cluster_size - within, length - position)
+            data = self._cluster_bytes(index)
+            if data is not None:
+                out[position:position + count] = data[within:within + count]
+            position += count
+        return bytes(out)
+
+    def _cluster_bytes(self, index: int) -> bytes | None:
+        return self._decode(self._entry(index), index * self.cluster_size)
+
+    def _manifest(self) -> bytes | None:
+        header = self._header
+        if not header.ours or not header.manifest_length:
+            return None
+        if header.manifest_offset < self.size:
+            raise FormatError(f"{self.path}: manifest offset lies inside the disk")
+        data = self._read_logical(header.manifest_offset, header.manifest_length)
+        if zlib.crc32(data) != header.manifest_crc:
+            raise FormatError(f"{self.path}: the image manifest is damaged (CRC-32 mismatch)")
+        return data
+
+
+class Qcow2Reader(_Image):
+    """Random-access view of a qcow2 image (ours or QEMU's, v2 or v3, zlib or zstd)."""
+
+    def __init__(self, path: str) -> None:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError as error:
+            raise FormatError(f"cannot open {path}: {error.strerror}") from error
+        try:
+            super().__init__(fd, path)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._recent: OrderedDict[int, bytes | None] = OrderedDict()
+
+    def _cluster_bytes(self, index: int) -> bytes | None:
+        """Decoded clusters are kept briefly: small sequential reads hit one cluster often."""
+        if index in self._recent:
+            return self._recent[index]
+        data = super()._cluster_bytes(index)
+        self._recent[index] = data
+        if len(self._recent) > 8:
+            self._recent.popitem(last=False)
+        return data
+
+    def read(self, offset: int, length: int) -> bytes:
+        """Logical bytes; holes read as zeros; a read past the end is cut short."""
+        if offset < 0 or length < 0:
+            raise UsageError(f"invalid read of {length} bytes at offset {offset}")
+        return self._read_logical(offset, max(0, min(length, self.size - offset)))
+
+    def extents(self) -> Iterator[tuple[int, int, bool]]:
+        """(offset, length, allocated) runs covering [0, size); zero clusters count as holes."""
+        start, state = 0, False
+        for offset, allocated in self._cluster_states():
+            if allocated != state:
+                if offset > start:
+                    yield start, offset - start, state
+                start, state = offset, allocated
+        if self.size > start:
+            yield start, self.size - start, state
+
+    def _cluster_states(self) -> Iterator[tuple[int, bool]]:
+        """(offset, holds data) of every cluster of the disk; whole holes of L2 size at once."""
+        geometry = self._geometry
+        for l1_index in range(_ceil_div(self.size, geometry.l2_coverage)):
+            base = l1_index * geometry.l2_coverage
+            table = self._l2_table(l1_index)
+            if table is None:
+                yield base, False
+                continue
+            for i, entry in enumerate(table):
+                offset = base + i * self.cluster_size
+                if offset >= self.size:
+                    break
+                yield offset, self._is_data(entry)
+
+    def verify(self) -> list[tuple[int, int]]:
+        """Decode every allocated cluster; (offset, length) runs that are damaged.
+
+        Our clusters all carry checksums (zstd content checksum or our CRC-32 after deflate);
+        other writers' uncompressed clusters can only be checked for being readable.
+        """
+        damaged: list[tuple[int, int]] = []
+        for offset, allocated in self._cluster_states():
+            if not allocated:
+                continue
+            length = min(self.cluster_size, self.size - offset)
+            try:
+                self._decode(self._entry(offset // self.cluster_size), offset)
+            except FormatError:
+                if damaged and damaged[-1][0] + damaged[-1][1] == offset:
+                    damaged[-1] = (damaged[-1][0], damaged[-1][1] + length)
+                else:
+                    damaged.append((offset, length))
+        return damaged
+
+    def manifest(self) -> bytes | None:
+        """The blob stored with `Qcow2Writer.set_manifest`, or None."""
+        return self._manifest()
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self) -> Qcow2Reader:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.close()
+
+
+@dataclass
+class _Partial:
+    """A cluster being completed by several writes; seeded with its current contents."""
+
+    buffer: bytearray
+    sectors: int = 0  # bit per 512-byte sector written since the buffer was made
+    dirty: bool = False  # changed since last handed to the compressors
+
+
+_Job = list[tuple[int, bytes]]  # (logical cluster index, raw cluster bytes)
+_Result = list[tuple[int, bytes | None]]  # (logical cluster index, stored payload or None: zeros)
+
+
+class Qcow2Writer(_Image):
+    """Random-access qcow2 writer with crash-safe checkpoints (see the module docstring).
+
+    `Qcow2Writer(path, size)` creates a new image, or, when `path` already holds an image this
+    module wrote, reopens it to continue (`resume=False` always starts afresh). A reopened image
+    keeps its own cluster size and compression; `size` must match it (or be None).
+    """
+
+    def __init__(self, path: str, size: int | None, *, cluster_size: int = DEFAULT_CLUSTER_SIZE,
+                 compression: str = "zstd", level: int = 3, threads: int = 2,
+                 resume: bool = True) -> None:
+        if threads < 1:
+            raise UsageError(f"threads must be at least 1, got {threads}")
+        self._level = level
+        self._local = threading.local()
+        self._closed = False
+        self._l2_dirty: dict[int, array] = {}  # changed L2 tables, kept until the next commit
+        if resume and os.path.exists(path) and os.path.getsize(path) > 0:
+            self._reopen(path, size)
+        else:
+            if size is None:
+                raise UsageError(f"{path} does not exist; an image size is needed to create it")
+            self._create(path, size, cluster_size, compression)
+        self._zero = bytes(self.cluster_size)
+        self._all_sectors = (1 << (self.cluster_size // SECTOR)) - 1
+        self._batch = max(1, (1 << 20) // self.cluster_size)
+        self._max_pending = 4 * threads
+        self._max_partials = max(16, (32 << 20) // self.cluster_size)
+        self._partials: OrderedDict[int, _Partial] = OrderedDict()
+        self._inflight: dict[int, bytes] = {}
+        self._pending: deque[tuple[Future[_Result], _Job]] = deque()
+        self._manifest_pending: bytes | None = None
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="qcow2")
+
+    @classmethod
+    def create(cls, path: str, size: int, **options: int | str) -> Qcow2Writer:
+        """A new, empty image, replacing whatever `path` held."""
+        return cls(path, size, resume=False, **options)  # type: ignore[arg-type]
+
+    @classmethod
+    def open_existing(cls, path: str, *, level: int = 3, threads: int = 2) -> Qcow2Writer:
+        """Continue an image this module wrote; FormatError if `path` is anything else."""
+        if not os.path.exists(path):
+            raise FormatError(f"{path} does not exist")
+        return cls(path, None, level=level, threads=threads)
+
+    # --- opening ---------------------------------------------------------------------------
+
+    def _create(self, path: str, size: int, cluster_size: int, compression: str) -> None:
+        """Build the empty image beside `path` and rename it into place, so a crash while
+        creating never leaves a half-made file under the real name."""
+        cluster_bits = cluster_size.bit_length() - 1
+        if cluster_size != 1 << cluster_bits or not (
+                MIN_CLUSTER_BITS <= cluster_bits <= MAX_CLUSTER_BITS):
+            raise UsageError(f"cluster size must be a power of two from {1 << MIN_CLUSTER_BITS} "
+                             f"to {1 << MAX_CLUSTER_BITS} bytes, got {cluster_size}")
+        if compression not in COMPRESSION_CODES:
+            raise UsageError(f"compression must be zstd or zlib, got {compression!r}")
+        if size < 0 or size % SECTOR:
+            raise UsageError(f"image size must be a multiple of {SECTOR} bytes, got {size}")
+        geometry = _Geometry(cluster_bits)
+        l1_size = _ceil_div(size, geometry.l2_coverage)
+        if l1_size > MAX_L1_ENTRIES:
+            raise UsageError(f"{size} bytes is too large for {cluster_size}-byte clusters")
+        header = _Header(version=VERSION, cluster_bits=cluster_bits, size=size, l1_size=l1_size,
+                         l1_offset=0, refcount_table_offset=0, refcount_table_clusters=0,
+                         nb_snapshots=0, incompatible=0, refcount_order=REFCOUNT_ORDER,
+                         compression=compression, ours=True,
+                         flags=FLAG_DEFLATE_CRC if compression == "zlib" else 0)
+        part = path + ".part"
+        try:
+            fd = os.open(part, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        except OSError as error:
+            raise DestinationError(f"cannot create {path}: {error.strerror}") from error
+        try:
+            super().__init__(fd, path, header)
+            self._l2_cache_limit = 256
+            self._init_allocation(array("H", [1]), array("H", [0]))  # cluster 0: the header
+            self._refblocks: list[int] = []
+            self._reftable = (0, 0)
+            self._l1_location = (0, 0)
+            self._commit()
+            os.rename(part, path)
+            self._fsync_directory(path)
+        except BaseException:
+            os.close(fd)
+            os.unlink(part)
+            raise
+
+    def _reopen(self, path: str, size: int | None) -> None:
+        try:
+            fd = os.open(path, os.O_RDWR)
+        except OSError as error:
+            raise DestinationError(f"cannot open {path}: {error.strerror}") from error
+        try:
+            if os.pread(fd, len(MAGIC), 0) != MAGIC:
+                raise FormatError(f"{path} exists and is not an image this program wrote; "
+                                  "refusing to overwrite it")
+            super().__init__(fd, path)
+            self._l2_cache_limit = 256
+            header = self._header
+            if not header.ours:
+                raise FormatError(f"{path} exists and is not an image this program wrote; "
+                                  "refusing to overwrite it")
+            problems = [text for present, text in (
+                (header.version != VERSION, f"qcow2 version {header.version}"),
+                (header.nb_snapshots, "internal snapshots"),
+                (header.refcount_order != REFCOUNT_ORDER, "refcounts that are not 16-bit"),
+                (header.incompatible & (INCOMPAT_DIRTY | INCOMPAT_CORRUPT),
+                 "the dirty or corrupt flag set")) if present]
+            if problems:
+                raise FormatError(f"{path} cannot be continued: it has {problems[0]}")
+            if size is not None and size != header.size:
+                raise FormatError(f"{path} holds a {header.size}-byte image, not {size} bytes")
+            self._rebuild_refcounts()
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def _init_allocation(self, refcounts: array, committed: array) -> None:
+        """Allocation state: a cluster is reusable only when neither the image in memory nor
+        the committed image on disk uses it, so a crash never finds committed data overwritten."""
+        self._refcounts = refcounts
+        self._committed = committed
+        self._free = [c for c in range(len(refcounts)) if not refcounts[c] and not committed[c]]
+        self._released: list[int] = []  # free in memory, still used by the committed image
+        self._dirty_blocks: set[int] = set()
+        self._l1_dirty = False
+        self._header_dirty = False
+        self._cursor: int | None = None  # where the next compressed payload may be appended
+
+    def _rebuild_refcounts(self) -> None:
+        """Recount every reference from the header, L1 and L2 tables; refcount blocks that
+        disagree (leaks from an interrupted foreign writer, say) are rewritten at the next sync."""
+        header, geometry, cs = self._header, self._geometry, self.cluster_size
+        file_size = os.fstat(self._fd).st_size
+        counts = array("H", bytes(2 * _ceil_div(file_size, cs)))
+
+        def count(offset: int, length: int, what: str) -> None:
+            if offset + length > file_size + cs:
+                raise FormatError(f"{self.path}: {what} at offset {offset} lies past the end "
+                                  "of the file")
+            for cluster in range(offset // cs, (offset + length - 1) // cs + 1):
+                if cluster >= len(counts):
+                    counts.extend(bytes(2 * (cluster + 1 - len(counts))))
+                counts[cluster] += 1
+
+        count(0, cs, "the header")
+        if header.l1_size:
+            count(header.l1_offset, header.l1_size * 8, "the L1 table")
+        count(header.refcount_table_offset, header.refcount_table_clusters * cs,
+              "the refcount table")
+        table = _pread(self._fd, header.refcount_table_clusters * cs,
+                       header.refcount_table_offset, "the refcount table")
+        self._refblocks = [entry & OFFSET_MASK for entry in _to_host(table, "Q")]
+        while self._refblocks and not self._refblocks[-1]:
+            self._refblocks.pop()
+        for offset in self._refblocks:
+            if offset:
+                count(offset, cs, "a refcount block")
+        for l1_index, l2_offset in enumerate(self._l1):
+            if not l2_offset:
+                continue
+            count(l2_offset, cs, "an L2 table")
+            for entry in self._l2_table(l1_index) or ():
+                if entry & OFLAG_COMPRESSED:
+                    count(*geometry.compressed_range(entry), "compressed data")
+                elif entry & OFFSET_MASK:
+                    count(entry & OFFSET_MASK, cs, "a data cluster")
+        self._reftable = (header.refcount_table_offset, header.refcount_table_clusters)
+        self._l1_location = (header.l1_offset, _ceil_div(header.l1_size * 8, cs))
+        self._init_allocation(counts, array("H", counts))
+        entries = geometry.refblock_entries
+        for block in range(_ceil_div(len(counts), entries)):
+            mine = self._refblock_bytes(block)
+            offset = self._refblocks[block] if block < len(self._refblocks) else 0
+            on_disk = _pread(self._fd, cs, offset, "a refcount block") if offset else bytes(cs)
+            if mine != on_disk:
+                self._dirty_blocks.add(block)
+
+    # --- writing ---------------------------------------------------------------------------
+
+    def write(self, offset: int, data: bytes | bytearray | memoryview) -> None:
+        """Queue `data` for logical `offset`; copies it, so the caller may reuse its buffer."""
+        view = memoryview(data).cast("B")
+        if offset < 0 or offset + len(view) > self.size:
+            raise UsageError(f"write of {len(view)} bytes at {offset} is outside the "
+                             f"{self.size}-byte image")
+        self._check_open()
+        self._write_logical(offset, view)
+
+    def _write_logical(self, offset: int, view: memoryview) -> None:
+        cs = self.cluster_size
+        job: _Job = []
+        position = 0
+        while position < len(view):
+            index, within = divmod(offset + position, cs)
+            count = min(cs - within, len(view) - position)
+            piece = view[position:position + count]
+            if count == cs and index not in self._partials:
+                if piece == self._zero and index not in self._inflight and not self._entry(index):
+                    position += count  # zeros over a hole: nothing to do
+                    continue
+                job.append((index, bytes(piece)))
+                if len(job) >= self._batch:
+                    self._submit(job)
+                    job = []
+            else:
+                self._write_partial(index, within, piece)
+            position += count
+        if job:
+            self._submit(job)
+
+    def _write_partial(self, index: int, within: int, piece: memoryview) -> None:
+        partial = self._partials.get(index)
+        if partial is None:
+            if len(self._partials) >= self._max_partials:
+                self._evict_partial()
+            partial = _Partial(bytearray(self._current(index)))
+            self._partials[index] = partial
+        else:
+            self._partials.move_to_end(index)
+        partial.buffer[within:within + len(piece)] = piece
+        first, last = within // SECTOR, (within + len(piece) - 1) // SECTOR
+        partial.sectors |= ((1 << (last - first + 1)) - 1) << first
+        partial.dirty = True
+        if partial.sectors == self._all_sectors:
+            del self._partials[index]
+            self._submit([(index, bytes(partial.buffer))])
+
+    def _evict_partial(self) -> None:
+        """Memory stays bounded: the least recently touched partial cluster is stored as is;
+        a later write to it reads it back."""
+        index, partial = self._partials.popitem(last=False)
+        if partial.dirty:
+            self._submit([(index, bytes(partial.buffer))])
+
+    def _current(self, index: int) -> bytes:
+        """The cluster's latest contents: queued for compression, or as stored."""
+        queued = self._inflight.get(index)
+        if queued is not None:
+            return queued
+        return self._decode(self._entry(index), index * self.cluster_size) or self._zero
+
+    def set_manifest(self, data: bytes) -> None:
+        """Store an opaque blob with the image; it becomes durable at the next `sync`."""
+        self._check_open()
+        self._manifest_pending = bytes(data)
+
+    def _store_manifest(self, data: bytes) -> None:
+        """Write the blob past the disk end (the VM-state area), zeroing the old one's rest."""
+        header = self._header
+        offset = _ceil_div(self.size, self._geometry.l2_coverage) * self._geometry.l2_coverage
+        span = max(len(data), header.manifest_length)
+        span = _ceil_div(span, self.cluster_size) * self.cluster_size
+        self._write_logical(offset, memoryview(data + bytes(span - len(data))))
+        header.manifest_offset, header.manifest_length = offset, len(data)
+        header.manifest_crc = zlib.crc32(data)
+        self._header_dirty = True
+
+    # --- compression -----------------------------------------------------------------------
+
+    def _submit(self, job: _Job) -> None:
+        for index, raw in job:
+            self._inflight[index] = raw
+        self._pending.append((self._pool.submit(self._compress_job, job), job))
+        self._reap(self._max_pending)
+
+    def _compress_job(self, job: _Job) -> _Result:
+        """Runs in a pool thread; zero clusters become holes."""
+        compress = self._codec()
+        return [(index, None if raw == self._zero else compress(raw)) for index, raw in job]
+
+    def _codec(self) -> Callable[[bytes], bytes]:
+        """This thread's compressor (zstandard compressors must not be shared by threads)."""
+        codec = getattr(self._local, "codec", None)
+        if codec is None:
+            if self.compression == "zstd":
+                codec = zstandard.ZstdCompressor(level=self._level, write_checksum=True).compress
+            else:
+                level = self._level
+
+                def codec(raw: bytes) -> bytes:
+                    deflater = zlib.compressobj(level, zlib.DEFLATED, -12, 9)
+                    crc = zlib.crc32(raw).to_bytes(4, "big")
+                    return deflater.compress(raw) + deflater.flush() + crc
+            self._local.codec = codec
+        return codec
+
+    def _reap(self, keep: int) -> None:
+        """Store finished jobs in submission order (so a later write of a cluster wins);
+        wait while more than `keep` are pending, which bounds the memory in flight."""
+        while self._pending and (len(self._pending) > keep or self._pending[0][0].done()):
+            future, job = self._pending.popleft()
+            results = future.result()
+            for index, raw in job:
+                if self._inflight.get(index) is raw:
+                    del self._inflight[index]
+            self._store(results)
+
+    def _store(self, results: _Result) -> None:
+        """Point each cluster at its new payload (written to fresh space) and free the old."""
+        writes: list[tuple[int, list[bytes]]] = []  # runs of payloads that are contiguous
+        for index, payload in results:
+            old = self._entry(index)
+            if payload is None and not old:
+                continue
+            table = self._l2_for_write(index // self._geometry.l2_entries)
+            if payload is None:
+                new = 0
+            else:
+                offset = self._place(len(payload))
+                new = self._geometry.compressed_entry(offset, len(payload))
+                if writes and writes[-1][0] + sum(map(len, writes[-1][1])) == offset:
+                    writes[-1][1].append(payload)
+                else:
+                    writes.append((offset, [payload]))
+            table[index % self._geometry.l2_entries] = new
+            if old:
+                self._release_entry(old)
+        for offset, parts in writes:
+            self._pwrite(offset, *parts)
+
+    # --- allocation ------------------------------------------------------------------------
+
+    def _l2_table(self, l1_index: int) -> array | None:
+        table = self._l2_dirty.get(l1_index)
+        return table if table is not None else super()._l2_table(l1_index)
+
+    def _l2_for_write(self, l1_index: int) -> array:
+        table = self._l2_dirty.get(l1_index)
+        if table is None:
+            if l1_index >= len(self._l1):
+                self._l1.extend([0] * (l1_index + 1 - len(self._l1)))
+            table = self._l2_table(l1_index) or array("Q", bytes(self.cluster_size))
+            self._l2_cache.pop(l1_index, None)
+            self._l2_dirty[l1_index] = table
+        return table
+
+    def _is_free(self, cluster: int) -> bool:
+        return cluster >= len(self._refcounts) or not (
+            self._refcounts[cluster] or self._committed[cluster])
+
+    def _incref(self, cluster: int) -> None:
+        if cluster >= len(self._refcounts):
+            grow = bytes(2 * (cluster + 1 - len(self._refcounts)))
+            self._refcounts.frombytes(grow)
+            self._committed.frombytes(grow)
+        self._refcounts[cluster] += 1
+        self._dirty_blocks.add(cluster // self._geometry.refblock_entries)
+
+    def _decref(self, cluster: int) -> None:
+        self._refcounts[cluster] -= 1
+        self._dirty_blocks.add(cluster // self._geometry.refblock_entries)
+        if self._refcounts[cluster]:
+            return
+        if self._committed[cluster]:
+            self._released.append(cluster)
+        else:
+            heappush(self._free, cluster)
+        if self._cursor is not None and (self._cursor - 1) // self.cluster_size == cluster:
+            self._cursor = None
+
+    def _allocate(self, count: int) -> int:
+        """First of `count` contiguous fresh clusters, now referenced once each; freed space
+        is reused before the file grows."""
+        start = len(self._refcounts)
+        if count == 1:
+            while self._free:
+                cluster = heappop(self._free)
+                if self._is_free(cluster):
+                    start = cluster
+                    break
+        elif self._free:
+            start = self._free_run(count)
+        for cluster in range(start, start + count):
+            self._incref(cluster)
+        return start
+
+    def _free_run(self, count: int) -> int:
+        """Lowest start of `count` free clusters in a row (a run may reach past the end)."""
+        end = len(self._refcounts)
+        self._free = sorted({c for c in self._free if self._is_free(c)})  # sorted: still a heap
+        run_start, run_length = end, 0
+        for cluster in self._free:
+            if run_length and cluster == run_start + run_length:
+                run_length += 1
+            else:
+                run_start, run_length = cluster, 1
+            if run_length == count or run_start + run_length == end:
+                return run_start
+        return end
+
+    def _place(self, length: int) -> int:
+        """Host offset for a compressed payload: packed right after the previous one when the
+        clusters it reaches into are ours or free, else at the start of fresh clusters."""
+        cs = self.cluster_size
+        cursor = self._cursor
+        if cursor is not None:
+            owned = (cursor - 1) // cs
+            clusters = range(cursor // cs, (cursor + length - 1) // cs + 1)
+            if all(self._refcounts[c] < MAX_REFCOUNT if c == owned else self._is_free(c)
+                   for c in clusters):
+                for cluster in clusters:
+                    self._incref(cluster)
+                self._cursor = cursor + length
+                return cursor
+        start = self._allocate(_ceil_div(length, cs)) * cs
+        self._cursor = start + length
+        return start
+
+    def _release_entry(self, entry: int) -> None:
+        if entry & OFLAG_COMPRESSED:
+            offset, length = self._geometry.compressed_range(entry)
+            for cluster in range(offset // self.cluster_size,
+                                 (offset + length - 1) // self.cluster_size + 1):
+                self._decref(cluster)
+        elif entry & OFFSET_MASK:
+            self._decref((entry & OFFSET_MASK) // self.cluster_size)
+
+    # --- checkpoints -----------------------------------------------------------------------
+
+    def sync(self) -> None:
+        """Make every write so far durable: data first, then new metadata, then the header."""
+        self._check_open()
+        if self._manifest_pending is not None:
+            self._store_manifest(self._manifest_pending)
+            self._manifest_pending = None
+        job: _Job = []
+        for index, partial in self._partials.items():
+            if partial.dirty:
+                partial.dirty = False
+                job.append((index, bytes(partial.buffer)))
+        for start in range(0, len(job), self._batch):
+            self._submit(job[start:start + self._batch])
+        self._reap(0)
+        if self._l2_dirty or self._l1_dirty or self._dirty_blocks or self._header_dirty:
+            self._commit()
+
+    def _commit(self) -> None:
+        """Copy-on-write checkpoint; the header write is the single switch-over point."""
+        writes = self._relocate_tables()
+        writes += self._relocate_refcounts()
+        end = len(self._refcounts) * self.cluster_size
+        for offset, data in writes:
+            self._pwrite(offset, data)
+        try:
+            if os.fstat(self._fd).st_size < end:
+                os.ftruncate(self._fd, end)
+            os.fsync(self._fd)
+            self._pwrite(0, self._header_bytes())
+            os.fsync(self._fd)
+        except OSError as error:
+            raise DestinationError(f"cannot write {self.path}: {error.strerror}") from error
+        self._committed = array("H", self._refcounts)
+        for cluster in self._released:
+            if not self._refcounts[cluster]:
+                heappush(self._free, cluster)
+        self._released.clear()
+        self._dirty_blocks.clear()
+        for l1_index, table in self._l2_dirty.items():
+            self._l2_cache[l1_index] = table
+        while len(self._l2_cache) > self._l2_cache_limit:
+            self._l2_cache.popitem(last=False)
+        self._l2_dirty.clear()
+        self._l1_dirty = self._header_dirty = False
+        self._trim()
+
+    def _relocate_tables(self) -> list[tuple[int, bytes]]:
+        """New homes for changed L2 tables (empty ones are dropped) and then for the L1."""
+        cs = self.cluster_size
+        writes = []
+        for l1_index, table in sorted(self._l2_dirty.items()):
+            if self._l1[l1_index]:
+                self._decref(self._l1[l1_index] // cs)
+            self._l1[l1_index] = 0
+            if any(table):
+                self._l1[l1_index] = self._allocate(1) * cs
+                writes.append((self._l1[l1_index], _to_disk(table)))
+        needed = _ceil_div(self.size, self._geometry.l2_coverage)
+        while len(self._l1) > needed and not self._l1[-1]:
+            self._l1.pop()
+        if self._l2_dirty or self._l1_dirty or (self._l1 and not self._l1_location[0]):
+            old, clusters = self._l1_location
+            for cluster in range(old // cs, old // cs + clusters if old else 0):
+                self._decref(cluster)
+            clusters = _ceil_div(len(self._l1) * 8, cs)
+            offset = self._allocate(clusters) * cs if clusters else 0
+            self._l1_location = (offset, clusters)
+            entries = array("Q", (e | OFLAG_COPIED if e else 0 for e in self._l1))
+            if clusters:
+                writes.append((offset, _to_disk(entries).ljust(clusters * cs, b"\0")))
+        return writes
+
+    def _relocate_refcounts(self) -> list[tuple[int, bytes]]:
+        """New homes for changed refcount blocks and the refcount table. Moving them changes
+        refcounts again, so repeat until every changed block has moved and the table fits."""
+        cs, entries = self.cluster_size, self._geometry.refblock_entries
+        moved: set[int] = set()
+        table_moved = False
+        while True:
+            for block in sorted(self._dirty_blocks - moved):
+                if block >= len(self._refblocks):
+                    self._refblocks.extend([0] * (block + 1 - len(self._refblocks)))
+                if self._refblocks[block]:
+                    self._decref(self._refblocks[block] // cs)
+                self._refblocks[block] = self._allocate(1) * cs
+                moved.add(block)
+            needed = _ceil_div(_ceil_div(len(self._refcounts), entries) * 8, cs)
+            if table_moved and self._reftable[1] >= needed and self._dirty_blocks <= moved:
+                break
+            if not table_moved or self._reftable[1] < needed:
+                old, clusters = self._reftable
+                for cluster in range(old // cs, old // cs + clusters if old else 0):
+                    self._decref(cluster)
+                self._reftable = (self._allocate(needed) * cs, needed)
+                table_moved = True
+        writes = [(self._refblocks[block], self._refblock_bytes(block)) for block in moved]
+        table = array("Q", self._refblocks)
+        writes.append((self._reftable[0], _to_disk(table).ljust(self._reftable[1] * cs, b"\0")))
+        return writes
+
+    def _refblock_bytes(self, block: int) -> bytes:
+        entries = self._geometry.refblock_entries
+        counts = self._refcounts[block * entries:(block + 1) * entries]
+        return _to_disk(counts).ljust(self.cluster_size, b"\0")
+
+    def _trim(self) -> None:
+        """Give back free clusters at the end of the file (only after a commit: the committed
+        image no longer needs them)."""
+        end = len(self._refcounts)
+        while end > 1 and not self._refcounts[end - 1]:
+            end -= 1
+        if end == len(self._refcounts):
+            return
+        del self._refcounts[end:]
+        del self._committed[end:]
+        self._free = [c for c in self._free if c < end]
+        if self._cursor is not None and self._cursor > end * self.cluster_size:
+            self._cursor = None
+        try:
+            os.ftruncate(self._fd, end * self.cluster_size)
+        except OSError as error:
+            raise DestinationError(f"cannot write {self.path}: {error.strerror}") from error
+
+    def _header_bytes(self) -> bytes:
+        header, cs = self._header, self.cluster_size
+        fixed = HEADER_V2.pack(MAGIC, VERSION, 0, 0, header.cluster_bits, self.size, 0,
+                               len(self._l1), self._l1_location[0], self._reftable[0],
+                               self._reftable[1], 0, 0)
+        incompatible = INCOMPAT_COMPRESSION if self.compression == "zstd" else 0
+        v3 = HEADER_V3.pack(incompatible, 0, 0, REFCOUNT_ORDER, HEADER_LENGTH)
+        compression = bytes([COMPRESSION_CODES[self.compression]]).ljust(8, b"\0")
+        ours = RESCUE_EXT.pack(RESCUE_EXT_VERSION, header.flags, header.manifest_offset,
+                               header.manifest_length, header.manifest_crc)
+        data = (fixed + v3 + compression + EXTENSION.pack(RESCUE_EXT_MAGIC, len(ours)) + ours
+                + EXTENSION.pack(EXT_END, 0))
+        assert len(data) <= SECTOR <= cs  # one sector: the switch-over write is atomic
+        return data
+
+    # --- plumbing --------------------------------------------------------------------------
+
+    def _pwrite(self, offset: int, *parts: bytes) -> None:
+        """Write `parts` back to back from `offset` in one system call when the kernel agrees."""
+        try:
+            written = os.pwritev(self._fd, parts, offset)
+            rest = b"".join(parts)[written:] if written < sum(map(len, parts)) else b""
+            offset += written
+            while rest:
+                written = os.pwrite(self._fd, rest, offset)
+                rest, offset = rest[written:], offset + written
+        except OSError as error:
+            raise DestinationError(f"cannot write {self.path}: {error.strerror}") from error
+
+    @staticmethod
+    def _fsync_directory(path: str) -> None:
+        fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise UsageError(f"{self.path} is already closed")
+
+    def close(self) -> None:
+        """Sync, then release the file; a second call does nothing."""
+        if self._closed:
+            return
+        try:
+            self.sync()
+        finally:
+            self.abandon()
+
+    def abandon(self) -> None:
+        """Stop without a checkpoint: the file keeps the state of the last `sync`."""
+        if self._closed:
+            return
+        self._closed = True
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        os.close(self._fd)
+
+    def __enter__(self) -> Qcow2Writer:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abandon()

@@ -1,0 +1,211 @@
+"""Bad input to `rescue image`: one clear `rescue:` line, the documented exit code, no traceback,
+and the job it was aimed at stays valid and resumable."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import random
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from rescue.errors import ExitCode
+from tests.fixtures.faultdisk import is_mounted
+from tests.functional.test_image import (
+    assert_clean_failure,
+    ddrescuelog_status,
+    listed_sectors,
+    map_blocks,
+    map_status,
+    rescue,
+)
+
+MIB = 1 << 20
+SOURCE_SIZE = 4 * MIB
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def write_random(path: Path, size: int, seed: int) -> None:
+    path.write_bytes(random.Random(seed).randbytes(size))
+
+
+@pytest.fixture
+def job(tmp_path: Path) -> Path:
+    """A half-done job in tmp_path: src.bin, out.img and out.img.map with the first half
+    rescued (a --domain run), the rest non-tried."""
+    write_random(tmp_path / "src.bin", SOURCE_SIZE, seed=1)
+    half = SOURCE_SIZE // 2
+    (tmp_path / "half.map").write_text(f"0 +\n0 {half:#x} +\n{half:#x} {half:#x} ?\n")
+    first = rescue("image", "src.bin", "out.img", "--domain", "half.map", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert listed_sectors(tmp_path / "out.img.map", "?") == set(range(half // 512,
+                                                                      SOURCE_SIZE // 512))
+    return tmp_path
+
+
+def make_inputs(folder: Path) -> None:
+    """The broken pieces the cases below point at."""
+    (folder / "folder").mkdir()
+    os.link(folder / "src.bin", folder / "hard-link.bin")
+    (folder / "sym-link.bin").symlink_to("src.bin")
+    (folder / "bigger.map").write_text(f"0 +\n0 {8 * MIB:#x} +\n")
+    (folder / "garbage.map").write_text("this is not a mapfile\nat all\n")
+    (folder / "binary.map").write_bytes(random.Random(2).randbytes(600))
+    (folder / "gap.map").write_text("0 ? 1\n0 0x1000 +\n0x2000 0x1000 -\n")
+    (folder / "overlap.map").write_text("0 ? 1\n0 0x1000 +\n0x800 0x1000 -\n")
+    (folder / "bad-state.map").write_text("0 ? 1\n0 0x1000 x\n")
+    (folder / "existing.img").write_bytes(b"precious data, not a rescue image\n" * 100)
+
+
+CASES = [
+    ("missing-source", ["nowhere.bin", "out.img"], ExitCode.USAGE, r"nowhere\.bin does not exist"),
+    ("directory-source", ["folder", "out.img"], ExitCode.USAGE, r"folder is a directory"),
+    ("dest-is-source", ["src.bin", "src.bin"], ExitCode.REFUSED, r"being read"),
+    ("dest-hard-link", ["src.bin", "hard-link.bin"], ExitCode.REFUSED, r"being read"),
+    ("dest-symlink", ["src.bin", "sym-link.bin"], ExitCode.REFUSED, r"being read"),
+    ("dest-folder-missing", ["src.bin", "no/such/dir/out.img"], ExitCode.USAGE,
+     r"no/such/dir does not exist"),
+    ("map-of-bigger-source", ["src.bin", "out.img", "--map", "bigger.map"], ExitCode.USAGE,
+     r"bigger\.map.*different source"),
+    ("garbage-map", ["src.bin", "out.img", "--map", "garbage.map"], ExitCode.USAGE,
+     r"garbage\.map:1: not a ddrescue mapfile"),
+    ("binary-map", ["src.bin", "out.img", "--map", "binary.map"], ExitCode.USAGE,
+     r"binary\.map.*binary"),
+    ("map-with-gap", ["src.bin", "out.img", "--map", "gap.map"], ExitCode.USAGE,
+     r"gap\.map:3: .*gap"),
+    ("map-with-overlap", ["src.bin", "out.img", "--map", "overlap.map"], ExitCode.USAGE,
+     r"overlap\.map:3: .*overlap"),
+    ("map-bad-state", ["src.bin", "out.img", "--map", "bad-state.map"], ExitCode.USAGE,
+     r"bad-state\.map:2: not a mapfile block line"),
+    ("dest-exists-without-map", ["src.bin", "existing.img"], ExitCode.USAGE, r"--force"),
+    ("domain-is-garbage", ["src.bin", "out.img", "--domain", "garbage.map"], ExitCode.USAGE,
+     r"garbage\.map:1"),
+    ("negative-retries", ["src.bin", "out.img", "--retries", "-1"], ExitCode.USAGE,
+     r"--retries"),
+]
+MAP_IS_DEST = pytest.param(
+    ["src.bin", "other.img", "--map", "other.img"], ExitCode.USAGE, r"map", id="map-is-dest")
+
+
+@pytest.mark.parametrize(("args", "code", "pattern"),
+                         [pytest.param(*case[1:], id=case[0]) for case in CASES] + [MAP_IS_DEST])
+def test_bad_input_fails_cleanly_and_the_job_resumes(job: Path, args: list[str], code: int,
+                                                     pattern: str) -> None:
+    make_inputs(job)
+    files = sorted(p for p in job.rglob("*") if p.is_file() and not p.is_symlink())
+    before = {path: digest(path) for path in files}
+
+    assert_clean_failure(rescue("image", *args, cwd=job), code, pattern)
+
+    assert {path: digest(path) for path in files} == before
+    leftovers = {p.name for p in job.rglob("*")} - {p.name for p in files} - {
+        "folder", "sym-link.bin"}
+    assert leftovers == set()
+
+    resumed = rescue("image", "src.bin", "out.img", cwd=job)
+    assert resumed.returncode == 0, resumed.stderr
+    assert (job / "out.img").read_bytes() == (job / "src.bin").read_bytes()
+    assert map_blocks(job / "out.img.map") == [(0, SOURCE_SIZE, "+")]
+
+
+def test_existing_dest_is_overwritten_with_force(job: Path) -> None:
+    make_inputs(job)
+    result = rescue("image", "src.bin", "existing.img", "--force", cwd=job)
+    assert result.returncode == 0, result.stderr
+    assert (job / "existing.img").read_bytes() == (job / "src.bin").read_bytes()
+
+
+# ---- a destination that fills up --------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def small_tmpfs(mountpoint: Path, size: str) -> Iterator[Callable[[str], None]]:
+    """Mount a tmpfs of `size`; yields a function that resizes it. Always unmounted."""
+    mountpoint.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mountpoint)],
+                   check=True, capture_output=True)
+
+    def resize(new_size: str) -> None:
+        subprocess.run(["mount", "-o", f"remount,size={new_size}", str(mountpoint)],
+                       check=True, capture_output=True)
+
+    try:
+        yield resize
+    finally:
+        for _ in range(20):
+            if not is_mounted(str(mountpoint)):
+                break
+            subprocess.run(["umount", str(mountpoint)], capture_output=True)
+
+
+@pytest.fixture
+def full_destination(tmp_path: Path) -> Iterator[tuple[Path, Callable[[str], None]]]:
+    """8 MiB of random data to image into a 1 MiB file system."""
+    write_random(tmp_path / "src.bin", 8 * MIB, seed=3)
+    with small_tmpfs(tmp_path / "small", "1M") as resize:
+        yield tmp_path, resize
+
+
+@pytest.mark.slow
+@pytest.mark.root
+@pytest.mark.parametrize("map_inside", [True, False], ids=["map-on-full-fs", "map-elsewhere"])
+def test_full_destination_stops_and_resumes_after_freeing_space(
+        full_destination: tuple[Path, Callable[[str], None]], map_inside: bool) -> None:
+    folder, resize = full_destination
+    image = folder / "small" / "out.img"
+    mapfile = folder / "small" / "out.img.map" if map_inside else folder / "out.map"
+    command = ["image", "src.bin", str(image), "--map", str(mapfile), "--checkpoint", "0.2"]
+    assert rescue(*command, cwd=folder).returncode != 0
+
+    ddrescuelog_status(mapfile)  # raises unless ddrescuelog accepts the map
+    source, data = (folder / "src.bin").read_bytes(), image.read_bytes()
+    claimed = [(pos, size) for pos, size, state in map_blocks(mapfile) if state == "+"]
+    assert all(data[pos:pos + size] == source[pos:pos + size] for pos, size in claimed)
+    assert map_status(mapfile)[1] != "+"
+
+    resize("16M")
+    resumed = rescue(*command, cwd=folder)
+    assert resumed.returncode == 0, resumed.stderr
+    assert image.read_bytes() == source
+    assert map_blocks(mapfile) == [(0, 8 * MIB, "+")]
+
+
+@pytest.mark.slow
+@pytest.mark.root
+def test_full_destination_is_one_line_and_exit_3(
+        full_destination: tuple[Path, Callable[[str], None]]) -> None:
+    folder, _ = full_destination
+    result = rescue("image", "src.bin", "small/out.img", "--checkpoint", "0.2", cwd=folder)
+    assert_clean_failure(result, ExitCode.DESTINATION, r"small/out\.img.*No space left")
+
+
+# ---- --timeout --------------------------------------------------------------------------------
+
+SPEC = "sim:size=4M,seed=8,bad=2M+256k"
+
+
+@pytest.mark.slow
+def test_timeout_stops_with_a_valid_map_and_the_job_resumes(tmp_path: Path) -> None:
+    """Scraping 510 bad sectors at 2 ms each reads nothing good for a second: --timeout 0.3
+    stops there."""
+    slow_spec = f"{SPEC},slow=2M+256k@0.002"
+    stopped = rescue("image", slow_spec, "out.img", "--timeout", "0.3", "--checkpoint", "0.2",
+                     cwd=tmp_path)
+    assert stopped.returncode == ExitCode.TIMEOUT, stopped.stderr
+    assert "Traceback" not in stopped.stderr
+    mapfile = tmp_path / "out.img.map"
+    assert ddrescuelog_status(mapfile)["non-scraped"][0] > 0
+    assert map_status(mapfile)[1] == "/"
+
+    resumed = rescue("image", slow_spec, "out.img", cwd=tmp_path)
+    reference = rescue("image", SPEC, "reference.img", cwd=tmp_path)
+    assert (resumed.returncode, reference.returncode) == (1, 1), resumed.stderr
+    assert map_blocks(mapfile) == map_blocks(tmp_path / "reference.img.map")
+    assert (tmp_path / "out.img").read_bytes() == (tmp_path / "reference.img").read_bytes()
