@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 
 from rescue.errors import ExitCode
 from rescue.formats import mapfile
-from rescue.formats.image import detect_format, open_reader, read_manifest
+from rescue.formats.image import detect_format, logical_sha256, open_reader, read_manifest
 from rescue.units import human_size
 
 
@@ -88,10 +87,7 @@ def run_verify(args: argparse.Namespace) -> int:
         manifest = read_manifest(args.image, reader)
         digest_ok = None
         if not damaged and manifest is not None and manifest.sha256:
-            digest = hashlib.sha256()
-            for pos in range(0, reader.size, 4 << 20):
-                digest.update(reader.read(pos, min(4 << 20, reader.size - pos)))
-            digest_ok = digest.hexdigest() == manifest.sha256
+            digest_ok = logical_sha256(reader) == manifest.sha256
     finally:
         reader.close()
     if args.json:

@@ -18,7 +18,7 @@ from rescue.engine.rangemap import FINISHED, MapSnapshot, RangeMap
 from rescue.engine.rescue import Outcome, Rescue, RescueOptions
 from rescue.errors import UsageError
 from rescue.formats import mapfile
-from rescue.formats.image import ImageWriter, format_for
+from rescue.formats.image import ImageWriter, format_for, logical_sha256, open_reader
 from rescue.formats.manifest import Manifest, rescue_summary, source_identity, write_sidecar
 from rescue.io import faulty
 from rescue.io.source import BlockSource, Source
@@ -158,9 +158,16 @@ class ImageJob:
         manifest = Manifest(
             source=identity, mode="domain" if self.request.domain_path else "full",
             rescue=rescue_summary(list(self.mapfile.rmap.areas()), outcome.value))
+        if outcome in FINISHED_OUTCOMES:  # the image will not change again: fingerprint it
+            self.writer.sync()
+            reader = open_reader(self.image_path)
+            try:
+                manifest.sha256 = logical_sha256(reader)
+            finally:
+                reader.close()
         if hasattr(self.writer, "set_manifest"):
             self.writer.set_manifest(manifest.to_bytes())
-        else:
+        elif not getattr(self.writer, "is_device", False):  # a disk has no room beside it
             write_sidecar(self.image_path, manifest)
 
     def progress(self) -> Progress:

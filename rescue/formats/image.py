@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from typing import Protocol
 
@@ -101,3 +102,12 @@ def read_manifest(path: str, reader: ImageReader) -> Manifest | None:
         data = blob()
         return Manifest.from_bytes(data, path) if data else None
     return read_sidecar(path)
+
+
+def logical_sha256(reader: ImageReader, chunk: int = 4 << 20) -> str:
+    """SHA-256 of the image's logical bytes, holes as zeros: what `zstd -d` or
+    `qemu-img convert -O raw` would produce."""
+    digest = hashlib.sha256()
+    for pos in range(0, reader.size, chunk):
+        digest.update(reader.read(pos, min(chunk, reader.size - pos)))
+    return digest.hexdigest()
