@@ -12,7 +12,7 @@ import sys
 from rescue import __version__
 from rescue.errors import ExitCode, RescueError
 
-COMMANDS = ("image", "demo", "disks", "info", "convert")
+COMMANDS = ("image", "demo", "map", "disks", "info", "convert")
 
 EPILOG = """exit codes:
   0  everything rescued / done          1  finished, but some sectors are unreadable

@@ -22,16 +22,29 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--spec", default=DEMO_SPEC,
                         help="simulated disk (see rescue.io.faulty); default: the demo disk")
     parser.add_argument("--dir", help="keep the image and map in this folder")
-    parser.add_argument("--json", action="store_true", help="JSON progress lines")
+    parser.add_argument("--json", action="store_true", help="JSON progress lines, no TUI")
+    parser.add_argument("--headless", action="store_true",
+                        help="status lines instead of the full-screen map (the default when "
+                             "not on a terminal)")
     parser.set_defaults(run=run)
+
+
+def demo_request(spec: str, folder: str) -> ImageRequest:
+    """The demo job: `spec` imaged into `folder`, with a retry pass, checkpoints every 2 s."""
+    os.makedirs(folder, exist_ok=True)
+    return ImageRequest(source=spec, dest=os.path.join(folder, "demo.img"), force=True,
+                        options=RescueOptions(retries=1, checkpoint_interval=2.0),
+                        command_line=shlex.join(sys.argv))
 
 
 def run(args: argparse.Namespace) -> int:
     folder = args.dir or tempfile.mkdtemp(prefix="rescue-demo-")
-    os.makedirs(folder, exist_ok=True)
-    dest = os.path.join(folder, "demo.img")
-    print(f"demo: imaging {args.spec} into {dest}", file=sys.stderr)
-    request = ImageRequest(source=args.spec, dest=dest, force=True,
-                           options=RescueOptions(retries=1, checkpoint_interval=2.0),
-                           command_line=shlex.join(sys.argv))
+    if not (args.json or args.headless) and sys.stdout.isatty() and sys.stdin.isatty():
+        from rescue.tui.app import run_demo_tui
+
+        code = run_demo_tui(args.spec, folder)
+        print(f"demo: image and map in {folder}", file=sys.stderr)
+        return code
+    request = demo_request(args.spec, folder)
+    print(f"demo: imaging {args.spec} into {request.dest}", file=sys.stderr)
     return run_job(ImageJob(request), args.json)

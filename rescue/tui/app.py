@@ -1,0 +1,183 @@
+"""The rescue Textual app: jobs with live sector maps, the mapfile viewer, help, safe quit.
+
+Every imaging job runs `ImageJob.run()` in a thread worker owned by the app; cancelling goes
+through the job's JobControl, so a cancelled job saves its map exactly as the CLI's does. One
+handler, `on_worker_state_changed`, records every job's outcome and shows every worker failure
+as one line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import ClassVar
+
+from textual.app import App
+from textual.binding import Binding, BindingType
+from textual.screen import Screen
+from textual.worker import Worker, WorkerCancelled, WorkerFailed, WorkerState
+
+from rescue.commands.image import OUTCOME_EXIT
+from rescue.engine.imaging import ImageJob, ImageRequest
+from rescue.errors import ExitCode, RescueError
+from rescue.formats import mapfile
+from rescue.tui.jobs import RunningJob, one_line
+from rescue.tui.screens.dialogs import HelpScreen, QuitScreen
+from rescue.tui.screens.job import JobScreen
+from rescue.tui.screens.jobs import JobsScreen
+from rescue.tui.screens.map_viewer import MapViewerScreen
+from rescue.tui.widgets.sector_map import MapLook
+
+JOB_POLL_SECONDS = 0.5  # phase changes reach the log even while no job screen shows
+
+
+class RescueApp(App[int]):
+    CSS_PATH = "rescue.tcss"
+    TITLE = "rescue"
+    ENABLE_COMMAND_PALETTE = False  # its footer entry costs columns an 80x24 screen lacks
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("q", "quit", "Quit"),
+        Binding("ctrl+q", "quit", "Quit", show=False, priority=True),
+        Binding("f1,question_mark", "help", "Help"),
+        Binding("j", "show_jobs", "Jobs", show=False),
+    ]
+
+    def __init__(self, job: ImageJob | None = None, map_path: str | None = None,
+                 loaded: mapfile.Mapfile | None = None, look: MapLook | None = None) -> None:
+        super().__init__()
+        self.look = look or MapLook.from_environment()
+        self.jobs: list[RunningJob] = []
+        self._first_job = job
+        self._map = (map_path, loaded)
+
+    def get_default_screen(self) -> Screen:
+        return JobsScreen()
+
+    def on_mount(self) -> None:
+        self.set_interval(JOB_POLL_SECONDS, self._poll_jobs)
+        if self._first_job is not None:
+            self.start_job(self._first_job)
+        map_path, loaded = self._map
+        if map_path is not None:
+            self.open_map(map_path, loaded)
+
+    # ---- jobs ------------------------------------------------------------------------------
+
+    def start_job(self, job: ImageJob) -> RunningJob:
+        """Run an opened job in a thread worker and show its screen."""
+        request = job.request
+        running = RunningJob(job, f"{request.source} → {os.path.basename(request.dest)}")
+        running.worker = self.run_worker(job.run, name=running.title, group="jobs",
+                                         thread=True, exit_on_error=False)
+        self.jobs.append(running)
+        running.note(f"started; map {request.mapfile_path}")
+        self.open_job(running)
+        return running
+
+    def open_job(self, running: RunningJob) -> None:
+        self.action_show_jobs()
+        self.push_screen(JobScreen(running, self.look))
+
+    def open_map(self, path: str, loaded: mapfile.Mapfile | None = None) -> None:
+        """Show a mapfile read-only; `loaded` saves reading it twice."""
+        self.push_screen(MapViewerScreen(path, loaded or mapfile.load(path), self.look))
+
+    def _poll_jobs(self) -> None:
+        for running in self.jobs:
+            if not running.done:
+                running.poll()
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        """The one place worker results and failures arrive."""
+        running = next((j for j in self.jobs if j.worker is event.worker), None)
+        if event.state == WorkerState.SUCCESS and running is not None:
+            running.finished(event.worker.result)
+            self.notify(f"{running.title}: {running.state}")
+        elif event.state == WorkerState.ERROR and event.worker.error is not None:
+            if running is not None:
+                running.failed(event.worker.error)
+            self.notify(one_line(event.worker.error), title=event.worker.name,
+                        severity="error", timeout=15)
+
+    def exit_code(self) -> int:
+        """What `rescue demo --tui` returns: the first job's outcome, as `rescue image` does."""
+        if not self.jobs:
+            return int(ExitCode.OK)
+        first = self.jobs[0]
+        if isinstance(first.error, RescueError):
+            return int(first.error.exit_code)
+        if first.error is not None:
+            return int(ExitCode.USAGE)
+        if first.outcome is None:
+            return int(ExitCode.INTERRUPTED)
+        return int(OUTCOME_EXIT[first.outcome])
+
+    # ---- actions ---------------------------------------------------------------------------
+
+    def action_show_jobs(self) -> None:
+        while len(self.screen_stack) > 1:
+            self.pop_screen()
+
+    def action_help(self) -> None:
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen())
+
+    async def action_quit(self) -> None:
+        """Quit at once when nothing runs; otherwise ask, then cancel and wait for the maps."""
+        active = [running for running in self.jobs if not running.done]
+        if not active:
+            self.exit(self.exit_code())
+        elif not isinstance(self.screen, QuitScreen):
+            self.push_screen(QuitScreen(len(active)), self._quit_answered)
+
+    def _quit_answered(self, answer: bool | None) -> None:
+        if answer:
+            self.run_worker(self.cancel_jobs_and_exit(), group="quit")
+
+    async def cancel_jobs_and_exit(self) -> None:
+        for running in self.jobs:
+            running.cancel()
+        await self.wait_for_jobs()
+        self.exit(self.exit_code())
+
+    async def wait_for_jobs(self) -> None:
+        """Until every job's thread has returned (a cancelled job returns once its map is
+        saved); failures are already reported by the state handler."""
+        for running in self.jobs:
+            if running.worker is not None:
+                with contextlib.suppress(WorkerFailed, WorkerCancelled):
+                    await running.worker.wait()
+
+    def on_unmount(self) -> None:
+        """Leaving by any other way still stops every job, each saving its map."""
+        for running in self.jobs:
+            running.cancel()
+
+
+def make_app(request: ImageRequest | None = None, map_path: str | None = None,
+             look: MapLook | None = None) -> RescueApp:
+    """An app showing a new imaging job for `request` and/or the mapfile at `map_path`.
+    Opening the job or reading the map happens here, so bad input raises a RescueError
+    before the screen is taken over."""
+    job = ImageJob(request) if request is not None else None
+    try:
+        loaded = mapfile.load(map_path) if map_path is not None else None
+    except BaseException:
+        if job is not None:
+            job.close()
+        raise
+    return RescueApp(job, map_path, loaded, look)
+
+
+def make_demo_app(spec: str, folder: str, look: MapLook | None = None) -> RescueApp:
+    """The app `rescue demo` shows: the simulated disk `spec` imaged into `folder`."""
+    from rescue.commands.demo import demo_request
+
+    return make_app(demo_request(spec, folder), look=look)
+
+
+def run_demo_tui(spec: str, folder: str, look: MapLook | None = None) -> int:
+    """`rescue demo` in the TUI; returns the exit code `rescue demo` would."""
+    app = make_demo_app(spec, folder, look)
+    app.run()
+    return app.exit_code()

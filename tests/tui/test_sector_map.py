@@ -1,0 +1,209 @@
+"""The sector map: weighting, exact cursor counts, zoom, and drawing without colour or blocks."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+from textual.pilot import Pilot
+
+from rescue.engine.rangemap import BAD, FINISHED, NON_TRIED, STATES, RangeMap
+from rescue.formats import mapfile
+from rescue.formats.mapfile import Mapfile
+from rescue.tui.app import make_app
+from rescue.tui.widgets.sector_map import (
+    ASCII_GLYPHS,
+    EMPTY,
+    PRIORITY,
+    SECTOR,
+    UNICODE_GLYPHS,
+    MapLook,
+    SectorMap,
+    cell_bytes_for,
+    cell_states,
+)
+from tests.tui.helpers import drive
+
+GIB = 1 << 30
+MIB = 1 << 20
+
+
+def reference_cells(rmap: RangeMap, begin: int, end: int, cell_bytes: int,
+                    count: int) -> bytes:
+    """The weighting, spelled out: per cell, the most severe state with any bytes in it."""
+    out = bytearray(count)
+    for k in range(count):
+        lo = begin + k * cell_bytes
+        if lo >= end:
+            break
+        counts = rmap.state_bytes(lo, min(lo + cell_bytes, end))
+        out[k] = ord(next(state for state in PRIORITY if counts[state]))
+    return bytes(out)
+
+
+def random_map(seed: int, size: int, areas: int) -> RangeMap:
+    rng = random.Random(seed)
+    rmap = RangeMap(size, FINISHED)
+    for _ in range(areas):
+        length = rng.choice((SECTOR, 4096, 65536, MIB))
+        rmap.set(rng.randrange(0, size - length) // SECTOR * SECTOR, length, rng.choice(STATES))
+    return rmap
+
+
+def test_one_bad_sector_in_a_gibibyte_cell_shows_as_bad() -> None:
+    rmap = RangeMap(64 * GIB, FINISHED)
+    rmap.set(37 * GIB + 123 * SECTOR, SECTOR, BAD)
+    cells = cell_states(rmap.snapshot(), 0, rmap.size, GIB, 64)
+    assert cells[37] == ord(BAD)
+    assert cells.count(ord(FINISHED)) == 63
+
+
+def test_severity_order_decides_each_cell() -> None:
+    rmap = RangeMap(5 * MIB, FINISHED)
+    # cell k holds every state ranked below PRIORITY[k], plus PRIORITY[k] itself
+    for k in range(len(PRIORITY)):
+        for offset, weaker in enumerate(PRIORITY[k:]):
+            rmap.set(k * MIB + offset * 4096, 4096, weaker)
+    assert cell_states(rmap.snapshot(), 0, rmap.size, MIB, 5) == "".join(PRIORITY).encode()
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_cells_match_the_per_cell_definition(seed: int) -> None:
+    rmap = random_map(seed, 512 * MIB, 400)
+    snapshot = rmap.snapshot()
+    for begin, end, count in ((0, rmap.size, 1360), (3 * MIB + 512, 77 * MIB, 333),
+                              (0, rmap.size, 7)):
+        cell_bytes = cell_bytes_for(end - begin, count)
+        expected = reference_cells(rmap, begin, end, cell_bytes, count)
+        assert cell_states(snapshot, begin, end, cell_bytes, count) == expected
+
+
+def test_cells_past_the_end_are_empty() -> None:
+    rmap = RangeMap(10 * SECTOR)
+    cells = cell_states(rmap.snapshot(), 0, rmap.size, 4 * SECTOR, 5)
+    assert cells == bytes([ord(NON_TRIED)] * 3 + [EMPTY] * 2)
+
+
+def test_cell_size_is_whole_sectors_and_covers_the_span() -> None:
+    for span, cells in ((8 * MIB, 1360), (10**12 + 7, 1360), (4096, 1360), (100, 7)):
+        size = cell_bytes_for(span, cells)
+        assert size * cells >= span
+        assert span < SECTOR or size % SECTOR == 0
+
+
+@pytest.mark.parametrize(("env", "look"), [
+    ({"TERM": "xterm-256color"}, MapLook(ascii=False, monochrome=False)),
+    ({"TERM": "vt220"}, MapLook(ascii=True, monochrome=True)),
+    ({"TERM": "linux"}, MapLook(ascii=True, monochrome=False)),
+    ({"TERM": "xterm", "NO_COLOR": "1"}, MapLook(ascii=False, monochrome=True)),
+])
+def test_look_follows_the_terminal(env: dict[str, str], look: MapLook) -> None:
+    assert MapLook.from_environment(env) == look
+
+
+def test_every_state_has_its_own_character() -> None:
+    for glyphs in (UNICODE_GLYPHS, ASCII_GLYPHS):
+        assert sorted(glyphs) == sorted(STATES)
+        assert len(set(glyphs.values())) == len(STATES)
+    assert all(glyph.isascii() and glyph.isprintable() for glyph in ASCII_GLYPHS.values())
+
+
+# ---- the widget, in the map viewer on a hand-written map -----------------------------------
+
+# 64 MiB: rescued, one bad sector at 10 MiB, a non-trimmed/non-scraped/bad run at 40 MiB, and
+# a non-tried tail
+AREAS = [
+    (0, 10 * MIB, "+"), (10 * MIB, 512, "-"), (10 * MIB + 512, 30 * MIB - 512, "+"),
+    (40 * MIB, 64 * 1024, "*"), (40 * MIB + 64 * 1024, 4096, "/"),
+    (40 * MIB + 68 * 1024, 1024, "-"), (40 * MIB + 69 * 1024, 8 * MIB - 69 * 1024, "+"),
+    (48 * MIB, 16 * MIB, "?"),
+]
+MAP_SIZE = 64 * MIB
+
+
+def write_map(path: Path, areas: list[tuple[int, int, str]] = AREAS) -> None:
+    size = sum(length for _, length, _ in areas)
+    mapfile.save(str(path), Mapfile(RangeMap.from_areas(size, areas), 40 * MIB, "*", 1))
+
+
+def expected_counts(begin: int, end: int) -> dict[str, int]:
+    counts = dict.fromkeys(STATES, 0)
+    for pos, length, state in AREAS:
+        counts[state] += max(0, min(end, pos + length) - max(begin, pos))
+    return counts
+
+
+def map_widget(pilot: Pilot) -> SectorMap:
+    return pilot.app.screen.query_one(SectorMap)
+
+
+def test_cursor_shows_exact_bytes_per_state_and_zoom_narrows_the_view(tmp_path: Path) -> None:
+    path = tmp_path / "disk.map"
+    write_map(path)
+
+    async def scenario(pilot: Pilot) -> None:
+        widget = map_widget(pilot)
+        columns, rows = widget.size
+        cell = cell_bytes_for(MAP_SIZE, columns * rows)
+        assert widget.cell_bytes == cell and widget.view == (0, MAP_SIZE)
+        target = (40 * MIB + 68 * 1024) // cell  # the cell holding the 1 KiB bad run
+        for _ in range(target // columns):
+            await pilot.press("down")
+        for _ in range(target % columns):
+            await pilot.press("right")
+        begin = target * cell
+        assert widget.cursor_range() == (begin, begin + cell)
+        assert widget.cursor_counts() == expected_counts(begin, begin + cell)
+        line = str(pilot.app.screen.query_one("#cursor").render())
+        assert line.startswith(f"{begin:#x}–{begin + cell:#x}") and "bad 1 KiB" in line
+
+        await pilot.press("enter")  # zoom into that cell
+        assert widget.view == (begin, begin + cell)
+        assert widget.cell_bytes == cell_bytes_for(cell, columns * rows) < cell
+        assert widget.cursor_range()[0] == begin
+        await pilot.press("end")
+        last_begin, last_end = widget.cursor_range()
+        assert last_end == begin + cell
+        assert widget.cursor_counts() == expected_counts(last_begin, last_end)
+        while widget.can_zoom_in():
+            await pilot.press("enter")
+        assert widget.cell_bytes == SECTOR
+
+        await pilot.press("backspace")
+        await pilot.press("backspace")
+        await pilot.press("escape")
+        await pilot.press("escape")  # already unzoomed: nothing more to undo
+        assert widget.view == (0, MAP_SIZE)
+        assert widget.cursor_range() == (begin, begin + cell)
+
+    drive(make_app(map_path=str(path), look=MapLook()), scenario)
+
+
+def glyphs_on_screen(widget: SectorMap) -> set[str]:
+    return {char for y in range(widget.size.height) for char in widget.render_line(y).text}
+
+
+@pytest.mark.parametrize("look", [MapLook(ascii=True, monochrome=True), MapLook()])
+def test_map_characters_per_look(tmp_path: Path, look: MapLook) -> None:
+    path = tmp_path / "disk.map"
+    write_map(path)
+
+    async def scenario(pilot: Pilot) -> None:
+        widget = map_widget(pilot)
+        drawn = glyphs_on_screen(widget)
+        glyphs = look.glyphs
+        # bad is drawn (the single bad sector at 10 MiB alone would do), and the '@' marks
+        # the current position at 40 MiB in a cell that holds worse states
+        assert {glyphs[BAD], glyphs[FINISHED], glyphs["?"], "@"} <= drawn
+        assert drawn <= set(glyphs.values()) | {"@", " "}
+        bad_cell = 10 * MIB // widget.cell_bytes
+        row = widget.render_line(bad_cell // widget.size.width)
+        assert row.text[bad_cell % widget.size.width] == glyphs[BAD]
+        legend = str(pilot.app.screen.query_one("#legend").render())
+        assert all(f"{glyphs[state]} " in legend for state in STATES)
+        if look.monochrome:
+            colours = {seg.style.color for seg in row if seg.style is not None}
+            assert colours == {None}
+
+    drive(make_app(map_path=str(path), look=look), scenario)
