@@ -5,11 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import threading
 
-from rescue.commands.image import cancel_on_signals
+from rescue.commands.status import run_presented
 from rescue.engine.convert import Conversion
-from rescue.errors import RescueError
 from rescue.formats.image import FORMATS
 from rescue.units import human_rate, human_size
 
@@ -27,31 +25,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     job = Conversion(args.source, args.dest, args.format, args.level, args.force)
-    result: dict[str, object] = {}
 
-    def work() -> None:
-        try:
-            result["manifest"] = job.run()
-        except RescueError as exc:
-            result["error"] = exc
+    def present() -> None:
+        p = job.progress()
+        if args.json:
+            print(json.dumps({"type": "progress", **p.as_dict()}), flush=True)
+        else:
+            pct = 100 * p.done / p.size if p.size else 100
+            print(f"converted {human_size(p.done)} of {human_size(p.size)} ({pct:.0f}%), "
+                  f"{human_rate(p.done / max(p.elapsed, 1e-3))}", file=sys.stderr)
 
-    worker = threading.Thread(target=work, name="rescue-convert")
-    with cancel_on_signals(job.control):
-        worker.start()
-        while worker.is_alive():
-            worker.join(1.0)
-            p = job.progress()
-            if args.json:
-                print(json.dumps({"type": "progress", **p.as_dict()}), flush=True)
-            elif worker.is_alive():
-                pct = 100 * p.done / p.size if p.size else 100
-                print(f"converted {human_size(p.done)} of {human_size(p.size)} ({pct:.0f}%), "
-                      f"{human_rate(p.done / max(p.elapsed, 1e-3))}", file=sys.stderr)
-    if "error" in result:
-        raise result["error"]  # type: ignore[misc]
-    manifest = result["manifest"]
+    manifest = run_presented(job.run, job.control, present, 1.0)
     summary = {"source": args.source, "dest": args.dest, "format": job.fmt,
-               "sha256": manifest.sha256}  # type: ignore[attr-defined]
+               "sha256": manifest.sha256}
     print(json.dumps({"type": "summary", **summary}) if args.json else
-          f"{args.dest}: {job.fmt}, sha256 {summary['sha256']}")
+          f"{args.dest}: {job.fmt}, sha256 {manifest.sha256}")
     return 0

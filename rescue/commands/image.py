@@ -5,15 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-import signal
 import sys
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 
-from rescue.commands.status import StatusPrinter
+from rescue.commands.status import StatusPrinter, run_presented
 from rescue.engine.imaging import ImageJob, ImageRequest
-from rescue.engine.jobs import JobControl
 from rescue.engine.rescue import Outcome, RescueOptions
 from rescue.errors import ExitCode, UsageError
 from rescue.formats.image import FORMATS
@@ -84,36 +79,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
-@contextmanager
-def cancel_on_signals(control: JobControl) -> Iterator[None]:
-    """SIGINT and SIGTERM cancel the job; it then saves its map and stops."""
-    previous = {sig: signal.signal(sig, lambda *_: control.cancel())
-                for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
 def run_job(job: ImageJob, json_lines: bool) -> int:
     """Run the job in a worker thread and present it here until it ends."""
-    result: dict[str, object] = {}
-
-    def work() -> None:
-        try:
-            result["outcome"] = job.run()
-        except Exception as exc:  # re-raised below, in the presenting thread
-            result["error"] = exc
-
     printer = StatusPrinter(job.progress, json_lines=json_lines)
-    worker = threading.Thread(target=work, name="rescue-job")
-    with cancel_on_signals(job.control):
-        worker.start()
-        printer.follow(worker)
-    if "error" in result:
-        raise result["error"]  # type: ignore[misc]
-    outcome: Outcome = result["outcome"]  # type: ignore[assignment]
+    outcome = run_presented(job.run, job.control, printer.update, printer.interval)
     progress = job.progress()
     code = OUTCOME_EXIT[outcome]
     if json_lines:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from typing import Any
 
 from rescue.errors import ExitCode
 from rescue.formats import mapfile
@@ -24,14 +25,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     verify.set_defaults(run=run_verify)
 
 
-def describe(path: str) -> dict[str, object]:
+def describe(path: str) -> dict[str, Any]:
     fmt = detect_format(path)
     reader = open_reader(path)
     try:
         allocated = sum(length for _, length, used in reader.extents() if used)
         manifest = read_manifest(path, reader)
         stored = os.stat(path).st_blocks * 512
-        info: dict[str, object] = {
+        info: dict[str, Any] = {
             "image": path, "format": fmt, "size": reader.size, "allocated": allocated,
             "stored": stored, "ratio": round(stored / allocated, 4) if allocated else None,
             "manifest": json.loads(manifest.to_bytes()) if manifest else None,
@@ -55,29 +56,37 @@ def run_info(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
-    print(f"image:     {info['image']} ({info['format']})")
-    print(f"size:      {human_size(info['size'])} ({info['size']} bytes)")  # type: ignore[arg-type]
+    for line in info_lines(info):
+        print(line)
+    return 0
+
+
+def info_lines(info: dict[str, Any]) -> list[str]:
+    lines = [f"image:     {info['image']} ({info['format']})",
+             f"size:      {human_size(info['size'])} ({info['size']} bytes)"]
     ratio = f", {info['ratio']:.1%} of the allocated data" if info["ratio"] else ""
-    print(f"allocated: {human_size(info['allocated'])}, stored in "  # type: ignore[arg-type]
-          f"{human_size(info['stored'])}{ratio}")  # type: ignore[arg-type]
+    lines.append(f"allocated: {human_size(info['allocated'])}, stored in "
+                 f"{human_size(info['stored'])}{ratio}")
     manifest = info["manifest"]
-    if isinstance(manifest, dict):
+    if manifest:
         source = manifest["source"]
-        print(f"source:    {source.get('path')} model {source.get('model') or '-'} "
-              f"serial {source.get('serial') or '-'}")
-        print(f"created:   {manifest['created']} by {manifest['tool']}, mode {manifest['mode']}")
+        lines.append(f"source:    {source.get('path')} model {source.get('model') or '-'} "
+                     f"serial {source.get('serial') or '-'}")
+        lines.append(f"created:   {manifest['created']} by {manifest['tool']}, "
+                     f"mode {manifest['mode']}")
         summary = manifest.get("rescue") or {}
         if summary:
-            print(f"rescue:    {summary.get('outcome')}: {human_size(summary.get('rescued', 0))}"
-                  f" rescued, {human_size(summary.get('bad', 0))} bad in "
-                  f"{summary.get('bad_areas', 0)} area(s)")
+            lines.append(f"rescue:    {summary.get('outcome')}: "
+                         f"{human_size(summary.get('rescued', 0))} rescued, "
+                         f"{human_size(summary.get('bad', 0))} bad in "
+                         f"{summary.get('bad_areas', 0)} area(s)")
         if manifest.get("sha256"):
-            print(f"sha256:    {manifest['sha256']}")
+            lines.append(f"sha256:    {manifest['sha256']}")
     if "mapfile" in info:
         m = info["mapfile"]
-        print(f"mapfile:   {m['path']}: {human_size(m['rescued'])} rescued, "  # type: ignore[index]
-              f"{human_size(m['bad'])} bad")  # type: ignore[index]
-    return 0
+        lines.append(f"mapfile:   {m['path']}: {human_size(m['rescued'])} rescued, "
+                     f"{human_size(m['bad'])} bad")
+    return lines
 
 
 def run_verify(args: argparse.Namespace) -> int:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import threading
-from collections.abc import Callable
-from typing import TextIO
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TextIO, TypeVar
 
-from rescue.engine.jobs import Progress
+from rescue.engine.jobs import JobControl, Progress
 from rescue.units import human_duration, human_rate, human_size
 
 
@@ -53,8 +55,45 @@ class StatusPrinter:
             self.stream.write(" | ".join(status_lines(progress)[:3]) + "\n")
         self.stream.flush()
 
-    def follow(self, worker: threading.Thread) -> None:
-        """Print until `worker` ends, then once more with the final state."""
+
+
+Result = TypeVar("Result")
+
+
+@contextmanager
+def cancel_on_signals(control: JobControl) -> Iterator[None]:
+    """SIGINT and SIGTERM cancel the job; it then saves its state and stops."""
+    previous = {sig: signal.signal(sig, lambda *_: control.cancel())
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def run_presented(work: Callable[[], Result], control: JobControl,
+                  present: Callable[[], None], interval: float) -> Result:
+    """Run `work` in a worker thread while this thread presents it every `interval` seconds
+    and once more at a successful end; signals cancel through `control`; the worker's error
+    is raised here, in place of the final presentation."""
+    outcome: list[Result] = []
+    failure: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            outcome.append(work())
+        except Exception as exc:  # handed to the presenting thread
+            failure.append(exc)
+
+    worker = threading.Thread(target=target, name="rescue-job")
+    with cancel_on_signals(control):
+        worker.start()
+        worker.join(interval)
         while worker.is_alive():
-            worker.join(self.interval)
-            self.update()
+            present()
+            worker.join(interval)
+    if failure:
+        raise failure[0]
+    present()
+    return outcome[0]
