@@ -386,3 +386,33 @@ def test_a_million_area_map_loads_and_saves(tmp_path: Path) -> None:
     assert len(loaded.rmap) == count
     assert loaded.rmap.totals() == rmap.totals()
     assert list(loaded.rmap.areas())[::9973] == list(rmap.areas())[::9973]
+
+
+def test_slow_areas_are_skipped_in_the_first_pass_and_read_later(tmp_path: Path) -> None:
+    """With --min-read-rate the first pass leaves a slow area behind; later passes read it."""
+    mib = 1 << 20
+    spec = FaultySpec(size=8 * mib, slow=[(2 * mib, mib, 0.02)])
+    source = FaultySource(spec)
+    writer = RawWriter(str(tmp_path / "out.img"), spec.size)
+    current = Mapfile(RangeMap(spec.size))
+    rescue = Rescue(source, writer, current, lambda m: None,
+                    RescueOptions(min_read_rate=50 * mib, max_read=64 * 1024))
+    reads: list[tuple[int, str, int]] = []
+    plain_read = source.read
+
+    def watching_read(offset: int, length: int) -> memoryview:
+        progress = rescue.progress()
+        reads.append((offset, progress.phase, progress.pass_no))
+        return plain_read(offset, length)
+
+    source.read = watching_read  # type: ignore[method-assign]
+    try:
+        assert rescue.run() is Outcome.RESCUED
+    finally:
+        writer.close()
+    in_slow_area = [(phase, passno) for o, phase, passno in reads if 2 * mib <= o < 3 * mib]
+    first_pass = [r for r in in_slow_area if r == ("copying", 1)]
+    assert 0 < len(first_pass) < 16, "the first pass touches the slow area, then skips it"
+    assert len(in_slow_area) > len(first_pass), "a later pass reads the skipped slow area"
+    assert current.rmap.totals()["+"] == spec.size
+    assert (tmp_path / "out.img").read_bytes() == content(0, spec.size)
