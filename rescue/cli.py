@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from rescue import __version__
 from rescue.errors import ExitCode, RescueError
 
-COMMANDS = ("image", "demo", "map", "disks", "info", "convert")
+COMMANDS = ("image", "demo", "map", "disks", "info", "convert", "explore", "report")
 
 EPILOG = """exit codes:
   0  everything rescued / done          1  finished, but some sectors are unreadable
@@ -46,3 +47,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("rescue: interrupted", file=sys.stderr)
         return int(ExitCode.INTERRUPTED)
+    except BrokenPipeError:  # the reader went away (`rescue ls ... | head`): not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return int(ExitCode.OK)

@@ -7,5 +7,5 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends \
     gddrescue qemu-utils zstd e2fsprogs dosfstools mtools exfatprogs ntfs-3g fuse3 \
-    smartmontools partclone fdisk gdisk util-linux mount tmux procps >/dev/null
+    smartmontools partclone fdisk gdisk util-linux mount tmux procps exfat-fuse >/dev/null
 python3 -m pip install -q --disable-pip-version-check -e '.[test]'

@@ -8,7 +8,7 @@ import shlex
 import sys
 
 from rescue.commands.status import StatusPrinter, run_presented
-from rescue.engine.imaging import ImageJob, ImageRequest
+from rescue.engine.imaging import MODES, ORDERS, ImageJob, ImageRequest
 from rescue.engine.rescue import Outcome, RescueOptions
 from rescue.errors import ExitCode, UsageError
 from rescue.formats.image import FORMATS
@@ -71,6 +71,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--level", type=int, default=3, help="compression level (default 3)")
     parser.add_argument("--domain", metavar="MAPFILE",
                         help="read only what this mapfile marks finished ('+')")
+    parser.add_argument("--mode", choices=MODES, default="full",
+                        help="full: every sector; used: only the blocks the file systems use "
+                             "(ext2/3/4, FAT, exFAT, NTFS natively, others via partclone), "
+                             "unused blocks stay holes (default full)")
+    parser.add_argument("--order", choices=ORDERS, default="auto",
+                        help="metadata-first: partition tables and file-system metadata "
+                             "before file data, so the image mounts even if the disk dies "
+                             "halfway; auto: metadata first when the disk is failing")
     parser.add_argument("--force", action="store_true",
                         help="overwrite an existing DEST; override overridable safety reasons")
     parser.add_argument("--json", action="store_true",
@@ -98,6 +106,12 @@ def run_job(job: ImageJob, json_lines: bool) -> int:
 def run(args: argparse.Namespace) -> int:
     request = ImageRequest(
         source=args.source, dest=args.dest, map_path=args.map_path, image_format=args.format,
-        level=args.level, domain_path=args.domain, force=args.force,
-        options=rescue_options(args), command_line=shlex.join(sys.argv))
-    return run_job(ImageJob(request), args.json)
+        level=args.level, domain_path=args.domain, mode=args.mode, order=args.order,
+        force=args.force, options=rescue_options(args), command_line=shlex.join(sys.argv))
+    job = ImageJob(request)
+    for warning in job.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    if job.plan is not None and args.mode == "used":
+        print(f"imaging {human_size(job.plan.used_bytes)} used of "
+              f"{human_size(job.plan.size)}", file=sys.stderr)
+    return run_job(job, args.json)

@@ -6,24 +6,30 @@ present its progress.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import stat
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from rescue.devices import safety
+from rescue.devices.discover import Disk, discover, find
 from rescue.engine.convert import Conversion
 from rescue.engine.jobs import JobControl, Progress
-from rescue.engine.rangemap import FINISHED, MapSnapshot, RangeMap
+from rescue.engine.rangemap import BAD, FINISHED, NON_SCRAPED, NON_TRIMMED, MapSnapshot, RangeMap
 from rescue.engine.rescue import Outcome, Rescue, RescueOptions
 from rescue.errors import UsageError
 from rescue.formats import mapfile
 from rescue.formats.image import ImageWriter, format_for, logical_sha256, open_reader
-from rescue.formats.manifest import Manifest, rescue_summary, source_identity, write_sidecar
+from rescue.formats.manifest import Manifest, rescue_summary, write_sidecar
+from rescue.fs.domain import DiskPlan, SourceReader, plan_disk
 from rescue.io import faulty
 from rescue.io.source import BlockSource, Source
 
 FINISHED_OUTCOMES = (Outcome.RESCUED, Outcome.UNREADABLE)
+MODES = ("full", "used")
+ORDERS = ("auto", "metadata-first", "sequential")
 
 
 @dataclass
@@ -34,6 +40,8 @@ class ImageRequest:
     image_format: str | None = None
     level: int = 3
     domain_path: str | None = None
+    mode: str = "full"  # "used": only the blocks the file systems use
+    order: str = "auto"  # "metadata-first" reads file-system metadata before anything else
     force: bool = False
     options: RescueOptions = field(default_factory=RescueOptions)
     command_line: str = ""
@@ -60,6 +68,26 @@ def open_writer(path: str, image_format: str, size: int, level: int) -> ImageWri
     return RawWriter(path, size)
 
 
+def source_identity(path: str, size: int, sector_size: int, physical_sector_size: int
+                    ) -> dict[str, Any]:
+    """What identifies the source later: a device's model, serial and partition layout."""
+    identity: dict[str, Any] = {"path": path, "size": size, "logical_sector_size": sector_size,
+                                "physical_sector_size": physical_sector_size}
+    if path.startswith("/dev/"):
+        # no signature probing: every extra read of a failing source is a risk
+        found = find(path, discover(probe_signatures=False))
+        if isinstance(found, Disk):
+            identity.update(model=found.model, serial=found.serial, vendor=found.vendor,
+                            partition_table=found.table_type, partitions=[
+                                {"number": p.number, "start": p.start, "size": p.size,
+                                 "fstype": p.fstype, "label": p.label}
+                                for p in found.partitions])
+        elif found is not None:
+            identity.update(partition_number=found.number, fstype=found.fstype,
+                            label=found.label, uuid=found.uuid)
+    return identity
+
+
 class ImageJob:
     """Everything one `rescue image` needs, opened and checked before any byte is read."""
 
@@ -72,11 +100,17 @@ class ImageJob:
         # a qcow2 staging image that becomes the .img.zst once the rescue has finished
         staged = self.format == "zst"
         self.image_path = f"{request.dest}.partial.qcow2" if staged else request.dest
+        self._check_mode()
         self.source = open_source(request.source)
+        self.plan: DiskPlan | None = None
         try:
             self.mapfile = self._load_or_create_map()
             self._check_destination()
             domain = self._load_domain()
+            metadata_first = self._metadata_first()
+            if request.mode == "used" or metadata_first:
+                self.plan = self._plan_disk()
+                domain = self.plan.used if request.mode == "used" else domain
             self.writer = open_writer(self.image_path, "qcow2" if staged else self.format,
                                       self.source.size, request.level)
         except BaseException:
@@ -84,6 +118,48 @@ class ImageJob:
             raise
         self.rescue = Rescue(self.source, self.writer, self.mapfile, self._save_map,
                              request.options, self.control, domain)
+        # metadata first: a rescue over the metadata, then the main one over everything; the
+        # second skips what the first finished, since passes only read non-finished areas
+        self._first = Rescue(self.source, self.writer, self.mapfile, self._save_map,
+                             dataclasses.replace(request.options), self.control,
+                             self.plan.metadata) if metadata_first and self.plan else None
+        self._active = self._first or self.rescue
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """What the used-block planning could not trust (imaged whole instead)."""
+        return self.plan.warnings if self.plan else ()
+
+    def _check_mode(self) -> None:
+        req = self.request
+        if req.mode not in MODES:
+            raise UsageError(f"unknown mode {req.mode!r}; choose one of {', '.join(MODES)}")
+        if req.order not in ORDERS:
+            raise UsageError(f"unknown order {req.order!r}; choose one of {', '.join(ORDERS)}")
+        if req.domain_path and (req.mode == "used" or req.order == "metadata-first"):
+            raise UsageError("--domain cannot be combined with --mode used or "
+                             "--order metadata-first")
+
+    def _metadata_first(self) -> bool:
+        """Explicitly asked for, or by default when the disk is known to be failing: errors
+        already in the map, or a SMART verdict of failing or worn."""
+        order = self.request.order
+        if order != "auto" or self.request.domain_path:
+            return order == "metadata-first"
+        totals = self.mapfile.rmap.totals()
+        if totals[BAD] or totals[NON_TRIMMED] or totals[NON_SCRAPED]:
+            return True
+        if isinstance(self.source, faulty.FaultySource):
+            return bool(self.source.spec.bad or self.source.spec.flaky)
+        if isinstance(self.source, BlockSource) and self.source.is_device:
+            from rescue.devices.health import check_health
+
+            return check_health(self.source.path, timeout=10).status in ("failing", "warning")
+        return False
+
+    def _plan_disk(self) -> DiskPlan:
+        path = self.source.path if isinstance(self.source, BlockSource) else None
+        return plan_disk(SourceReader(self.source), path, self.source.sector_size)
 
     def _check_destination(self) -> None:
         req = self.request
@@ -137,7 +213,7 @@ class ImageJob:
     def run(self) -> Outcome:
         try:
             with safety.protect(self.request.source):
-                outcome = self.rescue.run()
+                outcome = self._run_phases()
             self._store_manifest(outcome)
         finally:
             self.close()
@@ -146,6 +222,14 @@ class ImageJob:
                        force=True).run()
             os.unlink(self.image_path)
         return outcome
+
+    def _run_phases(self) -> Outcome:
+        if self._first is not None:
+            outcome = self._first.run()
+            if outcome not in FINISHED_OUTCOMES:
+                return outcome
+            self._active = self.rescue
+        return self.rescue.run()
 
     def _store_manifest(self, outcome: Outcome) -> None:
         """Record where the image came from and how the rescue went, inside the image."""
@@ -156,7 +240,7 @@ class ImageJob:
             identity = source_identity(src.path, src.size, src.sector_size,
                                        src.physical_sector_size)
         manifest = Manifest(
-            source=identity, mode="domain" if self.request.domain_path else "full",
+            source=identity, mode=self._manifest_mode(),
             rescue=rescue_summary(list(self.mapfile.rmap.areas()), outcome.value))
         if outcome in FINISHED_OUTCOMES:  # the image will not change again: fingerprint it
             self.writer.sync()
@@ -170,11 +254,25 @@ class ImageJob:
         elif not getattr(self.writer, "is_device", False):  # a disk has no room beside it
             write_sidecar(self.image_path, manifest)
 
+    def _manifest_mode(self) -> str:
+        if self.request.mode == "used":
+            return "used"
+        return "domain" if self.request.domain_path else "full"
+
     def progress(self) -> Progress:
-        return self.rescue.progress()
+        """Progress over the whole job's domain, also while the metadata goes first."""
+        active = self._active
+        current = active.progress()
+        if active is self.rescue:
+            return current
+        totals = self.rescue.totals()
+        remaining = self.rescue.domain_size - totals[FINISHED] - totals[BAD]
+        rate = current.average_rate
+        return dataclasses.replace(current, totals=totals, domain_size=self.rescue.domain_size,
+                                   eta=remaining / rate if rate > 0 else None)
 
     def snapshot(self) -> MapSnapshot:
-        return self.rescue.snapshot()
+        return self._active.snapshot()
 
     def close(self) -> None:
         """Close the image and source; a close that fails leaves the map as last saved."""

@@ -106,8 +106,12 @@ def read_manifest(path: str, reader: ImageReader) -> Manifest | None:
 
 def logical_sha256(reader: ImageReader, chunk: int = 4 << 20) -> str:
     """SHA-256 of the image's logical bytes, holes as zeros: what `zstd -d` or
-    `qemu-img convert -O raw` would produce."""
+    `qemu-img convert -O raw` would produce. Holes are hashed from a zero buffer, not read:
+    a used-blocks image is mostly holes."""
     digest = hashlib.sha256()
-    for pos in range(0, reader.size, chunk):
-        digest.update(reader.read(pos, min(chunk, reader.size - pos)))
+    zeros = memoryview(bytes(chunk))
+    for offset, length, allocated in reader.extents():
+        for pos in range(offset, offset + length, chunk):
+            size = min(chunk, offset + length - pos)
+            digest.update(reader.read(pos, size) if allocated else zeros[:size])
     return digest.hexdigest()

@@ -47,27 +47,6 @@ class Manifest:
             raise FormatError(f"{where}: the manifest is damaged") from None
 
 
-def source_identity(path: str, size: int, sector_size: int, physical_sector_size: int
-                    ) -> dict[str, Any]:
-    """What identifies the source later: a device's model, serial and partition layout."""
-    identity: dict[str, Any] = {"path": path, "size": size, "logical_sector_size": sector_size,
-                                "physical_sector_size": physical_sector_size}
-    if path.startswith("/dev/"):
-        from rescue.devices.discover import Disk, find
-
-        found = find(path)
-        if isinstance(found, Disk):
-            identity.update(model=found.model, serial=found.serial, vendor=found.vendor,
-                            partition_table=found.table_type, partitions=[
-                                {"number": p.number, "start": p.start, "size": p.size,
-                                 "fstype": p.fstype, "label": p.label}
-                                for p in found.partitions])
-        elif found is not None:
-            identity.update(partition_number=found.number, fstype=found.fstype,
-                            label=found.label, uuid=found.uuid)
-    return identity
-
-
 def rescue_summary(areas: list[tuple[int, int, str]], outcome: str) -> dict[str, Any]:
     totals = {state: 0 for state in "?*/-+"}
     bad_areas = 0

@@ -1,0 +1,179 @@
+"""`rescue ls`, `rescue extract`, `rescue mount` and `rescue umount`: what an image holds."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import TextIO
+
+from rescue.errors import DestinationError, ExitCode
+from rescue.explore.extract import Report, extract
+from rescue.explore.filesystem import Entry, FileSystem, mode_string, printable
+from rescue.explore.mount import mount_image, unmount_image, volume_dir
+from rescue.explore.session import ImageSession
+from rescue.explore.volumes import parse_target
+from rescue.units import human_size
+
+TARGET_HELP = "[PARTITION:]PATH, e.g. 2:/home; without PARTITION the one file system is meant"
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    ls = subparsers.add_parser("ls", help="list an image's partitions, or files inside one")
+    ls.add_argument("image")
+    ls.add_argument("target", nargs="?", help=f"{TARGET_HELP}; omit to list partitions")
+    ls.add_argument("-R", "--recursive", action="store_true", help="list whole subtrees")
+    ls.add_argument("-a", "--all", action="store_true",
+                    help="show the file system's own metadata files too ($MFT, ...)")
+    ls.add_argument("--json", action="store_true", help="one JSON object per line")
+    ls.set_defaults(run=run_ls)
+
+    ext = subparsers.add_parser(
+        "extract", help="copy files or folders out of an image, safely; report damaged files",
+        description="Copy PATH into the directory DEST (created if missing) as DEST/NAME; "
+        "exit status 1 if any file has unreadable parts or anything was not created.")
+    ext.add_argument("image")
+    ext.add_argument("target", help=TARGET_HELP)
+    ext.add_argument("dest")
+    ext.add_argument("--report", metavar="FILE", help="also write the report as JSON to FILE")
+    ext.add_argument("--json", action="store_true", help="print the report as JSON")
+    ext.set_defaults(run=run_extract)
+
+    mnt = subparsers.add_parser(
+        "mount", help="show an image as a raw disk (FUSE) and, as root, mount its partitions",
+        description="DIR/disk is the image as a read-only raw disk; as root, each partition's "
+        "file system is mounted read-only at DIR/pN (DIR/fs without a partition table).")
+    mnt.add_argument("image")
+    mnt.add_argument("dir")
+    mnt.add_argument("--raw-only", action="store_true", help="do not mount the partitions")
+    mnt.set_defaults(run=run_mount)
+
+    umnt = subparsers.add_parser("umount", help="undo `rescue mount DIR`")
+    umnt.add_argument("dir")
+    umnt.set_defaults(run=run_umount)
+
+
+def _time(ns: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ns // 1_000_000_000))
+
+
+def entry_record(entry: Entry, lost: tuple[tuple[int, int], ...]) -> dict[str, object]:
+    return {"path": entry.display_path, "kind": entry.kind, "size": entry.size,
+            "mode": f"{entry.mode:04o}", "uid": entry.uid, "gid": entry.gid,
+            "mtime_ns": entry.mtime_ns, "atime_ns": entry.atime_ns,
+            "target": printable(entry.target) if entry.target is not None else None,
+            "lost": [list(r) for r in lost]}
+
+
+def entry_line(entry: Entry, lost: tuple[tuple[int, int], ...], name: str) -> str:
+    flag = "!" if lost else " "
+    link = f" -> {printable(entry.target)}" if entry.target is not None else ""
+    return (f"{flag} {mode_string(entry)} {entry.uid:>5} {entry.gid:>5} {entry.size:>12} "
+            f"{_time(entry.mtime_ns)} {name}{link}")
+
+
+def _list_volumes(session: ImageSession, as_json: bool, out: TextIO) -> None:
+    for volume in session.layout.volumes:
+        bad = session.unreadable_bytes(volume)
+        if as_json:
+            print(json.dumps({"partition": volume.number, "start": volume.start,
+                              "size": volume.size, "fstype": volume.fstype,
+                              "label": volume.label, "type": volume.description,
+                              "unreadable": bad, "mount_dir": volume_dir(volume)}), file=out)
+            continue
+        flag = "!" if bad else " "
+        label = f" {printable(volume.label.encode())!r}" if volume.label else ""
+        damage = f"  {human_size(bad)} unreadable" if bad else ""
+        print(f"{flag} {volume.number:>3}  start {volume.start:>14}  {human_size(volume.size):>10}"
+              f"  {volume.fstype or 'unknown':<8}{label}  ({volume.description}){damage}",
+              file=out)
+    for warning in session.layout.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+
+
+def _list_entries(fs: FileSystem, top: Entry, args: argparse.Namespace, out: TextIO) -> int:
+    if top.kind != "dir":
+        entries = iter((top,))
+    elif args.recursive:
+        entries = fs.walk(top, args.all)
+    else:
+        entries = fs.children(top, args.all)
+    damaged = 0
+    for entry in entries:
+        lost = fs.lost(entry)
+        damaged += bool(lost)
+        if args.json:
+            print(json.dumps(entry_record(entry, lost)), file=out)
+        else:
+            name = entry.display_path if args.recursive or entry is top else printable(
+                entry.name)
+            print(entry_line(entry, lost, name), file=out)
+    if damaged and not args.json:
+        print(f"! {damaged} entr{'y' if damaged == 1 else 'ies'} touch bad or never-read "
+              "parts of the image", file=sys.stderr)
+    return damaged
+
+
+def run_ls(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+    with ImageSession(args.image) as session:
+        if args.target is None:
+            _list_volumes(session, args.json, out)
+            return ExitCode.OK
+        number, path = parse_target(args.target)
+        fs = session.filesystem(number)
+        _list_entries(fs, fs.lookup(path), args, out)
+    return ExitCode.OK
+
+
+def print_report(report: Report, out: TextIO) -> None:
+    for path, ranges in report.damaged:
+        lost = sum(end - start for start, end in ranges)
+        spans = ", ".join(f"{start}-{end}" for start, end in ranges)
+        print(f"DAMAGED  {path}: {lost} bytes lost (zero-filled) at bytes {spans}", file=out)
+    for path, why in report.skipped:
+        print(f"SKIPPED  {path}: {why}", file=out)
+    for path, name in report.renamed:
+        print(f"RENAMED  {path} -> {name}", file=out)
+    print(f"{report.files} files, {report.directories} folders, {report.symlinks} symlinks, "
+          f"{human_size(report.bytes)} extracted; {len(report.damaged)} damaged, "
+          f"{len(report.skipped)} not created", file=out)
+
+
+def run_extract(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+    with ImageSession(args.image) as session:
+        number, path = parse_target(args.target)
+        fs = session.filesystem(number)
+        report = extract(fs, fs.lookup(path), args.dest, image=args.image)
+    if args.report:
+        try:
+            with open(args.report, "w", encoding="utf-8") as f:
+                json.dump(report.to_dict(), f, indent=2)
+        except OSError as error:
+            raise DestinationError(f"cannot write report {args.report}: {error.strerror}"
+                                   ) from None
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2), file=out)
+    else:
+        print_report(report, out)
+    return ExitCode.OK if report.complete else ExitCode.UNREADABLE
+
+
+def run_mount(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+    result = mount_image(args.image, args.dir, partitions=not args.raw_only)
+    print(f"{result.disk}: the image as a read-only raw disk (server pid {result.pid})",
+          file=out)
+    for volume, target, loop in result.mounted:
+        print(f"{target}: partition {volume.number} ({volume.fstype}) read-only via {loop}",
+              file=out)
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(f"undo with: rescue umount {result.directory}", file=out)
+    return ExitCode.OK
+
+
+def run_umount(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+    result = unmount_image(args.dir)
+    print(f"unmounted {len(result.unmounted)}, detached {len(result.detached)} loop device(s), "
+          f"stopped {len(result.stopped)} server(s)", file=out)
+    return ExitCode.OK

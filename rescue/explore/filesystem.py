@@ -1,0 +1,268 @@
+"""File systems inside an image, read by The Sleuth Kit (pytsk3) through our image readers.
+
+TSK reads ext2/3/4, FAT12/16/32, exFAT and NTFS (and more). It sees the image through
+`_ImageView`, so qcow2, .img.zst and raw images all work and holes read as zeros. Everything
+TSK returns comes from untrusted bytes: names are raw bytes, sizes and times may be absurd.
+"""
+
+from __future__ import annotations
+
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytsk3
+
+from rescue.engine.rangemap import RangeMap
+from rescue.errors import FormatError, UsageError
+from rescue.explore.damage import Run, lost_ranges
+from rescue.explore.volumes import Volume
+from rescue.formats.image import ImageReader
+
+_KINDS = {
+    pytsk3.TSK_FS_META_TYPE_REG: "file", pytsk3.TSK_FS_META_TYPE_DIR: "dir",
+    pytsk3.TSK_FS_META_TYPE_LNK: "symlink", pytsk3.TSK_FS_META_TYPE_CHR: "char",
+    pytsk3.TSK_FS_META_TYPE_BLK: "block", pytsk3.TSK_FS_META_TYPE_FIFO: "fifo",
+    pytsk3.TSK_FS_META_TYPE_SOCK: "socket",
+}
+_FS_NAMES = (
+    (pytsk3.TSK_FS_TYPE_EXFAT, "exfat"),  # before FAT: TSK's FAT mask includes exFAT
+    (pytsk3.TSK_FS_TYPE_EXT_DETECT, "ext"), (pytsk3.TSK_FS_TYPE_FAT_DETECT, "fat"),
+    (pytsk3.TSK_FS_TYPE_NTFS_DETECT, "ntfs"),
+    (pytsk3.TSK_FS_TYPE_HFS_DETECT, "hfs"), (pytsk3.TSK_FS_TYPE_ISO9660_DETECT, "iso9660"),
+    (pytsk3.TSK_FS_TYPE_FFS_DETECT, "ufs"),
+)
+_POSIX_MODES = ("ext", "ufs", "hfs")  # file systems that store Unix permission bits
+# Entries TSK synthesises in the root of exFAT from non-file directory entries.
+_EXFAT_SPECIAL = frozenset({b"$ALLOC_BITMAP", b"$UPCASE_TABLE", b"$VOLUME_GUID", b"$TEX_FAT",
+                            b"$ACT", b"$VOLUME_LABEL_NONE"})
+_NTFS_RESERVED = 16  # MFT records 0-15 are the file system's own ($MFT, $Bitmap, $Extend, ...)
+_NTFS_DIRECTORY_INDEX = b"$I30"
+_VIRTUAL = (pytsk3.TSK_FS_META_TYPE_VIRT, pytsk3.TSK_FS_META_TYPE_VIRT_DIR)
+# TSK reports its own failures as OSError, and an exception our reader raised inside its
+# read callback (a damaged compressed cluster) as RuntimeError.
+_TSK_ERRORS = (OSError, RuntimeError)
+_RUN_HOLES = pytsk3.TSK_FS_ATTR_RUN_FLAG_SPARSE | pytsk3.TSK_FS_ATTR_RUN_FLAG_FILLER
+
+
+class _ImageView(pytsk3.Img_Info):
+    """TSK's image layer answered by our reader: any image format, holes as zeros."""
+
+    def __init__(self, reader: ImageReader) -> None:
+        self._reader = reader
+        super().__init__(url="", type=pytsk3.TSK_IMG_TYPE_EXTERNAL)
+
+    def read(self, offset: int, size: int) -> bytes:
+        return self._reader.read(offset, size)
+
+    def get_size(self) -> int:
+        return self._reader.size
+
+    def close(self) -> None:
+        """The reader belongs to whoever opened it; TSK must not close it."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One directory entry with its metadata, as the file system records it."""
+
+    path: bytes  # b"/dir/name": raw names joined by b"/", for display and lookup only
+    name: bytes  # the raw name as stored; it may itself hold b"/" in a damaged file system
+    inode: int
+    kind: str  # file, dir, symlink, char, block, fifo, socket or other
+    size: int
+    mode: int  # permission bits (0o7777); synthesised for file systems without them
+    uid: int
+    gid: int
+    mtime_ns: int
+    atime_ns: int
+    ctime_ns: int
+    target: bytes | None  # a symlink's target
+
+    @property
+    def display_path(self) -> str:
+        return printable(self.path)
+
+
+def printable(raw: bytes) -> str:
+    """A name as one safe line: invalid UTF-8 and control characters become \\xNN escapes, so
+    a hostile name cannot move the cursor, clear the screen or fake another line."""
+    text = raw.decode("utf-8", "backslashreplace")
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" if ord(c) < 256
+                   else f"\\u{ord(c):04x}" for c in text)
+
+
+def join(parent: bytes, name: bytes) -> bytes:
+    return (parent.rstrip(b"/") + b"/" + name) if parent != b"/" else b"/" + name
+
+
+def _nanoseconds(seconds: int, nano: int) -> int:
+    return int(seconds) * 1_000_000_000 + int(nano)
+
+
+class FileSystem:
+    """A file system in one volume of an image; all reads go through the image reader."""
+
+    def __init__(self, reader: ImageReader, volume: Volume, unreadable: RangeMap | None) -> None:
+        self.volume = volume
+        self._unreadable = unreadable
+        try:
+            self._fs = pytsk3.FS_Info(_ImageView(reader), offset=volume.start)
+        except _TSK_ERRORS:
+            where = ("the image" if volume.number == 0 else f"partition {volume.number}")
+            raise FormatError(f"no file system The Sleuth Kit can read in {where}"
+                              f" (probe says {volume.fstype or 'unknown'})") from None
+        info = self._fs.info
+        self.block_size = int(info.block_size)
+        self.kind = next((name for mask, name in _FS_NAMES if int(info.ftype) & int(mask)),
+                         "other")
+        self.root_inode = int(info.root_inum)
+
+    @property
+    def posix_modes(self) -> bool:
+        return self.kind in _POSIX_MODES
+
+    def lookup(self, path: str | bytes) -> Entry:
+        """The entry at `path` ("/" is the root); names match as the file system compares them
+        (case-insensitively on FAT, exFAT and NTFS)."""
+        raw = path.encode("utf-8", "surrogateescape") if isinstance(path, str) else path
+        raw = b"/" + raw.strip(b"/")
+        try:
+            handle = self._fs.open(raw.decode("utf-8", "surrogateescape"))
+        except (*_TSK_ERRORS, UnicodeEncodeError):
+            raise UsageError(f"no such file or directory: {printable(raw)}") from None
+        stored = bytes(handle.info.name.name or b"") if handle.info.name else b""
+        name = stored or raw.rsplit(b"/", 1)[-1]  # as stored, not as typed (FAT ignores case)
+        if raw != b"/":
+            raw = join(raw.rsplit(b"/", 1)[0] or b"/", name)
+        entry = self._entry(raw, name if raw != b"/" else b"/", handle)
+        if entry is None:
+            raise UsageError(f"{printable(raw)} has no readable metadata")
+        return entry
+
+    def children(self, directory: Entry, show_system: bool = False) -> Iterator[Entry]:
+        """The entries of a directory as TSK lists them, one at a time (a directory of a
+        million names is never turned into a Python list). Deleted names, TSK's virtual files
+        and, unless `show_system`, the file system's own metadata files are left out."""
+        try:
+            handle = self._fs.open_dir(inode=directory.inode)
+        except _TSK_ERRORS:
+            raise FormatError(f"cannot read directory {directory.display_path}") from None
+        in_root = directory.inode == self.root_inode
+        for item in handle:
+            name_info = item.info.name
+            raw = bytes(name_info.name or b"")
+            if raw in (b"", b".", b"..") or int(name_info.flags) & int(
+                    pytsk3.TSK_FS_NAME_FLAG_UNALLOC) or name_info.type in _VIRTUAL:
+                continue
+            meta = item.info.meta
+            if meta is None or meta.type in _VIRTUAL:
+                continue
+            if not show_system and in_root and self._is_system(raw, int(meta.addr)):
+                continue
+            entry = self._entry(join(directory.path, raw), raw, item)
+            if entry is not None:
+                yield entry
+
+    def walk(self, top: Entry, show_system: bool = False) -> Iterator[Entry]:
+        """Every entry below `top`, depth first, streamed; a directory that contains its own
+        ancestor (a damaged file system) is listed but not entered again."""
+        stack = [self.children(top, show_system)]
+        ancestors = [top.inode]
+        while stack:
+            child = next(stack[-1], None)
+            if child is None:
+                stack.pop()
+                ancestors.pop()
+                continue
+            yield child
+            if child.kind == "dir" and child.inode not in ancestors:
+                stack.append(self.children(child, show_system))
+                ancestors.append(child.inode)
+
+    def _is_system(self, name: bytes, inode: int) -> bool:
+        if self.kind == "ntfs":
+            return inode < _NTFS_RESERVED and name.startswith(b"$")
+        if self.kind == "exfat":
+            return name in _EXFAT_SPECIAL or name.endswith(b"(Volume Label Entry)")
+        return False
+
+    def _entry(self, path: bytes, name: bytes, handle: pytsk3.File) -> Entry | None:
+        meta = handle.info.meta
+        if meta is None:
+            return None
+        kind = _KINDS.get(meta.type, "other")
+        mode = int(meta.mode) & 0o7777
+        uid, gid = int(meta.uid), int(meta.gid)
+        if not self.posix_modes:  # FAT, exFAT, NTFS: only a read-only attribute, no owners
+            read_only = mode & 0o600 != 0o600  # TSK drops read or write bits for it
+            mode = (0o755 if kind == "dir" else 0o644) & (~0o222 if read_only else ~0)
+            uid = gid = 0
+        target = None
+        if kind == "symlink":
+            target = bytes(meta.link or b"")
+        return Entry(
+            path=path, name=name, inode=int(meta.addr), kind=kind, size=max(0, int(meta.size)),
+            mode=mode, uid=uid, gid=gid,
+            mtime_ns=_nanoseconds(meta.mtime, meta.mtime_nano),
+            atime_ns=_nanoseconds(meta.atime, meta.atime_nano),
+            ctime_ns=_nanoseconds(meta.ctime, meta.ctime_nano), target=target)
+
+    def runs(self, entry: Entry) -> Iterator[Run]:
+        """Where the entry's data lies in the image: its unnamed data stream, and for an NTFS
+        directory its index. Resident data (inside the metadata record) has no runs."""
+        try:
+            handle = self._fs.open_meta(inode=entry.inode)
+        except _TSK_ERRORS:
+            return
+        for attribute in handle:
+            info = attribute.info
+            name = bytes(info.name or b"")
+            if name not in (b"", _NTFS_DIRECTORY_INDEX):
+                continue
+            if not int(info.flags) & int(pytsk3.TSK_FS_ATTR_NONRES):
+                continue
+            limit = int(info.size)
+            for run in attribute:
+                if int(run.flags) & int(_RUN_HOLES):
+                    continue
+                file_offset = int(run.offset) * self.block_size
+                length = min(int(run.len) * self.block_size, limit - file_offset)
+                if length > 0:
+                    yield Run(file_offset, self.volume.start + int(run.addr) * self.block_size,
+                              length)
+
+    def lost(self, entry: Entry) -> tuple[tuple[int, int], ...]:
+        """Byte ranges of the entry's data that lie in bad or never-read parts of the image."""
+        if self._unreadable is None:
+            return ()
+        return lost_ranges(self.runs(entry), self._unreadable)
+
+    def read_chunks(self, entry: Entry, chunk: int = 1 << 20) -> Iterator[bytes]:
+        """The file's content in pieces; bytes in unreadable parts of the image read as the
+        image holds them (zeros)."""
+        try:
+            handle = self._fs.open_meta(inode=entry.inode)
+        except _TSK_ERRORS:
+            raise FormatError(f"cannot open {entry.display_path}") from None
+        for offset in range(0, entry.size, chunk):
+            length = min(chunk, entry.size - offset)
+            try:
+                data = handle.read_random(offset, length)
+            except _TSK_ERRORS:
+                raise FormatError(f"cannot read {entry.display_path} at byte {offset}") from None
+            if len(data) < length:  # TSK stops short at damaged metadata: keep the size
+                data += bytes(length - len(data))
+            yield data
+
+
+def is_dir(entry: Entry) -> bool:
+    return entry.kind == "dir"
+
+
+def mode_string(entry: Entry) -> str:
+    """`ls -l` style: drwxr-xr-x."""
+    kinds = {"file": stat.S_IFREG, "dir": stat.S_IFDIR, "symlink": stat.S_IFLNK,
+             "char": stat.S_IFCHR, "block": stat.S_IFBLK, "fifo": stat.S_IFIFO,
+             "socket": stat.S_IFSOCK}
+    return stat.filemode(kinds.get(entry.kind, 0) | entry.mode)

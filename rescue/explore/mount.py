@@ -1,0 +1,373 @@
+"""`rescue mount`: an image as a read-only raw disk through FUSE, and its partitions mounted.
+
+Layout under DIR (the FUSE mount point):
+    DIR/disk      the image's logical bytes (holes read as zeros), read-only
+    DIR/pN        one empty directory per partition (DIR/fs for a table-less image); as root,
+                  each recognised file system is mounted there read-only from a loop device
+                  set to the partition's offset and size
+
+The FUSE server is a detached child process (`python -m rescue.explore.mount IMAGE DIR`), so
+`rescue mount` returns. `rescue umount DIR` finds everything by looking at the system itself
+(mounts below DIR, loop devices backed by DIR/disk, the server by its command line), so it
+cleans up even after a crash that lost any record.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import errno
+import os
+import signal
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import mfusepy as fuse
+
+import rescue
+from rescue.errors import RescueError, UsageError
+from rescue.explore.volumes import WHOLE_IMAGE, Volume, read_layout
+from rescue.formats.image import ImageReader, open_reader
+
+DISK_NAME = "disk"
+SUBTYPE = "rescue"
+MODULE = "rescue.explore.mount"
+_START_TIMEOUT = 15.0
+_STOP_TIMEOUT = 10.0
+# How to mount each file system read-only; later entries are tried when earlier ones fail
+# (a kernel without ntfs3 still has ntfs-3g's mount.ntfs helper).
+_MOUNT_WAYS: dict[str, tuple[tuple[str, str], ...]] = {
+    "ext2": (("ext2", "ro,noload"), ("ext4", "ro,noload")),
+    "ext3": (("ext3", "ro,noload"), ("ext4", "ro,noload")),
+    "ext4": (("ext4", "ro,noload"),),
+    "ntfs": (("ntfs3", "ro"), ("ntfs", "ro")),
+    "exfat": (("exfat", "ro"), ("exfat-fuse", "ro")),
+    "vfat": (("vfat", "ro"),),
+}
+
+
+def volume_dir(volume: Volume) -> str:
+    return "fs" if volume.number == WHOLE_IMAGE else f"p{volume.number}"
+
+
+class RawDiskFS(fuse.Operations):
+    """Serves `/disk` from an image reader and one empty directory per volume.
+
+    Single-threaded (see `serve`): the image readers keep small caches that are not
+    thread-safe, and the loop devices above read sequentially anyway.
+    """
+
+    use_ns = True
+
+    def __init__(self, reader: ImageReader, volumes: Sequence[Volume]) -> None:
+        self.reader = reader
+        self.directories = [volume_dir(volume) for volume in volumes]
+        self.stamp = time.time_ns()
+        self.served = False
+
+    def init(self, path: str) -> None:
+        self.served = True
+
+    def getattr(self, path: str, fh: Any = None) -> dict[str, Any]:
+        times = {"st_atime": self.stamp, "st_mtime": self.stamp, "st_ctime": self.stamp}
+        name = path.lstrip("/")
+        if name == "" or name in self.directories:
+            return {"st_mode": stat.S_IFDIR | 0o555, "st_nlink": 2, **times}
+        if name == DISK_NAME:
+            return {"st_mode": stat.S_IFREG | 0o444, "st_nlink": 1, "st_size": self.reader.size,
+                    "st_blocks": (self.reader.size + 511) // 512, **times}
+        raise fuse.FuseOSError(errno.ENOENT)
+
+    def readdir(self, path: str, fh: Any) -> list[str]:
+        if path != "/":
+            return [".", ".."]
+        return [".", "..", DISK_NAME, *self.directories]
+
+    def open(self, path: str, fi: Any) -> int:
+        if path != f"/{DISK_NAME}":
+            raise fuse.FuseOSError(errno.ENOENT)
+        if fi.flags & os.O_ACCMODE != os.O_RDONLY:
+            raise fuse.FuseOSError(errno.EROFS)
+        fi.fh = 0
+        return 0
+
+    def read(self, path: str, size: int, offset: int, fi: Any) -> bytes:
+        try:
+            return self.reader.read(offset, max(0, min(size, self.reader.size - offset)))
+        except RescueError:  # a damaged compressed cluster reads as an I/O error
+            raise fuse.FuseOSError(errno.EIO) from None
+
+    def statfs(self, path: str) -> dict[str, int]:
+        return {"f_bsize": 4096, "f_frsize": 4096, "f_blocks": (self.reader.size + 4095) // 4096,
+                "f_bfree": 0, "f_bavail": 0, "f_namemax": 255}
+
+
+def serve(image: str, mountpoint: str) -> None:
+    """Run the FUSE server in the foreground until DIR is unmounted (or SIGTERM)."""
+    reader = open_reader(image)
+    try:
+        operations = RawDiskFS(reader, read_layout(reader).volumes)
+        options: dict[str, Any] = {"ro": True, "fsname": f"rescue:{image}", "subtype": SUBTYPE}
+        if os.geteuid() == 0:
+            options["allow_other"] = True
+        try:
+            fuse.FUSE(operations, mountpoint, raw_fi=True, foreground=True, nothreads=True,
+                      **options)
+        except RuntimeError:  # libfuse reports a signal-ended loop as a failure
+            if not operations.served:
+                raise
+    finally:
+        reader.close()
+
+
+# -- the system's view: mounts, loop devices, processes -------------------------------------
+
+@dataclass(frozen=True)
+class MountEntry:
+    mountpoint: str
+    fstype: str
+    source: str
+
+
+def _unescape(field_text: str) -> str:
+    """/proc mount tables write space, tab, newline and backslash as octal escapes."""
+    for code in ("\\040", "\\011", "\\012", "\\134"):
+        field_text = field_text.replace(code, chr(int(code[1:], 8)))
+    return field_text
+
+
+def mounts() -> list[MountEntry]:
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as table:
+        found = []
+        for line in table:
+            left, _, right = line.partition(" - ")
+            fields, tail = left.split(), right.split()
+            found.append(MountEntry(_unescape(fields[4]), tail[0], _unescape(tail[1])))
+        return found
+
+
+def mounts_below(directory: str) -> list[MountEntry]:
+    """Mounts strictly below `directory`, deepest (and latest) first."""
+    prefix = directory.rstrip("/") + "/"
+    below = [entry for entry in mounts() if entry.mountpoint.startswith(prefix)]
+    return sorted(below, key=lambda entry: entry.mountpoint.count("/"), reverse=True)
+
+
+def is_our_mount(directory: str) -> bool:
+    return any(entry.mountpoint == directory and entry.fstype == f"fuse.{SUBTYPE}"
+               for entry in mounts())
+
+
+def loops_backed_by(prefix: str) -> list[str]:
+    """Loop devices whose backing file lies below `prefix` (e.g. DIR/disk)."""
+    devices = []
+    with contextlib.suppress(FileNotFoundError):
+        for name in sorted(os.listdir("/sys/block")):
+            backing = f"/sys/block/{name}/loop/backing_file"
+            with contextlib.suppress(OSError):
+                with open(backing, encoding="utf-8", errors="surrogateescape") as f:
+                    path = f.read().rstrip("\n")
+                if path.startswith(prefix.rstrip("/") + "/"):
+                    devices.append(f"/dev/{name}")
+    return devices
+
+
+def server_pids(directory: str) -> list[int]:
+    """FUSE server processes of `rescue mount` for this directory, by their command line."""
+    pids = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if MODULE.encode() in argv and os.fsencode(directory) in argv:
+            pids.append(int(name))
+    return pids
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, capture_output=True, text=True)
+
+
+# -- rescue mount ------------------------------------------------------------------------------
+
+@dataclass
+class MountResult:
+    directory: str
+    disk: str
+    pid: int
+    mounted: list[tuple[Volume, str, str]] = field(default_factory=list)  # volume, dir, loop
+    warnings: list[str] = field(default_factory=list)
+
+
+def _start_server(image: str, directory: str) -> int:
+    """Start the detached FUSE server; return its pid once DIR/disk answers."""
+    package_root = os.path.dirname(os.path.dirname(os.path.abspath(rescue.__file__)))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    with tempfile.TemporaryFile() as errors:
+        process = subprocess.Popen(
+            [sys.executable, "-m", MODULE, image, directory], stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=errors, cwd="/", env=env, start_new_session=True)
+        deadline = time.monotonic() + _START_TIMEOUT
+        while True:
+            if process.poll() is not None:
+                errors.seek(0)
+                text = errors.read().decode(errors="replace").strip().splitlines()
+                raise UsageError(f"the FUSE server for {directory} failed: "
+                                 f"{text[-1] if text else f'exit status {process.returncode}'}")
+            if is_our_mount(directory) and os.path.exists(os.path.join(directory, DISK_NAME)):
+                return process.pid
+            if time.monotonic() > deadline:
+                process.terminate()
+                process.wait()
+                raise UsageError(f"the FUSE server did not mount {directory} within "
+                                 f"{_START_TIMEOUT:g} s")
+            time.sleep(0.05)
+
+
+def _mount_volume(disk: str, volume: Volume, target: str) -> tuple[str | None, str | None]:
+    """Loop device at the partition's offset, mounted read-only: (loop, None) or (None, why)."""
+    attached = _run("losetup", "--read-only", "--find", "--show", "--offset", str(volume.start),
+                    "--sizelimit", str(volume.size), disk)
+    if attached.returncode != 0:
+        return None, f"losetup failed: {attached.stderr.strip()}"
+    loop = attached.stdout.strip()
+    problems = []
+    for fstype, options in _MOUNT_WAYS.get(volume.fstype or "", ((volume.fstype or "auto",
+                                                                  "ro"),)):
+        done = _run("mount", "-t", fstype, "-o", options, loop, target)
+        if done.returncode == 0:
+            return loop, None
+        problems.append(done.stderr.strip().splitlines()[0] if done.stderr.strip() else fstype)
+    _detach(loop)
+    return None, "; ".join(problems)
+
+
+def _detach(loop: str) -> None:
+    for _ in range(30):
+        if _run("losetup", "-d", loop).returncode == 0:
+            return
+        time.sleep(0.1)
+
+
+def mount_image(image: str, directory: str, *, partitions: bool = True) -> MountResult:
+    """Mount `image` at `directory` (which must exist and be empty): FUSE raw disk, then, as
+    root, every partition with a recognised file system."""
+    directory = os.path.realpath(directory)
+    if not os.path.isdir(directory):
+        raise UsageError(f"{directory} is not a directory")
+    if os.path.ismount(directory) or os.listdir(directory):
+        raise UsageError(f"{directory} is not an empty, unmounted directory")
+    reader = open_reader(image)
+    try:
+        layout = read_layout(reader)
+    finally:
+        reader.close()
+    pid = _start_server(os.path.realpath(image), directory)
+    result = MountResult(directory, os.path.join(directory, DISK_NAME), pid)
+    if not partitions:
+        return result
+    if os.geteuid() != 0:
+        result.warnings.append("partitions are mounted only as root; the raw disk is there")
+        return result
+    try:
+        for volume in layout.volumes:
+            if volume.fstype is None:
+                continue
+            target = os.path.join(directory, volume_dir(volume))
+            loop, problem = _mount_volume(result.disk, volume, target)
+            if loop is None:
+                result.warnings.append(f"{volume_dir(volume)} ({volume.fstype}) not mounted: "
+                                       f"{problem}")
+            else:
+                result.mounted.append((volume, target, loop))
+    except BaseException:
+        unmount_image(directory)
+        raise
+    return result
+
+
+# -- rescue umount -----------------------------------------------------------------------------
+
+@dataclass
+class UnmountResult:
+    unmounted: list[str] = field(default_factory=list)
+    detached: list[str] = field(default_factory=list)
+    stopped: list[int] = field(default_factory=list)
+
+
+def _umount(path: str) -> None:
+    """Unmount, retrying while a closing reader keeps it busy; lazily as the last resort."""
+    for _ in range(30):
+        if _run("umount", path).returncode == 0:
+            return
+        if not any(entry.mountpoint == path for entry in mounts()):
+            return
+        time.sleep(0.1)
+    if _run("umount", "-l", path).returncode != 0:
+        raise UsageError(f"cannot unmount {path}")
+
+
+def _stop(pid: int) -> None:
+    """The server ends by itself once unmounted; SIGTERM only if it lingers."""
+    deadline = time.monotonic() + _STOP_TIMEOUT
+    while time.monotonic() < deadline:
+        if not os.path.exists(f"/proc/{pid}"):
+            return
+        with contextlib.suppress(ChildProcessError):
+            if os.waitpid(pid, os.WNOHANG)[0] == pid:  # our own child when run in-process
+                return
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+
+
+def unmount_image(directory: str) -> UnmountResult:
+    """Undo `mount_image`: partition mounts, their loop devices, the FUSE mount, its server."""
+    directory = os.path.realpath(directory)
+    result = UnmountResult()
+    for entry in mounts_below(directory):
+        _umount(entry.mountpoint)
+        result.unmounted.append(entry.mountpoint)
+    for loop in loops_backed_by(directory):
+        _detach(loop)
+        result.detached.append(loop)
+    pids = server_pids(directory)
+    if is_our_mount(directory):
+        if _run("fusermount3", "-u", directory).returncode != 0:
+            _umount(directory)
+        result.unmounted.append(directory)
+    for pid in pids:
+        _stop(pid)
+        result.stopped.append(pid)
+    if not (result.unmounted or result.detached or result.stopped):
+        raise UsageError(f"nothing of rescue is mounted at {directory}")
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog=f"python -m {MODULE}",
+                                     description="FUSE server of `rescue mount` (foreground)")
+    parser.add_argument("image")
+    parser.add_argument("mountpoint")
+    args = parser.parse_args(argv)
+    try:
+        serve(args.image, args.mountpoint)
+    except RescueError as error:
+        print(f"rescue: {error}", file=sys.stderr)
+        return int(error.exit_code)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,120 @@
+"""Bad or never-read ranges → the files they hit, with the bytes each file lost.
+
+A file is affected when its data or its own metadata (inode or MFT record, extent-tree or
+indirect blocks, directory entry, FAT entries) touches a range the rescue did not read. When
+the metadata that describes a file is lost, all of the file counts as lost: nobody can say
+which of its blocks survived.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from dataclasses import asdict, dataclass
+
+from rescue.engine.rangemap import FINISHED, RangeMap
+from rescue.errors import FormatError
+from rescue.fs.domain import open_fs
+from rescue.fs.partitions import PartitionEntry, Readable, SliceReader, read_partition_table
+from rescue.fs.used import Extent
+
+
+class Damage:
+    """The ranges a rescue did not read, as sorted arrays for fast overlap queries."""
+
+    def __init__(self, rmap: RangeMap, base: int = 0, limit: int | None = None) -> None:
+        end_limit = rmap.size if limit is None else base + limit
+        self.starts: list[int] = []
+        self.ends: list[int] = []
+        for pos, length, state in rmap.areas():
+            begin, end = max(pos, base), min(pos + length, end_limit)
+            if state != FINISHED and begin < end:
+                self.starts.append(begin - base)
+                self.ends.append(end - base)
+        self.total = sum(e - s for s, e in zip(self.starts, self.ends, strict=True))
+
+    def overlap(self, offset: int, length: int) -> int:
+        """Bytes of [offset, offset+length) that were not read."""
+        end = offset + length
+        i = max(bisect_right(self.starts, offset) - 1, 0)
+        hit = 0
+        while i < len(self.starts) and self.starts[i] < end:
+            hit += max(0, min(end, self.ends[i]) - max(offset, self.starts[i]))
+            i += 1
+        return hit
+
+    def readable(self, offset: int, length: int) -> bool:
+        return self.overlap(offset, length) == 0
+
+
+@dataclass(frozen=True)
+class AffectedFile:
+    partition: int | None  # None: the disk holds one file system without a table
+    fs_type: str
+    path: str
+    size: int | None  # None when the file's own metadata is unreadable
+    lost: int | None  # bytes of its contents lost; None: unknown, count all of it
+    metadata_hit: bool  # its inode/record/map/entry touches damage
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class DamageReport:
+    damaged_bytes: int  # bytes not read, over the whole image
+    files: tuple[AffectedFile, ...]
+    warnings: tuple[str, ...]  # areas whose files could not be listed, and why
+
+
+def _sum(damage: Damage, extents: tuple[Extent, ...]) -> int:
+    return sum(damage.overlap(offset, length) for offset, length in extents)
+
+
+def _area_files(reader: Readable, damage: Damage, number: int | None
+                ) -> tuple[list[AffectedFile], list[str]]:
+    where = f"partition {number}" if number is not None else "disk"
+    try:
+        fs = open_fs(reader)
+    except FormatError as exc:
+        note = f"{where}: {exc}"
+        return [], [f"{note}; {damage.total} damaged bytes there not mapped to files"] \
+            if damage.total else []
+    found: list[AffectedFile] = []
+    try:
+        for record in fs.files(damage.readable):
+            data_lost = _sum(damage, record.data)
+            metadata_hit = _sum(damage, record.metadata) > 0
+            if record.size is None:
+                lost = None
+            elif not record.complete:
+                lost = record.size
+            else:
+                lost = data_lost
+            if lost is None or lost or metadata_hit:
+                found.append(AffectedFile(number, fs.fs_type, record.path, record.size, lost,
+                                          metadata_hit))
+    except FormatError as exc:
+        return found, [f"{where}: file listing stopped: {exc}"]
+    return found, []
+
+
+def affected_files(reader: Readable, rmap: RangeMap, sector_size: int = 512) -> DamageReport:
+    """Every file whose data or metadata intersects a range `rmap` does not mark finished."""
+    whole = Damage(rmap)
+    if whole.total == 0:
+        return DamageReport(0, (), ())
+    table = read_partition_table(reader, sector_size)
+    warnings = list(table.warnings)
+    files: list[AffectedFile] = []
+    areas: list[tuple[PartitionEntry | None, int, int]] = \
+        [(p, p.start, p.size) for p in table.file_systems] if table.kind else \
+        [(None, 0, reader.size)]
+    for part, start, size in areas:
+        damage = Damage(rmap, start, size)
+        if not damage.total:
+            continue
+        found, notes = _area_files(SliceReader(reader, start, size), damage,
+                                   part.number if part else None)
+        files += found
+        warnings += notes
+    return DamageReport(whole.total, tuple(files), tuple(warnings))

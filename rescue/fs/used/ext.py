@@ -1,0 +1,471 @@
+"""ext2/3/4: used blocks from the block bitmaps, metadata from the group layout, files by
+walking directories from the root inode.
+
+Handles flex_bg (bitmaps and inode tables of many groups packed together), uninitialised
+groups (BLOCK_UNINIT bitmaps are never read: only the group's own metadata is used), meta_bg,
+sparse_super and sparse_super2 backups, 64-bit descriptors, bigalloc clusters, extents and
+ext2/3 indirect blocks.
+"""
+
+from __future__ import annotations
+
+import stat
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from rescue.errors import FormatError
+from rescue.fs.partitions import Readable
+from rescue.fs.used import (
+    Extent,
+    FileRecord,
+    Readability,
+    always_readable,
+    bitmap_runs,
+    checked_read,
+)
+
+SUPERBLOCK_OFFSET = 1024
+SUPERBLOCK_SIZE = 1024
+MAGIC = 0xEF53
+
+COMPAT_HAS_JOURNAL = 0x4
+COMPAT_SPARSE_SUPER2 = 0x200
+INCOMPAT_JOURNAL_DEV = 0x8
+INCOMPAT_META_BG = 0x10
+INCOMPAT_64BIT = 0x80
+RO_COMPAT_SPARSE_SUPER = 0x1
+RO_COMPAT_BIGALLOC = 0x200
+
+BG_BLOCK_UNINIT = 0x2
+INODE_FLAG_EXTENTS = 0x80000
+INODE_FLAG_INLINE_DATA = 0x10000000
+EXTENT_MAGIC = 0xF30A
+ROOT_INODE = 2
+JOURNAL_INODE = 8
+MAX_EXTENT_DEPTH = 5
+
+EXTENT_HEADER = struct.Struct("<HHHHI")  # magic, entries, max, depth, generation
+EXTENT_LEAF = struct.Struct("<IHHI")  # logical block, length, start hi, start lo
+EXTENT_INDEX = struct.Struct("<IIHH")  # logical block, leaf lo, leaf hi, unused
+DIR_ENTRY = struct.Struct("<IHBB")  # inode, record length, name length, file type
+
+
+@dataclass(frozen=True)
+class Inode:
+    number: int
+    offset: int  # byte offset of the on-disk inode
+    mode: int
+    size: int
+    flags: int
+    block: bytes  # i_block: extent tree root, block map or inline data
+
+    @property
+    def is_dir(self) -> bool:
+        return stat.S_ISDIR(self.mode)
+
+
+@dataclass(frozen=True)
+class BlockMap:
+    """Where an inode's data lives: (logical block, physical block, count) runs, the blocks of
+    the map itself (extent-tree or indirect blocks), and whether all of it could be read."""
+
+    runs: tuple[tuple[int, int, int], ...]
+    map_blocks: tuple[int, ...]
+    complete: bool
+
+
+class ExtFS:
+    """One ext2/3/4 file system read through `reader` (offsets relative to its start)."""
+
+    def __init__(self, reader: Readable) -> None:
+        self.reader = reader
+        sb = checked_read(reader, SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE, "ext superblock")
+        if struct.unpack_from("<H", sb, 0x38)[0] != MAGIC:
+            raise FormatError("no ext2/3/4 superblock magic")
+        u32 = lambda off: struct.unpack_from("<I", sb, off)[0]  # noqa: E731
+        u16 = lambda off: struct.unpack_from("<H", sb, off)[0]  # noqa: E731
+        self.compat, self.incompat, self.ro_compat = u32(0x5C), u32(0x60), u32(0x64)
+        if self.incompat & INCOMPAT_JOURNAL_DEV:
+            raise FormatError("ext external journal device, not a file system")
+        log_block = u32(0x18)
+        if log_block > 6:
+            raise FormatError(f"ext superblock damaged: block size 2^{10 + log_block}")
+        self.block_size = 1024 << log_block
+        bigalloc = bool(self.ro_compat & RO_COMPAT_BIGALLOC)
+        log_cluster = u32(0x1C) if bigalloc else log_block
+        if not log_block <= log_cluster <= log_block + 16:
+            raise FormatError("ext superblock damaged: bad cluster size")
+        self.cluster_size = 1024 << log_cluster
+        self.blocks = u32(0x04) | (u32(0x150) << 32 if self.incompat & INCOMPAT_64BIT else 0)
+        self.first_data_block = u32(0x14)
+        self.blocks_per_group = u32(0x20)
+        self.clusters_per_group = u32(0x24) if bigalloc else self.blocks_per_group
+        self.inodes_per_group = u32(0x28)
+        self.inodes = u32(0x00)
+        rev = u32(0x4C)
+        self.inode_size = u16(0x58) if rev >= 1 else 128
+        self.desc_size = u16(0xFE) if self.incompat & INCOMPAT_64BIT else 32
+        self.reserved_gdt = u16(0xCE)
+        self.first_meta_bg = u32(0x104)
+        self.backup_groups = (u32(0x24C), u32(0x250))
+        self.journal_inode = u32(0xE0) if self.compat & COMPAT_HAS_JOURNAL else 0
+        if (self.blocks_per_group == 0 or self.inodes_per_group == 0
+                or self.blocks <= self.first_data_block or self.desc_size < 32
+                or self.desc_size > self.block_size or self.inode_size < 128
+                or self.inode_size > self.block_size
+                or self.clusters_per_group > 8 * self.block_size):
+            raise FormatError("ext superblock damaged: impossible geometry")
+        self.size = self.blocks * self.block_size
+        if self.size > reader.size:
+            raise FormatError(f"ext file system claims {self.size} bytes but its partition "
+                              f"holds {reader.size}")
+        self.groups = -(-(self.blocks - self.first_data_block) // self.blocks_per_group)
+        if self.groups * self.inodes_per_group < self.inodes:
+            raise FormatError("ext superblock damaged: inode count exceeds the groups")
+        has_journal = bool(self.compat & COMPAT_HAS_JOURNAL)
+        self.fs_type = "ext2" if not has_journal else (
+            "ext4" if self.incompat & ~0x6 or self.ro_compat & ~0x3 else "ext3")
+        self._descriptors = self._read_descriptors()
+
+    # ---- layout ------------------------------------------------------------------------------
+
+    def _has_backup(self, group: int) -> bool:
+        """Whether `group` keeps a copy of the superblock (and, without meta_bg, the GDT)."""
+        if group == 0:
+            return True
+        if self.compat & COMPAT_SPARSE_SUPER2:
+            return group in self.backup_groups
+        if not self.ro_compat & RO_COMPAT_SPARSE_SUPER or group == 1:
+            return True
+        for base in (3, 5, 7):
+            power = base
+            while power < group:
+                power *= base
+            if power == group:
+                return True
+        return False
+
+    def _group_start(self, group: int) -> int:
+        return self.first_data_block + group * self.blocks_per_group
+
+    @property
+    def _descs_per_block(self) -> int:
+        return self.block_size // self.desc_size
+
+    def _gdt_blocks(self) -> int:
+        return -(-self.groups // self._descs_per_block)
+
+    def _descriptor_block(self, index: int) -> int:
+        """The primary location of descriptor block `index`."""
+        if not self.incompat & INCOMPAT_META_BG or index < self.first_meta_bg:
+            return self.first_data_block + 1 + index
+        group = index * self._descs_per_block
+        return self._group_start(group) + (1 if self._has_backup(group) else 0)
+
+    def _read_descriptors(self) -> list[tuple[int, int, int, int, int]]:
+        """(block bitmap, inode bitmap, inode table, flags, unused inodes) of each group."""
+        wide = self.desc_size >= 64
+        result = []
+        for index in range(self._gdt_blocks()):
+            block = self._descriptor_block(index)
+            data = checked_read(self.reader, block * self.block_size, self.block_size,
+                                "ext group descriptors")
+            for slot in range(self._descs_per_block):
+                if len(result) == self.groups:
+                    break
+                d = data[slot * self.desc_size:(slot + 1) * self.desc_size]
+                lo = struct.unpack_from("<IIIHHHHIHHHH", d)
+                hi = struct.unpack_from("<IIIHHHH", d, 32) if wide else (0,) * 7
+                bbitmap = lo[0] | hi[0] << 32
+                ibitmap = lo[1] | hi[1] << 32
+                itable = lo[2] | hi[2] << 32
+                unused = lo[10] | hi[6] << 16
+                for what, where in (("block bitmap", bbitmap), ("inode bitmap", ibitmap),
+                                    ("inode table", itable)):
+                    if not self.first_data_block <= where < self.blocks:
+                        raise FormatError(f"ext group {len(result)} {what} at block {where} "
+                                          "is outside the file system")
+                result.append((bbitmap, ibitmap, itable, lo[6], unused))
+        return result
+
+    def _itable_blocks(self) -> int:
+        return -(-self.inodes_per_group * self.inode_size // self.block_size)
+
+    def _group_header(self, group: int) -> list[Extent]:
+        """Superblock copy, descriptor blocks and reserved GDT blocks kept in `group`."""
+        bs = self.block_size
+        start = self._group_start(group)
+        extents: list[Extent] = []
+        if group == 0:
+            extents.append((0, SUPERBLOCK_OFFSET + SUPERBLOCK_SIZE))  # boot area + superblock
+        if self._has_backup(group):
+            extents.append((start * bs, bs))
+            meta = self.incompat & INCOMPAT_META_BG
+            old_blocks = min(self.first_meta_bg, self._gdt_blocks()) if meta else \
+                self._gdt_blocks()
+            extents.append(((start + 1) * bs, (old_blocks + self.reserved_gdt) * bs))
+        if self.incompat & INCOMPAT_META_BG:
+            per = self._descs_per_block
+            meta_group, index = divmod(group, per)
+            if meta_group >= self.first_meta_bg and index in (0, 1, per - 1):
+                extents.append(((start + (1 if self._has_backup(group) else 0)) * bs, bs))
+        return extents
+
+    def metadata(self) -> list[Extent]:
+        """Superblocks, descriptors, bitmaps, inode tables, the journal and directories."""
+        bs = self.block_size
+        extents: list[Extent] = []
+        for group, (bbitmap, ibitmap, itable, _, _) in enumerate(self._descriptors):
+            extents += self._group_header(group)
+            extents += [(bbitmap * bs, bs), (ibitmap * bs, bs),
+                        (itable * bs, self._itable_blocks() * bs)]
+        if self.journal_inode:
+            extents += self._inode_extents(self.journal_inode)
+        extents += self._directory_extents()
+        return extents
+
+    def used(self) -> list[Extent]:
+        """Every block the bitmaps mark used, plus all metadata (BLOCK_UNINIT groups' bitmaps
+        are not initialised on disk: their own metadata is all they use)."""
+        extents = self.metadata()
+        cs = self.cluster_size
+        bits = self.clusters_per_group
+        first_cluster = self.first_data_block * self.block_size // cs
+        total_clusters = -(-self.size // cs)
+        for group, (bbitmap, _, _, flags, _) in enumerate(self._descriptors):
+            if flags & BG_BLOCK_UNINIT:
+                continue
+            base = first_cluster + group * bits
+            count = min(bits, total_clusters - base)
+            data = checked_read(self.reader, bbitmap * self.block_size, self.block_size,
+                                f"ext group {group} block bitmap")
+            extents += [((base + first) * cs, run * cs) for first, run in bitmap_runs(data, count)]
+        return extents
+
+    # ---- inodes and their blocks ---------------------------------------------------------------
+
+    def inode_offset(self, number: int) -> int:
+        if not 1 <= number <= self.inodes:
+            raise FormatError(f"ext inode {number} does not exist")
+        group, index = divmod(number - 1, self.inodes_per_group)
+        return self._descriptors[group][2] * self.block_size + index * self.inode_size
+
+    def inode(self, number: int) -> Inode:
+        offset = self.inode_offset(number)
+        raw = checked_read(self.reader, offset, 128, f"ext inode {number}")
+        mode = struct.unpack_from("<H", raw, 0)[0]
+        size = struct.unpack_from("<I", raw, 4)[0] | struct.unpack_from("<I", raw, 108)[0] << 32
+        flags = struct.unpack_from("<I", raw, 32)[0]
+        return Inode(number, offset, mode, size, flags, raw[40:100])
+
+    def block_map(self, inode: Inode, readable: Readability = always_readable) -> BlockMap:
+        """The inode's data runs; an unreadable or damaged map block makes it incomplete."""
+        if inode.flags & INODE_FLAG_INLINE_DATA or (
+                stat.S_ISLNK(inode.mode) and inode.size < 60
+                and not inode.flags & INODE_FLAG_EXTENTS):
+            return BlockMap((), (), True)  # the data lives inside the inode
+        walker = _MapWalker(self, readable)
+        if inode.flags & INODE_FLAG_EXTENTS:
+            walker.extent_node(inode.block, MAX_EXTENT_DEPTH)
+        else:
+            walker.block_pointers(inode.block)
+        return BlockMap(tuple(walker.runs), tuple(walker.map_blocks), walker.complete)
+
+    def _inode_extents(self, number: int) -> list[Extent]:
+        """Data and map blocks of one inode, for metadata that must be read early."""
+        bs = self.block_size
+        try:
+            mapping = self.block_map(self.inode(number))
+        except FormatError:
+            return []  # the used map still covers it through the bitmaps
+        return [(phys * bs, count * bs) for _, phys, count in mapping.runs] + \
+            [(block * bs, bs) for block in mapping.map_blocks]
+
+    def data_extents(self, mapping: BlockMap, size: int) -> list[Extent]:
+        """Byte extents of the file's contents, clipped to its size."""
+        bs = self.block_size
+        extents = []
+        for logical, phys, count in mapping.runs:
+            length = min(count * bs, size - logical * bs)
+            if length > 0:
+                extents.append((phys * bs, length))
+        return extents
+
+    # ---- directories -------------------------------------------------------------------------
+
+    def _dir_entries(self, inode: Inode, readable: Readability
+                     ) -> Iterator[tuple[str, int, Extent]]:
+        """(name, inode number, where the entry is) of a directory, '.' and '..' left out."""
+        if inode.flags & INODE_FLAG_INLINE_DATA:
+            yield from _parse_entries(inode.block[4:], inode.offset + 40 + 4)
+            return
+        mapping = self.block_map(inode, readable)
+        bs = self.block_size
+        for offset, length in self.data_extents(mapping, inode.size):
+            for pos in range(offset, offset + length, bs):
+                if not readable(pos, bs):
+                    continue
+                try:
+                    block = checked_read(self.reader, pos, bs, "ext directory block")
+                except FormatError:
+                    continue
+                yield from _parse_entries(block, pos)
+
+    def _walk(self, readable: Readability
+              ) -> Iterator[tuple[str, int, Inode | None, Extent]]:
+        """Depth-first (path, inode number, inode or None if unreadable, entry extent)."""
+        root = self.inode(ROOT_INODE)
+        stack: list[tuple[str, Inode]] = [("", root)]
+        seen = {ROOT_INODE}
+        while stack:
+            prefix, directory = stack.pop()
+            for name, number, entry in self._dir_entries(directory, readable):
+                path = f"{prefix}/{name}"
+                try:
+                    offset = self.inode_offset(number)
+                except FormatError:
+                    continue
+                inode = None
+                if readable(offset, self.inode_size):
+                    try:
+                        inode = self.inode(number)
+                    except FormatError:
+                        continue
+                yield path, number, inode, entry
+                if inode is not None and inode.is_dir and number not in seen:
+                    seen.add(number)
+                    stack.append((path, inode))
+
+    def _directory_extents(self) -> list[Extent]:
+        """Blocks of every directory, found by walking from the root; a damaged tree only
+        shortens this list (the bitmaps still cover every directory)."""
+        extents: list[Extent] = []
+        try:
+            directories = [self.inode(ROOT_INODE)]
+            directories += [inode for _, _, inode, _ in self._walk(always_readable)
+                            if inode is not None and inode.is_dir]
+        except FormatError:
+            return extents
+        for inode in directories:
+            try:
+                mapping = self.block_map(inode)
+            except FormatError:
+                continue
+            extents += self.data_extents(mapping, inode.size)
+            extents += [(b * self.block_size, self.block_size) for b in mapping.map_blocks]
+        return extents
+
+    def files(self, readable: Readability = always_readable) -> Iterator[FileRecord]:
+        """Every file and directory under the root with the bytes it depends on."""
+        bs = self.block_size
+        for path, number, inode, entry in self._walk(readable):
+            inode_extent = (self.inode_offset(number), self.inode_size)
+            if inode is None:
+                yield FileRecord(path, None, (), (inode_extent, entry), complete=False)
+                continue
+            mapping = self.block_map(inode, readable)
+            yield FileRecord(path, inode.size, tuple(self.data_extents(mapping, inode.size)),
+                             (inode_extent, entry, *((b * bs, bs) for b in mapping.map_blocks)),
+                             mapping.complete)
+
+
+class _MapWalker:
+    """Collects data runs and map blocks of one inode, bounded against damaged trees."""
+
+    def __init__(self, fs: ExtFS, readable: Readability) -> None:
+        self.fs = fs
+        self.readable = readable
+        self.runs: list[tuple[int, int, int]] = []
+        self.map_blocks: list[int] = []
+        self.complete = True
+
+    def _block(self, number: int) -> bytes | None:
+        fs = self.fs
+        if not fs.first_data_block <= number < fs.blocks or len(self.map_blocks) > fs.blocks:
+            self.complete = False
+            return None
+        self.map_blocks.append(number)
+        offset = number * fs.block_size
+        if not self.readable(offset, fs.block_size):
+            self.complete = False
+            return None
+        try:
+            return checked_read(fs.reader, offset, fs.block_size, "ext map block")
+        except FormatError:
+            self.complete = False
+            return None
+
+    def extent_node(self, node: bytes, depth_left: int) -> None:
+        magic, entries, _, depth, _ = EXTENT_HEADER.unpack_from(node)
+        capacity = (len(node) - EXTENT_HEADER.size) // 12
+        if magic != EXTENT_MAGIC or entries > capacity or depth >= depth_left:
+            self.complete = False
+            return
+        for i in range(entries):
+            pos = EXTENT_HEADER.size + 12 * i
+            if depth == 0:
+                logical, length, hi, lo = EXTENT_LEAF.unpack_from(node, pos)
+                if length > 32768:  # unwritten: allocated, reads as zeros
+                    length -= 32768
+                start = lo | hi << 32
+                if start + length > self.fs.blocks:
+                    self.complete = False
+                    continue
+                self.runs.append((logical, start, length))
+            else:
+                _, lo, hi, _ = EXTENT_INDEX.unpack_from(node, pos)
+                child = self._block(lo | hi << 32)
+                if child is not None:
+                    self.extent_node(child, depth)
+
+    def block_pointers(self, i_block: bytes) -> None:
+        """ext2/3 block map: 12 direct pointers, then single, double, triple indirect."""
+        pointers = struct.unpack("<15I", i_block)
+        per_block = self.fs.block_size // 4
+        logical = 0
+        for pointer in pointers[:12]:
+            self._data(logical, pointer)
+            logical += 1
+        for level, pointer in enumerate(pointers[12:], start=1):
+            logical = self._indirect(pointer, level, logical, per_block)
+
+    def _indirect(self, pointer: int, level: int, logical: int, per_block: int) -> int:
+        span = per_block ** level
+        if pointer == 0:
+            return logical + span
+        block = self._block(pointer)
+        if block is None:
+            return logical + span
+        for child in struct.unpack(f"<{per_block}I", block):
+            if level == 1:
+                self._data(logical, child)
+                logical += 1
+            else:
+                logical = self._indirect(child, level - 1, logical, per_block)
+        return logical
+
+    def _data(self, logical: int, block: int) -> None:
+        if block == 0:
+            return
+        if block >= self.fs.blocks:
+            self.complete = False
+            return
+        if self.runs and self.runs[-1][0] + self.runs[-1][2] == logical \
+                and self.runs[-1][1] + self.runs[-1][2] == block:
+            first_logical, first_block, count = self.runs[-1]
+            self.runs[-1] = (first_logical, first_block, count + 1)
+        else:
+            self.runs.append((logical, block, 1))
+
+
+def _parse_entries(block: bytes, base: int) -> Iterator[tuple[str, int, Extent]]:
+    pos = 0
+    while pos + DIR_ENTRY.size <= len(block):
+        number, rec_len, name_len, _ = DIR_ENTRY.unpack_from(block, pos)
+        if rec_len < DIR_ENTRY.size or pos + rec_len > len(block):
+            return  # a damaged block: the rest of it cannot be trusted
+        name = block[pos + 8:pos + 8 + name_len]
+        if number and name not in (b".", b"..") and name_len <= rec_len - 8:
+            yield name.decode("utf-8", "surrogateescape"), number, (base + pos, rec_len)
+        pos += rec_len

@@ -1,0 +1,108 @@
+"""The image browser screen under Textual's Pilot: volumes, folders, damage marks, extract."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from textual.app import App
+from textual.widgets.tree import TreeNode
+
+from rescue.explore.filesystem import Entry
+from rescue.tui.screens.browser import ImageBrowser, Node
+from tests.explore.images import run
+from tests.tui.helpers import SIZE, screen_lines, wait_until
+
+BLOCK = 4096
+
+
+class BrowserApp(App[None]):
+    def __init__(self, image: str) -> None:
+        super().__init__()
+        self.image = image
+
+    def on_mount(self) -> None:
+        self.push_screen(ImageBrowser(self.image))
+
+
+def make_damaged_ext4(tmp_path: Path) -> Path:
+    """An ext4 image (mkfs -d, no mount needed) and a mapfile calling one file's block bad."""
+    tree = tmp_path / "tree"
+    (tree / "folder").mkdir(parents=True)
+    (tree / "folder" / "hurt.bin").write_bytes(b"h" * 3 * BLOCK)
+    (tree / "fine.txt").write_bytes(b"fine\n")
+    image = tmp_path / "fs.img"
+    with open(image, "wb") as f:
+        f.truncate(8 << 20)
+    run("mkfs.ext4", "-q", "-F", "-b", str(BLOCK), "-d", tree, image)
+    block = int(run("debugfs", "-R", "blocks /folder/hurt.bin", image).split()[1])
+    size = image.stat().st_size
+    bad = block * BLOCK
+    (tmp_path / "fs.img.map").write_text(
+        f"0x0 +\n0x0 {bad:#x} +\n{bad:#x} {BLOCK:#x} -\n{bad + BLOCK:#x} "
+        f"{size - bad - BLOCK:#x} +\n")
+    return image
+
+
+def find_node(browser: ImageBrowser, name: bytes) -> TreeNode[Node] | None:
+    stack = list(browser.tree.root.children)
+    while stack:
+        node = stack.pop()
+        data = node.data
+        if isinstance(data, Node) and isinstance(data.entry, Entry) and data.entry.name == name:
+            return node
+        stack.extend(node.children)
+    return None
+
+
+def test_browse_mark_damage_and_extract(tmp_path: Path) -> None:
+    image = make_damaged_ext4(tmp_path)
+    app = BrowserApp(str(image))
+    dest = tmp_path / "out"
+
+    async def scenario() -> None:
+        async with app.run_test(size=SIZE) as pilot:
+            browser = app.screen
+            assert isinstance(browser, ImageBrowser)
+            await wait_until(pilot, lambda: bool(browser.tree.root.children))
+            assert "4 KiB unreadable" in "\n".join(screen_lines(app))
+            await pilot.press("enter")  # open the volume
+            await wait_until(pilot, lambda: find_node(browser, b"folder") is not None)
+            folder = find_node(browser, b"folder")
+            browser.tree.move_cursor(folder)
+            await pilot.press("enter")
+            await wait_until(pilot, lambda: find_node(browser, b"hurt.bin") is not None)
+            hurt = find_node(browser, b"hurt.bin")
+            assert str(hurt.label).startswith("! hurt.bin")
+            assert str(find_node(browser, b"fine.txt").label).startswith("  fine.txt")
+            browser.tree.move_cursor(hurt)
+            await wait_until(pilot, lambda: "DAMAGED" in "\n".join(screen_lines(app)))
+            assert "bytes 4096-8192" in "\n".join(screen_lines(app))
+            await pilot.press("e")
+            await pilot.pause()
+            assert "Extract into which folder?" in "\n".join(screen_lines(app))
+            await pilot.press("escape")
+            browser.extract_to(folder.data, str(dest))
+            await wait_until(pilot, lambda: browser.last_report is not None)
+            report = browser.last_report
+            assert report is not None and report.files == 1
+            assert report.damaged == [("/folder/hurt.bin", ((BLOCK, 2 * BLOCK),))]
+
+    asyncio.run(scenario())
+    assert (dest / "folder" / "hurt.bin").read_bytes() == b"h" * 3 * BLOCK  # data kept as is
+
+
+def test_an_unreadable_image_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    image = tmp_path / "empty.img"
+    image.write_bytes(bytes(1 << 20))
+    app = BrowserApp(str(image))
+
+    async def scenario() -> None:
+        async with app.run_test(size=SIZE) as pilot:
+            browser = app.screen
+            assert isinstance(browser, ImageBrowser)
+            await wait_until(pilot, lambda: bool(browser.tree.root.children))
+            await pilot.press("enter")
+            await wait_until(pilot, lambda: "no file system" in "\n".join(screen_lines(app)))
+
+    asyncio.run(scenario())

@@ -1,0 +1,180 @@
+"""Extraction of a hostile image stays inside DEST: the image is an ext4 file system whose
+directory entries were edited into names that climb ('../../evil'), hold '/' or control
+characters, collide with symlinks, and whose symlinks and device nodes point anywhere."""
+
+from __future__ import annotations
+
+import os
+import resource
+from pathlib import Path
+
+import pytest
+
+from rescue.explore.extract import extract, link_stays_inside, safe_name
+from rescue.explore.session import ImageSession
+from tests.explore.images import rescue, run
+
+# Names made with plain placeholders, then overwritten byte for byte in the directory blocks.
+RENAMES = {
+    b"PLACEHOLD1": b"../../evil",  # a file whose name climbs two levels
+    b"PLACEDIR": b"../../yy",  # a folder whose name climbs, holding a file
+    b"PLACEABS1": b"/etc/evil",  # an absolute name
+    b"dupdir02": b"dupdir01",  # a folder named like the symlink before it (-> inside)
+    b"dupfile2": b"dupfile1",  # a file named like the symlink before it (-> victim.txt)
+}
+DEBUGFS = """symlink /abs /etc/passwd
+symlink /up ../../escape
+symlink /inside/ok ../victim.txt
+symlink /inside/bad ../../victim.txt
+symlink /sneaky inside/../../x
+symlink /dupdir01 inside
+symlink /dupfile1 victim.txt
+mknod /null c 1 3
+mknod /loopdev b 7 0
+mknod /fifo p
+ln /victim.txt /esc\x1b[2Jname
+ln /victim.txt /bell\x01\x7fx
+write {payload} PLACEHOLD1
+write {payload} PLACEABS1
+mkdir PLACEDIR
+write {payload} PLACEDIR/inner.txt
+mkdir dupdir02
+write {payload} dupdir02/payload.txt
+write {payload} dupfile2
+"""
+
+
+def patch_names(image: Path, renames: dict[bytes, bytes]) -> None:
+    data = bytearray(image.read_bytes())
+    for old, new in renames.items():
+        assert len(old) == len(new) and data.count(old) == 1, old
+        at = data.index(old)
+        data[at:at + len(old)] = new
+    image.write_bytes(bytes(data))
+
+
+@pytest.fixture(scope="module")
+def hostile_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    work = tmp_path_factory.mktemp("hostile")
+    tree = work / "tree"
+    (tree / "inside").mkdir(parents=True)
+    (tree / "victim.txt").write_bytes(b"victim\n")
+    payload = work / "payload"
+    payload.write_bytes(b"payload\n")
+    image = work / "hostile.img"
+    with open(image, "wb") as f:
+        f.truncate(8 << 20)
+    run("mkfs.ext4", "-q", "-F", "-O", "^metadata_csum,^dir_index", "-d", tree, image)
+    script = work / "debugfs.cmds"
+    script.write_bytes(DEBUGFS.format(payload=payload).encode())
+    run("debugfs", "-w", "-f", script, image)
+    patch_names(image, RENAMES)
+    return image
+
+
+def inside(path: Path, root: Path) -> bool:
+    return os.path.realpath(path) == str(root) or os.path.realpath(path).startswith(
+        f"{root}{os.sep}")
+
+
+@pytest.mark.slow
+def test_hostile_image_extracts_everything_inside_dest_and_nothing_outside(
+        hostile_image: Path, tmp_path: Path) -> None:
+    box = tmp_path / "box"
+    dest = box / "dest"
+    box.mkdir()
+    passwd = Path("/etc/passwd").stat()
+    result = rescue("extract", hostile_image, "/", dest)
+    assert result.returncode == 1, result.stderr  # things were left out, and said so
+    assert os.listdir(box) == ["dest"]
+    assert not (tmp_path / "evil").exists() and not Path("/etc/evil").exists()
+    assert Path("/etc/passwd").stat().st_mtime_ns == passwd.st_mtime_ns
+    for path in dest.rglob("*"):
+        assert inside(path, dest.resolve()), path
+        assert path.is_symlink() or path.is_dir() or path.is_file(), path  # no device nodes
+    # every entry with a hostile name is there, under an escaped name
+    assert (dest / "..%2F..%2Fevil").read_bytes() == b"payload\n"
+    assert (dest / "%2Fetc%2Fevil").read_bytes() == b"payload\n"
+    assert (dest / "..%2F..%2Fyy" / "inner.txt").read_bytes() == b"payload\n"
+    assert (dest / "esc%1B[2Jname").read_bytes() == b"victim\n"
+    assert (dest / "bell%01%7Fx").read_bytes() == b"victim\n"
+    # a name that collides with a symlink made earlier replaces the link, never follows it
+    assert (dest / "dupdir01").is_dir() and not (dest / "dupdir01").is_symlink()
+    assert (dest / "dupdir01" / "payload.txt").read_bytes() == b"payload\n"
+    assert not (dest / "inside" / "payload.txt").exists()
+    assert (dest / "dupfile1").is_file() and not (dest / "dupfile1").is_symlink()
+    assert (dest / "victim.txt").read_bytes() == b"victim\n"
+    # a link that stays inside is kept; the others are reported, not made
+    assert os.readlink(dest / "inside" / "ok") == "../victim.txt"
+    for name in ("abs", "up", "sneaky", "null", "loopdev", "fifo"):
+        assert not os.path.lexists(dest / name)
+    assert not os.path.lexists(dest / "inside" / "bad")
+    out = result.stdout
+    for reported in ("/abs: symlink to /etc/passwd", "/up: symlink to ../../escape",
+                     "/inside/bad: symlink", "/sneaky: symlink", "//null: char device",
+                     "//loopdev: block device", "//fifo: fifo", "RENAMED  /../../evil ->"):
+        assert reported in out, reported
+    assert "\x1b" not in out and "\x01" not in out  # hostile names are printed escaped
+
+
+@pytest.mark.slow
+def test_ls_prints_hostile_names_escaped(hostile_image: Path) -> None:
+    result = rescue("ls", hostile_image, "/")
+    assert result.returncode == 0, result.stderr
+    assert "esc\\x1b[2Jname" in result.stdout and "bell\\x01\\x7fx" in result.stdout
+    assert "\x1b" not in result.stdout
+
+
+@pytest.mark.parametrize(("raw", "written"), [
+    (b"plain.txt", b"plain.txt"),
+    (b"..", b"%2E%2E"),
+    (b".", b"%2E"),
+    (b"../../x", b"..%2F..%2Fx"),
+    (b"a\nb", b"a%0Ab"),
+    (b"\x1b[2J", b"%1B[2J"),
+    (b"caf\xc3\xa9", b"caf\xc3\xa9"),
+])
+def test_safe_name(raw: bytes, written: bytes) -> None:
+    assert safe_name(raw) == written
+
+
+def test_safe_name_shortens_names_linux_cannot_hold_and_keeps_them_apart() -> None:
+    first, second = safe_name(b"\xe6\x97\xa5" * 200), safe_name(b"\xe6\x97\xa5" * 201)
+    assert len(first) <= 255 and len(second) <= 255 and first != second
+
+
+@pytest.mark.parametrize(("target", "depth", "allowed"), [
+    (b"file", 0, True),
+    (b"sub/dir/file", 0, True),
+    (b"../file", 1, True),
+    (b"../file", 0, False),
+    (b"../../file", 1, False),
+    (b"/etc/passwd", 5, False),
+    (b"a/../../file", 3, False),  # climbs after descending: a symlinked 'a' could be anything
+    (b"./../x", 1, True),
+    (b"", 1, False),
+])
+def test_link_stays_inside(target: bytes, depth: int, allowed: bool) -> None:
+    assert link_stays_inside(target, depth) is allowed
+
+
+def test_a_tree_deeper_than_the_descriptor_limit_extracts(tmp_path: Path) -> None:
+    """One directory descriptor at a time: 300 levels under a 64-descriptor limit."""
+    tree = tmp_path / "tree"
+    deepest = tree.joinpath(*["d"] * 300)
+    deepest.mkdir(parents=True)
+    (deepest / "bottom.txt").write_bytes(b"bottom\n")
+    image = tmp_path / "deep.img"
+    with open(image, "wb") as f:
+        f.truncate(8 << 20)
+    run("mkfs.ext4", "-q", "-F", "-d", tree, image)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    with ImageSession(str(image)) as session:
+        fs = session.filesystem(None)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
+        try:
+            report = extract(fs, fs.lookup("/d"), str(tmp_path / "out"))
+        finally:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert report.directories == 300 and report.complete
+    assert (tmp_path / "out").joinpath(*["d"] * 300, "bottom.txt").read_bytes() == b"bottom\n"

@@ -1,0 +1,99 @@
+"""`rescue report` on images of a device with real bad sectors placed in known files and in
+the inode table; where those sit is asked of debugfs and mtools, not of our own parsers."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from rescue.engine.rangemap import RangeMap
+from rescue.fs.affected import Damage, affected_files
+from rescue.fs.partitions import DiskReader
+from tests.fixtures.faultdisk import faulty_device
+from tests.fs.builders import MIB, build_fs, rescue_cli, run
+
+pytestmark = [pytest.mark.slow, pytest.mark.root]
+SECTOR = 512
+
+
+def debugfs(image: Path, request: str) -> str:
+    return run("debugfs", "-R", request, str(image))
+
+
+def ext_inode_location(image: Path, path: str) -> int:
+    match = re.search(r"located at block (\d+), offset 0x([0-9a-f]+)",
+                      debugfs(image, f'imap "{path}"'))
+    assert match, path
+    block_size = int(re.search(r"Block size:\s+(\d+)", debugfs(image, "stats"))[1])
+    return int(match[1]) * block_size + int(match[2], 16)
+
+
+def ext_first_block(image: Path, path: str) -> int:
+    block_size = int(re.search(r"Block size:\s+(\d+)", debugfs(image, "stats"))[1])
+    return int(debugfs(image, f'blocks "{path}"').split()[0]) * block_size
+
+
+def report(image: Path) -> dict:
+    result = rescue_cli("report", str(image), "--json")
+    assert result.returncode in (0, 1), result.stderr
+    return json.loads(result.stdout)
+
+
+def test_ext4_bad_sectors_name_exactly_the_hit_files(tmp_path: Path) -> None:
+    image = tmp_path / "ext4.img"
+    hashes = build_fs("ext4", image, 48 * MIB, seed=3)
+    files = sorted(f"/{name}" for name in hashes)
+    data_victim, inode_victim = files[0], files[-1]
+    data_bad = ext_first_block(image, data_victim) + 2 * SECTOR
+    inode_bad = ext_inode_location(image, inode_victim) // SECTOR * SECTOR
+    # every file whose inode shares the bad sector loses its metadata, per debugfs
+    sharing = {f for f in files
+               if ext_inode_location(image, f) // SECTOR * SECTOR == inode_bad}
+    out = tmp_path / "out.img"
+    with faulty_device(str(image), bad=[(data_bad, SECTOR), (inode_bad, SECTOR)]) as device:
+        result = rescue_cli("image", device, str(out), "--mode", "used")
+    assert result.returncode == 1, result.stderr
+    found = report(out)
+    assert found["bad"] == 2 * SECTOR
+    named = {f["path"] for f in found["files"]}
+    assert named == {data_victim} | sharing
+    by_path = {f["path"]: f for f in found["files"]}
+    assert by_path[data_victim]["lost"] == SECTOR
+    assert all(by_path[f]["size"] is None and by_path[f]["lost"] is None for f in sharing)
+
+
+def test_fat_bad_cluster_and_directory(tmp_path: Path) -> None:
+    image = tmp_path / "fat.img"
+    hashes = build_fs("vfat", image, 32 * MIB, seed=4)
+    victim = sorted(name for name in hashes if "sub" not in name)[0]
+    clusters = run("mshowfat", "-i", str(image), f"::/{victim}")
+    first = int(re.search(r"<(\d+)", clusters)[1])
+    boot = image.read_bytes()[:512]
+    sector = int.from_bytes(boot[11:13], "little")
+    per_cluster = boot[13]
+    reserved = int.from_bytes(boot[14:16], "little")
+    fats = boot[16]
+    root_entries = int.from_bytes(boot[17:19], "little")
+    fat_sectors = int.from_bytes(boot[22:24], "little") or int.from_bytes(boot[36:40], "little")
+    data = (reserved + fats * fat_sectors) * sector + root_entries * 32
+    bad = data + (first - 2) * per_cluster * sector
+    out = tmp_path / "out.img"
+    with faulty_device(str(image), bad=[(bad, SECTOR)]) as device:
+        result = rescue_cli("image", device, str(out), "--order", "metadata-first")
+    assert result.returncode == 1, result.stderr
+    found = report(out)
+    assert [(f["path"], f["lost"]) for f in found["files"]] == [(f"/{victim}", SECTOR)]
+
+
+def test_clean_image_reports_nothing(tmp_path: Path) -> None:
+    image = tmp_path / "ext4.img"
+    build_fs("ext4", image, 16 * MIB, seed=5)
+    with DiskReader(str(image)) as reader:
+        rmap = RangeMap(reader.size, "+")
+        assert affected_files(reader, rmap).files == ()
+        rmap.set(0, 1024, "?")  # the boot area: no file lives there
+        assert affected_files(reader, rmap).files == ()
+    assert Damage(rmap).overlap(512, 1024) == 512
