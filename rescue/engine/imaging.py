@@ -16,6 +16,7 @@ from typing import Any
 from rescue.devices import safety
 from rescue.devices.discover import Disk, discover, find
 from rescue.engine.convert import Conversion
+from rescue.engine.digest import DigestingWriter
 from rescue.engine.jobs import JobControl, Progress
 from rescue.engine.rangemap import BAD, FINISHED, NON_SCRAPED, NON_TRIMMED, MapSnapshot, RangeMap
 from rescue.engine.rescue import Outcome, Rescue, RescueOptions
@@ -111,8 +112,11 @@ class ImageJob:
             if request.mode == "used" or metadata_first:
                 self.plan = self._plan_disk()
                 domain = self.plan.used if request.mode == "used" else domain
-            self.writer = open_writer(self.image_path, "qcow2" if staged else self.format,
-                                      self.source.size, request.level)
+            writer = open_writer(self.image_path, "qcow2" if staged else self.format,
+                                 self.source.size, request.level)
+            # a fresh image can be fingerprinted as it is written; a resumed one cannot
+            fresh = not self.mapfile.rmap.totals()[FINISHED]
+            self.writer: ImageWriter = DigestingWriter(writer) if fresh else writer
         except BaseException:
             self.source.close()
             raise
@@ -244,15 +248,20 @@ class ImageJob:
             rescue=rescue_summary(list(self.mapfile.rmap.areas()), outcome.value))
         if outcome in FINISHED_OUTCOMES:  # the image will not change again: fingerprint it
             self.writer.sync()
-            reader = open_reader(self.image_path)
-            try:
-                manifest.sha256 = logical_sha256(reader)
-            finally:
-                reader.close()
+            streamed = self.writer.hexdigest() if isinstance(self.writer, DigestingWriter) \
+                else None
+            manifest.sha256 = streamed or self._read_back_sha256()
         if hasattr(self.writer, "set_manifest"):
             self.writer.set_manifest(manifest.to_bytes())
         elif not getattr(self.writer, "is_device", False):  # a disk has no room beside it
             write_sidecar(self.image_path, manifest)
+
+    def _read_back_sha256(self) -> str:
+        reader = open_reader(self.image_path)
+        try:
+            return logical_sha256(reader)
+        finally:
+            reader.close()
 
     def _manifest_mode(self) -> str:
         if self.request.mode == "used":
