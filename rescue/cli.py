@@ -13,7 +13,8 @@ import sys
 from rescue import __version__
 from rescue.errors import ExitCode, RescueError
 
-COMMANDS = ("image", "demo", "map", "disks", "info", "convert", "explore", "report")
+COMMANDS = ("image", "demo", "map", "disks", "info", "convert", "restore", "explore", "report",
+            "tui")
 
 EPILOG = """exit codes:
   0  everything rescued / done          1  finished, but some sectors are unreadable
@@ -36,10 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
-        return ExitCode.USAGE
     try:
+        if args.command is None:  # a bare `rescue` opens the full-screen app
+            from rescue.commands import tui
+
+            return int(tui.run(args))
         return int(args.run(args))
     except RescueError as exc:
         print(f"rescue: {exc}", file=sys.stderr)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 
+from rescue.commands.tui import add_look_options, look_from_args
 from rescue.errors import ExitCode
 
 
@@ -17,18 +18,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Open MAPFILE (written by rescue or GNU ddrescue) read-only as a sector "
                     "map; it refreshes every second while the file changes.")
     parser.add_argument("mapfile", help="GNU ddrescue mapfile")
-    parser.add_argument("--ascii", action="store_true",
-                        help="ASCII characters instead of block characters")
-    parser.add_argument("--mono", action="store_true", help="no colours")
+    add_look_options(parser)
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from rescue.tui.app import make_app
-    from rescue.tui.widgets.sector_map import MapLook
 
-    detected = MapLook.from_environment()
-    look = MapLook(ascii=args.ascii or detected.ascii,
-                   monochrome=args.mono or detected.monochrome)
-    make_app(map_path=args.mapfile, look=look).run()
+    make_app(map_path=args.mapfile, look=look_from_args(args)).run()
     return int(ExitCode.OK)

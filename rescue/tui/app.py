@@ -1,4 +1,8 @@
-"""The rescue Textual app: jobs with live sector maps, the mapfile viewer, help, safe quit.
+"""The rescue Textual app: the Disks home screen, wizards, jobs with live sector maps, the
+mapfile viewer, help, safe quit.
+
+Two modes keep two screen stacks: "disks" (the Disks screen and what is opened from it) and
+"jobs" (the jobs list and the job screens); a job started from a wizard moves to "jobs".
 
 Every imaging job runs `ImageJob.run()` in a thread worker owned by the app; cancelling goes
 through the job's JobControl, so a cancelled job saves its map exactly as the CLI's does. One
@@ -10,22 +14,25 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import ClassVar
+from collections.abc import Callable
+from typing import ClassVar, cast
 
 from textual.app import App
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.worker import Worker, WorkerCancelled, WorkerFailed, WorkerState
 
-from rescue.commands.image import OUTCOME_EXIT
 from rescue.engine.imaging import ImageJob, ImageRequest
-from rescue.errors import ExitCode, RescueError
+from rescue.engine.restore import RestoreJob
+from rescue.errors import ExitCode
 from rescue.formats import mapfile
-from rescue.tui.jobs import RunningJob, one_line
+from rescue.tui.jobs import BackgroundJob, RunningJob, RunningRestore, one_line
 from rescue.tui.screens.dialogs import HelpScreen, QuitScreen
+from rescue.tui.screens.disks import DisksScreen
 from rescue.tui.screens.job import JobScreen
 from rescue.tui.screens.jobs import JobsScreen
 from rescue.tui.screens.map_viewer import MapViewerScreen
+from rescue.tui.screens.restore import RestoreScreen
 from rescue.tui.widgets.sector_map import MapLook
 
 JOB_POLL_SECONDS = 0.5  # phase changes reach the log even while no job screen shows
@@ -35,26 +42,31 @@ class RescueApp(App[int]):
     CSS_PATH = "rescue.tcss"
     TITLE = "rescue"
     ENABLE_COMMAND_PALETTE = False  # its footer entry costs columns an 80x24 screen lacks
+    MODES: ClassVar[dict[str, str | Callable[[], Screen]]] = {
+        "jobs": JobsScreen, "disks": DisksScreen}
+    DEFAULT_MODE = "jobs"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("q", "quit", "Quit"),
         Binding("ctrl+q", "quit", "Quit", show=False, priority=True),
         Binding("f1,question_mark", "help", "Help"),
-        Binding("j", "show_jobs", "Jobs", show=False),
+        Binding("d", "show_disks", "Disks"),
+        Binding("j", "show_jobs", "Jobs"),
     ]
 
     def __init__(self, job: ImageJob | None = None, map_path: str | None = None,
-                 loaded: mapfile.Mapfile | None = None, look: MapLook | None = None) -> None:
+                 loaded: mapfile.Mapfile | None = None, look: MapLook | None = None,
+                 home: str = "jobs") -> None:
         super().__init__()
         self.look = look or MapLook.from_environment()
-        self.jobs: list[RunningJob] = []
+        self.jobs: list[BackgroundJob] = []
+        self.home = home
         self._first_job = job
         self._map = (map_path, loaded)
 
-    def get_default_screen(self) -> Screen:
-        return JobsScreen()
-
     def on_mount(self) -> None:
         self.set_interval(JOB_POLL_SECONDS, self._poll_jobs)
+        if self.home != self.current_mode:
+            self.switch_mode(self.home)
         if self._first_job is not None:
             self.start_job(self._first_job)
         map_path, loaded = self._map
@@ -64,28 +76,48 @@ class RescueApp(App[int]):
     # ---- jobs ------------------------------------------------------------------------------
 
     def start_job(self, job: ImageJob) -> RunningJob:
-        """Run an opened job in a thread worker and show its screen."""
+        """Run an opened imaging job in a thread worker and show its screen."""
         request = job.request
         running = RunningJob(job, f"{request.source} → {os.path.basename(request.dest)}")
-        running.worker = self.run_worker(job.run, name=running.title, group="jobs",
-                                         thread=True, exit_on_error=False)
-        self.jobs.append(running)
-        running.note(f"started; map {request.mapfile_path}")
-        self.open_job(running)
+        self._start(running, f"started; map {request.mapfile_path}")
         return running
 
-    def open_job(self, running: RunningJob) -> None:
+    def start_restore(self, job: RestoreJob) -> RunningRestore:
+        """Run a checked restore in a thread worker and show its screen."""
+        request = job.request
+        running = RunningRestore(job, f"{os.path.basename(request.image)} → "
+                                      f"{', '.join(request.targets)}")
+        self._start(running, f"started: {request.image} onto {', '.join(request.targets)}")
+        return running
+
+    def _start(self, running: BackgroundJob, first_note: str) -> None:
+        running.worker = self.run_worker(running.run, name=running.title, group="jobs",
+                                         thread=True, exit_on_error=False)
+        self.jobs.append(running)
+        running.note(first_note)
+        self.open_job(running)
+
+    def open_job(self, running: BackgroundJob) -> None:
         self.action_show_jobs()
-        self.push_screen(JobScreen(running, self.look))
+        if isinstance(running, RunningRestore):
+            self.push_screen(RestoreScreen(running))
+        else:
+            self.push_screen(JobScreen(cast(RunningJob, running), self.look))
 
     def open_map(self, path: str, loaded: mapfile.Mapfile | None = None) -> None:
         """Show a mapfile read-only; `loaded` saves reading it twice."""
         self.push_screen(MapViewerScreen(path, loaded or mapfile.load(path), self.look))
 
+    def open_image(self, path: str) -> None:
+        """Browse the partitions and files of an image (The Sleuth Kit is loaded only now)."""
+        from rescue.tui.screens.browser import ImageBrowser
+
+        self.push_screen(ImageBrowser(path))
+
     def _poll_jobs(self) -> None:
         for running in self.jobs:
             if not running.done:
-                running.poll()
+                running.note_phase()
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         """The one place worker results and failures arrive."""
@@ -101,22 +133,25 @@ class RescueApp(App[int]):
 
     def exit_code(self) -> int:
         """What `rescue demo --tui` returns: the first job's outcome, as `rescue image` does."""
-        if not self.jobs:
-            return int(ExitCode.OK)
-        first = self.jobs[0]
-        if isinstance(first.error, RescueError):
-            return int(first.error.exit_code)
-        if first.error is not None:
-            return int(ExitCode.USAGE)
-        if first.outcome is None:
-            return int(ExitCode.INTERRUPTED)
-        return int(OUTCOME_EXIT[first.outcome])
+        return int(self.jobs[0].exit_code()) if self.jobs else int(ExitCode.OK)
 
     # ---- actions ---------------------------------------------------------------------------
 
     def action_show_jobs(self) -> None:
+        self.switch_mode("jobs")
         while len(self.screen_stack) > 1:
             self.pop_screen()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Keep the footer short at 80 columns: no key for the screen already shown."""
+        if action == "show_disks":
+            return not isinstance(self.screen, DisksScreen)
+        if action == "show_jobs":  # job screens bind escape to it too: hide it only here
+            return not isinstance(self.screen, JobsScreen)
+        return True
+
+    def action_show_disks(self) -> None:
+        self.switch_mode("disks")
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
@@ -167,6 +202,11 @@ def make_app(request: ImageRequest | None = None, map_path: str | None = None,
             job.close()
         raise
     return RescueApp(job, map_path, loaded, look)
+
+
+def make_home_app(look: MapLook | None = None) -> RescueApp:
+    """The app a bare `rescue` opens: the Disks screen first."""
+    return RescueApp(look=look, home="disks")
 
 
 def make_demo_app(spec: str, folder: str, look: MapLook | None = None) -> RescueApp:

@@ -1,20 +1,29 @@
-"""A job as the app keeps it: the engine's ImageJob, its worker, its outcome and its log.
+"""Jobs as the app keeps them: the engine's job, its worker, its outcome and its log.
 
-The imaging itself runs in a Textual thread worker owned by the app, so it keeps running when
-its screen is closed; screens only read `progress()` and `snapshot()`.
+The work itself runs in a Textual thread worker owned by the app, so it keeps running when its
+screen is closed; screens only read the job's progress. Imaging and restoring differ only in
+what they run, how they summarise themselves and what exit code their outcome means.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 from textual.worker import Worker
 
+from rescue.commands.image import OUTCOME_EXIT
 from rescue.engine.imaging import ImageJob
-from rescue.engine.jobs import Progress
+from rescue.engine.jobs import JobControl, Progress
 from rescue.engine.rescue import Outcome
-from rescue.errors import RescueError
+from rescue.engine.restore import RestoreJob, RestoreProgress, RestoreResult
+from rescue.errors import ExitCode, RescueError
+from rescue.units import human_size
+
+Result = TypeVar("Result")
+
+RESTORE_EXIT = {"restored": ExitCode.OK, "mismatch": ExitCode.UNREADABLE,
+                "failed": ExitCode.DESTINATION, "interrupted": ExitCode.INTERRUPTED}
 
 
 def one_line(error: BaseException) -> str:
@@ -25,19 +34,40 @@ def one_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
-@dataclass
-class RunningJob:
-    """One imaging job in the app, running or done."""
+class BackgroundJob(Generic[Result]):
+    """One job in the app, running or done; pause and cancel go through its JobControl."""
 
-    job: ImageJob
-    title: str
-    worker: Worker[Outcome] | None = None
-    outcome: Outcome | None = None
-    error: BaseException | None = None
-    cancelling: bool = False
-    # phase changes and user actions: a few dozen lines per job
-    log: list[str] = field(default_factory=list)
-    _last_phase: tuple[str, int] | None = None
+    def __init__(self, title: str, control: JobControl) -> None:
+        self.title = title
+        self.control = control
+        self.worker: Worker[Result] | None = None
+        self.outcome: Result | None = None
+        self.error: BaseException | None = None
+        self.cancelling = False
+        self.log: list[str] = []  # phase changes and user actions: a few dozen lines
+        self._last_phase = ""
+
+    # ---- what subclasses provide -----------------------------------------------------------
+
+    def run(self) -> Result:
+        """The work, in the worker's thread."""
+        raise NotImplementedError
+
+    def outcome_word(self, outcome: Result) -> str:
+        raise NotImplementedError
+
+    def outcome_exit(self, outcome: Result) -> ExitCode:
+        raise NotImplementedError
+
+    def summary(self) -> str:
+        """What the jobs list shows after the title and state."""
+        raise NotImplementedError
+
+    def phase(self) -> str:
+        """The current phase, logged whenever it changes."""
+        raise NotImplementedError
+
+    # ---- shared ----------------------------------------------------------------------------
 
     @property
     def done(self) -> bool:
@@ -48,43 +78,118 @@ class RunningJob:
         if self.error is not None:
             return "failed"
         if self.outcome is not None:
-            return self.outcome.value
+            return self.outcome_word(self.outcome)
         if self.cancelling:
             return "cancelling"
-        return "paused" if self.job.control.paused else "running"
+        return "paused" if self.control.paused else "running"
+
+    def exit_code(self) -> ExitCode:
+        if isinstance(self.error, RescueError):
+            return self.error.exit_code
+        if self.error is not None:
+            return ExitCode.USAGE
+        if self.outcome is None:
+            return ExitCode.INTERRUPTED
+        return self.outcome_exit(self.outcome)
 
     def note(self, line: str) -> None:
         self.log.append(f"{time.strftime('%H:%M:%S')} {line}")
 
-    def poll(self) -> Progress:
-        """The job's progress now; phase and pass changes go to the log."""
-        progress = self.job.progress()
-        phase = (progress.phase, progress.pass_no)
+    def note_phase(self) -> None:
+        phase = self.phase()
         if phase != self._last_phase and not self.done:
             self._last_phase = phase
-            self.note(f"{progress.phase}, pass {progress.pass_no}")
-        return progress
+            self.note(phase)
 
     def toggle_pause(self) -> None:
-        control = self.job.control
-        if control.paused:
-            control.resume()
+        if self.control.paused:
+            self.control.resume()
             self.note("resumed")
         else:
-            control.pause()
+            self.control.pause()
             self.note("paused")
 
     def cancel(self) -> None:
         """Ask the job to stop; it saves its map and ends as interrupted."""
         if not self.done and not self.cancelling:
             self.cancelling = True
-            self.job.control.cancel()
+            self.control.cancel()
             self.note("cancelling: saving the map")
 
-    def finished(self, outcome: Outcome) -> None:
+    def finished(self, outcome: Result) -> None:
         self.outcome = outcome
-        self.note(f"{outcome.value}; map saved to {self.job.request.mapfile_path}")
+        self.note(self.finished_note(outcome))
+
+    def finished_note(self, outcome: Result) -> str:
+        return self.outcome_word(outcome)
 
     def failed(self, error: BaseException) -> None:
         self.error = error
         self.note(f"error: {one_line(error)}")
+
+
+class RunningJob(BackgroundJob[Outcome]):
+    """An imaging job: the engine's ImageJob."""
+
+    def __init__(self, job: ImageJob, title: str) -> None:
+        super().__init__(title, job.control)
+        self.job = job
+
+    def run(self) -> Outcome:
+        return self.job.run()
+
+    def outcome_word(self, outcome: Outcome) -> str:
+        return outcome.value
+
+    def outcome_exit(self, outcome: Outcome) -> ExitCode:
+        return OUTCOME_EXIT[outcome]
+
+    def finished_note(self, outcome: Outcome) -> str:
+        return f"{outcome.value}; map saved to {self.job.request.mapfile_path}"
+
+    def phase(self) -> str:
+        progress = self.job.progress()
+        return f"{progress.phase}, pass {progress.pass_no}"
+
+    def poll(self) -> Progress:
+        """The job's progress now; phase and pass changes go to the log."""
+        self.note_phase()
+        return self.job.progress()
+
+    def summary(self) -> str:
+        totals = self.job.rescue.totals()
+        return f"rescued {human_size(totals['+'])}  bad {human_size(totals['-'])}"
+
+
+class RunningRestore(BackgroundJob[RestoreResult]):
+    """A restore onto one or more targets: the engine's RestoreJob."""
+
+    def __init__(self, job: RestoreJob, title: str) -> None:
+        super().__init__(title, job.control)
+        self.job = job
+
+    def run(self) -> RestoreResult:
+        return self.job.run()
+
+    def outcome_word(self, outcome: RestoreResult) -> str:
+        return outcome.outcome
+
+    def outcome_exit(self, outcome: RestoreResult) -> ExitCode:
+        return RESTORE_EXIT.get(outcome.outcome, ExitCode.DESTINATION)
+
+    def finished_note(self, outcome: RestoreResult) -> str:
+        phases = ", ".join(f"{target.target} {target.phase}" for target in outcome.targets)
+        return f"{outcome.outcome}: {phases}"
+
+    def phase(self) -> str:
+        return self.job.progress().phase
+
+    def poll(self) -> RestoreProgress:
+        self.note_phase()
+        return self.job.progress()
+
+    def summary(self) -> str:
+        targets = self.job.progress().targets
+        written = sum(target.written for target in targets)
+        size = sum(target.size for target in targets)
+        return f"written {human_size(written)} of {human_size(size)}"

@@ -42,3 +42,16 @@ async def wait_until(pilot: Pilot, condition: Callable[[], bool], timeout: float
 def screen_lines(app: RescueApp) -> list[str]:
     """The text the terminal shows now, one string per row."""
     return [strip.text for strip in app.screen._compositor.render_strips()]
+
+
+async def type_text(pilot: Pilot, text: str) -> None:
+    """Type `text` key by key into the focused widget, as a user would."""
+    await pilot.press(*text)
+
+
+def make_file(path: str, size: int, data: bytes = b"") -> str:
+    """A file of `size` bytes starting with `data`, zeros after it (sparse)."""
+    with open(path, "wb") as handle:
+        handle.write(data)
+        handle.truncate(size)
+    return path

@@ -161,6 +161,9 @@ def test_demo_app_runs_under_the_help_screen(tmp_path: Path) -> None:
         running = app.jobs[0]
         await pilot.press("f1")
         assert isinstance(app.screen, HelpScreen)
+        assert any("d            Disks" in line for line in screen_lines(app))
+        await pilot.press("end")  # the help scrolls on an 80x24 terminal
+        await pilot.pause()
         assert any("worst state" in line for line in screen_lines(app))
         await pilot.press("escape")
         assert isinstance(app.screen, JobScreen)

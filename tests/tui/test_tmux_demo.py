@@ -17,14 +17,15 @@ def screen(session: str) -> str:
                           capture_output=True, text=True).stdout
 
 
-def wait_for(session: str, text: str, seconds: float) -> str:
+def wait_for(session: str, *texts: str, seconds: float) -> str:
+    """A capture showing every one of `texts` (a capture may catch a frame half-drawn)."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         shown = screen(session)
-        if text in shown:
+        if all(text in shown for text in texts):
             return shown
         time.sleep(0.2)
-    raise AssertionError(f"{text!r} never appeared; screen:\n{screen(session)}")
+    raise AssertionError(f"{texts!r} never appeared together; screen:\n{screen(session)}")
 
 
 def test_demo_runs_on_a_vt220_and_quits(tmp_path):
@@ -35,12 +36,11 @@ def test_demo_runs_on_a_vt220_and_quits(tmp_path):
     subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "80", "-y", "24",
                     command], check=True)
     try:
-        running = wait_for(session, "copying", 20)
-        assert "# finished" in running and "X bad" in running  # ASCII legend on a vt220
-        done = wait_for(session, "[unreadable]", 60)
+        wait_for(session, "copying", "# finished", "X bad", seconds=20)  # ASCII legend
+        done = wait_for(session, "[unreadable]", seconds=60)
         assert "X" in done.split("\n", 4)[4]  # bad cells drawn in the map
         subprocess.run(["tmux", "send-keys", "-t", session, "q"], check=True)
-        wait_for(session, "EXIT=1", 20)
+        wait_for(session, "EXIT=1", seconds=20)
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
     assert (tmp_path / "demo.img.map").exists()

@@ -2,26 +2,49 @@
 
 from __future__ import annotations
 
+import os
 from typing import ClassVar
 
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Vertical
+from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Static
+from textual.widgets import Footer, Input, Static
 
 HELP = """\
-rescue — keys
+rescue — keys (every screen works from the keyboard alone)
 
+Everywhere
+  d            Disks: every disk and partition (the home screen)
+  j            Jobs: every job of this session (they run in the background)
+  F1 or ?      this help
+  q            quit (running jobs are cancelled, their maps saved)
+
+Disks
+  up / down    choose a disk or partition
+  i            image it (opens the image wizard)
+  r            restore an image onto it (opens the restore wizard, which
+               asks you to type the target's name or serial)
+  o            open an image: browse its partitions and files, extract
+  v or enter   inspect it: model, serial, health, partitions, mounts
+  g            discover again (hotplug is followed anyway)
+
+Wizards
+  tab          next field        enter    next step (start, at the end)
+  ctrl+n       next step         ctrl+b   previous step
+  escape       leave without doing anything
+  Browse…      pick a folder: space opens one, enter chooses it,
+               backspace goes up
+
+Jobs list: enter opens a job.    Job screen and map viewer:
   arrows       move the cursor over the sector map
   home / end   first / last cell
   enter        zoom into the cell under the cursor
   backspace    zoom back out (escape too, while zoomed)
-  p            pause or resume the job
+  p            pause or resume the job (a restore too)
   c            cancel the job (its map is saved; run it again to resume)
-  j / escape   list of jobs (jobs keep running in the background)
-  F1 or ?      this help
-  q            quit (running jobs are cancelled and their maps saved)
+  b            browse the finished image's partitions and files
+  escape       back to the jobs list
 
 Each cell shows the worst state inside it:
   bad  >  non-scraped  >  non-trimmed  >  non-tried  >  finished
@@ -35,8 +58,11 @@ class HelpScreen(ModalScreen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape,q,question_mark,f1", "dismiss", "Close")]
 
+    def on_mount(self) -> None:
+        self.query_one("#dialog").focus()  # arrows and page keys scroll on a short terminal
+
     def compose(self) -> ComposeResult:
-        with Vertical(id="dialog"):
+        with VerticalScroll(id="dialog"):
             yield Static(HELP, markup=False)
 
 
@@ -59,3 +85,28 @@ class QuitScreen(ModalScreen[bool]):
 
     def action_answer(self, answer: bool) -> None:
         self.dismiss(answer)
+
+
+class AskPathScreen(ModalScreen[str | None]):
+    """Asks for one path (an image to open, say); dismisses with it, or None."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "dismiss(None)", "Cancel")]
+
+    def __init__(self, question: str, value: str = "") -> None:
+        super().__init__()
+        self.question = question
+        self.value = value
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog"):
+            yield Static(self.question, markup=False)
+            yield Input(self.value, id="path")
+            yield Static(id="problem", markup=False)
+        yield Footer()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        path = event.value.strip()
+        if os.path.isfile(path):
+            self.dismiss(path)
+        else:
+            self.query_one("#problem", Static).update(f"{path or 'nothing'}: no such file")

@@ -2,19 +2,53 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+import os
+import sys
+import termios
+from typing import TYPE_CHECKING, ClassVar, TextIO, cast
 
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.widgets import Log
 
+from rescue.engine.imaging import FINISHED_OUTCOMES
 from rescue.tui.jobs import RunningJob
 from rescue.tui.screens.map_screen import MapScreen
 from rescue.tui.widgets.counters import progress_text
 from rescue.tui.widgets.sector_map import MapLook
 from rescue.units import human_duration
 
+if TYPE_CHECKING:
+    from rescue.tui.app import RescueApp
+
 FRAMES_PER_SECOND = 5  # what an eye follows; more only costs snapshots
+FRAME_BYTES = 1500  # a typical frame of changed rows (counters, a few map rows), escapes included
+SERIAL_PREFIXES = ("/dev/ttyS", "/dev/ttyUSB", "/dev/ttyACM", "/dev/ttyAMA", "/dev/hvc")
+_BAUD = {getattr(termios, name): int(name[1:]) for name in dir(termios)
+         if name.startswith("B") and name[1:].isdigit()}
+
+
+def serial_line_speed(stream: TextIO | None = None) -> int | None:
+    """Bits per second of the serial line the app draws on, or None for anything else (a
+    pseudo-terminal reports a speed too, but nothing slows it down)."""
+    stream = stream or sys.__stdout__
+    try:
+        descriptor = stream.fileno() if stream is not None else -1
+        if not os.isatty(descriptor) or not os.ttyname(descriptor).startswith(SERIAL_PREFIXES):
+            return None
+        return _BAUD.get(termios.tcgetattr(descriptor)[5])
+    except (OSError, ValueError, termios.error):
+        return None
+
+
+def frame_interval(frames_per_second: float, speed: int | None = None) -> float:
+    """Seconds between frames: at most half of a slow serial line goes to redraws, so keys
+    still get through (9600 baud: one frame every 3 s; 115200: about 4 a second)."""
+    speed = serial_line_speed() if speed is None else speed
+    fastest = 1 / frames_per_second
+    if not speed:
+        return fastest
+    return max(fastest, 2 * FRAME_BYTES / (speed / 10))
 
 
 class JobScreen(MapScreen):
@@ -23,6 +57,7 @@ class JobScreen(MapScreen):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("p", "toggle_pause", "Pause/Resume"),
         Binding("c", "cancel", "Cancel job"),
+        Binding("b", "browse", "Browse image"),
         Binding("escape", "app.show_jobs", "Jobs"),
     ]
 
@@ -31,13 +66,14 @@ class JobScreen(MapScreen):
         self.running = running
         self._drawn: tuple[int, int, str] | None = None  # map version, position, state
         self._log_shown = 0
+        self._actions: tuple[bool, bool] | None = None
 
     def compose_extra(self) -> ComposeResult:
         yield Log(id="log", max_lines=200)
 
     def on_mount(self) -> None:
         super().on_mount()
-        self.set_interval(1 / FRAMES_PER_SECOND, self.refresh_job)
+        self.set_interval(frame_interval(FRAMES_PER_SECOND), self.refresh_job)
         self.refresh_job()
 
     def refresh_job(self) -> None:
@@ -53,16 +89,25 @@ class JobScreen(MapScreen):
         if drawn != self._drawn:
             self._drawn = drawn
             self.sector_map.show(running.job.snapshot(), position)
-        log = self.query_one("#log", Log)
-        for line in running.log[self._log_shown:]:
-            log.write_line(line)
-        self._log_shown = len(running.log)
-        self.refresh_bindings()
+        if len(running.log) > self._log_shown:
+            log = self.query_one("#log", Log)
+            for line in running.log[self._log_shown:]:
+                log.write_line(line)
+            self._log_shown = len(running.log)
+        actions = (running.done, running.cancelling)
+        if actions != self._actions:  # the footer is rebuilt only when p and c change
+            self._actions = actions
+            self.refresh_bindings()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in ("toggle_pause", "cancel"):
             return not self.running.done and not self.running.cancelling
+        if action == "browse":  # shown once there is a finished image to look into
+            return self.running.outcome in FINISHED_OUTCOMES
         return True
+
+    def action_browse(self) -> None:
+        cast("RescueApp", self.app).open_image(self.running.job.request.dest)
 
     def action_toggle_pause(self) -> None:
         self.running.toggle_pause()

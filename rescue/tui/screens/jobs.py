@@ -10,14 +10,16 @@ from textual.screen import Screen
 from textual.widgets import Footer, OptionList, Static
 from textual.widgets.option_list import Option
 
-from rescue.units import human_size
-
 if TYPE_CHECKING:
     from rescue.tui.app import RescueApp
 
 
 class JobsScreen(Screen):
     """The app's base screen; jobs keep running while it shows."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._shown: list[str] = []
 
     def compose(self) -> ComposeResult:
         yield Static("Jobs (enter opens one)", id="title")
@@ -35,22 +37,25 @@ class JobsScreen(Screen):
         self.refresh_list()
 
     def refresh_list(self) -> None:
+        """Rebuild the list only when a line changed: over a serial line every redraw costs."""
         if self.app.screen is not self:
             return
+        lines = [f"{running.title}  [{running.state}]  {running.summary()}"
+                 for running in self.rescue_app.jobs]
         options = self.query_one("#jobs", OptionList)
+        options.focus()
+        if lines == self._shown and options.option_count:
+            return
+        self._shown = lines
         highlighted = options.highlighted
         options.clear_options()
-        jobs = self.rescue_app.jobs
-        for index, running in enumerate(jobs):
-            totals = running.job.rescue.totals()
-            options.add_option(Option(Text(
-                f"{running.title}  [{running.state}]  rescued {human_size(totals['+'])}  "
-                f"bad {human_size(totals['-'])}"), id=str(index)))
-        if not jobs:
-            options.add_option(Option(Text("no jobs — q quits"), disabled=True))
+        for index, line in enumerate(lines):
+            options.add_option(Option(Text(line), id=str(index)))
+        if not lines:
+            options.add_option(Option(Text("no jobs — d shows the disks, q quits"),
+                                      disabled=True))
         else:
-            options.highlighted = min(highlighted or 0, len(jobs) - 1)
-        options.focus()
+            options.highlighted = min(highlighted or 0, len(lines) - 1)
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         if event.option.id is not None:

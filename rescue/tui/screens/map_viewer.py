@@ -31,6 +31,11 @@ def file_stamp(path: str) -> FileStamp:
     return st.st_mtime_ns, st.st_size
 
 
+def saved_at(stamp: FileStamp) -> str:
+    """When the shown map was written: what tells a watcher whether ddrescue still saves it."""
+    return "?" if stamp is None else time.strftime("%H:%M:%S", time.localtime(stamp[0] / 1e9))
+
+
 class MapViewerScreen(MapScreen):
     """Shows one mapfile and follows its changes."""
 
@@ -41,7 +46,6 @@ class MapViewerScreen(MapScreen):
         self.loaded = loaded
         self.poll_seconds = poll_seconds or POLL_SECONDS
         self.stamp = file_stamp(path)
-        self.loaded_at = time.strftime("%H:%M:%S")
         self.problem = ""
 
     def on_mount(self) -> None:
@@ -69,7 +73,6 @@ class MapViewerScreen(MapScreen):
 
     def _reloaded(self, stamp: FileStamp, loaded: mapfile.Mapfile) -> None:
         self.stamp, self.loaded, self.problem = stamp, loaded, ""
-        self.loaded_at = time.strftime("%H:%M:%S")
         self._draw()
 
     def _reload_failed(self, stamp: FileStamp, message: str) -> None:
@@ -80,7 +83,7 @@ class MapViewerScreen(MapScreen):
         current = self.loaded
         rmap = current.rmap
         phase = mapfile.PHASES.get(current.current_status, current.current_status)
-        self.set_title(f"{self.path} (read-only, read {self.loaded_at})")
+        self.set_title(f"{self.path} (read-only, saved {saved_at(self.stamp)})")
         status = (f"cannot reload: {self.problem}" if self.problem else
                   f"{phase} pass {current.current_pass} at {current.current_pos:#x}")
         self.set_counters(f"{totals_text(rmap.totals(), rmap.size)}\n{status}")

@@ -1,0 +1,169 @@
+"""`rescue restore IMAGE TARGET [TARGET ...]`: write an image onto disks, checked and verified.
+
+Every target passes the write-safety policy first. Unless --yes is given, the user confirms
+each target by typing its name or serial on a terminal; without a terminal the restore is
+refused. Running the same command again after an interruption continues from the targets'
+mapfiles.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from typing import TextIO
+
+from rescue.commands.status import run_presented
+from rescue.engine.jobs import JobControl
+from rescue.engine.restore import (
+    RestoreJob,
+    RestoreProgress,
+    RestoreRequest,
+    RestoreResult,
+    TargetCheck,
+    TargetProgress,
+    default_map_dir,
+)
+from rescue.errors import ExitCode, RefusedError
+from rescue.units import human_duration, human_rate, human_size
+
+OUTCOME_EXIT = {
+    "restored": ExitCode.OK,
+    "mismatch": ExitCode.UNREADABLE,
+    "failed": ExitCode.DESTINATION,
+    "interrupted": ExitCode.INTERRUPTED,
+}
+MODES = {"whole": "the whole image", "partition": "one partition",
+         "fit": "the partitions, with a table made to fit"}
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "restore", help="write an image onto one or more disks, then verify them",
+        description="Restore IMAGE (raw, .qcow2 or .img.zst) onto every TARGET at once, reading "
+                    "the image once. Each target is checked by the write-safety policy and "
+                    "read back afterwards. Run the same command again to continue an "
+                    "interrupted restore.")
+    parser.add_argument("image", help="image file to restore (never written)")
+    parser.add_argument("targets", nargs="+", metavar="TARGET", help="disk or partition")
+    parser.add_argument("--partition", "-p", type=int, metavar="N",
+                        help="restore only partition N of a whole-disk image")
+    parser.add_argument("--no-verify", dest="verify", action="store_false",
+                        help="do not read the targets back after writing")
+    parser.add_argument("--skip-holes", action="store_true",
+                        help="let the target zero the image's holes itself (BLKZEROOUT) "
+                             "instead of writing zeros; the result is the same")
+    parser.add_argument("--check-image", action="store_true",
+                        help="decode the whole image before writing anything (one more read)")
+    parser.add_argument("--yes", "-y", action="store_true",
+                        help="do not ask for confirmation (for scripts)")
+    parser.add_argument("--force", action="store_true",
+                        help="override the safety reasons that may be overridden")
+    parser.add_argument("--map-dir", metavar="DIR",
+                        help=f"where the resume mapfiles live (default {default_map_dir()})")
+    parser.add_argument("--checkpoint", type=float, default=5.0, metavar="SECONDS",
+                        help="sync the targets and save their maps this often (default 5)")
+    parser.add_argument("--json", action="store_true",
+                        help="one JSON object per update and a final summary")
+    parser.set_defaults(run=run)
+
+
+def describe(check: TargetCheck) -> str:
+    identity = ", ".join(part for part in (check.model, f"serial {check.serial}"
+                                           if check.serial else None) if part)
+    span = check.span
+    what = f"{MODES[span.mode]}, {human_size(span.length)}" if span else "nothing"
+    return (f"  {check.target} ({check.name}, {human_size(check.size)}"
+            f"{', ' + identity if identity else ''}): {what}")
+
+
+def confirm(checks: tuple[TargetCheck, ...], stream: TextIO = sys.stderr) -> None:
+    """Ask for each target's name or serial on the terminal; refuse without one."""
+    if not sys.stdin.isatty():
+        raise RefusedError("restore needs confirmation but stdin is not a terminal; "
+                           "pass --yes to restore without asking")
+    print("Everything on these targets will be overwritten:", file=stream)
+    for check in checks:
+        print(describe(check), file=stream)
+    for check in checks:
+        accepted = {check.name, check.target, *([check.serial] if check.serial else [])}
+        stream.write(f"Type the name{' or serial' if check.serial else ''} of {check.target} "
+                     f"({check.name}) to confirm: ")
+        stream.flush()
+        answer = sys.stdin.readline().strip()
+        if answer not in accepted:
+            raise RefusedError(f"confirmation for {check.target} did not match; nothing written")
+
+
+def target_line(t: TargetProgress) -> str:
+    done = t.verified if t.phase == "verifying" else t.written
+    pct = 100 * done / t.size if t.size else 100.0
+    error = f"  {t.error}" if t.error else ""
+    return (f"{t.target}: {t.phase:<12} {human_size(done):>10} of {human_size(t.size):<10} "
+            f"({pct:5.1f}%)  {human_rate(t.current_rate):>12}  "
+            f"remaining {human_duration(t.eta)}{error}")
+
+
+class Printer:
+    """One line per target: redrawn on a terminal, every second otherwise, or JSON lines."""
+
+    def __init__(self, poll: RestoreJob, json_lines: bool, stream: TextIO = sys.stdout) -> None:
+        self.poll, self.json_lines, self.stream = poll.progress, json_lines, stream
+        self.live = stream.isatty() and not json_lines
+        self.interval = 0.25 if self.live else 1.0
+        self.drawn = 0
+
+    def update(self) -> None:
+        progress: RestoreProgress = self.poll()
+        if self.json_lines:
+            self.stream.write(json.dumps({"type": "progress", **progress.as_dict()}) + "\n")
+        else:
+            lines = [target_line(t) for t in progress.targets]
+            up = f"\x1b[{self.drawn}F" if self.live and self.drawn else ""
+            clear = "\x1b[2K" if self.live else ""
+            self.stream.write(up + "".join(f"{clear}{line}\n" for line in lines))
+            self.drawn = len(lines)
+        self.stream.flush()
+
+
+def report(result: RestoreResult, json_lines: bool) -> int:
+    code = OUTCOME_EXIT[result.outcome]
+    if json_lines:
+        print(json.dumps({"type": "summary", "outcome": result.outcome, "exit_code": int(code),
+                          "targets": [t.as_dict() for t in result.targets]}))
+        return int(code)
+    for t in result.targets:
+        if t.error:
+            print(f"rescue: {t.error}", file=sys.stderr)
+        elif t.mismatches:
+            ranges = ", ".join(f"{o:#x}+{n:#x}" for o, n in t.mismatches[:5])
+            more = f" and {len(t.mismatches) - 5} more" if len(t.mismatches) > 5 else ""
+            print(f"rescue: {t.target}: verify found {len(t.mismatches)} differing ranges "
+                  f"({ranges}{more}); run again to rewrite them", file=sys.stderr)
+        elif t.phase == "interrupted":
+            print(f"rescue: {t.target}: interrupted at {human_size(t.written)}; run the same "
+                  "command to continue", file=sys.stderr)
+        else:
+            print(f"{t.target}: restored {human_size(t.size)}"
+                  f"{', verified' if t.verified == t.size and t.size else ''}")
+    return int(code)
+
+
+def run(args: argparse.Namespace) -> int:
+    request = RestoreRequest(
+        image=args.image, targets=tuple(args.targets), partition=args.partition,
+        verify=args.verify, skip_holes=args.skip_holes, force=args.force,
+        map_dir=args.map_dir, check_image=args.check_image,
+        checkpoint=max(args.checkpoint, 0.0), command_line=shlex.join(sys.argv))
+    control = JobControl()
+    job = RestoreJob(request, control)
+    checks = job.check()
+    refused = [check.problem(args.force) for check in checks if not check.allowed(args.force)]
+    if refused:
+        raise RefusedError(" | ".join(line for line in refused if line))
+    if not args.yes:
+        confirm(checks)
+    printer = Printer(job, args.json)
+    result = run_presented(job.run, control, printer.update, printer.interval)
+    return report(result, args.json)

@@ -1,0 +1,50 @@
+"""`rescue tui` (and a bare `rescue`): the full-screen app, opening on the Disks screen.
+
+Textual is imported only when the app starts, so every other command stays light.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from rescue.errors import UsageError
+
+
+def add_look_options(parser: argparse.ArgumentParser) -> None:
+    """--ascii and --mono, for terminals that detection gets wrong (shared with `rescue map`)."""
+    parser.add_argument("--ascii", action="store_true",
+                        help="ASCII characters instead of block characters")
+    parser.add_argument("--mono", action="store_true", help="no colours")
+
+
+def look_from_args(args: argparse.Namespace):  # -> MapLook, imported lazily with textual
+    """The terminal's detected look, with --ascii and --mono forcing theirs."""
+    from rescue.tui.widgets.sector_map import MapLook
+
+    detected = MapLook.from_environment()
+    return MapLook(ascii=getattr(args, "ascii", False) or detected.ascii,
+                   monochrome=getattr(args, "mono", False) or detected.monochrome)
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "tui", help="the full-screen app: disks, imaging, restoring (what a bare `rescue` "
+                    "opens)",
+        description="Open the full-screen app on the Disks screen: image a disk, restore an "
+                    "image, follow jobs on live sector maps. Works keyboard-only at 80x24, "
+                    "over SSH and on serial consoles.")
+    add_look_options(parser)
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Also called for a bare `rescue`, whose namespace has no --ascii/--mono."""
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise UsageError("the full-screen app needs a terminal; see `rescue --help` for the "
+                         "commands")
+    from rescue.tui.app import make_home_app
+
+    app = make_home_app(look_from_args(args))
+    app.run()
+    return app.exit_code()

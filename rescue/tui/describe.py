@@ -1,0 +1,63 @@
+"""Plain-text descriptions of disks and partitions, shared by the Disks screen and wizards."""
+
+from __future__ import annotations
+
+from rescue.devices.discover import Disk, Partition
+from rescue.devices.health import Health
+from rescue.units import human_size
+
+Device = Disk | Partition
+
+
+def notes(item: Device) -> str:
+    """What a user should know before touching the device, most important first."""
+    parts = []
+    if item.system_roles:
+        parts.append(f"SYSTEM ({','.join(item.system_roles)})")
+    parts.extend(item.mountpoints)
+    parts.extend(f"held by {holder.removeprefix('/dev/')}" for holder in item.holders)
+    if item.read_only:
+        parts.append("read-only")
+    if isinstance(item, Disk):
+        parts.extend(part for part in (item.model, item.serial, item.backing_file) if part)
+    return " ".join(parts)
+
+
+def describe(item: Device, health: Health | None) -> str:
+    """Every known fact about one device, for the inspect screen."""
+    lines = [item.path]
+    if isinstance(item, Disk):
+        lines += [f"  model     {item.vendor or ''} {item.model or '-'}".rstrip(),
+                  f"  serial    {item.serial or '-'}",
+                  f"  transport {item.transport or '-'}"
+                  f"{', removable' if item.removable else ''}"
+                  f"{', rotational' if item.rotational else ''}",
+                  f"  size      {human_size(item.size)} ({item.size} bytes), sectors "
+                  f"{item.logical_sector_size}/{item.physical_sector_size}",
+                  f"  table     {item.table_type or '-'}"]
+        if item.backing_file:
+            lines.append(f"  backing   {item.backing_file}")
+    else:
+        lines += [f"  on        {item.disk}, partition {item.number}",
+                  f"  start     {item.start} bytes, size {human_size(item.size)}"]
+    lines += [f"  file sys  {item.fstype or '-'}  label {item.label or '-'}  "
+              f"uuid {item.uuid or '-'}",
+              f"  mounted   {', '.join(item.mountpoints) or 'no'}",
+              f"  system    {', '.join(item.system_roles) or 'no'}"
+              f"{'  (read-only)' if item.read_only else ''}"]
+    if item.holders:
+        lines.append(f"  held by   {', '.join(item.holders)}")
+    if health is not None:
+        lines.append(f"  health    {health.summary}")
+        figures = [f"{name.replace('_', ' ')} {value}" for name, value in (
+            ("reallocated", health.reallocated_sectors), ("pending", health.pending_sectors),
+            ("uncorrectable", health.offline_uncorrectable),
+            ("media_errors", health.media_errors), ("power_on_hours", health.power_on_hours),
+            ("°C", health.temperature)) if value is not None]
+        if figures:
+            lines.append(f"            {', '.join(figures)}")
+    if isinstance(item, Disk):
+        for part in item.partitions:
+            lines.append(f"  {part.name:<10} {human_size(part.size):>9}  {part.fstype or '-':<8}"
+                         f" {part.label or ''} {' '.join(part.mountpoints)}".rstrip())
+    return "\n".join(lines)

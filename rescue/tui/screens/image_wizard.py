@@ -1,0 +1,307 @@
+"""The image wizard: source, destination, format and rescue options, a summary, start.
+
+What it builds is exactly what `rescue image` builds from its arguments (an ImageRequest, opened
+as an ImageJob with every check), and the summary shows that command, so a run started here can
+be resumed from a shell and the other way round.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from dataclasses import dataclass
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Horizontal
+from textual.widgets import Button, Checkbox, Input, Label, OptionList, Select, Static
+from textual.widgets.option_list import Option
+
+from rescue.devices.discover import Disk
+from rescue.devices.safety import Verdict, check_write_target
+from rescue.engine.imaging import ImageJob, ImageRequest, open_source
+from rescue.engine.rescue import RescueOptions
+from rescue.errors import RescueError
+from rescue.formats.image import format_for
+from rescue.io.faulty import PREFIX as SIM_PREFIX
+from rescue.tui.describe import notes
+from rescue.tui.screens.folder_picker import FolderPicker, describe_folder
+from rescue.tui.screens.wizard import WizardScreen
+from rescue.units import human_size
+
+EXTENSIONS = {"raw": ".img", "qcow2": ".qcow2", "zst": ".img.zst"}
+FORMAT_CHOICES = (("raw, sparse (.img)", "raw"), ("qcow2, compressed (.qcow2)", "qcow2"),
+                  ("zstd seekable (.img.zst)", "zst"))
+LEVELS = range(1, 20)
+
+
+def with_format_extension(path: str, image_format: str) -> str:
+    """`path` with its image extension swapped for `image_format`'s (others kept as they are)."""
+    for extension in sorted(EXTENSIONS.values(), key=len, reverse=True):
+        if path.lower().endswith(extension):
+            return path[:-len(extension)] + EXTENSIONS[image_format]
+    return path
+
+
+def default_destination(source: str, folder: str) -> str:
+    name = "simulated" if source.startswith(SIM_PREFIX) else os.path.basename(source) or "disk"
+    return os.path.join(folder, f"{name}.img")
+
+
+def verdict_lines(verdict: Verdict) -> list[tuple[str, str]]:
+    """(text, style) of each reason and warning, for the summary."""
+    lines = [(f"✗ {reason.message}" + (" (force overrides)" if reason.overridable else ""),
+              "bold red") for reason in verdict.reasons]
+    lines += [(f"! {warning.message}", "yellow") for warning in verdict.warnings]
+    return lines
+
+
+@dataclass
+class ImageChoices:
+    """What the user chose so far; `request()` turns it into the engine's request."""
+
+    source: str = ""
+    source_size: int = 0
+    dest: str = ""
+    image_format: str = "raw"
+    level: int = 3
+    retries: int = 0
+    reverse: bool = False
+    timeout: float | None = None
+    force: bool = False
+
+    def protected(self) -> list[str]:
+        return [] if self.source.startswith(SIM_PREFIX) else [self.source]
+
+    def verdict(self) -> Verdict:
+        return check_write_target(self.dest, needed_size=self.source_size,
+                                  protected=self.protected())
+
+    def command(self) -> list[str]:
+        """The `rescue image` command that starts (or resumes) the same job."""
+        args = ["rescue", "image", self.source, self.dest, "--format", self.image_format]
+        if self.image_format != "raw":
+            args += ["--level", str(self.level)]
+        if self.retries:
+            args += ["--retries", str(self.retries)]
+        if self.reverse:
+            args.append("--reverse")
+        if self.timeout is not None:
+            args += ["--timeout", f"{self.timeout:g}"]
+        if self.force:
+            args.append("--force")
+        return args
+
+    def request(self) -> ImageRequest:
+        return ImageRequest(source=self.source, dest=self.dest, image_format=self.image_format,
+                            level=self.level, force=self.force,
+                            options=RescueOptions(retries=self.retries, reverse=self.reverse,
+                                                  timeout=self.timeout),
+                            command_line=shlex.join(self.command()))
+
+
+def parse_number(text: str, name: str, kind: type[int] | type[float], lowest: float
+                 ) -> int | float:
+    try:
+        value = kind(text.strip())
+    except ValueError:
+        raise ValueError(f"{name} must be a number") from None
+    if value < lowest:
+        raise ValueError(f"{name} must be at least {lowest:g}")
+    return value
+
+
+class ImageWizard(WizardScreen):
+    """Pushed from the Disks screen with the highlighted device as the proposed source."""
+
+    TITLE_TEXT = "Image a disk"
+    STEPS = (("source", "what to read"), ("dest", "where the image goes"),
+             ("options", "format and rescue options"), ("summary", "check and start"))
+
+    def __init__(self, source: str = "", disks: list[Disk] | None = None,
+                 folder: str | None = None) -> None:
+        super().__init__()
+        self.choices = ImageChoices(source=source)
+        self.disks = disks or []
+        self.folder = folder or os.getcwd()
+
+    def compose_step(self, step_id: str) -> ComposeResult:
+        if step_id == "source":
+            yield Label("Device, partition or file to read (never written); sim:SPEC for a "
+                        "simulated disk:")
+            yield Input(self.choices.source, placeholder="/dev/sdb", id="source-path")
+            yield Label("or pick one (enter):")
+            yield OptionList(*self.source_options(), id="known")
+        elif step_id == "dest":
+            yield Label("Image file:")
+            with Horizontal(classes="row"):
+                yield Input(id="dest-path")
+                yield Button("Browse…", id="browse")
+            yield Static(id="dest-info", markup=False)
+        elif step_id == "options":
+            yield Label("Format:")
+            yield Select(FORMAT_CHOICES, value="raw", allow_blank=False, id="format")
+            with Horizontal(classes="row"):
+                yield Label("Compression level (1-19):")
+                yield Input("3", id="level", type="integer")
+            with Horizontal(classes="row"):
+                yield Label("Retry passes over bad sectors:")
+                yield Input("0", id="retries", type="integer")
+            with Horizontal(classes="row"):
+                yield Label("Stop after seconds without a good read:")
+                yield Input(id="timeout", type="number", placeholder="never")
+            yield Checkbox("Copy backwards (reverse)", id="reverse")
+        else:
+            yield Static(id="summary")
+            yield Checkbox("Force: overwrite an existing image, override reasons marked so",
+                           id="force")
+            yield Button("Start imaging", id="finish", variant="primary")
+
+    def source_options(self) -> list[Option]:
+        options = []
+        for disk in self.disks:
+            for item in (disk, *disk.partitions):
+                label = f"{item.path:<14} {human_size(item.size):>9}  {notes(item)}"
+                options.append(Option(Text(label.rstrip()), id=item.path))
+        return options
+
+    # ---- steps -----------------------------------------------------------------------------
+
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        if event.option.id is not None:
+            self.query_one("#source-path", Input).value = event.option.id
+            self.action_next()
+
+    def enter_step(self, step_id: str) -> None:
+        choices = self.choices
+        if step_id == "dest":
+            dest = self.query_one("#dest-path", Input)
+            if not dest.value:
+                dest.value = default_destination(choices.source, self.folder)
+            self.show_dest_info()
+        elif step_id == "options":
+            self.query_one("#format", Select).value = format_for(choices.dest)
+        elif step_id == "summary":
+            self.show_summary()
+
+    def check_step(self, step_id: str) -> str | None:
+        try:
+            if step_id == "source":
+                return self.check_source()
+            if step_id == "dest":
+                return self.check_dest()
+            if step_id == "options":
+                return self.check_options()
+        except ValueError as error:
+            return str(error)
+        self.choices.force = self.query_one("#force", Checkbox).value
+        blocking = self.choices.verdict().blocking(self.choices.force)
+        if blocking:
+            return f"cannot start: {blocking[0].message}"
+        return None
+
+    def check_source(self) -> str | None:
+        path = self.query_one("#source-path", Input).value.strip()
+        if not path:
+            return "name a device, a file or a sim: disk"
+        try:
+            source = open_source(path)
+        except (RescueError, OSError) as error:
+            return str(error)
+        try:
+            size = source.size
+        finally:
+            source.close()
+        if path != self.choices.source:
+            self.query_one("#dest-path", Input).value = ""  # proposed anew for the new source
+        self.choices.source, self.choices.source_size = path, size
+        return None
+
+    def check_dest(self) -> str | None:
+        dest = os.path.abspath(os.path.expanduser(self.query_one("#dest-path", Input).value))
+        if os.path.isdir(dest):
+            return f"{dest} is a folder: name the image file inside it"
+        self.choices.dest = dest
+        hard = [reason for reason in self.choices.verdict().reasons if not reason.overridable]
+        return hard[0].message if hard else None
+
+    def check_options(self) -> str | None:
+        choices = self.choices
+        choices.image_format = str(self.query_one("#format", Select).value)
+        level = parse_number(self.query_one("#level", Input).value, "the level", int, 1)
+        if level not in LEVELS:
+            return f"the level must be between {LEVELS.start} and {LEVELS.stop - 1}"
+        choices.level = int(level)
+        choices.retries = int(parse_number(self.query_one("#retries", Input).value,
+                                           "the retries", int, 0))
+        timeout = self.query_one("#timeout", Input).value.strip()
+        choices.timeout = float(parse_number(timeout, "the timeout", float, 1)) if timeout \
+            else None
+        choices.reverse = self.query_one("#reverse", Checkbox).value
+        return None
+
+    # ---- live information ------------------------------------------------------------------
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        if event.input.id == "dest-path":
+            self.show_dest_info()
+
+    def on_select_changed(self, event: Select.Changed) -> None:
+        if event.select.id == "format" and isinstance(event.value, str):
+            self.choices.dest = with_format_extension(self.choices.dest, event.value)
+            self.query_one("#dest-path", Input).value = self.choices.dest
+            self.query_one("#level", Input).disabled = event.value == "raw"
+
+    def show_dest_info(self) -> None:
+        dest = os.path.abspath(os.path.expanduser(self.query_one("#dest-path", Input).value))
+        folder = dest if os.path.isdir(dest) else os.path.dirname(dest)
+        self.query_one("#dest-info", Static).update(
+            f"{describe_folder(folder)}\nthe source holds {human_size(self.choices.source_size)}"
+            "; a sparse or compressed image usually needs less")
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        """Browse…; the finish button is the base class's (Textual calls both handlers)."""
+        if event.button.id == "browse":
+            event.stop()
+            event.prevent_default()
+            dest = self.query_one("#dest-path", Input).value
+            self.app.push_screen(FolderPicker(os.path.dirname(os.path.abspath(dest))),
+                                 self.folder_picked)
+
+    def folder_picked(self, folder: str | None) -> None:
+        if folder:
+            dest = self.query_one("#dest-path", Input)
+            name = os.path.basename(dest.value) or os.path.basename(
+                default_destination(self.choices.source, folder))
+            dest.value = os.path.join(folder, name)
+            dest.focus()
+
+    def show_summary(self) -> None:
+        choices = self.choices
+        text = Text()
+        text.append(f"read   {choices.source} ({human_size(choices.source_size)})\n")
+        text.append(f"write  {choices.dest}\n       map {choices.dest}.map\n")
+        options = [f"format {choices.image_format}"]
+        if choices.image_format != "raw":
+            options.append(f"level {choices.level}")
+        options.append(f"{choices.retries} retry passes")
+        if choices.reverse:
+            options.append("reverse")
+        options.append(f"timeout {choices.timeout:g} s" if choices.timeout else "no timeout")
+        text.append(", ".join(options) + "\n")
+        for line, style in verdict_lines(choices.verdict()):
+            text.append(line + "\n", style)
+        text.append(f"same as: {shlex.join(choices.command())}", "dim")
+        self.query_one("#summary", Static).update(text)
+
+    def on_checkbox_changed(self, event: Checkbox.Changed) -> None:
+        if event.checkbox.id == "force":
+            self.choices.force = event.value
+            self.show_summary()
+
+    # ---- start -----------------------------------------------------------------------------
+
+    def finish(self) -> None:
+        job = ImageJob(self.choices.request())
+        self.app.pop_screen()
+        self.rescue_app.start_job(job)
