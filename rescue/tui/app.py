@@ -33,6 +33,7 @@ from rescue.tui.screens.job import JobScreen
 from rescue.tui.screens.jobs import JobsScreen
 from rescue.tui.screens.map_viewer import MapViewerScreen
 from rescue.tui.screens.restore import RestoreScreen
+from rescue.tui.screens.ssh import SshScreen
 from rescue.tui.widgets.sector_map import MapLook
 
 JOB_POLL_SECONDS = 0.5  # phase changes reach the log even while no job screen shows
@@ -51,6 +52,7 @@ class RescueApp(App[int]):
         Binding("f1,question_mark", "help", "Help"),
         Binding("d", "show_disks", "Disks"),
         Binding("j", "show_jobs", "Jobs"),
+        Binding("s", "remote", "SSH", show=False),
     ]
 
     def __init__(self, job: ImageJob | None = None, map_path: str | None = None,
@@ -152,6 +154,10 @@ class RescueApp(App[int]):
 
     def action_show_disks(self) -> None:
         self.switch_mode("disks")
+
+    def action_remote(self) -> None:
+        if not isinstance(self.screen, SshScreen):
+            self.push_screen(SshScreen())
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):

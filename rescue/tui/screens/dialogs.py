@@ -17,6 +17,7 @@ rescue — keys (every screen works from the keyboard alone)
 Everywhere
   d            Disks: every disk and partition (the home screen)
   j            Jobs: every job of this session (they run in the background)
+  s            remote access: addresses; SSH on or off (live system)
   F1 or ?      this help
   q            quit (running jobs are cancelled, their maps saved)
 
