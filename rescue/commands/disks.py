@@ -6,7 +6,8 @@ import argparse
 import json
 import sys
 
-from rescue.devices.discover import Disk, Partition, as_dict, discover
+from rescue.devices.describe import notes
+from rescue.devices.discover import Disk, as_dict, discover
 from rescue.errors import ExitCode
 from rescue.units import human_size
 
@@ -44,30 +45,17 @@ def _row(cells: tuple[str, ...]) -> str:
     return " ".join(parts).rstrip() + "\n"
 
 
-def _notes(item: Disk | Partition) -> str:
-    notes = []
-    if item.system_roles:
-        notes.append(f"SYSTEM ({','.join(item.system_roles)})")
-    notes.extend(item.mountpoints)
-    notes.extend(f"held by {holder.removeprefix('/dev/')}" for holder in item.holders)
-    if item.read_only:
-        notes.append("read-only")
-    if isinstance(item, Disk):
-        notes.extend(part for part in (item.model, item.serial, item.backing_file) if part)
-    return " ".join(notes)
-
-
 def render_table(disks: list[Disk]) -> str:
     """A table that fits 80 columns; partitions are indented under their disk."""
     lines = [_row(tuple(heading for heading, _ in COLUMNS))]
     for disk in disks:
         kind = disk.table_type or disk.fstype or ""
         lines.append(_row((disk.path, human_size(disk.size), disk.transport or "-", kind,
-                           disk.label or "", _notes(disk))))
+                           disk.label or "", notes(disk))))
         for part in disk.partitions:
             lines.append(_row((f" └{part.path.removeprefix('/dev/')}", human_size(part.size),
                                f"part{part.number}", part.fstype or "", part.label or "",
-                               _notes(part))))
+                               notes(part))))
     if not disks:
         lines.append("no disks found\n")
     return "".join(lines)

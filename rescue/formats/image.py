@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import os
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from typing import Protocol
+from typing import Protocol, Self
 
 from rescue.errors import FormatError, UsageError
 from rescue.formats.manifest import Manifest, read_sidecar
@@ -44,6 +46,50 @@ class ImageReader(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class FdReader:
+    """Base of readers that hold one open file descriptor in `_fd`.
+
+    Closing twice is harmless (a `with` block may follow an explicit close), and every such
+    reader is a context manager, so a caller never leaks the descriptor on an error.
+    """
+
+    _fd = -1
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AbandonableWriter(ABC):
+    """Base of writers that finish a file on `close` but can also stop without finishing.
+
+    A `with` block left by an exception abandons the file at its last `sync` instead of
+    closing it: finishing would write an index that claims the half-done work is complete.
+    """
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    @abstractmethod
+    def abandon(self) -> None: ...
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abandon()
 
 
 def format_for(path: str, override: str | None = None) -> str:

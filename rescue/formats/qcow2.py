@@ -39,11 +39,11 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from heapq import heappop, heappush
-from types import TracebackType
 
 import zstandard
 
 from rescue.errors import DestinationError, FormatError, UsageError
+from rescue.formats.image import AbandonableWriter, FdReader
 
 MAGIC = b"QFI\xfb"
 VERSION = 3
@@ -389,7 +389,7 @@ class _Image:
         return data
 
 
-class Qcow2Reader(_Image):
+class Qcow2Reader(_Image, FdReader):
     """Random-access view of a qcow2 image (ours or QEMU's, v2 or v3, zlib or zstd)."""
 
     def __init__(self, path: str) -> None:
@@ -470,18 +470,6 @@ class Qcow2Reader(_Image):
         """The blob stored with `Qcow2Writer.set_manifest`, or None."""
         return self._manifest()
 
-    def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
-
-    def __enter__(self) -> Qcow2Reader:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 traceback: TracebackType | None) -> None:
-        self.close()
-
 
 @dataclass
 class _Partial:
@@ -496,7 +484,7 @@ _Job = list[tuple[int, bytes]]  # (logical cluster index, raw cluster bytes)
 _Result = list[tuple[int, bytes | None]]  # (logical cluster index, stored payload or None: zeros)
 
 
-class Qcow2Writer(_Image):
+class Qcow2Writer(_Image, AbandonableWriter):
     """Random-access qcow2 writer with crash-safe checkpoints (see the module docstring).
 
     `Qcow2Writer(path, size)` creates a new image, or, when `path` already holds an image this
@@ -1098,13 +1086,3 @@ class Qcow2Writer(_Image):
         self._closed = True
         self._pool.shutdown(wait=True, cancel_futures=True)
         os.close(self._fd)
-
-    def __enter__(self) -> Qcow2Writer:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 traceback: TracebackType | None) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abandon()

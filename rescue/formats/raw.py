@@ -11,6 +11,7 @@ import stat
 from collections.abc import Iterator
 
 from rescue.errors import DestinationError, FormatError
+from rescue.formats.image import FdReader
 
 _ZERO = bytes(4 << 20)
 
@@ -61,20 +62,20 @@ class RawWriter:
             os.close(self.fd)
 
 
-class RawReader:
+class RawReader(FdReader):
     """A raw image or device read at random; allocation from SEEK_DATA/SEEK_HOLE."""
 
     def __init__(self, path: str) -> None:
         self.path = path
         try:
-            self.fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            self._fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError as exc:
             raise FormatError(f"cannot open image {path}: {exc.strerror}") from None
-        self.size = os.lseek(self.fd, 0, os.SEEK_END)
+        self.size = os.lseek(self._fd, 0, os.SEEK_END)
 
     def read(self, offset: int, length: int) -> bytes:
         length = max(0, min(length, self.size - offset))
-        data = os.pread(self.fd, length, offset)
+        data = os.pread(self._fd, length, offset)
         if len(data) < length:
             raise FormatError(f"{self.path} is shorter than expected at {offset + len(data):#x}")
         return data
@@ -83,22 +84,13 @@ class RawReader:
         pos = 0
         while pos < self.size:
             try:
-                data = os.lseek(self.fd, pos, os.SEEK_DATA)
+                data = os.lseek(self._fd, pos, os.SEEK_DATA)
             except OSError:  # ENXIO: only a hole remains (devices report all data)
                 data = self.size
             if data > pos:
                 yield pos, data - pos, False
             if data >= self.size:
                 return
-            hole = min(os.lseek(self.fd, data, os.SEEK_HOLE), self.size)
+            hole = min(os.lseek(self._fd, data, os.SEEK_HOLE), self.size)
             yield data, hole - data, True
             pos = hole
-
-    def close(self) -> None:
-        os.close(self.fd)
-
-    def __enter__(self) -> RawReader:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

@@ -29,11 +29,11 @@ from collections import OrderedDict, deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from types import TracebackType
 
 import zstandard
 
 from rescue.errors import DestinationError, FormatError, UsageError
+from rescue.formats.image import AbandonableWriter, FdReader
 
 VERSION = 1
 SUPPORTED_VERSIONS = (1,)
@@ -95,7 +95,7 @@ def _done(frame: bytes) -> Future[bytes]:
     return future
 
 
-class ZstSeekWriter:
+class ZstSeekWriter(AbandonableWriter):
     """Streams an image, strictly in order, into a zstd seekable file.
 
     Frames are compressed by a thread pool (zstandard releases the GIL) while the caller reads
@@ -193,16 +193,6 @@ class ZstSeekWriter:
         if not self._closed:
             self._shutdown()
 
-    def __enter__(self) -> ZstSeekWriter:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 traceback: TracebackType | None) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abandon()
-
     def _check_open(self) -> None:
         if self._closed:
             raise UsageError(f"{self.path} is already closed")
@@ -295,7 +285,7 @@ class FrameInfo:
     checksum: int | None  # low 32 bits of XXH64 of the frame's content, if the table has it
 
 
-class ZstSeekReader:
+class ZstSeekReader(FdReader):
     """Random access to a zstd seekable image, decompressing only the frames a read needs.
 
     The last two decompressed frames are cached, which serves sequential reads and the
@@ -386,18 +376,6 @@ class ZstSeekReader:
                 else:
                     damaged.append((frame.offset, frame.length))
         return damaged
-
-    def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
-
-    def __enter__(self) -> ZstSeekReader:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 traceback: TracebackType | None) -> None:
-        self.close()
 
     def _pread(self, length: int, offset: int) -> bytes:
         try:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from rescue.errors import FormatError, SourceError
+from rescue.formats.image import FdReader
 
 MBR_SIGNATURE = b"\x55\xaa"
 MBR_ENTRIES_OFFSET = 446
@@ -280,7 +281,7 @@ def read_partition_table(reader: Readable, sector_size: int = 512) -> PartitionT
                           tuple(p.warnings), tuple(sorted(set(p.areas))))
 
 
-class DiskReader:
+class DiskReader(FdReader):
     """The smallest reader over a device or file: `size` and `read(offset, length)`.
 
     Buffered reads are right here: table and metadata probes are small, and a failed read
@@ -294,22 +295,13 @@ class DiskReader:
             raise SourceError(f"cannot open {path}: {exc.strerror}") from None
         mode = os.fstat(self._fd).st_mode
         if stat.S_ISDIR(mode):
-            os.close(self._fd)
+            self.close()
             raise SourceError(f"{path} is a directory, not a disk or image file")
         self.path = path
         self.size = os.lseek(self._fd, 0, os.SEEK_END)
 
     def read(self, offset: int, length: int) -> bytes:
         return os.pread(self._fd, length, offset)
-
-    def close(self) -> None:
-        os.close(self._fd)
-
-    def __enter__(self) -> DiskReader:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 class SliceReader:

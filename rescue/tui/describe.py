@@ -1,26 +1,14 @@
-"""Plain-text descriptions of disks and partitions, shared by the Disks screen and wizards."""
+"""Plain-text descriptions of disks and partitions, shared by the Disks screen and wizards.
+
+The one-line `notes` live in rescue.devices.describe, so the headless `rescue disks` shares them."""
 
 from __future__ import annotations
 
-from rescue.devices.discover import Disk, Partition
+from rescue.devices.describe import Device
+from rescue.devices.describe import notes as notes  # re-exported for the screens
+from rescue.devices.discover import Disk
 from rescue.devices.health import Health
 from rescue.units import human_size
-
-Device = Disk | Partition
-
-
-def notes(item: Device) -> str:
-    """What a user should know before touching the device, most important first."""
-    parts = []
-    if item.system_roles:
-        parts.append(f"SYSTEM ({','.join(item.system_roles)})")
-    parts.extend(item.mountpoints)
-    parts.extend(f"held by {holder.removeprefix('/dev/')}" for holder in item.holders)
-    if item.read_only:
-        parts.append("read-only")
-    if isinstance(item, Disk):
-        parts.extend(part for part in (item.model, item.serial, item.backing_file) if part)
-    return " ".join(parts)
 
 
 def describe(item: Device, health: Health | None) -> str:

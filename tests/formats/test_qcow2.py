@@ -371,6 +371,7 @@ CHILD = textwrap.dedent("""
     from rescue.formats.qcow2 import Qcow2Writer
     data = mixed_content({size}, seed=11)
     writer = Qcow2Writer({path!r}, {size}, cluster_size=4096)
+    print("writing", flush=True)
     write_pieces(writer, data, shuffled_pieces({size}, seed=12), sync_every=40)
     writer.set_manifest(b"done")
     writer.close()
@@ -389,15 +390,23 @@ def test_kill_9_at_any_moment_then_resume(tmp_path: Path) -> None:
     script = tmp_path / "child.py"
     root = str(Path(__file__).resolve().parents[2])
     script.write_text(CHILD.format(root=root, size=size, path=str(image)))
-    start = time.monotonic()
-    subprocess.run([sys.executable, str(script)], check=True)
-    full_run = time.monotonic() - start
+
+    def start_writing() -> tuple[subprocess.Popen[str], float]:
+        """A child that has begun writing (start-up time is not write time), and when."""
+        child = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
+                                 text=True)
+        assert child.stdout is not None and child.stdout.readline() == "writing\n"
+        return child, time.monotonic()
+
+    child, began = start_writing()
+    assert child.wait() == 0
+    write_time = time.monotonic() - began
     image.unlink()
     rng = random.Random(13)
     interrupted = 0
     for attempt in range(8):
-        child = subprocess.Popen([sys.executable, str(script)])
-        time.sleep(rng.uniform(0.3, 1.0) * full_run)
+        child, _ = start_writing()
+        time.sleep(rng.uniform(0.05, 0.8) * write_time)
         child.send_signal(signal.SIGKILL)
         child.wait()
         if image.exists():

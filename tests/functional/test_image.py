@@ -6,15 +6,16 @@ where told (tests/fixtures/faultdisk.py); the FUSE process logs every read it se
 
 from __future__ import annotations
 
-import json
 import re
 import subprocess
-import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+# the other `rescue image` tests import these two from here with the helpers below
+from tests.fixtures.cli import REPO_ROOT as REPO_ROOT
+from tests.fixtures.cli import assert_clean_failure as assert_clean_failure
+from tests.fixtures.cli import rescue, summary
 from tests.fixtures.faultdisk import (
     SECTOR,
     faulty_device,
@@ -27,7 +28,6 @@ from tests.fixtures.faultdisk import (
 
 MIB = 1 << 20
 DISK_SIZE = 8 * MIB
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 BAD = [
     (1 * MIB, SECTOR),                        # one lone sector
@@ -42,19 +42,6 @@ SI_UNITS = {"B": 1, "kB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
 
 
 # ---- helpers shared by the functional `rescue image` tests ----------------------------------
-
-
-def rescue(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    """Run the `rescue` CLI as a user would, capturing its output."""
-    return subprocess.run([sys.executable, "-m", "rescue", *args], cwd=cwd or REPO_ROOT,
-                          capture_output=True, text=True, timeout=120)
-
-
-def summary(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
-    """The final `--json` object, after checking that every stdout line is JSON."""
-    lines = [json.loads(line) for line in result.stdout.splitlines()]
-    assert lines and lines[-1]["type"] == "summary", result.stdout + result.stderr
-    return lines[-1]
 
 
 def map_blocks(path: Path) -> list[tuple[int, int, str]]:
@@ -87,16 +74,6 @@ def mismatched_sectors(image: bytes, original: bytes, skip: set[int]) -> list[in
     """Sectors outside `skip` whose bytes differ between the image and the original."""
     return [s for s in range(len(original) // SECTOR) if s not in skip
             and image[s * SECTOR:(s + 1) * SECTOR] != original[s * SECTOR:(s + 1) * SECTOR]]
-
-
-def assert_clean_failure(result: subprocess.CompletedProcess[str], code: int,
-                         pattern: str) -> None:
-    """One `rescue:` line on stderr naming the problem, no traceback, the documented code."""
-    lines = result.stderr.strip().splitlines()
-    assert result.returncode == code, result.stderr
-    assert len(lines) == 1 and lines[0].startswith("rescue: "), result.stderr
-    assert re.search(pattern, lines[0]), lines[0]
-    assert "Traceback" not in result.stderr + result.stdout
 
 
 def ddrescuelog_status(mapfile: Path) -> dict[str, tuple[int, int, int]]:

@@ -14,56 +14,38 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures.cli import assert_clean_failure, rescue, rescue_process, summary
 from tests.fixtures.loop import loop_device
 from tests.fixtures.restore import (
+    DISK,
     DOS_LAYOUT,
     GPT_LAYOUT,
     MIB,
-    assert_clean_failure,
     blank,
     cmp,
     digest,
-    make_disk,
-    make_image,
+    imaged_disk,
     mounted,
     partitions,
-    rescue,
-    rescue_process,
     run,
-    summary,
+    target,
 )
 
 pytestmark = pytest.mark.slow
-
-DISK = 48 * MIB
 
 
 @pytest.fixture(scope="module")
 def sources(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A GPT and a DOS disk (with logical partitions), and their images in every format."""
     folder = tmp_path_factory.mktemp("restore-sources")
-    gpt = make_disk(folder / "gpt.disk", DISK, GPT_LAYOUT, seed=1)
-    dos = make_disk(folder / "dos.disk", 64 * MIB, DOS_LAYOUT, seed=2)
-    return {
-        "gpt": gpt, "dos": dos,
-        "gpt.qcow2": make_image(gpt, folder / "gpt.qcow2"),
-        "gpt.img.zst": make_image(gpt, folder / "gpt.img.zst"),
-        "gpt.img": make_image(gpt, folder / "gpt.img"),
-        "dos.qcow2": make_image(dos, folder / "dos.qcow2"),
-    }
+    return {**imaged_disk(folder, "gpt", DISK, GPT_LAYOUT, 1, "qcow2", "img.zst", "img"),
+            **imaged_disk(folder, "dos", 64 * MIB, DOS_LAYOUT, 2, "qcow2")}
 
 
 @pytest.fixture
 def targets(tmp_path: Path) -> Iterator[ExitStack]:
     with ExitStack() as stack:
         yield stack
-
-
-def target(stack: ExitStack, tmp_path: Path, name: str, size: int, fill: bytes = b"",
-           **options: bool) -> str:
-    """A loop device over a fresh backing file, detached when the test ends."""
-    backing = blank(tmp_path / f"{name}.target", size, fill)
-    return stack.enter_context(loop_device(str(backing), **options))
 
 
 def restore(*args: str) -> subprocess.CompletedProcess[str]:

@@ -17,30 +17,24 @@ import pytest
 from rescue.engine.jobs import JobControl
 from rescue.engine.restore import CHUNK, RestoreJob, RestoreRequest
 from rescue.formats.zstseek import ZstSeekReader
-from tests.fixtures.loop import loop_device
+from tests.fixtures.cli import assert_clean_failure, rescue
 from tests.fixtures.restore import (
+    DISK,
     GPT_LAYOUT,
     MIB,
-    assert_clean_failure,
-    blank,
     cmp,
     digest,
-    make_disk,
-    make_image,
-    rescue,
+    imaged_disk,
+    target,
 )
 
 pytestmark = pytest.mark.slow
-
-DISK = 48 * MIB
 
 
 @pytest.fixture(scope="module")
 def source(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("restore-bad")
-    disk = make_disk(folder / "gpt.disk", DISK, GPT_LAYOUT, seed=3)
-    return {"disk": disk, "zst": make_image(disk, folder / "gpt.img.zst"),
-            "qcow2": make_image(disk, folder / "gpt.qcow2")}
+    return imaged_disk(folder, "gpt", DISK, GPT_LAYOUT, 3, "img.zst", "qcow2")
 
 
 @pytest.fixture
@@ -65,20 +59,20 @@ def damaged_copy(image: Path, folder: Path) -> tuple[Path, int]:
 
 def test_damage_found_mid_way_marks_the_target_incomplete(
         source: dict[str, Path], tmp_path: Path, stack: ExitStack) -> None:
-    image, offset = damaged_copy(source["zst"], tmp_path)
-    device = stack.enter_context(loop_device(str(blank(tmp_path / "t", DISK))))
+    image, offset = damaged_copy(source["gpt.img.zst"], tmp_path)
+    device = target(stack, tmp_path, "t", DISK)
     result = rescue("restore", str(image), device, "--yes", "--map-dir", str(tmp_path / "m"))
     assert_clean_failure(result, 2, rf"frame for image bytes {offset}-\d+ is damaged.*"
                          rf"{device} .*incomplete")
     assert list((tmp_path / "m").glob("*.map")), "the map is kept to resume from"
     written = offset - offset % CHUNK  # every chunk before the damaged one is on the target
-    assert digest(device, 0, written) == digest(source["disk"], 0, written)
+    assert digest(device, 0, written) == digest(source["gpt"], 0, written)
 
 
 def test_check_image_reports_damage_before_writing(source: dict[str, Path], tmp_path: Path,
                                                    stack: ExitStack) -> None:
-    image, offset = damaged_copy(source["zst"], tmp_path)
-    device = stack.enter_context(loop_device(str(blank(tmp_path / "t", DISK, b"old"))))
+    image, offset = damaged_copy(source["gpt.img.zst"], tmp_path)
+    device = target(stack, tmp_path, "t", DISK, b"old")
     before = digest(device)
     result = rescue("restore", str(image), device, "--yes", "--check-image")
     assert_clean_failure(result, 2, rf"damaged at bytes {offset:#x}-0x[0-9a-f]+; nothing was "
@@ -89,8 +83,8 @@ def test_check_image_reports_damage_before_writing(source: dict[str, Path], tmp_
 def test_truncated_image_is_refused_before_writing(source: dict[str, Path], tmp_path: Path,
                                                   stack: ExitStack) -> None:
     image = tmp_path / "cut.qcow2"
-    image.write_bytes(source["qcow2"].read_bytes()[:os.path.getsize(source["qcow2"]) // 2])
-    device = stack.enter_context(loop_device(str(blank(tmp_path / "t", DISK, b"old"))))
+    image.write_bytes(source["gpt.qcow2"].read_bytes()[:os.path.getsize(source["gpt.qcow2"]) // 2])
+    device = target(stack, tmp_path, "t", DISK, b"old")
     before = digest(device)
     result = rescue("restore", str(image), device, "--yes")
     assert_clean_failure(result, 2, "cut.qcow2: truncated")
@@ -111,21 +105,21 @@ def small_tmpfs(size: int) -> Iterator[Path]:
 
 def test_a_failing_target_is_dropped_while_the_other_finishes(
         source: dict[str, Path], tmp_path: Path, stack: ExitStack) -> None:
-    good = stack.enter_context(loop_device(str(blank(tmp_path / "good", DISK))))
+    good = target(stack, tmp_path, "good", DISK)
     full = stack.enter_context(small_tmpfs(8 * MIB))
-    bad = stack.enter_context(loop_device(str(blank(full / "bad", DISK))))
-    result = rescue("restore", str(source["qcow2"]), good, bad, "--yes",
+    bad = target(stack, full, "bad", DISK)
+    result = rescue("restore", str(source["gpt.qcow2"]), good, bad, "--yes",
                     "--map-dir", str(tmp_path / "m"))
     assert_clean_failure(result, 3, rf"cannot write to {bad}")
     assert f"{good}: restored 48 MiB, verified" in result.stdout
-    cmp(source["disk"], good, DISK)
+    cmp(source["gpt"], good, DISK)
 
 
 def test_the_image_and_the_running_system_are_never_targets(source: dict[str, Path]) -> None:
     root = subprocess.run(["findmnt", "-nvo", "SOURCE", "/"], capture_output=True,
                           text=True).stdout.strip()
-    targets = (str(source["qcow2"]), *([root] if root.startswith("/dev/") else []))
-    job = RestoreJob(RestoreRequest(str(source["qcow2"]), targets, force=True))
+    targets = (str(source["gpt.qcow2"]), *([root] if root.startswith("/dev/") else []))
+    job = RestoreJob(RestoreRequest(str(source["gpt.qcow2"]), targets, force=True))
     checks = job.check()  # judges only; nothing is opened for writing
     assert not any(check.allowed(force=True) for check in checks)
     assert "--force cannot override this" in (checks[0].problem(force=True) or "")
@@ -133,9 +127,9 @@ def test_the_image_and_the_running_system_are_never_targets(source: dict[str, Pa
 
 def test_pause_and_cancel_leave_a_resumable_map(source: dict[str, Path], tmp_path: Path,
                                                stack: ExitStack) -> None:
-    device = stack.enter_context(loop_device(str(blank(tmp_path / "t", DISK))))
+    device = target(stack, tmp_path, "t", DISK)
     control = JobControl()
-    request = RestoreRequest(str(source["qcow2"]), (device,), map_dir=str(tmp_path / "m"),
+    request = RestoreRequest(str(source["gpt.qcow2"]), (device,), map_dir=str(tmp_path / "m"),
                              checkpoint=0.0)
     job = RestoreJob(request, control)
     assert job.check()[0].allowed()
@@ -156,4 +150,4 @@ def test_pause_and_cancel_leave_a_resumable_map(source: dict[str, Path], tmp_pat
     assert os.path.exists(result.targets[0].map_path)
     again = RestoreJob(request).run()  # the same request continues and completes
     assert again.outcome == "restored" and again.targets[0].verified == DISK
-    cmp(source["disk"], device, DISK)
+    cmp(source["gpt"], device, DISK)

@@ -8,7 +8,7 @@ whole partition with a warning: imaging too much is slow, imaging too little los
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -111,6 +111,22 @@ def bitmap_runs(bitmap: bytes, bits: int, chunk: int = 4096) -> Iterator[tuple[i
             pos += ones
     if run_end > run_start:
         yield run_start, run_end - run_start
+
+
+def follow_chain(fat: Sequence[int], first: int, clusters: int) -> tuple[list[int], int]:
+    """The clusters of a FAT or exFAT chain from `first`, and the entry that stopped the walk.
+
+    The walk stops at a loop or at any entry outside the data clusters [2, clusters + 2), so a
+    damaged table can neither hang nor point outside the volume; whether that last entry is a
+    proper end of chain is the caller's judgement, as the end markers differ by FAT type."""
+    chain: list[int] = []
+    cluster = first
+    seen: set[int] = set()
+    while 2 <= cluster < clusters + 2 and cluster not in seen:
+        seen.add(cluster)
+        chain.append(cluster)
+        cluster = fat[cluster]
+    return chain, cluster
 
 
 def checked_read(reader: Readable, offset: int, length: int, what: str) -> bytes:

@@ -16,6 +16,7 @@ from rescue.fs.used import (
     always_readable,
     bitmap_runs,
     checked_read,
+    follow_chain,
     normalize,
 )
 
@@ -88,14 +89,8 @@ class ExfatFS:
             if first < 2 or first + count > self.clusters + 2:
                 return [], False
             return list(range(first, first + count)), True
-        clusters: list[int] = []
-        cluster = first
-        seen: set[int] = set()
-        while 2 <= cluster < self.clusters + 2 and cluster not in seen:
-            seen.add(cluster)
-            clusters.append(cluster)
-            cluster = self._fat[cluster]
-        return clusters, cluster >= END_OF_CHAIN
+        clusters, last = follow_chain(self._fat, first, self.clusters)
+        return clusters, last >= END_OF_CHAIN
 
     def chain_extents(self, first: int, size: int | None, contiguous: bool) -> list[Extent]:
         clusters, _ = self.chain(first, size, contiguous)

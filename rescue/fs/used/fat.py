@@ -19,6 +19,7 @@ from rescue.fs.used import (
     Readability,
     always_readable,
     checked_read,
+    follow_chain,
     normalize,
 )
 
@@ -124,14 +125,8 @@ class FatFS:
 
     def chain(self, first: int) -> tuple[list[int], bool]:
         """Clusters of a chain, and whether it ended properly (no loop, no wild pointer)."""
-        clusters: list[int] = []
-        cluster = first
-        seen: set[int] = set()
-        while 2 <= cluster < self.clusters + 2 and cluster not in seen:
-            seen.add(cluster)
-            clusters.append(cluster)
-            cluster = self._fat[cluster]
-        return clusters, cluster >= self._end or (cluster == 0 and not clusters)
+        clusters, last = follow_chain(self._fat, first, self.clusters)
+        return clusters, last >= self._end or (last == 0 and not clusters)
 
     def chain_extents(self, first: int, limit: int | None = None) -> list[Extent]:
         """Byte extents of a chain, merged where clusters are contiguous, clipped to `limit`."""
