@@ -2,7 +2,10 @@
 
 The image is read once, in chunks, by a small pool of decoders (qcow2 and .img.zst decoding is
 CPU work that runs in parallel threads); every chunk goes, in order, into one bounded queue per
-target, and one writer thread per target drains its queue. A slow target fills its queue and so
+target, and one writer thread per target drains its queue. A decoder copies its chunk once into
+a page-aligned buffer (and hashes it, when verifying), and every target's writer hands that same
+buffer to an O_DIRECT write, so one more target costs its writes and no more copies or hashing
+(the writes release the GIL). A slow target fills its queue and so
 slows the reader, and with it the others, but memory never grows past the queues. A target that
 fails is dropped with its reason while the others finish.
 
@@ -173,10 +176,63 @@ class RestoreResult:
     targets: tuple[TargetProgress, ...]
 
 
-@dataclass(frozen=True)
+class _BufferPool:
+    """Page-aligned chunk buffers, reused: a fresh anonymous mapping costs a page fault and a
+    page zeroing per 4 KiB, more than the copy that fills it."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.free: list[mmap.mmap] = []
+
+    def take(self) -> mmap.mmap:
+        with self.lock:
+            if self.free:
+                return self.free.pop()
+        return _aligned_buffer(CHUNK)
+
+    def give(self, buffer: mmap.mmap) -> None:
+        with self.lock:
+            self.free.append(buffer)
+
+
 class _Chunk:
-    offset: int  # within the span
-    data: bytes | None  # None: a hole, reads as zeros
+    """One decoded chunk, read-only and shared by every target's writer, so N targets cost one
+    copy and not N. Its buffer returns to the pool when the last holder releases it."""
+
+    __slots__ = ("_buffer", "_holders", "_pool", "digest", "length", "offset")
+
+    def __init__(self, offset: int, length: int, digest: bytes | None,
+                 buffer: mmap.mmap | None = None, pool: _BufferPool | None = None) -> None:
+        self.offset = offset  # within the span
+        self.length = length
+        self.digest = digest  # SHA-256 of the chunk when verifying, else None
+        self._buffer = buffer  # None: a hole, reads as zeros
+        self._pool = pool
+        self._holders = 1  # the reader's own hold, released once every target has it
+
+    @property
+    def is_hole(self) -> bool:
+        return self._buffer is None
+
+    def view(self, length: int) -> memoryview:
+        """The first `length` bytes; valid only until this holder's `release`."""
+        assert self._buffer is not None
+        return memoryview(self._buffer)[:length]
+
+    def hold(self) -> None:
+        if self._pool is not None:
+            with self._pool.lock:
+                self._holders += 1
+
+    def release(self) -> None:
+        if self._pool is None or self._buffer is None:
+            return
+        with self._pool.lock:
+            self._holders -= 1
+            last = self._holders == 0
+        if last:
+            self._pool.give(self._buffer)
+            self._buffer = None
 
 
 def default_map_dir() -> str:
@@ -334,19 +390,13 @@ class _Writer:
             self.direct: int | None = os.open(path, flags | os.O_DIRECT)
         except OSError:
             self.direct = None
-        self.buffer = _aligned_buffer(CHUNK)
         self.zeros = _aligned_buffer(CHUNK)
 
-    def write(self, offset: int, data: bytes | memoryview | None, length: int) -> None:
-        """Write `data` (or `length` zeros when it is None) at `offset`."""
+    def write(self, offset: int, data: memoryview | None, length: int) -> None:
+        """Write `data` (or `length` zeros when it is None) at `offset`; `data` must start
+        page aligned, as chunk buffers do, for O_DIRECT to take it without a copy."""
+        view = memoryview(self.zeros)[:length] if data is None else data
         aligned = self.direct is not None and length % self.sector == 0
-        if data is None:
-            view = memoryview(self.zeros)[:length]
-        elif aligned:
-            self.buffer[:length] = data
-            view = memoryview(self.buffer)[:length]
-        else:
-            view = memoryview(data)
         fd = self.direct if aligned and self.direct is not None else self.buffered
         done = 0
         while done < length:
@@ -628,16 +678,24 @@ class RestoreJob:
         start, length = self.source[0], self._read_length
         todo = {t.path: t.todo(self._plan(t.size)) for t in self._targets}
         decoders = _Decoders(self.image, max(1, min(4, os.cpu_count() or 1)))
+        pool = _BufferPool()
         writers = [t for t in self._targets if self._start_writer(t)]
+        verify = self.request.verify
 
         def decode(offset: int, size: int) -> _Chunk:
+            """Runs in a decoder thread: the copy into the shared buffer and the digest are
+            done here, in parallel, and not by the one thread that feeds the targets."""
             if self._is_hole(start + offset, size):
-                return _Chunk(offset, None)
-            return _Chunk(offset, decoders.read(start + offset, size))
+                return _Chunk(offset, size, _zero_digest(size) if verify else None)
+            data = decoders.read(start + offset, size)
+            buffer = pool.take()
+            buffer[:size] = data
+            digest = hashlib.sha256(data).digest() if verify else None
+            return _Chunk(offset, size, digest, buffer, pool)
 
         def jobs() -> Iterator[tuple[int, Callable[[], _Chunk]]]:
             for offset, size in self._plan(length):
-                if self.request.verify or any(offset in todo[t.path] for t in writers):
+                if verify or any(offset in todo[t.path] for t in writers):
                     yield offset, functools.partial(decode, offset, size)
 
         try:
@@ -645,11 +703,12 @@ class RestoreJob:
                 self.control.wait_if_paused()
                 if self.control.cancelled.is_set():
                     break
-                if self.request.verify:
-                    digests[offset] = _digest(item.data, min(CHUNK, length - offset))
+                if item.digest is not None:
+                    digests[offset] = item.digest
                 for target in writers:
                     if offset in todo[target.path]:
                         self._deliver(target, item)
+                item.release()
         finally:
             for target in writers:
                 self._deliver(target, None)
@@ -659,15 +718,20 @@ class RestoreJob:
             decoders.close()
 
     def _deliver(self, target: _Target, item: _Chunk | None) -> None:
-        """Queue a chunk; a full queue waits (back-pressure), a failed target is skipped."""
-        if item is not None and (item.offset >= target.size or target.failed):
-            return
+        """Queue a chunk, held for the target's writer; a full queue waits (back-pressure), a
+        failed target is skipped."""
+        if item is not None:
+            if item.offset >= target.size or target.failed:
+                return
+            item.hold()
         while True:
             try:
                 target.queue.put(item, timeout=0.2)
                 return
             except queue.Full:
                 if target.failed or (target.thread and not target.thread.is_alive()):
+                    if item is not None:
+                        item.release()
                     return
 
     def _start_writer(self, target: _Target) -> bool:
@@ -688,12 +752,15 @@ class RestoreJob:
         last = time.monotonic()
         try:
             while (item := target.queue.get()) is not None:
-                size = min(CHUNK, target.size - item.offset)
-                data = None if item.data is None else memoryview(item.data)[:size]
-                if data is None and self.request.skip_holes:
-                    writer.zero(item.offset, size)
-                else:
-                    writer.write(item.offset, data, size)
+                size = min(item.length, target.size - item.offset)
+                try:
+                    if item.is_hole and self.request.skip_holes:
+                        writer.zero(item.offset, size)
+                    else:
+                        writer.write(item.offset, None if item.is_hole else item.view(size),
+                                     size)
+                finally:
+                    item.release()
                 target.meter.add(size, time.monotonic())
                 _merge(pending, item.offset, size)
                 if time.monotonic() - last >= self.request.checkpoint:
@@ -707,8 +774,8 @@ class RestoreJob:
             target.fail(str(exc))
         finally:
             writer.close()
-            while target.failed and target.queue.get() is not None:
-                pass  # drain, so the reader is never blocked by a dropped target
+            while target.failed and (item := target.queue.get()) is not None:
+                item.release()  # drain, so the reader is never blocked by a dropped target
 
     def _checkpoint(self, target: _Target, writer: _Writer, pending: list[tuple[int, int]]
                     ) -> None:
@@ -748,7 +815,7 @@ class RestoreJob:
                 request = -(-size // target.sector) * target.sector if direct else size
                 data = view[:min(os.preadv(fd, [view[:request]], offset), size)]
                 whole_chunk = size == min(CHUNK, self._read_length - offset)
-                if not whole_chunk or _digest(data, size) != digests.get(offset):
+                if not whole_chunk or hashlib.sha256(data).digest() != digests.get(offset):
                     image = image or open_reader(self.image)
                     self._compare(target, offset, bytes(data),
                                   image.read(self.source[0] + offset, size))
@@ -844,12 +911,6 @@ class RestoreJob:
                            0.0, None) for c in self._checks or ())
         return RestoreProgress(self.request.image, self.phase,
                                time.monotonic() - self.started, self.control.paused, targets)
-
-
-def _digest(data: bytes | memoryview | None, length: int) -> bytes:
-    if data is None:
-        return _zero_digest(length)
-    return hashlib.sha256(data).digest()
 
 
 _ZERO_DIGESTS: dict[int, bytes] = {}
