@@ -4,13 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 
-from rescue.engine.rangemap import BAD, NON_SCRAPED, NON_TRIED, NON_TRIMMED
-from rescue.errors import ExitCode, UsageError
-from rescue.formats import mapfile
-from rescue.formats.image import open_reader, read_manifest
-from rescue.fs.affected import DamageReport, affected_files
+from rescue.errors import ExitCode
+from rescue.fs.affected import image_damage_report
 from rescue.units import human_size
 
 
@@ -27,27 +23,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
-def build_report(image: str, map_path: str | None = None) -> tuple[DamageReport, dict[str, int]]:
-    """The report for `image`, and the byte totals of each unfinished state in its map."""
-    map_path = map_path or f"{image}.map"
-    if not os.path.exists(map_path):
-        raise UsageError(f"no mapfile {map_path}; name it with --map")
-    reader = open_reader(image)
-    try:
-        rmap = mapfile.load(map_path, reader.size).rmap
-        manifest = read_manifest(image, reader)
-        sector = int(manifest.source.get("logical_sector_size") or 512) if manifest else 512
-        report = affected_files(reader, rmap, sector)
-    finally:
-        reader.close()
-    totals = rmap.totals()
-    states = {"bad": totals[BAD], "non_trimmed": totals[NON_TRIMMED],
-              "non_scraped": totals[NON_SCRAPED], "non_tried": totals[NON_TRIED]}
-    return report, states
-
-
 def run(args: argparse.Namespace) -> int:
-    report, states = build_report(args.image, args.map_path)
+    report, states = image_damage_report(args.image, args.map_path)
     code = ExitCode.UNREADABLE if report.files else ExitCode.OK
     if args.json:
         print(json.dumps({"image": args.image, **states, "unread": report.damaged_bytes,

@@ -8,11 +8,14 @@ which of its blocks survived.
 
 from __future__ import annotations
 
+import os
 from bisect import bisect_right
 from dataclasses import asdict, dataclass
 
-from rescue.engine.rangemap import FINISHED, RangeMap
-from rescue.errors import FormatError
+from rescue.engine.rangemap import BAD, FINISHED, NON_SCRAPED, NON_TRIED, NON_TRIMMED, RangeMap
+from rescue.errors import FormatError, UsageError
+from rescue.formats import mapfile
+from rescue.formats.image import open_reader, read_manifest
 from rescue.fs.domain import open_fs
 from rescue.fs.partitions import PartitionEntry, Readable, SliceReader, read_partition_table
 from rescue.fs.used import Extent
@@ -118,3 +121,23 @@ def affected_files(reader: Readable, rmap: RangeMap, sector_size: int = 512) -> 
         files += found
         warnings += notes
     return DamageReport(whole.total, tuple(files), tuple(warnings))
+
+
+def image_damage_report(image: str, map_path: str | None = None
+                        ) -> tuple[DamageReport, dict[str, int]]:
+    """The report for `image`, and the byte totals of each unfinished state in its map."""
+    map_path = map_path or f"{image}.map"
+    if not os.path.exists(map_path):
+        raise UsageError(f"no mapfile {map_path}; name it with --map")
+    reader = open_reader(image)
+    try:
+        rmap = mapfile.load(map_path, reader.size).rmap
+        manifest = read_manifest(image, reader)
+        sector = int(manifest.source.get("logical_sector_size") or 512) if manifest else 512
+        report = affected_files(reader, rmap, sector)
+    finally:
+        reader.close()
+    totals = rmap.totals()
+    states = {"bad": totals[BAD], "non_trimmed": totals[NON_TRIMMED],
+              "non_scraped": totals[NON_SCRAPED], "non_tried": totals[NON_TRIED]}
+    return report, states

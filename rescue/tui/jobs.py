@@ -18,10 +18,12 @@ from rescue.engine.jobs import JobControl, Progress
 from rescue.engine.rescue import Outcome
 from rescue.engine.restore import RestoreJob, RestoreProgress, RestoreResult
 from rescue.errors import ExitCode, RescueError
+from rescue.fs.affected import image_damage_report
 from rescue.units import human_size
 
 Result = TypeVar("Result")
 
+AFFECTED_SHOWN = 8  # the log lists this many; `rescue report` lists them all
 RESTORE_EXIT = {"restored": ExitCode.OK, "mismatch": ExitCode.UNREADABLE,
                 "failed": ExitCode.DESTINATION, "interrupted": ExitCode.INTERRUPTED}
 
@@ -136,7 +138,30 @@ class RunningJob(BackgroundJob[Outcome]):
         self.job = job
 
     def run(self) -> Outcome:
-        return self.job.run()
+        outcome = self.job.run()
+        if outcome is Outcome.UNREADABLE:
+            self.note_affected_files()
+        return outcome
+
+    def note_affected_files(self) -> None:
+        """Which files the unreadable sectors hit, as `rescue report` lists them."""
+        request = self.job.request
+        try:
+            report, _ = image_damage_report(request.dest, request.mapfile_path)
+        except RescueError as exc:
+            self.note(f"affected files: not known ({one_line(exc)})")
+            return
+        if not report.files and report.warnings:
+            self.note(f"affected files: not known ({report.warnings[0]})")
+            return
+        self.note(f"affected files: {len(report.files)}")
+        for item in report.files[:AFFECTED_SHOWN]:
+            lost = "all" if item.lost is None else human_size(item.lost)
+            where = f"{item.partition}:" if item.partition is not None else ""
+            self.note(f"  {where}{item.path} (lost {lost})")
+        if len(report.files) > AFFECTED_SHOWN:
+            self.note(f"  … {len(report.files) - AFFECTED_SHOWN} more: rescue report "
+                      f"{request.dest}")
 
     def outcome_word(self, outcome: Outcome) -> str:
         return outcome.value

@@ -1,0 +1,36 @@
+"""The job screen's log names the files a rescue's unreadable sectors hit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rescue.engine.imaging import ImageJob, ImageRequest
+from rescue.engine.rescue import Outcome
+from rescue.tui.app import RescueApp
+from tests.fixtures.faultdisk import faulty_device
+from tests.fs.builders import MIB, build_fs
+from tests.fs.test_affected import SECTOR, ext_first_block
+from tests.tui.helpers import drive, wait_until
+
+pytestmark = [pytest.mark.slow, pytest.mark.root]
+
+
+def test_a_finished_job_lists_the_damaged_file(tmp_path: Path) -> None:
+    image = tmp_path / "ext4.img"
+    hashes = build_fs("ext4", image, 32 * MIB, seed=5)
+    victim = sorted(f"/{name}" for name in hashes)[0]
+    bad = ext_first_block(image, victim)
+    with faulty_device(str(image), bad=[(bad, SECTOR)]) as device:
+        job = ImageJob(ImageRequest(source=device, dest=str(tmp_path / "out.img")))
+        app = RescueApp(job)
+
+        async def scenario(pilot) -> None:
+            await wait_until(pilot, lambda: app.jobs and app.jobs[0].done, timeout=60)
+
+        drive(app, scenario)
+    running = app.jobs[0]
+    assert running.outcome is Outcome.UNREADABLE
+    assert any(line.endswith("affected files: 1") for line in running.log)
+    assert any(line.strip().endswith(f"{victim} (lost 512 B)") for line in running.log)
