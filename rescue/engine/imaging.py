@@ -17,7 +17,7 @@ from rescue.devices import safety
 from rescue.devices.discover import Disk, discover, find
 from rescue.engine.convert import Conversion
 from rescue.engine.digest import DigestingWriter
-from rescue.engine.jobs import JobControl, Progress
+from rescue.engine.jobs import JobControl, Progress, RateMeter
 from rescue.engine.rangemap import BAD, FINISHED, NON_SCRAPED, NON_TRIMMED, MapSnapshot, RangeMap
 from rescue.engine.rescue import Outcome, Rescue, RescueOptions
 from rescue.errors import UsageError
@@ -120,13 +120,14 @@ class ImageJob:
         except BaseException:
             self.source.close()
             raise
+        meter = RateMeter()  # rates and elapsed time cover the whole job
         self.rescue = Rescue(self.source, self.writer, self.mapfile, self._save_map,
-                             request.options, self.control, domain)
+                             request.options, self.control, domain, meter)
         # metadata first: a rescue over the metadata, then the main one over everything; the
         # second skips what the first finished, since passes only read non-finished areas
         self._first = Rescue(self.source, self.writer, self.mapfile, self._save_map,
                              dataclasses.replace(request.options), self.control,
-                             self.plan.metadata) if metadata_first and self.plan else None
+                             self.plan.metadata, meter) if metadata_first and self.plan else None
         self._active = self._first or self.rescue
 
     @property
@@ -272,8 +273,11 @@ class ImageJob:
         """Progress over the whole job's domain, also while the metadata goes first."""
         active = self._active
         current = active.progress()
-        if active is self.rescue:
+        if self._first is None:
             return current
+        errors = self._first.progress().read_errors
+        if active is self.rescue:
+            return dataclasses.replace(current, read_errors=errors + current.read_errors)
         totals = self.rescue.totals()
         remaining = self.rescue.domain_size - totals[FINISHED] - totals[BAD]
         rate = current.average_rate

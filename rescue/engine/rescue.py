@@ -67,7 +67,8 @@ class Rescue:
 
     def __init__(self, source: Source, writer: ImageWriter, mapfile: Mapfile,
                  save_map: Callable[[Mapfile], None], options: RescueOptions | None = None,
-                 control: JobControl | None = None, domain: RangeMap | None = None) -> None:
+                 control: JobControl | None = None, domain: RangeMap | None = None,
+                 meter: RateMeter | None = None) -> None:
         self.source, self.writer, self.mapfile = source, writer, mapfile
         self.rmap = mapfile.rmap
         self.save_map = save_map
@@ -84,7 +85,7 @@ class Rescue:
         self._lock = threading.Lock()
         self._phase, self._pass = PHASES.get(mapfile.current_status, "copying"), 1
         self._pos = mapfile.current_pos
-        self._meter = RateMeter()
+        self._meter = meter or RateMeter()  # shared when one job runs several rescues
         self._last_good = time.monotonic()
         self._last_save = time.monotonic()
         self._read_errors = 0
