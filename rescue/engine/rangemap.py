@@ -52,9 +52,6 @@ class MapSnapshot:
     def areas(self) -> Iterator[tuple[int, int, str]]:
         return _areas(self.starts, self.states, self.size)
 
-    def index_at(self, pos: int) -> int:
-        return bisect_right(self.starts, pos) - 1
-
     def state_bytes(self, begin: int, end: int) -> dict[str, int]:
         """Bytes of each state inside [begin, end): what a sector-map cell summarises."""
         return _state_bytes(self.starts, self.states, self.size, begin, end)

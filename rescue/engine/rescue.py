@@ -131,13 +131,13 @@ class Rescue:
         try:
             self._run_passes()
         except _Stop as stop:
-            self._checkpoint(force=True)
+            self._checkpoint()
             return stop.outcome
         except (SourceLostError, DestinationError):
             self._save_after_failure()
             raise
         self._phase, self.mapfile.current_status = "finished", "+"
-        self._checkpoint(force=True)
+        self._checkpoint()
         rescued = self.totals()[FINISHED] == self.domain_size
         return Outcome.RESCUED if rescued else Outcome.UNREADABLE
 
@@ -166,7 +166,7 @@ class Rescue:
         status = next(code for code, name in PHASES.items() if name == phase)
         self._phase, self._pass = phase, passno
         self.mapfile.current_status, self.mapfile.current_pass = status, passno
-        self._checkpoint(force=True)
+        self._checkpoint()
 
     # ---- copying -----------------------------------------------------------------------------
 
@@ -306,7 +306,7 @@ class Rescue:
         if now - self._last_save >= self.opt.checkpoint_interval:
             self._checkpoint()
 
-    def _checkpoint(self, force: bool = False) -> None:
+    def _checkpoint(self) -> None:
         """Make the image durable, then save the map that describes it."""
         self.writer.sync()
         with self._lock:
