@@ -20,13 +20,13 @@ from rescue.formats.image import (
     ImageWriter,
     detect_format,
     format_for,
+    hash_zeros,
     open_reader,
     read_manifest,
 )
 from rescue.formats.manifest import Manifest, write_sidecar
 
 CHUNK = 4 << 20
-ZERO_CHUNK = bytes(CHUNK)
 
 
 @dataclass(frozen=True)
@@ -110,7 +110,7 @@ class Conversion:
                 else:
                     if sequential:
                         writer.write_zeros(n)  # type: ignore[attr-defined]
-                    digest.update(ZERO_CHUNK[:n])
+                    hash_zeros(digest, n)
                 self._done = pos + n
         return digest.hexdigest()
 

@@ -12,9 +12,8 @@ import hashlib
 import queue
 import threading
 
-from rescue.formats.image import ImageWriter
+from rescue.formats.image import ImageWriter, hash_zeros
 
-_ZEROS = memoryview(bytes(4 << 20))
 _STOP = None
 
 
@@ -37,8 +36,7 @@ class DigestingWriter:
     def _hash(self) -> None:
         while (item := self._queue.get()) is not _STOP:
             if isinstance(item, int):  # a run of zeros (a hole)
-                for pos in range(0, item, len(_ZEROS)):
-                    self._digest.update(_ZEROS[:min(len(_ZEROS), item - pos)])
+                hash_zeros(self._digest, item)
             else:
                 self._digest.update(item)
 
