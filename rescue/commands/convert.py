@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
 
     manifest = run_presented(job.run, job.control, present, 1.0)
     summary = {"source": args.source, "dest": args.dest, "format": job.fmt,
-               "sha256": manifest.sha256}
+               "fingerprint": manifest.fingerprint}
     print(json.dumps({"type": "summary", **summary}) if args.json else
-          f"{args.dest}: {job.fmt}, sha256 {manifest.sha256}")
+          f"{args.dest}: {job.fmt}, fingerprint {manifest.fingerprint}")
     return 0

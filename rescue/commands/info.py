@@ -9,7 +9,8 @@ from typing import Any
 
 from rescue.errors import ExitCode
 from rescue.formats import mapfile
-from rescue.formats.image import detect_format, logical_sha256, open_reader, read_manifest
+from rescue.formats.fingerprint import PlainSha256, hash_image
+from rescue.formats.image import detect_format, open_reader, read_manifest
 from rescue.units import human_size
 
 
@@ -62,29 +63,31 @@ def run_info(args: argparse.Namespace) -> int:
 
 
 def info_lines(info: dict[str, Any]) -> list[str]:
-    lines = [f"image:     {info['image']} ({info['format']})",
-             f"size:      {human_size(info['size'])} ({info['size']} bytes)"]
+    lines = [f"image:       {info['image']} ({info['format']})",
+             f"size:        {human_size(info['size'])} ({info['size']} bytes)"]
     ratio = f", {info['ratio']:.1%} of the allocated data" if info["ratio"] else ""
-    lines.append(f"allocated: {human_size(info['allocated'])}, stored in "
+    lines.append(f"allocated:   {human_size(info['allocated'])}, stored in "
                  f"{human_size(info['stored'])}{ratio}")
     manifest = info["manifest"]
     if manifest:
         source = manifest["source"]
-        lines.append(f"source:    {source.get('path')} model {source.get('model') or '-'} "
+        lines.append(f"source:      {source.get('path')} model {source.get('model') or '-'} "
                      f"serial {source.get('serial') or '-'}")
-        lines.append(f"created:   {manifest['created']} by {manifest['tool']}, "
+        lines.append(f"created:     {manifest['created']} by {manifest['tool']}, "
                      f"mode {manifest['mode']}")
         summary = manifest.get("rescue") or {}
         if summary:
-            lines.append(f"rescue:    {summary.get('outcome')}: "
+            lines.append(f"rescue:      {summary.get('outcome')}: "
                          f"{human_size(summary.get('rescued', 0))} rescued, "
                          f"{human_size(summary.get('bad', 0))} bad in "
                          f"{summary.get('bad_areas', 0)} area(s)")
+        if manifest.get("fingerprint"):
+            lines.append(f"fingerprint: {manifest['fingerprint']}")
         if manifest.get("sha256"):
-            lines.append(f"sha256:    {manifest['sha256']}")
+            lines.append(f"sha256:      {manifest['sha256']}")
     if "mapfile" in info:
         m = info["mapfile"]
-        lines.append(f"mapfile:   {m['path']}: {human_size(m['rescued'])} rescued, "
+        lines.append(f"mapfile:     {m['path']}: {human_size(m['rescued'])} rescued, "
                      f"{human_size(m['bad'])} bad")
     return lines
 
@@ -95,19 +98,22 @@ def run_verify(args: argparse.Namespace) -> int:
         damaged = reader.verify() if hasattr(reader, "verify") else []
         manifest = read_manifest(args.image, reader)
         digest_ok = None
-        if not damaged and manifest is not None and manifest.sha256:
-            digest_ok = logical_sha256(reader) == manifest.sha256
+        if not damaged and manifest is not None:
+            if manifest.fingerprint:
+                digest_ok = hash_image(reader) == manifest.fingerprint
+            elif manifest.sha256:
+                digest_ok = hash_image(reader, PlainSha256()) == manifest.sha256
     finally:
         reader.close()
     if args.json:
         print(json.dumps({"image": args.image, "damaged": [list(r) for r in damaged],
-                          "sha256_ok": digest_ok}))
+                          "fingerprint_ok": digest_ok}))
     else:
         for offset, length in damaged:
             print(f"damaged: bytes {offset:#x}-{offset + length - 1:#x} ({length} bytes)")
         if digest_ok is False:
-            print("damaged: the image's SHA-256 differs from the manifest's")
+            print("damaged: the image's fingerprint differs from the manifest's")
         if not damaged and digest_ok is not False:
-            checked = "checksums and SHA-256" if digest_ok else "checksums"
+            checked = "checksums and fingerprint" if digest_ok else "checksums"
             print(f"{args.image}: intact ({checked} verified)")
     return int(ExitCode.UNREADABLE if damaged or digest_ok is False else ExitCode.OK)

@@ -2,12 +2,11 @@
 
 Unallocated ranges are never read or compressed: raw and qcow2 leave them as holes, and the
 seekable zstd writer stores them as one reused all-zero frame. The manifest travels along,
-completed with the SHA-256 of the logical image, which the in-order copy gets for free.
+completed with the fingerprint of the logical image, which the in-order copy gets for free.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from dataclasses import dataclass
@@ -15,12 +14,12 @@ from dataclasses import dataclass
 from rescue.devices import safety
 from rescue.engine.jobs import JobControl
 from rescue.errors import UsageError
+from rescue.formats.fingerprint import Fingerprint
 from rescue.formats.image import (
     ImageReader,
     ImageWriter,
     detect_format,
     format_for,
-    hash_zeros,
     open_reader,
     read_manifest,
 )
@@ -83,7 +82,7 @@ class Conversion:
                 os.unlink(self.dest)
             writer = create_writer(self.dest, self.fmt, reader.size, self.level)
             try:
-                manifest.sha256 = self._copy(reader, writer)
+                manifest.fingerprint = self._copy(reader, writer)
                 self._store_manifest(writer, manifest)
             except BaseException:
                 getattr(writer, "abandon", writer.close)()
@@ -95,7 +94,7 @@ class Conversion:
             reader.close()
 
     def _copy(self, reader: ImageReader, writer: ImageWriter) -> str:
-        digest = hashlib.sha256()
+        fingerprint = Fingerprint()
         sequential = hasattr(writer, "write_zeros")
         for offset, length, allocated in reader.extents():
             end = offset + length
@@ -106,13 +105,13 @@ class Conversion:
                 if allocated:
                     data = reader.read(pos, n)
                     writer.write(pos, data)
-                    digest.update(data)
+                    fingerprint.update(data)
                 else:
                     if sequential:
                         writer.write_zeros(n)  # type: ignore[attr-defined]
-                    hash_zeros(digest, n)
+                    fingerprint.zeros(n)
                 self._done = pos + n
-        return digest.hexdigest()
+        return fingerprint.hexdigest()
 
     def _store_manifest(self, writer: ImageWriter, manifest: Manifest) -> None:
         if hasattr(writer, "set_manifest"):

@@ -1,31 +1,31 @@
-"""SHA-256 of an image computed while it is written, on the other core.
+"""The image's fingerprint computed while it is written, on the other core.
 
 A healthy disk is read front to back, so the image's logical bytes arrive in order: a thread can
-hash them (and the zeros of the holes between them) while the next reads are in flight, instead
-of reading the whole image again afterwards. The first write out of order (a later pass filling
-a gap) ends the streaming; the caller then hashes the finished image the slow way.
+hash them (and the holes between them, which cost nothing) while the next reads are in flight,
+instead of reading the whole image again afterwards. The first write out of order (a later pass
+filling a gap) ends the streaming; the caller then hashes the finished image the slow way.
 """
 
 from __future__ import annotations
 
-import hashlib
 import queue
 import threading
 
-from rescue.formats.image import ImageWriter, hash_zeros
+from rescue.formats.fingerprint import Fingerprint
+from rescue.formats.image import ImageWriter
 
 _STOP = None
 
 
 class DigestingWriter:
-    """Passes writes through to `writer` and hashes them while they come in order."""
+    """Passes writes through to `writer` and fingerprints them while they come in order."""
 
     def __init__(self, writer: ImageWriter) -> None:
         self.writer = writer
         self.size = writer.size
         self._cursor = 0
         self._broken = False
-        self._digest = hashlib.sha256()
+        self._fingerprint = Fingerprint()
         self._queue: queue.Queue[bytes | int | None] = queue.Queue(maxsize=32)
         self._thread = threading.Thread(target=self._hash, name="image-digest", daemon=True)
         self._thread.start()
@@ -36,9 +36,9 @@ class DigestingWriter:
     def _hash(self) -> None:
         while (item := self._queue.get()) is not _STOP:
             if isinstance(item, int):  # a run of zeros (a hole)
-                hash_zeros(self._digest, item)
+                self._fingerprint.zeros(item)
             else:
-                self._digest.update(item)
+                self._fingerprint.update(item)
 
     def write(self, offset: int, data: bytes | memoryview) -> None:
         self.writer.write(offset, data)
@@ -65,8 +65,8 @@ class DigestingWriter:
         self._thread.join()
         self.writer.close()
 
-    def hexdigest(self) -> str | None:
-        """The image's SHA-256 if every byte came in order (holes as zeros), else None.
+    def fingerprint(self) -> str | None:
+        """The image's fingerprint if every byte came in order (holes as zeros), else None.
         Call once, after the last write."""
         if self._broken:
             return None
@@ -75,4 +75,4 @@ class DigestingWriter:
         self._broken = True  # no more writes may be hashed
         self._queue.put(_STOP)
         self._thread.join()
-        return self._digest.hexdigest()
+        return self._fingerprint.hexdigest()

@@ -22,7 +22,8 @@ from rescue.engine.rangemap import BAD, FINISHED, NON_SCRAPED, NON_TRIMMED, MapS
 from rescue.engine.rescue import Outcome, Rescue, RescueOptions
 from rescue.errors import UsageError
 from rescue.formats import mapfile
-from rescue.formats.image import ImageWriter, format_for, logical_sha256, open_reader
+from rescue.formats.fingerprint import hash_image
+from rescue.formats.image import ImageWriter, format_for, open_reader
 from rescue.formats.manifest import Manifest, rescue_summary, write_sidecar
 from rescue.fs.domain import DiskPlan, SourceReader, plan_disk
 from rescue.io import faulty
@@ -249,18 +250,18 @@ class ImageJob:
             rescue=rescue_summary(list(self.mapfile.rmap.areas()), outcome.value))
         if outcome in FINISHED_OUTCOMES:  # the image will not change again: fingerprint it
             self.writer.sync()
-            streamed = self.writer.hexdigest() if isinstance(self.writer, DigestingWriter) \
+            streamed = self.writer.fingerprint() if isinstance(self.writer, DigestingWriter) \
                 else None
-            manifest.sha256 = streamed or self._read_back_sha256()
+            manifest.fingerprint = streamed or self._read_back_fingerprint()
         if hasattr(self.writer, "set_manifest"):
             self.writer.set_manifest(manifest.to_bytes())
         elif not getattr(self.writer, "is_device", False):  # a disk has no room beside it
             write_sidecar(self.image_path, manifest)
 
-    def _read_back_sha256(self) -> str:
+    def _read_back_fingerprint(self) -> str:
         reader = open_reader(self.image_path)
         try:
-            return logical_sha256(reader)
+            return hash_image(reader)
         finally:
             reader.close()
 

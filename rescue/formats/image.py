@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -148,30 +147,3 @@ def read_manifest(path: str, reader: ImageReader) -> Manifest | None:
         data = blob()
         return Manifest.from_bytes(data, path) if data else None
     return read_sidecar(path)
-
-
-_ZERO_BLOCK = memoryview(bytes(4 << 20))
-
-
-class Digest(Protocol):
-    def update(self, data: bytes | memoryview, /) -> None: ...
-
-
-def hash_zeros(digest: Digest, length: int) -> None:
-    """Feed `length` zero bytes (a hole) to `digest` from one shared zero block."""
-    for pos in range(0, length, len(_ZERO_BLOCK)):
-        digest.update(_ZERO_BLOCK[:min(len(_ZERO_BLOCK), length - pos)])
-
-
-def logical_sha256(reader: ImageReader, chunk: int = 4 << 20) -> str:
-    """SHA-256 of the image's logical bytes, holes as zeros: what `zstd -d` or
-    `qemu-img convert -O raw` would produce. Holes are hashed from a zero buffer, not read:
-    a used-blocks image is mostly holes."""
-    digest = hashlib.sha256()
-    for offset, length, allocated in reader.extents():
-        if not allocated:
-            hash_zeros(digest, length)
-            continue
-        for pos in range(offset, offset + length, chunk):
-            digest.update(reader.read(pos, min(chunk, offset + length - pos)))
-    return digest.hexdigest()

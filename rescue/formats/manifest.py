@@ -28,7 +28,8 @@ class Manifest:
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     tool: str = f"rescue {__version__}"
     rescue: dict[str, Any] = field(default_factory=dict)  # totals per state, areas, outcome
-    sha256: str | None = None  # of the whole logical image, when it is complete
+    fingerprint: str | None = None  # of the whole logical image once complete (fingerprint.py)
+    sha256: str | None = None  # plain SHA-256 of the image: older images carry this instead
     version: int = VERSION
 
     def to_bytes(self) -> bytes:

@@ -19,6 +19,7 @@ import pytest
 from rescue.errors import ExitCode
 from rescue.formats.image import open_reader
 from rescue.io.faulty import content
+from tests.fixtures.cli import coreutils_fingerprint
 from tests.fixtures.faultdisk import SECTOR, faulty_device, make_backing
 from tests.fixtures.loop import loop_device
 from tests.functional.test_image import (
@@ -173,7 +174,7 @@ def test_healthy_source_into_qcow2_is_what_qemu_img_reads(
     assert converted.returncode == 0, converted.stderr
     assert qemu_raw(image, tmp_path / "qemu.raw") == ours.read_bytes() == data
     manifest = info_json(image)["manifest"]
-    assert manifest["sha256"] == hashlib.sha256(data).hexdigest()
+    assert manifest["fingerprint"] == coreutils_fingerprint(data)
     assert manifest["rescue"]["outcome"] == "rescued"
 
 
@@ -252,9 +253,10 @@ def test_img_zst_decompresses_to_the_raw_image(tmp_path: Path, faulty_raw: bytes
 
     verified = rescue("verify", str(image), "--json")
     assert verified.returncode == 0, verified.stdout + verified.stderr
-    assert json.loads(verified.stdout) == {"image": str(image), "damaged": [], "sha256_ok": True}
-    assert "SHA-256 verified" in rescue("verify", str(image)).stdout
-    assert info_json(image)["manifest"]["sha256"] == hashlib.sha256(faulty_raw).hexdigest()
+    assert json.loads(verified.stdout) == {"image": str(image), "damaged": [],
+                                           "fingerprint_ok": True}
+    assert "fingerprint verified" in rescue("verify", str(image)).stdout
+    assert info_json(image)["manifest"]["fingerprint"] == coreutils_fingerprint(faulty_raw)
 
     rng = random.Random(7)
     ranges = [(0, 1), (len(faulty_raw) - 1, 1), (len(faulty_raw) - 5000, 5000)]
@@ -293,7 +295,7 @@ def test_convert_round_trip_keeps_bytes_and_holes(tmp_path: Path) -> None:
     for source, dest in ((raw, qcow2), (qcow2, zst), (zst, back)):
         done = convert(source, dest, "--json")
         assert done.returncode == 0, done.stderr
-        assert summary(done)["sha256"] == hashlib.sha256(data).hexdigest()
+        assert summary(done)["fingerprint"] == coreutils_fingerprint(data)
 
     assert back.read_bytes() == data
     assert back.stat().st_blocks * 512 < 12 * MIB  # the hole came back as a hole
@@ -506,3 +508,25 @@ def test_verify_names_the_range_whose_stored_bytes_flipped(
     assert f"damaged: bytes {start:#x}-{start + length - 1:#x}" in said.stdout
     assert "Traceback" not in checked.stderr + said.stderr
     assert rescue("verify", str(intact)).returncode == 0
+
+
+@pytest.mark.parametrize("field", ["fingerprint", "sha256"])
+def test_verify_checks_a_raw_image_against_its_manifest(tmp_path: Path, field: str) -> None:
+    """Raw images have no checksums of their own: the manifest's fingerprint (or the plain
+    SHA-256 that older images recorded) is what catches a changed byte."""
+    image = tmp_path / "disk.img"
+    data = content(0, 3 * MIB + 512, 4)
+    image.write_bytes(data)
+    expected = coreutils_fingerprint(data) if field == "fingerprint" \
+        else hashlib.sha256(data).hexdigest()
+    Path(f"{image}.manifest.json").write_text(json.dumps(
+        {"version": 1, "source": {"path": "/dev/sdz"}, field: expected}))
+    assert rescue("verify", str(image)).returncode == 0
+
+    with open(image, "r+b") as f:
+        f.seek(2 * MIB + 7)
+        f.write(b"\xff")
+    checked = rescue("verify", str(image), "--json")
+    assert checked.returncode == ExitCode.UNREADABLE, checked.stderr
+    assert json.loads(checked.stdout)["fingerprint_ok"] is False
+    assert "differs from the manifest's" in rescue("verify", str(image)).stdout
