@@ -12,6 +12,9 @@ Standard tools recompute it from a raw image or a restored disk:
 from __future__ import annotations
 
 import hashlib
+import os
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Protocol
 
 from rescue.formats.image import ImageReader
@@ -21,6 +24,14 @@ READ_SIZE = 4 << 20
 _ZEROS = memoryview(bytes(CHUNK))
 _ZERO_CHUNK_DIGEST = hashlib.sha256(_ZEROS).digest()
 _ZERO_DIGEST_BATCH = 4096  # zero-chunk digests fed at once: a 1 TB hole stays small in memory
+_IN_FLIGHT = 8  # chunks handed to the pool and not yet collected
+# Chunks are independent, so they hash on every core at once (hashlib lets go of the GIL);
+# the pool starts its threads only when first used.
+_POOL = ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="fingerprint")
+
+
+def _sha256(data: bytes | memoryview) -> bytes:
+    return hashlib.sha256(data).digest()
 
 
 class ImageHasher(Protocol):
@@ -34,42 +45,66 @@ class ImageHasher(Protocol):
 
 
 class Fingerprint:
-    """The fingerprint of bytes fed in order (see the module docstring)."""
+    """The fingerprint of bytes fed in order (see the module docstring).
+
+    Bytes are gathered into chunk buffers of its own, hashed on the pool while more arrive and
+    reused once hashed: callers may reuse their buffers at once, and no chunk costs a fresh
+    allocation."""
 
     def __init__(self) -> None:
         self._chunks = hashlib.sha256()
-        self._partial = bytearray()  # the start of a chunk not yet complete
+        self._current = bytearray(CHUNK)
+        self._filled = 0  # bytes of the chunk being gathered in _current
+        self._in_flight: deque[tuple[bytearray, Future[bytes]]] = deque()  # in order
+        self._spare: list[bytearray] = []
 
     def update(self, data: bytes | memoryview, /) -> None:
         view = memoryview(data).cast("B")
-        view = view[self._top_up(view):]
-        whole = len(view) - len(view) % CHUNK
-        for pos in range(0, whole, CHUNK):
-            self._chunks.update(hashlib.sha256(view[pos:pos + CHUNK]).digest())
-        self._partial += view[whole:]
+        while view:
+            taken = min(CHUNK - self._filled, len(view))
+            self._current[self._filled:self._filled + taken] = view[:taken]
+            self._fill(taken)
+            view = view[taken:]
 
     def zeros(self, length: int) -> None:
-        length -= self._top_up(_ZEROS[:min(length, CHUNK)])
+        if self._filled:
+            taken = min(CHUNK - self._filled, length)
+            self._current[self._filled:self._filled + taken] = _ZEROS[:taken]
+            self._fill(taken)
+            length -= taken
+            if self._filled:
+                return  # the run ended inside that chunk
         chunks, rest = divmod(length, CHUNK)
-        for done in range(0, chunks, _ZERO_DIGEST_BATCH):
-            self._chunks.update(_ZERO_CHUNK_DIGEST * min(_ZERO_DIGEST_BATCH, chunks - done))
-        self._partial += _ZEROS[:rest]
+        if chunks:
+            self._collect(0)
+            for done in range(0, chunks, _ZERO_DIGEST_BATCH):
+                self._chunks.update(_ZERO_CHUNK_DIGEST * min(_ZERO_DIGEST_BATCH, chunks - done))
+        self._current[:rest] = _ZEROS[:rest]
+        self._filled = rest
 
-    def _top_up(self, view: memoryview) -> int:
-        """Complete a started chunk from the front of `view`; returns the bytes taken."""
-        if not self._partial:
-            return 0
-        taken = min(CHUNK - len(self._partial), len(view))
-        self._partial += view[:taken]
-        if len(self._partial) == CHUNK:
-            self._chunks.update(hashlib.sha256(self._partial).digest())
-            self._partial.clear()
-        return taken
+    def _fill(self, added: int) -> None:
+        """Count bytes added to the current chunk; a full chunk goes to the pool."""
+        self._filled += added
+        if self._filled < CHUNK:
+            return
+        chunk = self._current
+        self._in_flight.append((chunk, _POOL.submit(_sha256, chunk)))
+        self._current = self._spare.pop() if self._spare else bytearray(CHUNK)
+        self._filled = 0
+        self._collect(_IN_FLIGHT)
+
+    def _collect(self, keep: int) -> None:
+        """Feed finished chunk digests in order until at most `keep` are still in flight."""
+        while len(self._in_flight) > keep:
+            chunk, digest = self._in_flight.popleft()
+            self._chunks.update(digest.result())
+            self._spare.append(chunk)
 
     def hexdigest(self) -> str:
+        self._collect(0)
         total = self._chunks.copy()
-        if self._partial:
-            total.update(hashlib.sha256(self._partial).digest())
+        if self._filled:
+            total.update(_sha256(memoryview(self._current)[:self._filled]))
         return total.hexdigest()
 
 
