@@ -9,7 +9,7 @@ from typing import Any
 
 from rescue.errors import ExitCode
 from rescue.formats import mapfile
-from rescue.formats.fingerprint import PlainSha256, hash_image
+from rescue.formats.fingerprint import Fingerprint, PlainSha256, hash_image
 from rescue.formats.image import detect_format, open_reader, read_manifest
 from rescue.units import human_size
 
@@ -95,14 +95,19 @@ def info_lines(info: dict[str, Any]) -> list[str]:
 def run_verify(args: argparse.Namespace) -> int:
     reader = open_reader(args.image)
     try:
-        damaged = reader.verify() if hasattr(reader, "verify") else []
         manifest = read_manifest(args.image, reader)
-        digest_ok = None
-        if not damaged and manifest is not None:
-            if manifest.fingerprint:
-                digest_ok = hash_image(reader) == manifest.fingerprint
-            elif manifest.sha256:
-                digest_ok = hash_image(reader, PlainSha256()) == manifest.sha256
+        expected, hasher = None, None
+        if manifest and manifest.fingerprint:
+            expected, hasher = manifest.fingerprint, Fingerprint()
+        elif manifest and manifest.sha256:  # an older image
+            expected, hasher = manifest.sha256, PlainSha256()
+        if hasattr(reader, "verify"):  # checksums and fingerprint in one pass
+            damaged = reader.verify(hasher)
+            digest = hasher.hexdigest() if hasher else None
+        else:
+            damaged = []
+            digest = hash_image(reader, hasher) if hasher else None
+        digest_ok = None if damaged or expected is None else digest == expected
     finally:
         reader.close()
     if args.json:

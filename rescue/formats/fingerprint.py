@@ -15,9 +15,8 @@ import hashlib
 import os
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Protocol
 
-from rescue.formats.image import ImageReader
+from rescue.formats.image import ImageHasher, ImageReader
 
 CHUNK = 1 << 20
 READ_SIZE = 4 << 20
@@ -32,16 +31,6 @@ _POOL = ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="fingerprint"
 
 def _sha256(data: bytes | memoryview) -> bytes:
     return hashlib.sha256(data).digest()
-
-
-class ImageHasher(Protocol):
-    """Fed an image's bytes in order: data, or runs of zeros that a hole reads as."""
-
-    def update(self, data: bytes | memoryview, /) -> None: ...
-
-    def zeros(self, length: int) -> None: ...
-
-    def hexdigest(self) -> str: ...
 
 
 class Fingerprint:

@@ -33,6 +33,16 @@ class ImageWriter(Protocol):
     def close(self) -> None: ...
 
 
+class ImageHasher(Protocol):
+    """Fed an image's bytes in order: data, or runs of zeros that a hole reads as."""
+
+    def update(self, data: bytes | memoryview, /) -> None: ...
+
+    def zeros(self, length: int) -> None: ...
+
+    def hexdigest(self) -> str: ...
+
+
 class ImageReader(Protocol):
     """Random-access view of an image's logical bytes; holes read as zeros."""
 

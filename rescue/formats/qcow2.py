@@ -43,7 +43,7 @@ from heapq import heappop, heappush
 import zstandard
 
 from rescue.errors import DestinationError, FormatError, UsageError
-from rescue.formats.image import AbandonableWriter, FdReader
+from rescue.formats.image import AbandonableWriter, FdReader, ImageHasher
 
 MAGIC = b"QFI\xfb"
 VERSION = 3
@@ -423,7 +423,7 @@ class Qcow2Reader(_Image, FdReader):
     def extents(self) -> Iterator[tuple[int, int, bool]]:
         """(offset, length, allocated) runs covering [0, size); zero clusters count as holes."""
         start, state = 0, False
-        for offset, allocated in self._cluster_states():
+        for offset, _, allocated in self._cluster_states():
             if allocated != state:
                 if offset > start:
                     yield start, offset - start, state
@@ -431,39 +431,46 @@ class Qcow2Reader(_Image, FdReader):
         if self.size > start:
             yield start, self.size - start, state
 
-    def _cluster_states(self) -> Iterator[tuple[int, bool]]:
-        """(offset, holds data) of every cluster of the disk; whole holes of L2 size at once."""
+    def _cluster_states(self) -> Iterator[tuple[int, int, bool]]:
+        """(offset, length, holds data) of every cluster of the disk; whole holes of L2 size
+        at once."""
         geometry = self._geometry
         for l1_index in range(_ceil_div(self.size, geometry.l2_coverage)):
             base = l1_index * geometry.l2_coverage
             table = self._l2_table(l1_index)
             if table is None:
-                yield base, False
+                yield base, min(geometry.l2_coverage, self.size - base), False
                 continue
             for i, entry in enumerate(table):
                 offset = base + i * self.cluster_size
                 if offset >= self.size:
                     break
-                yield offset, self._is_data(entry)
+                yield offset, min(self.cluster_size, self.size - offset), self._is_data(entry)
 
-    def verify(self) -> list[tuple[int, int]]:
-        """Decode every allocated cluster; (offset, length) runs that are damaged.
+    def verify(self, hasher: ImageHasher | None = None) -> list[tuple[int, int]]:
+        """Decode every allocated cluster; (offset, length) runs that are damaged. `hasher`
+        is fed the logical bytes in the same pass, so a fingerprint costs no second read.
 
         Our clusters all carry checksums (zstd content checksum or our CRC-32 after deflate);
         other writers' uncompressed clusters can only be checked for being readable.
         """
         damaged: list[tuple[int, int]] = []
-        for offset, allocated in self._cluster_states():
-            if not allocated:
+        for offset, length, allocated in self._cluster_states():
+            data = None
+            if allocated:
+                try:
+                    data = self._decode(self._entry(offset // self.cluster_size), offset)
+                except FormatError:
+                    if damaged and damaged[-1][0] + damaged[-1][1] == offset:
+                        damaged[-1] = (damaged[-1][0], damaged[-1][1] + length)
+                    else:
+                        damaged.append((offset, length))
+            if hasher is None:
                 continue
-            length = min(self.cluster_size, self.size - offset)
-            try:
-                self._decode(self._entry(offset // self.cluster_size), offset)
-            except FormatError:
-                if damaged and damaged[-1][0] + damaged[-1][1] == offset:
-                    damaged[-1] = (damaged[-1][0], damaged[-1][1] + length)
-                else:
-                    damaged.append((offset, length))
+            if data is None:
+                hasher.zeros(length)
+            else:
+                hasher.update(memoryview(data)[:length])
         return damaged
 
     def manifest(self) -> bytes | None:

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import zstandard
 
 from rescue.errors import DestinationError, FormatError, UsageError
-from rescue.formats.image import AbandonableWriter, FdReader
+from rescue.formats.image import AbandonableWriter, FdReader, ImageHasher
 
 VERSION = 1
 SUPPORTED_VERSIONS = (1,)
@@ -364,17 +364,23 @@ class ZstSeekReader(FdReader):
         offset, length = self._manifest_span
         return self._pread(length, offset)
 
-    def verify(self) -> list[tuple[int, int]]:
-        """Decompress every frame and check its checksums; return damaged image ranges."""
+    def verify(self, hasher: ImageHasher | None = None) -> list[tuple[int, int]]:
+        """Decompress every frame and check its checksums; return damaged image ranges.
+        `hasher` is fed the logical bytes in the same pass (the frames cover the image)."""
         damaged: list[tuple[int, int]] = []
         for frame in self._frames:
             try:
-                self._decode(frame)
+                data = self._decode(frame)
             except FormatError:
                 if damaged and sum(damaged[-1]) == frame.offset:
                     damaged[-1] = (damaged[-1][0], damaged[-1][1] + frame.length)
                 else:
                     damaged.append((frame.offset, frame.length))
+                if hasher is not None:
+                    hasher.zeros(frame.length)
+                continue
+            if hasher is not None:
+                hasher.update(data)
         return damaged
 
     def _pread(self, length: int, offset: int) -> bytes:
