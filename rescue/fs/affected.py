@@ -83,6 +83,7 @@ def _area_files(reader: Readable, damage: Damage, number: int | None
         return [], [f"{note}; {damage.total} damaged bytes there not mapped to files"] \
             if damage.total else []
     found: list[AffectedFile] = []
+    notes = [f"{where}: {warning}" for warning in getattr(fs, "warnings", ())]
     try:
         for record in fs.files(damage.readable):
             data_lost = _sum(damage, record.data)
@@ -97,8 +98,8 @@ def _area_files(reader: Readable, damage: Damage, number: int | None
                 found.append(AffectedFile(number, fs.fs_type, record.path, record.size, lost,
                                           metadata_hit))
     except FormatError as exc:
-        return found, [f"{where}: file listing stopped: {exc}"]
-    return found, []
+        return found, [*notes, f"{where}: file listing stopped: {exc}"]
+    return found, notes
 
 
 def affected_files(reader: Readable, rmap: RangeMap, sector_size: int = 512) -> DamageReport:

@@ -15,7 +15,7 @@ from rescue.errors import FormatError
 from rescue.fs.partitions import PartitionEntry, Readable, SliceReader, read_partition_table
 from rescue.fs.used import Extent, FileSystem, UsedMap, normalize
 from rescue.fs.used.exfat import ExfatFS
-from rescue.fs.used.ext import ExtFS
+from rescue.fs.used.ext import ExtFS, has_backup_superblock
 from rescue.fs.used.fat import FatFS
 from rescue.fs.used.ntfs import NtfsFS
 from rescue.fs.used.partclone import SIGNATURES, partclone_used
@@ -48,6 +48,8 @@ def detect(reader: Readable) -> str | None:
     for fs_type, offset, magic in SIGNATURES:
         if _probe(reader, offset, len(magic)) == magic:
             return fs_type
+    if has_backup_superblock(reader):  # ext with its primary superblock lost
+        return "ext"
     return None
 
 
@@ -77,7 +79,7 @@ def used_map(reader: Readable, path: str | None = None, offset: int = 0) -> Used
         except FormatError as exc:
             return UsedMap(kind, size, whole, whole, "whole",
                            (f"{exc}; imaging the whole area",))
-        return UsedMap(fs.fs_type, size, used, metadata, "native")
+        return UsedMap(fs.fs_type, size, used, metadata, "native", getattr(fs, "warnings", ()))
     if kind is None:
         return UsedMap(None, size, whole, whole, "whole",
                        ("unknown file system; imaging the whole area",))

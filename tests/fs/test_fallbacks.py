@@ -29,12 +29,14 @@ def whole(image: Path) -> tuple[str, ...]:
     return result.warnings
 
 
-def test_damaged_superblock(tmp_path: Path) -> None:
-    image = mkfs(tmp_path, "ext.img", "mkfs.ext4", "-q")
-    with open(image, "r+b") as f:
-        f.seek(1024 + 0x18)  # log block size: an impossible 2^40-byte block
-        f.write((30).to_bytes(4, "little"))
-    assert "block size" in whole(image)[0]
+def test_damaged_superblock_and_backup(tmp_path: Path) -> None:
+    image = mkfs(tmp_path, "ext.img", "mkfs.ext4", "-q", "-b", "1024")
+    with open(image, "r+b") as f:  # the primary and the one backup, in group 1 at block 8193
+        for superblock in (1024, 8193 * 1024):
+            f.seek(superblock + 0x18)  # log block size: an impossible 2^40-byte block
+            f.write((30).to_bytes(4, "little"))
+    warning = whole(image)[0]
+    assert "block size" in warning and "no usable backup superblock" in warning
 
 
 def test_file_system_larger_than_its_partition(tmp_path: Path) -> None:
@@ -91,10 +93,11 @@ def test_partclone_fallback(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_cli_warns_and_images_whole(tmp_path: Path) -> None:
-    image = mkfs(tmp_path, "ext.img", "mkfs.ext4", "-q")
+    image = mkfs(tmp_path, "ext.img", "mkfs.ext4", "-q", "-b", "1024")
     with open(image, "r+b") as f:
-        f.seek(1024 + 0x38)
-        f.write(b"\0\0")  # no magic: an unknown file system
+        for superblock in (1024, 8193 * 1024):  # the primary and its backup in group 1
+            f.seek(superblock + 0x38)
+            f.write(b"\0\0")  # no magic: an unknown file system
     out = tmp_path / "out.img"
     result = rescue_cli("image", str(image), str(out), "--mode", "used")
     assert result.returncode == 0, result.stderr

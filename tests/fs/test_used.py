@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from rescue.engine.rangemap import FINISHED
-from rescue.formats import mapfile
 from rescue.formats.manifest import read_sidecar
 from rescue.fs.domain import plan_disk, used_map
 from rescue.fs.partitions import DiskReader
@@ -18,11 +17,11 @@ from tests.fixtures.loop import loop_device
 from tests.fs.builders import (
     KINDS,
     MIB,
-    PARTCLONE,
     build_fs,
     comparable,
     extracted_hashes,
     fsck_clean,
+    partclone_used,
     rescue_cli,
     run,
 )
@@ -38,13 +37,6 @@ def fs_image(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
     image = tmp_path_factory.mktemp(kind) / f"{kind}.img"
     hashes = build_fs(kind, image, SIZE, seed=len(kind))
     return kind, image, hashes
-
-
-def partclone_used(kind: str, image: Path) -> list[tuple[int, int]]:
-    out = image.with_suffix(".pcmap")
-    run(PARTCLONE[kind], "-q", "-D", "-s", str(image), "-o", str(out))
-    rmap = mapfile.load(str(out), image.stat().st_size).rmap
-    return [(pos, length) for pos, length, state in rmap.areas() if state == FINISHED]
 
 
 def test_covers_every_block_partclone_uses(fs_image: tuple[str, Path, dict[str, str]]) -> None:

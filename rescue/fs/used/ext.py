@@ -3,8 +3,14 @@ walking directories from the root inode.
 
 Handles flex_bg (bitmaps and inode tables of many groups packed together), uninitialised
 groups (BLOCK_UNINIT bitmaps are never read: only the group's own metadata is used), meta_bg,
-sparse_super and sparse_super2 backups, 64-bit descriptors, bigalloc clusters, extents and
-ext2/3 indirect blocks.
+sparse_super and sparse_super2 backups, 64-bit descriptors, bigalloc clusters, extents, ext2/3
+indirect blocks and inline-data directories.
+
+A damaged primary superblock or descriptor table is replaced by a backup copy, as `e2fsck -b`
+does: the copies mke2fs leaves in groups 1, 3^n, 5^n, 7^n (and the last group) are probed for
+every block size, and the first one that agrees with its own location is used. Backup
+descriptors carry the flags of the day they were written, so BLOCK_UNINIT is then ignored and
+every bitmap is read: an uninitialised bitmap can only add used blocks.
 """
 
 from __future__ import annotations
@@ -28,14 +34,19 @@ from rescue.fs.used import (
 SUPERBLOCK_OFFSET = 1024
 SUPERBLOCK_SIZE = 1024
 MAGIC = 0xEF53
+SB_GROUP_NR = 0x5A  # u16: the group a superblock copy was written to
+SB_UUID = slice(0x68, 0x78)
+SB_CHECKSUM = 0x3FC  # crc32c of the bytes before it, with metadata_csum
 
 COMPAT_HAS_JOURNAL = 0x4
 COMPAT_SPARSE_SUPER2 = 0x200
 INCOMPAT_JOURNAL_DEV = 0x8
 INCOMPAT_META_BG = 0x10
 INCOMPAT_64BIT = 0x80
+INCOMPAT_FLEX_BG = 0x200
 RO_COMPAT_SPARSE_SUPER = 0x1
 RO_COMPAT_BIGALLOC = 0x200
+RO_COMPAT_METADATA_CSUM = 0x400
 
 BG_BLOCK_UNINIT = 0x2
 INODE_FLAG_EXTENTS = 0x80000
@@ -44,11 +55,56 @@ EXTENT_MAGIC = 0xF30A
 ROOT_INODE = 2
 JOURNAL_INODE = 8
 MAX_EXTENT_DEPTH = 5
+INODE_BASE_SIZE = 128  # the fields every inode has; i_extra_isize and in-inode xattrs follow
+I_BLOCK = slice(40, 100)
 
+# Backups are probed where mke2fs puts them with its default group size (a bitmap block's
+# bits, at most 65528 blocks), for every block size e2fsck tries: 1 KiB to 64 KiB.
+BACKUP_BLOCK_SIZES = tuple(1024 << shift for shift in range(7))
+MAX_BLOCKS_PER_GROUP = 65528
+# What replaces an ext file system in place (encryption, BitLocker, LVM, swap, md RAID): with
+# one of these at the start, superblock copies further on are leftovers and must not be used.
+FOREIGN_SIGNATURES = ((0, b"LUKS\xba\xbe"), (3, b"-FVE-FS-"), (512, b"LABELONE"),
+                      (4086, b"SWAPSPACE2"), (4086, b"SWAP-SPACE"), (0, b"\xfcN+\xa9"),
+                      (4096, b"\xfcN+\xa9"))
+
+XATTR_MAGIC = 0xEA020000
+XATTR_INDEX_SYSTEM = 7
+XATTR_ENTRY = struct.Struct("<BBHIII")  # name length, name index, value offset, value inode,
+#                                         value size, hash; the name follows, padded to 4
 EXTENT_HEADER = struct.Struct("<HHHHI")  # magic, entries, max, depth, generation
 EXTENT_LEAF = struct.Struct("<IHHI")  # logical block, length, start hi, start lo
 EXTENT_INDEX = struct.Struct("<IIHH")  # logical block, leaf lo, leaf hi, unused
 DIR_ENTRY = struct.Struct("<IHBB")  # inode, record length, name length, file type
+
+
+def _crc32c_table() -> tuple[int, ...]:
+    table = []
+    for byte in range(256):
+        crc = byte
+        for _ in range(8):
+            crc = crc >> 1 ^ (0x82F63B78 if crc & 1 else 0)
+        table.append(crc)
+    return tuple(table)
+
+
+CRC32C_TABLE = _crc32c_table()
+
+
+def crc32c(data: bytes, crc: int = 0xFFFFFFFF) -> int:
+    """CRC-32C without the final inversion, the way ext4 stores its checksums."""
+    table = CRC32C_TABLE
+    for byte in data:
+        crc = table[(crc ^ byte) & 0xFF] ^ crc >> 8
+    return crc
+
+
+def _u16(data: bytes, offset: int) -> int:
+    return int.from_bytes(data[offset:offset + 2], "little")
+
+
+def _u32(data: bytes, offset: int) -> int:
+    return int.from_bytes(data[offset:offset + 4], "little")
 
 
 @dataclass(frozen=True)
@@ -58,11 +114,39 @@ class Inode:
     mode: int
     size: int
     flags: int
-    block: bytes  # i_block: extent tree root, block map or inline data
+    raw: bytes  # the whole on-disk inode, in-inode extended attributes included
 
     @property
     def is_dir(self) -> bool:
         return stat.S_ISDIR(self.mode)
+
+    @property
+    def block(self) -> bytes:
+        """i_block: extent tree root, block map or the first 60 bytes of inline data."""
+        return self.raw[I_BLOCK]
+
+    def inline_tail(self) -> tuple[int, bytes]:
+        """Inline data past the first 60 bytes: the in-inode attribute "system.data", with
+        its byte offset on disk; (0, b"") when there is none or the attribute area is damaged.
+        Value offsets count from the first entry, after the 4-byte header."""
+        raw = self.raw
+        if len(raw) < INODE_BASE_SIZE + 2:
+            return 0, b""
+        header = INODE_BASE_SIZE + _u16(raw, INODE_BASE_SIZE)
+        if header + 4 > len(raw) or _u32(raw, header) != XATTR_MAGIC:
+            return 0, b""
+        first = pos = header + 4
+        while pos + XATTR_ENTRY.size <= len(raw) and _u32(raw, pos):
+            name_len, index, value_offset, value_inode, value_size, _ = \
+                XATTR_ENTRY.unpack_from(raw, pos)
+            name = raw[pos + XATTR_ENTRY.size:pos + XATTR_ENTRY.size + name_len]
+            if index == XATTR_INDEX_SYSTEM and name == b"data" and not value_inode:
+                start = first + value_offset
+                if start + value_size > len(raw):
+                    return 0, b""
+                return self.offset + start, raw[start:start + value_size]
+            pos += (XATTR_ENTRY.size + name_len + 3) & ~3
+        return 0, b""
 
 
 @dataclass(frozen=True)
@@ -75,19 +159,85 @@ class BlockMap:
     complete: bool
 
 
+def _try_read(reader: Readable, offset: int, length: int) -> bytes | None:
+    try:
+        return checked_read(reader, offset, length, "ext superblock copy")
+    except FormatError:
+        return None
+
+
+def _checksum_ok(sb: bytes) -> bool:
+    return not _u32(sb, 0x64) & RO_COMPAT_METADATA_CSUM \
+        or _u32(sb, SB_CHECKSUM) == crc32c(sb[:SB_CHECKSUM])
+
+
+def backup_superblocks(reader: Readable) -> Iterator[tuple[int, int, bytes]]:
+    """(group, block, superblock) of every backup copy found at the usual places whose magic,
+    block size, group size, group number and checksum agree with where it was found."""
+    head = _try_read(reader, 0, min(8192, reader.size)) or b""
+    if any(head[offset:offset + len(magic)] == magic for offset, magic in FOREIGN_SIGNATURES):
+        return
+    for block_size in BACKUP_BLOCK_SIZES:
+        per_group = min(8 * block_size, MAX_BLOCKS_PER_GROUP)
+        first = 1 if block_size == 1024 else 0
+        blocks = reader.size // block_size
+        if blocks <= first + per_group:
+            continue
+        last = (blocks - first - 1) // per_group
+        groups = {1, last}
+        for base in (3, 5, 7):
+            power = base
+            while power <= last:
+                groups.add(power)
+                power *= base
+        for group in sorted(groups):
+            block = first + group * per_group
+            data = _try_read(reader, block * block_size, SUPERBLOCK_SIZE)
+            if data is not None and _u16(data, 0x38) == MAGIC \
+                    and _u32(data, 0x18) == block_size.bit_length() - 11 \
+                    and _u32(data, 0x20) == per_group and _u32(data, 0x14) == first \
+                    and _u16(data, SB_GROUP_NR) == group & 0xFFFF and _checksum_ok(data):
+                yield group, block, data
+
+
+def has_backup_superblock(reader: Readable) -> bool:
+    """Whether an ext file system whose primary superblock is lost can be opened from a copy."""
+    return next(backup_superblocks(reader), None) is not None
+
+
 class ExtFS:
     """One ext2/3/4 file system read through `reader` (offsets relative to its start)."""
 
     def __init__(self, reader: Readable) -> None:
         self.reader = reader
-        sb = checked_read(reader, SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE, "ext superblock")
-        if struct.unpack_from("<H", sb, 0x38)[0] != MAGIC:
-            raise FormatError("no ext2/3/4 superblock magic")
-        u32 = lambda off: struct.unpack_from("<I", sb, off)[0]  # noqa: E731
-        u16 = lambda off: struct.unpack_from("<H", sb, off)[0]  # noqa: E731
-        self.compat, self.incompat, self.ro_compat = u32(0x5C), u32(0x60), u32(0x64)
-        if self.incompat & INCOMPAT_JOURNAL_DEV:
+        self.warnings: tuple[str, ...] = ()  # set when a backup stood in for the primary
+        self.backup: tuple[int, int] | None = None  # (group, block) of the copy in use
+        try:
+            primary = checked_read(reader, SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE, "ext superblock")
+        except FormatError as exc:
+            self._recover("superblock", exc, None)
+            return
+        # a primary that still has its magic names the file system its copies must belong to
+        uuid = primary[SB_UUID] if _u16(primary, 0x38) == MAGIC else None
+        if uuid is not None and _u32(primary, 0x60) & INCOMPAT_JOURNAL_DEV:
             raise FormatError("ext external journal device, not a file system")
+        try:
+            self._use_superblock(primary)
+        except FormatError as exc:
+            self._recover("superblock", exc, uuid)
+            return
+        try:
+            self._descriptors = self._read_descriptors(self._superblock_block(0))
+        except FormatError as exc:
+            self._recover("group descriptors", exc, uuid)
+
+    def _use_superblock(self, sb: bytes) -> None:
+        """Take the geometry from `sb`, or raise FormatError if it is impossible."""
+        if _u16(sb, 0x38) != MAGIC:
+            raise FormatError("no ext2/3/4 superblock magic")
+        u32 = lambda off: _u32(sb, off)  # noqa: E731
+        u16 = lambda off: _u16(sb, off)  # noqa: E731
+        self.compat, self.incompat, self.ro_compat = u32(0x5C), u32(0x60), u32(0x64)
         log_block = u32(0x18)
         if log_block > 6:
             raise FormatError(f"ext superblock damaged: block size 2^{10 + log_block}")
@@ -104,7 +254,7 @@ class ExtFS:
         self.inodes_per_group = u32(0x28)
         self.inodes = u32(0x00)
         rev = u32(0x4C)
-        self.inode_size = u16(0x58) if rev >= 1 else 128
+        self.inode_size = u16(0x58) if rev >= 1 else INODE_BASE_SIZE
         self.desc_size = u16(0xFE) if self.incompat & INCOMPAT_64BIT else 32
         self.reserved_gdt = u16(0xCE)
         self.first_meta_bg = u32(0x104)
@@ -112,21 +262,66 @@ class ExtFS:
         self.journal_inode = u32(0xE0) if self.compat & COMPAT_HAS_JOURNAL else 0
         if (self.blocks_per_group == 0 or self.inodes_per_group == 0
                 or self.blocks <= self.first_data_block or self.desc_size < 32
-                or self.desc_size > self.block_size or self.inode_size < 128
+                or self.desc_size > self.block_size or self.inode_size < INODE_BASE_SIZE
                 or self.inode_size > self.block_size
                 or self.clusters_per_group > 8 * self.block_size):
             raise FormatError("ext superblock damaged: impossible geometry")
         self.size = self.blocks * self.block_size
-        if self.size > reader.size:
+        if self.size > self.reader.size:
             raise FormatError(f"ext file system claims {self.size} bytes but its partition "
-                              f"holds {reader.size}")
+                              f"holds {self.reader.size}")
         self.groups = -(-(self.blocks - self.first_data_block) // self.blocks_per_group)
         if self.groups * self.inodes_per_group < self.inodes:
             raise FormatError("ext superblock damaged: inode count exceeds the groups")
+        if not _checksum_ok(sb):  # last: an impossible field says more than a bad sum
+            raise FormatError("ext superblock checksum does not match")
         has_journal = bool(self.compat & COMPAT_HAS_JOURNAL)
         self.fs_type = "ext2" if not has_journal else (
             "ext4" if self.incompat & ~0x6 or self.ro_compat & ~0x3 else "ext3")
-        self._descriptors = self._read_descriptors()
+
+    def _recover(self, part: str, damage: FormatError, uuid: bytes | None) -> None:
+        """Open the file system from the first backup superblock that validates, with the
+        descriptors that follow it, or raise why none could stand in for the primary.
+
+        Copies of different file systems (one made over another leaves the old copies where
+        the new one does not write) make every copy suspect: then none is used."""
+        copies = sorted(backup_superblocks(self.reader))
+        names = {data[SB_UUID] for _, _, data in copies}
+        if len(names | ({uuid} if uuid is not None else set())) > 1:
+            raise FormatError(f"{damage}; its superblock copies name different file systems")
+        reason = "none found"
+        for group, block, data in copies:
+            try:
+                self._use_superblock(data)
+                self._descriptors = self._read_descriptors(block, backup=True)
+                self._check_root()
+            except FormatError as exc:
+                reason = f"group {group}: {exc}"
+                continue
+            self.backup = (group, block)
+            self.warnings = (f"ext primary {part} damaged ({damage}); used the backup in "
+                             f"group {group} (block {block})",)
+            return
+        raise FormatError(f"{damage}; no usable backup superblock ({reason})")
+
+    def _check_root(self) -> None:
+        """The root directory must start with "." naming itself: copies left by an earlier
+        file system point at inode tables that now hold something else."""
+        root = self.inode(ROOT_INODE)
+        if not root.is_dir:
+            raise FormatError("ext root inode is not a directory")
+        if root.flags & INODE_FLAG_INLINE_DATA:
+            if _u32(root.block, 0) != ROOT_INODE:  # inline directories start with the parent
+                raise FormatError("ext root directory names another parent")
+            return
+        first = [phys for logical, phys, _ in self.block_map(root).runs if logical == 0]
+        if not first:
+            raise FormatError("ext root directory has no first block")
+        block = checked_read(self.reader, first[0] * self.block_size, self.block_size,
+                             "ext root directory")
+        number, _, name_len, _ = DIR_ENTRY.unpack_from(block)
+        if number != ROOT_INODE or block[8:8 + name_len] != b".":
+            raise FormatError("ext root directory does not start with itself")
 
     # ---- layout ------------------------------------------------------------------------------
 
@@ -149,6 +344,11 @@ class ExtFS:
     def _group_start(self, group: int) -> int:
         return self.first_data_block + group * self.blocks_per_group
 
+    def _superblock_block(self, group: int) -> int:
+        """The block holding `group`'s superblock copy: for group 0 the block holding byte
+        1024, which is not the group's first block with 1 KiB bigalloc blocks."""
+        return SUPERBLOCK_OFFSET // self.block_size if group == 0 else self._group_start(group)
+
     @property
     def _descs_per_block(self) -> int:
         return self.block_size // self.desc_size
@@ -156,23 +356,33 @@ class ExtFS:
     def _gdt_blocks(self) -> int:
         return -(-self.groups // self._descs_per_block)
 
-    def _descriptor_block(self, index: int) -> int:
-        """The primary location of descriptor block `index`."""
+    def _descriptor_block(self, index: int, superblock: int, backup: bool) -> int:
+        """Where descriptor block `index` is read: right after the superblock copy in use, or
+        with meta_bg in its meta group's first group (the copy in the second group when
+        reading backups, as libext2fs does)."""
         if not self.incompat & INCOMPAT_META_BG or index < self.first_meta_bg:
-            return self.first_data_block + 1 + index
+            return superblock + 1 + index
         group = index * self._descs_per_block
-        return self._group_start(group) + (1 if self._has_backup(group) else 0)
+        if backup and self._group_start(group + 1) + self._has_backup(group) < self.blocks:
+            group += 1
+        return self._superblock_block(group) + self._has_backup(group)
 
-    def _read_descriptors(self) -> list[tuple[int, int, int, int, int]]:
-        """(block bitmap, inode bitmap, inode table, flags, unused inodes) of each group."""
+    def _read_descriptors(self, superblock: int, backup: bool = False
+                          ) -> list[tuple[int, int, int, int]]:
+        """(block bitmap, inode bitmap, inode table, flags) of each group,
+        read after the superblock copy in block `superblock`. Each group's bitmaps and inode
+        table must lie inside it (inside the file system with flex_bg), as e2fsck demands."""
         wide = self.desc_size >= 64
+        flex = bool(self.incompat & INCOMPAT_FLEX_BG)
+        table_blocks = self._itable_blocks()
         result = []
         for index in range(self._gdt_blocks()):
-            block = self._descriptor_block(index)
+            block = self._descriptor_block(index, superblock, backup)
             data = checked_read(self.reader, block * self.block_size, self.block_size,
                                 "ext group descriptors")
             for slot in range(self._descs_per_block):
-                if len(result) == self.groups:
+                group = len(result)
+                if group == self.groups:
                     break
                 d = data[slot * self.desc_size:(slot + 1) * self.desc_size]
                 lo = struct.unpack_from("<IIIHHHHIHHHH", d)
@@ -180,13 +390,16 @@ class ExtFS:
                 bbitmap = lo[0] | hi[0] << 32
                 ibitmap = lo[1] | hi[1] << 32
                 itable = lo[2] | hi[2] << 32
-                unused = lo[10] | hi[6] << 16
-                for what, where in (("block bitmap", bbitmap), ("inode bitmap", ibitmap),
-                                    ("inode table", itable)):
-                    if not self.first_data_block <= where < self.blocks:
-                        raise FormatError(f"ext group {len(result)} {what} at block {where} "
-                                          "is outside the file system")
-                result.append((bbitmap, ibitmap, itable, lo[6], unused))
+                first, end, where = (self.first_data_block, self.blocks, "the file system") \
+                    if flex else (self._group_start(group), min(
+                        self._group_start(group + 1), self.blocks), "its group")
+                for what, start, count in (("block bitmap", bbitmap, 1),
+                                           ("inode bitmap", ibitmap, 1),
+                                           ("inode table", itable, table_blocks)):
+                    if not first <= start <= end - count:
+                        raise FormatError(f"ext group {group} {what} at block {start} is "
+                                          f"outside {where}")
+                result.append((bbitmap, ibitmap, itable, lo[6]))
         return result
 
     def _itable_blocks(self) -> int:
@@ -195,7 +408,7 @@ class ExtFS:
     def _group_header(self, group: int) -> list[Extent]:
         """Superblock copy, descriptor blocks and reserved GDT blocks kept in `group`."""
         bs = self.block_size
-        start = self._group_start(group)
+        start = self._superblock_block(group)
         extents: list[Extent] = []
         if group == 0:
             extents.append((0, SUPERBLOCK_OFFSET + SUPERBLOCK_SIZE))  # boot area + superblock
@@ -209,14 +422,14 @@ class ExtFS:
             per = self._descs_per_block
             meta_group, index = divmod(group, per)
             if meta_group >= self.first_meta_bg and index in (0, 1, per - 1):
-                extents.append(((start + (1 if self._has_backup(group) else 0)) * bs, bs))
+                extents.append(((start + self._has_backup(group)) * bs, bs))
         return extents
 
     def metadata(self) -> list[Extent]:
         """Superblocks, descriptors, bitmaps, inode tables, the journal and directories."""
         bs = self.block_size
         extents: list[Extent] = []
-        for group, (bbitmap, ibitmap, itable, _, _) in enumerate(self._descriptors):
+        for group, (bbitmap, ibitmap, itable, _) in enumerate(self._descriptors):
             extents += self._group_header(group)
             extents += [(bbitmap * bs, bs), (ibitmap * bs, bs),
                         (itable * bs, self._itable_blocks() * bs)]
@@ -227,14 +440,19 @@ class ExtFS:
 
     def used(self) -> list[Extent]:
         """Every block the bitmaps mark used, plus all metadata (BLOCK_UNINIT groups' bitmaps
-        are not initialised on disk: their own metadata is all they use)."""
+        are not initialised on disk: their own metadata is all they use).
+
+        From a backup, whose flags may be stale, every bitmap is read; and as its block count
+        may predate a resize, the rest of the partition counts as used too."""
         extents = self.metadata()
+        if self.backup is not None:
+            extents.append((self.size, self.reader.size - self.size))
         cs = self.cluster_size
         bits = self.clusters_per_group
         first_cluster = self.first_data_block * self.block_size // cs
         total_clusters = -(-self.size // cs)
-        for group, (bbitmap, _, _, flags, _) in enumerate(self._descriptors):
-            if flags & BG_BLOCK_UNINIT:
+        for group, (bbitmap, _, _, flags) in enumerate(self._descriptors):
+            if flags & BG_BLOCK_UNINIT and self.backup is None:
                 continue
             base = first_cluster + group * bits
             count = min(bits, total_clusters - base)
@@ -253,11 +471,9 @@ class ExtFS:
 
     def inode(self, number: int) -> Inode:
         offset = self.inode_offset(number)
-        raw = checked_read(self.reader, offset, 128, f"ext inode {number}")
-        mode = struct.unpack_from("<H", raw, 0)[0]
-        size = struct.unpack_from("<I", raw, 4)[0] | struct.unpack_from("<I", raw, 108)[0] << 32
-        flags = struct.unpack_from("<I", raw, 32)[0]
-        return Inode(number, offset, mode, size, flags, raw[40:100])
+        raw = checked_read(self.reader, offset, self.inode_size, f"ext inode {number}")
+        return Inode(number, offset, _u16(raw, 0), _u32(raw, 4) | _u32(raw, 108) << 32,
+                     _u32(raw, 32), raw)
 
     def block_map(self, inode: Inode, readable: Readability = always_readable) -> BlockMap:
         """The inode's data runs; an unreadable or damaged map block makes it incomplete."""
@@ -297,8 +513,10 @@ class ExtFS:
     def _dir_entries(self, inode: Inode, readable: Readability
                      ) -> Iterator[tuple[str, int, Extent]]:
         """(name, inode number, where the entry is) of a directory, '.' and '..' left out."""
-        if inode.flags & INODE_FLAG_INLINE_DATA:
-            yield from _parse_entries(inode.block[4:], inode.offset + 40 + 4)
+        if inode.flags & INODE_FLAG_INLINE_DATA:  # the parent's number, then entries
+            yield from _parse_entries(inode.block[4:], inode.offset + I_BLOCK.start + 4)
+            tail_offset, tail = inode.inline_tail()
+            yield from _parse_entries(tail, tail_offset)
             return
         mapping = self.block_map(inode, readable)
         bs = self.block_size

@@ -3,11 +3,17 @@ sectors, the MFT, its mirror, the log, the up-case table and every directory ind
 
 Files are named from their $FILE_NAME attributes and parent references, so one pass over the
 MFT names every file without reading directory indexes.
+
+A file whose attributes outgrow its record keeps an $ATTRIBUTE_LIST there and continues in
+extension records; a long attribute is then split into pieces, each a VCN range with its own
+runs. The $MFT itself can be that fragmented: its record 0 then names the extension records
+that hold the rest of its runs, and those are read through the runs already known.
 """
 
 from __future__ import annotations
 
 import struct
+from bisect import bisect_right
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -30,8 +36,33 @@ MFT, MFT_MIRROR, LOG_FILE, BITMAP, UPCASE = 0, 1, 2, 6, 10
 ROOT = 5
 FIRST_USER_RECORD = 16  # records below this are the file system's own
 RECORD_NUMBER_MASK = (1 << 48) - 1
+LIST_ENTRY = struct.Struct("<IHBBQQH")  # type, length, name chars, name offset, VCN, ref, id
 
 Run = tuple[int, int]  # (first cluster or -1 for sparse, cluster count)
+
+
+@dataclass
+class _Stream:
+    """One non-resident attribute, whose pieces may sit in several records of its file."""
+
+    pieces: list[tuple[int, int, list[Run]]] = field(default_factory=list)  # VCNs, runs
+    size: int = 0  # bytes of content, told by the piece at VCN 0
+    clusters: int | None = None  # clusters allocated, told by the piece at VCN 0
+
+    def joined(self) -> tuple[list[Run], int]:
+        """The runs in VCN order from VCN 0 up to the first missing, overlapping or
+        inconsistent piece, and the VCN they reach."""
+        runs: list[Run] = []
+        vcn = 0
+        for first, last, piece in sorted(self.pieces, key=lambda item: item[0]):
+            if first != vcn or sum(count for _, count in piece) != last - first + 1:
+                break
+            runs += piece
+            vcn = last + 1
+        return runs, vcn
+
+    def complete(self) -> bool:
+        return self.clusters is not None and self.joined()[1] >= self.clusters
 
 
 @dataclass
@@ -41,13 +72,28 @@ class _Record:
     number: int
     flags: int = 0
     names: list[tuple[int, int, str]] = field(default_factory=list)  # parent, namespace, name
-    data_runs: list[Run] = field(default_factory=list)
-    data_size: int = 0
-    resident_data: bool = False
-    index_runs: list[Run] = field(default_factory=list)
-    has_attribute_list: bool = False
+    data: _Stream = field(default_factory=_Stream)  # unnamed $DATA when non-resident
+    resident_size: int | None = None  # ... or its size when resident
+    metadata_runs: list[Run] = field(default_factory=list)  # indexes, named streams, lists
+    attribute_list: bytes | _Stream | None = None  # its value when resident, else its runs
     bitmap: bytes | None = None  # the $MFT's own record-in-use bitmap (resident)
-    bitmap_runs: list[Run] = field(default_factory=list)  # ... or where it lives
+    bitmap_stream: _Stream = field(default_factory=_Stream)  # ... or where it lives
+    extensions: list[int] = field(default_factory=list)  # extension records folded in
+
+    @property
+    def data_size(self) -> int:
+        return self.resident_size if self.resident_size is not None else self.data.size
+
+
+@dataclass(frozen=True)
+class ListEntry:
+    """One $ATTRIBUTE_LIST entry: which record holds an attribute (or a piece of it)."""
+
+    kind: int
+    named: bool
+    first_vcn: int
+    record: int
+    sequence: int  # the record's sequence number the list expects
 
 
 def decode_runs(data: bytes, pos: int) -> list[Run]:
@@ -70,6 +116,58 @@ def decode_runs(data: bytes, pos: int) -> list[Run]:
             runs.append((-1, count))
         pos += offset_size
     return runs
+
+
+def parse_attribute_list(value: bytes) -> list[ListEntry]:
+    """The entries of an $ATTRIBUTE_LIST value."""
+    entries: list[ListEntry] = []
+    pos = 0
+    while pos + LIST_ENTRY.size <= len(value):
+        kind, length, name_chars, _, first_vcn, reference, _ = LIST_ENTRY.unpack_from(value, pos)
+        if length < LIST_ENTRY.size or pos + length > len(value):
+            raise FormatError("NTFS attribute list damaged")
+        entries.append(ListEntry(kind, name_chars > 0, first_vcn, reference & RECORD_NUMBER_MASK,
+                                 reference >> 48))
+        pos += length
+    return entries
+
+
+class _Layout:
+    """Where each byte of a non-resident stream lies on the volume, found by bisection, so
+    reading one MFT record costs no walk over thousands of runs."""
+
+    def __init__(self, runs: list[Run], cluster_size: int) -> None:
+        self.starts: list[int] = []  # stream position where each run begins
+        self.places: list[int] = []  # volume byte offset of each run, -1 when sparse
+        position = 0
+        for lcn, count in runs:
+            self.starts.append(position)
+            self.places.append(lcn * cluster_size if lcn >= 0 else -1)
+            position += count * cluster_size
+        self.size = position
+
+    def extents(self, offset: int, length: int) -> list[Extent] | None:
+        """Volume extents of stream bytes [offset, offset + length), in stream order; None
+        when part of them is sparse or beyond the runs."""
+        end = offset + length
+        if offset < 0 or end > self.size:
+            return None
+        extents: list[Extent] = []
+        index = bisect_right(self.starts, offset) - 1
+        while offset < end:
+            run_end = self.starts[index + 1] if index + 1 < len(self.starts) else self.size
+            take = min(end, run_end) - offset
+            if take > 0:
+                if self.places[index] < 0:
+                    return None
+                place = self.places[index] + offset - self.starts[index]
+                if extents and sum(extents[-1]) == place:
+                    extents[-1] = (extents[-1][0], extents[-1][1] + take)
+                else:
+                    extents.append((place, take))
+                offset += take
+            index += 1
+        return extents
 
 
 class NtfsFS:
@@ -101,20 +199,57 @@ class NtfsFS:
         if not 0 < mft_lcn < self.clusters or not 0 < mirror_lcn < self.clusters \
                 or not 256 <= self.record_size <= 65536:
             raise FormatError("NTFS boot sector damaged: MFT outside the volume")
-        first = self._record_at(mft_lcn * self.cluster_size, MFT)
-        if first is None:
+        mft = self._load_mft(mft_lcn)
+        self.mft_runs, _ = mft.data.joined()
+        self.mft_size = mft.data.size
+        self._mft_bitmap = mft.bitmap
+        self._mft_bitmap_stream = mft.bitmap_stream
+        self._checked_runs(mft.bitmap_stream.joined()[0], "$MFT bitmap")
+        self._records: dict[int, _Record] | None = None
+
+    def _load_mft(self, mft_lcn: int) -> _Record:
+        """Record 0 with the extension records its attribute list names for the $MFT's
+        $DATA and $BITMAP, each read through the runs known so far (the records at the
+        start of the MFT lie in its first run), and the complete runs checked."""
+        first_clusters = -(-FIRST_USER_RECORD * self.record_size // self.cluster_size)
+        self._layout = _Layout([(mft_lcn, first_clusters)], self.cluster_size)
+        raw = self._read_record(MFT)
+        if raw is None:
             raise FormatError("NTFS $MFT record is damaged")
         mft = _Record(MFT)
-        self._parse_attributes(first, mft)
-        if mft.has_attribute_list:
-            raise FormatError("NTFS $MFT is spread over extension records (not supported)")
-        if not mft.data_runs:
-            raise FormatError("NTFS $MFT has no data runs")
-        self.mft_runs = self._checked_runs(mft.data_runs, "$MFT")
-        self.mft_size = mft.data_size
-        self._mft_bitmap = mft.bitmap
-        self._mft_bitmap_runs = self._checked_runs(mft.bitmap_runs, "$MFT bitmap")
-        self._records: dict[int, _Record] | None = None
+        self._parse_attributes(raw, mft, MFT)
+        pending: dict[int, int] = {}  # extension record → the sequence number expected
+        if mft.attribute_list is not None:
+            entries = parse_attribute_list(self._attribute_list_value(mft, always_readable,
+                                                                      strict=True) or b"")
+            pending = {entry.record: entry.sequence for entry in entries
+                       if entry.kind in (ATTR_DATA, ATTR_BITMAP) and not entry.named
+                       and entry.record != MFT}
+        while pending:
+            runs, reached = mft.data.joined()
+            if reached:
+                self._layout = _Layout(runs, self.cluster_size)
+            reachable = sorted(n for n in pending if self._record_extents(n) is not None)
+            if not reachable:
+                raise FormatError(f"NTFS $MFT extension record {min(pending)} lies beyond "
+                                  "the $MFT runs its other records give")
+            for number in reachable:
+                raw = self._read_record(number)
+                if raw is None or self._owner(raw, number) != MFT \
+                        or not struct.unpack_from("<H", raw, 22)[0] & RECORD_IN_USE \
+                        or struct.unpack_from("<H", raw, 16)[0] != pending[number]:
+                    raise FormatError(f"NTFS $MFT extension record {number} is damaged")
+                del pending[number]
+                self._parse_attributes(raw, mft, number)
+        runs, reached = mft.data.joined()
+        if not mft.data.complete():
+            raise FormatError(f"NTFS $MFT data runs break off at VCN {reached}")
+        if not runs or runs[0][0] != mft_lcn or any(lcn < 0 for lcn, _ in runs):
+            raise FormatError("NTFS $MFT data runs disagree with the boot sector")
+        self._layout = _Layout(self._checked_runs(runs, "$MFT"), self.cluster_size)
+        if mft.data.size > self._layout.size:
+            raise FormatError("NTFS $MFT is larger than its data runs")
+        return mft
 
     def _checked_runs(self, runs: list[Run], what: str) -> list[Run]:
         for lcn, count in runs:
@@ -137,20 +272,24 @@ class NtfsFS:
                 break
         return extents
 
-    def record_offset(self, number: int) -> int | None:
-        """Byte offset of MFT record `number`, from the MFT's own runs."""
-        position = number * self.record_size
-        for offset, length in self.runs_extents(self.mft_runs):
-            if position < length:
-                return offset + position
-            position -= length
-        return None
+    def _record_extents(self, number: int) -> list[Extent] | None:
+        """Where MFT record `number` lies (in more than one piece when a record is larger
+        than a cluster and its clusters are not contiguous)."""
+        return self._layout.extents(number * self.record_size, self.record_size)
 
-    def _record_at(self, offset: int, number: int) -> bytes | None:
-        """A record with its update-sequence fixups applied, or None if it is not valid."""
+    def _read_extents(self, extents: list[Extent], what: str) -> bytes:
+        return b"".join(checked_read(self.reader, offset, length, what)
+                        for offset, length in extents)
+
+    def _read_record(self, number: int, readable: Readability = always_readable
+                     ) -> bytes | None:
+        """A record with its update-sequence fixups applied, or None if it is unreadable,
+        beyond the MFT or not valid."""
+        extents = self._record_extents(number)
+        if extents is None or not all(readable(*extent) for extent in extents):
+            return None
         try:
-            raw = bytearray(checked_read(self.reader, offset, self.record_size,
-                                         f"NTFS MFT record {number}"))
+            raw = bytearray(self._read_extents(extents, f"NTFS MFT record {number}"))
         except FormatError:
             return None
         if raw[:4] != b"FILE":
@@ -168,7 +307,42 @@ class NtfsFS:
             raw[end - 2:end] = raw[usa_offset + 2 * i:usa_offset + 2 * i + 2]
         return bytes(raw)
 
-    def _parse_attributes(self, raw: bytes, record: _Record) -> None:
+    @staticmethod
+    def _owner(raw: bytes, number: int) -> int:
+        """The base record an in-use record belongs to (itself for a base record; an
+        extension record of the $MFT names record 0 with a non-zero sequence number)."""
+        reference = struct.unpack_from("<Q", raw, 32)[0]
+        return reference & RECORD_NUMBER_MASK if reference else number
+
+    def _read_stream(self, stream: _Stream, what: str,
+                     readable: Readability = always_readable) -> bytes | None:
+        """The content of a non-resident metadata stream (never sparse), or None if any of
+        it lies on an area `readable` rejects; FormatError when its runs are damaged."""
+        runs, _ = stream.joined()
+        extents = _Layout(runs, self.cluster_size).extents(0, stream.size)
+        if extents is None:
+            raise FormatError(f"NTFS {what} runs are sparse or shorter than its size")
+        if not all(readable(*extent) for extent in extents):
+            return None
+        return self._read_extents(extents, f"NTFS {what}")
+
+    def _attribute_list_value(self, record: _Record, readable: Readability,
+                              strict: bool = False) -> bytes | None:
+        """The record's $ATTRIBUTE_LIST value; None when it cannot be read, or FormatError
+        when `strict`."""
+        if not isinstance(record.attribute_list, _Stream):
+            return record.attribute_list
+        try:
+            return self._read_stream(record.attribute_list, "attribute list", readable)
+        except FormatError:
+            if strict:
+                raise
+            return None
+
+    def _parse_attributes(self, raw: bytes, record: _Record, number: int) -> None:
+        """Fold the attributes of record `number` (the base or an extension) into `record`."""
+        if number != record.number:
+            record.extensions.append(number)
         pos = struct.unpack_from("<H", raw, 20)[0]
         while pos + 16 <= len(raw):
             kind, length = struct.unpack_from("<II", raw, pos)
@@ -177,20 +351,22 @@ class NtfsFS:
             non_resident, name_length = raw[pos + 8], raw[pos + 9]
             attr = raw[pos:pos + length]
             unnamed = name_length == 0
-            if kind == ATTR_ATTRIBUTE_LIST:
-                record.has_attribute_list = True
-            elif non_resident and length >= 64:
-                start_vcn = struct.unpack_from("<Q", attr, 16)[0]
+            if non_resident and length >= 64:
+                first_vcn, last_vcn = struct.unpack_from("<qq", attr, 16)
                 runs_offset = struct.unpack_from("<H", attr, 32)[0]
                 runs = decode_runs(attr, runs_offset)
-                if kind == ATTR_DATA and unnamed:
-                    if start_vcn == 0:
-                        record.data_size = struct.unpack_from("<Q", attr, 48)[0]
-                    record.data_runs += runs
-                elif kind == ATTR_BITMAP and unnamed:
-                    record.bitmap_runs += runs
-                else:  # directory indexes, their bitmaps, named streams
-                    record.index_runs += runs
+                stream = record.data if kind == ATTR_DATA and unnamed else \
+                    record.bitmap_stream if kind == ATTR_BITMAP and unnamed else None
+                if kind == ATTR_ATTRIBUTE_LIST:
+                    stream = record.attribute_list = _Stream()
+                    record.metadata_runs += runs
+                if stream is None:  # directory indexes, their bitmaps, named streams
+                    record.metadata_runs += runs
+                else:
+                    stream.pieces.append((first_vcn, last_vcn, runs))
+                    if first_vcn == 0:
+                        allocated, stream.size = struct.unpack_from("<QQ", attr, 40)
+                        stream.clusters = allocated // self.cluster_size
             elif not non_resident and length >= 24:
                 value_length, value_offset = struct.unpack_from("<IH", attr, 16)
                 value = attr[value_offset:value_offset + value_length]
@@ -200,33 +376,29 @@ class NtfsFS:
                     name = value[66:66 + 2 * name_chars].decode("utf-16-le", "replace")
                     record.names.append((parent, namespace, name))
                 elif kind == ATTR_DATA and unnamed:
-                    record.data_size = value_length
-                    record.resident_data = True
+                    record.resident_size = value_length
                 elif kind == ATTR_BITMAP and unnamed:
                     record.bitmap = value
+                elif kind == ATTR_ATTRIBUTE_LIST:
+                    record.attribute_list = value
             pos += length
 
     def _load_records(self, readable: Readability) -> dict[int, _Record]:
         """Every in-use record, extension records folded into their base."""
         records: dict[int, _Record] = {}
-        count = self.mft_size // self.record_size
-        for number in range(count):
-            offset = self.record_offset(number)
-            if offset is None or not readable(offset, self.record_size):
-                continue
-            raw = self._record_at(offset, number)
+        for number in range(self.mft_size // self.record_size):
+            raw = self._read_record(number, readable)
             if raw is None:
                 continue
             flags = struct.unpack_from("<H", raw, 22)[0]
             if not flags & RECORD_IN_USE:
                 continue
-            base = struct.unpack_from("<Q", raw, 32)[0] & RECORD_NUMBER_MASK
-            owner = base or number
+            owner = self._owner(raw, number)
             record = records.setdefault(owner, _Record(owner))
-            if not base:
+            if owner == number:
                 record.flags = flags
             try:
-                self._parse_attributes(raw, record)
+                self._parse_attributes(raw, record, number)
             except FormatError:
                 continue
         return records
@@ -241,24 +413,23 @@ class NtfsFS:
     def metadata(self) -> list[Extent]:
         extents: list[Extent] = [(0, 8192), (self.size - self.sector, self.sector)]
         extents += self.runs_extents(self.mft_runs)
+        extents += self.runs_extents(self._mft_bitmap_stream.joined()[0])
         records = self._records_cached()
         for number in (MFT_MIRROR, LOG_FILE, BITMAP, UPCASE):
             if number in records:
-                extents += self.runs_extents(records[number].data_runs)
+                extents += self.runs_extents(records[number].data.joined()[0])
         for record in records.values():
-            extents += self.runs_extents(record.index_runs)
+            extents += self.runs_extents(record.metadata_runs)
         return extents
 
     def used(self) -> list[Extent]:
         bitmap = self._records_cached().get(BITMAP)
-        if bitmap is None or not bitmap.data_runs:
+        if bitmap is None or not bitmap.data.pieces:
             raise FormatError("NTFS $Bitmap record is missing or damaged")
-        needed = (self.clusters + 7) // 8
-        if bitmap.data_size < needed:
+        if bitmap.data.size < (self.clusters + 7) // 8:
             raise FormatError("NTFS $Bitmap is shorter than the volume")
-        runs = self._checked_runs(bitmap.data_runs, "$Bitmap")
-        data = b"".join(checked_read(self.reader, off, length, "NTFS $Bitmap")
-                        for off, length in self.runs_extents(runs, needed))
+        self._checked_runs(bitmap.data.joined()[0], "$Bitmap")
+        data = self._read_stream(bitmap.data, "$Bitmap") or b""
         extents = self.metadata()
         extents += [(first * self.cluster_size, count * self.cluster_size)
                     for first, count in bitmap_runs(data, self.clusters)]
@@ -288,35 +459,52 @@ class NtfsFS:
         for number, record in sorted(records.items()):
             if number < FIRST_USER_RECORD or names.get(number) is None:
                 continue
-            offset = self.record_offset(number)
-            meta: list[Extent] = [(offset, self.record_size)] if offset is not None else []
+            meta, complete = self._own_records(record, readable)
+            meta += self.runs_extents(record.metadata_runs)
             is_dir = bool(record.flags & RECORD_DIRECTORY)
-            meta += self.runs_extents(record.index_runs)
             size = record.data_size if not is_dir else 0
-            data = [] if record.resident_data else self.runs_extents(record.data_runs, size)
-            yield FileRecord(path_of(number), size, tuple(data), tuple(meta),
-                             not record.has_attribute_list or bool(data) or size == 0)
+            data: list[Extent] = []
+            if not is_dir and record.resident_size is None and record.data.pieces:
+                data = self.runs_extents(record.data.joined()[0], size)
+                complete = complete and record.data.complete()
+            yield FileRecord(path_of(number), size, tuple(data), tuple(meta), complete)
         in_use = self._records_in_use(readable)
         for number in range(FIRST_USER_RECORD, self.mft_size // self.record_size):
-            offset = self.record_offset(number)
-            if offset is not None and not readable(offset, self.record_size) \
+            extents = self._record_extents(number)
+            if extents and not all(readable(*extent) for extent in extents) \
                     and (in_use is None or in_use[number // 8] >> (number % 8) & 1):
-                yield FileRecord(f"<MFT record {number}>", None, (),
-                                 ((offset, self.record_size),), complete=False)
+                yield FileRecord(f"<MFT record {number}>", None, (), tuple(extents),
+                                 complete=False)
+
+    def _own_records(self, record: _Record, readable: Readability
+                     ) -> tuple[list[Extent], bool]:
+        """Where a file's base and extension records lie, and whether all of them were read:
+        its attribute list names the extension records, even those that could not be read."""
+        numbers = {record.number, *record.extensions}
+        complete = True
+        if record.attribute_list is not None:
+            value = self._attribute_list_value(record, readable)
+            try:
+                listed = {entry.record for entry in parse_attribute_list(value or b"")}
+            except FormatError:
+                listed = set()
+            complete = value is not None and listed <= numbers
+            numbers |= listed
+        extents = [extent for number in sorted(numbers)
+                   for extent in self._record_extents(number) or []]
+        return extents, complete
 
     def _records_in_use(self, readable: Readability) -> bytes | None:
         """The $MFT's bitmap of records in use, or None if it cannot be read."""
         if self._mft_bitmap is not None:
-            data = self._mft_bitmap
+            data: bytes | None = self._mft_bitmap
         else:
-            extents = self.runs_extents(self._mft_bitmap_runs)
-            if not extents or not all(readable(*extent) for extent in extents):
-                return None
             try:
-                data = b"".join(checked_read(self.reader, off, length, "NTFS $MFT bitmap")
-                                for off, length in extents)
+                data = self._read_stream(self._mft_bitmap_stream, "$MFT bitmap", readable)
             except FormatError:
                 return None
+        if not data:
+            return None
         needed = -(-self.mft_size // self.record_size // 8)
         return data.ljust(needed + 1, b"\0")
 
