@@ -285,3 +285,15 @@ def test_inline_directory_past_60_bytes(tmp_path: Path) -> None:
     assert result.returncode == 1, result.stderr
     assert [(f["path"], f["lost"]) for f in json.loads(result.stdout)["files"]] == \
         [(victim, 512)]
+
+
+def test_report_names_the_backup_it_read(built: dict[str, Built], tmp_path: Path) -> None:
+    fs = built["ext4-4k"]
+    image = damaged_copy(fs, "zeroed superblock", tmp_path)
+    rmap = RangeMap(image.stat().st_size, "+")
+    rmap.set(image.stat().st_size // 2, 512, BAD)
+    mapfile.save(str(tmp_path / "one-bad.map"), mapfile.Mapfile(rmap))
+    result = rescue_cli("report", str(image), "--map", str(tmp_path / "one-bad.map"), "--json")
+    assert result.returncode in (0, 1), result.stderr
+    warnings = json.loads(result.stdout)["warnings"]
+    assert any(f"used the backup in group 1 (block {fs.backup})" in w for w in warnings), warnings
