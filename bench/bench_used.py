@@ -32,7 +32,7 @@ def build(image: str, size: int, fill: float, workdir: str) -> None:
     """An ext4 file system `fill` full: mixed-content files copied in through a mount, on a
     disk whose free blocks hold old data (as a used disk's do), not holes that read free."""
     make_mixed_disk(image, size, seed=3)
-    subprocess.run(["mkfs.ext4", "-q", "-F", image], check=True)
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-E", "nodiscard", image], check=True)  # keep old data
     content = os.path.join(workdir, "content.bin")
     make_mixed_disk(content, FILE_SIZE, seed=7)
     mnt = tempfile.mkdtemp(dir=workdir)

@@ -24,9 +24,10 @@ _ZEROS = memoryview(bytes(CHUNK))
 _ZERO_CHUNK_DIGEST = hashlib.sha256(_ZEROS).digest()
 _ZERO_DIGEST_BATCH = 4096  # zero-chunk digests fed at once: a 1 TB hole stays small in memory
 _IN_FLIGHT = 8  # chunks handed to the pool and not yet collected
-# Chunks are independent, so they hash on every core at once (hashlib lets go of the GIL);
-# the pool starts its threads only when first used.
-_POOL = ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="fingerprint")
+# Chunks are independent, so they hash on the other cores at once (hashlib lets go of the GIL)
+# while one core is left to the thread that reads and writes the image; the pool starts its
+# threads only when first used.
+_POOL = ThreadPoolExecutor(max(1, (os.cpu_count() or 2) - 1), thread_name_prefix="fingerprint")
 
 
 def _sha256(data: bytes | memoryview) -> bytes:
