@@ -6,11 +6,12 @@
 BIOS boots the ISO as a CD; UEFI (OVMF) boots it written to a USB stick that also carries a
 RESCUE-DATA partition with a rescue-ssh.conf. Each boot gets two virtual disks, a read-only
 source full of known bytes and an ext4 destination, and checks, on the serial console: rescue
-starts by itself, the TUI opens and quits, `rescue disks --json` lists both disks,
-`rescue image` copies the source to a file on the destination byte for byte, the network came
-up by DHCP, and SSH lets the test's key in (switched on by `rescue-ssh enable` on the CD, by
-the stick's file on the stick). Every wait has a timeout and QEMU is always stopped.
-The serial transcript of each boot is kept beside the ISO as boot-test-FIRMWARE.log.
+starts by itself there and on tty1 (read from its screen memory), the TUI opens and quits,
+`rescue disks --json` lists both disks, `rescue image` copies the source to a file on the
+destination byte for byte, the network came up by DHCP, and SSH lets the test's key in
+(switched on by `rescue-ssh enable` on the CD, by the stick's file on the stick). Every wait
+has a timeout and QEMU is always stopped. The serial transcript of each boot is kept beside
+the ISO as boot-test-FIRMWARE.log.
 """
 
 from __future__ import annotations
@@ -275,6 +276,24 @@ class BootChecks:
                               f"{plain(output)[-2000:]}")
         self.passed(f"rescue ran on ttyS0 and exited with status {ended.group(1)}; shell")
 
+    def local_console(self) -> None:
+        """tty1, the screen of a machine with a monitor, opens rescue by itself too: its TUI
+        runs there and its key bar is in that console's screen memory (/dev/vcs1)."""
+        deadline = time.monotonic() + TUI_TIMEOUT
+        while True:
+            status, output = self.console.run(
+                "ps -o args= -t tty1; echo @screen@; tr -s ' ' < /dev/vcs1; echo", 60)
+            processes, _, screen = output.partition("@screen@")
+            check_no_traceback(screen, "rescue on tty1")
+            tui = [line for line in processes.splitlines()
+                   if re.search(r"\brescue\b(?!-)", line) and "bash" not in line]
+            if status == 0 and tui and "Quit" in screen:
+                self.passed(f"tty1: rescue's TUI is on screen ({tui[0].strip()[-60:]})")
+                return
+            if time.monotonic() > deadline:
+                raise CheckFailed(f"rescue's TUI is not on tty1:\n{plain(output)[-2000:]}")
+            time.sleep(5)
+
     def cli(self) -> None:
         status, output = self.console.run("rescue --version", 120)
         if status != 0 or "rescue" not in output:
@@ -373,6 +392,7 @@ def run_checks(firmware: str, iso: Path, work: Path, log_path: Path, started: fl
     try:
         checks = BootChecks(console, machine, started)
         checks.autostart()
+        checks.local_console()
         checks.cli()
         checks.tui()
         checks.disks()
