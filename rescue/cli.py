@@ -23,12 +23,29 @@ EPILOG = """exit codes:
   6  stopped by --timeout (resumable)    130 interrupted (map saved, resumable)"""
 
 
+class _CommandParser(argparse.ArgumentParser):
+    """A command's parser that takes options anywhere among its positionals: plain argparse
+    stops filling optional positionals at the first option (`rescue ls IMG -R /` failed)."""
+
+    _parsing = False
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[no-untyped-def]
+        if self._parsing:  # the intermixed parse calls back here for its two passes
+            return super().parse_known_args(args, namespace)
+        self._parsing = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._parsing = False
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rescue", description="Image failing disks, map bad sectors, restore and explore.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"rescue {__version__}")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND",
+                                       parser_class=_CommandParser)
     for name in COMMANDS:
         importlib.import_module(f"rescue.commands.{name}").add_parser(subparsers)
     return parser

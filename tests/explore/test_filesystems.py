@@ -64,6 +64,9 @@ def test_ls_lists_what_was_put_in(imaged: tuple[str, Path],
         if entry_kind == "file":
             assert listed[path]["size"] == (source_tree(kind) / path).stat().st_size
         assert listed[path]["lost"] == []
+    options_first = rescue("ls", "--json", image, "-R", "/")  # options may go anywhere
+    assert options_first.returncode == 0, options_first.stderr
+    assert options_first.stdout == result.stdout
 
 
 def test_extract_folder_gives_identical_content_times_and_modes(
