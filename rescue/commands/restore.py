@@ -134,8 +134,9 @@ def report(result: RestoreResult, json_lines: bool) -> int:
                           "targets": [t.as_dict() for t in result.targets]}))
         return int(code)
     for t in result.targets:
-        if t.error:
-            print(f"rescue: {t.error}", file=sys.stderr)
+        if t.error:  # its written-ranges map is kept
+            print(f"rescue: {t.error}; once it is fixed, run the same command to continue",
+                  file=sys.stderr)
         elif t.mismatches:
             ranges = ", ".join(f"{o:#x}+{n:#x}" for o, n in t.mismatches[:5])
             more = f" and {len(t.mismatches) - 5} more" if len(t.mismatches) > 5 else ""

@@ -636,14 +636,16 @@ class RestoreJob:
                 damage = exc
             if damage is None and not self.control.cancelled.is_set() and self.request.verify:
                 self.phase = "verifying"
-                self._each_target(lambda t: self._verify(t, digests))
+                self._each_target(lambda t: self._verify(t, digests), "cannot read back")
             if damage is None and not self.control.cancelled.is_set():
-                self._each_target(self._finish_table)
+                self._each_target(self._finish_table, "cannot write to")
         self.phase = "finished"
         return self._result(damage)
 
-    def _each_target(self, work: Callable[[_Target], None]) -> None:
-        threads = [threading.Thread(target=self._guarded, args=(work, t), name=t.path)
+    def _each_target(self, work: Callable[[_Target], None], failing: str) -> None:
+        """Run `work` on every live target at once; an I/O error fails that target with
+        `failing` (what it could not do) and its reason."""
+        threads = [threading.Thread(target=self._guarded, args=(work, t, failing), name=t.path)
                    for t in self._targets if not t.failed]
         for thread in threads:
             thread.start()
@@ -651,11 +653,11 @@ class RestoreJob:
             thread.join()
 
     @staticmethod
-    def _guarded(work: Callable[[_Target], None], target: _Target) -> None:
+    def _guarded(work: Callable[[_Target], None], target: _Target, failing: str) -> None:
         try:
             work(target)
         except OSError as exc:
-            target.fail(_write_error(target.path, exc, "cannot write to"))
+            target.fail(_write_error(target.path, exc, failing))
         except (FormatError, DestinationError) as exc:
             target.fail(str(exc))
 
@@ -701,8 +703,8 @@ class RestoreJob:
         try:
             for offset, item in decoders.stream(jobs()):
                 self.control.wait_if_paused()
-                if self.control.cancelled.is_set():
-                    break
+                if self.control.cancelled.is_set() or all(t.failed for t in writers):
+                    break  # with every target dropped, reading on would only cost time
                 if item.digest is not None:
                     digests[offset] = item.digest
                 for target in writers:
