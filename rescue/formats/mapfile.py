@@ -4,14 +4,22 @@ Layout (ddrescue manual, "Mapfile structure"): comment lines start with '#'; the
 non-comment line is the status line `current_pos current_status [current_pass]`; every further
 non-comment line is a block `pos size status`. Numbers may be decimal, hex (0x) or octal (0);
 we write hex like ddrescue does. Blocks must be contiguous, start at 0 and end at the size.
+
+Maps in the layout ddrescue and we write are read in bulk, a million blocks in about the time
+ddrescuelog takes; any other text goes through a line-by-line parser. Both accept and reject
+exactly the same maps: the bulk reader hands over whatever it is not sure of.
 """
 
 from __future__ import annotations
 
+import binascii
 import os
+import re
+import sys
 import time
 from array import array
 from dataclasses import dataclass
+from itertools import chain, islice
 
 from rescue import __version__
 from rescue.engine.rangemap import STATES, RangeMap
@@ -20,6 +28,27 @@ from rescue.errors import DestinationError, FormatError
 # current_status values of the status line: what phase the rescue was in
 PHASES = {"?": "copying", "*": "trimming", "/": "scraping", "-": "retrying",
           "F": "filling", "G": "generating", "+": "finished"}
+
+_MAX_OFFSET = (1 << 63) - 1  # area starts are kept as signed 64-bit numbers
+
+# The layout ddrescue and we write, which _parse_canonical reads in bulk: lines with nothing but
+# blanks or a comment, the status line, more such lines, block lines of two hex numbers and a
+# state, and such lines again. Text holding characters that str.splitlines() or str.split()
+# treat specially ('\v', '\f', '\x1c'-'\x1f') is left to _parse_lines, as are decimal and
+# octal numbers.
+_NOTHING = rb"(?:[ \t]*+(?:#[^\n\v\f\x1c-\x1f]*+)?+\n)*+"
+_BLOCK = rb"[ \t]*+0x[0-9A-Fa-f]++[ \t]++0x[0-9A-Fa-f]++[ \t]++[-?*/+][ \t]*+\n"
+_CANONICAL = re.compile(rb"%s([^\n\v\f\x1c-\x1f]*+)\n%s((?:%s)*+)%s"
+                        % (_NOTHING, _NOTHING, _BLOCK, _NOTHING))
+# "0x" becomes "00" (same value) and the states blanks, so splitting leaves the hex numbers
+_NUMBERS_ONLY = bytes.maketrans(b"x" + "".join(STATES).encode(), b"0" + b" " * len(STATES))
+_ALL_BUT_STATES = b"0123456789abcdefABCDEFx \t\n"
+_ALIKE_NEIGHBOURS = tuple(2 * s.encode() for s in STATES)
+_DIGITS = 16  # hex digits per number in the bulk decode: 8 bytes, one array("q") item
+_PIECE = 1 << 18  # bytes of block lines decoded at a time
+_AREAS_PER_PIECE = 1024  # block lines formatted at a time
+_ZERO_FILL = bytes.maketrans(b" ", b"0")
+_SLOT = (1 << 64) - 1  # one 64-bit slot of a big number (the lowest holds the map's end)
 
 
 @dataclass
@@ -46,21 +75,54 @@ def _number(text: str, path: str, lineno: int) -> int:
     return value
 
 
-def parse(text: str, path: str = "<mapfile>", size: int | None = None) -> Mapfile:
-    """Parse a mapfile. With `size`, the map must cover exactly [0, size); a ddrescue map
-    that stops short (ddrescue writes no trailing non-tried block) is completed with '?'."""
+def _fields(line: str) -> list[str]:
+    """The words of a line before its comment."""
+    return (line.split("#", 1)[0] if "#" in line else line).split()
+
+
+def _status_line(fields: list[str], path: str, lineno: int) -> tuple[int, str, int]:
+    """(current_pos, current_status, current_pass); the pass is optional (before ddrescue 1.21)."""
+    if len(fields) not in (2, 3) or fields[1] not in PHASES:
+        raise FormatError(f"{path}:{lineno}: not a ddrescue mapfile status line")
+    passno = _number(fields[2], path, lineno) if len(fields) == 3 else 1
+    return _number(fields[0], path, lineno), fields[1], passno
+
+
+def _complete(path: str, size: int | None, status: tuple[int, str, int], starts: array,
+              states: bytearray, expected: int, lengths: array | None = None) -> Mapfile:
+    """Check the parsed areas' extent against `size` and complete a short map with '?'.
+    `lengths`, when the caller has them, are the areas' lengths (completed here too)."""
+    if size is not None and expected > size:
+        raise FormatError(f"{path}: the map covers {expected} bytes but the source has {size}: "
+                          "it belongs to a different source")
+    total = expected if size is None else size
+    if expected < total:
+        if not states or states[-1] != ord("?"):
+            if expected > _MAX_OFFSET:
+                raise FormatError(f"{path}: the map ends at {expected:#x}, beyond the largest "
+                                  "offset a map holds")
+            starts.append(expected)
+            states.append(ord("?"))
+            if lengths is not None:
+                lengths.append(0)
+        if lengths is not None:
+            lengths[-1] += total - expected
+    if total == 0:
+        raise FormatError(f"{path}: the map describes no bytes")
+    return Mapfile(RangeMap.from_arrays(total, starts, states, lengths), *status)
+
+
+def _parse_lines(text: str, path: str, size: int | None) -> Mapfile:
+    """The general parser: any layout the format allows, and the exact line of any error."""
     status: tuple[int, str, int] | None = None
     starts, states = array("q"), bytearray()
     expected = 0
     for lineno, raw in enumerate(text.splitlines(), 1):
-        fields = (raw.split("#", 1)[0] if "#" in raw else raw).split()
+        fields = _fields(raw)
         if not fields:
             continue
         if status is None:
-            if len(fields) not in (2, 3) or fields[1] not in PHASES:
-                raise FormatError(f"{path}:{lineno}: not a ddrescue mapfile status line")
-            passno = _number(fields[2], path, lineno) if len(fields) == 3 else 1
-            status = (_number(fields[0], path, lineno), fields[1], passno)
+            status = _status_line(fields, path, lineno)
             continue
         if len(fields) != 3 or fields[2] not in STATES:
             raise FormatError(f"{path}:{lineno}: not a mapfile block line: {raw.strip()!r}")
@@ -71,31 +133,91 @@ def parse(text: str, path: str = "<mapfile>", size: int | None = None) -> Mapfil
         expected = pos + length
         code = ord(fields[2])
         if length and (not states or states[-1] != code):
+            if pos > _MAX_OFFSET:
+                raise FormatError(f"{path}:{lineno}: block at {pos:#x} is beyond the largest "
+                                  "offset a map holds")
             starts.append(pos)
             states.append(code)
     if status is None:
         raise FormatError(f"{path}: empty mapfile (no status line)")
-    if size is not None and expected > size:
-        raise FormatError(f"{path}: the map covers {expected} bytes but the source has {size}: "
-                          "it belongs to a different source")
-    total = expected if size is None else size
-    if expected < total and (not states or states[-1] != ord("?")):
-        starts.append(expected)
-        states.append(ord("?"))
-    if total == 0:
-        raise FormatError(f"{path}: the map describes no bytes")
-    return Mapfile(RangeMap.from_arrays(total, starts, states), *status)
+    return _complete(path, size, status, starts, states, expected)
+
+
+def _decode_blocks(data: bytes, begin: int, end: int) -> tuple[array, bytearray] | None:
+    """The block lines in data[begin:end], as `_CANONICAL` matched them: their numbers in one
+    array (position, length, position, ... as big-endian 64-bit items) and their state bytes.
+    None when a number has more than 14 hex digits. A piece at a time keeps memory bounded."""
+    values, states = array("q"), bytearray()
+    while begin < end:
+        cut = data.find(b"\n", min(begin + _PIECE, end - 1)) + 1
+        piece = data[begin:cut]
+        # every number right-aligned in 16 columns and zero-filled is 8 bytes once unhexlified
+        numbers = tuple(piece.translate(_NUMBERS_ONLY).split())
+        aligned = (b"%16s" * len(numbers)) % numbers
+        if len(aligned) != _DIGITS * len(numbers):
+            return None
+        values.frombytes(binascii.unhexlify(aligned.translate(_ZERO_FILL)))
+        states += piece.translate(None, _ALL_BUT_STATES)
+        begin = cut
+    return values, states
+
+
+def _parse_canonical(data: bytes, path: str, size: int | None) -> Mapfile | None:
+    """Read the block list in bulk, with C-speed operations over the whole text instead of
+    Python work per line, for maps as ddrescue and we write them: header, status line, then
+    only `0x.. 0x.. state` lines, contiguous from 0, no empty block, no two neighbours alike.
+    None for anything else, which `_parse_lines` then decides (so both accept and reject
+    exactly the same maps, and errors name their line)."""
+    match = _CANONICAL.fullmatch(data)
+    if match is None:
+        return None
+    lineno = data.count(b"\n", 0, match.start(1)) + 1
+    status = _status_line(_fields(match[1].decode("ascii")), path, lineno)
+    decoded = _decode_blocks(data, *match.span(2))
+    if decoded is None:
+        return None
+    values, states = decoded
+    # As big numbers of one 64-bit slot per block, positions plus lengths hold every block's
+    # end, which must be the next block's position: the positions shifted by a slot. Values
+    # below 2**56 carry nothing into the next slot; the first position must be 0.
+    positions = int.from_bytes(values[0::2].tobytes(), "big")
+    ends = positions + int.from_bytes(values[1::2].tobytes(), "big")
+    if ends >> 64 != positions:
+        return None
+    if sys.byteorder == "little":
+        values.byteswap()
+    starts, lengths = values[0::2], values[1::2]
+    if 0 in lengths or any(pair in states for pair in _ALIKE_NEIGHBOURS):
+        return None  # empty blocks or neighbours alike: _parse_lines merges them
+    return _complete(path, size, status, starts, states, ends & _SLOT, lengths)
+
+
+def parse(text: str | bytes, path: str = "<mapfile>", size: int | None = None) -> Mapfile:
+    """Parse a mapfile. With `size`, the map must cover exactly [0, size); a ddrescue map
+    that stops short (ddrescue writes no trailing non-tried block) is completed with '?'."""
+    if isinstance(text, str):
+        if not text.isascii():
+            return _parse_lines(text, path, size)
+        data = text.encode("ascii")
+    elif not text.isascii():
+        raise FormatError(f"{path}: not a ddrescue mapfile (binary data)")
+    else:
+        data = text
+    if b"\r" in data:  # the same lines as str.splitlines() sees, with '\n' ends only
+        data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    if not data.endswith(b"\n"):
+        data += b"\n"
+    parsed = _parse_canonical(data, path, size)
+    return parsed if parsed is not None else _parse_lines(data.decode("ascii"), path, size)
 
 
 def load(path: str, size: int | None = None) -> Mapfile:
     try:
-        with open(path, encoding="ascii", errors="strict") as f:
-            text = f.read()
-    except UnicodeDecodeError:
-        raise FormatError(f"{path}: not a ddrescue mapfile (binary data)") from None
+        with open(path, "rb") as f:
+            data = f.read()
     except OSError as exc:
         raise FormatError(f"cannot read mapfile {path}: {exc.strerror}") from None
-    return parse(text, path, size)
+    return parse(data, path, size)
 
 
 def render(mapfile: Mapfile, command_line: str = "", start_time: float | None = None) -> str:
@@ -114,8 +236,12 @@ def render(mapfile: Mapfile, command_line: str = "", start_time: float | None = 
     lines.append(f"0x{mapfile.current_pos:08X}     {mapfile.current_status}"
                  f"               {mapfile.current_pass}")
     lines.append("#      pos        size  status")
-    lines.extend(map("0x%08X  0x%08X  %s".__mod__, mapfile.rmap.areas()))
-    return "\n".join(lines) + "\n"
+    text = ["\n".join(lines) + "\n"]
+    # one formatting call per thousand blocks, not one per block: a million areas in C
+    areas = mapfile.rmap.areas()
+    while piece := tuple(chain.from_iterable(islice(areas, _AREAS_PER_PIECE))):
+        text.append(("0x%08X  0x%08X  %s\n" * (len(piece) // 3)) % piece)
+    return "".join(text)
 
 
 def save(path: str, mapfile: Mapfile, command_line: str = "",
