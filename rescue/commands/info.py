@@ -96,11 +96,14 @@ def run_verify(args: argparse.Namespace) -> int:
     reader = open_reader(args.image)
     try:
         manifest = read_manifest(args.image, reader)
+        checked = ["checksums"] if hasattr(reader, "verify") else []
         expected, hasher = None, None
         if manifest and manifest.fingerprint:
             expected, hasher = manifest.fingerprint, Fingerprint()
+            checked.append("fingerprint")
         elif manifest and manifest.sha256:  # an older image
             expected, hasher = manifest.sha256, PlainSha256()
+            checked.append("SHA-256")
         if hasattr(reader, "verify"):  # checksums and fingerprint in one pass
             damaged = reader.verify(hasher)
             digest = hasher.hexdigest() if hasher else None
@@ -113,12 +116,14 @@ def run_verify(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"image": args.image, "damaged": [list(r) for r in damaged],
                           "fingerprint_ok": digest_ok}))
-    else:
+    elif damaged or digest_ok is False:
         for offset, length in damaged:
             print(f"damaged: bytes {offset:#x}-{offset + length - 1:#x} ({length} bytes)")
         if digest_ok is False:
             print("damaged: the image's fingerprint differs from the manifest's")
-        if not damaged and digest_ok is not False:
-            checked = "checksums and fingerprint" if digest_ok else "checksums"
-            print(f"{args.image}: intact ({checked} verified)")
+    elif checked:
+        print(f"{args.image}: intact ({' and '.join(checked)} verified)")
+    else:
+        print(f"{args.image}: readable; a raw image without a manifest has nothing to "
+              "verify against")
     return int(ExitCode.UNREADABLE if damaged or digest_ok is False else ExitCode.OK)

@@ -521,7 +521,10 @@ def test_verify_checks_a_raw_image_against_its_manifest(tmp_path: Path, field: s
         else hashlib.sha256(data).hexdigest()
     Path(f"{image}.manifest.json").write_text(json.dumps(
         {"version": 1, "source": {"path": "/dev/sdz"}, field: expected}))
-    assert rescue("verify", str(image)).returncode == 0
+    intact = rescue("verify", str(image))
+    assert intact.returncode == 0, intact.stderr
+    whole = "fingerprint" if field == "fingerprint" else "SHA-256"
+    assert intact.stdout == f"{image}: intact ({whole} verified)\n"
 
     with open(image, "r+b") as f:
         f.seek(2 * MIB + 7)
