@@ -82,6 +82,8 @@ class RescueApp(App[int]):
         request = job.request
         running = RunningJob(job, f"{request.source} → {os.path.basename(request.dest)}")
         self._start(running, f"started; map {request.mapfile_path}")
+        for warning in job.warnings:  # e.g. a partition imaged whole, or a backup superblock
+            running.note(f"warning: {warning}")
         return running
 
     def start_restore(self, job: RestoreJob) -> RunningRestore:

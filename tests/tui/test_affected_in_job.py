@@ -1,7 +1,8 @@
-"""The job screen's log names the files a rescue's unreadable sectors hit."""
+"""The job screen's log: the files a rescue's unreadable sectors hit, and the used mode's warnings."""
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import pytest
@@ -34,3 +35,20 @@ def test_a_finished_job_lists_the_damaged_file(tmp_path: Path) -> None:
     assert running.outcome is Outcome.UNREADABLE
     assert any(line.endswith("affected files: 1") for line in running.log)
     assert any(line.strip().endswith(f"{victim} (lost 512 B)") for line in running.log)
+
+
+def test_the_log_carries_the_used_mode_warnings(tmp_path: Path) -> None:
+    """What `rescue image` prints as warnings (here: no file system to read, so the whole
+    disk is imaged) reaches the job screen's log too."""
+    disk = tmp_path / "noise.img"
+    disk.write_bytes(random.Random(3).randbytes(4 * MIB))
+    job = ImageJob(ImageRequest(source=str(disk), dest=str(tmp_path / "out.img"), mode="used"))
+    app = RescueApp(job)
+
+    async def scenario(pilot) -> None:
+        await wait_until(pilot, lambda: app.jobs and app.jobs[0].done, timeout=60)
+
+    drive(app, scenario)
+    assert app.jobs[0].outcome is Outcome.RESCUED
+    assert any(line.endswith("warning: disk: unknown file system; imaging the whole area")
+               for line in app.jobs[0].log), app.jobs[0].log
