@@ -1,4 +1,4 @@
-"""The job screen's log: the files a rescue's unreadable sectors hit, and the used mode's warnings."""
+"""The job screen's log: the files a rescue's unreadable sectors hit, and used-mode warnings."""
 
 from __future__ import annotations
 
