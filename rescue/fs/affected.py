@@ -83,7 +83,7 @@ def _area_files(reader: Readable, damage: Damage, number: int | None
         return [], [f"{note}; {damage.total} damaged bytes there not mapped to files"] \
             if damage.total else []
     found: list[AffectedFile] = []
-    notes = [f"{where}: {warning}" for warning in getattr(fs, "warnings", ())]
+    notes = [f"{where}: {warning}" for warning in fs.warnings]
     try:
         for record in fs.files(damage.readable):
             data_lost = _sum(damage, record.data)

@@ -79,7 +79,7 @@ def used_map(reader: Readable, path: str | None = None, offset: int = 0) -> Used
         except FormatError as exc:
             return UsedMap(kind, size, whole, whole, "whole",
                            (f"{exc}; imaging the whole area",))
-        return UsedMap(fs.fs_type, size, used, metadata, "native", getattr(fs, "warnings", ()))
+        return UsedMap(fs.fs_type, size, used, metadata, "native", fs.warnings)
     if kind is None:
         return UsedMap(None, size, whole, whole, "whole",
                        ("unknown file system; imaging the whole area",))

@@ -44,6 +44,7 @@ class FileSystem(Protocol):
 
     fs_type: str
     size: int  # bytes the file system spans
+    warnings: tuple[str, ...]  # what the parser could not trust and worked around
 
     def used(self) -> list[Extent]: ...
 

@@ -43,6 +43,7 @@ class ExfatFS:
     """One exFAT file system read through `reader` (offsets relative to its start)."""
 
     fs_type = "exfat"
+    warnings: tuple[str, ...] = ()
 
     def __init__(self, reader: Readable) -> None:
         self.reader = reader

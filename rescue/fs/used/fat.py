@@ -34,6 +34,8 @@ LOWER_BASE, LOWER_EXT = 0x08, 0x10
 class FatFS:
     """One FAT file system read through `reader` (offsets relative to its start)."""
 
+    warnings: tuple[str, ...] = ()
+
     def __init__(self, reader: Readable) -> None:
         self.reader = reader
         boot = checked_read(reader, 0, 512, "FAT boot sector")

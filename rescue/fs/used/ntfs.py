@@ -174,6 +174,7 @@ class NtfsFS:
     """One NTFS volume read through `reader` (offsets relative to its start)."""
 
     fs_type = "ntfs"
+    warnings: tuple[str, ...] = ()
 
     def __init__(self, reader: Readable) -> None:
         self.reader = reader
