@@ -96,7 +96,8 @@ def run_verify(args: argparse.Namespace) -> int:
     reader = open_reader(args.image)
     try:
         manifest = read_manifest(args.image, reader)
-        checked = ["checksums"] if hasattr(reader, "verify") else []
+        has_checksums = hasattr(reader, "verify")
+        checked = ["checksums"] if has_checksums else []
         expected, hasher = None, None
         if manifest and manifest.fingerprint:
             expected, hasher = manifest.fingerprint, Fingerprint()
@@ -104,7 +105,7 @@ def run_verify(args: argparse.Namespace) -> int:
         elif manifest and manifest.sha256:  # an older image
             expected, hasher = manifest.sha256, PlainSha256()
             checked.append("SHA-256")
-        if hasattr(reader, "verify"):  # checksums and fingerprint in one pass
+        if has_checksums:  # checksums and fingerprint in one pass
             damaged = reader.verify(hasher)
             digest = hasher.hexdigest() if hasher else None
         else:
