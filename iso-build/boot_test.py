@@ -30,9 +30,12 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
+T = TypeVar("T")
 HERE = Path(__file__).resolve().parent
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
@@ -255,6 +258,20 @@ class BootChecks:
         self.machine = machine
         self.started = started
 
+    def poll(self, command: str, timeout: float, ready: Callable[[int, str], T | None],
+             failure: str) -> T:
+        """Run `command` every 5 s until `ready(status, output)` gives a truthy result, which
+        is returned; CheckFailed with `failure` and the last output after `timeout`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            status, output = self.console.run(command, 60)
+            result = ready(status, output)
+            if result:
+                return result
+            if time.monotonic() > deadline:
+                raise CheckFailed(f"{failure}:\n{plain(output)[-2000:]}")
+            time.sleep(5)
+
     def passed(self, what: str) -> None:
         elapsed = time.monotonic() - self.started
         print(f"  PASS [{elapsed:5.0f} s] {what}", flush=True)
@@ -279,20 +296,16 @@ class BootChecks:
     def local_console(self) -> None:
         """tty1, the screen of a machine with a monitor, opens rescue by itself too: its TUI
         runs there and its key bar is in that console's screen memory (/dev/vcs1)."""
-        deadline = time.monotonic() + TUI_TIMEOUT
-        while True:
-            status, output = self.console.run(
-                "ps -o args= -t tty1; echo @screen@; tr -s ' ' < /dev/vcs1; echo", 60)
+        def tui_processes(status: int, output: str) -> list[str]:
             processes, _, screen = output.partition("@screen@")
             check_no_traceback(screen, "rescue on tty1")
             tui = [line for line in processes.splitlines()
                    if re.search(r"\brescue\b(?!-)", line) and "bash" not in line]
-            if status == 0 and tui and "Quit" in screen:
-                self.passed(f"tty1: rescue's TUI is on screen ({tui[0].strip()[-60:]})")
-                return
-            if time.monotonic() > deadline:
-                raise CheckFailed(f"rescue's TUI is not on tty1:\n{plain(output)[-2000:]}")
-            time.sleep(5)
+            return tui if status == 0 and "Quit" in screen else []
+
+        tui = self.poll("ps -o args= -t tty1; echo @screen@; tr -s ' ' < /dev/vcs1; echo",
+                        TUI_TIMEOUT, tui_processes, "rescue's TUI is not on tty1")
+        self.passed(f"tty1: rescue's TUI is on screen ({tui[0].strip()[-60:]})")
 
     def cli(self) -> None:
         status, output = self.console.run("rescue --version", 120)
@@ -339,16 +352,12 @@ class BootChecks:
 
     def network(self) -> None:
         """DHCP gave an IPv4 address (polled: the lease may come after login)."""
-        deadline = time.monotonic() + 120
-        while True:
-            status, output = self.console.run("rescue-ssh status", 60)
-            address = re.search(r"^address: (\S+) (\d+\.\d+\.\d+\.\d+)$", output, re.MULTILINE)
-            if status == 0 and address:
-                self.passed(f"network: {address.group(1)} has {address.group(2)} by DHCP")
-                return
-            if time.monotonic() > deadline:
-                raise CheckFailed(f"no IPv4 address by DHCP:\n{output}")
-            time.sleep(5)
+        def address(status: int, output: str) -> re.Match[str] | None:
+            found = re.search(r"^address: (\S+) (\d+\.\d+\.\d+\.\d+)$", output, re.MULTILINE)
+            return found if status == 0 else None
+
+        found = self.poll("rescue-ssh status", 120, address, "no IPv4 address by DHCP")
+        self.passed(f"network: {found.group(1)} has {found.group(2)} by DHCP")
 
     def ssh(self) -> None:
         """SSH is off unless the stick asked for it, else `rescue-ssh enable` switches it on;
