@@ -7,5 +7,8 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends \
     gddrescue qemu-utils zstd e2fsprogs dosfstools mtools exfatprogs ntfs-3g fuse3 \
-    smartmontools partclone fdisk gdisk util-linux mount tmux procps exfat-fuse >/dev/null
+    smartmontools partclone fdisk gdisk util-linux mount tmux procps exfat-fuse python3-pip \
+    >/dev/null
+# Debian's own python refuses pip installs outside a venv (PEP 668); a test machine takes them
+export PIP_BREAK_SYSTEM_PACKAGES=1
 python3 -m pip install -q --disable-pip-version-check -e '.[test]'
