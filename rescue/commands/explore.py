@@ -43,10 +43,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     mnt = subparsers.add_parser(
         "mount", help="show an image as a raw disk (FUSE) and, as root, mount its partitions",
         description="DIR/disk is the image as a read-only raw disk; as root, each partition's "
-        "file system is mounted read-only at DIR/pN (DIR/fs without a partition table).")
+        "file system is mounted read-only at DIR/pN (DIR/fs without a partition table). Every "
+        "mount is ro,nosuid,nodev,noexec: nothing in the image runs or reaches a device.")
     mnt.add_argument("image")
     mnt.add_argument("dir")
     mnt.add_argument("--raw-only", action="store_true", help="do not mount the partitions")
+    mnt.add_argument("--allow-other", action="store_true",
+                     help="let other users in too (by default only you and root)")
     mnt.set_defaults(run=run_mount)
 
     umnt = subparsers.add_parser("umount", help="undo `rescue mount DIR`")
@@ -160,7 +163,8 @@ def run_extract(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
 
 
 def run_mount(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
-    result = mount_image(args.image, args.dir, partitions=not args.raw_only)
+    result = mount_image(args.image, args.dir, partitions=not args.raw_only,
+                         allow_other=args.allow_other)
     print(f"{result.disk}: the image as a read-only raw disk (server pid {result.pid})",
           file=out)
     for volume, target, loop in result.mounted:
