@@ -222,7 +222,7 @@ class ImageBrowser(Screen[None]):
         self.last_report = report
         summary = (f"{report.files} files, {report.directories} folders into {destination}; "
                    f"{len(report.damaged)} damaged, {len(report.missing)} not extracted, "
-                   f"{len(report.skipped)} skipped (devices, FIFOs, sockets)")
+                   f"{len(report.skipped)} skipped")
         problems = [f"damaged: {path}" for path, _ in report.damaged[:5]]
         problems += [f"not extracted: {path} ({why})" for path, why in report.missing[:5]]
         self.notify("\n".join([summary, *problems]), title="Extracted",
