@@ -192,6 +192,7 @@ def usr_like(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return tree, image
 
 
+@pytest.mark.root  # device nodes in the tree
 def test_a_tree_like_usr_extracts_whole_with_exit_0(usr_like: tuple[Path, Path],
                                                     tmp_path: Path) -> None:
     tree, image = usr_like
