@@ -32,7 +32,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     ext = subparsers.add_parser(
         "extract", help="copy files or folders out of an image, safely; report damaged files",
         description="Copy PATH into the directory DEST (created if missing) as DEST/NAME; "
-        "exit status 1 if any file has unreadable parts or anything was not created.")
+        "symlinks are recreated as they are, device nodes, FIFOs and sockets skipped. Exit "
+        "status 1 if any data is not extracted: a damaged file (its lost bytes zero-filled) or "
+        "an entry that could not be written.")
     ext.add_argument("image")
     ext.add_argument("target", help=TARGET_HELP)
     ext.add_argument("dest")
@@ -43,10 +45,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     mnt = subparsers.add_parser(
         "mount", help="show an image as a raw disk (FUSE) and, as root, mount its partitions",
         description="DIR/disk is the image as a read-only raw disk; as root, each partition's "
-        "file system is mounted read-only at DIR/pN (DIR/fs without a partition table).")
+        "file system is mounted read-only at DIR/pN (DIR/fs without a partition table). Every "
+        "mount is ro,nosuid,nodev,noexec: nothing in the image runs or reaches a device.")
     mnt.add_argument("image")
     mnt.add_argument("dir")
     mnt.add_argument("--raw-only", action="store_true", help="do not mount the partitions")
+    mnt.add_argument("--allow-other", action="store_true",
+                     help="let other users in too (by default only you and root)")
     mnt.set_defaults(run=run_mount)
 
     umnt = subparsers.add_parser("umount", help="undo `rescue mount DIR`")
@@ -107,11 +112,11 @@ def _list_entries(fs: FileSystem, top: Entry, args: argparse.Namespace, out: Tex
             print(json.dumps(entry_record(entry, lost)), file=out)
         else:
             name = entry.display_path if args.recursive or entry is top else printable(
-                entry.name)
+                entry.name, name=True)
             print(entry_line(entry, lost, name), file=out)
     if damaged and not args.json:
-        print(f"! {damaged} entr{'y' if damaged == 1 else 'ies'} touch bad or never-read "
-              "parts of the image", file=sys.stderr)
+        print(f"! {damaged} entr{'y' if damaged == 1 else 'ies'} lack data: it lies in bad or "
+              "never-read parts of the image, or no metadata says where", file=sys.stderr)
     return damaged
 
 
@@ -131,13 +136,16 @@ def print_report(report: Report, out: TextIO) -> None:
         lost = sum(end - start for start, end in ranges)
         spans = ", ".join(f"{start}-{end}" for start, end in ranges)
         print(f"DAMAGED  {path}: {lost} bytes lost (zero-filled) at bytes {spans}", file=out)
+    for path, why in report.missing:
+        print(f"MISSING  {path}: {why}", file=out)
     for path, why in report.skipped:
         print(f"SKIPPED  {path}: {why}", file=out)
-    for path, name in report.renamed:
-        print(f"RENAMED  {path} -> {name}", file=out)
+    for path, name, why in report.renamed:
+        print(f"RENAMED  {path} -> {name} ({why})", file=out)
     print(f"{report.files} files, {report.directories} folders, {report.symlinks} symlinks, "
           f"{human_size(report.bytes)} extracted; {len(report.damaged)} damaged, "
-          f"{len(report.skipped)} not created", file=out)
+          f"{len(report.missing)} not extracted, {len(report.skipped)} skipped, "
+          f"{len(report.renamed)} renamed", file=out)
 
 
 def run_extract(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
@@ -160,7 +168,8 @@ def run_extract(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
 
 
 def run_mount(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
-    result = mount_image(args.image, args.dir, partitions=not args.raw_only)
+    result = mount_image(args.image, args.dir, partitions=not args.raw_only,
+                         allow_other=args.allow_other)
     print(f"{result.disk}: the image as a read-only raw disk (server pid {result.pid})",
           file=out)
     for volume, target, loop in result.mounted:

@@ -1,4 +1,5 @@
-"""Extract files and folders from an image without ever writing outside the destination.
+"""Extract files and folders from an image without ever writing outside the destination and
+without losing anything silently.
 
 The image is hostile until proven otherwise, so:
 - every directory is entered with openat(O_NOFOLLOW | O_DIRECTORY) relative to its parent's
@@ -6,14 +7,18 @@ The image is hostile until proven otherwise, so:
   no path is ever resolved through a symlink, least of all one this extraction created;
 - names are bytes from the image: '/', NUL, control characters and '.'/'..' are escaped, names
   too long for Linux are shortened, and every such rename is reported;
-- a symlink is created only when its target provably stays inside the destination;
-  device nodes, FIFOs and sockets are never created;
+- symlinks are recreated as they are, absolute or climbing: a link is data, and only following
+  one while writing could do harm; device nodes, FIFOs and sockets are never created;
 - set-user-ID and set-group-ID bits are dropped;
 - the walk holds one directory descriptor and one TSK directory per level: deep trees cannot
-  run out of descriptors and huge directories are streamed, never listed in memory.
+  run out of descriptors and huge directories are streamed (only the names written in each
+  open folder are remembered, to keep them apart).
 
-A file with unreadable parts is written whole (the holes read as zeros) and its lost byte
-ranges go into the report.
+`_Extraction.place` decides every entry's fate. Two entries of a folder that come to the same
+name (a damaged directory, long names TSK cut short, names that escape alike) are both written,
+the later one renamed. A file's bytes that the image lacks (bad sectors, a FAT chain cut short
+or looping, data TSK does not return) are written as zeros and their ranges reported as
+damaged. `Report.complete` is false only for data the user does not get.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import itertools
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -28,6 +34,7 @@ from dataclasses import dataclass, field
 
 from rescue.devices.safety import require_writable
 from rescue.errors import DestinationError, FormatError
+from rescue.explore.damage import merge
 from rescue.explore.filesystem import Entry, FileSystem, printable
 
 NAME_MAX = 255
@@ -35,6 +42,12 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _UNSAFE_BYTES = frozenset(range(0x20)) | {0x2F, 0x7F}  # control characters, '/', DEL
 _DROPPED_BITS = 0o6000  # set-user-ID, set-group-ID
+_NOT_CREATED = {"char": "character device", "block": "block device", "fifo": "FIFO",
+                "socket": "socket", "label": "volume label, not a file"}
+_ESCAPED = "not a name Linux can hold as it is"
+_SAME_NAME = "an earlier entry of its folder has the same name"
+
+Ranges = tuple[tuple[int, int], ...]
 
 
 @dataclass
@@ -45,13 +58,15 @@ class Report:
     directories: int = 0
     symlinks: int = 0
     bytes: int = 0
-    damaged: list[tuple[str, tuple[tuple[int, int], ...]]] = field(default_factory=list)
-    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, why)
-    renamed: list[tuple[str, str]] = field(default_factory=list)  # (path in image, name written)
+    damaged: list[tuple[str, Ranges]] = field(default_factory=list)  # written, ranges zeroed
+    missing: list[tuple[str, str]] = field(default_factory=list)  # (path, why): not written
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, why): never made
+    renamed: list[tuple[str, str, str]] = field(default_factory=list)  # path, written as, why
 
     @property
     def complete(self) -> bool:
-        return not self.damaged and not self.skipped
+        """Whether the user got every byte: skipped special files and renames do not count."""
+        return not self.damaged and not self.missing
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -60,8 +75,10 @@ class Report:
             "damaged": [{"path": path, "lost": [list(r) for r in ranges],
                          "lost_bytes": sum(end - start for start, end in ranges)}
                         for path, ranges in self.damaged],
+            "missing": [{"path": path, "reason": why} for path, why in self.missing],
             "skipped": [{"path": path, "reason": why} for path, why in self.skipped],
-            "renamed": [{"path": path, "written_as": name} for path, name in self.renamed],
+            "renamed": [{"path": path, "written_as": name, "reason": why}
+                        for path, name, why in self.renamed],
         }
 
 
@@ -77,18 +94,13 @@ def safe_name(raw: bytes) -> bytes:
     return name
 
 
-def link_stays_inside(target: bytes, depth: int) -> bool:
-    """Whether a symlink `depth` directories below the destination stays inside it wherever
-    it is resolved from: relative, its only '..' components lead (at most `depth` of them),
-    and nothing after them climbs. Every link made under this rule obeys it too, so chains
-    of links cannot climb out either."""
-    if not target or target.startswith(b"/") or b"\0" in target:
-        return False
-    parts = [part for part in target.split(b"/") if part not in (b"", b".")]
-    climbs = 0
-    while climbs < len(parts) and parts[climbs] == b"..":
-        climbs += 1
-    return climbs <= depth and b".." not in parts[climbs:]
+def numbered(name: bytes, number: int) -> bytes:
+    """`name` told apart by a number before its extension (report~2.txt), within NAME_MAX."""
+    stem, dot, extension = name.rpartition(b".")
+    if not stem or len(extension) > 16:  # no extension, a dot file, or no real extension
+        stem, dot, extension = name, b"", b""
+    suffix = b"~%d" % number + dot + extension
+    return stem[:NAME_MAX - len(suffix)] + suffix
 
 
 class _Extraction:
@@ -98,15 +110,44 @@ class _Extraction:
         self.cancel = cancel
         self.progress = progress
 
-    def name_for(self, entry: Entry) -> bytes:
-        name = safe_name(entry.name)
-        if name != entry.name:
-            self.report.renamed.append((entry.display_path, printable(name)))
-        return name
-
     def check_cancel(self) -> None:
         if self.cancel is not None and self.cancel.is_set():
             raise KeyboardInterrupt
+
+    def place(self, dir_fd: int, entry: Entry, taken: set[bytes]) -> int | None:
+        """The one decision of what becomes of an entry of the folder open at `dir_fd`,
+        whose written names are `taken`: a file, symlink or folder is written under a name of
+        its own (a folder's descriptor is returned, to fill it); anything else is skipped."""
+        if entry.kind not in ("file", "dir", "symlink"):
+            what = _NOT_CREATED.get(entry.kind, f"{entry.kind} entry")
+            self.report.skipped.append((entry.display_path, f"{what}: not created"))
+            return None
+        name = self.claim(entry, taken)
+        if entry.kind == "dir":
+            return self.open_dir(dir_fd, name)
+        if entry.kind == "symlink":
+            self.symlink(dir_fd, entry, name)
+            return None
+        try:
+            self.file(dir_fd, entry, name)
+        except FormatError as error:
+            self.report.missing.append((entry.display_path, str(error)))
+        return None
+
+    def claim(self, entry: Entry, taken: set[bytes]) -> bytes:
+        """The entry's name in its folder: escaped if Linux cannot hold it as it is, and
+        numbered if an earlier entry of the folder already has it; every change reported."""
+        name = safe_name(entry.name)
+        why = _ESCAPED if name != entry.name else ""
+        if name in taken:
+            name = next(candidate for candidate in (numbered(name, number)
+                                                    for number in itertools.count(2))
+                        if candidate not in taken)
+            why = _SAME_NAME
+        taken.add(name)
+        if why:
+            self.report.renamed.append((entry.display_path, printable(name, name=True), why))
+        return name
 
     # -- directories ------------------------------------------------------------------------
     def open_dir(self, parent_fd: int, name: bytes) -> int:
@@ -129,21 +170,22 @@ class _Extraction:
         os.utime(fd, ns=(entry.atime_ns, entry.mtime_ns))
         self.report.directories += 1
 
-    def tree(self, top: Entry, top_fd: int, depth: int, *, own_top: bool = True) -> None:
+    def tree(self, top: Entry, top_fd: int, *, own_top: bool = True) -> None:
         """Depth-first over `top`, holding one descriptor: a child directory's descriptor
         replaces its parent's, and openat("..") of the real directory brings the parent back.
         Without `own_top` the top directory is the user's: its mode and times stay."""
         fd = top_fd
-        stack: list[tuple[Entry, Iterator[Entry]]] = [(top, self.fs.children(top))]
+        stack: list[tuple[Entry, Iterator[Entry], set[bytes]]] = [
+            (top, self.fs.children(top), set())]
         ancestors = {top.inode}
         try:
             while stack:
                 self.check_cancel()
-                directory, children = stack[-1]
+                directory, children, taken = stack[-1]
                 try:
                     child = next(children, None)
                 except FormatError as error:  # an unreadable directory: keep what we have
-                    self.report.skipped.append((directory.display_path, str(error)))
+                    self.report.missing.append((directory.display_path, str(error)))
                     child = None
                 if child is None:
                     stack.pop()
@@ -155,41 +197,28 @@ class _Extraction:
                         os.close(fd)
                         fd = parent
                     continue
-                if child.kind != "dir":
-                    self.leaf(fd, child, depth + len(stack) - 1)
-                elif child.inode in ancestors:
+                if child.kind == "dir" and child.inode in ancestors:
                     self.report.skipped.append((child.display_path, "directory loop: it "
-                                                "contains itself (damaged file system)"))
-                else:
-                    child_fd = self.open_dir(fd, self.name_for(child))
+                                                "contains itself (damaged file system), and "
+                                                "its content is extracted once"))
+                    continue
+                child_fd = self.place(fd, child, taken)
+                if child_fd is not None:
                     os.close(fd)
                     fd = child_fd
-                    stack.append((child, self.fs.children(child)))
+                    stack.append((child, self.fs.children(child), set()))
                     ancestors.add(child.inode)
         finally:
             if fd != top_fd:
                 os.close(fd)
 
     # -- everything but directories ---------------------------------------------------------
-    def leaf(self, dir_fd: int, entry: Entry, depth: int) -> None:
-        if entry.kind == "file":
-            try:
-                self.file(dir_fd, entry)
-            except FormatError as error:
-                self.report.skipped.append((entry.display_path, str(error)))
-        elif entry.kind == "symlink":
-            self.symlink(dir_fd, entry, depth)
-        else:
-            self.report.skipped.append((entry.display_path, f"{entry.kind} device or special "
-                                        "file: not created"))
-
-    def file(self, dir_fd: int, entry: Entry) -> None:
-        name = self.name_for(entry)
+    def file(self, dir_fd: int, entry: Entry, name: bytes) -> None:
         temp = b".rescue-%s.part" % os.urandom(6).hex().encode()
         out = os.open(temp, _FILE_FLAGS, 0o600, dir_fd=dir_fd)
         try:
             try:
-                self.copy(entry, out)
+                short = self.copy(entry, out)
                 os.chmod(out, entry.mode & ~_DROPPED_BITS)
                 os.utime(out, ns=(entry.atime_ns, entry.mtime_ns))
             finally:
@@ -198,17 +227,21 @@ class _Extraction:
         except BaseException:
             os.unlink(temp, dir_fd=dir_fd)
             raise
-        lost = self.fs.lost(entry)
+        lost = merge((*self.fs.lost(entry), *short))
         if lost:
             self.report.damaged.append((entry.display_path, lost))
         self.report.files += 1
 
-    def copy(self, entry: Entry, out: int) -> None:
-        """Zero chunks become holes: rescued disks are often mostly empty."""
+    def copy(self, entry: Entry, out: int) -> list[tuple[int, int]]:
+        """Write the file's content; the ranges TSK did not return (written as zeros). Zero
+        chunks become holes: rescued disks are often mostly empty."""
         position = 0
         zeros = b""
-        for chunk in self.fs.read_chunks(entry):
+        short = []
+        for chunk, returned in self.fs.read_chunks(entry):
             self.check_cancel()
+            if returned < len(chunk):
+                short.append((position + returned, position + len(chunk)))
             if len(zeros) != len(chunk):
                 zeros = bytes(len(chunk))
             if chunk != zeros:
@@ -220,22 +253,31 @@ class _Extraction:
             if self.progress is not None:
                 self.progress(len(chunk))
         os.ftruncate(out, position)
+        return short
 
-    def symlink(self, dir_fd: int, entry: Entry, depth: int) -> None:
+    def symlink(self, dir_fd: int, entry: Entry, name: bytes) -> None:
+        """The link as the image has it, pointing wherever it points: it is only created,
+        never followed."""
         target = entry.target or b""
-        if not link_stays_inside(target, depth):
-            self.report.skipped.append((entry.display_path, f"symlink to {printable(target)} "
-                                        "would point outside the destination: not created"))
+        if not target:
+            self.report.missing.append((entry.display_path, "symlink without a target"))
             return
-        name = self.name_for(entry)
         try:
             os.unlink(name, dir_fd=dir_fd)
         except FileNotFoundError:
             pass
         except IsADirectoryError:
-            self.report.skipped.append((entry.display_path, "a directory of that name exists"))
+            self.report.missing.append((entry.display_path, "a folder of that name is in "
+                                        "the way: not created"))
             return
-        os.symlink(target, name, dir_fd=dir_fd)
+        try:
+            os.symlink(target, name, dir_fd=dir_fd)
+        except OSError as error:
+            if error.errno != errno.ENAMETOOLONG:
+                raise
+            self.report.missing.append((entry.display_path, "symlink target too long for "
+                                        "Linux: not created"))
+            return
         os.utime(name, ns=(entry.atime_ns, entry.mtime_ns), dir_fd=dir_fd, follow_symlinks=False)
         self.report.symlinks += 1
 
@@ -267,15 +309,14 @@ def extract(fs: FileSystem, source: Entry, destination: str, *, image: str | Non
                                f"{error.strerror}") from None
     try:
         if source.kind == "dir" and source.inode == fs.root_inode:
-            run.tree(source, dest_fd, depth=0, own_top=False)
-        elif source.kind == "dir":
-            top_fd = run.open_dir(dest_fd, run.name_for(source))
-            try:
-                run.tree(source, top_fd, depth=1)
-            finally:
-                os.close(top_fd)
+            run.tree(source, dest_fd, own_top=False)
         else:
-            run.leaf(dest_fd, source, depth=0)
+            top_fd = run.place(dest_fd, source, set())
+            if top_fd is not None:
+                try:
+                    run.tree(source, top_fd)
+                finally:
+                    os.close(top_fd)
     except OSError as error:
         raise DestinationError(f"writing to {destination} failed: {error.strerror}") from None
     finally:

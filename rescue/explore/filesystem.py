@@ -15,7 +15,7 @@ import pytsk3
 
 from rescue.engine.rangemap import RangeMap
 from rescue.errors import FormatError, UsageError
-from rescue.explore.damage import Run, lost_ranges
+from rescue.explore.damage import Run, lost_ranges, merge
 from rescue.explore.volumes import Volume
 from rescue.formats.image import ImageReader
 
@@ -36,13 +36,23 @@ _POSIX_MODES = ("ext", "ufs", "hfs")  # file systems that store Unix permission 
 # Entries TSK synthesises in the root of exFAT from non-file directory entries.
 _EXFAT_SPECIAL = frozenset({b"$ALLOC_BITMAP", b"$UPCASE_TABLE", b"$VOLUME_GUID", b"$TEX_FAT",
                             b"$ACT", b"$VOLUME_LABEL_NONE"})
+# TSK lists a FAT or exFAT volume label as an empty file named "<label> (Volume Label Entry)";
+# a real file would need a long name of exactly that form and no data to be taken for one.
+_LABEL_SUFFIX = b" (Volume Label Entry)"
+_LABEL_FILE_SYSTEMS = ("fat", "exfat")
 _NTFS_RESERVED = 16  # MFT records 0-15 are the file system's own ($MFT, $Bitmap, $Extend, ...)
 _NTFS_DIRECTORY_INDEX = b"$I30"
 _VIRTUAL = (pytsk3.TSK_FS_META_TYPE_VIRT, pytsk3.TSK_FS_META_TYPE_VIRT_DIR)
 # TSK reports its own failures as OSError, and an exception our reader raised inside its
 # read callback (a damaged compressed cluster) as RuntimeError.
 _TSK_ERRORS = (OSError, RuntimeError)
+_PATH_MAX = 4096
 _RUN_HOLES = pytsk3.TSK_FS_ATTR_RUN_FLAG_SPARSE | pytsk3.TSK_FS_ATTR_RUN_FLAG_FILLER
+# (attribute type, name) of the streams that hold an entry's data: the default stream (ext,
+# FAT, exFAT), NTFS's unnamed $DATA, and an NTFS directory's $I30 index.
+_DATA_STREAMS = frozenset({
+    (int(pytsk3.TSK_FS_ATTR_TYPE_DEFAULT), b""), (int(pytsk3.TSK_FS_ATTR_TYPE_NTFS_DATA), b""),
+    (int(pytsk3.TSK_FS_ATTR_TYPE_NTFS_IDXALLOC), _NTFS_DIRECTORY_INDEX)})
 
 
 class _ImageView(pytsk3.Img_Info):
@@ -66,10 +76,10 @@ class _ImageView(pytsk3.Img_Info):
 class Entry:
     """One directory entry with its metadata, as the file system records it."""
 
-    path: bytes  # b"/dir/name": raw names joined by b"/", for display and lookup only
+    display_path: str  # printable names joined by "/": a "/" inside a name shows escaped
     name: bytes  # the raw name as stored; it may itself hold b"/" in a damaged file system
     inode: int
-    kind: str  # file, dir, symlink, char, block, fifo, socket or other
+    kind: str  # file, dir, symlink, char, block, fifo, socket, label or other
     size: int
     mode: int  # permission bits (0o7777); synthesised for file systems without them
     uid: int
@@ -79,21 +89,36 @@ class Entry:
     ctime_ns: int
     target: bytes | None  # a symlink's target
 
-    @property
-    def display_path(self) -> str:
-        return printable(self.path)
+
+def printable(raw: bytes, *, name: bool = False) -> str:
+    """Bytes from the image as one safe line: invalid UTF-8, control characters and the
+    backslash itself become \\xNN escapes, so a hostile name cannot move the cursor, clear the
+    screen, fake another line or pass for an escape. A `name` escapes "/" too, so a path
+    shows where each name ends (TSK has already cut a name at any NUL)."""
+    escaped = []
+    for char in raw.decode("utf-8", "surrogateescape"):
+        code = ord(char)
+        if 0xDC80 <= code <= 0xDCFF:  # a byte that is not UTF-8
+            escaped.append(f"\\x{code - 0xDC00:02x}")
+        elif char == "\\" or (name and char == "/") or not char.isprintable():
+            escaped.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+                           if code < 0x10000 else f"\\U{code:08x}")
+        else:
+            escaped.append(char)
+    return "".join(escaped)
 
 
-def printable(raw: bytes) -> str:
-    """A name as one safe line: invalid UTF-8 and control characters become \\xNN escapes, so
-    a hostile name cannot move the cursor, clear the screen or fake another line."""
-    text = raw.decode("utf-8", "backslashreplace")
-    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" if ord(c) < 256
-                   else f"\\u{ord(c):04x}" for c in text)
+def _stored_target(handle: pytsk3.File, size: int) -> bytes:
+    """A symlink target kept in a data block (ext: 60 bytes and longer), which TSK leaves out of
+    `meta.link`: the link's content, at most what Linux takes as a target."""
+    try:
+        return bytes(handle.read_random(0, min(size, _PATH_MAX)))
+    except _TSK_ERRORS:
+        return b""
 
 
-def join(parent: bytes, name: bytes) -> bytes:
-    return (parent.rstrip(b"/") + b"/" + name) if parent != b"/" else b"/" + name
+def display_join(parent: str, name: bytes) -> str:
+    return f"{parent.rstrip('/')}/{printable(name, name=True)}"
 
 
 def _nanoseconds(seconds: int, nano: int) -> int:
@@ -133,9 +158,12 @@ class FileSystem:
             raise UsageError(f"no such file or directory: {printable(raw)}") from None
         stored = bytes(handle.info.name.name or b"") if handle.info.name else b""
         name = stored or raw.rsplit(b"/", 1)[-1]  # as stored, not as typed (FAT ignores case)
+        display = "/"
         if raw != b"/":
-            raw = join(raw.rsplit(b"/", 1)[0] or b"/", name)
-        entry = self._entry(raw, name if raw != b"/" else b"/", handle)
+            for component in raw.split(b"/")[1:-1]:
+                display = display_join(display, component)
+            display = display_join(display, name)
+        entry = self._entry(display, name if raw != b"/" else b"/", handle)
         if entry is None:
             raise UsageError(f"{printable(raw)} has no readable metadata")
         return entry
@@ -158,11 +186,10 @@ class FileSystem:
             meta = item.info.meta
             if meta is None or meta.type in _VIRTUAL:
                 continue
-            if not show_system and in_root and self._is_system(raw, int(meta.addr)):
+            entry = self._entry(display_join(directory.display_path, raw), raw, item)
+            if entry is None or (not show_system and in_root and self._is_system(entry)):
                 continue
-            entry = self._entry(join(directory.path, raw), raw, item)
-            if entry is not None:
-                yield entry
+            yield entry
 
     def walk(self, top: Entry, show_system: bool = False) -> Iterator[Entry]:
         """Every entry below `top`, depth first, streamed; a directory that contains its own
@@ -180,18 +207,23 @@ class FileSystem:
                 stack.append(self.children(child, show_system))
                 ancestors.append(child.inode)
 
-    def _is_system(self, name: bytes, inode: int) -> bool:
+    def _is_system(self, entry: Entry) -> bool:
+        if entry.kind == "label":
+            return True
         if self.kind == "ntfs":
-            return inode < _NTFS_RESERVED and name.startswith(b"$")
+            return entry.inode < _NTFS_RESERVED and entry.name.startswith(b"$")
         if self.kind == "exfat":
-            return name in _EXFAT_SPECIAL or name.endswith(b"(Volume Label Entry)")
+            return entry.name in _EXFAT_SPECIAL
         return False
 
-    def _entry(self, path: bytes, name: bytes, handle: pytsk3.File) -> Entry | None:
+    def _entry(self, display_path: str, name: bytes, handle: pytsk3.File) -> Entry | None:
         meta = handle.info.meta
         if meta is None:
             return None
         kind = _KINDS.get(meta.type, "other")
+        if (self.kind in _LABEL_FILE_SYSTEMS and kind == "file" and int(meta.size) == 0
+                and name.endswith(_LABEL_SUFFIX)):
+            kind = "label"
         mode = int(meta.mode) & 0o7777
         uid, gid = int(meta.uid), int(meta.gid)
         if not self.posix_modes:  # FAT, exFAT, NTFS: only a read-only attribute, no owners
@@ -200,47 +232,59 @@ class FileSystem:
             uid = gid = 0
         target = None
         if kind == "symlink":
-            target = bytes(meta.link or b"")
+            target = bytes(meta.link or b"") or _stored_target(handle, int(meta.size))
         return Entry(
-            path=path, name=name, inode=int(meta.addr), kind=kind, size=max(0, int(meta.size)),
-            mode=mode, uid=uid, gid=gid,
+            display_path=display_path, name=name, inode=int(meta.addr), kind=kind,
+            size=max(0, int(meta.size)), mode=mode, uid=uid, gid=gid,
             mtime_ns=_nanoseconds(meta.mtime, meta.mtime_nano),
             atime_ns=_nanoseconds(meta.atime, meta.atime_nano),
             ctime_ns=_nanoseconds(meta.ctime, meta.ctime_nano), target=target)
 
-    def runs(self, entry: Entry) -> Iterator[Run]:
-        """Where the entry's data lies in the image: its unnamed data stream, and for an NTFS
-        directory its index. Resident data (inside the metadata record) has no runs."""
+    def _data(self, entry: Entry) -> tuple[list[Run], tuple[tuple[int, int], ...]]:
+        """Where the entry's data lies in the image (its data stream, and for an NTFS
+        directory its index), and the byte ranges of a file's size that no run accounts for,
+        not even as a hole: a FAT chain cut short or looping. Resident data (inside the
+        metadata record) has no runs and leaves nothing unaccounted."""
         try:
             handle = self._fs.open_meta(inode=entry.inode)
         except _TSK_ERRORS:
-            return
+            return [], ()
+        runs, unbacked = [], []
         for attribute in handle:
             info = attribute.info
-            name = bytes(info.name or b"")
-            if name not in (b"", _NTFS_DIRECTORY_INDEX):
+            stream = (int(info.type), bytes(info.name or b""))
+            if stream not in _DATA_STREAMS or not int(info.flags) & int(pytsk3.TSK_FS_ATTR_NONRES):
                 continue
-            if not int(info.flags) & int(pytsk3.TSK_FS_ATTR_NONRES):
-                continue
-            limit = int(info.size)
+            size = int(info.size)
+            covered = []
             for run in attribute:
-                if int(run.flags) & int(_RUN_HOLES):
-                    continue
                 file_offset = int(run.offset) * self.block_size
-                length = min(int(run.len) * self.block_size, limit - file_offset)
-                if length > 0:
-                    yield Run(file_offset, self.volume.start + int(run.addr) * self.block_size,
-                              length)
+                length = min(int(run.len) * self.block_size, size - file_offset)
+                if length <= 0:
+                    continue
+                covered.append((file_offset, file_offset + length))
+                if not int(run.flags) & int(_RUN_HOLES):
+                    runs.append(Run(file_offset,
+                                    self.volume.start + int(run.addr) * self.block_size, length))
+            if entry.kind == "file":
+                unbacked += gaps(covered, size)
+        return runs, merge(unbacked)
+
+    def runs(self, entry: Entry) -> list[Run]:
+        return self._data(entry)[0]
 
     def lost(self, entry: Entry) -> tuple[tuple[int, int], ...]:
-        """Byte ranges of the entry's data that lie in bad or never-read parts of the image."""
-        if self._unreadable is None:
+        """Byte ranges of the entry's data that it does not have: they lie in bad or never-read
+        parts of the image, or no metadata says where they are."""
+        if entry.kind != "file" and self._unreadable is None:
             return ()
-        return lost_ranges(self.runs(entry), self._unreadable)
+        runs, unbacked = self._data(entry)
+        return merge((*lost_ranges(runs, self._unreadable), *unbacked))
 
-    def read_chunks(self, entry: Entry, chunk: int = 1 << 20) -> Iterator[bytes]:
-        """The file's content in pieces; bytes in unreadable parts of the image read as the
-        image holds them (zeros)."""
+    def read_chunks(self, entry: Entry, chunk: int = 1 << 20) -> Iterator[tuple[bytes, int]]:
+        """The file's content in pieces, each with how many of its bytes TSK returned: TSK
+        stops short where metadata cannot back the size, and the rest of the piece is zeros.
+        Bytes in unreadable parts of the image read as the image holds them (zeros)."""
         try:
             handle = self._fs.open_meta(inode=entry.inode)
         except _TSK_ERRORS:
@@ -251,9 +295,19 @@ class FileSystem:
                 data = handle.read_random(offset, length)
             except _TSK_ERRORS:
                 raise FormatError(f"cannot read {entry.display_path} at byte {offset}") from None
-            if len(data) < length:  # TSK stops short at damaged metadata: keep the size
-                data += bytes(length - len(data))
-            yield data
+            yield data + bytes(length - len(data)), len(data)
+
+
+def gaps(covered: list[tuple[int, int]], size: int) -> list[tuple[int, int]]:
+    """The parts of [0, size) that the (start, end) ranges in `covered` leave out."""
+    missing, position = [], 0
+    for start, end in merge(covered):
+        if start > position:
+            missing.append((position, start))
+        position = max(position, end)
+    if position < size:
+        missing.append((position, size))
+    return missing
 
 
 def is_dir(entry: Entry) -> bool:

@@ -6,6 +6,10 @@ Layout under DIR (the FUSE mount point):
                   each recognised file system is mounted there read-only from a loop device
                   set to the partition's offset and size
 
+The image is untrusted input (set-user-ID programs, device nodes), so every mount made here
+takes its options from one policy, `UNTRUSTED`: read-only, nosuid, nodev, noexec. The FUSE view
+lets only its owner in unless `allow_other` is asked for.
+
 The FUSE server is a detached child process (`python -m rescue.explore.mount IMAGE DIR`), so
 `rescue mount` returns. `rescue umount DIR` finds everything by looking at the system itself
 (mounts below DIR, loop devices backed by DIR/disk, the server by its command line), so it
@@ -40,16 +44,33 @@ SUBTYPE = "rescue"
 MODULE = "rescue.explore.mount"
 _START_TIMEOUT = 15.0
 _STOP_TIMEOUT = 10.0
-# How to mount each file system read-only; later entries are tried when earlier ones fail
-# (a kernel without ntfs3 still has ntfs-3g's mount.ntfs helper).
-_MOUNT_WAYS: dict[str, tuple[tuple[str, str], ...]] = {
-    "ext2": (("ext2", "ro,noload"), ("ext4", "ro,noload")),
-    "ext3": (("ext3", "ro,noload"), ("ext4", "ro,noload")),
-    "ext4": (("ext4", "ro,noload"),),
-    "ntfs": (("ntfs3", "ro"), ("ntfs", "ro")),
-    "exfat": (("exfat", "ro"), ("exfat-fuse", "ro")),
-    "vfat": (("vfat", "ro"),),
+# The options of every mount of an image's contents, whoever makes it: no write, and nothing
+# in the image (a set-user-ID program, a device node, any program) gains power from being there.
+UNTRUSTED = ("ro", "nosuid", "nodev", "noexec")
+# How to mount each file system, with the options it needs beyond UNTRUSTED; later entries are
+# tried when earlier ones fail (a kernel without ntfs3 still has ntfs-3g's mount.ntfs helper).
+_MOUNT_WAYS: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
+    "ext2": (("ext2", ("noload",)), ("ext4", ("noload",))),
+    "ext3": (("ext3", ("noload",)), ("ext4", ("noload",))),
+    "ext4": (("ext4", ("noload",)),),
+    "ntfs": (("ntfs3", ()), ("ntfs", ())),
+    "exfat": (("exfat", ()), ("exfat-fuse", ())),
+    "vfat": (("vfat", ()),),
 }
+
+
+def kernel_mount_options(extra: Sequence[str] = ()) -> str:
+    """The `mount -o` text for a partition: UNTRUSTED first, then what its file system needs."""
+    return ",".join((*UNTRUSTED, *extra))
+
+
+def fuse_mount_options(image: str, *, allow_other: bool) -> dict[str, Any]:
+    """libfuse options of the raw-disk view: UNTRUSTED, and other users only when asked."""
+    options: dict[str, Any] = dict.fromkeys(UNTRUSTED, True)
+    options.update(fsname=f"rescue:{image}", subtype=SUBTYPE)
+    if allow_other:
+        options["allow_other"] = True
+    return options
 
 
 def volume_dir(volume: Volume) -> str:
@@ -108,17 +129,14 @@ class RawDiskFS(fuse.Operations):
                 "f_bfree": 0, "f_bavail": 0, "f_namemax": 255}
 
 
-def serve(image: str, mountpoint: str) -> None:
+def serve(image: str, mountpoint: str, *, allow_other: bool = False) -> None:
     """Run the FUSE server in the foreground until DIR is unmounted (or SIGTERM)."""
     reader = open_reader(image)
     try:
         operations = RawDiskFS(reader, read_layout(reader).volumes)
-        options: dict[str, Any] = {"ro": True, "fsname": f"rescue:{image}", "subtype": SUBTYPE}
-        if os.geteuid() == 0:
-            options["allow_other"] = True
         try:
             fuse.FUSE(operations, mountpoint, raw_fi=True, foreground=True, nothreads=True,
-                      **options)
+                      **fuse_mount_options(image, allow_other=allow_other))
         except RuntimeError:  # libfuse reports a signal-ended loop as a failure
             if not operations.served:
                 raise
@@ -133,6 +151,7 @@ class MountEntry:
     mountpoint: str
     fstype: str
     source: str
+    options: frozenset[str]  # the mount point's own flags: ro, nosuid, nodev, noexec, ...
 
 
 def _unescape(field_text: str) -> str:
@@ -148,7 +167,8 @@ def mounts() -> list[MountEntry]:
         for line in table:
             left, _, right = line.partition(" - ")
             fields, tail = left.split(), right.split()
-            found.append(MountEntry(_unescape(fields[4]), tail[0], _unescape(tail[1])))
+            found.append(MountEntry(_unescape(fields[4]), tail[0], _unescape(tail[1]),
+                                    frozenset(fields[5].split(","))))
         return found
 
 
@@ -157,6 +177,12 @@ def mounts_below(directory: str) -> list[MountEntry]:
     prefix = directory.rstrip("/") + "/"
     below = [entry for entry in mounts() if entry.mountpoint.startswith(prefix)]
     return sorted(below, key=lambda entry: entry.mountpoint.count("/"), reverse=True)
+
+
+def missing_policy(mountpoint: str) -> set[str]:
+    """The UNTRUSTED flags the newest mount at `mountpoint` lacks (all, if nothing is there)."""
+    at = [entry for entry in mounts() if entry.mountpoint == mountpoint]
+    return set(UNTRUSTED) - (at[-1].options if at else frozenset())
 
 
 def is_our_mount(directory: str) -> bool:
@@ -209,14 +235,17 @@ class MountResult:
     warnings: list[str] = field(default_factory=list)
 
 
-def _start_server(image: str, directory: str) -> int:
+def _start_server(image: str, directory: str, allow_other: bool) -> int:
     """Start the detached FUSE server; return its pid once DIR/disk answers."""
     package_root = os.path.dirname(os.path.dirname(os.path.abspath(rescue.__file__)))
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    command = [sys.executable, "-m", MODULE, image, directory]
+    if allow_other:
+        command.append("--allow-other")
     with tempfile.TemporaryFile() as errors:
         process = subprocess.Popen(
-            [sys.executable, "-m", MODULE, image, directory], stdin=subprocess.DEVNULL,
+            command, stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL, stderr=errors, cwd="/", env=env, start_new_session=True)
         deadline = time.monotonic() + _START_TIMEOUT
         while True:
@@ -226,6 +255,12 @@ def _start_server(image: str, directory: str) -> int:
                 raise UsageError(f"the FUSE server for {directory} failed: "
                                  f"{text[-1] if text else f'exit status {process.returncode}'}")
             if is_our_mount(directory) and os.path.exists(os.path.join(directory, DISK_NAME)):
+                missing = _enforce_policy(directory)
+                if missing:
+                    _run("fusermount3", "-u", directory)
+                    process.wait()
+                    raise UsageError(f"the raw disk view at {directory} would not take "
+                                     f"{','.join(missing)}: not mounted")
                 return process.pid
             if time.monotonic() > deadline:
                 process.terminate()
@@ -243,14 +278,30 @@ def _mount_volume(disk: str, volume: Volume, target: str) -> tuple[str | None, s
         return None, f"losetup failed: {attached.stderr.strip()}"
     loop = attached.stdout.strip()
     problems = []
-    for fstype, options in _MOUNT_WAYS.get(volume.fstype or "", ((volume.fstype or "auto",
-                                                                  "ro"),)):
-        done = _run("mount", "-t", fstype, "-o", options, loop, target)
-        if done.returncode == 0:
+    ways = _MOUNT_WAYS.get(volume.fstype or "", ((volume.fstype or "auto", ()),))
+    for fstype, extra in ways:
+        done = _run("mount", "-t", fstype, "-o", kernel_mount_options(extra), loop, target)
+        if done.returncode != 0:
+            problems.append(done.stderr.strip().splitlines()[0] if done.stderr.strip()
+                            else fstype)
+            continue
+        missing = _enforce_policy(target)
+        if not missing:
             return loop, None
-        problems.append(done.stderr.strip().splitlines()[0] if done.stderr.strip() else fstype)
+        _umount(target)
+        problems.append(f"{fstype} would not take {','.join(missing)}")
     _detach(loop)
     return None, "; ".join(problems)
+
+
+def _enforce_policy(mountpoint: str) -> list[str]:
+    """Make the mount at `mountpoint` carry UNTRUSTED; what it still lacks, in order. A mount
+    helper may drop options it was given (exfat-fuse drops noexec): a bind remount sets the
+    mount point's own flags whatever the file system's helper did."""
+    if missing_policy(mountpoint):
+        _run("mount", "-o", kernel_mount_options(("remount", "bind")), mountpoint)
+    missing = missing_policy(mountpoint)
+    return [option for option in UNTRUSTED if option in missing]
 
 
 def _detach(loop: str) -> None:
@@ -260,9 +311,11 @@ def _detach(loop: str) -> None:
         time.sleep(0.1)
 
 
-def mount_image(image: str, directory: str, *, partitions: bool = True) -> MountResult:
+def mount_image(image: str, directory: str, *, partitions: bool = True,
+                allow_other: bool = False) -> MountResult:
     """Mount `image` at `directory` (which must exist and be empty): FUSE raw disk, then, as
-    root, every partition with a recognised file system."""
+    root, every partition with a recognised file system. Only the caller (and root) may enter
+    `directory` unless `allow_other`."""
     directory = os.path.realpath(directory)
     if not os.path.isdir(directory):
         raise UsageError(f"{directory} is not a directory")
@@ -273,7 +326,7 @@ def mount_image(image: str, directory: str, *, partitions: bool = True) -> Mount
         layout = read_layout(reader)
     finally:
         reader.close()
-    pid = _start_server(os.path.realpath(image), directory)
+    pid = _start_server(os.path.realpath(image), directory, allow_other)
     result = MountResult(directory, os.path.join(directory, DISK_NAME), pid)
     if not partitions:
         return result
@@ -360,9 +413,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      description="FUSE server of `rescue mount` (foreground)")
     parser.add_argument("image")
     parser.add_argument("mountpoint")
+    parser.add_argument("--allow-other", action="store_true")
     args = parser.parse_args(argv)
     try:
-        serve(args.image, args.mountpoint)
+        serve(args.image, args.mountpoint, allow_other=args.allow_other)
     except RescueError as error:
         print(f"rescue: {error}", file=sys.stderr)
         return int(error.exit_code)

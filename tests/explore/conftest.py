@@ -52,5 +52,5 @@ def filesystem_image(explore_dir: Path, source_tree: Callable[[str], Path]
 def gpt_ext4_qcow2(explore_dir: Path, filesystem_image: Callable[[str], Path]) -> Path:
     """A GPT disk whose partition 1 holds the ext4 file system, imaged to qcow2."""
     disk = explore_dir / "gpt-ext4.raw"
-    make_gpt_disk(filesystem_image("ext4"), disk)
+    make_gpt_disk([filesystem_image("ext4")], disk)
     return image_to(disk, explore_dir / "gpt-ext4.qcow2")

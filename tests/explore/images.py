@@ -7,7 +7,7 @@ import hashlib
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from tests.fixtures.loop import loop_device
@@ -110,17 +110,62 @@ def make_filesystem(kind: str, source: Path, image: Path) -> None:
         run("cp", "-a", "--no-preserve=ownership", f"{source}/.", mountpoint)
 
 
-def make_gpt_disk(filesystem: Path, disk: Path) -> None:
-    """A GPT disk with `filesystem` as partition 1, starting at 1 MiB."""
-    size = PART_START + filesystem.stat().st_size + (1 << 20)
+def make_gpt_disk(filesystems: Sequence[Path], disk: Path) -> None:
+    """A GPT disk with `filesystems` (whole MiBs each) as partitions 1, 2, ... one after
+    the other from 1 MiB on."""
+    starts = [PART_START]
+    for filesystem in filesystems:
+        starts.append(starts[-1] + filesystem.stat().st_size)
     with open(disk, "wb") as f:
-        f.truncate(size)
-    sectors = filesystem.stat().st_size // 512
+        f.truncate(starts[-1] + (1 << 20))
+    table = "".join(f"start={start // 512}, size={filesystem.stat().st_size // 512}, "
+                    "type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, name=data\n"
+                    for start, filesystem in zip(starts, filesystems, strict=False))
     subprocess.run(["sfdisk", "-q", str(disk)], check=True, capture_output=True, text=True,
-                   input=f"label: gpt\nstart={PART_START // 512}, size={sectors}, "
-                   "type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, name=data\n")
-    run("dd", f"if={filesystem}", f"of={disk}", "bs=1M", f"seek={PART_START >> 20}",
-        "conv=notrunc,sparse", "status=none")
+                   input=f"label: gpt\n{table}")
+    for start, filesystem in zip(starts, filesystems, strict=False):
+        run("dd", f"if={filesystem}", f"of={disk}", "bs=1M", f"seek={start >> 20}",
+            "conv=notrunc,sparse", "status=none")
+
+
+# What an untrusted image may hold: 0666 device nodes (a char and a block one that exist
+# here) and a set-user-ID root program, named as in the image.
+HOSTILE_NODES = {"null": ("c", 1, 3), "loop0": ("b", 7, 0)}
+SETUID_PROGRAM = "id"
+
+
+def make_untrusted_filesystem(kind: str, image: Path) -> None:
+    """`image` (16 MiB) of `kind` holding a set-user-ID root copy of /usr/bin/id and, where
+    the file system can hold them, HOSTILE_NODES: each made by the file system's own tools."""
+    with open(image, "wb") as f:
+        f.truncate(16 << 20)
+    if kind == "vfat":
+        run("mkfs.vfat", image)
+        run("mcopy", "-i", image, "/usr/bin/id", f"::/{SETUID_PROGRAM}")
+        return
+    if kind == "ext4":
+        tree = image.with_suffix(".tree")
+        tree.mkdir()
+        fill_hostile(tree)
+        run("mkfs.ext4", "-q", "-F", "-d", tree, image)
+        return
+    mkfs, command = {"ntfs": (("mkntfs", "-q", "-F", "-f"), ("ntfs-3g", "-o", "permissions")),
+                     "exfat": (("mkfs.exfat",), ("mount.exfat-fuse",))}[kind]
+    run(*mkfs, image)
+    with loop_device(str(image)) as device, \
+            mounted(device, image.with_suffix(".mnt"), command) as mountpoint:
+        fill_hostile(mountpoint, unix=kind == "ntfs")  # exfat-fuse keeps no modes or nodes
+
+
+def fill_hostile(directory: Path, *, unix: bool = True) -> None:
+    program = directory / SETUID_PROGRAM
+    program.write_bytes(Path("/usr/bin/id").read_bytes())
+    if not unix:
+        return
+    os.chown(program, 0, 0)
+    program.chmod(0o4755)
+    for name, (kind, major, minor) in HOSTILE_NODES.items():
+        run("mknod", "-m", "0666", directory / name, kind, str(major), str(minor))
 
 
 def image_to(source: Path, dest: Path) -> Path:

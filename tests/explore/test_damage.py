@@ -101,7 +101,7 @@ def test_an_image_that_fails_to_read_skips_the_file_and_says_so(tmp_path: Path) 
     volume = read_layout(reader).volumes[0]
     fs = FileSystem(reader, volume, None)
     report = extract(fs, fs.lookup("/"), str(tmp_path / "out"))
-    assert [path for path, _ in report.skipped] == ["/big.bin"]
-    assert "cannot read /big.bin" in report.skipped[0][1]
+    assert [path for path, _ in report.missing] == ["/big.bin"]
+    assert "cannot read /big.bin" in report.missing[0][1]
     assert not (tmp_path / "out" / "big.bin").exists()
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["lost+found"]

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from rescue.explore.extract import extract, link_stays_inside, safe_name
+from rescue.explore.extract import extract, numbered, safe_name
+from rescue.explore.filesystem import printable
 from rescue.explore.session import ImageSession
 from tests.explore.images import rescue, run
 
@@ -82,15 +83,22 @@ def test_hostile_image_extracts_everything_inside_dest_and_nothing_outside(
         hostile_image: Path, tmp_path: Path) -> None:
     box = tmp_path / "box"
     dest = box / "dest"
-    box.mkdir()
+    outside = tmp_path / "outside"
+    (outside / "dir").mkdir(parents=True)
+    (outside / "file").write_bytes(b"outside\n")
+    dest.mkdir(parents=True)
+    # links an earlier run or anyone else left in DEST, where the image has a folder or a file
+    (dest / "inside").symlink_to(outside / "dir")
+    (dest / "victim.txt").symlink_to(outside / "file")
     passwd = Path("/etc/passwd").stat()
     result = rescue("extract", hostile_image, "/", dest)
-    assert result.returncode == 1, result.stderr  # things were left out, and said so
+    assert result.returncode == 0, result.stdout + result.stderr  # nothing lost, all said
     assert os.listdir(box) == ["dest"]
+    assert os.listdir(outside / "dir") == [] and (outside / "file").read_bytes() == b"outside\n"
     assert not (tmp_path / "evil").exists() and not Path("/etc/evil").exists()
     assert Path("/etc/passwd").stat().st_mtime_ns == passwd.st_mtime_ns
     for path in dest.rglob("*"):
-        assert inside(path, dest.resolve()), path
+        assert inside(path.parent, dest.resolve()), path  # nothing written through a link
         assert path.is_symlink() or path.is_dir() or path.is_file(), path  # no device nodes
     # every entry with a hostile name is there, under an escaped name
     assert (dest / "..%2F..%2Fevil").read_bytes() == b"payload\n"
@@ -98,21 +106,28 @@ def test_hostile_image_extracts_everything_inside_dest_and_nothing_outside(
     assert (dest / "..%2F..%2Fyy" / "inner.txt").read_bytes() == b"payload\n"
     assert (dest / "esc%1B[2Jname").read_bytes() == b"victim\n"
     assert (dest / "bell%01%7Fx").read_bytes() == b"victim\n"
-    # a name that collides with a symlink made earlier replaces the link, never follows it
-    assert (dest / "dupdir01").is_dir() and not (dest / "dupdir01").is_symlink()
-    assert (dest / "dupdir01" / "payload.txt").read_bytes() == b"payload\n"
-    assert not (dest / "inside" / "payload.txt").exists()
-    assert (dest / "dupfile1").is_file() and not (dest / "dupfile1").is_symlink()
+    # the planted links were replaced, never followed
+    assert (dest / "inside").is_dir() and not (dest / "inside").is_symlink()
+    assert (dest / "victim.txt").is_file() and not (dest / "victim.txt").is_symlink()
     assert (dest / "victim.txt").read_bytes() == b"victim\n"
-    # a link that stays inside is kept; the others are reported, not made
-    assert os.readlink(dest / "inside" / "ok") == "../victim.txt"
-    for name in ("abs", "up", "sneaky", "null", "loopdev", "fifo"):
+    # a folder and a file named like a symlink before them are kept under a number
+    assert os.readlink(dest / "dupdir01") == "inside"
+    assert (dest / "dupdir01~2" / "payload.txt").read_bytes() == b"payload\n"
+    assert not (dest / "inside" / "payload.txt").exists()
+    assert os.readlink(dest / "dupfile1") == "victim.txt"
+    assert (dest / "dupfile1~2").read_bytes() == b"payload\n"
+    # links are recreated as they are, wherever they point
+    links = {"abs": "/etc/passwd", "up": "../../escape", "sneaky": "inside/../../x",
+             "inside/ok": "../victim.txt", "inside/bad": "../../victim.txt"}
+    assert {name: os.readlink(dest / name) for name in links} == links
+    for name in ("null", "loopdev", "fifo", "%2Fnull", "%2Floopdev", "%2Ffifo"):
         assert not os.path.lexists(dest / name)
-    assert not os.path.lexists(dest / "inside" / "bad")
     out = result.stdout
-    for reported in ("/abs: symlink to /etc/passwd", "/up: symlink to ../../escape",
-                     "/inside/bad: symlink", "/sneaky: symlink", "//null: char device",
-                     "//loopdev: block device", "//fifo: fifo", "RENAMED  /../../evil ->"):
+    for reported in ("SKIPPED  /\\x2fnull: character device: not created",
+                     "SKIPPED  /\\x2floopdev: block device", "SKIPPED  /\\x2ffifo: FIFO",
+                     "RENAMED  /dupdir01 -> dupdir01~2 (an earlier entry",
+                     "RENAMED  /dupfile1 -> dupfile1~2", "RENAMED  /..\\x2f..\\x2fevil ->",
+                     "0 damaged, 0 not extracted, 3 skipped"):
         assert reported in out, reported
     assert "\x1b" not in out and "\x01" not in out  # hostile names are printed escaped
 
@@ -121,8 +136,13 @@ def test_hostile_image_extracts_everything_inside_dest_and_nothing_outside(
 def test_ls_prints_hostile_names_escaped(hostile_image: Path) -> None:
     result = rescue("ls", hostile_image, "/")
     assert result.returncode == 0, result.stderr
-    assert "esc\\x1b[2Jname" in result.stdout and "bell\\x01\\x7fx" in result.stdout
+    names = [line.split()[-1] for line in result.stdout.splitlines() if "->" not in line]
+    for escaped in ("esc\\x1b[2Jname", "bell\\x01\\x7fx", "..\\x2f..\\x2fevil",
+                    "\\x2fetc\\x2fevil", "\\x2fnull"):
+        assert escaped in names, escaped
     assert "\x1b" not in result.stdout
+    recursive = rescue("ls", hostile_image, "/", "-R")
+    assert "/..\\x2f..\\x2fyy/inner.txt" in recursive.stdout.split()
 
 
 @pytest.mark.parametrize(("raw", "written"), [
@@ -143,19 +163,31 @@ def test_safe_name_shortens_names_linux_cannot_hold_and_keeps_them_apart() -> No
     assert len(first) <= 255 and len(second) <= 255 and first != second
 
 
-@pytest.mark.parametrize(("target", "depth", "allowed"), [
-    (b"file", 0, True),
-    (b"sub/dir/file", 0, True),
-    (b"../file", 1, True),
-    (b"../file", 0, False),
-    (b"../../file", 1, False),
-    (b"/etc/passwd", 5, False),
-    (b"a/../../file", 3, False),  # climbs after descending: a symlinked 'a' could be anything
-    (b"./../x", 1, True),
-    (b"", 1, False),
+@pytest.mark.parametrize(("name", "number", "numbered_name"), [
+    (b"report.txt", 2, b"report~2.txt"),
+    (b"archive.tar.gz", 3, b"archive.tar~3.gz"),
+    (b".bashrc", 2, b".bashrc~2"),
+    (b"README", 12, b"README~12"),
+    (b"x." + b"y" * 40, 2, b"x." + b"y" * 40 + b"~2"),  # no real extension
 ])
-def test_link_stays_inside(target: bytes, depth: int, allowed: bool) -> None:
-    assert link_stays_inside(target, depth) is allowed
+def test_numbered(name: bytes, number: int, numbered_name: bytes) -> None:
+    assert numbered(name, number) == numbered_name
+
+
+def test_numbered_stays_within_name_max() -> None:
+    name = b"n" * 251 + b".txt"
+    assert numbered(name, 2) == b"n" * 249 + b"~2.txt"
+
+
+@pytest.mark.parametrize(("raw", "shown"), [
+    (b"a/b", "a\\x2fb"),
+    (b"back\\slash", "back\\x5cslash"),
+    (b"tab\there", "tab\\x09here"),
+    (b"bad\xffutf8", "bad\\xffutf8"),
+    (b"Gr\xc3\xbc\xc3\x9fe", "Grüße"),
+])
+def test_printable_name(raw: bytes, shown: str) -> None:
+    assert printable(raw, name=True) == shown
 
 
 def test_a_tree_deeper_than_the_descriptor_limit_extracts(tmp_path: Path) -> None:

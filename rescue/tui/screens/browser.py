@@ -47,7 +47,7 @@ class Node:
 
 
 def entry_label(entry: Entry, lost: tuple[tuple[int, int], ...]) -> Text:
-    name = printable(entry.name) + ("/" if entry.kind == "dir" else "")
+    name = printable(entry.name, name=True) + ("/" if entry.kind == "dir" else "")
     if entry.target is not None:
         name += f" -> {printable(entry.target)}"
     if lost:
@@ -83,7 +83,7 @@ def entry_details(entry: Entry, lost: tuple[tuple[int, int], ...]) -> str:
         lines.append(f"target: {printable(entry.target)}")
     if lost:
         total = sum(end - start for start, end in lost)
-        lines.append(f"DAMAGED: {human_size(total)} unreadable (extracted as zeros) at:")
+        lines.append(f"DAMAGED: {human_size(total)} lost (extracted as zeros) at:")
         lines += [f"  bytes {start}-{end}" for start, end in lost[:20]]
         if len(lost) > 20:
             lines.append(f"  ... and {len(lost) - 20} more ranges")
@@ -221,9 +221,10 @@ class ImageBrowser(Screen[None]):
     def _extracted(self, report: Report, destination: str) -> None:
         self.last_report = report
         summary = (f"{report.files} files, {report.directories} folders into {destination}; "
-                   f"{len(report.damaged)} damaged, {len(report.skipped)} not created")
+                   f"{len(report.damaged)} damaged, {len(report.missing)} not extracted, "
+                   f"{len(report.skipped)} skipped")
         problems = [f"damaged: {path}" for path, _ in report.damaged[:5]]
-        problems += [f"not created: {path} ({why})" for path, why in report.skipped[:5]]
+        problems += [f"not extracted: {path} ({why})" for path, why in report.missing[:5]]
         self.notify("\n".join([summary, *problems]), title="Extracted",
                     severity="information" if report.complete else "warning", timeout=15)
 
