@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 import time
+from types import ModuleType
 from typing import TextIO
 
-from rescue.errors import DestinationError, ExitCode
+from rescue.errors import DestinationError, ExitCode, UsageError
 from rescue.explore.extract import Report, extract
 from rescue.explore.filesystem import Entry, FileSystem, mode_string, printable
-from rescue.explore.mount import mount_image, unmount_image, volume_dir
 from rescue.explore.session import ImageSession
-from rescue.explore.volumes import parse_target
+from rescue.explore.volumes import parse_target, volume_dir
 from rescue.units import human_size
 
 TARGET_HELP = "[PARTITION:]PATH, e.g. 2:/home; without PARTITION the one file system is meant"
@@ -167,8 +168,18 @@ def run_extract(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     return ExitCode.OK if report.complete else ExitCode.UNREADABLE
 
 
+def _mount_module() -> ModuleType:
+    """The mount code, imported only by the commands that mount: its FUSE bindings load
+    libfuse, which every other command (and the demo) must run without."""
+    try:
+        return importlib.import_module("rescue.explore.mount")
+    except OSError as error:  # mfusepy raises it when no libfuse is installed
+        raise UsageError(f"mounting needs libfuse 3 (Debian: apt install fuse3): {error}"
+                         ) from None
+
+
 def run_mount(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
-    result = mount_image(args.image, args.dir, partitions=not args.raw_only,
+    result = _mount_module().mount_image(args.image, args.dir, partitions=not args.raw_only,
                          allow_other=args.allow_other)
     print(f"{result.disk}: the image as a read-only raw disk (server pid {result.pid})",
           file=out)
@@ -182,7 +193,7 @@ def run_mount(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
 
 
 def run_umount(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
-    result = unmount_image(args.dir)
+    result = _mount_module().unmount_image(args.dir)
     print(f"unmounted {len(result.unmounted)}, detached {len(result.detached)} loop device(s), "
           f"stopped {len(result.stopped)} server(s)", file=out)
     return ExitCode.OK

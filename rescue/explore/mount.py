@@ -36,7 +36,7 @@ import mfusepy as fuse
 
 import rescue
 from rescue.errors import RescueError, UsageError
-from rescue.explore.volumes import WHOLE_IMAGE, Volume, read_layout
+from rescue.explore.volumes import Volume, read_layout, volume_dir
 from rescue.formats.image import ImageReader, open_reader
 
 DISK_NAME = "disk"
@@ -71,10 +71,6 @@ def fuse_mount_options(image: str, *, allow_other: bool) -> dict[str, Any]:
     if allow_other:
         options["allow_other"] = True
     return options
-
-
-def volume_dir(volume: Volume) -> str:
-    return "fs" if volume.number == WHOLE_IMAGE else f"p{volume.number}"
 
 
 class RawDiskFS(fuse.Operations):

@@ -89,3 +89,8 @@ def choose(layout: Layout, number: int | None) -> Volume:
         raise FormatError("the image's partition table lists no partitions")
     numbers = ", ".join(str(volume.number) for volume in layout.volumes)
     raise UsageError(f"the image has several partitions ({numbers}): name one as N:PATH")
+
+
+def volume_dir(volume: Volume) -> str:
+    """The folder a volume is mounted on under `rescue mount`'s directory."""
+    return "fs" if volume.number == WHOLE_IMAGE else f"p{volume.number}"
