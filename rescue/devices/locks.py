@@ -7,10 +7,10 @@ files in one folder (/run/rescue/locks as root), keyed by a device's number or a
 path: they vanish with their process, so a `kill -9` never leaves a stale lock, and the kernel's
 own table (/proc/locks) says who holds each one, so nothing we wrote can go out of date.
 
-A block device is used together with the sectors it shares: a job on /dev/sdb locks sdb and
-every partition and holder built on it in its own mode, and the disks beneath it shared. Any
-two jobs whose devices overlap then meet on one lock file, and a write meets any other use
-there, while a job on sdb1 and one on sdb2 never conflict.
+A block device is used together with everything built on its sectors: a job on /dev/sdb locks
+sdb and every partition and holder (md, LVM) on it. Of two devices that share sectors one is
+built on the other, so two jobs on them always meet on one lock file, where a write meets any
+other use; a job on sdb1 and one on sdb2 never meet.
 """
 
 from __future__ import annotations
@@ -92,28 +92,32 @@ def _device_key(number: tuple[int, int]) -> str:
 
 @dataclass(frozen=True)
 class _Node:
-    """One lock file a use takes: `name` for messages."""
+    """One lock file: `name` is the device or file it stands for; `overlaps`: it shares
+    sectors with the path asked about (else it is elsewhere on the same disk)."""
 
     key: str
     name: str
-    writing: bool
+    overlaps: bool = True
 
 
-def _nodes(path: str, writing: bool) -> list[_Node]:
-    """The lock files a use of `path` takes, in a fixed order."""
+def _nodes(path: str, *, whole_disks: bool = False) -> list[_Node]:
+    """The lock files a use of `path` takes: a file's, or a device's and those of everything
+    built on it. With `whole_disks`, every device on the same disks too (to find neighbours).
+    Devices come shallowest first: a disk before its partitions."""
     rdev = _device_number(path)
     if rdev is None:
-        return [_Node(key, path, writing) for key in _file_keys(path)]
+        return [_Node(key, path) for key in _file_keys(path)]
     tree = BlockTree.read()
     name = tree.name_of(rdev)
-    own = (os.major(rdev), os.minor(rdev))
     if name is None:
-        return [_Node(_device_key(own), path, writing)]
+        return [_Node(_device_key((os.major(rdev), os.minor(rdev))), path)]
     numbers = {device: number for number, device in tree.names.items()}
-    nodes = {device: writing for device in tree.descendants(name)}
-    nodes.update({device: False for device in tree.ancestors(name) - {name}})
-    return [_Node(_device_key(numbers[device]), f"/dev/{device}", mode)
-            for device, mode in sorted(nodes.items()) if device in numbers]
+    devices = tree.descendants(name)
+    if whole_disks:
+        devices = devices.union(*(tree.descendants(disk) for disk in tree.disks_of(name)))
+    ordered = sorted(devices, key=lambda device: (len(tree.ancestors(device)), device))
+    return [_Node(_device_key(numbers[device]), f"/dev/{device}",
+                  tree.overlaps(name, device)) for device in ordered if device in numbers]
 
 
 def _holders_by_inode() -> dict[tuple[int, int, int], list[Holder]]:
@@ -143,16 +147,10 @@ def _holders(lock_path: str, table: dict[tuple[int, int, int], list[Holder]]) ->
     return table.get((os.major(info.st_dev), os.minor(info.st_dev), info.st_ino), [])
 
 
-def conflicts(path: str, writing: bool) -> list[tuple[str, Holder]]:
-    """(device or file, holder) of every lock a use of `path` would meet; nothing is taken."""
-    return [(use.name, use.holder) for use in users(path)
-            if use.holder.writing or (writing and use.overlaps)]
-
-
 @dataclass(frozen=True)
 class Use:
     """A process using `name`: a device or file sharing sectors with the path asked about
-    (`overlaps`), or a disk beneath it that the process uses some other part of."""
+    (`overlaps`), or another device on the same disk."""
 
     name: str
     holder: Holder
@@ -160,12 +158,18 @@ class Use:
 
 
 def users(path: str) -> list[Use]:
-    """Every rescue process using `path`, what it shares sectors with, or the disk beneath."""
+    """Every rescue process using `path`, what shares sectors with it, or the rest of its
+    disk; each process once, by the shallowest device it uses (the disk it reads whole, not
+    each partition of it)."""
     folder = lock_dir()
     table = _holders_by_inode()
-    return [Use(node.name, holder, node.writing)
-            for node in _nodes(path, writing=True)
-            for holder in _holders(os.path.join(folder, node.key), table)]
+    found: dict[int, Use] = {}
+    for node in _nodes(path, whole_disks=True):
+        for holder in _holders(os.path.join(folder, node.key), table):
+            known = found.get(holder.pid)
+            if known is None or (node.overlaps and not known.overlaps):
+                found[holder.pid] = Use(node.name, holder, node.overlaps)
+    return list(found.values())
 
 
 class Locks:
@@ -185,16 +189,13 @@ class Locks:
     def _take(self, path: str, writing: bool) -> None:
         folder = lock_dir()
         taken = len(self._held)
-        for node in _nodes(path, writing):
+        for node in _nodes(path):
             lock_path = os.path.join(folder, node.key)
-            descriptor = _lock(lock_path, node.writing)
+            descriptor = _lock(lock_path, writing)
             if descriptor is None:
                 while len(self._held) > taken:
                     _unlock(*self._held.pop())
-                holders = _holders(lock_path, _holders_by_inode())
-                what = path if node.name == path else f"{path}: {node.name}"
-                raise RefusedError(f"{what} is {holders[0].describe()}" if holders
-                                   else f"{what} is in use by another rescue job")
+                raise RefusedError(_refusal(path, writing))
             self._held.append((lock_path, descriptor))
 
     def release(self) -> None:
@@ -206,6 +207,15 @@ class Locks:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def _refusal(path: str, writing: bool) -> str:
+    """One line naming who is in the way (it may have gone meanwhile: then only that)."""
+    for use in users(path):
+        if use.overlaps and (writing or use.holder.writing):
+            what = path if use.name == path else f"{path}: {use.name}"
+            return f"{what} is {use.holder.describe()}"
+    return f"{path} is in use by another rescue job"
 
 
 def _lock(lock_path: str, writing: bool) -> int | None:

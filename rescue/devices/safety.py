@@ -242,24 +242,21 @@ class _BlockCheck:
 
 def _other_jobs(used: str, target: str, reasons: list[Reason]) -> set[str]:
     """Add a reason for each rescue job, in any process, using `used` (the target, or the
-    device an image file lands on); return the devices and files those jobs use."""
-    seen: set[tuple[str, int]] = set()
-    for use in locks.users(used):
-        if (use.name, use.holder.pid) in seen:
-            continue
-        seen.add((use.name, use.holder.pid))
+    device an image file lands on) or its disk; return what those jobs use."""
+    found = locks.users(used)
+    for use in found:
         if use.name == target:
             what = f"{target} is"
         elif use.name == used:
             what = f"{target} is on {used}, which is"
         else:
             what = f"{target} shares sectors with {use.name}, which is"
-        if use.overlaps or use.holder.writing:
+        if use.overlaps:
             reasons.append(Reason("job-source", f"{what} {use.holder.describe()}", False))
         else:
             reasons.append(Reason("same-disk", f"{target} is on the same disk as {use.name}, "
                                   f"which is {use.holder.describe()}", True))
-    return {name for name, _ in seen}
+    return {use.name for use in found}
 
 
 def _ioctl_read_only(path: str) -> bool:
