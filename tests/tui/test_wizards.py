@@ -206,6 +206,32 @@ def test_image_wizard_warns_when_the_image_lands_on_the_source_disk(
 
 
 @pytest.mark.slow
+def test_image_wizard_summary_names_a_source_mounted_read_write(
+        partitioned_disk: tuple[str, Path], tmp_path: Path) -> None:
+    """The whole disk, whose first partition is mounted read-write: the summary says the image
+    may be inconsistent, as `rescue image` does."""
+    second, mount_point = partitioned_disk
+    disk, first = second.removesuffix("p2"), second.removesuffix("2") + "1"
+    app = home_app()
+
+    async def scenario(pilot: Pilot) -> None:
+        await pilot.press("i")
+        wizard = app.screen
+        assert isinstance(wizard, ImageWizard)
+        await set_field(pilot, "#source-path", disk)
+        await pilot.press("enter")
+        await set_field(pilot, "#dest-path", str(tmp_path / "disk.img"))
+        await pilot.press("enter", "ctrl+n")
+        assert wizard.step_id == "summary"
+        summary = " ".join(shown(app).split())
+        assert (f"! {first} is mounted read-write on {mount_point}: the image may be "
+                "inconsistent") in summary
+        await pilot.press("escape")
+
+    drive(app, scenario)
+
+
+@pytest.mark.slow
 def test_restore_waits_for_the_typed_target_name(tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
