@@ -355,7 +355,7 @@ class ImageJob:
             outcome = self._run_phases()
             self._store_manifest(outcome)
         finally:
-            self.close()
+            self._close_files()
         if self.image_path != self.request.dest and outcome in FINISHED_OUTCOMES:
             Conversion(self.image_path, self.request.dest, "zst", self.request.level,
                        force=True, locked=True).run()
@@ -416,8 +416,14 @@ class ImageJob:
         return self._active.snapshot()
 
     def close(self) -> None:
-        """Close the image and source; a close that fails leaves the map as last saved. The
-        locks stay with a running job until `run` returns, and go with a job never run."""
+        """Let go of a job that will not run: close its files and release its locks."""
+        try:
+            self._close_files()
+        finally:
+            self.locks.release()
+
+    def _close_files(self) -> None:
+        """Close the image and source; a close that fails leaves the map as last saved."""
         try:
             self.writer.close()
         finally:

@@ -112,13 +112,19 @@ def bare_disk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoopDisk]:
         yield disk
 
 
+@pytest.fixture
+def first_read(bare_disk: LoopDisk, holders: list[Holder]) -> Holder:
+    """Another process reading the disk's first partition."""
+    holders.append(Holder(("read", bare_disk.partition(1))))
+    return holders[-1]
+
+
 @pytest.mark.slow
 @pytest.mark.root
-def test_devices_conflict_where_they_share_sectors(bare_disk: LoopDisk,
+def test_devices_conflict_where_they_share_sectors(bare_disk: LoopDisk, first_read: Holder,
                                                    holders: list[Holder]) -> None:
     disk, first, second = bare_disk.device, bare_disk.partition(1), bare_disk.partition(2)
-    reader = Holder(("read", first))
-    holders.append(reader)
+    reader = first_read
     assert refusal("write", disk) == (f"{disk}: {first} is being read by PID {reader.pid} "
                                       f"({reader_command(reader)})")
     assert f"{first} is being read by PID {reader.pid}" in refusal("write", first)
@@ -154,10 +160,9 @@ def test_the_last_holder_removes_the_lock_files(tmp_path: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.root
 def test_the_safety_policy_sees_jobs_of_other_processes(bare_disk: LoopDisk,
-                                                        holders: list[Holder]) -> None:
+                                                        first_read: Holder) -> None:
     disk, first, second = bare_disk.device, bare_disk.partition(1), bare_disk.partition(2)
-    reader = Holder(("read", first))
-    holders.append(reader)
+    reader = first_read
     whole = check_write_target(disk)
     assert not whole.allowed(force=True)
     assert (f"{disk} shares sectors with {first}, which is being read by PID {reader.pid}"
