@@ -118,3 +118,24 @@ def test_a_restore_onto_a_disk_being_imaged_is_refused(disk: str, tmp_path: Path
         passed += refused_naming(restore, job) and before == after
     print(f"\nrestore onto a disk being imaged: refused {passed} of {TRIES}, disk unchanged")
     assert passed == TRIES
+
+
+def test_every_other_use_that_would_meet_a_running_job_is_refused(disk: str,
+                                                                  tmp_path: Path) -> None:
+    """Imaging onto the disk being read (--force cannot override it), converting the image
+    being written, or converting onto it."""
+    image = tmp_path / "disk.qcow2"
+    other = tmp_path / "other.qcow2"
+    assert rescue("image", f"sim:size={SIZE}", str(other)).returncode == ExitCode.OK
+    job = RunningImage(disk, image)
+    try:
+        before = digest(disk), digest(image)
+        attempts = [rescue("image", str(other), disk, "--force"),
+                    rescue("convert", str(image), str(tmp_path / "copy.img.zst")),
+                    rescue("convert", str(other), str(image), "--force")]
+        after = digest(disk), digest(image)
+    finally:
+        job.end()
+    assert [refused_naming(attempt, job) for attempt in attempts] == [True] * 3, [
+        attempt.stderr for attempt in attempts]
+    assert before == after and not (tmp_path / "copy.img.zst").exists()
