@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from rescue.devices import locks as locks_module
 from rescue.devices.locks import Locks, _file_keys, lock_dir, users
 from rescue.devices.safety import check_write_target
 from rescue.errors import RefusedError
@@ -170,3 +171,15 @@ def test_the_safety_policy_sees_jobs_of_other_processes(bare_disk: LoopDisk,
     beside = check_write_target(second)
     assert {reason.code for reason in beside.reasons} == {"same-disk"}
     assert beside.allowed(force=True) and not beside.allowed()
+
+
+def test_without_run_the_locks_live_in_the_users_own_folder(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(locks_module, "RUN_DIR", "/proc/rescue/locks")  # cannot be created
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    assert lock_dir() == str(tmp_path / "rescue" / "locks")
+    image = str(tmp_path / "disk.img")
+    with Locks() as locks:
+        locks.write(image)
+        assert [use.holder.pid for use in users(image)] == [os.getpid()]
+        assert os.listdir(tmp_path / "rescue" / "locks")
