@@ -21,6 +21,7 @@ import fcntl
 import hashlib
 import os
 import stat
+import time
 from dataclasses import dataclass
 
 from rescue.devices.discover import BlockTree
@@ -28,6 +29,8 @@ from rescue.errors import RefusedError
 
 RUN_DIR = "/run/rescue/locks"
 PROC_LOCKS = "/proc/locks"
+BUSY_ATTEMPTS = 3  # a lock held by another is tried this often,
+BUSY_PAUSE = 0.02  # this many seconds apart, before the use is refused
 
 
 @dataclass(frozen=True)
@@ -221,7 +224,9 @@ def _refusal(path: str, writing: bool) -> str:
 def _lock(lock_path: str, writing: bool) -> int | None:
     """An open descriptor holding the lock, or None when another holds a conflicting one.
     The file may be removed by its last holder at any moment: lock, then check that the name
-    still leads to the file locked, else start again."""
+    still leads to the file locked, else start again. A holder letting go holds the lock
+    alone for an instant while it removes the file, so a refusal is tried again first."""
+    attempts = 0
     while True:
         descriptor = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
@@ -229,9 +234,13 @@ def _lock(lock_path: str, writing: bool) -> int | None:
                         | fcntl.LOCK_NB)
         except OSError as error:
             os.close(descriptor)
-            if error.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+            if error.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise
+            attempts += 1
+            if attempts == BUSY_ATTEMPTS:
                 return None
-            raise
+            time.sleep(BUSY_PAUSE)
+            continue
         try:
             if os.stat(lock_path).st_ino == os.fstat(descriptor).st_ino:
                 return descriptor
