@@ -1,6 +1,8 @@
 """Two rescue processes at once: a second `rescue image` on an image being written, or a
 `restore` onto a disk being imaged, is refused with one line naming the running job, and
-leaves the image, its map and the disk exactly as they were. Each is tried TRIES times.
+leaves the image, its map and the disk exactly as they were. Each is tried TRIES times. So is,
+once each, every other use that meets a running job (imaging onto the disk it reads,
+converting its image, imaging a disk being restored).
 
 The running job is stopped (SIGSTOP) once it holds its image, so that what the second
 command must not touch stands still while it runs; then it resumes and is interrupted, and
@@ -48,17 +50,18 @@ def disk(tmp_path: Path) -> Iterator[str]:
         yield device
 
 
-class RunningImage:
-    """`rescue image` in the background, stopped once it holds its image and has saved a map."""
+class RunningJob:
+    """A rescue command in the background, stopped (SIGSTOP) once it holds `holds` and `ready`
+    exists."""
 
-    def __init__(self, source: str, image: Path) -> None:
-        self.process = rescue_process("image", source, str(image), "--checkpoint", "0.05")
+    def __init__(self, *args: str, holds: str, ready: Path | None = None) -> None:
+        self.process = rescue_process(*args)
         deadline = time.monotonic() + 60
-        while not (Path(f"{image}.map").exists() and any(
-                use.holder.pid == self.process.pid for use in users(str(image)))):
+        while not ((ready is None or ready.exists()) and any(
+                use.holder.pid == self.process.pid for use in users(holds))):
             assert self.process.poll() is None, self.process.communicate()[1]
-            assert time.monotonic() < deadline, "the job never took its image"
-            time.sleep(0.005)
+            assert time.monotonic() < deadline, f"the job never took {holds}"
+            time.sleep(0.002)
         os.kill(self.process.pid, signal.SIGSTOP)
 
     def end(self) -> None:
@@ -69,11 +72,18 @@ class RunningImage:
         assert self.process.returncode in (ExitCode.INTERRUPTED, ExitCode.OK), stderr
 
 
-def refused_naming(result: subprocess.CompletedProcess[str], job: RunningImage) -> bool:
+def running_image(source: str, image: Path) -> RunningJob:
+    """`rescue image` holding its image, with a map saved."""
+    return RunningJob("image", source, str(image), "--checkpoint", "0.05", holds=str(image),
+                      ready=Path(f"{image}.map"))
+
+
+def refused_naming(result: subprocess.CompletedProcess[str], job: RunningJob,
+                   command: str = "image") -> bool:
     """Refused (exit 5), one `rescue:` line naming the running job's PID and command."""
     try:
         assert_clean_failure(result, ExitCode.REFUSED,
-                             rf"PID {job.process.pid} \(\S*python\S* -m rescue image ")
+                             rf"PID {job.process.pid} \(\S*python\S* -m rescue {command} ")
     except AssertionError:
         return False
     return True
@@ -84,7 +94,7 @@ def test_a_second_image_run_on_the_same_image_is_refused(disk: str, tmp_path: Pa
     mapfile = Path(f"{image}.map")
     passed = 0
     for _ in range(TRIES):
-        job = RunningImage(disk, image)
+        job = running_image(disk, image)
         try:
             before = digest(image), mapfile.read_bytes()
             second = rescue("image", disk, str(image))
@@ -106,7 +116,7 @@ def test_a_restore_onto_a_disk_being_imaged_is_refused(disk: str, tmp_path: Path
     image = tmp_path / "disk.qcow2"
     passed = 0
     for attempt in range(TRIES):
-        job = RunningImage(disk, image)
+        job = running_image(disk, image)
         try:
             before = digest(disk)
             force = ["--force"] if attempt % 2 else []  # --force cannot override it either
@@ -127,7 +137,7 @@ def test_every_other_use_that_would_meet_a_running_job_is_refused(disk: str,
     image = tmp_path / "disk.qcow2"
     other = tmp_path / "other.qcow2"
     assert rescue("image", f"sim:size={SIZE}", str(other)).returncode == ExitCode.OK
-    job = RunningImage(disk, image)
+    job = running_image(disk, image)
     try:
         before = digest(disk), digest(image)
         attempts = [rescue("image", str(other), disk, "--force"),
@@ -139,3 +149,17 @@ def test_every_other_use_that_would_meet_a_running_job_is_refused(disk: str,
     assert [refused_naming(attempt, job) for attempt in attempts] == [True] * 3, [
         attempt.stderr for attempt in attempts]
     assert before == after and not (tmp_path / "copy.img.zst").exists()
+
+
+def test_imaging_a_disk_being_restored_is_refused(disk: str, tmp_path: Path) -> None:
+    other = tmp_path / "other.img"
+    make_backing(str(other), SIZE, seed=8)
+    image = tmp_path / "disk.qcow2"
+    job = RunningJob("restore", str(other), disk, "--yes", "--map-dir", str(tmp_path / "maps"),
+                     holds=disk)
+    try:
+        attempt = rescue("image", disk, str(image))
+    finally:
+        job.end()
+    assert refused_naming(attempt, job, "restore"), attempt.stderr
+    assert not image.exists() and not Path(f"{image}.map").exists()
