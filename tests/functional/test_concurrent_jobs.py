@@ -1,8 +1,8 @@
 """Two rescue processes at once: a second `rescue image` on an image being written, or a
 `restore` onto a disk being imaged, is refused with one line naming the running job, and
-leaves the image, its map and the disk exactly as they were. Each is tried TRIES times. So is,
-once each, every other use that meets a running job (imaging onto the disk it reads,
-converting its image, imaging a disk being restored).
+leaves the image, its map and the disk exactly as they were. Each is tried TRIES times. Every
+other use that meets a running job is tried once: imaging onto the disk it reads, converting
+from or onto its image, imaging a disk being restored.
 
 The running job is stopped (SIGSTOP) once it holds its image, so that what the second
 command must not touch stands still while it runs; then it resumes and is interrupted, and
