@@ -116,7 +116,7 @@ def source_warnings(path: str, claimed: bool) -> tuple[str, ...]:
     warnings = [f"{_dev(device)} is mounted read-write on {', '.join(points)}: the image may "
                 "be inconsistent (unmount it, or remount it read-only, first)"
                 for device, points in sorted(writable.items())]
-    if claimed and not mounted and not locks.users(path):
+    if claimed and not mounted and not any(use.overlaps for use in locks.users(path)):
         warnings.append(f"{path} is in use by the kernel (mounted elsewhere, or claimed by "
                         "md, LVM or another program): if it is written meanwhile, the image "
                         "may be inconsistent")
@@ -156,8 +156,8 @@ class _BlockCheck:
         self._read_only(name)
         self._size(name)
         self._sources(name)
-        explained |= _other_jobs(self.path, self.path, self.reasons)
-        if not explained:
+        other_jobs = _other_jobs(self.path, self.path, self.reasons)
+        if not explained and not other_jobs:
             self._busy()
         return Verdict(self.path, tuple(self.reasons))
 
@@ -240,9 +240,9 @@ class _BlockCheck:
                           "elsewhere)", True)
 
 
-def _other_jobs(used: str, target: str, reasons: list[Reason]) -> set[str]:
+def _other_jobs(used: str, target: str, reasons: list[Reason]) -> bool:
     """Add a reason for each rescue job, in any process, using `used` (the target, or the
-    device an image file lands on) or its disk; return what those jobs use."""
+    device an image file lands on) or its disk; True if there is any."""
     found = locks.users(used)
     for use in found:
         if use.name == target:
@@ -256,7 +256,7 @@ def _other_jobs(used: str, target: str, reasons: list[Reason]) -> set[str]:
         else:
             reasons.append(Reason("same-disk", f"{target} is on the same disk as {use.name}, "
                                   f"which is {use.holder.describe()}", True))
-    return {use.name for use in found}
+    return bool(found)
 
 
 def _ioctl_read_only(path: str) -> bool:
