@@ -14,19 +14,15 @@ import fcntl
 import os
 import stat
 import struct
-import threading
-from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+from rescue.devices import locks
 from rescue.devices.discover import SECTOR, SYS_CLASS_BLOCK, SystemState, read_attr, read_int
 from rescue.errors import RefusedError
 from rescue.units import human_size
 
 BLKROGET = 0x125E  # _IO(0x12, 94): read-only flag of a block device
-
-_registry: Counter[str] = Counter()
-_registry_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -58,30 +54,20 @@ class Verdict:
 
 @contextlib.contextmanager
 def protect(path: str) -> Iterator[None]:
-    """Mark `path` as being read by a running job, so no write in this process may touch it."""
-    key = os.path.realpath(path)
-    with _registry_lock:
-        _registry[key] += 1
-    try:
+    """Mark `path` as being read by a running job: every rescue process then refuses to write
+    to it; a job already writing it makes this one refused, naming that job."""
+    with locks.Locks() as held:
+        held.read(path)
         yield
-    finally:
-        with _registry_lock:
-            _registry[key] -= 1
-            if _registry[key] <= 0:
-                del _registry[key]
-
-
-def protected_paths() -> tuple[str, ...]:
-    with _registry_lock:
-        return tuple(_registry)
 
 
 def check_write_target(path: str, *, needed_size: int | None = None,
                        protected: Iterable[str] = ()) -> Verdict:
-    """Judge a write to `path` (a block device, or an image file that may not exist yet)."""
+    """Judge a write to `path` (a block device, or an image file that may not exist yet).
+    `protected` are the sources of the job asking; what other jobs (in any process) read or
+    write comes from their locks."""
     state = SystemState.read()
-    sources = [(source, "is-source") for source in protected]
-    sources += [(source, "job-source") for source in protected_paths()]
+    sources = list(protected)
     try:
         info: os.stat_result | None = os.stat(path)
     except FileNotFoundError:
@@ -111,6 +97,32 @@ def require_writable(path: str, *, needed_size: int | None = None,
                        f"{'; '.join(reason.message for reason in blocking)} ({hint})")
 
 
+def source_warnings(path: str, claimed: bool) -> tuple[str, ...]:
+    """Why an image of the device `path` may come out inconsistent: a file system on its
+    sectors mounted read-write keeps changing while it is read. `claimed`: the kernel refused
+    an exclusive open, and when no mount or job here explains it, something unseen uses it."""
+    state = SystemState.read()
+    name = state.tree.name_of_path(path)
+    if name is None:
+        return ()
+    writable: dict[str, list[str]] = {}
+    mounted = False
+    for mount in state.mounts:
+        device = state.tree.mount_device(mount)
+        if device is not None and state.tree.overlaps(name, device):
+            mounted = True
+            if not mount.read_only:
+                writable.setdefault(device, []).append(mount.mountpoint)
+    warnings = [f"{_dev(device)} is mounted read-write on {', '.join(points)}: the image may "
+                "be inconsistent (unmount it, or remount it read-only, first)"
+                for device, points in sorted(writable.items())]
+    if claimed and not mounted and not any(use.overlaps for use in locks.users(path)):
+        warnings.append(f"{path} is in use by the kernel (mounted elsewhere, or claimed by "
+                        "md, LVM or another program): if it is written meanwhile, the image "
+                        "may be inconsistent")
+    return tuple(warnings)
+
+
 def _dev(name: str) -> str:
     return f"/dev/{name}"
 
@@ -127,7 +139,7 @@ class _BlockCheck:
     """The reasons against writing to one block device."""
 
     def __init__(self, path: str, info: os.stat_result, state: SystemState,
-                 needed_size: int | None, sources: list[tuple[str, str]]) -> None:
+                 needed_size: int | None, sources: list[str]) -> None:
         self.path, self.info, self.state = path, info, state
         self.tree = state.tree
         self.needed_size, self.sources = needed_size, sources
@@ -144,7 +156,8 @@ class _BlockCheck:
         self._read_only(name)
         self._size(name)
         self._sources(name)
-        if not explained:
+        other_jobs = _other_jobs(self.path, self.path, self.reasons)
+        if not explained and not other_jobs:
             self._busy()
         return Verdict(self.path, tuple(self.reasons))
 
@@ -201,11 +214,11 @@ class _BlockCheck:
                       f"{human_size(self.needed_size)} needed", False)
 
     def _sources(self, name: str) -> None:
-        for source, code in self.sources:
+        for source in self.sources:
             source_name = self.tree.name_of_path(source)
             if source_name is not None:
                 if self.tree.overlaps(name, source_name):
-                    self._add(code, f"{self.path} shares sectors with {source}, "
+                    self._add("is-source", f"{self.path} shares sectors with {source}, "
                               "which is being read", False)
                 elif self.tree.disks_of(name) & self.tree.disks_of(source_name):
                     self._add("same-disk", f"{self.path} is on the same disk as {source}, "
@@ -213,7 +226,8 @@ class _BlockCheck:
                 continue
             holder = self.tree.device_of_file(source)
             if holder is not None and holder in self.tree.descendants(name):
-                self._add(code, f"{source}, which is being read, lives on {self.path}", False)
+                self._add("is-source", f"{source}, which is being read, lives on {self.path}",
+                          False)
 
     def _busy(self) -> None:
         """The kernel's own view: an exclusive open fails while anything claims the device,
@@ -224,6 +238,25 @@ class _BlockCheck:
             if error.errno == errno.EBUSY:
                 self._add("busy", f"{self.path} is in use by the kernel (mounted or claimed "
                           "elsewhere)", True)
+
+
+def _other_jobs(used: str, target: str, reasons: list[Reason]) -> bool:
+    """Add a reason for each rescue job, in any process, using `used` (the target, or the
+    device an image file lands on) or its disk; True if there is any."""
+    found = locks.users(used)
+    for use in found:
+        if use.name == target:
+            what = f"{target} is"
+        elif use.name == used:
+            what = f"{target} is on {used}, which is"
+        else:
+            what = f"{target} shares sectors with {use.name}, which is"
+        if use.overlaps:
+            reasons.append(Reason("job-source", f"{what} {use.holder.describe()}", False))
+        else:
+            reasons.append(Reason("same-disk", f"{target} is on the same disk as {use.name}, "
+                                  f"which is {use.holder.describe()}", True))
+    return bool(found)
 
 
 def _ioctl_read_only(path: str) -> bool:
@@ -243,7 +276,7 @@ class _FileCheck:
     """The reasons against writing to an image file (existing or about to be created)."""
 
     def __init__(self, path: str, info: os.stat_result | None, state: SystemState,
-                 needed_size: int | None, sources: list[tuple[str, str]]) -> None:
+                 needed_size: int | None, sources: list[str]) -> None:
         self.path, self.info, self.tree = path, info, state.tree
         self.needed_size, self.sources = needed_size, sources
         self.directory = os.path.dirname(os.path.abspath(path))
@@ -256,6 +289,10 @@ class _FileCheck:
                                               "does not exist", False),))
         self._writable()
         self._sources()
+        _other_jobs(self.path, self.path, self.reasons)
+        container = self.tree.device_of_file(self.directory)
+        if container is not None:
+            _other_jobs(_dev(container), self.path, self.reasons)
         self._free_space()
         return Verdict(self.path, tuple(self.reasons), tuple(self.warnings))
 
@@ -272,16 +309,17 @@ class _FileCheck:
 
     def _sources(self) -> None:
         container = self.tree.device_of_file(self.directory)
-        for source, code in self.sources:
+        for source in self.sources:
             if self.info is not None and _same_file(self.path, source):
-                self.reasons.append(Reason(code, f"{self.path} is {source}, which is being "
+                self.reasons.append(Reason("is-source", f"{self.path} is {source}, which is being "
                                            "read", False))
                 continue
             source_name = self.tree.name_of_path(source)
             if source_name is None or container is None:
                 continue
             if container in self.tree.descendants(source_name):
-                self.reasons.append(Reason(code, f"{self.path} is on {_dev(container)}, part of "
+                self.reasons.append(Reason("is-source", f"{self.path} is on {_dev(container)}, "
+                                           "part of "
                                            f"{source}, which is being read", False))
             elif self.tree.disks_of(container) & self.tree.disks_of(source_name):
                 self.reasons.append(Reason("same-disk", f"{self.path} is on the same disk as "

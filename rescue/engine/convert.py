@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 
 from rescue.devices import safety
+from rescue.devices.locks import Locks
 from rescue.engine.jobs import JobControl
 from rescue.errors import UsageError
 from rescue.formats.fingerprint import Fingerprint
@@ -57,15 +58,26 @@ class Conversion:
     """One `rescue convert`: progress is polled from another thread, cancel via control."""
 
     def __init__(self, source: str, dest: str, dest_format: str | None = None, level: int = 3,
-                 force: bool = False, control: JobControl | None = None) -> None:
+                 force: bool = False, control: JobControl | None = None,
+                 locked: bool = False) -> None:
+        """`locked`: the caller has checked `dest` and holds the locks on both (an imaging
+        job turning its staging image into the .img.zst)."""
         self.source, self.dest = source, dest
         self.fmt = format_for(dest, dest_format)
         self.level = level
         self.control = control or JobControl()
         if os.path.exists(dest) and not force:
             raise UsageError(f"{dest} already exists; use --force to replace it")
-        safety.require_writable(dest, protected=[source], force=force)
-        self.reader: ImageReader = open_reader(source)
+        self.locks = Locks()
+        try:
+            if not locked:
+                safety.require_writable(dest, protected=[source], force=force)
+                self.locks.read(source)
+                self.locks.write(dest)
+            self.reader: ImageReader = open_reader(source)
+        except BaseException:
+            self.locks.release()
+            raise
         self._done = 0
         self._started = time.monotonic()
 
@@ -92,6 +104,7 @@ class Conversion:
             return manifest
         finally:
             reader.close()
+            self.locks.release()
 
     def _copy(self, reader: ImageReader, writer: ImageWriter) -> str:
         fingerprint = Fingerprint()

@@ -6,7 +6,9 @@ present its progress.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
+import itertools
 import os
 import stat
 import time
@@ -15,21 +17,33 @@ from typing import Any
 
 from rescue.devices import safety
 from rescue.devices.discover import Disk, discover, find
+from rescue.devices.locks import Locks
 from rescue.engine.convert import Conversion
 from rescue.engine.digest import DigestingWriter
 from rescue.engine.jobs import JobControl, Progress, RateMeter
 from rescue.engine.rangemap import BAD, FINISHED, NON_SCRAPED, NON_TRIMMED, MapSnapshot, RangeMap
 from rescue.engine.rescue import Outcome, Rescue, RescueOptions
-from rescue.errors import UsageError
+from rescue.errors import FormatError, RefusedError, UsageError
 from rescue.formats import mapfile
 from rescue.formats.fingerprint import hash_image
-from rescue.formats.image import ImageWriter, format_for, open_reader
+from rescue.formats.image import (
+    ImageReader,
+    ImageWriter,
+    format_for,
+    open_reader,
+    read_manifest,
+)
 from rescue.formats.manifest import Manifest, rescue_summary, write_sidecar
 from rescue.fs.domain import DiskPlan, SourceReader, plan_disk
 from rescue.io import faulty
-from rescue.io.source import BlockSource, Source
+from rescue.io.source import BlockSource, ReadError, Source
 
 FINISHED_OUTCOMES = (Outcome.RESCUED, Outcome.UNREADABLE)
+# what the map records of its source; a resume with a source that differs in any is refused
+IDENTITY_FIELDS = ("size", "logical_sector_size", "physical_sector_size", "model", "serial")
+SAMPLES = 4  # rescued areas re-read and compared with the image on resume
+SAMPLE_CANDIDATES = 16
+SAMPLE_SIZE = 4096
 MODES = ("full", "used")
 ORDERS = ("auto", "metadata-first", "sequential")
 
@@ -90,6 +104,13 @@ def source_identity(path: str, size: int, sector_size: int, physical_sector_size
     return identity
 
 
+def source_warnings(source: Source) -> tuple[str, ...]:
+    """Why an image of this open source may come out inconsistent (mounted read-write)."""
+    if not isinstance(source, BlockSource) or not source.is_device:
+        return ()
+    return safety.source_warnings(source.path, claimed=not source.exclusive)
+
+
 class ImageJob:
     """Everything one `rescue image` needs, opened and checked before any byte is read."""
 
@@ -105,9 +126,15 @@ class ImageJob:
         self._check_mode()
         self.source = open_source(request.source)
         self.plan: DiskPlan | None = None
+        self.locks = Locks()
         try:
+            self._check_safety()
+            self.source_warnings = source_warnings(self.source)
+            self._lock()
             self.mapfile = self._load_or_create_map()
-            self._check_destination()
+            self._check_files()
+            self.identity = self._source_identity()
+            self._check_same_source()
             domain = self._load_domain()
             metadata_first = self._metadata_first()
             if request.mode == "used" or metadata_first:
@@ -120,6 +147,7 @@ class ImageJob:
             self.writer: ImageWriter = DigestingWriter(writer) if fresh else writer
         except BaseException:
             self.source.close()
+            self.locks.release()
             raise
         meter = RateMeter()  # rates and elapsed time cover the whole job
         self.rescue = Rescue(self.source, self.writer, self.mapfile, self._save_map,
@@ -133,8 +161,9 @@ class ImageJob:
 
     @property
     def warnings(self) -> tuple[str, ...]:
-        """What the used-block planning could not trust (imaged whole instead)."""
-        return self.plan.warnings if self.plan else ()
+        """A source that may change while it is read, and what the used-block planning could
+        not trust (imaged whole instead)."""
+        return (*self.source_warnings, *(self.plan.warnings if self.plan else ()))
 
     def _check_mode(self) -> None:
         req = self.request
@@ -167,12 +196,17 @@ class ImageJob:
         path = self.source.path if isinstance(self.source, BlockSource) else None
         return plan_disk(SourceReader(self.source), path, self.source.sector_size)
 
-    def _check_destination(self) -> None:
+    def _protected(self) -> list[str]:
+        return [] if self.request.source.startswith(faulty.PREFIX) else [self.request.source]
+
+    def _check_safety(self) -> None:
+        """The write-safety policy on everything this job writes, before it takes its own
+        locks (so what it finds held is held by other jobs)."""
         req = self.request
         folder = os.path.dirname(os.path.abspath(req.dest))
         if not os.path.isdir(folder):
             raise UsageError(f"destination folder {folder} does not exist")
-        protected = [] if req.source.startswith(faulty.PREFIX) else [req.source]
+        protected = self._protected()
         safety.require_writable(req.dest, needed_size=self.source.size, protected=protected,
                                 force=req.force)
         safety.require_writable(req.mapfile_path, protected=protected, force=req.force)
@@ -180,11 +214,25 @@ class ImageJob:
                 os.path.exists(req.mapfile_path) and os.path.exists(self.image_path)
                 and os.path.samefile(req.mapfile_path, self.image_path)):
             raise UsageError(f"the mapfile {req.mapfile_path} cannot be the image itself")
-        if self.image_path != req.dest and os.path.exists(req.dest):
-            if self.mapfile.current_status == "+" and not req.force:
-                raise UsageError(f"{req.dest} is already complete (map {req.mapfile_path}); "
-                                 "use --force to image again")
+        if self.image_path != req.dest:
             safety.require_writable(self.image_path, protected=protected, force=req.force)
+
+    def _lock(self) -> None:
+        """One job per image and map, and no write to what this job reads, across every
+        rescue process: refused here, naming the holder, before the map is read."""
+        for path in self._protected():
+            self.locks.read(path)
+        for path in dict.fromkeys((self.request.dest, self.image_path,
+                                   self.request.mapfile_path)):
+            self.locks.write(path)
+
+    def _check_files(self) -> None:
+        """What the image and map on disk say: complete already, or rescued data gone."""
+        req = self.request
+        if (self.image_path != req.dest and os.path.exists(req.dest)
+                and self.mapfile.current_status == "+" and not req.force):
+            raise UsageError(f"{req.dest} is already complete (map {req.mapfile_path}); "
+                             "use --force to image again")
         have_map = os.path.exists(req.mapfile_path)
         try:
             st = os.stat(self.image_path)
@@ -200,6 +248,88 @@ class ImageJob:
                                  "use --force to overwrite it")
             with open(self.image_path, "r+b") as f:
                 f.truncate(0)
+
+    def _source_identity(self) -> dict[str, Any]:
+        src = self.source
+        if isinstance(src, BlockSource):
+            return source_identity(src.path, src.size, src.sector_size,
+                                   src.physical_sector_size)
+        return {"path": src.path, "size": src.size, "logical_sector_size": src.sector_size,
+                "physical_sector_size": src.physical_sector_size}
+
+    def _check_same_source(self) -> None:
+        """Resume only from the source the map and the image were made from; then record it
+        in the map, which every save writes. A map without an identity (GNU ddrescue's) is
+        judged by its rescued data alone."""
+        recorded = [(self.request.mapfile_path, self.mapfile.source)]
+        reader = self._rescued_image()
+        try:
+            if reader is not None:
+                recorded.append((self.image_path, self._manifest_source(reader)))
+            self._compare_identity(recorded)
+            if reader is not None:
+                self._compare_rescued_data(reader)
+        finally:
+            if reader is not None:
+                reader.close()
+        self.mapfile.source = {key: self.identity.get(key) for key in IDENTITY_FIELDS}
+
+    def _rescued_image(self) -> ImageReader | None:
+        if not self.mapfile.rmap.totals()[FINISHED] or not os.path.exists(self.image_path):
+            return None
+        try:
+            return open_reader(self.image_path)
+        except (FormatError, OSError):
+            return None  # opening it for writing says what is wrong with it
+
+    def _manifest_source(self, reader: ImageReader) -> dict[str, Any] | None:
+        try:
+            manifest = read_manifest(self.image_path, reader)
+        except FormatError:
+            return None  # a damaged manifest is rewritten at the end of this run
+        return manifest.source if manifest else None
+
+    def _compare_identity(self, recorded: list[tuple[str, dict[str, Any] | None]]) -> None:
+        for where, identity in recorded:
+            for key in IDENTITY_FIELDS:
+                before, now = (identity or {}).get(key), self.identity.get(key)
+                if before is not None and now is not None and before != now:
+                    raise RefusedError(
+                        f"{self.request.source} is not the source of {where} ({key} "
+                        f"{before!r} recorded, {now!r} now); image it into a new file")
+
+    def _compare_rescued_data(self, reader: ImageReader) -> None:
+        """Two disks of one size and model, or two files, differ in what was rescued: read a
+        few rescued areas again and compare them with the image."""
+        for offset, expected in self._samples(reader):
+            try:
+                found = bytes(self.source.read(offset, len(expected)))
+            except ReadError:
+                continue  # a failing disk may lose a sector it gave before: that proves nothing
+            if found != expected:
+                raise RefusedError(
+                    f"{self.request.source} is not the source of {self.image_path}: its bytes "
+                    f"at {offset:#x} differ from the rescued ones (another disk, or it changed "
+                    "since); image it into a new file")
+
+    def _samples(self, reader: ImageReader) -> list[tuple[int, bytes]]:
+        """Up to SAMPLES sector-aligned windows spread over the rescued areas, with the
+        image's bytes there; windows holding data are preferred to all-zero ones."""
+        finished = [(start, length) for start, length, state in self.mapfile.rmap.areas()
+                    if state == FINISHED]
+        ends = list(itertools.accumulate(length for _, length in finished))
+        sector = self.source.sector_size
+        data, zeros = [], []
+        for step in range(SAMPLE_CANDIDATES):
+            position = ends[-1] * step // SAMPLE_CANDIDATES
+            index = bisect.bisect_right(ends, position)
+            start, length = finished[index]
+            begin = -(-(start + position - ends[index] + length) // sector) * sector
+            size = min(SAMPLE_SIZE, (start + length - begin) // sector * sector)
+            if size > 0:
+                window = reader.read(begin, size)
+                (data if any(window) else zeros).append((begin, window))
+        return (data or zeros)[:SAMPLES]
 
     def _load_or_create_map(self) -> mapfile.Mapfile:
         path = self.request.mapfile_path
@@ -217,15 +347,18 @@ class ImageJob:
                      self.started)
 
     def run(self) -> Outcome:
+        with self.locks:  # held until the .img.zst is complete
+            return self._run_and_finish()
+
+    def _run_and_finish(self) -> Outcome:
         try:
-            with safety.protect(self.request.source):
-                outcome = self._run_phases()
+            outcome = self._run_phases()
             self._store_manifest(outcome)
         finally:
-            self.close()
+            self._close_files()
         if self.image_path != self.request.dest and outcome in FINISHED_OUTCOMES:
             Conversion(self.image_path, self.request.dest, "zst", self.request.level,
-                       force=True).run()
+                       force=True, locked=True).run()
             os.unlink(self.image_path)
         return outcome
 
@@ -239,14 +372,8 @@ class ImageJob:
 
     def _store_manifest(self, outcome: Outcome) -> None:
         """Record where the image came from and how the rescue went, inside the image."""
-        src = self.source
-        identity = {"path": src.path, "size": src.size, "logical_sector_size": src.sector_size,
-                    "physical_sector_size": src.physical_sector_size}
-        if isinstance(src, BlockSource):
-            identity = source_identity(src.path, src.size, src.sector_size,
-                                       src.physical_sector_size)
         manifest = Manifest(
-            source=identity, mode=self._manifest_mode(),
+            source=self.identity, mode=self._manifest_mode(),
             rescue=rescue_summary(list(self.mapfile.rmap.areas()), outcome.value))
         if outcome in FINISHED_OUTCOMES:  # the image will not change again: fingerprint it
             self.writer.sync()
@@ -289,6 +416,13 @@ class ImageJob:
         return self._active.snapshot()
 
     def close(self) -> None:
+        """Let go of a job that will not run: close its files and release its locks."""
+        try:
+            self._close_files()
+        finally:
+            self.locks.release()
+
+    def _close_files(self) -> None:
         """Close the image and source; a close that fails leaves the map as last saved."""
         try:
             self.writer.close()

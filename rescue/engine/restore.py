@@ -54,6 +54,7 @@ from dataclasses import dataclass, replace
 
 from rescue.devices import safety
 from rescue.devices.discover import BlockTree, find
+from rescue.devices.locks import Locks
 from rescue.engine.jobs import JobControl, RateMeter
 from rescue.engine.rangemap import FINISHED, NON_TRIED, RangeMap
 from rescue.errors import DestinationError, FormatError, RefusedError, UsageError
@@ -616,6 +617,14 @@ class RestoreJob:
                    if not c.allowed(self.request.force)]
         if refused:
             raise RefusedError(" | ".join(p for p in refused if p))
+        with Locks() as held:  # no other job uses a target or its map while this one runs
+            for check in checks:
+                assert check.span is not None
+                held.write(check.target)
+                held.write(self.map_path(check.target, check.span))
+            return self._restore(checks)
+
+    def _restore(self, checks: tuple[TargetCheck, ...]) -> RestoreResult:
         folder = self.request.map_dir or default_map_dir()
         try:
             os.makedirs(folder, exist_ok=True)

@@ -13,6 +13,7 @@ exactly the same maps: the bulk reader hands over whatever it is not sure of.
 from __future__ import annotations
 
 import binascii
+import json
 import os
 import re
 import sys
@@ -51,12 +52,18 @@ _ZERO_FILL = bytes.maketrans(b" ", b"0")
 _SLOT = (1 << 64) - 1  # one 64-bit slot of a big number (the lowest holds the map's end)
 
 
+SOURCE_COMMENT = "# Source: "  # then the source's identity as one line of JSON
+
+
 @dataclass
 class Mapfile:
     rmap: RangeMap
     current_pos: int = 0
     current_status: str = "?"
     current_pass: int = 1
+    # what identifies the source (size, sector sizes, model, serial), kept in a comment line
+    # that ddrescue and ddrescuelog skip; None in maps that GNU ddrescue wrote
+    source: dict[str, object] | None = None
 
 
 def _number(text: str, path: str, lineno: int) -> int:
@@ -217,7 +224,24 @@ def load(path: str, size: int | None = None) -> Mapfile:
             data = f.read()
     except OSError as exc:
         raise FormatError(f"cannot read mapfile {path}: {exc.strerror}") from None
-    return parse(data, path, size)
+    loaded = parse(data, path, size)
+    loaded.source = _source_of(data)
+    return loaded
+
+
+def _source_of(data: bytes) -> dict[str, object] | None:
+    """The identity in the header (before the status line), or None."""
+    marker = SOURCE_COMMENT.encode()
+    for line in data.splitlines():
+        if not line.startswith(b"#"):
+            return None
+        if line.startswith(marker):
+            try:
+                found = json.loads(line[len(marker):])
+            except ValueError:
+                return None
+            return found if isinstance(found, dict) else None
+    return None
 
 
 def render(mapfile: Mapfile, command_line: str = "", start_time: float | None = None) -> str:
@@ -230,6 +254,8 @@ def render(mapfile: Mapfile, command_line: str = "", start_time: float | None = 
         f"# Start time:   {time.strftime(stamp, started)}",
         f"# Current time: {time.strftime(stamp, now)}",
     ]
+    if mapfile.source is not None:
+        lines.append(SOURCE_COMMENT + json.dumps(mapfile.source, sort_keys=True))
     if mapfile.current_status == "+":
         lines.append("# Finished")
     lines.append("# current_pos  current_status  current_pass")

@@ -91,20 +91,34 @@ class BlockSource:
         self._view = memoryview(self._buffer)
 
     def _open(self, path: str) -> tuple[int, bool]:
+        """Open a device exclusively where the kernel allows it, so nothing can mount it
+        while it is read. EBUSY means it is mounted or claimed already: it is read all the
+        same, and `exclusive` stays False so the caller can say so."""
+        self.exclusive = self.is_device
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_DIRECT | os.O_CLOEXEC)
-            return fd, True
+            return self._open_flags(path, os.O_DIRECT), True
         except OSError as exc:
             if exc.errno != errno.EINVAL:  # file systems without O_DIRECT say EINVAL
                 raise SourceError(f"cannot open source {path}: {exc.strerror}") from None
         try:
-            return os.open(path, os.O_RDONLY | os.O_CLOEXEC), False
+            return self._open_flags(path, 0), False
         except OSError as exc:
             raise SourceError(f"cannot open source {path}: {exc.strerror}") from None
 
+    def _open_flags(self, path: str, extra: int) -> int:
+        flags = os.O_RDONLY | os.O_CLOEXEC | extra
+        if self.exclusive:
+            try:
+                return os.open(path, flags | os.O_EXCL)
+            except OSError as exc:
+                if exc.errno != errno.EBUSY:
+                    raise
+                self.exclusive = False
+        return os.open(path, flags)
+
     def _fall_back_to_buffered(self) -> None:
         os.close(self.fd)
-        self.fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        self.fd = self._open_flags(self.path, 0)
         self.direct = False
 
     def read(self, offset: int, length: int) -> memoryview:

@@ -188,6 +188,19 @@ def test_ddrescuelog_rewrites_our_maps_line_for_line(tmp_path: Path) -> None:
         assert described(mapfile.parse(rewritten, size=size)) == described(ours)
 
 
+def test_the_source_identity_line_loads_back_and_ddrescuelog_skips_it(tmp_path: Path) -> None:
+    path = tmp_path / "ours.map"
+    identity = {"size": 8 * GIB, "model": "Disk \"A\" #1\n", "serial": "\u00e9", "ok": None}
+    ours = Mapfile(random_map(random.Random(6), 8 * GIB, 50), 0, "*", 1, source=identity)
+    mapfile.save(str(path), ours)
+    assert mapfile.load(str(path)).source == identity
+    assert described(mapfile.load(str(path))) == described(ours)
+    rewritten = ddrescuelog("-a", "?,?", "-", stdin=path.read_bytes())
+    assert after_header(rewritten) == after_header(path.read_text())
+    path.write_text(path.read_text().replace('"ok": null', '"ok": nul'))  # damaged: no identity
+    assert mapfile.load(str(path)).source is None
+
+
 def test_ddrescuelog_counts_the_areas_we_count(tmp_path: Path) -> None:
     path = tmp_path / "ours.map"
     rmap = random_map(random.Random(5), 6 * GIB, 500)

@@ -173,6 +173,19 @@ def partitioned_disk(tmp_path: Path) -> Iterator[tuple[str, Path]]:
             subprocess.run(["umount", str(mount_point)], capture_output=True)
 
 
+async def image_summary(pilot: Pilot, source: str, dest: str) -> ImageWizard:
+    """Open the image wizard and go straight to its summary for `source` and `dest`."""
+    await pilot.press("i")
+    wizard = pilot.app.screen
+    assert isinstance(wizard, ImageWizard)
+    await set_field(pilot, "#source-path", source)
+    await pilot.press("enter")
+    await set_field(pilot, "#dest-path", dest)
+    await pilot.press("enter", "ctrl+n")
+    assert wizard.step_id == "summary"
+    return wizard
+
+
 @pytest.mark.slow
 def test_image_wizard_warns_when_the_image_lands_on_the_source_disk(
         partitioned_disk: tuple[str, Path]) -> None:
@@ -181,14 +194,7 @@ def test_image_wizard_warns_when_the_image_lands_on_the_source_disk(
     app = home_app()
 
     async def scenario(pilot: Pilot) -> None:
-        await pilot.press("i")
-        wizard = app.screen
-        assert isinstance(wizard, ImageWizard)
-        await set_field(pilot, "#source-path", source)
-        await pilot.press("enter")
-        await set_field(pilot, "#dest-path", str(dest))
-        await pilot.press("enter", "ctrl+n")
-        assert wizard.step_id == "summary"
+        wizard = await image_summary(pilot, source, str(dest))
         assert "same disk" in shown(app) and "force overrides" in shown(app)
         await pilot.press("enter")
         assert not app.jobs and "cannot start" in shown(app)
@@ -203,6 +209,25 @@ def test_image_wizard_warns_when_the_image_lands_on_the_source_disk(
     drive(app, scenario)
     with open(source, "rb") as original:
         assert dest.read_bytes() == original.read()
+
+
+@pytest.mark.slow
+def test_image_wizard_summary_names_a_source_mounted_read_write(
+        partitioned_disk: tuple[str, Path], tmp_path: Path) -> None:
+    """The whole disk, whose first partition is mounted read-write: the summary says the image
+    may be inconsistent, as `rescue image` does."""
+    second, mount_point = partitioned_disk
+    disk, first = second.removesuffix("p2"), second.removesuffix("2") + "1"
+    app = home_app()
+
+    async def scenario(pilot: Pilot) -> None:
+        await image_summary(pilot, disk, str(tmp_path / "disk.img"))
+        summary = " ".join(shown(app).split())
+        assert (f"! {first} is mounted read-write on {mount_point}: the image may be "
+                "inconsistent") in summary
+        await pilot.press("escape")
+
+    drive(app, scenario)
 
 
 @pytest.mark.slow

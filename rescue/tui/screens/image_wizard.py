@@ -19,7 +19,7 @@ from textual.widgets.option_list import Option
 
 from rescue.devices.discover import Disk
 from rescue.devices.safety import Verdict, check_write_target
-from rescue.engine.imaging import ImageJob, ImageRequest, open_source
+from rescue.engine.imaging import ImageJob, ImageRequest, open_source, source_warnings
 from rescue.engine.rescue import RescueOptions
 from rescue.errors import RescueError
 from rescue.formats.image import format_for
@@ -62,6 +62,7 @@ class ImageChoices:
 
     source: str = ""
     source_size: int = 0
+    source_warnings: tuple[str, ...] = ()  # e.g. mounted read-write: may change as it is read
     dest: str = ""
     image_format: str = "raw"
     level: int = 3
@@ -209,12 +210,13 @@ class ImageWizard(WizardScreen):
         except (RescueError, OSError) as error:
             return str(error)
         try:
-            size = source.size
+            size, warnings = source.size, source_warnings(source)
         finally:
             source.close()
         if path != self.choices.source:
             self.query_one("#dest-path", Input).value = ""  # proposed anew for the new source
         self.choices.source, self.choices.source_size = path, size
+        self.choices.source_warnings = warnings
         return None
 
     def check_dest(self) -> str | None:
@@ -280,6 +282,8 @@ class ImageWizard(WizardScreen):
         choices = self.choices
         text = Text()
         text.append(f"read   {choices.source} ({human_size(choices.source_size)})\n")
+        for warning in choices.source_warnings:
+            text.append(f"! {warning}\n", "yellow")
         text.append(f"write  {choices.dest}\n       map {choices.dest}.map\n")
         options = [f"format {choices.image_format}"]
         if choices.image_format != "raw":
