@@ -8,6 +8,7 @@ import sys
 import time
 from typing import TextIO
 
+from rescue.commands import add_image_argument
 from rescue.errors import DestinationError, ExitCode
 from rescue.explore.extract import Report, extract
 from rescue.explore.filesystem import Entry, FileSystem, mode_string, printable
@@ -21,7 +22,7 @@ TARGET_HELP = "[PARTITION:]PATH, e.g. 2:/home; without PARTITION the one file sy
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     ls = subparsers.add_parser("ls", help="list an image's partitions, or files inside one")
-    ls.add_argument("image")
+    add_image_argument(ls)
     ls.add_argument("target", nargs="?", help=f"{TARGET_HELP}; omit to list partitions")
     ls.add_argument("-R", "--recursive", action="store_true", help="list whole subtrees")
     ls.add_argument("-a", "--all", action="store_true",
@@ -33,7 +34,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "extract", help="copy files or folders out of an image, safely; report damaged files",
         description="Copy PATH into the directory DEST (created if missing) as DEST/NAME; "
         "exit status 1 if any file has unreadable parts or anything was not created.")
-    ext.add_argument("image")
+    add_image_argument(ext)
     ext.add_argument("target", help=TARGET_HELP)
     ext.add_argument("dest")
     ext.add_argument("--report", metavar="FILE", help="also write the report as JSON to FILE")
@@ -44,7 +45,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "mount", help="show an image as a raw disk (FUSE) and, as root, mount its partitions",
         description="DIR/disk is the image as a read-only raw disk; as root, each partition's "
         "file system is mounted read-only at DIR/pN (DIR/fs without a partition table).")
-    mnt.add_argument("image")
+    add_image_argument(mnt)
     mnt.add_argument("dir")
     mnt.add_argument("--raw-only", action="store_true", help="do not mount the partitions")
     mnt.set_defaults(run=run_mount)
@@ -116,7 +117,7 @@ def _list_entries(fs: FileSystem, top: Entry, args: argparse.Namespace, out: Tex
 
 
 def run_ls(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
-    with ImageSession(args.image) as session:
+    with ImageSession(args.image, args.image_format) as session:
         if args.target is None:
             _list_volumes(session, args.json, out)
             return ExitCode.OK
@@ -141,7 +142,7 @@ def print_report(report: Report, out: TextIO) -> None:
 
 
 def run_extract(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
-    with ImageSession(args.image) as session:
+    with ImageSession(args.image, args.image_format) as session:
         number, path = parse_target(args.target)
         fs = session.filesystem(number)
         report = extract(fs, fs.lookup(path), args.dest, image=args.image)
@@ -160,7 +161,8 @@ def run_extract(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
 
 
 def run_mount(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
-    result = mount_image(args.image, args.dir, partitions=not args.raw_only)
+    result = mount_image(args.image, args.dir, partitions=not args.raw_only,
+                         image_format=args.image_format)
     print(f"{result.disk}: the image as a read-only raw disk (server pid {result.pid})",
           file=out)
     for volume, target, loop in result.mounted:

@@ -3,11 +3,16 @@
 Unallocated ranges are never read or compressed: raw and qcow2 leave them as holes, and the
 seekable zstd writer stores them as one reused all-zero frame. The manifest travels along,
 completed with the fingerprint of the logical image, which the in-order copy gets for free.
+
+A file destination is written as DEST.partial and renamed to DEST only once complete and
+synced, so DEST never names a half copy: after a kill, DEST is absent (or still the file
+--force was replacing) and the same command starts over.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 import time
 from dataclasses import dataclass
 
@@ -53,11 +58,35 @@ def create_writer(path: str, fmt: str, size: int, level: int) -> ImageWriter:
     return RawWriter(path, size)
 
 
+def partial_path(dest: str) -> str:
+    """Where a conversion to the file `dest` is written until it is complete."""
+    return f"{dest}.partial"
+
+
+def publish(partial: str, dest: str) -> None:
+    """Give a complete, synced file its final name durably: rename, then sync the folder."""
+    os.replace(partial, dest)
+    folder = os.open(os.path.dirname(os.path.abspath(dest)), os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
+
+
+def _is_device(path: str) -> bool:
+    """A block device is written in place: it cannot be renamed into."""
+    try:
+        return stat.S_ISBLK(os.stat(path).st_mode)
+    except FileNotFoundError:
+        return False
+
+
 class Conversion:
     """One `rescue convert`: progress is polled from another thread, cancel via control."""
 
     def __init__(self, source: str, dest: str, dest_format: str | None = None, level: int = 3,
-                 force: bool = False, control: JobControl | None = None) -> None:
+                 force: bool = False, control: JobControl | None = None,
+                 source_format: str | None = None) -> None:
         self.source, self.dest = source, dest
         self.fmt = format_for(dest, dest_format)
         self.level = level
@@ -65,7 +94,8 @@ class Conversion:
         if os.path.exists(dest) and not force:
             raise UsageError(f"{dest} already exists; use --force to replace it")
         safety.require_writable(dest, protected=[source], force=force)
-        self.reader: ImageReader = open_reader(source)
+        self.source_format = detect_format(source, source_format)
+        self.reader: ImageReader = open_reader(source, self.source_format)
         self._done = 0
         self._started = time.monotonic()
 
@@ -77,18 +107,22 @@ class Conversion:
         try:
             manifest = read_manifest(self.source, reader) or Manifest(source={
                 "path": os.path.abspath(self.source), "size": reader.size,
-                "image_format": detect_format(self.source)})
-            if os.path.exists(self.dest):
-                os.unlink(self.dest)
-            writer = create_writer(self.dest, self.fmt, reader.size, self.level)
+                "image_format": self.source_format})
+            target = self.dest if _is_device(self.dest) else partial_path(self.dest)
+            if target != self.dest and os.path.lexists(target):
+                os.unlink(target)  # left by a run that was killed: a conversion starts over
+            writer = create_writer(target, self.fmt, reader.size, self.level)
             try:
                 manifest.fingerprint = self._copy(reader, writer)
                 self._store_manifest(writer, manifest)
+                writer.close()
             except BaseException:
                 getattr(writer, "abandon", writer.close)()
-                os.unlink(self.dest)  # a half-written copy is worth nothing; the source stays
+                if target != self.dest:
+                    os.unlink(target)  # a half-written copy is worth nothing; the source stays
                 raise
-            writer.close()
+            if target != self.dest:
+                publish(target, self.dest)
             return manifest
         finally:
             reader.close()
@@ -100,7 +134,7 @@ class Conversion:
             end = offset + length
             for pos in range(offset, end, CHUNK):
                 if self.control.cancelled.is_set():
-                    raise UsageError(f"conversion cancelled; {self.dest} removed")
+                    raise UsageError(f"conversion cancelled; {self.dest} not written")
                 n = min(CHUNK, end - pos)
                 if allocated:
                     data = reader.read(pos, n)
@@ -116,5 +150,5 @@ class Conversion:
     def _store_manifest(self, writer: ImageWriter, manifest: Manifest) -> None:
         if hasattr(writer, "set_manifest"):
             writer.set_manifest(manifest.to_bytes())  # type: ignore[attr-defined]
-        else:
+        elif not _is_device(self.dest):  # a disk has no room beside it
             write_sidecar(self.dest, manifest)

@@ -23,7 +23,7 @@ from rescue.engine.rescue import Outcome, Rescue, RescueOptions
 from rescue.errors import UsageError
 from rescue.formats import mapfile
 from rescue.formats.fingerprint import hash_image
-from rescue.formats.image import ImageWriter, format_for, open_reader
+from rescue.formats.image import ImageWriter, format_for, open_reader, require_format
 from rescue.formats.manifest import Manifest, rescue_summary, write_sidecar
 from rescue.fs.domain import DiskPlan, SourceReader, plan_disk
 from rescue.io import faulty
@@ -102,6 +102,7 @@ class ImageJob:
         # a qcow2 staging image that becomes the .img.zst once the rescue has finished
         staged = self.format == "zst"
         self.image_path = f"{request.dest}.partial.qcow2" if staged else request.dest
+        require_format(self.image_path, "qcow2" if staged else self.format)
         self._check_mode()
         self.source = open_source(request.source)
         self.plan: DiskPlan | None = None
@@ -224,8 +225,10 @@ class ImageJob:
         finally:
             self.close()
         if self.image_path != self.request.dest and outcome in FINISHED_OUTCOMES:
+            # the .img.zst appears under its name only once complete; until then a kill leaves
+            # the staging image and the map, and the same command converts again
             Conversion(self.image_path, self.request.dest, "zst", self.request.level,
-                       force=True).run()
+                       force=True, source_format="qcow2").run()
             os.unlink(self.image_path)
         return outcome
 

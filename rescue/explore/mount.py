@@ -33,7 +33,7 @@ import mfusepy as fuse
 import rescue
 from rescue.errors import RescueError, UsageError
 from rescue.explore.volumes import WHOLE_IMAGE, Volume, read_layout
-from rescue.formats.image import ImageReader, open_reader
+from rescue.formats.image import FORMATS, ImageReader, detect_format, open_reader
 
 DISK_NAME = "disk"
 SUBTYPE = "rescue"
@@ -108,9 +108,9 @@ class RawDiskFS(fuse.Operations):
                 "f_bfree": 0, "f_bavail": 0, "f_namemax": 255}
 
 
-def serve(image: str, mountpoint: str) -> None:
+def serve(image: str, mountpoint: str, image_format: str | None = None) -> None:
     """Run the FUSE server in the foreground until DIR is unmounted (or SIGTERM)."""
-    reader = open_reader(image)
+    reader = open_reader(image, image_format)
     try:
         operations = RawDiskFS(reader, read_layout(reader).volumes)
         options: dict[str, Any] = {"ro": True, "fsname": f"rescue:{image}", "subtype": SUBTYPE}
@@ -209,15 +209,16 @@ class MountResult:
     warnings: list[str] = field(default_factory=list)
 
 
-def _start_server(image: str, directory: str) -> int:
+def _start_server(image: str, image_format: str, directory: str) -> int:
     """Start the detached FUSE server; return its pid once DIR/disk answers."""
     package_root = os.path.dirname(os.path.dirname(os.path.abspath(rescue.__file__)))
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
     with tempfile.TemporaryFile() as errors:
         process = subprocess.Popen(
-            [sys.executable, "-m", MODULE, image, directory], stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL, stderr=errors, cwd="/", env=env, start_new_session=True)
+            [sys.executable, "-m", MODULE, image, directory, "--format", image_format],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errors, cwd="/", env=env,
+            start_new_session=True)
         deadline = time.monotonic() + _START_TIMEOUT
         while True:
             if process.poll() is not None:
@@ -260,7 +261,8 @@ def _detach(loop: str) -> None:
         time.sleep(0.1)
 
 
-def mount_image(image: str, directory: str, *, partitions: bool = True) -> MountResult:
+def mount_image(image: str, directory: str, *, partitions: bool = True,
+                image_format: str | None = None) -> MountResult:
     """Mount `image` at `directory` (which must exist and be empty): FUSE raw disk, then, as
     root, every partition with a recognised file system."""
     directory = os.path.realpath(directory)
@@ -268,12 +270,13 @@ def mount_image(image: str, directory: str, *, partitions: bool = True) -> Mount
         raise UsageError(f"{directory} is not a directory")
     if os.path.ismount(directory) or os.listdir(directory):
         raise UsageError(f"{directory} is not an empty, unmounted directory")
-    reader = open_reader(image)
+    image_format = detect_format(image, image_format)
+    reader = open_reader(image, image_format)
     try:
         layout = read_layout(reader)
     finally:
         reader.close()
-    pid = _start_server(os.path.realpath(image), directory)
+    pid = _start_server(os.path.realpath(image), image_format, directory)
     result = MountResult(directory, os.path.join(directory, DISK_NAME), pid)
     if not partitions:
         return result
@@ -360,9 +363,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      description="FUSE server of `rescue mount` (foreground)")
     parser.add_argument("image")
     parser.add_argument("mountpoint")
+    parser.add_argument("--format", choices=FORMATS)
     args = parser.parse_args(argv)
     try:
-        serve(args.image, args.mountpoint)
+        serve(args.image, args.mountpoint, args.format)
     except RescueError as error:
         print(f"rescue: {error}", file=sys.stderr)
         return int(error.exit_code)
