@@ -90,11 +90,11 @@ def test_a_killed_img_zst_step_is_finished_by_the_same_command(tmp_path: Path) -
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A small disk as rescue writes it in each format, and as qemu-img writes qcow2."""
+    """A small disk as rescue writes it as qcow2 and .img.zst, and as qemu-img writes qcow2."""
     folder = tmp_path_factory.mktemp("whole")
     source = make_source(folder / "source.img", 6, seed=3)
     made = {}
-    for name in ("ours.img.zst", "ours.qcow2", "ours.img"):
+    for name in ("ours.img.zst", "ours.qcow2"):
         made[name] = folder / name
         assert rescue("convert", str(source), str(made[name])).returncode == 0
     made["qemu.qcow2"] = folder / "qemu.qcow2"
@@ -103,16 +103,13 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return made
 
 
-@pytest.mark.parametrize("name", ["ours.img.zst", "ours.qcow2", "ours.img", "qemu.qcow2"])
+@pytest.mark.parametrize("name", ["ours.img.zst", "ours.qcow2", "qemu.qcow2"])
 def test_verify_fails_on_every_truncated_image(tmp_path: Path, images: dict[str, Path],
                                                name: str,
                                                capsys: pytest.CaptureFixture[str]) -> None:
     """Cut anywhere, from nothing to one byte short, an image never verifies as intact."""
     data = images[name].read_bytes()
     cut = tmp_path / name
-    if name == "ours.img":
-        (tmp_path / f"{name}.manifest.json").write_bytes(
-            Path(f"{images[name]}.manifest.json").read_bytes())
     points = {0, 1, 511, 512, 4096, len(data) - 1}
     points |= {len(data) * k // 24 for k in range(1, 24)}
     for point in sorted(points):
@@ -155,7 +152,7 @@ def test_kill_9_at_random_moments_then_the_same_command(tmp_path: Path, kind: st
         dest = work / f"out{suffix}"
         command = (("convert", str(source), str(dest)) if kind == "convert"
                    else ("image", str(source), str(dest)))
-        started = work if kind == "convert" else Path(f"{dest}.partial")
+        started = Path(f"{dest}.partial")  # the conversion has begun
         if trial < 0:
             span = -run_killed(command, started, None)
             continue
