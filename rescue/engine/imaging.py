@@ -102,7 +102,8 @@ class ImageJob:
         # a qcow2 staging image that becomes the .img.zst once the rescue has finished
         staged = self.format == "zst"
         self.image_path = f"{request.dest}.partial.qcow2" if staged else request.dest
-        require_format(self.image_path, "qcow2" if staged else self.format)
+        self.image_format = "qcow2" if staged else self.format  # what image_path holds
+        require_format(self.image_path, self.image_format)
         self._check_mode()
         self.source = open_source(request.source)
         self.plan: DiskPlan | None = None
@@ -114,8 +115,8 @@ class ImageJob:
             if request.mode == "used" or metadata_first:
                 self.plan = self._plan_disk()
                 domain = self.plan.used if request.mode == "used" else domain
-            writer = open_writer(self.image_path, "qcow2" if staged else self.format,
-                                 self.source.size, request.level)
+            writer = open_writer(self.image_path, self.image_format, self.source.size,
+                                 request.level)
             # a fresh image can be fingerprinted as it is written; a resumed one cannot
             fresh = not self.mapfile.rmap.totals()[FINISHED]
             self.writer: ImageWriter = DigestingWriter(writer) if fresh else writer
@@ -262,7 +263,7 @@ class ImageJob:
             write_sidecar(self.image_path, manifest)
 
     def _read_back_fingerprint(self) -> str:
-        reader = open_reader(self.image_path)
+        reader = open_reader(self.image_path, self.image_format)
         try:
             return hash_image(reader)
         finally:
