@@ -150,15 +150,16 @@ class AbandonableWriter(ABC):
 def format_for(path: str, override: str | None = None) -> str:
     """The format an image written to `path` gets: --format, else the name; raw otherwise.
 
-    A --format that contradicts the name is refused: the file would carry a name that says
-    one format and bytes of another, which every reader, ours included, calls damaged.
+    A --format that contradicts a .qcow2 or .img.zst name is refused: the file would carry a
+    name that promises a signature its bytes lack, which every reader, ours included, calls
+    damaged. qcow2 or .img.zst under a raw name is found by its signature, so it is allowed.
     """
     named = _named_format(path)
     if override is None:
         return named or "raw"
     if override not in FORMATS:
         raise UsageError(f"unknown format {override!r}; choose one of {', '.join(FORMATS)}")
-    if named and named != override:
+    if named in ("qcow2", "zst") and named != override:
         raise UsageError(f"{path} is named as a {named} image but --format {override} was "
                          f"given; drop --format, or pick a name that ends in "
                          f"{_EXTENSION_OF[override]}")
