@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from rescue.devices import safety
 from rescue.engine.jobs import JobControl
-from rescue.errors import UsageError
+from rescue.errors import DestinationError, UsageError
 from rescue.formats.fingerprint import Fingerprint
 from rescue.formats.image import (
     ImageReader,
@@ -65,12 +65,15 @@ def partial_path(dest: str) -> str:
 
 def publish(partial: str, dest: str) -> None:
     """Give a complete, synced file its final name durably: rename, then sync the folder."""
-    os.replace(partial, dest)
-    folder = os.open(os.path.dirname(os.path.abspath(dest)), os.O_RDONLY | os.O_DIRECTORY)
     try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)
+        os.replace(partial, dest)
+        folder = os.open(os.path.dirname(os.path.abspath(dest)), os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
+    except OSError as exc:
+        raise DestinationError(f"cannot rename {partial} to {dest}: {exc.strerror}") from None
 
 
 def _is_device(path: str) -> bool:
