@@ -229,7 +229,7 @@ class ImageJob:
             # the .img.zst appears under its name only once complete; until then a kill leaves
             # the staging image and the map, and the same command converts again
             Conversion(self.image_path, self.request.dest, "zst", self.request.level,
-                       force=True, source_format="qcow2").run()
+                       force=True, source_format=self.image_format).run()
             os.unlink(self.image_path)
         return outcome
 
