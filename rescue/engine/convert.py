@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from rescue.devices import safety
 from rescue.engine.jobs import JobControl
 from rescue.errors import DestinationError, UsageError
+from rescue.formats.durable import replace_durably
 from rescue.formats.fingerprint import Fingerprint
 from rescue.formats.image import (
     ImageReader,
@@ -64,14 +65,9 @@ def partial_path(dest: str) -> str:
 
 
 def publish(partial: str, dest: str) -> None:
-    """Give a complete, synced file its final name durably: rename, then sync the folder."""
+    """Give the complete, synced conversion its final name."""
     try:
-        os.replace(partial, dest)
-        folder = os.open(os.path.dirname(os.path.abspath(dest)), os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(folder)
-        finally:
-            os.close(folder)
+        replace_durably(partial, dest)
     except OSError as exc:
         raise DestinationError(f"cannot rename {partial} to {dest}: {exc.strerror}") from None
 
