@@ -3,3 +3,19 @@
 Each module has `add_parser(subparsers)` to register itself and `run(args)` returning an exit
 code; rescue/cli.py only dispatches.
 """
+
+from __future__ import annotations
+
+import argparse
+
+from rescue.formats.image import FORMATS
+
+
+def add_image_argument(parser: argparse.ArgumentParser, name: str = "image",
+                       option: str = "--format", help: str = "image file or device") -> None:
+    """The image a command reads, and the option that names its format when the name and
+    content do not: a raw image is only taken by a raw name (.img .raw .dd .bin .iso)."""
+    parser.add_argument(name, help=help)
+    parser.add_argument(option, dest="image_format", choices=FORMATS,
+                        help=f"read {name.upper()} as this format instead of detecting it "
+                             "(raw: a raw image whose name does not end in .img)")

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from rescue.commands import add_image_argument
 from rescue.commands.status import run_presented
 from rescue.engine.convert import Conversion
 from rescue.formats.image import FORMATS
@@ -14,7 +15,8 @@ from rescue.units import human_rate, human_size
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("convert", help="convert an image between raw, qcow2, .img.zst")
-    parser.add_argument("source", help="image to read (format detected from its content)")
+    add_image_argument(parser, "source", "--source-format",
+                       "image to read (format detected from its content)")
     parser.add_argument("dest", help="image to write (format from its extension)")
     parser.add_argument("--format", choices=FORMATS, help="output format (default: extension)")
     parser.add_argument("--level", type=int, default=3, help="compression level (default 3)")
@@ -24,7 +26,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    job = Conversion(args.source, args.dest, args.format, args.level, args.force)
+    job = Conversion(args.source, args.dest, args.format, args.level, args.force,
+                     source_format=args.image_format)
 
     def present() -> None:
         p = job.progress()

@@ -10,6 +10,7 @@ import time
 from types import ModuleType
 from typing import TextIO
 
+from rescue.commands import add_image_argument
 from rescue.errors import DestinationError, ExitCode, UsageError
 from rescue.explore.extract import Report, extract
 from rescue.explore.filesystem import Entry, FileSystem, mode_string, printable
@@ -22,7 +23,7 @@ TARGET_HELP = "[PARTITION:]PATH, e.g. 2:/home; without PARTITION the one file sy
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     ls = subparsers.add_parser("ls", help="list an image's partitions, or files inside one")
-    ls.add_argument("image")
+    add_image_argument(ls)
     ls.add_argument("target", nargs="?", help=f"{TARGET_HELP}; omit to list partitions")
     ls.add_argument("-R", "--recursive", action="store_true", help="list whole subtrees")
     ls.add_argument("-a", "--all", action="store_true",
@@ -36,7 +37,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "symlinks are recreated as they are, device nodes, FIFOs and sockets skipped. Exit "
         "status 1 if any data is not extracted: a damaged file (its lost bytes zero-filled) or "
         "an entry that could not be written.")
-    ext.add_argument("image")
+    add_image_argument(ext)
     ext.add_argument("target", help=TARGET_HELP)
     ext.add_argument("dest")
     ext.add_argument("--report", metavar="FILE", help="also write the report as JSON to FILE")
@@ -48,7 +49,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="DIR/disk is the image as a read-only raw disk; as root, each partition's "
         "file system is mounted read-only at DIR/pN (DIR/fs without a partition table). Every "
         "mount is ro,nosuid,nodev,noexec: nothing in the image runs or reaches a device.")
-    mnt.add_argument("image")
+    add_image_argument(mnt)
     mnt.add_argument("dir")
     mnt.add_argument("--raw-only", action="store_true", help="do not mount the partitions")
     mnt.add_argument("--allow-other", action="store_true",
@@ -122,7 +123,7 @@ def _list_entries(fs: FileSystem, top: Entry, args: argparse.Namespace, out: Tex
 
 
 def run_ls(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
-    with ImageSession(args.image) as session:
+    with ImageSession(args.image, args.image_format) as session:
         if args.target is None:
             _list_volumes(session, args.json, out)
             return ExitCode.OK
@@ -150,7 +151,7 @@ def print_report(report: Report, out: TextIO) -> None:
 
 
 def run_extract(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
-    with ImageSession(args.image) as session:
+    with ImageSession(args.image, args.image_format) as session:
         number, path = parse_target(args.target)
         fs = session.filesystem(number)
         report = extract(fs, fs.lookup(path), args.dest, image=args.image)
@@ -180,7 +181,8 @@ def _mount_module() -> ModuleType:
 
 def run_mount(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     result = _mount_module().mount_image(args.image, args.dir, partitions=not args.raw_only,
-                         allow_other=args.allow_other)
+                                         image_format=args.image_format,
+                                         allow_other=args.allow_other)
     print(f"{result.disk}: the image as a read-only raw disk (server pid {result.pid})",
           file=out)
     for volume, target, loop in result.mounted:

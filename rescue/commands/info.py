@@ -7,6 +7,7 @@ import json
 import os
 from typing import Any
 
+from rescue.commands import add_image_argument
 from rescue.errors import ExitCode
 from rescue.formats import mapfile
 from rescue.formats.fingerprint import Fingerprint, PlainSha256, hash_image
@@ -16,19 +17,19 @@ from rescue.units import human_size
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     info = subparsers.add_parser("info", help="show an image's format, sizes and manifest")
-    info.add_argument("image")
+    add_image_argument(info)
     info.add_argument("--json", action="store_true")
     info.set_defaults(run=run_info)
     verify = subparsers.add_parser(
         "verify", help="check an image's checksums; report damaged ranges (exit 1 if any)")
-    verify.add_argument("image")
+    add_image_argument(verify)
     verify.add_argument("--json", action="store_true")
     verify.set_defaults(run=run_verify)
 
 
-def describe(path: str) -> dict[str, Any]:
-    fmt = detect_format(path)
-    reader = open_reader(path)
+def describe(path: str, image_format: str | None = None) -> dict[str, Any]:
+    fmt = detect_format(path, image_format)
+    reader = open_reader(path, fmt)
     try:
         allocated = sum(length for _, length, used in reader.extents() if used)
         manifest = read_manifest(path, reader)
@@ -53,7 +54,7 @@ def describe(path: str) -> dict[str, Any]:
 
 
 def run_info(args: argparse.Namespace) -> int:
-    info = describe(args.image)
+    info = describe(args.image, args.image_format)
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
@@ -93,7 +94,7 @@ def info_lines(info: dict[str, Any]) -> list[str]:
 
 
 def run_verify(args: argparse.Namespace) -> int:
-    reader = open_reader(args.image)
+    reader = open_reader(args.image, args.image_format)
     try:
         manifest = read_manifest(args.image, reader)
         has_checksums = hasattr(reader, "verify")

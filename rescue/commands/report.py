@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from rescue.commands import add_image_argument
 from rescue.errors import ExitCode
 from rescue.fs.affected import image_damage_report
 from rescue.units import human_size
@@ -16,7 +17,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Read the file systems inside IMAGE (ext2/3/4, FAT, exFAT, NTFS) and list "
                     "every file whose data or metadata lies in a range its mapfile does not "
                     "mark rescued, with the bytes it lost.")
-    parser.add_argument("image")
+    add_image_argument(parser)
     parser.add_argument("--map", "-m", dest="map_path", metavar="MAPFILE",
                         help="the rescue's mapfile (default IMAGE.map)")
     parser.add_argument("--json", action="store_true")
@@ -24,7 +25,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    report, states = image_damage_report(args.image, args.map_path)
+    report, states = image_damage_report(args.image, args.map_path, args.image_format)
     code = ExitCode.UNREADABLE if report.files else ExitCode.OK
     if args.json:
         print(json.dumps({"image": args.image, **states, "unread": report.damaged_bytes,

@@ -14,6 +14,7 @@ import shlex
 import sys
 from typing import TextIO
 
+from rescue.commands import add_image_argument
 from rescue.commands.status import run_presented
 from rescue.engine.jobs import JobControl
 from rescue.engine.restore import (
@@ -45,7 +46,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "the image once. Each target is checked by the write-safety policy and "
                     "read back afterwards. Run the same command again to continue an "
                     "interrupted restore.")
-    parser.add_argument("image", help="image file to restore (never written)")
+    add_image_argument(parser, help="image file to restore (never written)")
     parser.add_argument("targets", nargs="+", metavar="TARGET", help="disk or partition")
     parser.add_argument("--partition", "-p", type=int, metavar="N",
                         help="restore only partition N of a whole-disk image")
@@ -154,8 +155,8 @@ def report(result: RestoreResult, json_lines: bool) -> int:
 def run(args: argparse.Namespace) -> int:
     request = RestoreRequest(
         image=args.image, targets=tuple(args.targets), partition=args.partition,
-        verify=args.verify, skip_holes=args.skip_holes, force=args.force,
-        map_dir=args.map_dir, check_image=args.check_image,
+        image_format=args.image_format, verify=args.verify, skip_holes=args.skip_holes,
+        force=args.force, map_dir=args.map_dir, check_image=args.check_image,
         checkpoint=max(args.checkpoint, 0.0), command_line=shlex.join(sys.argv))
     control = JobControl()
     job = RestoreJob(request, control)

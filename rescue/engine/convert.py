@@ -3,18 +3,24 @@
 Unallocated ranges are never read or compressed: raw and qcow2 leave them as holes, and the
 seekable zstd writer stores them as one reused all-zero frame. The manifest travels along,
 completed with the fingerprint of the logical image, which the in-order copy gets for free.
+
+A file destination is written as DEST.partial and renamed to DEST only once complete and
+synced, so DEST never names a half copy: after a kill, DEST is absent (or still the file
+--force was replacing) and the same command starts over.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 import time
 from dataclasses import dataclass
 
 from rescue.devices import safety
 from rescue.devices.locks import Locks
 from rescue.engine.jobs import JobControl
-from rescue.errors import UsageError
+from rescue.errors import DestinationError, UsageError
+from rescue.formats.durable import replace_durably
 from rescue.formats.fingerprint import Fingerprint
 from rescue.formats.image import (
     ImageReader,
@@ -54,12 +60,33 @@ def create_writer(path: str, fmt: str, size: int, level: int) -> ImageWriter:
     return RawWriter(path, size)
 
 
+def partial_path(dest: str) -> str:
+    """Where a conversion to the file `dest` is written until it is complete."""
+    return f"{dest}.partial"
+
+
+def publish(partial: str, dest: str) -> None:
+    """Give the complete, synced conversion its final name."""
+    try:
+        replace_durably(partial, dest)
+    except OSError as exc:
+        raise DestinationError(f"cannot rename {partial} to {dest}: {exc.strerror}") from None
+
+
+def _is_device(path: str) -> bool:
+    """A block device is written in place: it cannot be renamed into."""
+    try:
+        return stat.S_ISBLK(os.stat(path).st_mode)
+    except FileNotFoundError:
+        return False
+
+
 class Conversion:
     """One `rescue convert`: progress is polled from another thread, cancel via control."""
 
     def __init__(self, source: str, dest: str, dest_format: str | None = None, level: int = 3,
                  force: bool = False, control: JobControl | None = None,
-                 locked: bool = False) -> None:
+                 source_format: str | None = None, locked: bool = False) -> None:
         """`locked`: the caller has checked `dest` and holds the locks on both (an imaging
         job turning its staging image into the .img.zst)."""
         self.source, self.dest = source, dest
@@ -74,7 +101,8 @@ class Conversion:
                 safety.require_writable(dest, protected=[source], force=force)
                 self.locks.read(source)
                 self.locks.write(dest)
-            self.reader: ImageReader = open_reader(source)
+            self.source_format = detect_format(source, source_format)
+            self.reader: ImageReader = open_reader(source, self.source_format)
         except BaseException:
             self.locks.release()
             raise
@@ -89,18 +117,22 @@ class Conversion:
         try:
             manifest = read_manifest(self.source, reader) or Manifest(source={
                 "path": os.path.abspath(self.source), "size": reader.size,
-                "image_format": detect_format(self.source)})
-            if os.path.exists(self.dest):
-                os.unlink(self.dest)
-            writer = create_writer(self.dest, self.fmt, reader.size, self.level)
+                "image_format": self.source_format})
+            target = self.dest if _is_device(self.dest) else partial_path(self.dest)
+            if target != self.dest and os.path.lexists(target):
+                os.unlink(target)  # left by a run that was killed: a conversion starts over
+            writer = create_writer(target, self.fmt, reader.size, self.level)
             try:
                 manifest.fingerprint = self._copy(reader, writer)
                 self._store_manifest(writer, manifest)
+                writer.close()
             except BaseException:
                 getattr(writer, "abandon", writer.close)()
-                os.unlink(self.dest)  # a half-written copy is worth nothing; the source stays
+                if target != self.dest:
+                    os.unlink(target)  # a half-written copy is worth nothing; the source stays
                 raise
-            writer.close()
+            if target != self.dest:
+                publish(target, self.dest)
             return manifest
         finally:
             reader.close()
@@ -113,7 +145,7 @@ class Conversion:
             end = offset + length
             for pos in range(offset, end, CHUNK):
                 if self.control.cancelled.is_set():
-                    raise UsageError(f"conversion cancelled; {self.dest} removed")
+                    raise UsageError(f"conversion cancelled; {self.dest} not written")
                 n = min(CHUNK, end - pos)
                 if allocated:
                     data = reader.read(pos, n)
@@ -129,5 +161,5 @@ class Conversion:
     def _store_manifest(self, writer: ImageWriter, manifest: Manifest) -> None:
         if hasattr(writer, "set_manifest"):
             writer.set_manifest(manifest.to_bytes())  # type: ignore[attr-defined]
-        else:
+        elif not _is_device(self.dest):  # a disk has no room beside it
             write_sidecar(self.dest, manifest)

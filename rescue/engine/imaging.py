@@ -32,6 +32,7 @@ from rescue.formats.image import (
     format_for,
     open_reader,
     read_manifest,
+    require_format,
 )
 from rescue.formats.manifest import Manifest, rescue_summary, write_sidecar
 from rescue.fs.domain import DiskPlan, SourceReader, plan_disk
@@ -123,6 +124,8 @@ class ImageJob:
         # a qcow2 staging image that becomes the .img.zst once the rescue has finished
         staged = self.format == "zst"
         self.image_path = f"{request.dest}.partial.qcow2" if staged else request.dest
+        self.image_format = "qcow2" if staged else self.format  # what image_path holds
+        require_format(self.image_path, self.image_format)
         self._check_mode()
         self.source = open_source(request.source)
         self.plan: DiskPlan | None = None
@@ -140,8 +143,8 @@ class ImageJob:
             if request.mode == "used" or metadata_first:
                 self.plan = self._plan_disk()
                 domain = self.plan.used if request.mode == "used" else domain
-            writer = open_writer(self.image_path, "qcow2" if staged else self.format,
-                                 self.source.size, request.level)
+            writer = open_writer(self.image_path, self.image_format, self.source.size,
+                                 request.level)
             # a fresh image can be fingerprinted as it is written; a resumed one cannot
             fresh = not self.mapfile.rmap.totals()[FINISHED]
             self.writer: ImageWriter = DigestingWriter(writer) if fresh else writer
@@ -278,7 +281,7 @@ class ImageJob:
         if not self.mapfile.rmap.totals()[FINISHED] or not os.path.exists(self.image_path):
             return None
         try:
-            return open_reader(self.image_path)
+            return open_reader(self.image_path, self.image_format)
         except (FormatError, OSError):
             return None  # opening it for writing says what is wrong with it
 
@@ -357,8 +360,10 @@ class ImageJob:
         finally:
             self._close_files()
         if self.image_path != self.request.dest and outcome in FINISHED_OUTCOMES:
+            # the .img.zst appears under its name only once complete; until then a kill leaves
+            # the staging image and the map, and the same command converts again
             Conversion(self.image_path, self.request.dest, "zst", self.request.level,
-                       force=True, locked=True).run()
+                       force=True, source_format=self.image_format, locked=True).run()
             os.unlink(self.image_path)
         return outcome
 
@@ -386,7 +391,7 @@ class ImageJob:
             write_sidecar(self.image_path, manifest)
 
     def _read_back_fingerprint(self) -> str:
-        reader = open_reader(self.image_path)
+        reader = open_reader(self.image_path, self.image_format)
         try:
             return hash_image(reader)
         finally:

@@ -59,7 +59,7 @@ from rescue.engine.jobs import JobControl, RateMeter
 from rescue.engine.rangemap import FINISHED, NON_TRIED, RangeMap
 from rescue.errors import DestinationError, FormatError, RefusedError, UsageError
 from rescue.formats import mapfile
-from rescue.formats.image import ImageReader, open_reader, read_manifest
+from rescue.formats.image import ImageReader, detect_format, open_reader, read_manifest
 from rescue.fs.partitions import PartitionTable, read_partition_table
 from rescue.units import human_size
 
@@ -86,6 +86,7 @@ class RestoreRequest:
     check_image: bool = False  # decode the whole image before writing anything
     checkpoint: float = 5.0  # seconds between fsync + map save on each target
     command_line: str = ""
+    image_format: str | None = None  # --format; detected from the image when None
 
 
 @dataclass(frozen=True)
@@ -273,8 +274,8 @@ class _Decoders:
     """Chunks of the image decoded in parallel, one reader per thread (readers keep caches
     and are not shared), delivered in order through a bounded window of futures."""
 
-    def __init__(self, path: str, threads: int) -> None:
-        self.path = path
+    def __init__(self, path: str, image_format: str, threads: int) -> None:
+        self.path, self.image_format = path, image_format
         self.pool = ThreadPoolExecutor(threads, thread_name_prefix="restore-decode")
         self.local = threading.local()
         self.readers: list[ImageReader] = []
@@ -284,7 +285,7 @@ class _Decoders:
     def _reader(self) -> ImageReader:
         reader = getattr(self.local, "reader", None)
         if reader is None:
-            reader = self.local.reader = open_reader(self.path)
+            reader = self.local.reader = open_reader(self.path, self.image_format)
             with self.lock:
                 self.readers.append(reader)
         return reader
@@ -464,7 +465,8 @@ class RestoreJob:
     # ---- before writing ------------------------------------------------------------------
 
     def _inspect_image(self) -> None:
-        reader = open_reader(self.image)
+        self.image_format = detect_format(self.image, self.request.image_format)
+        reader = open_reader(self.image, self.image_format)
         try:
             self.size = reader.size
             self.table = self._read_table(reader, self._image_sector_size(reader))
@@ -688,7 +690,7 @@ class RestoreJob:
         learn their digests."""
         start, length = self.source[0], self._read_length
         todo = {t.path: t.todo(self._plan(t.size)) for t in self._targets}
-        decoders = _Decoders(self.image, max(1, min(4, os.cpu_count() or 1)))
+        decoders = _Decoders(self.image, self.image_format, max(1, min(4, os.cpu_count() or 1)))
         pool = _BufferPool()
         writers = [t for t in self._targets if self._start_writer(t)]
         verify = self.request.verify
@@ -827,7 +829,7 @@ class RestoreJob:
                 data = view[:min(os.preadv(fd, [view[:request]], offset), size)]
                 whole_chunk = size == min(CHUNK, self._read_length - offset)
                 if not whole_chunk or hashlib.sha256(data).digest() != digests.get(offset):
-                    image = image or open_reader(self.image)
+                    image = image or open_reader(self.image, self.image_format)
                     self._compare(target, offset, bytes(data),
                                   image.read(self.source[0] + offset, size))
                 target.verified += size

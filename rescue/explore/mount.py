@@ -37,7 +37,7 @@ import mfusepy as fuse
 import rescue
 from rescue.errors import RescueError, UsageError
 from rescue.explore.volumes import Volume, read_layout, volume_dir
-from rescue.formats.image import ImageReader, open_reader
+from rescue.formats.image import FORMATS, ImageReader, detect_format, open_reader
 
 DISK_NAME = "disk"
 SUBTYPE = "rescue"
@@ -125,9 +125,10 @@ class RawDiskFS(fuse.Operations):
                 "f_bfree": 0, "f_bavail": 0, "f_namemax": 255}
 
 
-def serve(image: str, mountpoint: str, *, allow_other: bool = False) -> None:
+def serve(image: str, mountpoint: str, image_format: str | None = None, *,
+          allow_other: bool = False) -> None:
     """Run the FUSE server in the foreground until DIR is unmounted (or SIGTERM)."""
-    reader = open_reader(image)
+    reader = open_reader(image, image_format)
     try:
         operations = RawDiskFS(reader, read_layout(reader).volumes)
         try:
@@ -231,12 +232,12 @@ class MountResult:
     warnings: list[str] = field(default_factory=list)
 
 
-def _start_server(image: str, directory: str, allow_other: bool) -> int:
+def _start_server(image: str, image_format: str, directory: str, allow_other: bool) -> int:
     """Start the detached FUSE server; return its pid once DIR/disk answers."""
     package_root = os.path.dirname(os.path.dirname(os.path.abspath(rescue.__file__)))
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
-    command = [sys.executable, "-m", MODULE, image, directory]
+    command = [sys.executable, "-m", MODULE, image, directory, "--format", image_format]
     if allow_other:
         command.append("--allow-other")
     with tempfile.TemporaryFile() as errors:
@@ -308,7 +309,7 @@ def _detach(loop: str) -> None:
 
 
 def mount_image(image: str, directory: str, *, partitions: bool = True,
-                allow_other: bool = False) -> MountResult:
+                image_format: str | None = None, allow_other: bool = False) -> MountResult:
     """Mount `image` at `directory` (which must exist and be empty): FUSE raw disk, then, as
     root, every partition with a recognised file system. Only the caller (and root) may enter
     `directory` unless `allow_other`."""
@@ -317,12 +318,13 @@ def mount_image(image: str, directory: str, *, partitions: bool = True,
         raise UsageError(f"{directory} is not a directory")
     if os.path.ismount(directory) or os.listdir(directory):
         raise UsageError(f"{directory} is not an empty, unmounted directory")
-    reader = open_reader(image)
+    image_format = detect_format(image, image_format)
+    reader = open_reader(image, image_format)
     try:
         layout = read_layout(reader)
     finally:
         reader.close()
-    pid = _start_server(os.path.realpath(image), directory, allow_other)
+    pid = _start_server(os.path.realpath(image), image_format, directory, allow_other)
     result = MountResult(directory, os.path.join(directory, DISK_NAME), pid)
     if not partitions:
         return result
@@ -409,10 +411,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      description="FUSE server of `rescue mount` (foreground)")
     parser.add_argument("image")
     parser.add_argument("mountpoint")
+    parser.add_argument("--format", choices=FORMATS)
     parser.add_argument("--allow-other", action="store_true")
     args = parser.parse_args(argv)
     try:
-        serve(args.image, args.mountpoint, allow_other=args.allow_other)
+        serve(args.image, args.mountpoint, args.format, allow_other=args.allow_other)
     except RescueError as error:
         print(f"rescue: {error}", file=sys.stderr)
         return int(error.exit_code)

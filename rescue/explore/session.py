@@ -11,9 +11,9 @@ from rescue.formats.image import open_reader
 class ImageSession:
     """Opens the image once; each volume's file system is opened when first asked for."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, image_format: str | None = None) -> None:
         self.path = path
-        self.reader = open_reader(path)
+        self.reader = open_reader(path, image_format)
         try:
             self.layout: Layout = read_layout(self.reader)
             self.unreadable = unreadable_map(path, self.reader.size)

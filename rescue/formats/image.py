@@ -3,16 +3,62 @@
 from __future__ import annotations
 
 import os
+import stat
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from typing import Protocol, Self
+from dataclasses import dataclass
+from typing import BinaryIO, Protocol, Self
 
 from rescue.errors import FormatError, UsageError
 from rescue.formats.manifest import Manifest, read_sidecar
 
 FORMATS = ("raw", "qcow2", "zst")
-_EXTENSIONS = ((".img.zst", "zst"), (".zst", "zst"), (".qcow2", "qcow2"), (".img", "raw"),
-               (".raw", "raw"))
+MIN_IMAGE_SIZE = 512  # one sector: anything smaller holds no disk
+_HEAD = 4096
+_TAIL = 512
+RAW_EXTENSIONS = (".img", ".raw", ".dd", ".bin", ".iso")
+_EXTENSIONS = ((".img.zst", "zst"), (".zst", "zst"), (".qcow2", "qcow2"),
+               *((ext, "raw") for ext in RAW_EXTENSIONS))
+_EXTENSION_OF = {"raw": ".img", "qcow2": ".qcow2", "zst": ".img.zst"}
+
+
+@dataclass(frozen=True)
+class Foreign:
+    """A format rescue does not read, known by its published signature, and what to do."""
+
+    what: str
+    magic: bytes
+    offset: int  # where the signature lies; negative: counted from the end of the file
+    advice: str
+    raw_image_may_start_so: bool = False  # a raw image of a partition can begin with it
+
+
+_QEMU = "convert it to a raw image first: qemu-img convert -O raw {path} disk.img"
+_UNPACK = "decompress it first ({tool} {path}), then use the raw image"
+FOREIGN = (
+    Foreign("a VMDK disk (VMware)", b"KDMV", 0, _QEMU),
+    Foreign("a VMDK disk (VMware ESX)", b"COWD", 0, _QEMU),
+    Foreign("a VMDK descriptor (VMware)", b"# Disk DescriptorFile", 0, _QEMU),
+    Foreign("a VHDX disk (Hyper-V)", b"vhdxfile", 0, _QEMU),
+    Foreign("a VHD disk (Virtual PC, Hyper-V)", b"conectix", 0, _QEMU),
+    Foreign("a VHD disk (Virtual PC, Hyper-V)", b"conectix", -512, _QEMU),
+    Foreign("a VDI disk (VirtualBox)", b"\x7f\x10\xda\xbe", 0x40, _QEMU),
+    Foreign("a QED disk (QEMU)", b"QED\x00", 0, _QEMU),
+    Foreign("a partclone image", b"partclone-image", 0,
+            "restore it with partclone.restore, or partclone.<fs> -r -W -s {path} -o disk.img"),
+    Foreign("an EnCase (E01) evidence file", b"EVF\x09\x0d\x0a\xff\x00", 0,
+            "export it to raw first: ewfexport -t disk {path}"),
+    Foreign("an EnCase (Ex01) evidence file", b"EVF2\x0d\x0a\x81\x00", 0,
+            "export it to raw first: ewfexport -t disk {path}"),
+    Foreign("a gzip stream", b"\x1f\x8b", 0, _UNPACK.replace("{tool}", "gunzip -k")),
+    Foreign("an xz stream", b"\xfd7zXZ\x00", 0, _UNPACK.replace("{tool}", "unxz -k")),
+    Foreign("a bzip2 stream", b"BZh", 0, _UNPACK.replace("{tool}", "bunzip2 -k")),
+    Foreign("an lz4 stream", b"\x04\x22\x4d\x18", 0, _UNPACK.replace("{tool}", "lz4 -d")),
+    Foreign("a LUKS encrypted container", b"LUKS\xba\xbe", 0,
+            "open it with cryptsetup and image the mapped device; if it is a raw image of an "
+            "encrypted partition, name it .img or pass --format raw",
+            raw_image_may_start_so=True),
+)
 
 
 class ImageWriter(Protocol):
@@ -102,41 +148,125 @@ class AbandonableWriter(ABC):
 
 
 def format_for(path: str, override: str | None = None) -> str:
-    """The format named by --format, else by the file's extension; raw for devices and others."""
-    if override:
-        if override not in FORMATS:
-            raise UsageError(f"unknown format {override!r}; choose one of {', '.join(FORMATS)}")
-        return override
-    lower = path.lower()
-    for ext, fmt in _EXTENSIONS:
-        if lower.endswith(ext):
-            return fmt
-    return "raw"
+    """The format an image written to `path` gets: --format, else the name; raw otherwise.
+
+    A --format that contradicts a .qcow2 or .img.zst name is refused: the file would carry a
+    name that promises a signature its bytes lack, which every reader, ours included, calls
+    damaged. qcow2 or .img.zst under a raw name is found by its signature, so it is allowed.
+    """
+    named = _named_format(path)
+    if override is None:
+        return named or "raw"
+    if override not in FORMATS:
+        raise UsageError(f"unknown format {override!r}; choose one of {', '.join(FORMATS)}")
+    if named in ("qcow2", "zst") and named != override:
+        raise UsageError(f"{path} is named as a {named} image but --format {override} was "
+                         f"given; drop --format, or pick a name that ends in "
+                         f"{_EXTENSION_OF[override]}")
+    return override
 
 
-QCOW2_MAGIC = b"QFI\xfb"
-ZSTD_MAGICS = (0xFD2FB528, *range(0x184D2A50, 0x184D2A60))  # a frame or a skippable frame
-
-
-def detect_format(path: str) -> str:
-    """The format by the file's first bytes, not its name: an image may be renamed."""
+def require_format(path: str, fmt: str) -> None:
+    """Refuse to continue an existing image at `path` that holds another of our formats:
+    writing `fmt` into it would destroy the earlier work."""
     try:
         with open(path, "rb") as f:
-            head = f.read(4)
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                return
+            head, tail = _ends(f)
+    except OSError:
+        return  # nothing there yet, or not ours to judge: the writer reports why
+    found = _our_format(head, tail)
+    if found not in (None, fmt):
+        raise UsageError(f"{path} already holds a {found} image; writing {fmt} into it would "
+                         f"destroy it; give a new name, or continue it as {found}")
+
+
+def detect_format(path: str, override: str | None = None) -> str:
+    """The format rescue reads `path` as, or a FormatError that says what it is instead.
+
+    Our formats are known by their signatures (an image may be renamed), foreign containers
+    by theirs and refused with what to do. A raw image has no signature, so it is taken only
+    when the name says raw, for a block device, or when --format says so; anything else is
+    refused rather than read as a disk. A name that promises qcow2 or .img.zst without the
+    signature is a damaged image.
+    """
+    if override is not None and override not in FORMATS:
+        raise UsageError(f"unknown format {override!r}; choose one of {', '.join(FORMATS)}")
+    try:
+        with open(path, "rb") as f:
+            st = os.fstat(f.fileno())
+            if stat.S_ISBLK(st.st_mode):
+                return override or "raw"  # a disk is its bytes
+            if not stat.S_ISREG(st.st_mode):
+                raise FormatError(f"{path} is not a regular file or a block device")
+            head, tail = _ends(f)
     except IsADirectoryError:
         raise FormatError(f"{path} is a directory, not an image") from None
     except OSError as exc:
         raise FormatError(f"cannot open image {path}: {exc.strerror}") from None
-    if head == QCOW2_MAGIC:
+    named = _named_format(path)
+    if st.st_size < MIN_IMAGE_SIZE:
+        what = "empty" if not st.st_size else f"only {st.st_size} bytes long"
+        damaged = "damaged image: " if named in ("qcow2", "zst") else ""
+        raise FormatError(f"{damaged}{path} is {what}: too small to be a disk image")
+    if override is not None:
+        return override
+    foreign = _foreign(head, tail)
+    if foreign is not None and not (foreign.raw_image_may_start_so and named == "raw"):
+        raise FormatError(f"{path} is {foreign.what}, not an image rescue reads; "
+                          + foreign.advice.format(path=path))
+    found = _our_format(head, tail)
+    if found == "zstd":
+        raise FormatError(f"{path} is a plain zstd stream without a seek table, not a seekable "
+                          ".img.zst; decompress it (zstd -d) and convert the raw image")
+    if found is not None:
+        return found
+    if named == "raw":
+        return "raw"
+    if named is not None:
+        raise FormatError(f"damaged image: {path} is named as a {named} image but does not "
+                          f"begin with the {named} signature")
+    raise FormatError(f"{path} is not a disk image rescue knows: neither qcow2 nor .img.zst, "
+                      f"and its name does not end in {', '.join(RAW_EXTENSIONS)}; if it is a "
+                      "raw image, pass --format raw")
+
+
+def _named_format(path: str) -> str | None:
+    lower = path.lower()
+    return next((fmt for ext, fmt in _EXTENSIONS if lower.endswith(ext)), None)
+
+
+def _ends(f: BinaryIO) -> tuple[bytes, bytes]:
+    """The first and last bytes of an open file, where signatures live."""
+    head = f.read(_HEAD)
+    f.seek(max(0, os.fstat(f.fileno()).st_size - _TAIL))
+    return head, f.read(_TAIL)
+
+
+def _foreign(head: bytes, tail: bytes) -> Foreign | None:
+    for known in FOREIGN:
+        data, at = (head, known.offset) if known.offset >= 0 else (tail, len(tail) + known.offset)
+        if at >= 0 and data[at:at + len(known.magic)] == known.magic:
+            return known
+    return None
+
+
+def _our_format(head: bytes, tail: bytes) -> str | None:
+    """qcow2, zst (seekable) or zstd (a plain stream), by each module's own signatures."""
+    from rescue.formats import qcow2, zstseek
+
+    if head.startswith(qcow2.MAGIC):
         return "qcow2"
-    if len(head) == 4 and int.from_bytes(head, "little") in ZSTD_MAGICS:
+    if zstseek.is_seekable(head, tail):
         return "zst"
-    return "raw"
+    return "zstd" if zstseek.is_zstd(head) else None
 
 
-def open_reader(path: str) -> ImageReader:
-    """Random access to any image rescue reads: qcow2, seekable zstd, raw file or device."""
-    fmt = detect_format(path)
+def open_reader(path: str, fmt: str | None = None) -> ImageReader:
+    """Random access to any image rescue reads: qcow2, seekable zstd, raw file or device.
+    `fmt` is --format, or a format `detect_format` already gave."""
+    fmt = detect_format(path, fmt)
     if fmt == "qcow2":
         from rescue.formats.qcow2 import Qcow2Reader
 

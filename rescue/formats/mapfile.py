@@ -25,6 +25,7 @@ from itertools import chain, islice
 from rescue import __version__
 from rescue.engine.rangemap import STATES, RangeMap
 from rescue.errors import DestinationError, FormatError
+from rescue.formats.durable import replace_durably
 
 # current_status values of the status line: what phase the rescue was in
 PHASES = {"?": "copying", "*": "trimming", "/": "scraping", "-": "retrying",
@@ -276,7 +277,6 @@ def save(path: str, mapfile: Mapfile, command_line: str = "",
     A crash at any moment leaves either the old or the new map complete on disk."""
     text = render(mapfile, command_line, start_time)
     tmp = f"{path}.tmp"
-    directory = os.path.dirname(os.path.abspath(path))
     try:
         with open(tmp, "w", encoding="ascii") as f:
             f.write(text)
@@ -284,12 +284,7 @@ def save(path: str, mapfile: Mapfile, command_line: str = "",
             os.fsync(f.fileno())
         if os.path.exists(path):
             _link_backup(path)
-        os.replace(tmp, path)
-        dir_fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        replace_durably(tmp, path)
     except OSError as exc:
         raise DestinationError(f"cannot save mapfile {path}: {exc.strerror}") from None
 

@@ -399,10 +399,33 @@ class Qcow2Reader(_Image, FdReader):
             raise FormatError(f"cannot open {path}: {error.strerror}") from error
         try:
             super().__init__(fd, path)
+            self._check_tables_in_file()
         except BaseException:
             os.close(fd)
             raise
         self._recent: OrderedDict[int, bytes | None] = OrderedDict()
+
+    def _check_tables_in_file(self) -> None:
+        """Refuse a truncated copy when it is opened: the refcount table, its blocks and the
+        L2 tables must lie inside the file. A cut that spares them loses only data clusters,
+        which reads and `verify` report as damaged."""
+        header, cs = self._header, self.cluster_size
+        file_size = os.fstat(self._fd).st_size
+
+        def check(offset: int, length: int, what: str) -> None:
+            if offset + length > file_size:
+                raise FormatError(f"truncated qcow2 image {self.path}: {what} at offset "
+                                  f"{offset} lies past the end of the file")
+
+        length = header.refcount_table_clusters * cs
+        check(header.refcount_table_offset, length, "the refcount table")
+        table = _pread(self._fd, length, header.refcount_table_offset, "the refcount table")
+        for offset in _to_host(table, "Q"):
+            if offset & OFFSET_MASK:
+                check(offset & OFFSET_MASK, cs, "a refcount block")
+        for offset in self._l1:
+            if offset:
+                check(offset, cs, "an L2 table")
 
     def _cluster_bytes(self, index: int) -> bytes | None:
         """Decoded clusters are kept briefly: small sequential reads hit one cluster often."""

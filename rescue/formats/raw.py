@@ -56,10 +56,14 @@ class RawWriter:
             raise DestinationError(f"cannot sync {self.path}: {exc.strerror}") from None
 
     def close(self) -> None:
+        """Sync and release the file; a second call does nothing."""
+        if self.fd < 0:
+            return
         try:
             self.sync()
         finally:
             os.close(self.fd)
+            self.fd = -1
 
 
 class RawReader(FdReader):

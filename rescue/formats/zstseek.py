@@ -79,6 +79,22 @@ def _xxh64_low32(data: bytes) -> int:
 EMPTY_CHECKSUM = _xxh64_low32(b"")  # seek table checksum of a skippable frame
 
 
+def is_zstd(head: bytes) -> bool:
+    """Whether a file starting with `head` starts with a zstd frame or a skippable frame."""
+    magic = int.from_bytes(head[:4], "little") if len(head) >= 4 else None
+    return magic == ZSTD_MAGIC or (magic is not None
+                                   and magic & SKIPPABLE_MAGIC_MASK == SKIPPABLE_MAGIC)
+
+
+def is_seekable(head: bytes, tail: bytes) -> bool:
+    """Whether a zstd file is a seekable one, from its first and last bytes: it begins with
+    our header frame (finished or not: the reader tells which), or ends with the seek table's
+    magic (any writer of the format)."""
+    ours = SKIPPABLE_HEADER.pack(HEADER_MAGIC, HEADER_PAYLOAD.size) + HEADER_TAG
+    return is_zstd(head) and (head.startswith(ours)
+                              or tail[-4:] == SEEKABLE_MAGIC.to_bytes(4, "little"))
+
+
 def _skippable_frame(magic: int, payload: bytes) -> bytes:
     return SKIPPABLE_HEADER.pack(magic, len(payload)) + payload
 
@@ -397,11 +413,9 @@ class ZstSeekReader(FdReader):
         """Read and cross-check the seek table; return data frames and the manifest's span."""
         file_size = os.fstat(self._fd).st_size
         head = os.pread(self._fd, SKIPPABLE_HEADER.size + HEADER_PAYLOAD.size, 0)
-        magic = int.from_bytes(head[:4], "little") if len(head) >= 4 else None
-        if magic != ZSTD_MAGIC and (magic is None
-                                    or magic & SKIPPABLE_MAGIC_MASK != SKIPPABLE_MAGIC):
+        if not is_zstd(head):
             raise FormatError(f"{self.path} is not a zstd file")
-        ours = magic == HEADER_MAGIC and self._check_header(head)
+        ours = int.from_bytes(head[:4], "little") == HEADER_MAGIC and self._check_header(head)
         table_min = SKIPPABLE_HEADER.size + FOOTER.size
         footer = os.pread(self._fd, FOOTER.size, file_size - FOOTER.size) \
             if file_size >= table_min else b""

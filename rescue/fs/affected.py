@@ -124,13 +124,13 @@ def affected_files(reader: Readable, rmap: RangeMap, sector_size: int = 512) -> 
     return DamageReport(whole.total, tuple(files), tuple(warnings))
 
 
-def image_damage_report(image: str, map_path: str | None = None
+def image_damage_report(image: str, map_path: str | None = None, image_format: str | None = None
                         ) -> tuple[DamageReport, dict[str, int]]:
     """The report for `image`, and the byte totals of each unfinished state in its map."""
     map_path = map_path or f"{image}.map"
     if not os.path.exists(map_path):
         raise UsageError(f"no mapfile {map_path}; name it with --map")
-    reader = open_reader(image)
+    reader = open_reader(image, image_format)
     try:
         rmap = mapfile.load(map_path, reader.size).rmap
         manifest = read_manifest(image, reader)

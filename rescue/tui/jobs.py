@@ -147,7 +147,7 @@ class RunningJob(BackgroundJob[Outcome]):
         """Which files the unreadable sectors hit, as `rescue report` lists them."""
         request = self.job.request
         try:
-            report, _ = image_damage_report(request.dest, request.mapfile_path)
+            report, _ = image_damage_report(request.dest, request.mapfile_path, self.job.format)
         except RescueError as exc:
             self.note(f"affected files: not known ({one_line(exc)})")
             return

@@ -103,7 +103,7 @@ def test_ls_of_a_missing_path_is_one_clear_line(gpt_ext4_qcow2: Path) -> None:
 
 def test_fat_read_only_attribute_becomes_a_read_only_file(
         explore_dir: Path, filesystem_image: Callable[[str], Path], tmp_path: Path) -> None:
-    image = tmp_path / "read-only.fs"
+    image = tmp_path / "read-only.img"
     image.write_bytes(filesystem_image("vfat").read_bytes())
     run("mattrib", "-i", image, "+r", "::/readme.txt")
     assert rescue("extract", image, "/readme.txt", tmp_path / "out").returncode == 0

@@ -185,8 +185,8 @@ def test_reading_stops_once_the_only_target_is_lost(tmp_path: Path, stack: ExitS
     lost = stack.enter_context(failing_disk(str(blank(tmp_path / "t", size)), gone_after=4 * MIB))
     read: list[int] = []
 
-    def counting_reader(path: str) -> ImageReader:
-        reader = open_reader(path)
+    def counting_reader(path: str, image_format: str | None = None) -> ImageReader:
+        reader = open_reader(path, image_format)
         read_chunk = reader.read
 
         def counted(offset: int, length: int) -> bytes:

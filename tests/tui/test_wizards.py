@@ -112,6 +112,21 @@ def test_image_wizard_images_a_typed_sim_source(tmp_path: Path) -> None:
     assert dest.stat().st_size == 8 * MIB
 
 
+async def options_step(pilot: Pilot, dest: str, image_format: str) -> ImageWizard:
+    """The image wizard opened from the Disks screen, at its options step with the sim: source,
+    `dest` and `image_format` chosen."""
+    await pilot.press("i")
+    wizard = pilot.app.screen
+    assert isinstance(wizard, ImageWizard)
+    await set_field(pilot, "#source-path", SIM)
+    await pilot.press("enter")
+    await set_field(pilot, "#dest-path", dest)
+    await pilot.press("enter")
+    wizard.query_one("#format").value = image_format
+    await pilot.pause()
+    return wizard
+
+
 def test_format_changes_the_extension_and_levels_are_checked(tmp_path: Path) -> None:
     assert with_format_extension("/a/disk.img", "zst") == "/a/disk.img.zst"
     assert with_format_extension("/a/disk.img.zst", "qcow2") == "/a/disk.qcow2"
@@ -119,15 +134,7 @@ def test_format_changes_the_extension_and_levels_are_checked(tmp_path: Path) -> 
     app = home_app()
 
     async def scenario(pilot: Pilot) -> None:
-        await pilot.press("i")
-        wizard = app.screen
-        assert isinstance(wizard, ImageWizard)
-        await set_field(pilot, "#source-path", SIM)
-        await pilot.press("enter")
-        await set_field(pilot, "#dest-path", str(tmp_path / "x.img"))
-        await pilot.press("enter")
-        wizard.query_one("#format").value = "qcow2"
-        await pilot.pause()
+        wizard = await options_step(pilot, str(tmp_path / "x.img"), "qcow2")
         await set_field(pilot, "#level", "42")
         await pilot.press("ctrl+n")
         assert wizard.step_id == "options" and "between 1 and 19" in shown(app)

@@ -230,6 +230,10 @@ class ImageWizard(WizardScreen):
     def check_options(self) -> str | None:
         choices = self.choices
         choices.image_format = str(self.query_one("#format", Select).value)
+        try:
+            format_for(choices.dest, choices.image_format)  # a format the name contradicts
+        except RescueError as error:
+            return str(error)
         level = parse_number(self.query_one("#level", Input).value, "the level", int, 1)
         if level not in LEVELS:
             return f"the level must be between {LEVELS.start} and {LEVELS.stop - 1}"

@@ -114,7 +114,7 @@ class RestoreWizard(WizardScreen):
             return "name the image to restore"
         try:
             image_format = detect_format(path)
-            reader = open_reader(path)
+            reader = open_reader(path, image_format)
         except (RescueError, OSError) as error:
             return str(error)
         size = reader.size
