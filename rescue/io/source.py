@@ -135,8 +135,9 @@ class BlockSource:
             kind = "timeout" if exc.errno in TIMEOUT_ERRORS else "media"
             raise ReadError(offset, length, kind, exc.strerror or "") from None
         if got < length:
-            raise SourceLostError(
-                f"source {self.path} ended at {offset + got:#x}, before its size {self.size:#x}")
+            reason = self.vanished() or (f"it ended at {offset + got:#x}, before its size "
+                                         f"{self.size:#x}")
+            raise SourceLostError(f"source {self.path} vanished: {reason}")
         return self._view[:length]
 
     def vanished(self) -> str | None:
