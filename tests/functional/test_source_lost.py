@@ -125,6 +125,20 @@ def image_command(source: str, image: Path) -> list[str]:
     return [sys.executable, "-m", "rescue", "image", source, str(image), "--checkpoint", "1"]
 
 
+@contextlib.contextmanager
+def started(command: list[str]) -> Iterator[subprocess.Popen[str]]:
+    """The command running, stderr piped; killed if still running on the way out, so it never
+    holds a device the fixtures must detach."""
+    process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+
+
 def states_outside(map_path: Path, area: tuple[int, int]) -> set[str]:
     rmap = mapfile.load(str(map_path), SIZE).rmap
     rmap.set(*area, "+")
@@ -135,7 +149,7 @@ def assert_stopped_as_lost(process: subprocess.Popen[str], gone_at: float,
                            map_path: Path) -> float:
     """Exit 4 within EXIT_WITHIN seconds, one `rescue:` line, nothing recorded bad outside BAD;
     returns the seconds it took."""
-    _, stderr = process.communicate(timeout=60)
+    _, stderr = process.communicate(timeout=EXIT_WITHIN + 5)
     seconds = time.monotonic() - gone_at
     assert process.returncode == 4, stderr
     assert seconds <= EXIT_WITHIN
@@ -166,18 +180,12 @@ def test_a_killed_fuse_server_stops_the_rescue_and_it_resumes_once_back(
         if through == "loop":
             loops.callback(detach, source)
         command = image_command(source, image)
-        process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.PIPE, text=True)
-        try:
+        with started(command) as process:
             while server.served() < GONE_AT:
                 assert process.poll() is None, "the rescue ended before the server was killed"
                 time.sleep(0.01)
             server.kill()
             assert_stopped_as_lost(process, time.monotonic(), Path(f"{image}.map"))
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
         server.stop()
         server.start()
         if through == "loop":  # the same device again, as a reconnected disk would be
@@ -195,11 +203,10 @@ def test_a_device_that_answers_eio_to_everything_is_not_scraped(
     image = tmp_path / "out.img"
     with failing_disk(str(writable), gone_after=GONE_AT, error=errno.EIO) as disk:
         command = image_command(disk.device, image)
-        process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.PIPE, text=True)
-        while not disk.gone and process.poll() is None:
-            time.sleep(0.01)
-        assert_stopped_as_lost(process, time.monotonic(), Path(f"{image}.map"))
+        with started(command) as process:
+            while not disk.gone and process.poll() is None:
+                time.sleep(0.01)
+            assert_stopped_as_lost(process, time.monotonic(), Path(f"{image}.map"))
         disk.heal()
         done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True,
                               timeout=120)
