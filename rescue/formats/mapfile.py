@@ -282,8 +282,7 @@ def save(path: str, mapfile: Mapfile, command_line: str = "",
 def _not_saved(path: str, mapfile: Mapfile, text: str, reason: str) -> str:
     """The one line telling what was lost and where the map went instead."""
     redone = mapfile.rmap.totals()[FINISHED] - _finished_bytes(path)
-    cost = (f"the {human_size(max(redone, 0))} finished since it was last saved will be read "
-            "(or written) again")
+    cost = f"the {human_size(max(redone, 0))} finished since it was last saved will be read again"
     copy = _emergency_copy(path, text)
     if copy is None:
         return f"cannot save mapfile {path}: {reason}; no other folder had room either, so {cost}"
