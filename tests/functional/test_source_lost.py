@@ -112,13 +112,11 @@ def killable_server(backing: Path) -> Iterator[KillableServer]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def attach(file: str, device: str | None = None) -> str:
-    """A read-only direct-I/O loop device over `file`: a free one, or `device` again."""
-    where = [device] if device else ["-f", "--show"]
-    name = run("losetup", "--direct-io=on", "--read-only", *where, file).strip() or device
-    assert name is not None
-    _require_direct_io(name)
-    return name
+def attach(file: str) -> str:
+    """A read-only direct-I/O loop device over `file`."""
+    device = run("losetup", "-f", "--show", "--direct-io=on", "--read-only", file).strip()
+    _require_direct_io(device)
+    return device
 
 
 def image_command(source: str, image: Path) -> list[str]:
@@ -188,9 +186,9 @@ def test_a_killed_fuse_server_stops_the_rescue_and_it_resumes_once_back(
             assert_stopped_as_lost(process, time.monotonic(), Path(f"{image}.map"))
         server.stop()
         server.start()
-        if through == "loop":  # the same device again, as a reconnected disk would be
-            detach(source)
-            attach(server.disk, source)
+        if through == "loop":  # back under a new name, as a reconnected disk often is
+            loops.callback(detach, source := attach(server.disk))
+            command = image_command(source, image)
         assert_resumes_to_uninterrupted(command, image, expected)
 
 
