@@ -131,7 +131,7 @@ class BlockSource:
                 self._fall_back_to_buffered()
                 return self.read(offset, length)
             if exc.errno in LOST_ERRORS:
-                raise SourceLostError(f"source {self.path} vanished ({exc.strerror})") from None
+                raise SourceLostError(f"source {self.path} vanished: {exc.strerror}") from None
             kind = "timeout" if exc.errno in TIMEOUT_ERRORS else "media"
             raise ReadError(offset, length, kind, exc.strerror or "") from None
         if got < length:
