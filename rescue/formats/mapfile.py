@@ -274,8 +274,9 @@ def save(path: str, mapfile: Mapfile, command_line: str = "",
         finally:
             os.close(dir_fd)
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+        for leftover in (tmp, f"{path}.bak.tmp"):
+            with contextlib.suppress(OSError):
+                os.unlink(leftover)
         raise MapSaveError(_not_saved(path, mapfile, text, exc.strerror or str(exc))) from None
 
 
