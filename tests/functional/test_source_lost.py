@@ -145,8 +145,8 @@ def states_outside(map_path: Path, area: tuple[int, int]) -> set[str]:
 
 def assert_stopped_as_lost(process: subprocess.Popen[str], gone_at: float,
                            map_path: Path) -> float:
-    """Exit 4 within EXIT_WITHIN seconds, one `rescue:` line, nothing recorded bad outside BAD;
-    returns the seconds it took."""
+    """Exit 4 within EXIT_WITHIN seconds, one `rescue:` line, nothing recorded bad outside the
+    cluster of BAD, which was read before the source went; returns the seconds it took."""
     _, stderr = process.communicate(timeout=EXIT_WITHIN + 5)
     seconds = time.monotonic() - gone_at
     assert process.returncode == 4, stderr
