@@ -1,8 +1,9 @@
 """`rescue image` when the source goes away part-way, on real parts: a file served by FUSE whose
-server is killed (read directly, and through a direct-I/O loop device), and a loop device that
-starts answering EIO to everything. The rescue must stop within seconds with exit 4 and one
-`rescue:` line, record none of the failures of the vanished source as bad, and a resume on the
-source once it is back must end with the image and map of one uninterrupted rescue.
+server is killed (read directly, and through a direct-I/O loop device), a loop device that
+starts answering EIO to everything, and one whose medium goes (size 0). The rescue must stop
+within seconds with exit 4 and one `rescue:` line, record none of the failures of the vanished
+source as bad, and a resume on the source once it is back must end with the image and map of
+one uninterrupted rescue.
 """
 
 from __future__ import annotations
@@ -20,7 +21,13 @@ from pathlib import Path
 
 import pytest
 
+from rescue.engine.rangemap import RangeMap
+from rescue.engine.rescue import Outcome, Rescue
+from rescue.errors import SourceLostError
 from rescue.formats import mapfile
+from rescue.formats.mapfile import Mapfile
+from rescue.formats.raw import RawWriter
+from rescue.io.source import BlockSource
 from tests.fixtures.cli import REPO_ROOT
 from tests.fixtures.faultdisk import (
     DISK_NAME,
@@ -32,7 +39,7 @@ from tests.fixtures.faultdisk import (
     make_backing,
     read_log,
 )
-from tests.fixtures.loop import detach, run
+from tests.fixtures.loop import detach, loop_device, run
 
 pytestmark = [pytest.mark.slow, pytest.mark.root]
 
@@ -209,4 +216,48 @@ def test_a_device_that_answers_eio_to_everything_is_not_scraped(
         done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True,
                               timeout=120)
     assert done.returncode == 0, done.stderr
+    assert image.read_bytes() == backing.read_bytes()
+
+
+class EjectingWriter(RawWriter):
+    """The image writer, which empties the source's medium once `after` bytes are written: the
+    loop device's backing file is cut to nothing and the loop told, as a card reader whose card
+    was pulled reports size 0."""
+
+    def __init__(self, path: str, size: int, device: str, medium: Path, after: int) -> None:
+        super().__init__(path, size)
+        self.device, self.medium, self.after = device, medium, after
+
+    def write(self, offset: int, data: bytes | memoryview) -> None:
+        super().write(offset, data)
+        self.after -= len(data)
+        if 0 <= self.after < len(data):  # the write that crossed the mark
+            os.truncate(self.medium, 0)
+            run("losetup", "-c", self.device)
+
+
+def test_a_device_whose_medium_goes_stops_without_bad_sectors(
+        backing: Path, tmp_path: Path) -> None:
+    medium, image = tmp_path / "medium.disk", tmp_path / "out.img"
+    shutil.copyfile(backing, medium)
+    with loop_device(str(medium)) as device:
+        source = BlockSource(device)
+        writer = EjectingWriter(str(image), SIZE, device, medium, GONE_AT)
+        saved: list[Mapfile] = []
+        rescue = Rescue(source, writer, Mapfile(RangeMap(SIZE)), saved.append)
+        with pytest.raises(SourceLostError, match="its size is now 0"):
+            rescue.run()
+        writer.close()
+        source.close()
+        states = [state for _, _, state in saved[-1].rmap.areas()]
+        assert states == ["+", "?"]
+
+        shutil.copyfile(backing, medium)  # the card is back
+        run("losetup", "-c", device)
+        source = BlockSource(device)
+        writer = RawWriter(str(image), SIZE)
+        outcome = Rescue(source, writer, saved[-1], saved.append).run()
+        writer.close()
+        source.close()
+    assert outcome is Outcome.RESCUED
     assert image.read_bytes() == backing.read_bytes()
