@@ -52,6 +52,9 @@ from rescue.io.source import ReadError, Source
 PROBE_AFTER_FAILURES = 4
 PROBE_SPACING = 1024
 PROBE_READS = 2
+# With no sector read yet to read again, a check can only ask the source itself; until it
+# answers, the failures stay ready to be taken back, up to this many marks.
+UNDECIDED_MARKS = 1 << 16
 
 
 class Outcome(Enum):
@@ -348,7 +351,9 @@ class Rescue:
         if probes and not any(self._reads_again(offset) for offset in probes):
             raise SourceLostError(f"source {path} stopped answering: sectors it read before "
                                   "fail now too")
-        self._since_alive = None  # the failures were bad sectors (or nothing tells otherwise)
+        journal = self._since_alive
+        if probes or (journal is not None and len(journal.areas) > UNDECIDED_MARKS):
+            self._since_alive = None  # the failures were bad sectors
 
     def _rescued_sectors(self) -> list[int]:
         """Up to PROBE_READS sectors read before: the last good read and the first one."""

@@ -176,20 +176,26 @@ def assert_resumes_to_uninterrupted(command: list[str], image: Path, expected: b
     assert states_outside(Path(f"{image}.map"), BAD) == {"+"}
 
 
-@pytest.mark.parametrize("through", ["file", "loop"])
+@pytest.mark.parametrize(("through", "killed"), [
+    ("file", "mid-rescue"), ("loop", "mid-rescue"),
+    ("loop", "before-reading"),  # nothing read yet that a probe could read again
+])
 def test_a_killed_fuse_server_stops_the_rescue_and_it_resumes_once_back(
-        backing: Path, expected: bytes, tmp_path: Path, through: str) -> None:
+        backing: Path, expected: bytes, tmp_path: Path, through: str, killed: str) -> None:
     image = tmp_path / "out.img"
     with killable_server(backing) as server, contextlib.ExitStack() as loops:
         source = attach(server.disk) if through == "loop" else server.disk
         if through == "loop":
             loops.callback(detach, source)
         command = image_command(source, image)
+        if killed == "before-reading":
+            server.kill()
         with started(command) as process:
-            while server.served() < GONE_AT:
+            while killed == "mid-rescue" and server.served() < GONE_AT:
                 assert process.poll() is None, "the rescue ended before the server was killed"
                 time.sleep(0.01)
-            server.kill()
+            if killed == "mid-rescue":
+                server.kill()
             assert_stopped_as_lost(process, time.monotonic(), Path(f"{image}.map"))
         server.stop()
         server.start()
