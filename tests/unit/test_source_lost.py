@@ -5,7 +5,6 @@ uninterrupted rescue. On the simulated disk (`gone=`), in every phase; fast, no 
 from __future__ import annotations
 
 import dataclasses
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,7 +47,6 @@ class Attempt:
     saves: list[Save]
     outcome: Outcome | None
     lost: SourceLostError | None
-    seconds: float
 
 
 def attempt(image: Path, spec: FaultySpec, start: Mapfile | None = None) -> Attempt:
@@ -64,14 +62,13 @@ def attempt(image: Path, spec: FaultySpec, start: Mapfile | None = None) -> Atte
 
     rescue = Rescue(source, writer, start or Mapfile(RangeMap(spec.size)), save,
                     RescueOptions(retries=1))
-    started = time.monotonic()
     try:
         outcome, lost = rescue.run(), None
     except SourceLostError as error:
         outcome, lost = None, error
     finally:
         writer.close()
-    return Attempt(source, saves, outcome, lost, time.monotonic() - started)
+    return Attempt(source, saves, outcome, lost)
 
 
 def areas(m: Mapfile) -> list[tuple[int, int, str]]:
