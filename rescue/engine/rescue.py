@@ -309,11 +309,7 @@ class Rescue:
             data = self.source.read(offset, length)
         except ReadError:
             self._read_errors += 1
-            if self._since_alive is None:
-                mapfile = self.mapfile
-                self._since_alive = _Journal(
-                    (mapfile.current_pos, mapfile.current_status, mapfile.current_pass))
-            self._failures += 1
+            self._failed_read()
             if on_error is not None:
                 self._mark(offset, length, on_error)
             self._check_source()
@@ -336,6 +332,14 @@ class Rescue:
             self.rmap.set(offset, length, state)
 
     # ---- telling a bad disk from a vanished one -----------------------------------------------
+
+    def _failed_read(self) -> None:
+        """Count it; the first failure since the source proved alive starts a journal of what
+        the failures change, from the map's position now."""
+        self._failures += 1
+        if self._since_alive is None:
+            m = self.mapfile
+            self._since_alive = _Journal((m.current_pos, m.current_status, m.current_pass))
 
     def _check_source(self) -> None:
         """After a run of failed reads: raise SourceLostError if the source is gone. Costs
@@ -370,7 +374,8 @@ class Rescue:
         return True
 
     def _source_alive(self) -> None:
-        """A good read: the failures so far were bad sectors, and a new run of them starts."""
+        """After a good read (or the failures taken back): nothing to take back, and the next
+        failure starts a new run."""
         self._failures = 0
         self._next_probe = PROBE_AFTER_FAILURES
         self._since_alive = None
