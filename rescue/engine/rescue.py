@@ -13,6 +13,12 @@ long bad area costs two failing reads, not two per cluster.
 
 Durability: data goes to the writer before the map says '+', and the map is saved only after
 `writer.sync()`, so the saved map never claims data that is not on disk.
+
+A source that goes away is not a bad disk: after a run of failed reads the source is asked
+whether it is still there (its device node, size, backing file) and a sector it read before is
+read again, since a bad disk still reads its good sectors and a vanished one reads nothing. When
+it is gone the rescue stops at once, and the failures since the source last proved alive are
+taken back, so those areas are read again on resume instead of being scraped now as bad.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 
 from rescue.engine.jobs import JobControl, Progress, RateMeter
@@ -36,8 +42,19 @@ from rescue.engine.rangemap import (
 )
 from rescue.errors import DestinationError, SourceLostError
 from rescue.formats.image import ImageWriter
-from rescue.formats.mapfile import PHASES, Mapfile
+from rescue.formats.mapfile import PHASES, Mapfile, MapSaveError
 from rescue.io.source import ReadError, Source
+
+# After this many reads in a row have failed, check that the source is still there; while they
+# go on failing, check again each time their number doubles, and at least every PROBE_SPACING
+# failures. A check reads at most PROBE_READS sectors that were read before: all of them
+# failing means the source is gone.
+PROBE_AFTER_FAILURES = 4
+PROBE_SPACING = 1024
+PROBE_READS = 2
+# With no sector read yet to read again, a check can only ask the source itself; until it
+# answers, the failures stay ready to be taken back, up to this many marks.
+UNDECIDED_MARKS = 1 << 16
 
 
 class Outcome(Enum):
@@ -89,6 +106,10 @@ class Rescue:
         self._last_good = time.monotonic()
         self._last_save = time.monotonic()
         self._read_errors = 0
+        self._last_good_offset: int | None = None
+        self._failures = 0  # reads failed in a row
+        self._next_probe = PROBE_AFTER_FAILURES
+        self._since_alive: _Journal | None = None  # what failures changed since a sign of life
 
     # ---- progress, for presenters on other threads -------------------------------------------
 
@@ -133,8 +154,14 @@ class Rescue:
         except _Stop as stop:
             self._checkpoint()
             return stop.outcome
-        except (SourceLostError, DestinationError):
+        except SourceLostError as lost:
+            self._take_back_failures()
             self._save_after_failure()
+            raise SourceLostError(f"{lost}; reconnect it and run the same command again: the "
+                                  "rescue resumes from the map") from None
+        except DestinationError as error:
+            if not isinstance(error, MapSaveError):  # that one has saved what it could
+                self._save_after_failure()
             raise
         self._phase, self.mapfile.current_status = "finished", "+"
         self._checkpoint()
@@ -282,21 +309,88 @@ class Rescue:
             data = self.source.read(offset, length)
         except ReadError:
             self._read_errors += 1
+            self._failed_read()
             if on_error is not None:
                 self._mark(offset, length, on_error)
+            self._check_source()
             self._after_read()
             return False
         self.writer.write(offset, data)
         now = time.monotonic()
         self._last_good = now
+        self._last_good_offset = offset
         self._meter.add(length, now)
+        self._source_alive()
         self._mark(offset, length, FINISHED)
         self._after_read()
         return True
 
     def _mark(self, offset: int, length: int, state: str) -> None:
         with self._lock:
+            if self._since_alive is not None:
+                self._since_alive.record(self.rmap, offset, offset + length)
             self.rmap.set(offset, length, state)
+
+    # ---- telling a bad disk from a vanished one -----------------------------------------------
+
+    def _failed_read(self) -> None:
+        """Count it; the first failure since the source proved alive starts a journal of what
+        the failures change, from the map's position now."""
+        self._failures += 1
+        if self._since_alive is None:
+            m = self.mapfile
+            self._since_alive = _Journal((m.current_pos, m.current_status, m.current_pass))
+
+    def _check_source(self) -> None:
+        """After a run of failed reads: raise SourceLostError if the source is gone. Costs
+        nothing while reads succeed, and a few sector reads per thousand failed ones."""
+        if self._failures < self._next_probe:
+            return
+        self._next_probe = min(2 * self._failures, self._failures + PROBE_SPACING)
+        path = self.source.path
+        reason = self.source.vanished()
+        if reason is not None:
+            raise SourceLostError(f"source {path} vanished: {reason}")
+        probes = self._rescued_sectors()
+        if probes and not any(self._reads_again(offset) for offset in probes):
+            raise SourceLostError(f"source {path} stopped answering: sectors it read before "
+                                  "fail now too")
+        journal = self._since_alive
+        if probes or (journal is not None and len(journal.areas) > UNDECIDED_MARKS):
+            self._since_alive = None  # the failures were bad sectors
+
+    def _rescued_sectors(self) -> list[int]:
+        """Up to PROBE_READS sectors read before: the last good read and the first one."""
+        first = self.rmap.find(FINISHED, 0, True)
+        offsets = (self._last_good_offset, first[0] if first else None)
+        found = {o // self.sector * self.sector: None for o in offsets if o is not None}
+        return list(found)[:PROBE_READS]
+
+    def _reads_again(self, offset: int) -> bool:
+        try:
+            self.source.read(offset, min(self.sector, self.rmap.size - offset))
+        except ReadError:
+            return False
+        return True
+
+    def _source_alive(self) -> None:
+        """After a good read (or the failures taken back): nothing to take back, and the next
+        failure starts a new run."""
+        self._failures = 0
+        self._next_probe = PROBE_AFTER_FAILURES
+        self._since_alive = None
+
+    def _take_back_failures(self) -> None:
+        """Put back the map as it was when the source last proved alive: the areas that
+        failed since then were not bad, the source was gone."""
+        journal = self._since_alive
+        if journal is None:
+            return
+        with self._lock:
+            journal.restore(self.mapfile)
+        self._pos, self._pass = self.mapfile.current_pos, self.mapfile.current_pass
+        self._phase = PHASES.get(self.mapfile.current_status, "copying")
+        self._source_alive()
 
     def _after_read(self) -> None:
         now = time.monotonic()
@@ -347,6 +441,28 @@ class Rescue:
                     first = max(begin, inside[0])
                     return first, inside_end - first, found
                 pos = inside_end
+
+
+@dataclass
+class _Journal:
+    """The map's areas and position before the marks made since the source last proved alive,
+    so a source that turns out gone leaves no trace of its failures."""
+
+    position: tuple[int, str, int]  # current_pos, current_status, current_pass
+    areas: list[tuple[int, int, str]] = field(default_factory=list)
+
+    def record(self, rmap: RangeMap, begin: int, end: int) -> None:
+        """Remember the areas of [begin, end) as they are now, before a mark changes them."""
+        while begin < end:
+            start, length, state = rmap.area_at(begin)
+            stop = min(start + length, end)
+            self.areas.append((begin, stop - begin, state))
+            begin = stop
+
+    def restore(self, mapfile: Mapfile) -> None:
+        for begin, length, state in reversed(self.areas):
+            mapfile.rmap.set(begin, length, state)
+        mapfile.current_pos, mapfile.current_status, mapfile.current_pass = self.position
 
 
 class _Stop(Exception):

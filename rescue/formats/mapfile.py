@@ -13,19 +13,22 @@ exactly the same maps: the bulk reader hands over whatever it is not sure of.
 from __future__ import annotations
 
 import binascii
+import contextlib
 import json
 import os
 import re
 import sys
+import tempfile
 import time
 from array import array
 from dataclasses import dataclass
 from itertools import chain, islice
 
 from rescue import __version__
-from rescue.engine.rangemap import STATES, RangeMap
+from rescue.engine.rangemap import FINISHED, STATES, RangeMap
 from rescue.errors import DestinationError, FormatError
 from rescue.formats.durable import replace_durably
+from rescue.units import human_size
 
 # current_status values of the status line: what phase the rescue was in
 PHASES = {"?": "copying", "*": "trimming", "/": "scraping", "-": "retrying",
@@ -271,10 +274,16 @@ def render(mapfile: Mapfile, command_line: str = "", start_time: float | None = 
     return "".join(text)
 
 
+class MapSaveError(DestinationError):
+    """The map could not be saved in its place; the message says where a copy went instead."""
+
+
 def save(path: str, mapfile: Mapfile, command_line: str = "",
          start_time: float | None = None) -> None:
     """Write atomically: temp file, fsync, keep the previous map as `.bak`, rename, fsync dir.
-    A crash at any moment leaves either the old or the new map complete on disk."""
+    A crash at any moment leaves either the old or the new map complete on disk. When the map
+    cannot be written there (a full disk, a failing one), the previous map stays as it was, no
+    temp file is left, and a copy goes to the first folder with room (see `_emergency_copy`)."""
     text = render(mapfile, command_line, start_time)
     tmp = f"{path}.tmp"
     try:
@@ -286,7 +295,59 @@ def save(path: str, mapfile: Mapfile, command_line: str = "",
             _link_backup(path)
         replace_durably(tmp, path)
     except OSError as exc:
-        raise DestinationError(f"cannot save mapfile {path}: {exc.strerror}") from None
+        for leftover in (tmp, f"{path}.bak.tmp"):
+            with contextlib.suppress(OSError):
+                os.unlink(leftover)
+        raise MapSaveError(_not_saved(path, mapfile, text, exc.strerror or str(exc))) from None
+
+
+def _not_saved(path: str, mapfile: Mapfile, text: str, reason: str) -> str:
+    """The one line telling what was lost and where the map went instead."""
+    redone = mapfile.rmap.totals()[FINISHED] - _finished_bytes(path)
+    cost = f"the {human_size(max(redone, 0))} finished since it was last saved will be read again"
+    copy = _emergency_copy(path, text)
+    if copy is None:
+        return f"cannot save mapfile {path}: {reason}; no other folder had room either, so {cost}"
+    return (f"cannot save mapfile {path}: {reason}; saved it as {copy} instead: move it to "
+            f"{path} before running again, or {cost}")
+
+
+def _finished_bytes(path: str) -> int:
+    """What the map last saved at `path` claims finished (0 without a readable one)."""
+    try:
+        return load(path).rmap.totals()[FINISHED]
+    except FormatError:
+        return 0
+
+
+def _emergency_copy(path: str, text: str) -> str | None:
+    """Write the map to a new file in the first of the working folder, $HOME and the temp
+    folder (not the map's own folder) where it fits, as GNU ddrescue does; None if none had
+    room. A new file each time: a fixed name in a shared folder could be someone's symlink."""
+    own = os.path.realpath(os.path.dirname(os.path.abspath(path)))
+    folders = [os.environ.get("HOME", ""), tempfile.gettempdir()]
+    with contextlib.suppress(OSError):  # the working folder may be gone
+        folders.insert(0, os.getcwd())
+    tried = {own}
+    for folder in folders:
+        if not folder or os.path.realpath(folder) in tried:
+            continue
+        tried.add(os.path.realpath(folder))
+        try:
+            fd, copy = tempfile.mkstemp(prefix=f"{os.path.basename(path)}.emergency-",
+                                        dir=folder)
+        except OSError:
+            continue
+        try:
+            with open(fd, "w", encoding="ascii") as f:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
+            return copy
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.unlink(copy)
+    return None
 
 
 def _link_backup(path: str) -> None:

@@ -9,6 +9,8 @@ It drives the real rescue code through real error paths, for the demo and for te
 - `slow=POS+LEN@SEC`   reads touching it take SEC seconds more
 - `flaky=POS+LEN*N`    each sector fails its first N reads, then reads fine
 - `rate=BYTES`         overall read speed in bytes per second (0: as fast as possible)
+- `gone=BYTES`         once it has served BYTES, every read fails (EIO), as a disk that
+                       dropped off the bus while its device node stays
 - `map=FILE`           the '-', '*' and '/' areas of a ddrescue mapfile become bad ranges
 - `seed=N`             changes the content
 
@@ -78,6 +80,7 @@ class FaultySpec:
     flaky: list[tuple[int, int, float]] = field(default_factory=list)
     rate: int = 0
     seed: int = 0
+    gone: int | None = None  # bytes served before every read fails
 
     @classmethod
     def parse(cls, spec: str) -> FaultySpec:
@@ -88,7 +91,8 @@ class FaultySpec:
             if not sep:
                 raise UsageError(f"simulated disk setting {item!r} lacks '=value'")
             settings.setdefault(key.strip(), []).append(value.strip())
-        unknown = set(settings) - {"size", "bad", "slow", "flaky", "rate", "map", "seed"}
+        unknown = set(settings) - {"size", "bad", "slow", "flaky", "rate", "map", "seed",
+                                   "gone"}
         if unknown:
             raise UsageError(f"unknown simulated disk setting(s): {', '.join(sorted(unknown))}")
         bad = [(*_span(v), 0.0) for v in settings.get("bad", [])]
@@ -111,8 +115,9 @@ class FaultySpec:
         size = parse_size(settings["size"][-1])
         if size <= 0:
             raise UsageError("a simulated disk needs a positive size")
+        gone = parse_size(settings["gone"][-1]) if "gone" in settings else None
         return cls(size, bad, slow, flaky, parse_size(settings.get("rate", ["0"])[-1]),
-                   int(settings.get("seed", ["0"])[-1]))
+                   int(settings.get("seed", ["0"])[-1]), gone)
 
 
 def _span(text: str) -> tuple[int, int]:
@@ -168,6 +173,8 @@ class FaultySource:
         self._sleep = clock
         self.reads: dict[int, int] = {}  # sector -> times read; filled only when tracking
         self.track_reads = False
+        self.served = 0  # bytes read successfully
+        self.failed_reads = 0
 
     def read(self, offset: int, length: int) -> memoryview:
         length = min(length, self.size - offset)
@@ -181,8 +188,19 @@ class FaultySource:
         delay += sum(d for _, _, d in self._slow.touching(offset, end))
         if delay:
             self._sleep(delay)
+        detail = self._failure(offset, end)
+        if detail is not None:
+            self.failed_reads += 1
+            raise ReadError(offset, length, "media", detail)
+        self.served += length
+        return memoryview(content(offset, length, self.spec.seed))
+
+    def _failure(self, offset: int, end: int) -> str | None:
+        """Why a read of [offset, end) fails, or None; counts the reads of flaky sectors."""
+        if self.spec.gone is not None and self.served >= self.spec.gone:
+            return "simulated disk gone"
         if self._bad.touching(offset, end):
-            raise ReadError(offset, length, "media", "simulated bad sector")
+            return "simulated bad sector"
         failing = False
         for start, span, times in self._flaky.touching(offset, end):
             first = max(offset, start) // SECTOR
@@ -192,14 +210,17 @@ class FaultySource:
                 if seen < times:
                     failing = True
                 self._flaky_reads[sector] = seen + 1
-        if failing:
-            raise ReadError(offset, length, "media", "simulated flaky sector")
-        return memoryview(content(offset, length, self.spec.seed))
+        return "simulated flaky sector" if failing else None
 
     def bad_sectors(self) -> set[int]:
         """Sectors that can never be read: what a perfect rescue maps as bad."""
         return {s for start, length, _ in self.spec.bad
                 for s in range(start // SECTOR, -(-(start + length) // SECTOR))}
+
+    def vanished(self) -> None:
+        """A simulated disk has no device node or backing file to look at; whether it is gone
+        shows only in its reads."""
+        return None
 
     def close(self) -> None:
         """Nothing to release; present so every source closes the same way."""

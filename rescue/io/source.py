@@ -6,6 +6,7 @@ read-ahead of many good ones and hide which sector failed. The source is never w
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import mmap
@@ -22,7 +23,10 @@ BLKPBSZGET = 0x127B
 
 # Any other errno (EIO and its friends) means "this area could not be read": a bad area.
 TIMEOUT_ERRORS = frozenset({errno.ETIMEDOUT, errno.ETIME})
-LOST_ERRORS = frozenset({errno.ENXIO, errno.ENODEV, errno.ENOMEDIUM, errno.ESHUTDOWN})
+# The source itself is gone: unplugged, no medium, or the server behind it (FUSE, network)
+# stopped answering; nothing more can be read from it until it is back.
+LOST_ERRORS = frozenset({errno.ENXIO, errno.ENODEV, errno.ENOMEDIUM, errno.ESHUTDOWN,
+                         errno.ENOTCONN, errno.ESTALE})
 
 
 class ReadError(Exception):
@@ -44,6 +48,11 @@ class Source(Protocol):
     def read(self, offset: int, length: int) -> memoryview:
         """Exactly `length` bytes at `offset` (clipped at the end), or raise ReadError.
         The view is only valid until the next read: keep a copy if you need it longer."""
+        ...
+
+    def vanished(self) -> str | None:
+        """Why the source is gone (it left the system, shrank, its backing stopped answering),
+        or None when nothing says so. Reads nothing: cheap enough to ask after read errors."""
         ...
 
     def close(self) -> None: ...
@@ -136,15 +145,55 @@ class BlockSource:
                 self._fall_back_to_buffered()
                 return self.read(offset, length)
             if exc.errno in LOST_ERRORS:
-                raise SourceLostError(f"source {self.path} vanished ({exc.strerror})") from None
+                raise SourceLostError(f"source {self.path} vanished: {exc.strerror}") from None
             kind = "timeout" if exc.errno in TIMEOUT_ERRORS else "media"
             raise ReadError(offset, length, kind, exc.strerror or "") from None
         if got < length:
-            raise SourceLostError(
-                f"source {self.path} ended at {offset + got:#x}, before its size {self.size:#x}")
+            reason = self.vanished() or (f"it ended at {offset + got:#x}, before its size "
+                                         f"{self.size:#x}")
+            raise SourceLostError(f"source {self.path} vanished: {reason}")
         return self._view[:length]
 
+    def vanished(self) -> str | None:
+        try:
+            st = os.fstat(self.fd)
+            if not self.is_device:
+                os.stat(self.path)  # a file behind a dead FUSE or network mount fails here
+                return f"it shrank to {st.st_size} bytes" if st.st_size < self.size else None
+            size = _ioctl_int(self.fd, BLKGETSIZE64, "Q")
+        except OSError as exc:
+            return exc.strerror if exc.errno in LOST_ERRORS else None
+        if size == 0:
+            return "its size is now 0 (no medium)"
+        node = f"/sys/dev/block/{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}"
+        if not os.path.exists(node):
+            return "the device left the system"
+        return _loop_backing_lost(node)
+
     def close(self) -> None:
-        """Close the device. The buffer is left to the garbage collector: a view of the last
-        read may still be alive (in an error being reported), and mmap refuses to close then."""
-        os.close(self.fd)
+        """Close the device; a source that has gone may fail even that, which loses nothing.
+        The buffer is left to the garbage collector: a view of the last read may still be
+        alive (in an error being reported), and mmap refuses to close then."""
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
+
+
+def _loop_backing_lost(node: str) -> str | None:
+    """Why a loop device's backing file cannot be reached (a dead FUSE or network mount
+    answers its stat with ENOTCONN or ESTALE), or None; None too for other devices. A
+    partition's loop settings are in its disk's folder, one level up."""
+    for folder in (node, os.path.join(node, "..")):
+        try:
+            with open(os.path.join(folder, "loop", "backing_file"), encoding="utf-8") as f:
+                backing = f.read().rstrip("\n").removesuffix(" (deleted)")
+            break
+        except OSError:
+            continue
+    else:
+        return None
+    try:
+        os.stat(backing)
+    except OSError as exc:
+        if exc.errno in LOST_ERRORS:
+            return f"its backing file {backing} is unreachable ({exc.strerror})"
+    return None
