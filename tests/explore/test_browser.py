@@ -65,7 +65,8 @@ def test_browse_mark_damage_and_extract(tmp_path: Path) -> None:
             browser = app.screen
             assert isinstance(browser, ImageBrowser)
             await wait_until(pilot, lambda: bool(browser.tree.root.children))
-            assert "4 KiB unreadable" in "\n".join(screen_lines(app))
+            # the header may wrap where the temporary folder's name is long
+            assert "4 KiB unreadable" in " ".join(" ".join(screen_lines(app)).split())
             await pilot.press("enter")  # open the volume
             await wait_until(pilot, lambda: find_node(browser, b"folder") is not None)
             folder = find_node(browser, b"folder")
