@@ -313,5 +313,7 @@ class SliceReader:
         self.size = size
 
     def read(self, offset: int, length: int) -> bytes:
-        length = max(0, min(length, self.size - offset))
-        return bytes(self._reader.read(self.start + offset, length)) if length else b""
+        """Bytes inside the window only: offsets from damaged metadata may point anywhere."""
+        if offset < 0 or offset >= self.size or length <= 0:
+            return b""
+        return bytes(self._reader.read(self.start + offset, min(length, self.size - offset)))
