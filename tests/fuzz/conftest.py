@@ -13,12 +13,11 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures.cli import rescue
-from tests.fixtures.fuzz import Bases
+from tests.fixtures.fuzz import FS_KINDS, Bases
 from tests.fixtures.loop import loop_device
 
 MIB = 1 << 20
 FS_SIZE = 4 * MIB
-FS_KINDS = ("ext4", "vfat", "exfat", "ntfs")
 GPT_LAYOUT = "label: gpt\nlabel-id: 5E5C0E00-0000-4000-8000-00000000F022\n" + "".join(
     f"start={2048 + i * 8192}, size=8192, type=L\n" for i in range(len(FS_KINDS)))
 DOS_LAYOUT = ("label: dos\nlabel-id: 0x5e5c0e00\nstart=2048,size=8192,type=c\n"

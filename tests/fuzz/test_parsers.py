@@ -162,7 +162,7 @@ def _bad_everywhere(size: int) -> RangeMap:
     return rmap
 
 
-@pytest.mark.parametrize("spec", specs(FS_REGIONS, range(2)), ids=ids)
+@pytest.mark.parametrize("spec", specs(FS_REGIONS, range(3)), ids=ids)
 def test_file_system_mutant(spec: tuple[str, str, str, int], bases: Bases) -> None:
     """The native used-block parsers, the used map, the damage report and the volume probe
     on a damaged file system: RescueError at most, no hang, bounded memory, and every extent
