@@ -47,9 +47,10 @@ def _make_filesystem(kind: str, tree: Path, image: Path) -> None:
     with open(image, "wb") as f:
         f.truncate(FS_SIZE)
     env = {**os.environ, "E2FSPROGS_FAKE_TIME": "1700000000", "TZ": "UTC"}
-    if kind == "ext4":
-        _run("mkfs.ext4", "-q", "-F", "-b", "1024", "-U", "5e5c0e00-0000-4000-8000-000000000e04",
-             "-E", "hash_seed=5e5c0e00-0000-4000-8000-000000000e05", "-d", tree, image, env=env)
+    if kind in ("ext4", "ext2"):  # ext2: block maps with indirect blocks, no checksums
+        _run(f"mkfs.{kind}", "-q", "-F", "-b", "1024", "-U",
+             "5e5c0e00-0000-4000-8000-000000000e04", "-E",
+             "hash_seed=5e5c0e00-0000-4000-8000-000000000e05", "-d", tree, image, env=env)
     elif kind == "vfat":
         _run("mkfs.vfat", "-F", "16", "-s", "1", "-i", "5e5c0e00", "--invariant", image)
         _run("mcopy", "-s", "-m", "-i", image, *sorted(tree.iterdir()), "::/", env=env)
@@ -100,7 +101,7 @@ def bases(tmp_path_factory: pytest.TempPathFactory) -> Bases:
     tree = folder / "tree"
     _tree(tree)
     filesystems = {}
-    for kind in FS_KINDS:
+    for kind in (*FS_KINDS, "ext2"):
         filesystems[kind] = folder / f"{kind}.fs"
         _make_filesystem(kind, tree, filesystems[kind])
     gpt = _make_disk(folder / "gpt-disk.img", 18 * MIB, GPT_LAYOUT,

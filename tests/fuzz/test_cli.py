@@ -10,17 +10,28 @@ damaged, and a restore that succeeds must have written the base disk's bytes.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.fixtures import fuzz
-from tests.fixtures.fuzz import BYTE_KINDS, FS_KINDS, Bases, assert_sane, mutate, run_bounded
+from tests.fixtures.fuzz import (
+    BYTE_KINDS,
+    FS_KINDS,
+    TINY,
+    Bases,
+    assert_sane,
+    image_damage,
+    image_mutant,
+    mutate,
+    run_bounded,
+    spec_id,
+    tiny_image,
+    tiny_is_image,
+)
 from tests.fixtures.loop import loop_device
 
-SUFFIX = {"qcow2": ".qcow2", "qemu-qcow2": ".qcow2", "zst": ".img.zst", "img": ".img"}
 CONTAINER_REGIONS = {
     "qcow2": ("header", "extensions", "l1", "refcount-table", "refcount-block", "l2", "cluster",
               "manifest", "any"),
@@ -48,30 +59,6 @@ def sample(seed: int) -> list[tuple[str, str, str, int]]:
     return chosen
 
 
-def ids(spec: tuple[str, str, str, int]) -> str:
-    return fuzz.mutant_name(*spec)
-
-
-def regions_of(base: str, data: bytes) -> list[fuzz.Region]:
-    if base == "img":
-        return fuzz.disk_regions(data, FS_KINDS)
-    return fuzz.zst_regions(data) if base == "zst" else fuzz.qcow2_regions(data)
-
-
-def make_mutant(spec: tuple[str, str, str, int], bases: Bases, folder: Path
-                ) -> tuple[Path, str]:
-    """The mutant file (named by its format's extension, a raw one with the base's manifest
-    beside it) and what was changed."""
-    base = spec[0]
-    data = bases.images[base].read_bytes()
-    mutant = mutate(base, data, regions_of(base, data), *spec[1:])
-    path = folder / f"mutant{SUFFIX[base]}"
-    path.write_bytes(mutant.data)
-    if base == "img":
-        shutil.copy(f"{bases.images[base]}.manifest.json", f"{path}.manifest.json")
-    return path, f"{mutant.name}: {mutant.what}"
-
-
 def partition_of(spec: tuple[str, str, str, int]) -> int:
     """The partition whose file system the mutant damaged, else one taken by its seed."""
     region = spec[1]
@@ -80,38 +67,29 @@ def partition_of(spec: tuple[str, str, str, int]) -> int:
     return 1 + (len(region) + spec[3]) % len(FS_KINDS)
 
 
-def damage(base: str, mutant: Path, bases: Bases) -> str | None:
-    if base == "zst":
-        return fuzz.zst_damaged(mutant, bases.gpt_disk)
-    if base == "img":
-        return None if mutant.read_bytes() == bases.gpt_disk.read_bytes() else \
-            "its bytes differ from the base disk's"
-    return fuzz.qcow2_damaged(mutant, bases.gpt_disk, ours=base == "qcow2")
-
-
-@pytest.mark.parametrize("spec", sample(0)[::2], ids=ids)
+@pytest.mark.parametrize("spec", sample(0)[::2], ids=spec_id)
 def test_ls_and_verify(spec: tuple[str, str, str, int], bases: Bases, tmp_path: Path) -> None:
     """`ls N:/ -R` walks a damaged image's file system through The Sleuth Kit; `verify`
     (one process each, with the limits) must not call a damaged mutant intact."""
-    path, what = make_mutant(spec, bases, tmp_path)
+    path, what = image_mutant(spec, bases, tmp_path)
     listing = run_bounded("ls", str(path), f"{partition_of(spec)}:/", "-R")
     assert_sane(listing, CODES["ls"], f"ls of {what}")
     verified = run_bounded("verify", str(path))
     assert_sane(verified, CODES["verify"], f"verify of {what}")
-    found = damage(spec[0], path, bases) if verified.returncode == 0 else None
+    found = image_damage(spec[0], path, bases) if verified.returncode == 0 else None
     assert found is None, f"false success: verify exit 0 for {what}, but {found}"
 
 
-@pytest.mark.parametrize("spec", sample(1)[::3], ids=ids)
+@pytest.mark.parametrize("spec", sample(1)[::3], ids=spec_id)
 def test_info(spec: tuple[str, str, str, int], bases: Bases, tmp_path: Path) -> None:
-    path, what = make_mutant(spec, bases, tmp_path)
+    path, what = image_mutant(spec, bases, tmp_path)
     assert_sane(run_bounded("info", str(path)), CODES["info"], f"info of {what}")
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("spec", sample(2), ids=ids)
+@pytest.mark.parametrize("spec", sample(2), ids=spec_id)
 def test_extract(spec: tuple[str, str, str, int], bases: Bases, tmp_path: Path) -> None:
-    path, what = make_mutant(spec, bases, tmp_path)
+    path, what = image_mutant(spec, bases, tmp_path)
     result = run_bounded("extract", str(path), f"{partition_of(spec)}:/", str(tmp_path / "out"))
     assert_sane(result, CODES["extract"], f"extract of {what}")
     outside = [p for p in tmp_path.iterdir() if p.name not in ("out", path.name)
@@ -132,12 +110,12 @@ def target(tmp_path_factory: pytest.TempPathFactory, bases: Bases) -> Iterator[s
 
 @pytest.mark.slow
 @pytest.mark.root
-@pytest.mark.parametrize("spec", sample(3)[::2], ids=ids)
+@pytest.mark.parametrize("spec", sample(3)[::2], ids=spec_id)
 def test_restore(spec: tuple[str, str, str, int], bases: Bases, target: str,
                  tmp_path: Path) -> None:
     """restore exits 0 only when the target holds the base disk's bytes, and never for a
     mutant the judges find damaged."""
-    path, what = make_mutant(spec, bases, tmp_path)
+    path, what = image_mutant(spec, bases, tmp_path)
     with open(target, "r+b") as f:  # a previous restore's bytes must not pass for this one's
         f.write(bytes(bases.gpt_disk.stat().st_size))
     result = run_bounded("restore", str(path), target, "--yes", "--map-dir",
@@ -145,7 +123,7 @@ def test_restore(spec: tuple[str, str, str, int], bases: Bases, target: str,
     assert_sane(result, CODES["restore"], f"restore of {what}")
     if result.returncode:
         return
-    found = damage(spec[0], path, bases)
+    found = image_damage(spec[0], path, bases)
     assert found is None, f"false success: restore exit 0 for {what}, but {found}"
     if spec[0] != "qemu-qcow2":  # QEMU's images carry no checksums to catch changed bytes
         # The partitions' bytes: a mutant with a larger disk size is restored with a table
@@ -157,38 +135,22 @@ def test_restore(spec: tuple[str, str, str, int], bases: Bases, target: str,
         assert same, f"false success: restore exit 0 for {what} wrote other bytes"
 
 
-MAGICS = {".qcow2": b"QFI\xfb\x00\x00\x00\x03", ".img.zst": b"\x5a\x2a\x4d\x18",
-          ".img": b""}
-TINY = [(suffix, size) for suffix in MAGICS for size in (0, 3, 512, 4096)]
-
-
-def tiny_image(folder: Path, suffix: str, size: int) -> Path:
-    """A file too small to be an image of its kind: its magic cut to `size`, then zeros."""
-    path = folder / f"tiny{suffix}"
-    path.write_bytes(MAGICS[suffix][:size].ljust(size, b"\0"))
-    return path
-
-
 @pytest.mark.parametrize(("suffix", "size"), TINY)
-def test_tiny_files(suffix: str, size: int, tmp_path: Path) -> None:
-    """Empty and truncated files are refused or read cleanly by every reading command."""
-    path = tiny_image(tmp_path, suffix, size)
-    for command in ("info", "verify", "ls"):
-        result = run_bounded(command, str(path))
-        assert_sane(result, CODES[command], f"{command} of a {size}-byte {suffix}")
+def test_ls_tiny_files(suffix: str, size: int, tmp_path: Path) -> None:
+    """Empty and truncated files are refused or listed cleanly."""
+    result = run_bounded("ls", str(tiny_image(tmp_path, suffix, size)))
+    assert_sane(result, CODES["ls"], f"ls of a {size}-byte {suffix}")
 
 
 @pytest.mark.slow
 @pytest.mark.root
 @pytest.mark.parametrize(("suffix", "size"), TINY)
 def test_restore_tiny_files(suffix: str, size: int, target: str, tmp_path: Path) -> None:
-    """Only a raw image of whole sectors is a disk to restore; anything smaller, or a
-    container too short for its own header, is refused."""
+    """A tiny file that is no image (see tiny_is_image) is refused."""
     path = tiny_image(tmp_path, suffix, size)
     result = run_bounded("restore", str(path), target, "--yes", "--map-dir", str(tmp_path))
     assert_sane(result, CODES["restore"], f"restore of a {size}-byte {suffix}")
-    whole_sectors = suffix == ".img" and size >= 512  # a raw image of a (tiny) disk
-    assert whole_sectors or result.returncode, \
+    assert tiny_is_image(suffix, size) or result.returncode, \
         f"restore of a {size}-byte {suffix} succeeded: {result.stdout}"
 
 
@@ -198,7 +160,7 @@ MAP_SAMPLE = [(name, f"line{line}", kind, seed) for seed in range(2)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("spec", MAP_SAMPLE, ids=ids)
+@pytest.mark.parametrize("spec", MAP_SAMPLE, ids=spec_id)
 def test_image_with_mutant_map(spec: tuple[str, str, str, int], bases: Bases,
                                tmp_path: Path) -> None:
     """`image --map MUTANT` over the 1 MiB source the map was made for: a map ddrescuelog
