@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from rescue.errors import FormatError
-from rescue.fs.partitions import DiskReader, read_partition_table
+from rescue.fs.partitions import DiskReader, SliceReader, read_partition_table
 
 MIB = 1 << 20
 
@@ -127,3 +127,18 @@ def test_bare_file_system_and_blank_disk(tmp_path: Path) -> None:
     table = read_partition_table(DiskReader(str(blank)))
     assert (table.kind, table.partitions, table.warnings) == (None, (), ())
     assert read_partition_table(DiskReader(str(tmp_path / "fat.img"))).disk_size == 8192 * 1024
+
+
+@pytest.mark.parametrize(("offset", "length"), [
+    (-512, 1024), (-1, 1), (4096, 1), (4095, 100), (1 << 63, 16), ((1 << 64) + 5, 1), (0, -1)])
+def test_a_slice_never_reads_outside_its_window(offset: int, length: int,
+                                                 tmp_path: Path) -> None:
+    """Offsets that damaged metadata makes up (negative, past the end, past what pread
+    takes) read nothing outside the partition: nothing at all for a start outside it, the
+    part inside otherwise, and never an error."""
+    disk = tmp_path / "disk.img"
+    disk.write_bytes(b"A" * 4096 + b"B" * 4096 + b"C" * 4096)
+    with DiskReader(str(disk)) as reader:
+        window = SliceReader(reader, 4096, 4096)
+        inside = min(length, 4096 - offset) if 0 <= offset < 4096 and length > 0 else 0
+        assert window.read(offset, length) == b"B" * inside
