@@ -97,6 +97,31 @@ def test_extract(spec: tuple[str, str, str, int], bases: Bases, tmp_path: Path) 
     assert not outside, f"extract of {what} wrote outside DEST: {outside}"
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", [*FS_KINDS, "ext2"])
+def test_file_system_mutants_listed_and_extracted(kind: str, bases: Bases,
+                                                  tmp_path: Path) -> None:
+    """Every mutant of a bare file system (each region, each kind of mutation) through `ls -R`
+    and `extract` of the whole tree, many to a process: The Sleuth Kit must neither crash
+    nor hang on them, and rescue must answer with a documented code."""
+    data = bases.filesystems[kind].read_bytes()
+    regions = fuzz.regions_of(kind, data)
+    (tmp_path / "out").mkdir()
+    commands, names = [], {}
+    for region in regions:
+        for mutation in BYTE_KINDS:
+            mutant = mutate(kind, data, regions, region.name, mutation, 0)
+            path = tmp_path / f"{mutant.name.replace(':', '-')}.img"
+            path.write_bytes(mutant.data)
+            names[str(path)] = f"{mutant.name}: {mutant.what}"
+            commands += [["ls", str(path), "/", "-R"],
+                         ["extract", str(path), "/", str(tmp_path / "out" / path.stem)]]
+    failures = [f"{names[args[1]]}: rescue {args[0]}: {result}"
+                for args, result in fuzz.run_batch(commands)
+                if "code" not in result or result["code"] not in CODES[args[0]]]
+    assert not failures, "\n".join(failures)
+
+
 @pytest.fixture(scope="module")
 def target(tmp_path_factory: pytest.TempPathFactory, bases: Bases) -> Iterator[str]:
     """A loop device of the base disk's size, for restores: on a larger one, restore would
