@@ -10,6 +10,7 @@ is damaged or is not a valid map, rescue must not accept it.
 from __future__ import annotations
 
 import contextlib
+import shutil
 from pathlib import Path
 
 import pytest
@@ -58,7 +59,7 @@ FS_REGIONS = {
     "ntfs": ("boot-sector", "mft-0", "mft-root", "mft-bitmap", "mft-16", "mft-mirror", "any"),
 }
 MAP_LINES = {"ours": range(7, 13), "ddrescue": range(7, 12)}  # status and block lines
-EXIT_CODES = {"verify": (0, 1, 2), "info": (0, 2)}
+EXIT_CODES = {"verify": (0, 1, 2), "info": (0, 2), "report": (0, 1, 2)}
 
 
 def specs(regions: dict[str, tuple[str, ...]], seeds: range, kinds: tuple[str, ...] = KINDS
@@ -80,6 +81,31 @@ def test_image_mutant_verify_and_info(spec: tuple[str, str, str, int], bases: Ba
     assert described in EXIT_CODES["info"], what
     damage = fuzz.image_damage(spec[0], path, bases) if verified == 0 else None
     assert damage is None, f"false success: verify exit 0 for {what}, but {damage}"
+
+
+MANIFEST_LINES = 6
+
+
+@pytest.mark.parametrize("spec", [("manifest", f"line{line}", kind, 0) for line in
+                                  range(1, 2 + MANIFEST_LINES) for kind in LINE_KINDS]
+                         + [("manifest", "json", "value", seed) for seed in range(40)],
+                         ids=spec_id)
+def test_manifest_mutant(spec: tuple[str, str, str, int], bases: Bases, tmp_path: Path) -> None:
+    """A raw image whose manifest beside it is damaged, or valid JSON with values of the wrong
+    type: verify, info and report (which read it) answer with a documented code."""
+    sidecar = Path(f"{bases.images['img']}.manifest.json").read_bytes()
+    if spec[1] == "json":
+        mutant = fuzz.json_mutant("manifest", sidecar, spec[3])
+    else:
+        mutant = mutate("manifest", sidecar, fuzz.line_regions(sidecar), *spec[1:])
+    image = tmp_path / "mutant.img"
+    image.symlink_to(bases.images["img"])
+    Path(f"{image}.manifest.json").write_bytes(mutant.data)
+    shutil.copy(f"{bases.images['img']}.map", f"{image}.map")
+    for command in ("verify", "info", "report"):
+        with bounded():
+            code, err = fuzz.in_process(command, str(image))
+        assert code in EXIT_CODES[command], f"{command}: {mutant.what}: {err}"
 
 
 @pytest.mark.parametrize(("suffix", "size"), fuzz.TINY)
