@@ -34,7 +34,6 @@ from tests.fixtures.fuzz import (
     spec_id,
 )
 
-KINDS = BYTE_KINDS
 QCOW2 = ("header", "extensions", "l1", "refcount-table", "refcount-block", "l2", "cluster", "any")
 IMAGE_REGIONS = {
     "qcow2": (*QCOW2, "manifest"),
@@ -62,10 +61,11 @@ MAP_LINES = {"ours": range(7, 13), "ddrescue": range(7, 12)}  # status and block
 EXIT_CODES = {"verify": (0, 1, 2), "info": (0, 2), "report": (0, 1, 2)}
 
 
-def specs(regions: dict[str, tuple[str, ...]], seeds: range, kinds: tuple[str, ...] = KINDS
-          ) -> list[tuple[str, str, str, int]]:
+def specs(regions: dict[str, tuple[str, ...]], seeds: range) -> list[tuple[str, str, str, int]]:
+    """Every kind of mutation in every region; the whole file (`any`) is also grown."""
     return [(base, region, kind, seed) for base, names in regions.items() for region in names
-            for kind in kinds for seed in seeds]
+            for kind in (*BYTE_KINDS, "extend") if kind != "extend" or region == "any"
+            for seed in seeds]
 
 
 @pytest.mark.parametrize("spec", specs(IMAGE_REGIONS, range(1)), ids=spec_id)
