@@ -102,8 +102,9 @@ def test_extract(spec: tuple[str, str, str, int], bases: Bases, tmp_path: Path) 
 def test_file_system_mutants_listed_and_extracted(kind: str, bases: Bases,
                                                   tmp_path: Path) -> None:
     """Every mutant of a bare file system (each region, each kind of mutation) through `ls -R`
-    and `extract` of the whole tree, many to a process: The Sleuth Kit must neither crash
-    nor hang on them, and rescue must answer with a documented code."""
+    and `extract` of the whole tree, and some through `image --mode used`, many to a
+    process: The Sleuth Kit and the used-block parsers must neither crash nor hang on them,
+    and rescue must answer with a documented code."""
     data = bases.filesystems[kind].read_bytes()
     regions = fuzz.regions_of(kind, data)
     (tmp_path / "out").mkdir()
@@ -116,6 +117,8 @@ def test_file_system_mutants_listed_and_extracted(kind: str, bases: Bases,
             names[str(path)] = f"{mutant.name}: {mutant.what}"
             commands += [["ls", str(path), "/", "-R"],
                          ["extract", str(path), "/", str(tmp_path / "out" / path.stem)]]
+            if mutation in BYTE_KINDS[:3]:  # the used-blocks planner on the real engine
+                commands.append(["image", str(path), f"{path}.out.img", "--mode", "used"])
     failures = [f"{names[args[1]]}: rescue {args[0]}: {result}"
                 for args, result in fuzz.run_batch(commands)
                 if "code" not in result or result["code"] not in CODES[args[0]]]
