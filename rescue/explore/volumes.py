@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from rescue.devices.probe import probe
 from rescue.errors import FormatError, UsageError
 from rescue.formats.image import ImageReader
-from rescue.fs.partitions import read_partition_table
+from rescue.fs.partitions import SliceReader, read_partition_table
 
 WHOLE_IMAGE = 0  # the volume number of a file system that fills the image (no table)
 _TARGET = re.compile(r"(\d+):(.*)", re.DOTALL)
@@ -40,12 +40,8 @@ class Layout:
 
 
 def _probe_slice(reader: ImageReader, start: int, size: int) -> tuple[str | None, str | None]:
-    def read(offset: int, length: int) -> bytes:
-        length = max(0, min(length, size - offset))
-        return reader.read(start + offset, length)
-
     try:
-        found = probe(read).filesystem
+        found = probe(SliceReader(reader, start, size).read).filesystem
     except (OSError, ValueError, IndexError):  # a damaged superblock is "unknown", not fatal
         return None, None
     return (found.fstype, found.label) if found else (None, None)

@@ -43,9 +43,34 @@ class Manifest:
             if version not in SUPPORTED_VERSIONS:
                 raise FormatError(f"{where}: manifest version {version} is not supported")
             known = {k: raw[k] for k in cls.__dataclass_fields__ if k in raw}
+            if not _well_typed(known):
+                raise TypeError("a field holds a value of the wrong type")
             return cls(**known)
         except (UnicodeDecodeError, json.JSONDecodeError, AttributeError, TypeError):
             raise FormatError(f"{where}: the manifest is damaged") from None
+
+
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "source": (dict,), "mode": (str,), "created": (str,), "tool": (str,), "rescue": (dict,),
+    "fingerprint": (str, type(None)), "sha256": (str, type(None)), "version": (int,)}
+_SUMMARY_COUNTS = ("rescued", "bad", "bad_areas", "non_tried", "non_trimmed", "non_scraped")
+_SECTOR_SIZES = ("logical_sector_size", "physical_sector_size")
+
+
+def _count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _well_typed(fields: dict[str, Any]) -> bool:
+    """Whether every field, and every number the commands compute with, has its type: a
+    damaged or hand-edited manifest may be valid JSON with a list where a number belongs."""
+    if any(not isinstance(fields[k], types) for k, types in _FIELD_TYPES.items() if k in fields):
+        return False
+    summary, source = fields.get("rescue", {}), fields.get("source", {})
+    return (all(_count(summary[k]) for k in _SUMMARY_COUNTS if k in summary)
+            and (_count(source["size"]) if "size" in source else True)
+            and all(_count(source[k]) and source[k] & (source[k] - 1) == 0 and source[k] >= 512
+                    for k in _SECTOR_SIZES if k in source))
 
 
 def rescue_summary(areas: list[tuple[int, int, str]], outcome: str) -> dict[str, Any]:

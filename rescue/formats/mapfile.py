@@ -35,6 +35,8 @@ PHASES = {"?": "copying", "*": "trimming", "/": "scraping", "-": "retrying",
           "F": "filling", "G": "generating", "+": "finished"}
 
 _MAX_OFFSET = (1 << 63) - 1  # area starts are kept as signed 64-bit numbers
+_MAX_PASS = (1 << 31) - 1  # ddrescue keeps the pass in a C int
+_PASS = re.compile(r"[0-9]{1,10}")  # and reads it in decimal (a leading zero is no octal there)
 
 # The layout ddrescue and we write, which _parse_canonical reads in bulk: lines with nothing but
 # blanks or a comment, the status line, more such lines, block lines of two hex numbers and a
@@ -95,8 +97,12 @@ def _status_line(fields: list[str], path: str, lineno: int) -> tuple[int, str, i
     """(current_pos, current_status, current_pass); the pass is optional (before ddrescue 1.21)."""
     if len(fields) not in (2, 3) or fields[1] not in PHASES:
         raise FormatError(f"{path}:{lineno}: not a ddrescue mapfile status line")
-    passno = _number(fields[2], path, lineno) if len(fields) == 3 else 1
-    return _number(fields[0], path, lineno), fields[1], passno
+    if len(fields) == 2:
+        return _number(fields[0], path, lineno), fields[1], 1
+    if not _PASS.fullmatch(fields[2]) or not 1 <= int(fields[2]) <= _MAX_PASS:
+        raise FormatError(f"{path}:{lineno}: current pass {fields[2]!r} is not a pass number "
+                          f"(1 to {_MAX_PASS}, in decimal)")
+    return _number(fields[0], path, lineno), fields[1], int(fields[2])
 
 
 def _complete(path: str, size: int | None, status: tuple[int, str, int], starts: array,

@@ -12,7 +12,13 @@ from dataclasses import dataclass
 
 from rescue.engine.rangemap import FINISHED, RangeMap
 from rescue.errors import FormatError
-from rescue.fs.partitions import PartitionEntry, Readable, SliceReader, read_partition_table
+from rescue.fs.partitions import (
+    READ_ERRORS,
+    PartitionEntry,
+    Readable,
+    SliceReader,
+    read_partition_table,
+)
 from rescue.fs.used import Extent, FileSystem, UsedMap, normalize
 from rescue.fs.used.exfat import ExfatFS
 from rescue.fs.used.ext import ExtFS, has_backup_superblock
@@ -30,7 +36,7 @@ def _probe(reader: Readable, offset: int, length: int) -> bytes:
         return b""
     try:
         return bytes(reader.read(offset, length))
-    except Exception:  # an unreadable probe area just means "not this file system"
+    except READ_ERRORS:  # an unreadable probe area just means "not this file system"
         return b""
 
 

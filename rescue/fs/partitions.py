@@ -16,8 +16,9 @@ import zlib
 from dataclasses import dataclass
 from typing import Protocol
 
-from rescue.errors import FormatError, SourceError
+from rescue.errors import FormatError, RescueError, SourceError
 from rescue.formats.image import FdReader
+from rescue.io.source import ReadError
 
 MBR_SIGNATURE = b"\x55\xaa"
 MBR_ENTRIES_OFFSET = 446
@@ -35,6 +36,9 @@ GPT_HEADER = struct.Struct("<8sIIII QQQQ 16s QIII")
 GPT_ENTRY = struct.Struct("<16s16sQQQ72s")
 GPT_LEGACY_BOOTABLE = 1 << 2
 MAX_GPT_ENTRIES_BYTES = 1 << 20  # 128 entries of 128 bytes is the norm; refuse absurd arrays
+# What reading a damaged or failing disk raises: an I/O error, a source's failed read, an image
+# reader's damaged cluster. Anything else (MemoryError, a bug) must not pass for a bad sector.
+READ_ERRORS = (OSError, ReadError, RescueError)
 
 
 class Readable(Protocol):
@@ -105,7 +109,7 @@ class _Parse:
             return None
         try:
             data = bytes(self.reader.read(offset, min(length, self.disk_size - offset)))
-        except Exception as exc:  # a bad sector in the table: a warning, not a crash
+        except READ_ERRORS as exc:  # a bad sector in the table: a warning, not a crash
             self.warnings.append(f"cannot read partition table at byte {offset}: {exc}")
             return None
         return data.ljust(length, b"\0")
@@ -313,5 +317,7 @@ class SliceReader:
         self.size = size
 
     def read(self, offset: int, length: int) -> bytes:
-        length = max(0, min(length, self.size - offset))
-        return bytes(self._reader.read(self.start + offset, length)) if length else b""
+        """Bytes inside the window only: offsets from damaged metadata may point anywhere."""
+        if offset < 0 or offset >= self.size or length <= 0:
+            return b""
+        return bytes(self._reader.read(self.start + offset, min(length, self.size - offset)))

@@ -213,3 +213,21 @@ def test_ddrescuelog_counts_the_areas_we_count(tmp_path: Path) -> None:
     ours = {state: sum(1 for *_, s in rmap.areas() if s == state) for state in STATES}
     assert counted == ours
     assert re.search(rf"extent:.*in\s+{len(rmap)} area", shown)
+
+
+
+@pytest.mark.parametrize(("passno", "expected"), [
+    ("1", 1), ("7", 7), ("017", 17), ("2147483647", 2147483647),
+    ("0", None), ("-1", None), ("0x10", None), ("2147483648", None)])
+def test_the_pass_is_a_decimal_c_int_from_one(passno: str, expected: int | None,
+                                              tmp_path: Path) -> None:
+    """ddrescue reads the pass in decimal into a C int and refuses one below 1: ddrescuelog
+    and both our parsers accept and reject these alike, with the same value."""
+    text = f"0x0 + {passno}\n0x0 0x100000 +\n"
+    path = tmp_path / "pass.map"
+    path.write_text(text)
+    theirs = subprocess.run(["ddrescuelog", "-t", str(path)], capture_output=True)
+    assert (theirs.returncode == 0) == (expected is not None)
+    for parser in (mapfile.parse, mapfile._parse_lines):
+        got = outcome(parser, text, 1 << 20)
+        assert (got[3] if got[0] == "map" else None) == expected, parser

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from rescue.errors import FormatError
-from rescue.fs.partitions import DiskReader, read_partition_table
+from rescue.fs.partitions import DiskReader, SliceReader, read_partition_table
+from rescue.io.source import ReadError
 
 MIB = 1 << 20
 
@@ -127,3 +128,53 @@ def test_bare_file_system_and_blank_disk(tmp_path: Path) -> None:
     table = read_partition_table(DiskReader(str(blank)))
     assert (table.kind, table.partitions, table.warnings) == (None, (), ())
     assert read_partition_table(DiskReader(str(tmp_path / "fat.img"))).disk_size == 8192 * 1024
+
+
+@pytest.mark.parametrize(("offset", "length"), [
+    (-512, 1024), (-1, 1), (4096, 1), (4095, 100), (1 << 63, 16), ((1 << 64) + 5, 1), (0, -1)])
+def test_a_slice_never_reads_outside_its_window(offset: int, length: int,
+                                                 tmp_path: Path) -> None:
+    """Offsets that damaged metadata makes up (negative, past the end, past what pread
+    takes) read nothing outside the partition: nothing at all for a start outside it, the
+    part inside otherwise, and never an error."""
+    disk = tmp_path / "disk.img"
+    disk.write_bytes(b"A" * 4096 + b"B" * 4096 + b"C" * 4096)
+    with DiskReader(str(disk)) as reader:
+        window = SliceReader(reader, 4096, 4096)
+        inside = min(length, 4096 - offset) if 0 <= offset < 4096 and length > 0 else 0
+        assert window.read(offset, length) == b"B" * inside
+
+
+class _FailingDisk:
+    """A GPT disk whose every read past the MBR raises `error`."""
+
+    def __init__(self, mbr: bytes, error: BaseException) -> None:
+        self.size, self.mbr, self.error = 1 << 20, mbr, error
+
+    def read(self, offset: int, length: int) -> bytes:
+        if offset < 512:
+            return self.mbr[offset:offset + length]
+        raise self.error
+
+
+@pytest.mark.parametrize("error", [OSError(5, "Input/output error"),
+                                   ReadError(512, 512, "bad"), FormatError("damaged cluster")])
+def test_an_unreadable_table_is_a_warning(error: Exception) -> None:
+    """What a bad sector or a damaged image cluster raises becomes a warning."""
+    table = read_partition_table(_FailingDisk(_protective_mbr(), error))
+    assert any("cannot read partition table" in w for w in table.warnings)
+
+
+@pytest.mark.parametrize("error", [MemoryError(), KeyError("bug"), ZeroDivisionError()])
+def test_other_failures_are_not_taken_for_bad_sectors(error: Exception) -> None:
+    """Running out of memory or a bug shows as itself, not as a damaged table."""
+    with pytest.raises(type(error)):
+        read_partition_table(_FailingDisk(_protective_mbr(), error))
+
+
+def _protective_mbr() -> bytes:
+    mbr = bytearray(512)
+    mbr[446 + 4] = 0xEE
+    mbr[446 + 8:446 + 16] = (1).to_bytes(4, "little") + (2047).to_bytes(4, "little")
+    mbr[510:512] = b"\x55\xaa"
+    return bytes(mbr)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from rescue.errors import FormatError
-from rescue.fs.partitions import Readable
+from rescue.fs.partitions import READ_ERRORS, Readable
 
 Extent = tuple[int, int]  # (offset, length) in bytes from the start of the file system
 # Whether [offset, offset+length) holds data read from the disk (not a bad or unread area).
@@ -139,7 +139,7 @@ def checked_read(reader: Readable, offset: int, length: int, what: str) -> bytes
         data = bytes(reader.read(offset, length))
     except FormatError:
         raise
-    except Exception as exc:
+    except READ_ERRORS as exc:
         raise FormatError(f"cannot read {what} at byte {offset}: {exc}") from None
     if len(data) != length:
         raise FormatError(f"{what} is truncated at byte {offset}")
