@@ -24,7 +24,8 @@ from rescue.units import human_size
 Result = TypeVar("Result")
 
 AFFECTED_SHOWN = 8  # the log lists this many; `rescue report` lists them all
-RESTORE_EXIT = {"restored": ExitCode.OK, "mismatch": ExitCode.UNREADABLE,
+RESTORE_EXIT = {"restored": ExitCode.OK, "damaged": ExitCode.UNREADABLE,
+                "mismatch": ExitCode.UNREADABLE,
                 "failed": ExitCode.DESTINATION, "interrupted": ExitCode.INTERRUPTED}
 
 
