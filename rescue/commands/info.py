@@ -10,7 +10,7 @@ from typing import Any
 from rescue.errors import ExitCode
 from rescue.formats import mapfile
 from rescue.formats.image import detect_format, open_reader, read_manifest
-from rescue.formats.integrity import ImageGate
+from rescue.formats.integrity import verify_image
 from rescue.units import human_size
 
 
@@ -96,7 +96,7 @@ def run_verify(args: argparse.Namespace) -> int:
     """Check everything the image carries, through the same gate restore uses."""
     reader = open_reader(args.image)
     try:
-        verdict = ImageGate(args.image, reader).check_all(reader)
+        verdict = verify_image(args.image, reader)
     finally:
         reader.close()
     if args.json:

@@ -110,6 +110,10 @@ class ImageGate:
         self._damaged: Ranges = []
         self._problems: list[str] = []
         self.manifest = self._manifest(reader)
+        recorded = self.manifest.source.get("size") if self.manifest else None
+        if isinstance(recorded, int) and recorded != reader.size:
+            self._problems.append(f"the image holds {reader.size} bytes, its manifest says the "
+                                  f"source held {recorded}")
         self.checked = []
         if isinstance(reader, CheckedReader):
             self.checked.append("structure")
@@ -182,3 +186,8 @@ class ImageGate:
                 if hasher:
                     hasher.update(data)
         return self.verdict(self.compare(hasher.hexdigest()) if hasher else None)
+
+
+def verify_image(path: str, reader: ImageReader) -> Verdict:
+    """Everything the image carries, checked: what `rescue verify` reports."""
+    return ImageGate(path, reader).check_all(reader)

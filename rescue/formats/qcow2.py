@@ -389,8 +389,11 @@ class _Image:
     def _refblock_offsets(self) -> list[int]:
         """Where the refcount blocks are, from the refcount table (trailing empty slots cut)."""
         header = self._header
-        table = _pread(self._fd, header.refcount_table_clusters * self.cluster_size,
-                       header.refcount_table_offset, "the refcount table")
+        length = header.refcount_table_clusters * self.cluster_size
+        if header.refcount_table_offset + length > os.fstat(self._fd).st_size:
+            raise FormatError(f"truncated qcow2 image: the refcount table at offset "
+                              f"{header.refcount_table_offset} lies past the end of the file")
+        table = _pread(self._fd, length, header.refcount_table_offset, "the refcount table")
         offsets = [entry & OFFSET_MASK for entry in _to_host(table, "Q")]
         while offsets and not offsets[-1]:
             offsets.pop()

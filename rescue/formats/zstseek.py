@@ -418,10 +418,10 @@ class ZstSeekReader(FdReader):
             head = self._pread(min(frame.compressed_size, FRAME_HEADER_MAX),
                                frame.compressed_offset)
             try:
-                content = zstandard.frame_content_size(head)
+                content = zstandard.frame_content_size(head)  # -1: not recorded
             except zstandard.ZstdError:
-                content = -1
-            if content not in (frame.length, zstandard.CONTENTSIZE_UNKNOWN):
+                content = -1  # a damaged header: decoding the frame reports it
+            if content not in (frame.length, -1):
                 return [(frame.offset, self.size - frame.offset)], problems
         return [], problems
 

@@ -28,8 +28,10 @@ pytestmark = [pytest.mark.slow, pytest.mark.root]
 
 SIZE = 24 * MIB
 LAYOUT = "label: gpt\n,10M,L\n,8M,L\n"
-PER_REGION = 4  # flips per region of each layout, and as many truncations
+PER_REGION = 3  # flips per region of each layout, and as many truncations
 RANGE = re.compile(r"damaged: bytes (0x[0-9a-f]+)-(0x[0-9a-f]+)")
+UNPLACED = re.compile(r"damaged: (?!bytes)")  # damage no range locates (tables, size, digest)
+NO_CHECKSUMS = "structure checked, no checksums"
 
 
 @pytest.fixture(scope="module")
@@ -84,21 +86,24 @@ def test_no_damaged_mutant_passes(images: dict[str, Path], tmp_path: Path, stack
 
         verified = rescue("verify", str(path))
         tally["verify refused"] += verified.returncode != 0
-        if damage and verified.returncode == 0:
+        if unverifiable(damage, verified.stdout):
+            tally["unverifiable, said so"] += 1
+            damage = []  # no tool could tell without the original: judged as the image says
+        elif damage and verified.returncode == 0:
             wrong.append(f"verify passed {what}: {verified.stdout.strip()}")
 
         before = digest(device)
         checked = rescue("restore", str(path), device, "--yes", "--check-image",
                          "--map-dir", str(tmp_path / f"c{number}"))
         tally["check-image refused"] += checked.returncode != 0
-        wrong += restore_problems("restore --check-image", checked, device, disk, what)
+        wrong += restore_problems("restore --check-image", checked, device, disk, what, damage)
         if checked.returncode and digest(device) != before:
             wrong.append(f"--check-image wrote to the target: {what}")
 
         restored = rescue("restore", str(path), device, "--yes",
                           "--map-dir", str(tmp_path / f"r{number}"))
         tally["restore refused"] += restored.returncode != 0
-        wrong += restore_problems("restore", restored, device, disk, what)
+        wrong += restore_problems("restore", restored, device, disk, what, damage)
         path.unlink()
         subprocess.run(["dd", "if=/dev/zero", f"of={device}", "bs=1M", f"count={SIZE // MIB}",
                         "status=none"],
@@ -108,17 +113,28 @@ def test_no_damaged_mutant_passes(images: dict[str, Path], tmp_path: Path, stack
     assert tally["damaged"] >= tally["tried"] // 2, "most mutants must really be damaged"
 
 
+def unverifiable(damage: list[str], said: str) -> bool:
+    """A qcow2 from another writer carries no checksums: a flip inside a compressed cluster
+    that still decodes is found only by comparing with the source. rescue must say it could
+    not check the content, and never call it verified."""
+    return damage == ["qemu-img compare differs"] and NO_CHECKSUMS in said
+
+
 def restore_problems(command: str, result: subprocess.CompletedProcess[str], device: str,
-                     disk: Path, what: str) -> list[str]:
-    """A restore that succeeded wrote the disk exactly; one that found damage said so, with
-    exit 1, never "verified", and wrote the disk outside the ranges it listed."""
+                     disk: Path, what: str, damage: list[str]) -> list[str]:
+    """A restore that succeeded wrote the disk exactly (or, from an image without checksums,
+    said so); one that found damage said so, with exit 1, never "verified", and wrote the disk
+    outside the ranges it listed when it could place all the damage."""
     said = (result.stdout + result.stderr).strip()
     if result.returncode == 0:
-        return [] if digest(device) == digest(disk) else [f"{command} passed {what}: {said}"]
+        if digest(device) == digest(disk) or (not damage and NO_CHECKSUMS in said):
+            return []
+        return [f"{command} passed {what}: {said}"]
     if result.returncode != ExitCode.UNREADABLE:
         return []  # refused before writing (a truncated image, a damaged table)
     if "verified" in said or "Traceback" in said or "damaged" not in said:
         return [f"{command} reported {what} badly: {said}"]
-    if command == "restore" and not equal_outside(device, disk, listed_ranges(said)):
+    if command == "restore" and not UNPLACED.search(said) and not equal_outside(
+            device, disk, listed_ranges(said)):
         return [f"{command}: outside the listed ranges the target is not the disk: {what}"]
     return []
