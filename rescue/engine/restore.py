@@ -926,7 +926,7 @@ class RestoreJob:
                               "(resumable once the image is repaired)")
         progress = tuple(t.progress() for t in self._targets)
         phases = {p.phase for p in progress}
-        verdict = self.gate.verdict()
+        verdict = self.gate.verdict().within(self.source[0], self._read_length)
         outcome = ("failed" if "failed" in phases else "mismatch" if "mismatch" in phases
                    else "interrupted" if cancelled else "restored" if verdict.intact
                    else "damaged")

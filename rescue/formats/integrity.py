@@ -69,6 +69,14 @@ class Verdict:
     def intact(self) -> bool:
         return not self.damaged and not self.problems
 
+    def within(self, offset: int, length: int) -> Verdict:
+        """The verdict on image bytes [offset, offset + length): what a partition's restore
+        depends on (damage without a place always counts)."""
+        end = offset + length
+        ranges = [(max(o, offset), min(o + n, end) - max(o, offset)) for o, n in self.damaged
+                  if o < end and o + n > offset]
+        return Verdict(self.checked, ranges, self.problems, self.fingerprint_ok)
+
     def lines(self) -> list[str]:
         """One `damaged: ...` line per range and per problem."""
         return ([f"damaged: bytes {o:#x}-{o + n - 1:#x} ({n} bytes)" for o, n in self.damaged]
@@ -125,6 +133,7 @@ class ImageGate:
             self._problems += problems
         self.expected: str | None = None
         self._plain = False  # the manifest has a plain SHA-256, not a fingerprint
+        self._compared = False  # a digest of the whole image was compared with `expected`
         if self.manifest and self.manifest.fingerprint:
             self.expected = self.manifest.fingerprint
             self.checked.append("fingerprint")
@@ -158,6 +167,7 @@ class ImageGate:
         already located makes it differ)."""
         if self.expected is None or self._damaged:
             return None
+        self._compared = True
         if digest != self.expected:
             with self._lock:
                 self._problems.append(
@@ -167,9 +177,12 @@ class ImageGate:
         return True
 
     def verdict(self, fingerprint_ok: bool | None = None) -> Verdict:
+        """What was found so far; the manifest's digest counts as checked only once compared
+        (a partition's restore never compares it)."""
         with self._lock:
-            return Verdict(list(self.checked), sorted(self._damaged), list(self._problems),
-                           fingerprint_ok)
+            checked = [c for c in self.checked
+                       if self._compared or c not in ("fingerprint", "SHA-256")]
+            return Verdict(checked, sorted(self._damaged), list(self._problems), fingerprint_ok)
 
     def check_all(self, reader: ImageReader) -> Verdict:
         """Read and check the whole image: what `verify` and `restore --check-image` do."""

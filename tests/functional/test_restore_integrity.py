@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from rescue.errors import ExitCode
+from rescue.formats.zstseek import ZstSeekReader
 from tests.fixtures.cli import rescue
 from tests.fixtures.mutants import judge, mutants
 from tests.fixtures.restore import MIB, digest, imaged_disk, target
@@ -110,7 +111,8 @@ def test_no_damaged_mutant_passes(images: dict[str, Path], tmp_path: Path, stack
                        check=True)
     print(f"{image}: {dict(tally)}")
     assert not wrong, "\n".join(wrong)
-    assert tally["damaged"] >= tally["tried"] // 2, "most mutants must really be damaged"
+    # the peer tools see no damage in a seek table's checksums or a skippable frame's payload
+    assert tally["damaged"] >= tally["tried"] // 3, "many mutants must really be damaged"
 
 
 def unverifiable(damage: list[str], said: str) -> bool:
@@ -138,3 +140,28 @@ def restore_problems(command: str, result: subprocess.CompletedProcess[str], dev
             device, disk, listed_ranges(said)):
         return [f"{command}: outside the listed ranges the target is not the disk: {what}"]
     return []
+
+
+def test_a_partition_restore_is_judged_by_its_own_bytes(
+        images: dict[str, Path], tmp_path: Path, stack: ExitStack) -> None:
+    """Damage in partition 2 fails its restore and leaves partition 1's intact; the image's
+    fingerprint covers the whole image, so a partition's restore never claims it."""
+    damaged = tmp_path / "damaged.img.zst"
+    data = bytearray(images["disk.img.zst"].read_bytes())
+    with ZstSeekReader(str(images["disk.img.zst"])) as reader:
+        frame = next(f for f in reader.frames if f.offset == 11 * MIB)  # partition 2's start
+    data[frame.compressed_offset + frame.compressed_size // 2] ^= 0xFF
+    damaged.write_bytes(data)
+    first = target(stack, tmp_path, "p1", 10 * MIB)
+    second = target(stack, tmp_path, "p2", 8 * MIB)
+
+    whole_first = rescue("restore", str(damaged), first, "-p", "1", "--yes")
+    assert whole_first.returncode == 0, whole_first.stderr
+    assert f"{first}: restored 10 MiB (image: checksums verified;" in whole_first.stdout
+    assert digest(first) == digest(images["disk"], MIB, 10 * MIB)
+
+    hit = rescue("restore", str(damaged), second, "-p", "2", "--yes")
+    assert hit.returncode == ExitCode.UNREADABLE, hit.stderr
+    assert f"damaged: bytes {11 * MIB:#x}-{12 * MIB - 1:#x}" in hit.stdout
+    assert "verified" not in hit.stdout + hit.stderr
+    assert digest(second, MIB) == digest(images["disk"], 12 * MIB, 7 * MIB)
