@@ -205,7 +205,8 @@ class RunningRestore(BackgroundJob[RestoreResult]):
 
     def finished_note(self, outcome: RestoreResult) -> str:
         phases = ", ".join(f"{target.target} {target.phase}" for target in outcome.targets)
-        return f"{outcome.outcome}: {phases}"
+        damage = "" if outcome.image.intact else f"; {outcome.image.brief()}"
+        return f"{outcome.outcome}: {phases}{damage}"
 
     def phase(self) -> str:
         return self.job.progress().phase
