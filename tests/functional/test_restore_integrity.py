@@ -165,3 +165,19 @@ def test_a_partition_restore_is_judged_by_its_own_bytes(
     assert f"damaged: bytes {11 * MIB:#x}-{12 * MIB - 1:#x}" in hit.stdout
     assert "verified" not in hit.stdout + hit.stderr
     assert digest(second, MIB) == digest(images["disk"], 12 * MIB, 7 * MIB)
+
+
+@pytest.mark.parametrize("image", ["qemu-zlib", "qemu-zstd"])
+def test_an_image_without_checksums_is_never_called_verified(
+        images: dict[str, Path], tmp_path: Path, stack: ExitStack, image: str) -> None:
+    """qemu-img's clusters carry no checksums: verify and restore say exactly what they could
+    check, and the restored disk is still the source."""
+    verified = rescue("verify", str(images[image]))
+    assert verified.returncode == 0, verified.stderr
+    assert verified.stdout == f"{images[image]}: {NO_CHECKSUMS}\n"
+    device = target(stack, tmp_path, "t", SIZE)
+    restored = rescue("restore", str(images[image]), device, "--yes", "--check-image")
+    assert restored.returncode == 0, restored.stderr
+    assert restored.stdout.splitlines()[-1] == (
+        f"{device}: restored 24 MiB (image: {NO_CHECKSUMS}; read back as written)")
+    assert digest(device) == digest(images["disk"])
