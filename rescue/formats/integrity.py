@@ -48,7 +48,7 @@ def read_checked(reader: ImageReader, offset: int, length: int) -> tuple[bytes, 
 
 
 def add_range(ranges: Ranges, offset: int, length: int) -> None:
-    """Append a range, merged with the last one when they touch (callers go in order)."""
+    """Append a range, merged with the last one when they touch or overlap (in order)."""
     if ranges and ranges[-1][0] + ranges[-1][1] >= offset:
         start = ranges[-1][0]
         ranges[-1] = (start, max(ranges[-1][0] + ranges[-1][1], offset + length) - start)
@@ -107,13 +107,11 @@ class ImageGate:
     """The checks of one image, as its bytes are read once in order by whoever reads them.
 
     Structure and manifest are checked on creation; `record` takes the damage `read_checked`
-    found, in order and from one thread; `verdict` compares the fingerprint when the caller
-    fed the whole image to `hasher`.
+    found; `compare` takes the digest of the whole image, from a `hasher` fed all of it.
     """
 
     def __init__(self, path: str, reader: ImageReader) -> None:
         self.path = path
-        self.size = reader.size
         self._lock = threading.Lock()
         self._damaged: Ranges = []
         self._problems: list[str] = []
@@ -122,14 +120,13 @@ class ImageGate:
         if isinstance(recorded, int) and recorded != reader.size:
             self._problems.append(f"the image holds {reader.size} bytes, its manifest says the "
                                   f"source held {recorded}")
-        self.checked = []
+        self.checked: list[str] = []
         if isinstance(reader, CheckedReader):
             self.checked.append("structure")
             if reader.checksums:
                 self.checked.append("checksums")
             damaged, problems = reader.check_structure()
-            for offset, length in damaged:
-                add_range(self._damaged, offset, length)
+            self._damaged += damaged
             self._problems += problems
         self.expected: str | None = None
         self._plain = False  # the manifest has a plain SHA-256, not a fingerprint
@@ -159,8 +156,7 @@ class ImageGate:
 
     def record(self, ranges: Ranges) -> None:
         with self._lock:
-            for offset, length in ranges:
-                add_range(self._damaged, offset, length)
+            self._damaged += ranges
 
     def compare(self, digest: str) -> bool | None:
         """Whether the whole image's digest is the manifest's (None: it has none, or damage
@@ -182,7 +178,10 @@ class ImageGate:
         with self._lock:
             checked = [c for c in self.checked
                        if self._compared or c not in ("fingerprint", "SHA-256")]
-            return Verdict(checked, sorted(self._damaged), list(self._problems), fingerprint_ok)
+            damaged: Ranges = []
+            for offset, length in sorted(self._damaged):
+                add_range(damaged, offset, length)
+            return Verdict(checked, damaged, list(self._problems), fingerprint_ok)
 
     def check_all(self, reader: ImageReader) -> Verdict:
         """Read and check the whole image: what `verify` and `restore --check-image` do."""
