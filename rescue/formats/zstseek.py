@@ -374,8 +374,13 @@ class ZstSeekReader(FdReader):
             yield run_start, run_end - run_start, run_allocated
 
     def manifest(self) -> bytes | None:
-        """The blob stored with `ZstSeekWriter.set_manifest`, or None."""
+        """The blob stored with `ZstSeekWriter.set_manifest`, or None. In a file we wrote,
+        every skippable frame past our header is the manifest: one not recognised as such is
+        a damaged manifest, not an absent one."""
         if self._manifest_span is None:
+            head = self._pread(SKIPPABLE_HEADER.size + HEADER_PAYLOAD.size, 0)
+            if len(self._skippable) > 1 and self._check_header(head):
+                raise FormatError(f"{self.path}: the manifest frame is damaged")
             return None
         offset, length = self._manifest_span
         return self._pread(length, offset)

@@ -18,6 +18,7 @@ from rescue.formats.integrity import verify_image
 from rescue.formats.zstseek import (
     CHECKSUM_FLAG,
     EMPTY_CHECKSUM,
+    MANIFEST_TAG,
     SEEK_TABLE_MAGIC,
     SEEKABLE_MAGIC,
     ZstSeekReader,
@@ -224,6 +225,17 @@ def test_manifest_round_trip_and_invisible_to_zstd(image: Path, data: bytes,
         assert reader.manifest() is None
     result = subprocess.run(["zstd", "-d", "-c", str(image)], check=True, capture_output=True)
     assert b"/dev/sdz" not in result.stdout
+
+
+def test_a_damaged_manifest_frame_is_reported_not_absent(image: Path, tmp_path: Path) -> None:
+    """Without its manifest an image loses its fingerprint check: that must show."""
+    offset = image.read_bytes().index(MANIFEST_TAG) - 8  # the manifest's skippable frame
+    for where in (offset, offset + 8):  # the frame's magic, then its tag
+        copy = damaged_copy(image, tmp_path, where, b"\x5f")
+        with ZstSeekReader(str(copy)) as reader:
+            with pytest.raises(FormatError, match="manifest frame is damaged"):
+                reader.manifest()
+            assert any("manifest" in p for p in verify_image(str(copy), reader).problems)
 
 
 def test_extents_report_zero_frames_as_holes(image: Path, data: bytes) -> None:
