@@ -48,5 +48,11 @@ class FormatError(RescueError):
     exit_code = ExitCode.USAGE
 
 
+class DamagedImageError(RescueError):
+    """An image's own checks found damage (checksums, structure, fingerprint)."""
+
+    exit_code = ExitCode.UNREADABLE
+
+
 class RefusedError(RescueError):
     exit_code = ExitCode.REFUSED

@@ -10,8 +10,8 @@ from typing import Any
 from rescue.commands import add_image_argument
 from rescue.errors import ExitCode
 from rescue.formats import mapfile
-from rescue.formats.fingerprint import Fingerprint, PlainSha256, hash_image
 from rescue.formats.image import detect_format, open_reader, read_manifest
+from rescue.formats.integrity import verify_image
 from rescue.units import human_size
 
 
@@ -94,38 +94,19 @@ def info_lines(info: dict[str, Any]) -> list[str]:
 
 
 def run_verify(args: argparse.Namespace) -> int:
+    """Check everything the image carries, through the same gate restore uses."""
     reader = open_reader(args.image, args.image_format)
     try:
-        manifest = read_manifest(args.image, reader)
-        has_checksums = hasattr(reader, "verify")
-        checked = ["checksums"] if has_checksums else []
-        expected, hasher = None, None
-        if manifest and manifest.fingerprint:
-            expected, hasher = manifest.fingerprint, Fingerprint()
-            checked.append("fingerprint")
-        elif manifest and manifest.sha256:  # an older image
-            expected, hasher = manifest.sha256, PlainSha256()
-            checked.append("SHA-256")
-        if has_checksums:  # checksums and fingerprint in one pass
-            damaged = reader.verify(hasher)
-            digest = hasher.hexdigest() if hasher else None
-        else:
-            damaged = []
-            digest = hash_image(reader, hasher) if hasher else None
-        digest_ok = None if damaged or expected is None else digest == expected
+        verdict = verify_image(args.image, reader)
     finally:
         reader.close()
     if args.json:
-        print(json.dumps({"image": args.image, "damaged": [list(r) for r in damaged],
-                          "fingerprint_ok": digest_ok}))
-    elif damaged or digest_ok is False:
-        for offset, length in damaged:
-            print(f"damaged: bytes {offset:#x}-{offset + length - 1:#x} ({length} bytes)")
-        if digest_ok is False:
-            print("damaged: the image's fingerprint differs from the manifest's")
-    elif checked:
-        print(f"{args.image}: intact ({' and '.join(checked)} verified)")
+        print(json.dumps({"image": args.image, "damaged": [list(r) for r in verdict.damaged],
+                          "problems": verdict.problems, "checked": verdict.checked,
+                          "fingerprint_ok": verdict.fingerprint_ok}))
+    elif not verdict.intact:
+        print("\n".join(verdict.lines()))
     else:
-        print(f"{args.image}: readable; a raw image without a manifest has nothing to "
-              "verify against")
-    return int(ExitCode.UNREADABLE if damaged or digest_ok is False else ExitCode.OK)
+        said = f"intact ({verdict.summary()})" if verdict.proven else verdict.summary()
+        print(f"{args.image}: {said}")
+    return int(ExitCode.OK if verdict.intact else ExitCode.UNREADABLE)

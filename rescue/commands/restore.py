@@ -27,10 +27,12 @@ from rescue.engine.restore import (
     default_map_dir,
 )
 from rescue.errors import ExitCode, RefusedError
+from rescue.formats.integrity import Verdict
 from rescue.units import human_duration, human_rate, human_size
 
 OUTCOME_EXIT = {
     "restored": ExitCode.OK,
+    "damaged": ExitCode.UNREADABLE,
     "mismatch": ExitCode.UNREADABLE,
     "failed": ExitCode.DESTINATION,
     "interrupted": ExitCode.INTERRUPTED,
@@ -130,10 +132,18 @@ class Printer:
 
 def report(result: RestoreResult, json_lines: bool) -> int:
     code = OUTCOME_EXIT[result.outcome]
+    image = result.image
     if json_lines:
         print(json.dumps({"type": "summary", "outcome": result.outcome, "exit_code": int(code),
+                          "checked": image.checked, "damaged": [list(r) for r in image.damaged],
+                          "problems": image.problems,
                           "targets": [t.as_dict() for t in result.targets]}))
         return int(code)
+    for line in image.lines():
+        print(line)
+    if not image.intact:
+        print("rescue: the image is damaged; the targets hold the rest of it (damaged ranges as "
+              "zeros or as decoded)", file=sys.stderr)
     for t in result.targets:
         if t.error:  # its written-ranges map is kept
             print(f"rescue: {t.error}; once it is fixed, run the same command to continue",
@@ -147,9 +157,18 @@ def report(result: RestoreResult, json_lines: bool) -> int:
             print(f"rescue: {t.target}: interrupted at {human_size(t.written)}; run the same "
                   "command to continue", file=sys.stderr)
         else:
-            print(f"{t.target}: restored {human_size(t.size)}"
-                  f"{', verified' if t.verified == t.size and t.size else ''}")
+            print(f"{t.target}: {target_summary(t, image)}")
     return int(code)
+
+
+def target_summary(target: TargetProgress, image: Verdict) -> str:
+    """What a finished target holds and what vouches for it; "verified" only when the image's
+    own checks found it intact and proved its content."""
+    read_back = "; read back as written" if target.verified == target.size and target.size \
+        else ""
+    if not image.intact:
+        return f"restored {human_size(target.size)} from a damaged image{read_back}"
+    return f"restored {human_size(target.size)} (image: {image.summary()}{read_back})"
 
 
 def run(args: argparse.Namespace) -> int:

@@ -13,11 +13,15 @@ Durability follows the imaging rule: a range is marked written ('+') in the targ
 after an fsync of the target, so a restore interrupted at any moment (even `kill -9`) continues
 where the last checkpoint left it when the same command runs again.
 
-Damaged images: opening the image reads its structure (qcow2 L1/L2 tables, the zstd seek table)
-and the partition table before anything is written, so truncation and damaged tables are
-reported first. Damaged data inside a cluster or frame is found by its checksum while restoring:
-the restore stops there, every target is marked incomplete and keeps its mapfile. The full
-pre-check (`check_image`) decodes the whole image first and costs one more read of it.
+Damaged images: every byte goes through the image's integrity gate (formats/integrity.py), the
+same checks `rescue verify` makes. Opening the image reads its structure (qcow2 tables against
+their refcounts, the zstd seek table against the frames) and the partition table before anything
+is written; an unreadable table stops the restore there. While restoring, a cluster or frame that
+fails its checksum is written as zeros and its range recorded, so every target still gets the
+rest of the image; the fingerprint of the whole image is compared with the manifest's at the
+end. Damage of any kind makes the outcome "damaged", never "restored": the read-back confirms
+only that the targets hold what was decoded. The full pre-check (`check_image`) runs the gate
+over the whole image first, at the cost of one more read of it, and writes nothing if it fails.
 
 Holes: by default unallocated image areas are written as zeros, so each target equals the image
 byte for byte. With `skip_holes`, whole-hole chunks are not sent as data: the target is told to
@@ -57,9 +61,17 @@ from rescue.devices.discover import BlockTree, find
 from rescue.devices.locks import Locks
 from rescue.engine.jobs import JobControl, RateMeter
 from rescue.engine.rangemap import FINISHED, NON_TRIED, RangeMap
-from rescue.errors import DestinationError, FormatError, RefusedError, UsageError
+from rescue.errors import (
+    DamagedImageError,
+    DestinationError,
+    FormatError,
+    RefusedError,
+    UsageError,
+)
 from rescue.formats import mapfile
-from rescue.formats.image import ImageReader, detect_format, open_reader, read_manifest
+from rescue.formats.fingerprint import Fingerprint, chunk_digests, zero_chunk_digests
+from rescue.formats.image import ImageReader, detect_format, open_reader
+from rescue.formats.integrity import ImageGate, Ranges, Verdict, read_checked
 from rescue.fs.partitions import PartitionTable, read_partition_table
 from rescue.units import human_size
 
@@ -174,8 +186,10 @@ class RestoreProgress:
 
 @dataclass(frozen=True)
 class RestoreResult:
-    outcome: str  # restored, mismatch, failed, interrupted
+    outcome: str  # restored, damaged (the image; the rest is restored), mismatch, failed,
+    # interrupted
     targets: tuple[TargetProgress, ...]
+    image: Verdict  # what the image's checks found, and what they could check
 
 
 class _BufferPool:
@@ -201,13 +215,15 @@ class _Chunk:
     """One decoded chunk, read-only and shared by every target's writer, so N targets cost one
     copy and not N. Its buffer returns to the pool when the last holder releases it."""
 
-    __slots__ = ("_buffer", "_holders", "_pool", "digest", "length", "offset")
+    __slots__ = ("_buffer", "_holders", "_pool", "damaged", "digest", "length", "offset")
 
     def __init__(self, offset: int, length: int, digest: bytes | None,
-                 buffer: mmap.mmap | None = None, pool: _BufferPool | None = None) -> None:
+                 buffer: mmap.mmap | None = None, pool: _BufferPool | None = None,
+                 damaged: Ranges | None = None) -> None:
         self.offset = offset  # within the span
         self.length = length
-        self.digest = digest  # SHA-256 of the chunk when verifying, else None
+        self.digest = digest  # its 1 MiB pieces' SHA-256s (fingerprint.chunk_digests) or None
+        self.damaged = damaged or []  # image ranges that failed their checks: zeros here
         self._buffer = buffer  # None: a hole, reads as zeros
         self._pool = pool
         self._holders = 1  # the reader's own hold, released once every target has it
@@ -290,16 +306,17 @@ class _Decoders:
                 self.readers.append(reader)
         return reader
 
-    def read(self, offset: int, length: int) -> bytes:
+    def read(self, offset: int, length: int) -> tuple[bytes, Ranges]:
+        """Image bytes, damaged parts as zeros, and the damaged ranges (the integrity gate)."""
         try:
-            data = self._reader().read(offset, length)
+            data, damaged = read_checked(self._reader(), offset, length)
         except OSError as exc:
             raise FormatError(f"cannot read image {self.path} at {offset:#x}: "
                               f"{exc.strerror}") from None
         if len(data) != length:
             raise FormatError(f"image {self.path} ends at {offset + len(data):#x}, "
                               f"before its size")
-        return data
+        return data, damaged
 
     def stream(self, jobs: Iterator[tuple[int, Callable[[], _Chunk]]]
                ) -> Iterator[tuple[int, _Chunk]]:
@@ -469,7 +486,8 @@ class RestoreJob:
         reader = open_reader(self.image, self.image_format)
         try:
             self.size = reader.size
-            self.table = self._read_table(reader, self._image_sector_size(reader))
+            self.gate = ImageGate(self.image, reader)  # structure and manifest checked here
+            self.table = self._read_table(reader, self._image_sector_size())
             self.sector = self.table.sector_size
             self.allocated = self._allocated(reader)
             if self.request.check_image:
@@ -477,12 +495,9 @@ class RestoreJob:
         finally:
             reader.close()
 
-    def _image_sector_size(self, reader: ImageReader) -> int:
+    def _image_sector_size(self) -> int:
         """The source disk's logical sector size, as the image's manifest recorded it."""
-        try:
-            manifest = read_manifest(self.image, reader)
-        except FormatError:
-            return 512
+        manifest = self.gate.manifest
         value = manifest.source.get("logical_sector_size") if manifest else None
         return value if isinstance(value, int) and value in (512, 1024, 2048, 4096) else 512
 
@@ -503,13 +518,11 @@ class RestoreJob:
         return runs
 
     def _check_whole_image(self, reader: ImageReader) -> None:
-        verify = getattr(reader, "verify", None)
-        damaged = verify() if verify else []
-        if damaged:
-            ranges = ", ".join(f"{o:#x}-{o + n - 1:#x}" for o, n in damaged[:5])
-            more = f" and {len(damaged) - 5} more" if len(damaged) > 5 else ""
-            raise FormatError(f"image {self.request.image} is damaged at bytes {ranges}{more}; "
-                              "nothing was written")
+        """Every check `verify` makes, before a byte is written."""
+        verdict = self.gate.check_all(reader)
+        if not verdict.intact:
+            raise DamagedImageError(f"image {self.request.image} is damaged ({verdict.brief()}); "
+                                    "nothing was written")
 
     def _source_range(self) -> tuple[int, int]:
         number = self.request.partition
@@ -693,22 +706,26 @@ class RestoreJob:
         decoders = _Decoders(self.image, self.image_format, max(1, min(4, os.cpu_count() or 1)))
         pool = _BufferPool()
         writers = [t for t in self._targets if self._start_writer(t)]
-        verify = self.request.verify
+        # the whole image goes through: its fingerprint can be compared with the manifest's
+        fingerprint = Fingerprint() if (self.gate.fingerprinted and start == 0
+                                        and length == self.size) else None
+        hashing = self.request.verify or fingerprint is not None
+        left = len(range(0, length, CHUNK))
 
         def decode(offset: int, size: int) -> _Chunk:
-            """Runs in a decoder thread: the copy into the shared buffer and the digest are
+            """Runs in a decoder thread: the copy into the shared buffer and the digests are
             done here, in parallel, and not by the one thread that feeds the targets."""
             if self._is_hole(start + offset, size):
-                return _Chunk(offset, size, _zero_digest(size) if verify else None)
-            data = decoders.read(start + offset, size)
+                return _Chunk(offset, size, zero_chunk_digests(size) if hashing else None)
+            data, damaged = decoders.read(start + offset, size)
             buffer = pool.take()
             buffer[:size] = data
-            digest = hashlib.sha256(data).digest() if verify else None
-            return _Chunk(offset, size, digest, buffer, pool)
+            digest = chunk_digests(data) if hashing else None
+            return _Chunk(offset, size, digest, buffer, pool, damaged)
 
         def jobs() -> Iterator[tuple[int, Callable[[], _Chunk]]]:
             for offset, size in self._plan(length):
-                if verify or any(offset in todo[t.path] for t in writers):
+                if hashing or any(offset in todo[t.path] for t in writers):
                     yield offset, functools.partial(decode, offset, size)
 
         try:
@@ -716,8 +733,12 @@ class RestoreJob:
                 self.control.wait_if_paused()
                 if self.control.cancelled.is_set() or all(t.failed for t in writers):
                     break  # with every target dropped, reading on would only cost time
+                self.gate.record(item.damaged)
+                left -= 1
                 if item.digest is not None:
                     digests[offset] = item.digest
+                    if fingerprint is not None:
+                        fingerprint.add_chunk_digests(item.digest)
                 for target in writers:
                     if offset in todo[target.path]:
                         self._deliver(target, item)
@@ -729,6 +750,8 @@ class RestoreJob:
                 assert target.thread is not None
                 target.thread.join()
             decoders.close()
+        if fingerprint is not None and not left:
+            self.gate.compare(fingerprint.hexdigest())
 
     def _deliver(self, target: _Target, item: _Chunk | None) -> None:
         """Queue a chunk, held for the target's writer; a full queue waits (back-pressure), a
@@ -828,10 +851,10 @@ class RestoreJob:
                 request = -(-size // target.sector) * target.sector if direct else size
                 data = view[:min(os.preadv(fd, [view[:request]], offset), size)]
                 whole_chunk = size == min(CHUNK, self._read_length - offset)
-                if not whole_chunk or hashlib.sha256(data).digest() != digests.get(offset):
+                if not whole_chunk or chunk_digests(data) != digests.get(offset):
                     image = image or open_reader(self.image, self.image_format)
-                    self._compare(target, offset, bytes(data),
-                                  image.read(self.source[0] + offset, size))
+                    expected = read_checked(image, self.source[0] + offset, size)[0]
+                    self._compare(target, offset, bytes(data), expected)
                 target.verified += size
                 target.meter.add(size, time.monotonic())
         finally:
@@ -914,9 +937,11 @@ class RestoreJob:
                               "(resumable once the image is repaired)")
         progress = tuple(t.progress() for t in self._targets)
         phases = {p.phase for p in progress}
+        verdict = self.gate.verdict().within(self.source[0], self._read_length)
         outcome = ("failed" if "failed" in phases else "mismatch" if "mismatch" in phases
-                   else "interrupted" if cancelled else "restored")
-        return RestoreResult(outcome, progress)
+                   else "interrupted" if cancelled else "restored" if verdict.intact
+                   else "damaged")
+        return RestoreResult(outcome, progress, verdict)
 
     def progress(self) -> RestoreProgress:
         targets = tuple(t.progress() for t in self._targets) or tuple(
@@ -924,15 +949,6 @@ class RestoreJob:
                            0.0, None) for c in self._checks or ())
         return RestoreProgress(self.request.image, self.phase,
                                time.monotonic() - self.started, self.control.paused, targets)
-
-
-_ZERO_DIGESTS: dict[int, bytes] = {}
-
-
-def _zero_digest(length: int) -> bytes:
-    if length not in _ZERO_DIGESTS:
-        _ZERO_DIGESTS[length] = hashlib.sha256(bytes(length)).digest()
-    return _ZERO_DIGESTS[length]
 
 
 def _open_for_reading(path: str) -> tuple[int, bool]:

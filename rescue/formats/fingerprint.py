@@ -108,6 +108,13 @@ class Fingerprint:
             if reuse is not None:
                 self._spare.append(reuse)
 
+    def add_chunk_digests(self, digests: bytes) -> None:
+        """Feed the digests of chunks hashed elsewhere (see `chunk_digests`), at a chunk
+        boundary; only the image's last chunk may be short."""
+        assert not self._filled, "chunk digests go in at a chunk boundary"
+        self._collect(0)
+        self._chunks.update(digests)
+
     def hexdigest(self) -> str:
         self._collect(0)
         total = self._chunks.copy()
@@ -131,6 +138,18 @@ class PlainSha256:
 
     def hexdigest(self) -> str:
         return self._digest.hexdigest()
+
+
+def chunk_digests(data: bytes | memoryview) -> bytes:
+    """The SHA-256s of `data`'s chunks, back to back: a reader that hashes what it reads
+    anyway (restore, for its read-back) feeds them to a Fingerprint instead of hashing twice."""
+    return b"".join(_sha256(data[pos:pos + CHUNK]) for pos in range(0, len(data), CHUNK))
+
+
+def zero_chunk_digests(length: int) -> bytes:
+    """`chunk_digests` of `length` zeros, without hashing whole chunks."""
+    whole, rest = divmod(length, CHUNK)
+    return _ZERO_CHUNK_DIGEST * whole + (_sha256(_ZEROS[:rest]) if rest else b"")
 
 
 def hash_image(reader: ImageReader, hasher: ImageHasher | None = None) -> str:

@@ -43,7 +43,7 @@ from heapq import heappop, heappush
 import zstandard
 
 from rescue.errors import DestinationError, FormatError, UsageError
-from rescue.formats.image import AbandonableWriter, FdReader, ImageHasher
+from rescue.formats.image import AbandonableWriter, FdReader
 
 MAGIC = b"QFI\xfb"
 VERSION = 3
@@ -89,6 +89,8 @@ OFLAG_COPIED = 1 << 63  # L1/L2: refcount is exactly one
 OFLAG_COMPRESSED = 1 << 62  # L2: compressed cluster descriptor
 OFLAG_ZERO = 1  # L2 (v3): reads as zeros
 OFFSET_MASK = 0x00FFFFFFFFFFFE00  # L1/L2 standard entries: bits 9-55
+L1_RESERVED = 0x7F000000000001FF  # L1 entries: bits 0-8 and 56-62 must be zero
+L2_RESERVED = 0x3F000000000001FE  # standard L2 entries: bits 1-8 and 56-61 must be zero
 REFCOUNT_ORDER = 4  # 16-bit refcounts
 MAX_REFCOUNT = 0xFFFF
 SECTOR = 512
@@ -327,6 +329,8 @@ class _Image:
         if not self._is_data(entry):
             return None
         where = f"cluster at logical offset {logical} (length {self.cluster_size})"
+        if self._header.ours and not entry & OFLAG_COMPRESSED:
+            raise FormatError(f"{self.path}: {where} is stored without its checksum")
         if entry & OFLAG_COMPRESSED:
             offset, length = self._geometry.compressed_range(entry)
             try:
@@ -345,11 +349,16 @@ class _Image:
     def _decompress(self, payload: bytes, where: str) -> bytes:
         try:
             if self.compression == "zstd":
+                if self._header.ours and not zstandard.get_frame_parameters(
+                        payload).has_checksum:
+                    raise FormatError("its zstd frame lost its checksum flag")
                 data = zstandard.ZstdDecompressor().decompress(
                     payload, max_output_size=self.cluster_size)
             else:
                 inflater = zlib.decompressobj(-15)
                 data = inflater.decompress(payload, self.cluster_size)
+                if not inflater.eof:  # every writer ends the stream; QEMU does not check
+                    raise FormatError("the deflate stream does not end")
                 if self._header.flags & FLAG_DEFLATE_CRC:
                     trailer = inflater.unused_data[:4]
                     if len(trailer) < 4 or int.from_bytes(trailer, "big") != zlib.crc32(data):
@@ -376,6 +385,41 @@ class _Image:
 
     def _cluster_bytes(self, index: int) -> bytes | None:
         return self._decode(self._entry(index), index * self.cluster_size)
+
+    def _refblock_offsets(self) -> list[int]:
+        """Where the refcount blocks are, from the refcount table (trailing empty slots cut)."""
+        header = self._header
+        length = header.refcount_table_clusters * self.cluster_size
+        if header.refcount_table_offset + length > os.fstat(self._fd).st_size:
+            raise FormatError(f"truncated qcow2 image: the refcount table at offset "
+                              f"{header.refcount_table_offset} lies past the end of the file")
+        table = _pread(self._fd, length, header.refcount_table_offset, "the refcount table")
+        offsets = [entry & OFFSET_MASK for entry in _to_host(table, "Q")]
+        while offsets and not offsets[-1]:
+            offsets.pop()
+        return offsets
+
+    def _references(self, refblocks: list[int]) -> Iterator[tuple[int, int, int | None]]:
+        """(host offset, length, logical cluster index, None for metadata) of everything the
+        header, L1, L2 and refcount tables reference: what the refcounts must count."""
+        header, cs, geometry = self._header, self.cluster_size, self._geometry
+        yield 0, cs, None
+        if header.l1_size:
+            yield header.l1_offset, header.l1_size * 8, None
+        yield header.refcount_table_offset, header.refcount_table_clusters * cs, None
+        for offset in refblocks:
+            if offset:
+                yield offset, cs, None
+        for l1_index, l2_offset in enumerate(self._l1):
+            if not l2_offset:
+                continue
+            yield l2_offset, cs, None
+            for slot, entry in enumerate(self._l2_table(l1_index) or ()):
+                index = l1_index * geometry.l2_entries + slot
+                if entry & OFLAG_COMPRESSED:
+                    yield *geometry.compressed_range(entry), index
+                elif entry & OFFSET_MASK:
+                    yield entry & OFFSET_MASK, cs, index
 
     def _manifest(self) -> bytes | None:
         header = self._header
@@ -470,31 +514,128 @@ class Qcow2Reader(_Image, FdReader):
                     break
                 yield offset, min(self.cluster_size, self.size - offset), self._is_data(entry)
 
-    def verify(self, hasher: ImageHasher | None = None) -> list[tuple[int, int]]:
-        """Decode every allocated cluster; (offset, length) runs that are damaged. `hasher`
-        is fed the logical bytes in the same pass, so a fingerprint costs no second read.
+    @property
+    def checksums(self) -> bool:
+        """Whether every cluster carries a checksum: ours do (zstd content checksums, or our
+        CRC-32 after deflate); other writers' clusters can only be checked for decoding."""
+        return self._header.ours
 
-        Our clusters all carry checksums (zstd content checksum or our CRC-32 after deflate);
-        other writers' uncompressed clusters can only be checked for being readable.
-        """
+    def read_checked(self, offset: int, length: int) -> tuple[bytes, list[tuple[int, int]]]:
+        """Logical bytes, a cluster that fails to decode read as zeros and returned as a
+        damaged range (clipped to the request)."""
+        length = max(0, min(length, self.size - offset))
+        out = bytearray(length)
         damaged: list[tuple[int, int]] = []
-        for offset, length, allocated in self._cluster_states():
-            data = None
-            if allocated:
-                try:
-                    data = self._decode(self._entry(offset // self.cluster_size), offset)
-                except FormatError:
-                    if damaged and damaged[-1][0] + damaged[-1][1] == offset:
-                        damaged[-1] = (damaged[-1][0], damaged[-1][1] + length)
-                    else:
-                        damaged.append((offset, length))
-            if hasher is None:
+        position = 0
+        while position < length:
+            index, within = divmod(offset + position, self.cluster_size)
+            count = min(self.cluster_size - within, length - position)
+            try:
+                data = self._cluster_bytes(index)
+            except FormatError:
+                if damaged and sum(damaged[-1]) == offset + position:
+                    damaged[-1] = (damaged[-1][0], damaged[-1][1] + count)
+                else:
+                    damaged.append((offset + position, count))
+                data = None
+            if data is not None:
+                out[position:position + count] = data[within:within + count]
+            position += count
+        return bytes(out), damaged
+
+    def check_structure(self) -> tuple[list[tuple[int, int]], list[str]]:
+        """What `qemu-img check` checks, from the tables alone: every reference recounted and
+        compared with the stored refcounts, and the flags of every L1 and L2 entry.
+
+        A cluster referenced more often than its refcount says (an entry pointing into other
+        data, into metadata or past the end of the file) makes every logical cluster that
+        references it damaged; a refcount higher than the references (a lost entry, a leak)
+        and a bad L1 entry are damage without a logical place."""
+        cs = self.cluster_size
+        file_size = os.fstat(self._fd).st_size
+        refblocks = self._refblock_offsets()
+        stored = self._stored_refcounts(refblocks, _ceil_div(file_size, cs))
+        counts = array("I", bytes(4 * len(stored)))
+        flagged: set[int] = set()
+        problems: list[str] = []
+        for offset, length, index in self._references(refblocks):
+            first, last = offset // cs, (offset + length - 1) // cs
+            if offset + length > file_size + (0 if index is None else SECTOR - 1):
+                if index is None:
+                    problems.append(f"metadata at file offset {offset:#x} lies past the end")
+                else:
+                    flagged.add(index)
                 continue
-            if data is None:
-                hasher.zeros(length)
+            for cluster in range(first, min(last, len(counts) - 1) + 1):
+                counts[cluster] += 1
+            if index is not None and self._bad_flags(self._entry(index), stored):
+                flagged.add(index)
+        if counts != stored:
+            over = {c for c in range(len(counts)) if counts[c] > stored[c]}
+            under = sum(counts[c] < stored[c] for c in range(len(counts)))
+            if under:
+                problems.append(f"{under} clusters have refcounts higher than their references "
+                                "(an entry lost, or leaked clusters)")
+            for offset, length, index in self._references(refblocks):
+                if index is not None and not over.isdisjoint(
+                        range(offset // cs, (offset + length - 1) // cs + 1)):
+                    flagged.add(index)
+            if over and not flagged:
+                problems.append(f"{len(over)} metadata clusters have refcounts lower than "
+                                "their references")
+        problems += self._l1_problems(stored)
+        return self._ranges(flagged, problems), problems
+
+    def _stored_refcounts(self, refblocks: list[int], clusters: int) -> array:
+        """The refcounts the image stores for its first `clusters` host clusters."""
+        bits = 1 << self._header.refcount_order
+        typecode = {8: "B", 16: "H", 32: "I", 64: "Q"}.get(bits)
+        if typecode is None:
+            raise FormatError(f"{self.path}: {bits}-bit refcounts cannot be checked")
+        per_block = self.cluster_size * 8 // bits
+        stored = array("I", bytes(4 * clusters))
+        for block, offset in enumerate(refblocks):
+            if offset and block * per_block < clusters:
+                raw = _pread(self._fd, self.cluster_size, offset, "a refcount block")
+                values = _to_host(raw, typecode)[:clusters - block * per_block]
+                stored[block * per_block:block * per_block + len(values)] = array(
+                    "I", (min(v, 0xFFFFFFFF) for v in values))
+        return stored
+
+    def _bad_flags(self, entry: int, stored: array) -> bool:
+        """Flags `qemu-img check` calls corruption: the copied flag on a compressed cluster,
+        or on a data cluster whose refcount is not one (and missing where it is); reserved
+        bits."""
+        if entry & OFLAG_COMPRESSED:
+            return bool(entry & OFLAG_COPIED)
+        cluster = (entry & OFFSET_MASK) // self.cluster_size
+        refcount = stored[cluster] if cluster < len(stored) else 0
+        return bool(entry & L2_RESERVED) or bool(entry & OFLAG_COPIED) != (refcount == 1)
+
+    def _l1_problems(self, stored: array) -> list[str]:
+        raw = _pread(self._fd, self._header.l1_size * 8, self._header.l1_offset, "the L1 table")
+        problems = []
+        for index, entry in enumerate(_to_host(raw, "Q")):
+            cluster = (entry & OFFSET_MASK) // self.cluster_size
+            refcount = stored[cluster] if cluster < len(stored) else 0
+            if entry & L1_RESERVED or (entry and bool(entry & OFLAG_COPIED) != (refcount == 1)):
+                problems.append(f"L1 entry {index} has wrong flags")
+        return problems
+
+    def _ranges(self, flagged: set[int], problems: list[str]) -> list[tuple[int, int]]:
+        """Flagged logical clusters as merged ranges; those past the disk hold the manifest."""
+        ranges: list[tuple[int, int]] = []
+        for index in sorted(flagged):
+            offset = index * self.cluster_size
+            if offset >= self.size:
+                problems.append("the manifest's clusters disagree with the refcounts")
+                break
+            length = min(self.cluster_size, self.size - offset)
+            if ranges and sum(ranges[-1]) == offset:
+                ranges[-1] = (ranges[-1][0], ranges[-1][1] + length)
             else:
-                hasher.update(memoryview(data)[:length])
-        return damaged
+                ranges.append((offset, length))
+        return ranges
 
     def manifest(self) -> bytes | None:
         """The blob stored with `Qcow2Writer.set_manifest`, or None."""
@@ -661,28 +802,9 @@ class Qcow2Writer(_Image, AbandonableWriter):
                     counts.extend(bytes(2 * (cluster + 1 - len(counts))))
                 counts[cluster] += 1
 
-        count(0, cs, "the header")
-        if header.l1_size:
-            count(header.l1_offset, header.l1_size * 8, "the L1 table")
-        count(header.refcount_table_offset, header.refcount_table_clusters * cs,
-              "the refcount table")
-        table = _pread(self._fd, header.refcount_table_clusters * cs,
-                       header.refcount_table_offset, "the refcount table")
-        self._refblocks = [entry & OFFSET_MASK for entry in _to_host(table, "Q")]
-        while self._refblocks and not self._refblocks[-1]:
-            self._refblocks.pop()
-        for offset in self._refblocks:
-            if offset:
-                count(offset, cs, "a refcount block")
-        for l1_index, l2_offset in enumerate(self._l1):
-            if not l2_offset:
-                continue
-            count(l2_offset, cs, "an L2 table")
-            for entry in self._l2_table(l1_index) or ():
-                if entry & OFLAG_COMPRESSED:
-                    count(*geometry.compressed_range(entry), "compressed data")
-                elif entry & OFFSET_MASK:
-                    count(entry & OFFSET_MASK, cs, "a data cluster")
+        self._refblocks = self._refblock_offsets()
+        for offset, length, index in self._references(self._refblocks):
+            count(offset, length, "metadata" if index is None else "compressed data")
         self._reftable = (header.refcount_table_offset, header.refcount_table_clusters)
         self._l1_location = (header.l1_offset, _ceil_div(header.l1_size * 8, cs))
         self._init_allocation(counts, array("H", counts))

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import zstandard
 
 from rescue.errors import DestinationError, FormatError, UsageError
-from rescue.formats.image import AbandonableWriter, FdReader, ImageHasher
+from rescue.formats.image import AbandonableWriter, FdReader
 
 VERSION = 1
 SUPPORTED_VERSIONS = (1,)
@@ -93,6 +93,22 @@ def is_seekable(head: bytes, tail: bytes) -> bool:
     ours = SKIPPABLE_HEADER.pack(HEADER_MAGIC, HEADER_PAYLOAD.size) + HEADER_TAG
     return is_zstd(head) and (head.startswith(ours)
                               or tail[-4:] == SEEKABLE_MAGIC.to_bytes(4, "little"))
+
+
+FRAME_HEADER_MAX = 18  # a zstd frame header's largest size
+
+
+def _frame_size(raw: bytes, has_checksum: bool) -> int:
+    """Bytes the zstd frame at the start of `raw` takes, from its block headers: `zstd -d`
+    reads the next frame from there, so a frame must end exactly where the table says."""
+    position = zstandard.frame_header_size(raw)
+    while position + 3 <= len(raw):
+        block = int.from_bytes(raw[position:position + 3], "little")
+        kind, size = block >> 1 & 3, block >> 3
+        position += 3 + (1 if kind == 1 else size)  # kind 1: a run of one repeated byte
+        if block & 1:
+            return position + 4 * has_checksum
+    return len(raw) + 1  # no last block: the frame is cut short
 
 
 def _skippable_frame(magic: int, payload: bytes) -> bytes:
@@ -318,7 +334,7 @@ class ZstSeekReader(FdReader):
         except OSError as error:
             raise FormatError(f"cannot open {path}: {error.strerror}") from error
         try:
-            self._frames, self._manifest_span = self._parse()
+            self._frames, self._skippable, self._manifest_span = self._parse()
         except OSError as error:
             os.close(self._fd)
             raise FormatError(f"cannot read {path}: {error.strerror}") from error
@@ -374,30 +390,61 @@ class ZstSeekReader(FdReader):
             yield run_start, run_end - run_start, run_allocated
 
     def manifest(self) -> bytes | None:
-        """The blob stored with `ZstSeekWriter.set_manifest`, or None."""
+        """The blob stored with `ZstSeekWriter.set_manifest`, or None. In a file we wrote,
+        every skippable frame past our header is the manifest: one not recognised as such is
+        a damaged manifest, not an absent one."""
         if self._manifest_span is None:
+            head = self._pread(SKIPPABLE_HEADER.size + HEADER_PAYLOAD.size, 0)
+            if len(self._skippable) > 1 and self._check_header(head):
+                raise FormatError(f"{self.path}: the manifest frame is damaged")
             return None
         offset, length = self._manifest_span
         return self._pread(length, offset)
 
-    def verify(self, hasher: ImageHasher | None = None) -> list[tuple[int, int]]:
-        """Decompress every frame and check its checksums; return damaged image ranges.
-        `hasher` is fed the logical bytes in the same pass (the frames cover the image)."""
+    @property
+    def checksums(self) -> bool:
+        """Whether the seek table keeps a checksum of every frame (ours does)."""
+        return all(frame.checksum is not None for frame in self._frames)
+
+    def read_checked(self, offset: int, length: int) -> tuple[bytes, list[tuple[int, int]]]:
+        """Image bytes, a frame that fails its checks read as zeros and returned as a damaged
+        range (clipped to the request)."""
+        end = min(offset + length, self.size)
+        parts: list[bytes] = []
         damaged: list[tuple[int, int]] = []
-        for frame in self._frames:
+        index = bisect_right(self._starts, offset) - 1
+        while offset < end:
+            frame = self._frames[index]
+            stop = min(end, frame.offset + frame.length)
             try:
-                data = self._decode(frame)
+                parts.append(self.read(offset, stop - offset))
             except FormatError:
-                if damaged and sum(damaged[-1]) == frame.offset:
-                    damaged[-1] = (damaged[-1][0], damaged[-1][1] + frame.length)
-                else:
-                    damaged.append((frame.offset, frame.length))
-                if hasher is not None:
-                    hasher.zeros(frame.length)
-                continue
-            if hasher is not None:
-                hasher.update(data)
-        return damaged
+                parts.append(_zeros(stop - offset))
+                damaged.append((offset, stop - offset))
+            offset = stop
+            index += 1
+        return b"".join(parts), damaged
+
+    def check_structure(self) -> tuple[list[tuple[int, int]], list[str]]:
+        """The frames as `zstd -d` walks them: each skippable frame's header must give the
+        size the seek table gives, and each data frame's header the content size; past a
+        frame that disagrees, the table places every later byte wrongly."""
+        problems = []
+        for offset, size in self._skippable:
+            magic, payload = SKIPPABLE_HEADER.unpack(self._pread(SKIPPABLE_HEADER.size, offset))
+            if magic & SKIPPABLE_MAGIC_MASK != SKIPPABLE_MAGIC or payload != size - 8:
+                problems.append(f"the skippable frame at file offset {offset:#x} is damaged "
+                                "(`zstd -d` cannot read past it)")
+        for frame in self._frames:
+            head = self._pread(min(frame.compressed_size, FRAME_HEADER_MAX),
+                               frame.compressed_offset)
+            try:
+                content = zstandard.frame_content_size(head)  # -1: not recorded
+            except zstandard.ZstdError:
+                content = -1  # a damaged header: decoding the frame reports it
+            if content not in (frame.length, -1):
+                return [(frame.offset, self.size - frame.offset)], problems
+        return [], problems
 
     def _pread(self, length: int, offset: int) -> bytes:
         try:
@@ -409,8 +456,10 @@ class ZstSeekReader(FdReader):
                               f"file offset {offset}")
         return data
 
-    def _parse(self) -> tuple[tuple[FrameInfo, ...], tuple[int, int] | None]:
-        """Read and cross-check the seek table; return data frames and the manifest's span."""
+    def _parse(self) -> tuple[tuple[FrameInfo, ...], list[tuple[int, int]],
+                              tuple[int, int] | None]:
+        """Read and cross-check the seek table; return data frames, (file offset, size) of the
+        skippable frames and the manifest's span."""
         file_size = os.fstat(self._fd).st_size
         head = os.pread(self._fd, SKIPPABLE_HEADER.size + HEADER_PAYLOAD.size, 0)
         if not is_zstd(head):
@@ -442,7 +491,7 @@ class ZstSeekReader(FdReader):
         if used != data_size:
             raise FormatError(f"{self.path}: seek table does not match the file size: its frames "
                               f"take {used} bytes, the file holds {data_size} before the table")
-        return frames, self._find_manifest(skippable)
+        return frames, skippable, self._find_manifest(skippable)
 
     def _layout(self, entries: bytes, entry: struct.Struct
                 ) -> tuple[tuple[FrameInfo, ...], list[tuple[int, int]], int]:
@@ -511,6 +560,8 @@ class ZstSeekReader(FdReader):
         if len(data) != frame.length:
             raise FormatError(f"{where} (holds {len(data)} bytes, the seek table says "
                               f"{frame.length})")
+        if _frame_size(raw, has_checksum) != len(raw):
+            raise FormatError(f"{where} (it does not end where the seek table says)")
         if frame.checksum is not None:
             actual = int.from_bytes(raw[-4:], "little") if has_checksum else _xxh64_low32(data)
             if actual != frame.checksum:

@@ -24,7 +24,8 @@ from rescue.units import human_size
 Result = TypeVar("Result")
 
 AFFECTED_SHOWN = 8  # the log lists this many; `rescue report` lists them all
-RESTORE_EXIT = {"restored": ExitCode.OK, "mismatch": ExitCode.UNREADABLE,
+RESTORE_EXIT = {"restored": ExitCode.OK, "damaged": ExitCode.UNREADABLE,
+                "mismatch": ExitCode.UNREADABLE,
                 "failed": ExitCode.DESTINATION, "interrupted": ExitCode.INTERRUPTED}
 
 
@@ -204,7 +205,8 @@ class RunningRestore(BackgroundJob[RestoreResult]):
 
     def finished_note(self, outcome: RestoreResult) -> str:
         phases = ", ".join(f"{target.target} {target.phase}" for target in outcome.targets)
-        return f"{outcome.outcome}: {phases}"
+        damage = "" if outcome.image.intact else f"; {outcome.image.brief()}"
+        return f"{outcome.outcome}: {phases}{damage}"
 
     def phase(self) -> str:
         return self.job.progress().phase

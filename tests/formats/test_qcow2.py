@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from rescue.errors import FormatError, UsageError
+from rescue.formats.integrity import verify_image
 from rescue.formats.qcow2 import Qcow2Reader, Qcow2Writer
 
 MIB = 1 << 20
@@ -109,7 +110,7 @@ def test_random_order_writes_make_a_clean_identical_image(
             offset = rng.randrange(len(data))
             length = rng.randrange(1, 200_000)
             assert reader.read(offset, length) == data[offset:offset + length]
-        assert reader.verify() == []
+        assert verify_image(reader.path, reader).damaged == []
 
 
 def test_extents_mark_zero_clusters_as_holes(tmp_path: Path) -> None:
@@ -240,7 +241,7 @@ def test_reads_images_made_by_qemu(tmp_path: Path, mixed: tuple[bytes, Path],
         for _ in range(100):
             offset = rng.randrange(len(data))
             assert reader.read(offset, 7000) == data[offset:offset + 7000]
-        assert reader.verify() == []
+        assert verify_image(reader.path, reader).damaged == []
         assert reader.manifest() is None
 
 
@@ -306,7 +307,7 @@ def test_reports_truncated_data(tmp_path: Path, mixed: tuple[bytes, Path],
     with Qcow2Reader(str(image)) as reader:
         with pytest.raises(FormatError, match=r"truncated .*cluster at logical offset"):
             reader.read(0, len(data))
-        damaged = reader.verify()
+        damaged = verify_image(reader.path, reader).damaged
     assert damaged and damaged[-1][0] + damaged[-1][1] == len(data)
 
 
@@ -321,7 +322,7 @@ def test_flipped_bytes_name_the_damaged_range(small_image: Path) -> None:
         with pytest.raises(FormatError, match=f"logical offset {start} "):
             reader.read(start + 100, 10)
         assert reader.read(0, start) == mixed_content(2 * MIB, seed=9)[:start]
-        assert reader.verify() == [(start, CLUSTER)]
+        assert verify_image(reader.path, reader).damaged == [(start, CLUSTER)]
 
 
 def test_flipped_bytes_in_zlib_clusters_are_found_by_crc(tmp_path: Path) -> None:
@@ -332,7 +333,7 @@ def test_flipped_bytes_in_zlib_clusters_are_found_by_crc(tmp_path: Path) -> None
         offset, _ = reader._geometry.compressed_range(reader._entry(2))
     patch(image, offset + 1000, b"\x55")
     with Qcow2Reader(str(image)) as reader:
-        assert reader.verify() == [(2 * CLUSTER, CLUSTER)]
+        assert verify_image(reader.path, reader).damaged == [(2 * CLUSTER, CLUSTER)]
 
 
 @pytest.mark.parametrize(("offset", "value", "pattern"), [

@@ -14,9 +14,11 @@ import pytest
 import zstandard
 
 from rescue.errors import FormatError, UsageError
+from rescue.formats.integrity import verify_image
 from rescue.formats.zstseek import (
     CHECKSUM_FLAG,
     EMPTY_CHECKSUM,
+    MANIFEST_TAG,
     SEEK_TABLE_MAGIC,
     SEEKABLE_MAGIC,
     ZstSeekReader,
@@ -225,6 +227,17 @@ def test_manifest_round_trip_and_invisible_to_zstd(image: Path, data: bytes,
     assert b"/dev/sdz" not in result.stdout
 
 
+def test_a_damaged_manifest_frame_is_reported_not_absent(image: Path, tmp_path: Path) -> None:
+    """Without its manifest an image loses its fingerprint check: that must show."""
+    offset = image.read_bytes().index(MANIFEST_TAG) - 8  # the manifest's skippable frame
+    for where in (offset, offset + 8):  # the frame's magic, then its tag
+        copy = damaged_copy(image, tmp_path, where, b"\x5f")
+        with ZstSeekReader(str(copy)) as reader:
+            with pytest.raises(FormatError, match="manifest frame is damaged"):
+                reader.manifest()
+            assert any("manifest" in p for p in verify_image(str(copy), reader).problems)
+
+
 def test_extents_report_zero_frames_as_holes(image: Path, data: bytes) -> None:
     with ZstSeekReader(str(image)) as reader:
         extents = list(reader.extents())
@@ -241,12 +254,12 @@ def test_extents_report_zero_frames_as_holes(image: Path, data: bytes) -> None:
 
 def test_verify_names_the_damaged_range(image: Path, data: bytes, tmp_path: Path) -> None:
     with ZstSeekReader(str(image)) as reader:
-        assert reader.verify() == []
+        assert verify_image(reader.path, reader).damaged == []
         victim = max(reader.frames[5:], key=lambda frame: frame.compressed_size)
     copy = damaged_copy(image, tmp_path, victim.compressed_offset + victim.compressed_size // 2,
                         b"\xff\x00\xaa")
     with ZstSeekReader(str(copy)) as reader:
-        assert reader.verify() == [(victim.offset, victim.length)]
+        assert verify_image(reader.path, reader).damaged == [(victim.offset, victim.length)]
         with pytest.raises(FormatError, match=f"image bytes {victim.offset}-"):
             reader.read(victim.offset + 10, 1)
         assert reader.read(0, victim.offset) == data[:victim.offset]
@@ -260,7 +273,7 @@ def test_wrong_table_checksum_is_damage(image: Path, tmp_path: Path) -> None:
     checksum_field = table_entries + 12 * 3 + 8  # entry 3: the header frame comes first
     copy = damaged_copy(image, tmp_path, checksum_field, b"\x00\x00\x00\x00")
     with ZstSeekReader(str(copy)) as reader:
-        assert reader.verify() == [(victim.offset, victim.length)]
+        assert verify_image(reader.path, reader).damaged == [(victim.offset, victim.length)]
         with pytest.raises(FormatError, match="checksum"):
             reader.read(victim.offset, 1)
 
@@ -289,13 +302,13 @@ def test_reads_seekable_files_from_other_writers(tmp_path: Path, checksums: bool
     with ZstSeekReader(str(path)) as reader:
         assert reader.size == len(whole)
         assert reader.read(4000, 72000) == whole[4000:76000]
-        assert reader.verify() == []
+        assert verify_image(reader.path, reader).damaged == []
         assert reader.manifest() is None
     if checksums:
         last_checksum = -9 - 4
         copy = damaged_copy(path, tmp_path, last_checksum, struct.pack("<I", xxh64(b"x") >> 32))
         with ZstSeekReader(str(copy)) as reader:
-            assert reader.verify() == [(len(whole) - 4096, 4096)]
+            assert verify_image(reader.path, reader).damaged == [(len(whole) - 4096, 4096)]
 
 
 def test_independent_implementation_agrees(image: Path, data: bytes, tmp_path: Path) -> None:
@@ -312,7 +325,7 @@ def test_independent_implementation_agrees(image: Path, data: bytes, tmp_path: P
         theirs.write(data)
     with ZstSeekReader(str(path)) as reader:
         assert reader.read(0, len(data)) == data
-        assert reader.verify() == []
+        assert verify_image(reader.path, reader).damaged == []
 
 
 def test_sync_makes_written_frames_readable_by_zstd(tmp_path: Path, data: bytes) -> None:

@@ -253,8 +253,9 @@ def test_img_zst_decompresses_to_the_raw_image(tmp_path: Path, faulty_raw: bytes
 
     verified = rescue("verify", str(image), "--json")
     assert verified.returncode == 0, verified.stdout + verified.stderr
-    assert json.loads(verified.stdout) == {"image": str(image), "damaged": [],
-                                           "fingerprint_ok": True}
+    assert json.loads(verified.stdout) == {
+        "image": str(image), "damaged": [], "problems": [], "fingerprint_ok": True,
+        "checked": ["structure", "checksums", "fingerprint"]}
     assert "fingerprint verified" in rescue("verify", str(image)).stdout
     assert info_json(image)["manifest"]["fingerprint"] == coreutils_fingerprint(faulty_raw)
 

@@ -3,6 +3,7 @@ mid-way, targets the policy must never allow; and the headless job's pause and c
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import tempfile
@@ -15,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from rescue.engine.jobs import JobControl
-from rescue.engine.restore import CHUNK, RestoreJob, RestoreRequest
+from rescue.engine.restore import RestoreJob, RestoreRequest
+from rescue.errors import ExitCode
 from rescue.formats.zstseek import ZstSeekReader
 from tests.fixtures.cli import assert_clean_failure, rescue
 from tests.fixtures.restore import (
@@ -43,9 +45,9 @@ def stack() -> Iterator[ExitStack]:
         yield resources
 
 
-def damaged_copy(image: Path, folder: Path) -> tuple[Path, int]:
+def damaged_copy(image: Path, folder: Path) -> tuple[Path, int, int]:
     """A copy of a .img.zst image with one data frame past its start overwritten; the image
-    offset where that frame starts."""
+    offset where that frame starts, and its length."""
     with ZstSeekReader(str(image)) as reader:
         frames = [f for f in reader.frames if f.offset and f.compressed_size > 1000]
     frame = frames[len(frames) // 2]
@@ -54,29 +56,32 @@ def damaged_copy(image: Path, folder: Path) -> tuple[Path, int]:
     middle = frame.compressed_offset + frame.compressed_size // 2
     data[middle:middle + 64] = bytes(b ^ 0x5A for b in data[middle:middle + 64])
     damaged.write_bytes(data)
-    return damaged, frame.offset
+    return damaged, frame.offset, frame.length
 
 
-def test_damage_found_mid_way_marks_the_target_incomplete(
+def test_damage_found_mid_way_is_listed_and_the_rest_restored(
         source: dict[str, Path], tmp_path: Path, stack: ExitStack) -> None:
-    image, offset = damaged_copy(source["gpt.img.zst"], tmp_path)
+    image, offset, length = damaged_copy(source["gpt.img.zst"], tmp_path)
     device = target(stack, tmp_path, "t", DISK)
     result = rescue("restore", str(image), device, "--yes", "--map-dir", str(tmp_path / "m"))
-    assert_clean_failure(result, 2, rf"frame for image bytes {offset}-\d+ is damaged.*"
-                         rf"{device} .*incomplete")
-    assert list((tmp_path / "m").glob("*.map")), "the map is kept to resume from"
-    written = offset - offset % CHUNK  # every chunk before the damaged one is on the target
-    assert digest(device, 0, written) == digest(source["gpt"], 0, written)
+    assert result.returncode == ExitCode.UNREADABLE, result.stderr
+    assert f"damaged: bytes {offset:#x}-{offset + length - 1:#x}" in result.stdout
+    assert "verified" not in result.stdout + result.stderr
+    assert f"{device}: restored 48 MiB from a damaged image" in result.stdout
+    end = offset + length  # every byte but the damaged frame's is on the target
+    assert digest(device, 0, offset) == digest(source["gpt"], 0, offset)
+    assert digest(device, end) == digest(source["gpt"], end)
+    assert digest(device, offset, length) == hashlib.sha256(bytes(length)).hexdigest()
 
 
 def test_check_image_reports_damage_before_writing(source: dict[str, Path], tmp_path: Path,
                                                    stack: ExitStack) -> None:
-    image, offset = damaged_copy(source["gpt.img.zst"], tmp_path)
+    image, offset, _ = damaged_copy(source["gpt.img.zst"], tmp_path)
     device = target(stack, tmp_path, "t", DISK, b"old")
     before = digest(device)
     result = rescue("restore", str(image), device, "--yes", "--check-image")
-    assert_clean_failure(result, 2, rf"damaged at bytes {offset:#x}-0x[0-9a-f]+; nothing was "
-                         "written")
+    assert_clean_failure(result, ExitCode.UNREADABLE, rf"damaged: bytes {offset:#x}-0x[0-9a-f]+"
+                         r"\); nothing was written")
     assert digest(device) == before
 
 
@@ -111,7 +116,7 @@ def test_a_failing_target_is_dropped_while_the_other_finishes(
     result = rescue("restore", str(source["gpt.qcow2"]), good, bad, "--yes",
                     "--map-dir", str(tmp_path / "m"))
     assert_clean_failure(result, 3, rf"cannot write to {bad}")
-    assert f"{good}: restored 48 MiB, verified" in result.stdout
+    assert f"{good}: restored 48 MiB (image: checksums and fingerprint verified" in result.stdout
     cmp(source["gpt"], good, DISK)
 
 

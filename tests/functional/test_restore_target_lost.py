@@ -34,6 +34,10 @@ SIZE = 32 * MIB
 GONE_AFTER = 10 * MIB  # inside the third 4 MiB chunk: two whole chunks get written first
 
 
+RESTORED_32 = ("restored 32 MiB (image: checksums and fingerprint verified; read back as "
+               "written)")
+
+
 @pytest.fixture(scope="module")
 def image(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A qcow2 image of mixed content (text, noise, zeros, patterns), made by `rescue image`."""
@@ -120,7 +124,7 @@ def test_one_of_two_targets_goes_away_and_the_other_completes(
     result = rescue(*restore_args(image, maps, good, lost.device))
     assert lost.gone, "the target never went away: the test proves nothing"
     assert_clean_failure(result, 3, message.format(lost.device))
-    assert result.stdout.splitlines()[-1] == f"{good}: restored 32 MiB, verified"
+    assert result.stdout.splitlines()[-1] == f"{good}: {RESTORED_32}"
     same_as_image(image, good)
     assert not finished_ranges(maps, good)  # done: no map left behind
     claimed = finished_ranges(maps, lost.device)
@@ -149,7 +153,7 @@ def test_the_only_target_fails_then_comes_back_and_the_same_command_resumes(
     writes_before = len(lost.writes())
     again = rescue(*args)
     assert again.returncode == 0, again.stderr
-    assert again.stdout.splitlines()[-1] == f"{lost.device}: restored 32 MiB, verified"
+    assert again.stdout.splitlines()[-1] == f"{lost.device}: {RESTORED_32}"
     assert_resumed(lost, writes_before, claimed)
     same_as_image(image, lost.device)
     assert not finished_ranges(maps, lost.device)

@@ -1,4 +1,4 @@
-"""The restore screen: one line per target (phase, written, verified, rate, ETA), the log,
+"""The restore screen: one line per target (phase, written, read back, rate, ETA), the log,
 pause and cancel. Closing it leaves the restore running."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ def target_line(target: TargetProgress) -> str:
     """One target in two lines that fit 80 columns."""
     percent = 100.0 * target.written / target.size if target.size else 100.0
     line = (f"{target.target}  {target.phase}  written {human_size(target.written)} of "
-            f"{human_size(target.size)} ({percent:.1f}%)  verified "
+            f"{human_size(target.size)} ({percent:.1f}%)  read back "
             f"{human_size(target.verified)}\n   {human_rate(target.current_rate)} avg "
             f"{human_rate(target.average_rate)}  ETA {human_duration(target.eta)}")
     if target.mismatches:
