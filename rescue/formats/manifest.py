@@ -19,6 +19,7 @@ from rescue.errors import FormatError
 VERSION = 1
 SUPPORTED_VERSIONS = (1,)
 SIDECAR_SUFFIX = ".manifest.json"
+MAX_SIZE = 16 << 20  # far above any real manifest; a larger length in a header is damage
 
 
 @dataclass

@@ -44,6 +44,7 @@ import zstandard
 
 from rescue.errors import DestinationError, FormatError, UsageError
 from rescue.formats.image import AbandonableWriter, FdReader
+from rescue.formats.manifest import MAX_SIZE as MANIFEST_MAX_SIZE
 
 MAGIC = b"QFI\xfb"
 VERSION = 3
@@ -96,6 +97,7 @@ MAX_REFCOUNT = 0xFFFF
 SECTOR = 512
 MIN_CLUSTER_BITS = 12  # 4 KiB; QEMU accepts 512 bytes, which only wastes metadata
 MAX_CLUSTER_BITS = 21  # 2 MiB, QEMU's limit, compressed clusters included
+MAX_SNAPSHOTS = 65536  # QEMU's limit: a header claiming more is damaged
 DEFAULT_CLUSTER_SIZE = 65536
 MAX_L1_ENTRIES = 32 * 1024 * 1024 // 8  # QEMU's QCOW_MAX_L1_SIZE
 
@@ -210,7 +212,7 @@ def _parse_header(fd: int, path: str) -> _Header:
     if len(head) < HEADER_V2.size:
         raise FormatError(f"truncated qcow2 image {path}: header is incomplete")
     (_, version, backing_offset, _, cluster_bits, size, crypt_method, l1_size, l1_offset,
-     rt_offset, rt_clusters, nb_snapshots, _) = HEADER_V2.unpack_from(head)
+     rt_offset, rt_clusters, nb_snapshots, snapshots_offset) = HEADER_V2.unpack_from(head)
     if version not in SUPPORTED_VERSIONS:
         raise FormatError(f"{path}: qcow2 version {version} is not supported")
     if not 9 <= cluster_bits <= MAX_CLUSTER_BITS:
@@ -244,6 +246,9 @@ def _parse_header(fd: int, path: str) -> _Header:
         raise FormatError(f"{path}: invalid qcow2 refcount order {refcount_order}")
     if l1_size > MAX_L1_ENTRIES or l1_size * (1 << cluster_bits) * (1 << cluster_bits) // 8 < size:
         raise FormatError(f"{path}: qcow2 L1 table of {l1_size} entries cannot map {size} bytes")
+    _check_tables(path, 1 << cluster_bits, header_length, (
+        ("L1 table", l1_offset), ("refcount table", rt_offset),
+        ("snapshot table", snapshots_offset)), nb_snapshots)
     header = _Header(version, cluster_bits, size, l1_size, l1_offset, rt_offset, rt_clusters,
                      nb_snapshots, incompatible, refcount_order,
                      COMPRESSION_TYPES[compression_code])
@@ -251,6 +256,19 @@ def _parse_header(fd: int, path: str) -> _Header:
         cluster = os.pread(fd, 1 << cluster_bits, 0) if cluster_bits > 12 else head
         _parse_extensions(cluster, (header_length + 7) & ~7, 1 << cluster_bits, header, path)
     return header
+
+
+def _check_tables(path: str, cluster_size: int, header_length: int,
+                  tables: tuple[tuple[str, int], ...], nb_snapshots: int) -> None:
+    """What QEMU refuses to open, refused here too: an image that rescue calls intact must
+    open in qemu-img and QEMU."""
+    if header_length > cluster_size:
+        raise FormatError(f"{path}: qcow2 header of {header_length} bytes exceeds its cluster")
+    if nb_snapshots > MAX_SNAPSHOTS:
+        raise FormatError(f"{path}: qcow2 snapshot table of {nb_snapshots} entries is damaged")
+    for name, offset in tables:
+        if offset % cluster_size:
+            raise FormatError(f"{path}: qcow2 {name} offset {offset:#x} is not cluster aligned")
 
 
 def _parse_extensions(head: bytes, position: int, cluster_size: int, header: _Header,
@@ -290,8 +308,6 @@ class _Image:
 
     def _read_l1(self) -> list[int]:
         count = self._header.l1_size
-        if count and self._header.l1_offset % self.cluster_size:
-            raise FormatError(f"{self.path}: qcow2 L1 table offset is not cluster aligned")
         raw = _pread(self._fd, count * 8, self._header.l1_offset, "the L1 table") if count else b""
         return [entry & OFFSET_MASK for entry in _to_host(raw, "Q")]
 
@@ -427,6 +443,9 @@ class _Image:
             return None
         if header.manifest_offset < self.size:
             raise FormatError(f"{self.path}: manifest offset lies inside the disk")
+        if header.manifest_length > MANIFEST_MAX_SIZE:
+            raise FormatError(f"{self.path}: the image manifest is damaged (its length "
+                              f"{header.manifest_length} is impossible)")
         data = self._read_logical(header.manifest_offset, header.manifest_length)
         if zlib.crc32(data) != header.manifest_crc:
             raise FormatError(f"{self.path}: the image manifest is damaged (CRC-32 mismatch)")
@@ -883,6 +902,8 @@ class Qcow2Writer(_Image, AbandonableWriter):
     def set_manifest(self, data: bytes) -> None:
         """Store an opaque blob with the image; it becomes durable at the next `sync`."""
         self._check_open()
+        if len(data) > MANIFEST_MAX_SIZE:
+            raise UsageError(f"a manifest of {len(data)} bytes is too large to store")
         self._manifest_pending = bytes(data)
 
     def _store_manifest(self, data: bytes) -> None:
