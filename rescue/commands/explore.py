@@ -117,8 +117,9 @@ def _list_entries(fs: FileSystem, top: Entry, args: argparse.Namespace, out: Tex
                 entry.name, name=True)
             print(entry_line(entry, lost, name), file=out)
     if damaged and not args.json:
-        print(f"! {damaged} entr{'y' if damaged == 1 else 'ies'} lack data: it lies in bad or "
-              "never-read parts of the image, or no metadata says where", file=sys.stderr)
+        print(f"warning: {damaged} entr{'y lacks' if damaged == 1 else 'ies lack'} data (marked "
+              "!): it lies in bad or never-read parts of the image, or no metadata says where",
+              file=sys.stderr)
     return damaged
 
 
