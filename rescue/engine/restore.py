@@ -73,6 +73,7 @@ from rescue.formats.fingerprint import Fingerprint, chunk_digests, zero_chunk_di
 from rescue.formats.image import ImageReader, detect_format, open_reader
 from rescue.formats.integrity import ImageGate, Ranges, Verdict, read_checked
 from rescue.fs.partitions import PartitionTable, read_partition_table
+from rescue.io.source import LOST_ERRORS
 from rescue.units import human_size
 
 CHUNK = 4 << 20  # unit of reading, hashing, writing and verifying
@@ -83,7 +84,6 @@ BLKGETSIZE64 = 0x80081272
 BLKSSZGET = 0x1268
 BLKZEROOUT = 0x127F  # _IO(0x12, 127): the device zeroes a range itself
 BLKRRPART = 0x125F  # _IO(0x12, 95): re-read the partition table
-VANISHED_ERRORS = frozenset({errno.ENODEV, errno.ENXIO, errno.ENOMEDIUM, errno.ESHUTDOWN})
 
 
 @dataclass(frozen=True)
@@ -446,7 +446,7 @@ class _Writer:
 
 
 def _write_error(path: str, exc: OSError, what: str) -> str:
-    if exc.errno in VANISHED_ERRORS:
+    if exc.errno in LOST_ERRORS:
         return f"{path} vanished ({exc.strerror})"
     if exc.errno == errno.EBUSY:
         return f"{what} {path}: it is in use (mounted or claimed by the kernel)"
