@@ -7,6 +7,7 @@ present its progress.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import dataclasses
 import itertools
 import os
@@ -234,6 +235,10 @@ class ImageJob:
         req = self.request
         if (self.image_path != req.dest and os.path.exists(req.dest)
                 and self.mapfile.current_status == "+" and not req.force):
+            # the .img.zst took its name only once complete: a staging image still beside it
+            # was left by a stop between that rename and its removal
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.image_path)
             raise UsageError(f"{req.dest} is already complete (map {req.mapfile_path}); "
                              "use --force to image again")
         have_map = os.path.exists(req.mapfile_path)

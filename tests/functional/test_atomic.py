@@ -165,6 +165,7 @@ def test_kill_9_at_random_moments_then_the_same_command(tmp_path: Path, kind: st
         assert done.returncode == 0 or (was_complete and refusal in done.stderr), done.stderr
         assert_complete(dest, source)
         assert not Path(f"{dest}.partial").exists()
+        assert not Path(f"{dest}.partial.qcow2").exists()  # no staging image is left behind
         correct += 1
     print(f"{kind}: {correct} of {trials} correct, {killed} killed before they ended; "
           f"the step took {span:.2f} s uninterrupted")
