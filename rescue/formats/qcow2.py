@@ -210,7 +210,7 @@ def _parse_header(fd: int, path: str) -> _Header:
     if len(head) < 4 or head[:4] != MAGIC:
         raise FormatError(f"{path} is not a qcow2 image (wrong magic)")
     if len(head) < HEADER_V2.size:
-        raise FormatError(f"truncated qcow2 image {path}: header is incomplete")
+        raise FormatError(f"{path}: truncated qcow2 image: header is incomplete")
     (_, version, backing_offset, _, cluster_bits, size, crypt_method, l1_size, l1_offset,
      rt_offset, rt_clusters, nb_snapshots, snapshots_offset) = HEADER_V2.unpack_from(head)
     if version not in SUPPORTED_VERSIONS:
@@ -224,7 +224,7 @@ def _parse_header(fd: int, path: str) -> _Header:
     incompatible, refcount_order, header_length, compression_code = 0, 4, HEADER_V2.size, 0
     if version >= 3:
         if len(head) < V3_HEADER_LENGTH:
-            raise FormatError(f"truncated qcow2 image {path}: header is incomplete")
+            raise FormatError(f"{path}: truncated qcow2 image: header is incomplete")
         incompatible, _, _, refcount_order, header_length = HEADER_V3.unpack_from(
             head, HEADER_V2.size)
         if header_length < V3_HEADER_LENGTH or header_length > len(head):
@@ -354,7 +354,7 @@ class _Image:
             except OSError as error:
                 raise FormatError(f"{self.path}: cannot read {where}: {error.strerror}") from error
             if len(payload) + SECTOR <= length:  # the last sector may legitimately be short
-                raise FormatError(f"truncated qcow2 image {self.path}: {where} lies past the end "
+                raise FormatError(f"{self.path}: truncated qcow2 image: {where} lies past the end "
                                   "of the file")
             return self._decompress(payload, where)
         offset = entry & OFFSET_MASK
@@ -407,7 +407,7 @@ class _Image:
         header = self._header
         length = header.refcount_table_clusters * self.cluster_size
         if header.refcount_table_offset + length > os.fstat(self._fd).st_size:
-            raise FormatError(f"truncated qcow2 image: the refcount table at offset "
+            raise FormatError(f"{self.path}: truncated qcow2 image: the refcount table at offset "
                               f"{header.refcount_table_offset} lies past the end of the file")
         table = _pread(self._fd, length, header.refcount_table_offset, "the refcount table")
         offsets = [entry & OFFSET_MASK for entry in _to_host(table, "Q")]
@@ -477,7 +477,7 @@ class Qcow2Reader(_Image, FdReader):
 
         def check(offset: int, length: int, what: str) -> None:
             if offset + length > file_size:
-                raise FormatError(f"truncated qcow2 image {self.path}: {what} at offset "
+                raise FormatError(f"{self.path}: truncated qcow2 image: {what} at offset "
                                   f"{offset} lies past the end of the file")
 
         length = header.refcount_table_clusters * cs
