@@ -112,19 +112,39 @@ def test_image_wizard_images_a_typed_sim_source(tmp_path: Path) -> None:
     assert dest.stat().st_size == 8 * MIB
 
 
-async def options_step(pilot: Pilot, dest: str, image_format: str) -> ImageWizard:
-    """The image wizard opened from the Disks screen, at its options step with the sim: source,
-    `dest` and `image_format` chosen."""
+async def image_wizard(pilot: Pilot, source: str, dest: str) -> ImageWizard:
+    """The image wizard opened from the Disks screen, at its options step with `source` and
+    `dest` chosen."""
     await pilot.press("i")
     wizard = pilot.app.screen
     assert isinstance(wizard, ImageWizard)
-    await set_field(pilot, "#source-path", SIM)
+    await set_field(pilot, "#source-path", source)
     await pilot.press("enter")
     await set_field(pilot, "#dest-path", dest)
     await pilot.press("enter")
+    return wizard
+
+
+async def options_step(pilot: Pilot, dest: str, image_format: str) -> ImageWizard:
+    """The options step with the sim: source, `dest` and `image_format` chosen."""
+    wizard = await image_wizard(pilot, SIM, dest)
     wizard.query_one("#format").value = image_format
     await pilot.pause()
     return wizard
+
+
+def test_a_format_the_name_contradicts_is_refused_on_the_options_step(tmp_path: Path) -> None:
+    app = home_app()
+
+    async def scenario(pilot: Pilot) -> None:
+        wizard = await options_step(pilot, str(tmp_path / "x.zst"), "raw")
+        await pilot.press("ctrl+n")
+        assert wizard.step_id == "options"
+        assert "pick a name that ends" in shown(app)
+        await pilot.press("escape")
+        assert not app.jobs
+
+    drive(app, scenario)
 
 
 def test_format_changes_the_extension_and_levels_are_checked(tmp_path: Path) -> None:
@@ -182,13 +202,8 @@ def partitioned_disk(tmp_path: Path) -> Iterator[tuple[str, Path]]:
 
 async def image_summary(pilot: Pilot, source: str, dest: str) -> ImageWizard:
     """Open the image wizard and go straight to its summary for `source` and `dest`."""
-    await pilot.press("i")
-    wizard = pilot.app.screen
-    assert isinstance(wizard, ImageWizard)
-    await set_field(pilot, "#source-path", source)
-    await pilot.press("enter")
-    await set_field(pilot, "#dest-path", dest)
-    await pilot.press("enter", "ctrl+n")
+    wizard = await image_wizard(pilot, source, dest)
+    await pilot.press("ctrl+n")
     assert wizard.step_id == "summary"
     return wizard
 
