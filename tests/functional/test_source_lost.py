@@ -32,12 +32,12 @@ from tests.fixtures.cli import REPO_ROOT
 from tests.fixtures.faultdisk import (
     DISK_NAME,
     SECTOR,
-    _require_direct_io,
-    _stop,
-    _wait_until_served,
     failing_disk,
     make_backing,
     read_log,
+    require_direct_io,
+    stop_server,
+    wait_until_served,
 )
 from tests.fixtures.loop import detach, loop_device, run
 
@@ -91,7 +91,7 @@ class KillableServer:
                  self.mountpoint, "--bad", f"{BAD[0]}:{BAD[1]}", "--log", str(self.log)],
                 cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                 stderr=err, start_new_session=True)
-        _wait_until_served(self.process, self.mountpoint, stderr, 15.0)
+        wait_until_served(self.process, self.mountpoint, stderr, 15.0)
 
     def served(self) -> int:
         return sum(read.size for read in read_log(str(self.log)) if read.ok)
@@ -104,7 +104,7 @@ class KillableServer:
     def stop(self) -> None:
         """Unmount (a dead server's mount too) and end the process."""
         if self.process is not None:
-            _stop(self.process, self.mountpoint)
+            stop_server(self.process, self.mountpoint)
 
 
 @contextlib.contextmanager
@@ -122,7 +122,7 @@ def killable_server(backing: Path) -> Iterator[KillableServer]:
 def attach(file: str) -> str:
     """A read-only direct-I/O loop device over `file`."""
     device = run("losetup", "-f", "--show", "--direct-io=on", "--read-only", file).strip()
-    _require_direct_io(device)
+    require_direct_io(device)
     return device
 
 
