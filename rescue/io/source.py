@@ -64,6 +64,15 @@ def _ioctl_int(fd: int, request: int, fmt: str) -> int:
     return struct.unpack(fmt, buf)[0]
 
 
+def _unusable(path: str, exc: OSError, what: str) -> SourceError | SourceLostError:
+    """A source that cannot be opened: gone (a dead FUSE server, no medium: exit 4, resumable
+    once it is back), or unusable for another reason (exit 2)."""
+    if exc.errno in LOST_ERRORS:
+        return SourceLostError(f"source {path} is gone ({exc.strerror}); reconnect it and run "
+                               "the same command again")
+    return SourceError(f"{what} source {path}: {exc.strerror}")
+
+
 class BlockSource:
     """A block device or regular file, read-only, with one reused aligned buffer."""
 
@@ -74,7 +83,7 @@ class BlockSource:
         except FileNotFoundError:
             raise SourceError(f"source {path} does not exist") from None
         except OSError as exc:
-            raise SourceError(f"cannot open source {path}: {exc.strerror}") from None
+            raise _unusable(path, exc, "cannot open") from None
         if stat.S_ISDIR(st.st_mode):
             raise SourceError(f"source {path} is a directory, not a disk or image file")
         if not (stat.S_ISBLK(st.st_mode) or stat.S_ISREG(st.st_mode)):
@@ -92,7 +101,7 @@ class BlockSource:
                 self.sector_size = self.physical_sector_size = 512
         except OSError as exc:
             os.close(self.fd)
-            raise SourceError(f"cannot query source {path}: {exc.strerror}") from None
+            raise _unusable(path, exc, "cannot query") from None
         if self.size == 0:
             os.close(self.fd)
             raise SourceError(f"source {path} is empty (size 0)")
@@ -108,11 +117,11 @@ class BlockSource:
             return self._open_flags(path, os.O_DIRECT), True
         except OSError as exc:
             if exc.errno != errno.EINVAL:  # file systems without O_DIRECT say EINVAL
-                raise SourceError(f"cannot open source {path}: {exc.strerror}") from None
+                raise _unusable(path, exc, "cannot open") from None
         try:
             return self._open_flags(path, 0), False
         except OSError as exc:
-            raise SourceError(f"cannot open source {path}: {exc.strerror}") from None
+            raise _unusable(path, exc, "cannot open") from None
 
     def _open_flags(self, path: str, extra: int) -> int:
         flags = os.O_RDONLY | os.O_CLOEXEC | extra

@@ -197,6 +197,13 @@ def test_a_killed_fuse_server_stops_the_rescue_and_it_resumes_once_back(
             if killed == "mid-rescue":
                 server.kill()
             assert_stopped_as_lost(process, time.monotonic(), Path(f"{image}.map"))
+        if through == "file":  # run again while it is still gone: exit 4 again, map as it was
+            saved = Path(f"{image}.map").read_bytes()
+            again = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True,
+                                   timeout=60)
+            assert again.returncode == 4, again.stderr
+            assert "run the same command again" in again.stderr
+            assert Path(f"{image}.map").read_bytes() == saved
         server.stop()
         server.start()
         if through == "loop":  # back under a new name, as a reconnected disk often is
