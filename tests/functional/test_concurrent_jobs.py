@@ -16,7 +16,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -28,6 +28,7 @@ from tests.fixtures.faultdisk import make_backing
 from tests.fixtures.loop import loop_device
 
 TRIES = 10
+Completed = subprocess.CompletedProcess[str]
 SIZE = 128 << 20
 
 pytestmark = [pytest.mark.slow, pytest.mark.root, pytest.mark.timeout(600)]
@@ -91,7 +92,7 @@ def running_image(source: str, image: Path) -> RunningJob:
                       ready=Path(f"{image}.map"))
 
 
-def refused_naming(result: subprocess.CompletedProcess[str], job: RunningJob,
+def refused_naming(result: Completed, job: RunningJob,
                    command: str = "image") -> str | None:
     """Refused (exit 5), one `rescue:` line naming the running job's PID and command; None if
     so, else what happened instead."""
@@ -103,24 +104,31 @@ def refused_naming(result: subprocess.CompletedProcess[str], job: RunningJob,
     return None
 
 
+def refused_every_try(disk: str, image: Path, attempt: Callable[[int], Completed],
+                      state: Callable[[], object], what: str) -> None:
+    """TRIES times: `attempt(try number)` while `rescue image disk image` runs, which must be
+    refused naming that job and leave `state()` (what it would have written) unchanged."""
+    failures = []
+    for number in range(TRIES):
+        job = running_image(disk, image)
+        try:
+            before = state()
+            result = attempt(number)
+            after = state()
+        finally:
+            job.end()
+        problem = refused_naming(result, job) or (
+            None if before == after else f"refused, but {what} changed")
+        failures += [problem] if problem else []
+    print(f"\nrefused {TRIES - len(failures)} of {TRIES}, {what} unchanged")
+    assert not failures, failures
+
+
 def test_a_second_image_run_on_the_same_image_is_refused(disk: str, tmp_path: Path) -> None:
     image = tmp_path / "disk.qcow2"
     map_path = Path(f"{image}.map")
-    failures = []
-    for _ in range(TRIES):
-        job = running_image(disk, image)
-        try:
-            before = digest(image), map_path.read_bytes()
-            second = rescue("image", disk, str(image))
-            after = digest(image), map_path.read_bytes()
-        finally:
-            job.end()
-        problem = refused_naming(second, job) or (
-            None if before == after else "refused, but the image or its map changed")
-        failures += [problem] if problem else []
-    print(f"\nsecond image run on one image: refused {TRIES - len(failures)} of {TRIES}, "
-          "image unchanged")
-    assert not failures, failures
+    refused_every_try(disk, image, lambda _: rescue("image", disk, str(image)),
+                      lambda: (digest(image), map_path.read_bytes()), "the image and its map")
     done = rescue("image", disk, str(image))  # the job the tries interrupted completes
     assert done.returncode == ExitCode.OK, done.stderr
     assert subprocess.run(["qemu-img", "compare", "-f", "qcow2", "-F", "raw", str(image), disk],
@@ -130,24 +138,13 @@ def test_a_second_image_run_on_the_same_image_is_refused(disk: str, tmp_path: Pa
 def test_a_restore_onto_a_disk_being_imaged_is_refused(disk: str, tmp_path: Path) -> None:
     other = tmp_path / "other.img"
     make_backing(str(other), SIZE, seed=8)
-    image = tmp_path / "disk.qcow2"
-    failures = []
-    for attempt in range(TRIES):
-        job = running_image(disk, image)
-        try:
-            before = digest(disk)
-            force = ["--force"] if attempt % 2 else []  # --force cannot override it either
-            restore = rescue("restore", str(other), disk, "--yes", *force,
-                             "--map-dir", str(tmp_path / "maps"))
-            after = digest(disk)
-        finally:
-            job.end()
-        problem = refused_naming(restore, job) or (
-            None if before == after else "refused, but the disk changed")
-        failures += [problem] if problem else []
-    print(f"\nrestore onto a disk being imaged: refused {TRIES - len(failures)} of {TRIES}, "
-          "disk unchanged")
-    assert not failures, failures
+
+    def restore(number: int) -> Completed:
+        force = ["--force"] if number % 2 else []  # --force cannot override it either
+        return rescue("restore", str(other), disk, "--yes", *force,
+                      "--map-dir", str(tmp_path / "maps"))
+
+    refused_every_try(disk, tmp_path / "disk.qcow2", restore, lambda: digest(disk), "the disk")
 
 
 def test_every_other_use_that_would_meet_a_running_job_is_refused(disk: str,
