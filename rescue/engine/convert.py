@@ -91,6 +91,7 @@ class Conversion:
         job turning its staging image into the .img.zst)."""
         self.source, self.dest = source, dest
         self.fmt = format_for(dest, dest_format)
+        self.in_place = _is_device(dest)  # a disk is written in place, a file under .partial
         self.level = level
         self.control = control or JobControl()
         if os.path.exists(dest) and not force:
@@ -118,7 +119,7 @@ class Conversion:
             manifest = read_manifest(self.source, reader) or Manifest(source={
                 "path": os.path.abspath(self.source), "size": reader.size,
                 "image_format": self.source_format})
-            target = self.dest if _is_device(self.dest) else partial_path(self.dest)
+            target = self.dest if self.in_place else partial_path(self.dest)
             if target != self.dest and os.path.lexists(target):
                 os.unlink(target)  # left by a run that was killed: a conversion starts over
             writer = create_writer(target, self.fmt, reader.size, self.level)
@@ -161,5 +162,5 @@ class Conversion:
     def _store_manifest(self, writer: ImageWriter, manifest: Manifest) -> None:
         if hasattr(writer, "set_manifest"):
             writer.set_manifest(manifest.to_bytes())  # type: ignore[attr-defined]
-        elif not _is_device(self.dest):  # a disk has no room beside it
+        elif not self.in_place:  # a disk has no room beside it
             write_sidecar(self.dest, manifest)
