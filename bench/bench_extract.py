@@ -17,7 +17,7 @@ import tempfile
 
 from common import REPO, drop_caches, report, timed
 
-from rescue.io.faulty import content, parse_size
+from rescue.sim.faulty import content, parse_size
 from rescue.units import human_rate, human_size
 from tests.fixtures.loop import loop_device
 

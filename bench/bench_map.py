@@ -21,8 +21,8 @@ from collections.abc import Callable
 
 from common import report
 
-from rescue.engine.rangemap import STATES, RangeMap
 from rescue.formats import mapfile
+from rescue.rangemap import STATES, RangeMap
 from rescue.tui.app import make_app
 from rescue.tui.widgets.sector_map import SectorMap, cell_bytes_for, cell_states
 

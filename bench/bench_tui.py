@@ -23,7 +23,7 @@ import time
 
 from common import remove, report, rescue_cmd
 
-from rescue.io.faulty import FaultySource
+from rescue.sim.faulty import FaultySource
 
 # The app side: a child process, so both sides pay the same start-up and neither shares a
 # Python interpreter (or its GIL) with the benchmark itself.

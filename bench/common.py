@@ -16,7 +16,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from rescue.io.faulty import CHUNK, content  # noqa: E402
+from rescue.sim.faulty import CHUNK, content  # noqa: E402
 
 
 def make_mixed_disk(path: str, size: int, seed: int = 1) -> None:

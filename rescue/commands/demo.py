@@ -11,7 +11,7 @@ import tempfile
 from rescue.commands.image import run_job
 from rescue.engine.imaging import ImageJob, ImageRequest
 from rescue.engine.rescue import RescueOptions
-from rescue.io.faulty import DEMO_SPEC
+from rescue.sim.faulty import DEMO_SPEC
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -20,7 +20,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Runs a full rescue of a simulated 256 MiB failing disk into a temporary "
                     "folder: copying, trimming, scraping and a retry pass, live.")
     parser.add_argument("--spec", default=DEMO_SPEC,
-                        help="simulated disk (see rescue.io.faulty); default: the demo disk")
+                        help="simulated disk (see rescue.sim.faulty); default: the demo disk")
     parser.add_argument("--dir", help="keep the image and map in this folder")
     parser.add_argument("--json", action="store_true", help="JSON progress lines, no TUI")
     parser.add_argument("--headless", action="store_true",

@@ -12,7 +12,7 @@ from rescue.engine.imaging import MODES, ORDERS, ImageJob, ImageRequest
 from rescue.engine.rescue import Outcome, RescueOptions
 from rescue.errors import ExitCode, UsageError
 from rescue.formats.image import FORMATS
-from rescue.io.faulty import parse_size
+from rescue.sim.faulty import parse_size
 from rescue.units import human_size
 
 OUTCOME_EXIT = {

@@ -22,7 +22,6 @@ from rescue.devices.locks import Locks
 from rescue.engine.convert import Conversion
 from rescue.engine.digest import DigestingWriter
 from rescue.engine.jobs import JobControl, Progress, RateMeter
-from rescue.engine.rangemap import BAD, FINISHED, NON_SCRAPED, NON_TRIMMED, MapSnapshot, RangeMap
 from rescue.engine.rescue import Outcome, Rescue, RescueOptions
 from rescue.errors import FormatError, RefusedError, UsageError
 from rescue.formats import mapfile
@@ -37,8 +36,9 @@ from rescue.formats.image import (
 )
 from rescue.formats.manifest import Manifest, rescue_summary, write_sidecar
 from rescue.fs.domain import DiskPlan, SourceReader, plan_disk
-from rescue.io import faulty
 from rescue.io.source import BlockSource, ReadError, Source
+from rescue.rangemap import BAD, FINISHED, NON_SCRAPED, NON_TRIMMED, MapSnapshot, RangeMap
+from rescue.sim import faulty
 
 FINISHED_OUTCOMES = (Outcome.RESCUED, Outcome.UNREADABLE)
 # what the map records of its source; a resume with a source that differs in any is refused

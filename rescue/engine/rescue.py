@@ -30,7 +30,11 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from rescue.engine.jobs import JobControl, Progress, RateMeter
-from rescue.engine.rangemap import (
+from rescue.errors import DestinationError, SourceLostError
+from rescue.formats.image import ImageWriter
+from rescue.formats.mapfile import PHASES, Mapfile, MapSaveError
+from rescue.io.source import ReadError, Source
+from rescue.rangemap import (
     BAD,
     FINISHED,
     NON_SCRAPED,
@@ -40,10 +44,6 @@ from rescue.engine.rangemap import (
     MapSnapshot,
     RangeMap,
 )
-from rescue.errors import DestinationError, SourceLostError
-from rescue.formats.image import ImageWriter
-from rescue.formats.mapfile import PHASES, Mapfile, MapSaveError
-from rescue.io.source import ReadError, Source
 
 # After this many reads in a row have failed, check that the source is still there; while they
 # go on failing, check again each time their number doubles, and at least every PROBE_SPACING

@@ -60,7 +60,6 @@ from rescue.devices import safety
 from rescue.devices.discover import BlockTree, find
 from rescue.devices.locks import Locks
 from rescue.engine.jobs import JobControl, RateMeter
-from rescue.engine.rangemap import FINISHED, NON_TRIED, RangeMap
 from rescue.errors import (
     DamagedImageError,
     DestinationError,
@@ -74,6 +73,7 @@ from rescue.formats.image import ImageReader, detect_format, open_reader
 from rescue.formats.integrity import ImageGate, Ranges, Verdict, read_checked
 from rescue.fs.partitions import PartitionTable, read_partition_table
 from rescue.io.source import LOST_ERRORS
+from rescue.rangemap import FINISHED, NON_TRIED, RangeMap
 from rescue.units import human_size
 
 CHUNK = 4 << 20  # unit of reading, hashing, writing and verifying

@@ -11,8 +11,8 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from rescue.engine.rangemap import RangeMap
 from rescue.formats import mapfile
+from rescue.rangemap import RangeMap
 
 UNREADABLE = "-?*/"  # bad, non-tried, non-trimmed, non-scraped: the image holds no data there
 

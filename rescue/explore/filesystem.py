@@ -13,11 +13,11 @@ from dataclasses import dataclass
 
 import pytsk3
 
-from rescue.engine.rangemap import RangeMap
 from rescue.errors import FormatError, UsageError
 from rescue.explore.damage import Run, lost_ranges, merge
 from rescue.explore.volumes import Volume
 from rescue.formats.image import ImageReader
+from rescue.rangemap import RangeMap
 
 _KINDS = {
     pytsk3.TSK_FS_META_TYPE_REG: "file", pytsk3.TSK_FS_META_TYPE_DIR: "dir",

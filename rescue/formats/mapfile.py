@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from itertools import chain, islice
 
 from rescue import __version__
-from rescue.engine.rangemap import FINISHED, STATES, RangeMap
 from rescue.errors import DestinationError, FormatError
 from rescue.formats.durable import replace_durably
+from rescue.rangemap import FINISHED, STATES, RangeMap
 from rescue.units import human_size
 
 # current_status values of the status line: what phase the rescue was in

@@ -12,13 +12,13 @@ import os
 from bisect import bisect_right
 from dataclasses import asdict, dataclass
 
-from rescue.engine.rangemap import BAD, FINISHED, NON_SCRAPED, NON_TRIED, NON_TRIMMED, RangeMap
 from rescue.errors import FormatError, UsageError
 from rescue.formats import mapfile
 from rescue.formats.image import open_reader, read_manifest
 from rescue.fs.domain import open_fs
 from rescue.fs.partitions import PartitionEntry, Readable, SliceReader, read_partition_table
 from rescue.fs.used import Extent
+from rescue.rangemap import BAD, FINISHED, NON_SCRAPED, NON_TRIED, NON_TRIMMED, RangeMap
 
 
 class Damage:

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from rescue.engine.rangemap import FINISHED, RangeMap
 from rescue.errors import FormatError
 from rescue.fs.partitions import (
     READ_ERRORS,
@@ -26,6 +25,7 @@ from rescue.fs.used.fat import FatFS
 from rescue.fs.used.ntfs import NtfsFS
 from rescue.fs.used.partclone import SIGNATURES, partclone_used
 from rescue.io.source import Source
+from rescue.rangemap import FINISHED, RangeMap
 
 DOMAIN_ALIGN = 4096  # domain edges on 4 KiB: whole physical sectors and O_DIRECT-friendly
 HEAD = 1 << 20

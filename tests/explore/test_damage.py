@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from rescue.engine.rangemap import RangeMap
 from rescue.errors import FormatError
 from rescue.explore.damage import Run, lost_ranges
 from rescue.explore.extract import extract
 from rescue.explore.filesystem import FileSystem
 from rescue.explore.volumes import read_layout
+from rescue.rangemap import RangeMap
 from tests.explore.images import rescue, run
 from tests.fixtures.faultdisk import faulty_device
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from rescue.engine.rangemap import STATES, RangeMap
 from rescue.errors import FormatError
 from rescue.formats import mapfile
 from rescue.formats.mapfile import Mapfile
+from rescue.rangemap import STATES, RangeMap
 
 GIB = 1 << 30
 # map sizes whose positions need 8 to 14 hex digits, and one that is not sector-aligned

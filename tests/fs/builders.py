@@ -13,8 +13,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from rescue.engine.rangemap import FINISHED
 from rescue.formats import mapfile
+from rescue.rangemap import FINISHED
 from tests.fixtures.loop import loop_device
 
 MIB = 1 << 20

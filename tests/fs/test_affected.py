@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from rescue.engine.rangemap import RangeMap
 from rescue.fs.affected import Damage, affected_files
 from rescue.fs.partitions import DiskReader
+from rescue.rangemap import RangeMap
 from tests.fixtures.faultdisk import faulty_device
 from tests.fs.builders import MIB, build_fs, rescue_cli, run
 

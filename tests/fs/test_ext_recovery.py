@@ -20,12 +20,12 @@ from typing import BinaryIO
 
 import pytest
 
-from rescue.engine.rangemap import BAD, RangeMap
 from rescue.formats import mapfile
 from rescue.fs.domain import used_map
 from rescue.fs.partitions import DiskReader
 from rescue.fs.used import Extent
 from rescue.fs.used.ext import ExtFS
+from rescue.rangemap import BAD, RangeMap
 from tests.fixtures.loop import loop_device
 from tests.fs.builders import (
     MIB,

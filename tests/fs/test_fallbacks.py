@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from rescue.engine.rangemap import FINISHED
 from rescue.fs.domain import plan_disk, used_map
 from rescue.fs.partitions import DiskReader
+from rescue.rangemap import FINISHED
 from tests.fs.builders import MIB, rescue_cli, run
 
 

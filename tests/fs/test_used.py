@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from rescue.engine.rangemap import FINISHED
 from rescue.formats.manifest import read_sidecar
 from rescue.fs.domain import plan_disk, used_map
 from rescue.fs.partitions import DiskReader
 from rescue.fs.used import normalize
+from rescue.rangemap import FINISHED
 from tests.fixtures.loop import loop_device
 from tests.fs.builders import (
     KINDS,

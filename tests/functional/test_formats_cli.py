@@ -18,7 +18,7 @@ import pytest
 
 from rescue.errors import ExitCode
 from rescue.formats.image import open_reader
-from rescue.io.faulty import content
+from rescue.sim.faulty import content
 from tests.fixtures.cli import coreutils_fingerprint
 from tests.fixtures.faultdisk import SECTOR, faulty_device, make_backing
 from tests.fixtures.loop import loop_device

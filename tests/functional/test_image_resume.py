@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from rescue.errors import ExitCode
-from rescue.io.faulty import content
+from rescue.sim.faulty import content
 from tests.fixtures.faultdisk import SECTOR, faulty_device, make_backing
 from tests.functional.test_image import (
     BAD,

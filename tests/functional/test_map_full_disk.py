@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from rescue.engine.rangemap import FINISHED
 from rescue.errors import ExitCode
 from rescue.formats import mapfile
-from rescue.io.faulty import content
+from rescue.rangemap import FINISHED
+from rescue.sim.faulty import content
 from rescue.units import human_size
 from tests.fixtures.cli import REPO_ROOT
 

@@ -21,9 +21,9 @@ from pathlib import Path
 import pytest
 
 from rescue.engine import restore
-from rescue.engine.rangemap import FINISHED
 from rescue.formats import mapfile
 from rescue.formats.image import ImageReader, open_reader
+from rescue.rangemap import FINISHED
 from tests.fixtures.cli import assert_clean_failure, rescue, rescue_process
 from tests.fixtures.faultdisk import FailingDisk, LoggedRead, failing_disk, make_backing
 from tests.fixtures.restore import MIB, blank, make_image, target

@@ -21,13 +21,13 @@ from pathlib import Path
 
 import pytest
 
-from rescue.engine.rangemap import RangeMap
 from rescue.engine.rescue import Outcome, Rescue
 from rescue.errors import SourceLostError
 from rescue.formats import mapfile
 from rescue.formats.mapfile import Mapfile
 from rescue.formats.raw import RawWriter
 from rescue.io.source import BlockSource
+from rescue.rangemap import RangeMap
 from tests.fixtures.cli import REPO_ROOT
 from tests.fixtures.faultdisk import (
     DISK_NAME,

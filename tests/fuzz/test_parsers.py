@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from rescue.engine.rangemap import BAD, RangeMap
 from rescue.errors import RescueError
 from rescue.explore.volumes import read_layout
 from rescue.formats import mapfile
@@ -23,6 +22,7 @@ from rescue.fs.affected import affected_files
 from rescue.fs.domain import NATIVE, detect, plan_disk, used_map
 from rescue.fs.partitions import PartitionTable, read_partition_table
 from rescue.fs.used import FileSystem
+from rescue.rangemap import BAD, RangeMap
 from tests.fixtures import fuzz
 from tests.fixtures.fuzz import (
     BYTE_KINDS,

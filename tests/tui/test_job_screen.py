@@ -9,11 +9,11 @@ import pytest
 from textual.pilot import Pilot
 
 from rescue.engine.imaging import ImageRequest
-from rescue.engine.rangemap import BAD, FINISHED
 from rescue.engine.rescue import Outcome, RescueOptions
 from rescue.errors import DestinationError, ExitCode
 from rescue.formats import mapfile
-from rescue.io.faulty import FaultySource
+from rescue.rangemap import BAD, FINISHED
+from rescue.sim.faulty import FaultySource
 from rescue.tui.app import make_app, make_demo_app
 from rescue.tui.screens.dialogs import HelpScreen, QuitScreen
 from rescue.tui.screens.job import JobScreen

@@ -13,8 +13,8 @@ import pytest
 from textual.pilot import Pilot
 
 from rescue.commands import map as map_command
-from rescue.engine.rangemap import BAD, FINISHED, NON_TRIED, STATES
 from rescue.errors import FormatError
+from rescue.rangemap import BAD, FINISHED, NON_TRIED, STATES
 from rescue.tui.app import make_app
 from rescue.tui.screens import map_viewer
 from rescue.tui.screens.map_viewer import MapViewerScreen

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from textual.pilot import Pilot
 
-from rescue.engine.rangemap import BAD, FINISHED, NON_TRIED, STATES, RangeMap
 from rescue.formats import mapfile
 from rescue.formats.mapfile import Mapfile
+from rescue.rangemap import BAD, FINISHED, NON_TRIED, STATES, RangeMap
 from rescue.tui.app import make_app
 from rescue.tui.widgets.sector_map import (
     ASCII_GLYPHS,

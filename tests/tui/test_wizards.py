@@ -16,11 +16,11 @@ from textual.pilot import Pilot
 from textual.widgets import Input, SelectionList
 
 from rescue.commands import tui as tui_command
-from rescue.engine.rangemap import BAD, FINISHED
 from rescue.engine.rescue import Outcome
 from rescue.errors import UsageError
 from rescue.formats import mapfile
-from rescue.io.faulty import FaultySource
+from rescue.rangemap import BAD, FINISHED
+from rescue.sim.faulty import FaultySource
 from rescue.tui.app import RescueApp, make_home_app
 from rescue.tui.jobs import RunningJob, RunningRestore
 from rescue.tui.screens.browser import ImageBrowser

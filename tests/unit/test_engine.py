@@ -13,14 +13,14 @@ from pathlib import Path
 import pytest
 
 from rescue.engine.jobs import JobControl
-from rescue.engine.rangemap import STATES, RangeMap
 from rescue.engine.rescue import Outcome, Rescue, RescueOptions
 from rescue.errors import FormatError
 from rescue.formats import mapfile
 from rescue.formats.mapfile import Mapfile
 from rescue.formats.raw import RawWriter
-from rescue.io.faulty import SECTOR, FaultySource, FaultySpec, content
 from rescue.io.source import ReadError
+from rescue.rangemap import STATES, RangeMap
+from rescue.sim.faulty import SECTOR, FaultySource, FaultySpec, content
 
 MIB = 1 << 20
 DISK = 16 * MIB

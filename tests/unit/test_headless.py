@@ -8,7 +8,8 @@ import pytest
 
 import rescue
 
-HEADLESS = ("rescue.engine", "rescue.formats", "rescue.io", "rescue.fs", "rescue.devices")
+HEADLESS = ("rescue.engine", "rescue.formats", "rescue.io", "rescue.fs", "rescue.devices",
+            "rescue.explore", "rescue.sim", "rescue.rangemap", "rescue.errors", "rescue.units")
 
 
 def headless_modules() -> list[str]:

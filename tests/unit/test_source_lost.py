@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from rescue.engine.rangemap import RangeMap
 from rescue.engine.rescue import (
     PROBE_AFTER_FAILURES,
     PROBE_READS,
@@ -22,7 +21,8 @@ from rescue.errors import SourceLostError
 from rescue.formats import mapfile
 from rescue.formats.mapfile import Mapfile
 from rescue.formats.raw import RawWriter
-from rescue.io.faulty import SECTOR, FaultySource, FaultySpec
+from rescue.rangemap import RangeMap
+from rescue.sim.faulty import SECTOR, FaultySource, FaultySpec
 
 MIB = 1 << 20
 # A long bad area (scraping it fails thousands of reads in a row while the disk is still there)

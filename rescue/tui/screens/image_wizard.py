@@ -23,7 +23,7 @@ from rescue.engine.imaging import ImageJob, ImageRequest, open_source, source_wa
 from rescue.engine.rescue import RescueOptions
 from rescue.errors import RescueError
 from rescue.formats.image import format_for
-from rescue.io.faulty import PREFIX as SIM_PREFIX
+from rescue.sim.faulty import PREFIX as SIM_PREFIX
 from rescue.tui.describe import notes
 from rescue.tui.screens.folder_picker import FolderPicker, describe_folder
 from rescue.tui.screens.wizard import WizardScreen

@@ -28,7 +28,7 @@ from textual.message import Message
 from textual.strip import Strip
 from textual.widget import Widget
 
-from rescue.engine.rangemap import (
+from rescue.rangemap import (
     BAD,
     FINISHED,
     NON_SCRAPED,

@@ -1,0 +1,1 @@
+"""Simulated disks: failure patterns for the demo, the tests and a user trying the tool safely."""
