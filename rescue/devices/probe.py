@@ -7,14 +7,14 @@ the device may be dying. Results match `blkid -p` names: TYPE, LABEL, UUID, PTTY
 
 from __future__ import annotations
 
-import os
 import struct
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 
+from rescue.fs.partitions import DiskReader
+from rescue.io.reader import Reader, Unreadable
+
 HEAD_SIZE = 0x11000  # 68 KiB: up to and including the btrfs superblock
-Reader = Callable[[int, int], bytes]
 
 
 @dataclass(frozen=True)
@@ -32,18 +32,15 @@ class ProbeResult:
 
 
 def probe_path(path: str, *, sector_size: int = 512) -> ProbeResult:
-    """Probe a device or image file; raises OSError when it cannot be read at all."""
-    descriptor = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        return probe(lambda offset, size: os.pread(descriptor, size, offset),
-                     sector_size=sector_size)
-    finally:
-        os.close(descriptor)
+    """Probe a device or image file; raises SourceError or Unreadable when it cannot be read
+    at all."""
+    with DiskReader(path) as reader:
+        return probe(reader, sector_size=sector_size)
 
 
-def probe(read: Reader, *, sector_size: int = 512) -> ProbeResult:
-    head = read(0, HEAD_SIZE)
-    filesystem = probe_filesystem(head, read)
+def probe(reader: Reader, *, sector_size: int = 512) -> ProbeResult:
+    head = bytes(reader.read(0, HEAD_SIZE))
+    filesystem = probe_filesystem(head, reader)
     boot_sector_fs = filesystem is not None and filesystem.fstype in ("vfat", "ntfs", "exfat")
     return ProbeResult(filesystem, None if boot_sector_fs else probe_table(head, sector_size))
 
@@ -60,12 +57,12 @@ def probe_table(head: bytes, sector_size: int = 512) -> str | None:
     return "dos"
 
 
-def probe_filesystem(head: bytes, read: Reader) -> Signature | None:
+def probe_filesystem(head: bytes, reader: Reader) -> Signature | None:
     """The first signature found, in the order blkid trusts them: containers first."""
     for prober in (_luks, _lvm2, _iso9660, _xfs, _btrfs, _ext, _exfat, _ntfs, _vfat, _swap):
         try:
-            found = prober(head, read)
-        except (struct.error, IndexError, ValueError, OSError):
+            found = prober(head, reader)
+        except (struct.error, IndexError, ValueError, Unreadable, OSError):
             found = None  # truncated or damaged metadata is not a signature
         if found is not None:
             return found
@@ -86,15 +83,15 @@ def _uuid(raw: bytes) -> str | None:
     return None if raw == bytes(16) else str(uuid.UUID(bytes=raw))
 
 
-def _u16(data: bytes, offset: int) -> int:
+def _u16(data: bytes | bytearray, offset: int) -> int:
     return struct.unpack_from("<H", data, offset)[0]
 
 
-def _u32(data: bytes, offset: int) -> int:
+def _u32(data: bytes | bytearray, offset: int) -> int:
     return struct.unpack_from("<I", data, offset)[0]
 
 
-def _luks(head: bytes, read: Reader) -> Signature | None:
+def _luks(head: bytes, reader: Reader) -> Signature | None:
     if head[:6] != b"LUKS\xba\xbe":
         return None
     version = struct.unpack_from(">H", head, 6)[0]
@@ -102,7 +99,7 @@ def _luks(head: bytes, read: Reader) -> Signature | None:
     return Signature("crypto_LUKS", label, _text(head[168:208]), f"LUKS{version}")
 
 
-def _lvm2(head: bytes, read: Reader) -> Signature | None:
+def _lvm2(head: bytes, reader: Reader) -> Signature | None:
     for sector in range(4):
         base = sector * 512
         if head[base:base + 8] == b"LABELONE" and head[base + 24:base + 32] == b"LVM2 001":
@@ -117,7 +114,7 @@ def _lvm2(head: bytes, read: Reader) -> Signature | None:
     return None
 
 
-def _iso9660(head: bytes, read: Reader) -> Signature | None:
+def _iso9660(head: bytes, reader: Reader) -> Signature | None:
     base = 0x8000
     if head[base + 1:base + 6] != b"CD001" or head[base] != 1:
         return None
@@ -129,13 +126,13 @@ def _iso9660(head: bytes, read: Reader) -> Signature | None:
     return Signature("iso9660", _text(head[base + 40:base + 72]), identifier)
 
 
-def _xfs(head: bytes, read: Reader) -> Signature | None:
+def _xfs(head: bytes, reader: Reader) -> Signature | None:
     if head[:4] != b"XFSB":
         return None
     return Signature("xfs", _text(head[108:120]), _uuid(head[32:48]))
 
 
-def _btrfs(head: bytes, read: Reader) -> Signature | None:
+def _btrfs(head: bytes, reader: Reader) -> Signature | None:
     base = 0x10000
     if head[base + 64:base + 72] != b"_BHRfS_M":
         return None
@@ -150,7 +147,7 @@ EXT3_RO_COMPAT = 0x1 | 0x2 | 0x4  # sparse_super, large_file, btree_dir
 EXT_JOURNAL_DEV = 0x8
 
 
-def _ext(head: bytes, read: Reader) -> Signature | None:
+def _ext(head: bytes, reader: Reader) -> Signature | None:
     base = 1024
     if _u16(head, base + 56) != 0xEF53:
         return None
@@ -169,14 +166,15 @@ def _serial32(value: int) -> str:
     return f"{value >> 16:04X}-{value & 0xFFFF:04X}"
 
 
-def _exfat(head: bytes, read: Reader) -> Signature | None:
+def _exfat(head: bytes, reader: Reader) -> Signature | None:
     if head[3:11] != b"EXFAT   ":
         return None
     sector_shift, cluster_shift = head[108], head[109]
     sector = 1 << sector_shift
     heap, root_cluster = _u32(head, 88), _u32(head, 96)
     cluster = sector << cluster_shift
-    root = read(heap * sector + (root_cluster - 2) * cluster, min(cluster, 64 * 1024))
+    root = bytes(reader.read(heap * sector + (root_cluster - 2) * cluster,
+                             min(cluster, 64 * 1024)))
     label = None
     for offset in range(0, len(root) - 31, 32):
         if root[offset] == 0x83:  # volume label entry
@@ -191,7 +189,7 @@ NTFS_VOLUME_RECORD = 3  # $Volume in the MFT
 NTFS_VOLUME_NAME = 0x60
 
 
-def _ntfs(head: bytes, read: Reader) -> Signature | None:
+def _ntfs(head: bytes, reader: Reader) -> Signature | None:
     if head[3:11] != b"NTFS    ":
         return None
     sector = _u16(head, 11)
@@ -199,7 +197,7 @@ def _ntfs(head: bytes, read: Reader) -> Signature | None:
     record_size = _ntfs_size(struct.unpack_from("<b", head, 0x40)[0], cluster)
     mft = struct.unpack_from("<Q", head, 0x30)[0] * cluster
     serial = struct.unpack_from("<Q", head, 0x48)[0]
-    record = _fixup(bytearray(read(mft + NTFS_VOLUME_RECORD * record_size, record_size)),
+    record = _fixup(bytearray(reader.read(mft + NTFS_VOLUME_RECORD * record_size, record_size)),
                     sector)
     return Signature("ntfs", _ntfs_volume_name(record), f"{serial:016X}")
 
@@ -241,7 +239,7 @@ def _ntfs_volume_name(record: bytes) -> str | None:
     return None
 
 
-def _vfat(head: bytes, read: Reader) -> Signature | None:
+def _vfat(head: bytes, reader: Reader) -> Signature | None:
     if head[0] not in (0xEB, 0xE9) or head[510:512] != b"\x55\xaa":
         return None
     sector, per_cluster, reserved, fats = _u16(head, 11), head[13], _u16(head, 14), head[16]
@@ -267,7 +265,7 @@ def _vfat(head: bytes, read: Reader) -> Signature | None:
 SWAP_PAGE_SIZES = (4096, 8192, 16384, 32768, 65536)
 
 
-def _swap(head: bytes, read: Reader) -> Signature | None:
+def _swap(head: bytes, reader: Reader) -> Signature | None:
     for page in SWAP_PAGE_SIZES:
         magic = head[page - 10:page]
         if magic == b"SWAPSPACE2":

@@ -14,7 +14,6 @@ from rescue.errors import FormatError
 from rescue.fs.partitions import (
     READ_ERRORS,
     PartitionEntry,
-    Readable,
     SliceReader,
     read_partition_table,
 )
@@ -24,6 +23,7 @@ from rescue.fs.used.ext import ExtFS, has_backup_superblock
 from rescue.fs.used.fat import FatFS
 from rescue.fs.used.ntfs import NtfsFS
 from rescue.fs.used.partclone import SIGNATURES, partclone_used
+from rescue.io.reader import Reader
 from rescue.io.source import Source
 from rescue.rangemap import FINISHED, RangeMap
 
@@ -31,7 +31,7 @@ DOMAIN_ALIGN = 4096  # domain edges on 4 KiB: whole physical sectors and O_DIREC
 HEAD = 1 << 20
 
 
-def _probe(reader: Readable, offset: int, length: int) -> bytes:
+def _probe(reader: Reader, offset: int, length: int) -> bytes:
     if offset + length > reader.size:
         return b""
     try:
@@ -40,7 +40,7 @@ def _probe(reader: Readable, offset: int, length: int) -> bytes:
         return b""
 
 
-def detect(reader: Readable) -> str | None:
+def detect(reader: Reader) -> str | None:
     """The file-system type by its signature: ours first, then those partclone knows."""
     boot = _probe(reader, 0, 512)
     if boot[3:11] == b"NTFS    ":
@@ -63,7 +63,7 @@ NATIVE: dict[str, type[ExtFS] | type[FatFS] | type[ExfatFS] | type[NtfsFS]] = {
     "ext": ExtFS, "fat": FatFS, "exfat": ExfatFS, "ntfs": NtfsFS}
 
 
-def open_fs(reader: Readable) -> FileSystem:
+def open_fs(reader: Reader) -> FileSystem:
     """A native parser for the file system in `reader`; FormatError if there is none."""
     kind = detect(reader)
     if kind not in NATIVE:
@@ -71,7 +71,7 @@ def open_fs(reader: Readable) -> FileSystem:
     return NATIVE[kind](reader)
 
 
-def used_map(reader: Readable, path: str | None = None, offset: int = 0) -> UsedMap:
+def used_map(reader: Reader, path: str | None = None, offset: int = 0) -> UsedMap:
     """The used map of the file system in `reader` (which is `path` from `offset`, for
     partclone). Never raises for bad input: it falls back to the whole area with a warning."""
     size = reader.size
@@ -136,7 +136,7 @@ def _range_map(size: int, extents: Iterator[Extent] | list[Extent]) -> RangeMap:
     return rmap
 
 
-def plan_disk(reader: Readable, path: str | None = None, sector_size: int = 512) -> DiskPlan:
+def plan_disk(reader: Reader, path: str | None = None, sector_size: int = 512) -> DiskPlan:
     """Used and metadata domains of a whole disk, a partition or a file-system image."""
     size = reader.size
     table = read_partition_table(reader, sector_size)
@@ -156,8 +156,8 @@ def plan_disk(reader: Readable, path: str | None = None, sector_size: int = 512)
             warnings.append("partition table damaged; imaging all space outside partitions")
             used += _gaps(size, parts)
         for part in parts:
-            area = used_map(SliceReader(reader, part.start, part.size), path, part.start)
-            areas.append(AreaPlan(part, part.start, area))
+            found = used_map(SliceReader(reader, part.start, part.size), path, part.start)
+            areas.append(AreaPlan(part, part.start, found))
     for area in areas:
         where = f"partition {area.partition.number}" if area.partition else "disk"
         warnings += [f"{where}: {w}" for w in area.used.warnings]
