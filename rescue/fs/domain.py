@@ -7,6 +7,7 @@ disk dies halfway). Whatever cannot be trusted is imaged whole, with a warning.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -17,16 +18,20 @@ from rescue.fs.partitions import (
     SliceReader,
     read_partition_table,
 )
+from rescue.fs.signatures import SIGNATURES, identify
 from rescue.fs.used import Extent, FileSystem, UsedMap, normalize
 from rescue.fs.used.exfat import ExfatFS
 from rescue.fs.used.ext import ExtFS, has_backup_superblock
 from rescue.fs.used.fat import FatFS
 from rescue.fs.used.ntfs import NtfsFS
-from rescue.fs.used.partclone import SIGNATURES, partclone_used
+from rescue.fs.used.partclone import partclone_used
 from rescue.io.reader import Reader
 from rescue.io.source import Source
 from rescue.rangemap import FINISHED, RangeMap
 
+NATIVE: dict[str, type[ExtFS] | type[FatFS] | type[ExfatFS] | type[NtfsFS]] = {
+    "ext": ExtFS, "fat": FatFS, "exfat": ExfatFS, "ntfs": NtfsFS}
+PARTCLONE = frozenset(signature.name for signature in SIGNATURES if signature.partclone)
 DOMAIN_ALIGN = 4096  # domain edges on 4 KiB: whole physical sectors and O_DIRECT-friendly
 HEAD = 1 << 20
 
@@ -42,25 +47,11 @@ def _probe(reader: Reader, offset: int, length: int) -> bytes:
 
 def detect(reader: Reader) -> str | None:
     """The file-system type by its signature: ours first, then those partclone knows."""
-    boot = _probe(reader, 0, 512)
-    if boot[3:11] == b"NTFS    ":
-        return "ntfs"
-    if boot[3:11] == b"EXFAT   ":
-        return "exfat"
-    if _probe(reader, 0x438, 2) == b"\x53\xef":
+    read = functools.cache(functools.partial(_probe, reader))
+    kind = identify(read, NATIVE.keys()) or identify(read, PARTCLONE)
+    if kind is None and has_backup_superblock(reader):  # ext with its primary superblock lost
         return "ext"
-    if boot[510:512] == b"\x55\xaa" and (boot[0x36:0x39] == b"FAT" or boot[0x52:0x57] == b"FAT32"):
-        return "fat"
-    for fs_type, offset, magic in SIGNATURES:
-        if _probe(reader, offset, len(magic)) == magic:
-            return fs_type
-    if has_backup_superblock(reader):  # ext with its primary superblock lost
-        return "ext"
-    return None
-
-
-NATIVE: dict[str, type[ExtFS] | type[FatFS] | type[ExfatFS] | type[NtfsFS]] = {
-    "ext": ExtFS, "fat": FatFS, "exfat": ExfatFS, "ntfs": NtfsFS}
+    return kind
 
 
 def open_fs(reader: Reader) -> FileSystem:

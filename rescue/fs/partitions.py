@@ -17,9 +17,9 @@ from dataclasses import dataclass
 
 from rescue.errors import FormatError, SourceError
 from rescue.formats.image import FdReader
+from rescue.fs.signatures import MBR_SIGNATURE, SIGNATURES, in_bytes
 from rescue.io.reader import Reader, Unreadable
 
-MBR_SIGNATURE = b"\x55\xaa"
 MBR_ENTRIES_OFFSET = 446
 MBR_ENTRY = struct.Struct("<B3sB3sII")  # status, CHS first, type, CHS last, first LBA, sectors
 EXTENDED_TYPES = frozenset({0x05, 0x0F, 0x85})
@@ -126,8 +126,8 @@ class _Parse:
 
 def _looks_like_boot_sector(sector: bytes) -> bool:
     """A file system's own boot sector (FAT, NTFS, exFAT) also ends in 55 AA."""
-    return (sector[3:11] in (b"NTFS    ", b"EXFAT   ")
-            or sector[0x36:0x39] == b"FAT" or sector[0x52:0x57] == b"FAT32")
+    read = in_bytes(sector)
+    return any(signature.found(read) for signature in SIGNATURES if signature.boot_sector)
 
 
 def _mbr_entries(sector: bytes) -> list[tuple[int, int, int, int]] | None:

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from rescue.errors import FormatError
+from rescue.fs.signatures import SIGNATURES, in_bytes
 from rescue.fs.used import (
     Extent,
     FileRecord,
@@ -62,11 +63,6 @@ I_BLOCK = slice(40, 100)
 # bits, at most 65528 blocks), for every block size e2fsck tries: 1 KiB to 64 KiB.
 BACKUP_BLOCK_SIZES = tuple(1024 << shift for shift in range(7))
 MAX_BLOCKS_PER_GROUP = 65528
-# What replaces an ext file system in place (encryption, BitLocker, LVM, swap, md RAID): with
-# one of these at the start, superblock copies further on are leftovers and must not be used.
-FOREIGN_SIGNATURES = ((0, b"LUKS\xba\xbe"), (3, b"-FVE-FS-"), (512, b"LABELONE"),
-                      (4086, b"SWAPSPACE2"), (4086, b"SWAP-SPACE"), (0, b"\xfcN+\xa9"),
-                      (4096, b"\xfcN+\xa9"))
 
 XATTR_MAGIC = 0xEA020000
 XATTR_INDEX_SYSTEM = 7
@@ -174,8 +170,10 @@ def _checksum_ok(sb: bytes) -> bool:
 def backup_superblocks(reader: Reader) -> Iterator[tuple[int, int, bytes]]:
     """(group, block, superblock) of every backup copy found at the usual places whose magic,
     block size, group size, group number and checksum agree with where it was found."""
-    head = _try_read(reader, 0, min(8192, reader.size)) or b""
-    if any(head[offset:offset + len(magic)] == magic for offset, magic in FOREIGN_SIGNATURES):
+    # What replaces an ext file system in place (encryption, BitLocker, LVM, swap, md RAID):
+    # with one of these at the start, superblock copies further on are leftovers.
+    head = in_bytes(_try_read(reader, 0, min(8192, reader.size)) or b"")
+    if any(signature.found(head) for signature in SIGNATURES if signature.container):
         return
     for block_size in BACKUP_BLOCK_SIZES:
         per_group = min(8 * block_size, MAX_BLOCKS_PER_GROUP)
