@@ -36,7 +36,8 @@ from rescue.formats.image import (
 )
 from rescue.formats.manifest import Manifest, rescue_summary, write_sidecar
 from rescue.fs.domain import DiskPlan, SourceReader, plan_disk
-from rescue.io.source import BlockSource, ReadError, Source
+from rescue.io.reader import Unreadable
+from rescue.io.source import BlockSource, Source
 from rescue.rangemap import BAD, FINISHED, NON_SCRAPED, NON_TRIMMED, MapSnapshot, RangeMap
 from rescue.sim import faulty
 
@@ -312,7 +313,7 @@ class ImageJob:
         for offset, expected in self._samples(reader):
             try:
                 found = bytes(self.source.read(offset, len(expected)))
-            except ReadError:
+            except Unreadable:
                 continue  # a failing disk may lose a sector it gave before: that proves nothing
             if found != expected:
                 raise RefusedError(

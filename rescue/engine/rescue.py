@@ -33,7 +33,8 @@ from rescue.engine.jobs import JobControl, Progress, RateMeter
 from rescue.errors import DestinationError, SourceLostError
 from rescue.formats.image import ImageWriter
 from rescue.formats.mapfile import PHASES, Mapfile, MapSaveError
-from rescue.io.source import ReadError, Source
+from rescue.io.reader import Unreadable
+from rescue.io.source import Source
 from rescue.rangemap import (
     BAD,
     FINISHED,
@@ -307,7 +308,7 @@ class Rescue:
         self.mapfile.current_pos = offset
         try:
             data = self.source.read(offset, length)
-        except ReadError:
+        except Unreadable:
             self._read_errors += 1
             self._failed_read()
             if on_error is not None:
@@ -369,7 +370,7 @@ class Rescue:
     def _reads_again(self, offset: int) -> bool:
         try:
             self.source.read(offset, min(self.sector, self.rmap.size - offset))
-        except ReadError:
+        except Unreadable:
             return False
         return True
 

@@ -11,6 +11,7 @@ from typing import BinaryIO, Protocol, Self
 
 from rescue.errors import FormatError, UsageError
 from rescue.formats.manifest import Manifest, read_sidecar
+from rescue.io.reader import Reader
 
 FORMATS = ("raw", "qcow2", "zst")
 MIN_IMAGE_SIZE = 512  # one sector: anything smaller holds no disk
@@ -89,10 +90,8 @@ class ImageHasher(Protocol):
     def hexdigest(self) -> str: ...
 
 
-class ImageReader(Protocol):
+class ImageReader(Reader, Protocol):
     """Random-access view of an image's logical bytes; holes read as zeros."""
-
-    size: int
 
     def read(self, offset: int, length: int) -> bytes: ...
 
