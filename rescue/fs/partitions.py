@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from rescue.errors import FormatError, RescueError, SourceError
-from rescue.formats.image import FdReader
+from rescue.formats.base import FdReader
 from rescue.io.source import ReadError
 
 MBR_SIGNATURE = b"\x55\xaa"
