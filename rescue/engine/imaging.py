@@ -25,16 +25,17 @@ from rescue.engine.jobs import JobControl, Progress, RateMeter
 from rescue.engine.rescue import Outcome, Rescue, RescueOptions
 from rescue.errors import FormatError, RefusedError, UsageError
 from rescue.formats import mapfile
+from rescue.formats.base import ImageReader, ImageWriter
 from rescue.formats.fingerprint import hash_image
 from rescue.formats.image import (
-    ImageReader,
-    ImageWriter,
     format_for,
     open_reader,
+    open_writer,
     read_manifest,
     require_format,
+    store_manifest,
 )
-from rescue.formats.manifest import Manifest, rescue_summary, write_sidecar
+from rescue.formats.manifest import Manifest, rescue_summary
 from rescue.fs.domain import DiskPlan, SourceReader, plan_disk
 from rescue.io.reader import Unreadable
 from rescue.io.source import BlockSource, Source
@@ -74,17 +75,6 @@ def open_source(path: str) -> Source:
     if path.startswith(faulty.PREFIX):
         return faulty.FaultySource(path)
     return BlockSource(path)
-
-
-def open_writer(path: str, image_format: str, size: int, level: int) -> ImageWriter:
-    """A writer that takes writes in any order and continues an image it finds at `path`."""
-    if image_format == "qcow2":
-        from rescue.formats.qcow2 import Qcow2Writer
-
-        return Qcow2Writer(path, size, level=level)
-    from rescue.formats.raw import RawWriter
-
-    return RawWriter(path, size)
 
 
 def source_identity(path: str, size: int, sector_size: int, physical_sector_size: int
@@ -145,6 +135,7 @@ class ImageJob:
             if request.mode == "used" or metadata_first:
                 self.plan = self._plan_disk()
                 domain = self.plan.used if request.mode == "used" else domain
+            # qcow2 or raw: a rescue writes in any order, and continues what it finds
             writer = open_writer(self.image_path, self.image_format, self.source.size,
                                  request.level)
             # a fresh image can be fingerprinted as it is written; a resumed one cannot
@@ -328,7 +319,8 @@ class ImageJob:
                     if state == FINISHED]
         ends = list(itertools.accumulate(length for _, length in finished))
         sector = self.source.sector_size
-        data, zeros = [], []
+        data: list[tuple[int, bytes]] = []
+        zeros: list[tuple[int, bytes]] = []
         for step in range(SAMPLE_CANDIDATES):
             position = ends[-1] * step // SAMPLE_CANDIDATES
             index = bisect.bisect_right(ends, position)
@@ -391,10 +383,7 @@ class ImageJob:
             streamed = self.writer.fingerprint() if isinstance(self.writer, DigestingWriter) \
                 else None
             manifest.fingerprint = streamed or self._read_back_fingerprint()
-        if hasattr(self.writer, "set_manifest"):
-            self.writer.set_manifest(manifest.to_bytes())
-        elif not getattr(self.writer, "is_device", False):  # a disk has no room beside it
-            write_sidecar(self.image_path, manifest)
+        store_manifest(self.writer, self.image_path, manifest)
 
     def _read_back_fingerprint(self) -> str:
         reader = open_reader(self.image_path, self.image_format)

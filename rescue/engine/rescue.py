@@ -31,7 +31,7 @@ from enum import Enum
 
 from rescue.engine.jobs import JobControl, Progress, RateMeter
 from rescue.errors import DestinationError, SourceLostError
-from rescue.formats.image import ImageWriter
+from rescue.formats.base import ImageWriter
 from rescue.formats.mapfile import PHASES, Mapfile, MapSaveError
 from rescue.io.reader import Unreadable
 from rescue.io.source import Source

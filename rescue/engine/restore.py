@@ -68,9 +68,10 @@ from rescue.errors import (
     UsageError,
 )
 from rescue.formats import mapfile
+from rescue.formats.base import ImageReader, Ranges
 from rescue.formats.fingerprint import Fingerprint, chunk_digests, zero_chunk_digests
-from rescue.formats.image import ImageReader, detect_format, open_reader
-from rescue.formats.integrity import ImageGate, Ranges, Verdict, read_checked
+from rescue.formats.image import detect_format, open_reader
+from rescue.formats.integrity import ImageGate, Verdict, read_checked
 from rescue.fs.partitions import PartitionTable, read_partition_table
 from rescue.io.source import LOST_ERRORS
 from rescue.rangemap import FINISHED, NON_TRIED, RangeMap

@@ -37,7 +37,8 @@ import mfusepy as fuse
 import rescue
 from rescue.errors import FormatError, RescueError, UsageError
 from rescue.explore.volumes import Volume, read_layout, volume_dir
-from rescue.formats.image import FORMATS, ImageReader, detect_format, open_reader
+from rescue.formats.base import ImageReader
+from rescue.formats.image import FORMATS, detect_format, open_reader
 from rescue.io.reader import Unreadable
 
 DISK_NAME = "disk"

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from rescue.devices.probe import probe
 from rescue.errors import FormatError, UsageError
-from rescue.formats.image import ImageReader
+from rescue.formats.base import ImageReader
 from rescue.fs.partitions import SliceReader, read_partition_table
 from rescue.io.reader import Unreadable
 

@@ -11,7 +11,7 @@ import stat
 from collections.abc import Iterator
 
 from rescue.errors import DestinationError, FormatError
-from rescue.formats.image import FdReader
+from rescue.formats.base import Capabilities, FdReader
 
 _ZERO = bytes(4 << 20)
 
@@ -32,6 +32,7 @@ class RawWriter:
             self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
             st = os.fstat(self.fd)
             self.is_device = stat.S_ISBLK(st.st_mode)
+            self.capabilities = Capabilities(device=self.is_device)
             if not self.is_device and st.st_size < size:
                 os.ftruncate(self.fd, size)  # sparse: holes read as zeros
         except OSError as exc:

@@ -16,7 +16,7 @@ import zlib
 from dataclasses import dataclass
 
 from rescue.errors import FormatError, SourceError
-from rescue.formats.image import FdReader
+from rescue.formats.base import FdReader
 from rescue.fs.signatures import MBR_SIGNATURE, SIGNATURES, in_bytes
 from rescue.io.reader import Reader, Unreadable
 
