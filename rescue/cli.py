@@ -29,7 +29,7 @@ class _CommandParser(argparse.ArgumentParser):
 
     _parsing = False
 
-    def parse_known_args(self, args=None, namespace=None):  # type: ignore[no-untyped-def]
+    def parse_known_args(self, args=None, namespace=None):
         if self._parsing:  # the intermixed parse calls back here for its two passes
             return super().parse_known_args(args, namespace)
         self._parsing = True

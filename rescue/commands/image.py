@@ -7,20 +7,12 @@ import json
 import shlex
 import sys
 
-from rescue.commands.status import StatusPrinter, run_presented
-from rescue.engine.imaging import MODES, ORDERS, ImageJob, ImageRequest
-from rescue.engine.rescue import Outcome, RescueOptions
-from rescue.errors import ExitCode, UsageError
+from rescue.commands.status import ProgressReporter, run_presented, status_line, status_lines
+from rescue.engine.imaging import DEFAULT_LEVEL, MODES, ORDERS, ImageJob, ImageRequest
+from rescue.engine.rescue import RescueOptions
 from rescue.formats.image import FORMATS
 from rescue.sim.faulty import parse_size
 from rescue.units import human_size
-
-OUTCOME_EXIT = {
-    Outcome.RESCUED: ExitCode.OK,
-    Outcome.UNREADABLE: ExitCode.UNREADABLE,
-    Outcome.TIMEOUT: ExitCode.TIMEOUT,
-    Outcome.INTERRUPTED: ExitCode.INTERRUPTED,
-}
 
 
 def add_rescue_options(parser: argparse.ArgumentParser) -> None:
@@ -46,10 +38,7 @@ def add_rescue_options(parser: argparse.ArgumentParser) -> None:
 
 
 def rescue_options(args: argparse.Namespace) -> RescueOptions:
-    if args.cluster_size < 512 or args.cluster_size % 512:
-        raise UsageError("--cluster-size must be a multiple of 512")
-    if args.retries < 0:
-        raise UsageError("--retries must not be negative")
+    """The options as given; ImageRequest checks them."""
     return RescueOptions(
         cluster_size=args.cluster_size, skip_size=max(args.skip_size, 512),
         max_skip_size=args.max_skip_size, retries=args.retries, trim=not args.no_trim,
@@ -68,7 +57,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--map", "-m", dest="map_path", metavar="MAPFILE",
                         help="ddrescue mapfile (default DEST.map)")
     parser.add_argument("--format", choices=FORMATS, help="image format (default: by extension)")
-    parser.add_argument("--level", type=int, default=3, help="compression level (default 3)")
+    parser.add_argument("--level", type=int, default=DEFAULT_LEVEL,
+                        help="compression level (default 3)")
     parser.add_argument("--domain", metavar="MAPFILE",
                         help="read only what this mapfile marks finished ('+')")
     parser.add_argument("--mode", choices=MODES, default="full",
@@ -89,10 +79,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run_job(job: ImageJob, json_lines: bool) -> int:
     """Run the job in a worker thread and present it here until it ends."""
-    printer = StatusPrinter(job.progress, json_lines=json_lines)
-    outcome = run_presented(job.run, job.control, printer.update, printer.interval)
+    reporter = ProgressReporter(job.progress, json_lines, status_lines, status_line)
+    outcome = run_presented(job.run, job.control, reporter)
     progress = job.progress()
-    code = OUTCOME_EXIT[outcome]
+    code = outcome.exit_code
     if json_lines:
         print(json.dumps({"type": "summary", "outcome": outcome.value, "exit_code": int(code),
                           "mapfile": job.request.mapfile_path, **progress.as_dict()}))

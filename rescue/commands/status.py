@@ -1,4 +1,5 @@
-"""Text and JSON presenters of a job's progress: they poll snapshots, the job never prints."""
+"""The one presenter of a running job on the command line: it polls snapshots and prints them
+as text or JSON; the job never prints."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TextIO, TypeVar
+from typing import Generic, Protocol, TextIO, TypeVar
 
 from rescue.engine.jobs import JobControl, Progress
 from rescue.units import human_duration, human_rate, human_size
@@ -31,14 +32,27 @@ def status_lines(p: Progress) -> list[str]:
     ]
 
 
-class StatusPrinter:
-    """Prints progress while a job runs: a redrawn block on a terminal, one line a second
-    otherwise, or one JSON object per update with --json."""
+class Reportable(Protocol):
+    """A job's progress at one moment, as --json prints it."""
 
-    def __init__(self, poll: Callable[[], Progress], stream: TextIO = sys.stdout,
-                 json_lines: bool = False) -> None:
-        self.poll, self.stream, self.json_lines = poll, stream, json_lines
-        self.live = stream.isatty() and not json_lines
+    def as_dict(self) -> dict[str, object]: ...
+
+
+P = TypeVar("P", bound=Reportable)
+
+
+class ProgressReporter(Generic[P]):
+    """Prints a job's progress while it runs, in one of three forms: with --json one JSON
+    object per update; on a terminal `lines` redrawn in place; otherwise `plain` (by default
+    the same lines) once a second. `redraw=False` keeps to plain lines even on a terminal."""
+
+    def __init__(self, poll: Callable[[], P], json_lines: bool,
+                 lines: Callable[[P], list[str]], plain: Callable[[P], list[str]] | None = None,
+                 stream: TextIO | None = None, redraw: bool = True) -> None:
+        self.poll, self.json_lines = poll, json_lines
+        self.lines, self.plain = lines, plain or lines
+        self.stream = stream or sys.stdout
+        self.live = redraw and self.stream.isatty() and not json_lines
         self.interval = 0.25 if self.live else 1.0
         self._drawn = 0
 
@@ -47,14 +61,18 @@ class StatusPrinter:
         if self.json_lines:
             self.stream.write(json.dumps({"type": "progress", **progress.as_dict()}) + "\n")
         elif self.live:
-            lines = status_lines(progress)
+            lines = self.lines(progress)
             up = f"\x1b[{self._drawn}F" if self._drawn else ""
             self.stream.write(up + "".join(f"\x1b[2K{line}\n" for line in lines))
             self._drawn = len(lines)
         else:
-            self.stream.write(" | ".join(status_lines(progress)[:3]) + "\n")
+            self.stream.write("".join(f"{line}\n" for line in self.plain(progress)))
         self.stream.flush()
 
+
+def status_line(p: Progress) -> list[str]:
+    """The status block on one line, for logs: the first three lines of it."""
+    return [" | ".join(status_lines(p)[:3])]
 
 
 Result = TypeVar("Result")
@@ -73,10 +91,11 @@ def cancel_on_signals(control: JobControl) -> Iterator[None]:
 
 
 def run_presented(work: Callable[[], Result], control: JobControl,
-                  present: Callable[[], None], interval: float) -> Result:
-    """Run `work` in a worker thread while this thread presents it every `interval` seconds
+                  reporter: ProgressReporter) -> Result:
+    """Run `work` in a worker thread while this thread reports its progress every interval
     and once more at a successful end; signals cancel through `control`; the worker's error
-    is raised here, in place of the final presentation."""
+    is raised here, in place of the final report."""
+    present, interval = reporter.update, reporter.interval
     outcome: list[Result] = []
     failure: list[BaseException] = []
 

@@ -8,17 +8,17 @@ what they run, how they summarise themselves and what exit code their outcome me
 from __future__ import annotations
 
 import time
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from textual.worker import Worker
 
-from rescue.commands.image import OUTCOME_EXIT
 from rescue.engine.imaging import ImageJob
 from rescue.engine.jobs import JobControl, Progress
 from rescue.engine.rescue import Outcome
 from rescue.engine.restore import RestoreJob, RestoreProgress, RestoreResult
 from rescue.errors import ExitCode, RescueError
 from rescue.fs.affected import image_damage_report
+from rescue.rangemap import MapSnapshot
 from rescue.units import human_size
 
 Result = TypeVar("Result")
@@ -68,6 +68,10 @@ class BackgroundJob(Generic[Result]):
 
     def phase(self) -> str:
         """The current phase, logged whenever it changes."""
+        raise NotImplementedError
+
+    def poll(self) -> Any:
+        """The job's progress now, for its screen; phase changes go to the log."""
         raise NotImplementedError
 
     # ---- shared ----------------------------------------------------------------------------
@@ -168,7 +172,7 @@ class RunningJob(BackgroundJob[Outcome]):
         return outcome.value
 
     def outcome_exit(self, outcome: Outcome) -> ExitCode:
-        return OUTCOME_EXIT[outcome]
+        return outcome.exit_code
 
     def finished_note(self, outcome: Outcome) -> str:
         return f"{outcome.value}; map saved to {self.job.request.mapfile_path}"
@@ -178,9 +182,15 @@ class RunningJob(BackgroundJob[Outcome]):
         return f"{progress.phase}, pass {progress.pass_no}"
 
     def poll(self) -> Progress:
-        """The job's progress now; phase and pass changes go to the log."""
         self.note_phase()
         return self.job.progress()
+
+    def map_version(self) -> int:
+        """Changes whenever the map does: a new snapshot is worth taking only then."""
+        return self.job.rescue.rmap.version
+
+    def snapshot(self) -> MapSnapshot:
+        return self.job.snapshot()
 
     def summary(self) -> str:
         totals = self.job.rescue.totals()
