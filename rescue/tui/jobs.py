@@ -8,7 +8,7 @@ what they run, how they summarise themselves and what exit code their outcome me
 from __future__ import annotations
 
 import time
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 from textual.worker import Worker
 
@@ -22,6 +22,7 @@ from rescue.rangemap import MapSnapshot
 from rescue.units import human_size
 
 Result = TypeVar("Result")
+Shown = TypeVar("Shown")  # the progress a job's screen draws
 
 AFFECTED_SHOWN = 8  # the log lists this many; `rescue report` lists them all
 RESTORE_EXIT = {"restored": ExitCode.OK, "damaged": ExitCode.UNREADABLE,
@@ -37,8 +38,11 @@ def one_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
-class BackgroundJob(Generic[Result]):
-    """One job in the app, running or done; pause and cancel go through its JobControl."""
+class BackgroundJob(Generic[Result, Shown]):
+    """One job in the app, running or done; pause and cancel go through its JobControl.
+
+    What its screen reads: `poll()` for the progress now, `state`, `log`, and `summary()` for
+    the jobs list; an imaging job adds its map (`snapshot()`, `map_version()`)."""
 
     def __init__(self, title: str, control: JobControl) -> None:
         self.title = title
@@ -70,7 +74,7 @@ class BackgroundJob(Generic[Result]):
         """The current phase, logged whenever it changes."""
         raise NotImplementedError
 
-    def poll(self) -> Any:
+    def poll(self) -> Shown:
         """The job's progress now, for its screen; phase changes go to the log."""
         raise NotImplementedError
 
@@ -135,7 +139,7 @@ class BackgroundJob(Generic[Result]):
         self.note(f"error: {one_line(error)}")
 
 
-class RunningJob(BackgroundJob[Outcome]):
+class RunningJob(BackgroundJob[Outcome, Progress]):
     """An imaging job: the engine's ImageJob."""
 
     def __init__(self, job: ImageJob, title: str) -> None:
@@ -197,7 +201,7 @@ class RunningJob(BackgroundJob[Outcome]):
         return f"rescued {human_size(totals['+'])}  bad {human_size(totals['-'])}"
 
 
-class RunningRestore(BackgroundJob[RestoreResult]):
+class RunningRestore(BackgroundJob[RestoreResult, RestoreProgress]):
     """A restore onto one or more targets: the engine's RestoreJob."""
 
     def __init__(self, job: RestoreJob, title: str) -> None:

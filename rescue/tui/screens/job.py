@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import termios
-from typing import Any, ClassVar, TextIO
+from typing import Any, ClassVar, Generic, TextIO
 
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -15,7 +15,7 @@ from textual.widgets import Log
 from rescue.engine.imaging import FINISHED_OUTCOMES
 from rescue.engine.jobs import Progress
 from rescue.tui.host import host_of
-from rescue.tui.jobs import BackgroundJob, RunningJob
+from rescue.tui.jobs import BackgroundJob, RunningJob, Shown
 from rescue.tui.screens.map_screen import MapScreen
 from rescue.tui.widgets.counters import progress_text
 from rescue.tui.widgets.sector_map import MapLook
@@ -51,20 +51,20 @@ def frame_interval(frames_per_second: float, speed: int | None = None) -> float:
     return max(fastest, 2 * FRAME_BYTES / (speed / 10))
 
 
-class JobScreenBase(Screen):
+class JobScreenBase(Screen, Generic[Shown]):
     """What the job and restore screens share: the job followed frame by frame, its log,
     pause and cancel. Closing the screen leaves the job running. Subclasses draw the progress
     (`draw`) and keep their own key bindings."""
 
     LOG_ID: ClassVar[str] = "log"
 
-    def __init__(self, running: BackgroundJob, *args: Any) -> None:
+    def __init__(self, running: BackgroundJob[Any, Shown], *args: Any) -> None:
         super().__init__(*args)
         self.running = running
         self._log_shown = 0
         self._actions: tuple[bool, bool] | None = None
 
-    def draw(self, progress: Any) -> None:
+    def draw(self, progress: Shown) -> None:
         """Show `progress`, the running job's progress now."""
         raise NotImplementedError
 
@@ -102,7 +102,7 @@ class JobScreenBase(Screen):
         self.refresh_job()
 
 
-class JobScreen(JobScreenBase, MapScreen):
+class JobScreen(JobScreenBase[Progress], MapScreen):
     """Presents one RunningJob: its live sector map, counters and log."""
 
     BINDINGS: ClassVar[list[BindingType]] = [

@@ -33,7 +33,7 @@ def progress_lines(progress: RestoreProgress) -> str:
     return "\n".join(target_line(target) for target in progress.targets)
 
 
-class RestoreScreen(JobScreenBase):
+class RestoreScreen(JobScreenBase[RestoreProgress]):
     """Presents one RunningRestore."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
