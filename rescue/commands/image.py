@@ -7,12 +7,35 @@ import json
 import shlex
 import sys
 
-from rescue.commands.status import ProgressReporter, run_presented, status_line, status_lines
+from rescue.commands.status import ProgressReporter, run_presented
 from rescue.engine.imaging import DEFAULT_LEVEL, MODES, ORDERS, ImageJob, ImageRequest
+from rescue.engine.jobs import Progress
 from rescue.engine.rescue import RescueOptions
 from rescue.formats.image import FORMATS
 from rescue.sim.faulty import parse_size
-from rescue.units import human_size
+from rescue.units import human_duration, human_rate, human_size
+
+
+def status_lines(p: Progress) -> list[str]:
+    """The live status block, ddrescue's fields, 80 columns wide at most."""
+    pct = 100 * p.rescued / p.domain_size if p.domain_size else 100.0
+    state = " (paused)" if p.paused else ""
+    return [
+        f"rescued: {human_size(p.rescued):>10} ({pct:5.1f}%)   bad: {human_size(p.bad):>10}"
+        f"   read errors: {p.read_errors}",
+        f"non-tried: {human_size(p.non_tried):>10}   non-trimmed: {human_size(p.non_trimmed):>10}"
+        f"   non-scraped: {human_size(p.non_scraped):>10}",
+        f"rate: {human_rate(p.current_rate):>12} now {human_rate(p.average_rate):>12} average"
+        f"   pos: {human_size(p.position)}",
+        f"{p.phase} pass {p.pass_no}{state}   elapsed: {human_duration(p.elapsed)}"
+        f"   since last good read: {human_duration(p.since_last_good)}"
+        f"   remaining: {human_duration(p.eta)}",
+    ]
+
+
+def status_line(p: Progress) -> list[str]:
+    """The status block on one line, for logs: the first three lines of it."""
+    return [" | ".join(status_lines(p)[:3])]
 
 
 def add_rescue_options(parser: argparse.ArgumentParser) -> None:
