@@ -1,4 +1,5 @@
-"""The job screen: a running rescue's live sector map, counters and log; pause and cancel."""
+"""The job screens: what following a job takes (JobScreenBase), and the imaging job's screen
+with its live sector map, counters and log; pause and cancel."""
 
 from __future__ import annotations
 
