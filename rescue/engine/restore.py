@@ -101,6 +101,24 @@ class RestoreRequest:
     command_line: str = ""
     image_format: str | None = None  # --format; detected from the image when None
 
+    def to_argv(self) -> list[str]:
+        """The `rescue restore` command that starts (or continues) this restore: what differs
+        from the defaults."""
+        argv = ["rescue", "restore", self.image, *self.targets]
+        if self.image_format is not None:
+            argv += ["--format", self.image_format]
+        if self.partition is not None:
+            argv += ["--partition", str(self.partition)]
+        for flag, on in (("--no-verify", not self.verify), ("--skip-holes", self.skip_holes),
+                         ("--check-image", self.check_image), ("--force", self.force)):
+            if on:
+                argv.append(flag)
+        if self.map_dir is not None:
+            argv += ["--map-dir", self.map_dir]
+        if self.checkpoint != RestoreRequest.checkpoint:
+            argv += ["--checkpoint", f"{self.checkpoint:g}"]
+        return argv
+
 
 @dataclass(frozen=True)
 class Span:
