@@ -6,13 +6,12 @@ import contextlib
 import hashlib
 import os
 import subprocess
-import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from tests.fixtures.cli import rescue, run
 from tests.fixtures.loop import loop_device
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 FS_SIZE = 64 << 20
 PART_START = 1 << 20  # the GPT disk's partition 1 starts at 1 MiB
 # How finely each file system keeps a modification time as its driver here writes it
@@ -21,21 +20,6 @@ TIME_RESOLUTION_NS = {"ext4": 1, "ntfs": 100, "vfat": 2_000_000_000, "exfat": 2_
 POSIX_MODES = ("ext4",)
 # The whole-second times given to the tree: a few well in the past, with nanoseconds.
 TIMES = (1_234_567_890_123_456_789, 1_500_000_000_987_654_321, 1_600_000_002_000_000_000)
-
-
-def run(*args: str | os.PathLike[str], **kwargs: object) -> str:
-    return subprocess.run([str(a) for a in args], check=True, capture_output=True, text=True,
-                          **kwargs).stdout  # type: ignore[call-overload]
-
-
-def rescue(*args: str | os.PathLike[str], timeout: float = 300) -> subprocess.CompletedProcess:
-    """The `rescue` CLI as a user runs it, with the explore commands registered."""
-    code = ("import sys, rescue.cli as c\n"
-            "if 'explore' not in c.COMMANDS: c.COMMANDS += ('explore',)\n"
-            "raise SystemExit(c.main(sys.argv[1:]))")
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "TZ": "UTC"}
-    return subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True,
-                          text=True, timeout=timeout, env=env, cwd=REPO_ROOT)
 
 
 def make_tree(root: Path, *, symlinks: bool) -> None:

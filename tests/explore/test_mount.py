@@ -30,8 +30,8 @@ from tests.explore.images import (
     SETUID_PROGRAM,
     make_gpt_disk,
     make_untrusted_filesystem,
-    rescue,
 )
+from tests.fixtures.cli import rescue
 
 pytestmark = [pytest.mark.slow, pytest.mark.root]
 

@@ -11,7 +11,8 @@ import struct
 import tempfile
 from pathlib import Path
 
-from tests.fs.builders import MIB, fuse_mounted, make_tree, run, tree_hashes
+from tests.fixtures.cli import run
+from tests.fixtures.filesystems import MIB, fuse_mounted, make_tree, tree_hashes
 
 CLUSTER = 512
 SMALL = 1024  # two clusters: too big to stay resident in a 1 KiB MFT record

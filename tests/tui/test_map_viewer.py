@@ -19,8 +19,8 @@ from rescue.tui.app import make_app
 from rescue.tui.screens import map_viewer
 from rescue.tui.screens.map_viewer import MapViewerScreen
 from rescue.tui.widgets.sector_map import MapLook, SectorMap
-from tests.tui.helpers import drive, screen_lines, wait_until
-from tests.tui.test_sector_map import write_map
+from tests.fixtures.mapfiles import write_map
+from tests.fixtures.tui import drive, screen_lines, wait_until
 
 MIB = 1 << 20
 needs_ddrescue = pytest.mark.skipif(not shutil.which("ddrescue"), reason="needs GNU ddrescue")
