@@ -20,13 +20,10 @@ from tests.fixtures.faultdisk import (
     read_log,
     sector_reads,
 )
+from tests.fixtures.judges import listed_sectors, sectors_of
 
 MIB = 1 << 20
 DISK_SIZE = 8 * MIB
-
-def sectors_of(ranges: list[tuple[int, int]]) -> set[int]:
-    return {sector for start, length in ranges
-            for sector in range(start // SECTOR, (start + length) // SECTOR)}
 
 
 def ddrescue(device: str, workdir: Path, *options: str) -> tuple[Path, Path]:
@@ -34,12 +31,6 @@ def ddrescue(device: str, workdir: Path, *options: str) -> tuple[Path, Path]:
     subprocess.run(["ddrescue", "-d", "-b", str(SECTOR), *options, device, str(image),
                     str(mapfile)], check=True, capture_output=True)
     return image, mapfile
-
-
-def bad_sectors_in_map(mapfile: Path) -> set[int]:
-    listed = subprocess.run(["ddrescuelog", "-l-", "-b", str(SECTOR), str(mapfile)],
-                            check=True, capture_output=True, text=True).stdout
-    return {int(line) for line in listed.split()}
 
 
 def read_sector(fd: int, sector: int) -> bytes:
@@ -117,7 +108,7 @@ def test_ddrescue_maps_exactly_the_bad_ranges(backing: Path, tmp_path: Path) -> 
     with faulty_device(str(backing), spec, log=str(log)) as device:
         image, mapfile = ddrescue(device, tmp_path)
     expected_bad = sectors_of(bad)
-    assert bad_sectors_in_map(mapfile) == expected_bad
+    assert listed_sectors(mapfile, "-") == expected_bad
     assert expected_bad <= set(sector_reads(read_log(str(log)), ok=False))
 
     original, rescued = backing.read_bytes(), image.read_bytes()
@@ -137,7 +128,7 @@ def test_flaky_sectors_are_rescued_by_retries(backing: Path, tmp_path: Path) -> 
     with faulty_device(str(backing), "sim:flaky={}+{}*{}".format(*flaky), log=str(log)
                        ) as device:
         image, mapfile = ddrescue(device, tmp_path, "-r3")
-    assert bad_sectors_in_map(mapfile) == set()
+    assert listed_sectors(mapfile, "-") == set()
     assert image.read_bytes() == backing.read_bytes()
 
     reads = read_log(str(log))
