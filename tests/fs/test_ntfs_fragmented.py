@@ -18,7 +18,7 @@ from rescue.fs.used.ntfs import NtfsFS
 from tests.fixtures.cli import rescue, run
 from tests.fixtures.faultdisk import faulty_device
 from tests.fixtures.filesystems import extracted_hashes, fsck_clean, partclone_used
-from tests.fs.ntfs_builders import (
+from tests.fixtures.ntfs import (
     SPARSE_NAME,
     MftRecords,
     attribute_offset,
