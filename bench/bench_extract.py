@@ -17,8 +17,8 @@ import tempfile
 
 from common import REPO, drop_caches, report, timed
 
-from rescue.sim.faulty import content, parse_size
-from rescue.units import human_rate, human_size
+from rescue.sim.faulty import content
+from rescue.units import human_rate, human_size, parse_size
 from tests.fixtures.loop import loop_device
 
 MiB = 1 << 20

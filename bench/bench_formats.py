@@ -16,7 +16,7 @@ import tempfile
 
 from common import REPO, make_mixed_disk, remove, report, rescue_cmd, timed
 
-from rescue.sim.faulty import parse_size
+from rescue.units import parse_size
 from tests.fixtures.loop import loop_device
 
 MiB = 1 << 20

@@ -20,7 +20,7 @@ import tempfile
 from common import REPO, make_mixed_disk, remove, report, rescue_cmd, timed
 
 from rescue.formats import mapfile
-from rescue.sim.faulty import parse_size
+from rescue.units import parse_size
 from tests.fixtures.faultdisk import faulty_device
 from tests.fixtures.loop import loop_device
 

@@ -39,7 +39,7 @@ from contextlib import ExitStack
 
 from common import REPO, make_mixed_disk, report, rescue_cmd, timed
 
-from rescue.sim.faulty import parse_size
+from rescue.units import parse_size
 from tests.fixtures.loop import loop_device
 
 MiB = 1 << 20

@@ -20,8 +20,7 @@ from common import drop_caches, make_mixed_disk, remove, report, rescue_cmd, tim
 
 from rescue.fs.domain import plan_disk
 from rescue.fs.partitions import DiskReader
-from rescue.sim.faulty import parse_size
-from rescue.units import human_size
+from rescue.units import human_size, parse_size
 from tests.fixtures.loop import loop_device
 
 MiB = 1 << 20

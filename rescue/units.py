@@ -1,6 +1,8 @@
-"""Human-readable sizes, rates and durations, shared by every presenter."""
+"""Sizes, rates and durations: read as a user writes them, shown as a user reads them."""
 
 from __future__ import annotations
+
+from rescue.errors import UsageError
 
 
 def human_size(n: float) -> str:
@@ -31,3 +33,21 @@ def human_duration(seconds: float | None) -> str:
     if minutes:
         return f"{minutes}m {secs:02d}s"
     return f"{secs}s"
+
+
+_UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def parse_size(text: str) -> int:
+    """A size as a user writes it: 4096, 0x1000, 64k, 2M, 1.5G; never negative."""
+    text = text.strip()
+    try:
+        if text[-1:].upper() in _UNITS:
+            value = int(float(text[:-1]) * _UNITS[text[-1].upper()])
+        else:
+            value = int(text, 0)
+    except (ValueError, OverflowError):
+        value = -1
+    if value < 0:
+        raise UsageError(f"{text!r} is not a size (use e.g. 4096, 0x1000, 64k, 2M)")
+    return value

@@ -12,8 +12,7 @@ from rescue.engine.imaging import DEFAULT_LEVEL, MODES, ORDERS, ImageJob, ImageR
 from rescue.engine.jobs import Progress
 from rescue.engine.rescue import RescueOptions
 from rescue.formats.image import FORMATS
-from rescue.sim.faulty import parse_size
-from rescue.units import human_duration, human_rate, human_size
+from rescue.units import human_duration, human_rate, human_size, parse_size
 
 
 def status_lines(p: Progress) -> list[str]:

@@ -27,23 +27,24 @@ from functools import lru_cache
 
 from rescue.errors import UsageError
 from rescue.io.reader import Unreadable
+from rescue.units import parse_size
 
 PREFIX = "sim:"
 SECTOR = 512
 CHUNK = 1 << 20
-_UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 DEMO_SPEC = ("sim:size=256M,rate=48M,bad=20M+2k,bad=61M+1M,bad=64M+4k,"
              "slow=100M+12M@0.08,bad=150M+160k,flaky=180M+64k*2,bad=200M+8M,bad=230M+512")
 
 
-def parse_size(text: str) -> int:
-    text = text.strip()
+def _number(text: str, kind: type[int] | type[float], what: str, least: float) -> float:
+    """A setting's number, refused with one clear line unless it is at least `least`."""
     try:
-        if text[-1:].upper() in _UNITS:
-            return int(float(text[:-1]) * _UNITS[text[-1].upper()])
-        return int(text, 0)
-    except ValueError:
-        raise UsageError(f"{text!r} is not a size (use e.g. 4096, 0x1000, 64k, 2M)") from None
+        value = kind(text)
+    except (ValueError, OverflowError):
+        value = least - 1
+    if not value >= least:  # also refuses NaN
+        raise UsageError(f"{what} {text!r} must be a number of at least {least:g}")
+    return value
 
 
 class _Ranges:
@@ -107,24 +108,27 @@ class FaultySpec:
         slow = []
         for v in settings.get("slow", []):
             span, _, delay = v.partition("@")
-            slow.append((*_span(span), float(delay or "0.05")))
+            slow.append((*_span(span), _number(delay or "0.05", float, "a slow delay", 0)))
         flaky = []
         for v in settings.get("flaky", []):
             span, _, times = v.partition("*")
-            flaky.append((*_span(span), float(int(times or "1"))))
+            flaky.append((*_span(span), float(_number(times or "1", int, "a flaky count", 1))))
         size = parse_size(settings["size"][-1])
         if size <= 0:
             raise UsageError("a simulated disk needs a positive size")
         gone = parse_size(settings["gone"][-1]) if "gone" in settings else None
         return cls(size, bad, slow, flaky, parse_size(settings.get("rate", ["0"])[-1]),
-                   int(settings.get("seed", ["0"])[-1]), gone)
+                   int(_number(settings.get("seed", ["0"])[-1], int, "a seed", 0)), gone)
 
 
 def _span(text: str) -> tuple[int, int]:
     pos, sep, length = text.partition("+")
     if not sep:
         raise UsageError(f"range {text!r} must be POS+LENGTH, e.g. 10M+4k")
-    return parse_size(pos), parse_size(length)
+    start, size = parse_size(pos), parse_size(length)
+    if size == 0:
+        raise UsageError(f"range {text!r} is empty")
+    return start, size
 
 
 @lru_cache(maxsize=8)
