@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from rescue.engine import restore
+from rescue.engine import pipeline, restore
 from rescue.formats import mapfile
 from rescue.formats.image import ImageReader, open_reader
 from rescue.rangemap import FINISHED
@@ -201,6 +201,7 @@ def test_reading_stops_once_the_only_target_is_lost(tmp_path: Path, stack: ExitS
         return reader
 
     monkeypatch.setattr(restore, "open_reader", counting_reader)
+    monkeypatch.setattr(pipeline, "open_reader", counting_reader)
     job = restore.RestoreJob(restore.RestoreRequest(
         str(tmp_path / "large.img"), (lost.device,), map_dir=str(tmp_path / "maps")))
     assert job.check()[0].allowed()
