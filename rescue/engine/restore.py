@@ -34,6 +34,7 @@ larger disk gets its backup header and table moved to the end of the target (`sg
 from __future__ import annotations
 
 import contextlib
+import enum
 import hashlib
 import os
 import threading
@@ -48,6 +49,7 @@ from rescue.engine.pipeline import CHUNK, Pipeline, Span, Target, merge
 from rescue.errors import (
     DamagedImageError,
     DestinationError,
+    ExitCode,
     FormatError,
     RefusedError,
     UsageError,
@@ -144,10 +146,32 @@ class RestoreProgress:
                 "paused": self.paused, "targets": [t.as_dict() for t in self.targets]}
 
 
+class RestoreOutcome(enum.StrEnum):
+    """How a restore ended; its value is the word that JSON output and logs show."""
+
+    RESTORED = "restored"
+    DAMAGED = "damaged"  # the image is damaged; the targets hold the rest of it
+    MISMATCH = "mismatch"  # a target read back differently; running again rewrites that
+    FAILED = "failed"  # a target could not be written; running again continues it
+    INTERRUPTED = "interrupted"  # cancelled; running again continues
+
+    @property
+    def exit_code(self) -> ExitCode:
+        return _EXIT_CODES[self]
+
+
+_EXIT_CODES = {
+    RestoreOutcome.RESTORED: ExitCode.OK,
+    RestoreOutcome.DAMAGED: ExitCode.UNREADABLE,
+    RestoreOutcome.MISMATCH: ExitCode.UNREADABLE,
+    RestoreOutcome.FAILED: ExitCode.DESTINATION,
+    RestoreOutcome.INTERRUPTED: ExitCode.INTERRUPTED,
+}
+
+
 @dataclass(frozen=True)
 class RestoreResult:
-    outcome: str  # restored, damaged (the image; the rest is restored), mismatch, failed,
-    # interrupted
+    outcome: RestoreOutcome
     targets: tuple[TargetProgress, ...]
     image: Verdict  # what the image's checks found, and what they could check
 
@@ -474,9 +498,10 @@ class RestoreJob:
         progress = tuple(self._target_progress(t) for t in self._targets)
         phases = {p.phase for p in progress}
         verdict = self.gate.verdict().within(self.source[0], self._read_length)
-        outcome = ("failed" if "failed" in phases else "mismatch" if "mismatch" in phases
-                   else "interrupted" if cancelled else "restored" if verdict.intact
-                   else "damaged")
+        outcome = (RestoreOutcome.FAILED if "failed" in phases
+                   else RestoreOutcome.MISMATCH if "mismatch" in phases
+                   else RestoreOutcome.INTERRUPTED if cancelled
+                   else RestoreOutcome.RESTORED if verdict.intact else RestoreOutcome.DAMAGED)
         return RestoreResult(outcome, progress, verdict)
 
     def progress(self) -> RestoreProgress:
