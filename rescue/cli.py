@@ -29,7 +29,7 @@ class _CommandParser(argparse.ArgumentParser):
 
     _parsing = False
 
-    def parse_known_args(self, args=None, namespace=None):  # type: ignore[no-untyped-def]
+    def parse_known_args(self, args=None, namespace=None):
         if self._parsing:  # the intermixed parse calls back here for its two passes
             return super().parse_known_args(args, namespace)
         self._parsing = True
@@ -54,11 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command is None:  # a bare `rescue` opens the full-screen app, as `rescue tui` does
+        args = parser.parse_args(["tui"])
     try:
-        if args.command is None:  # a bare `rescue` opens the full-screen app
-            from rescue.commands import tui
-
-            return int(tui.run(args))
         return int(args.run(args))
     except RescueError as exc:
         print(f"rescue: {exc}", file=sys.stderr)

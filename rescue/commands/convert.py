@@ -7,8 +7,8 @@ import json
 import sys
 
 from rescue.commands import add_image_argument
-from rescue.commands.status import run_presented
-from rescue.engine.convert import Conversion
+from rescue.commands.status import ProgressReporter, run_presented
+from rescue.engine.convert import Conversion, ConvertProgress
 from rescue.formats.image import FORMATS
 from rescue.units import human_rate, human_size
 
@@ -25,20 +25,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
+def progress_line(p: ConvertProgress) -> list[str]:
+    pct = 100 * p.done / p.size if p.size else 100
+    return [f"converted {human_size(p.done)} of {human_size(p.size)} ({pct:.0f}%), "
+            f"{human_rate(p.done / max(p.elapsed, 1e-3))}"]
+
+
 def run(args: argparse.Namespace) -> int:
     job = Conversion(args.source, args.dest, args.format, args.level, args.force,
                      source_format=args.image_format)
 
-    def present() -> None:
-        p = job.progress()
-        if args.json:
-            print(json.dumps({"type": "progress", **p.as_dict()}), flush=True)
-        else:
-            pct = 100 * p.done / p.size if p.size else 100
-            print(f"converted {human_size(p.done)} of {human_size(p.size)} ({pct:.0f}%), "
-                  f"{human_rate(p.done / max(p.elapsed, 1e-3))}", file=sys.stderr)
-
-    manifest = run_presented(job.run, job.control, present, 1.0)
+    reporter = ProgressReporter(job.progress, args.json, progress_line,
+                                stream=None if args.json else sys.stderr, redraw=False)
+    manifest = run_presented(job.run, job.control, reporter)
     summary = {"source": args.source, "dest": args.dest, "format": job.fmt,
                "fingerprint": manifest.fingerprint}
     print(json.dumps({"type": "summary", **summary}) if args.json else

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import os
 import shlex
 import sys
 import tempfile
 
 from rescue.commands.image import run_job
 from rescue.engine.imaging import ImageJob, ImageRequest
-from rescue.engine.rescue import RescueOptions
 from rescue.sim.faulty import DEMO_SPEC
 
 
@@ -29,22 +27,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
-def demo_request(spec: str, folder: str) -> ImageRequest:
-    """The demo job: `spec` imaged into `folder`, with a retry pass, checkpoints every 2 s."""
-    os.makedirs(folder, exist_ok=True)
-    return ImageRequest(source=spec, dest=os.path.join(folder, "demo.img"), force=True,
-                        options=RescueOptions(retries=1, checkpoint_interval=2.0),
-                        command_line=shlex.join(sys.argv))
-
-
 def run(args: argparse.Namespace) -> int:
     folder = args.dir or tempfile.mkdtemp(prefix="rescue-demo-")
     if not (args.json or args.headless) and sys.stdout.isatty() and sys.stdin.isatty():
-        from rescue.tui.app import run_demo_tui
+        from rescue.tui.app import make_demo_app
 
-        code = run_demo_tui(args.spec, folder)
+        app = make_demo_app(args.spec, folder, command_line=shlex.join(sys.argv))
+        app.run()
+        code = app.exit_code()
         print(f"demo: image and map in {folder}", file=sys.stderr)
         return code
-    request = demo_request(args.spec, folder)
+    request = ImageRequest.demo(args.spec, folder, shlex.join(sys.argv))
     print(f"demo: imaging {args.spec} into {request.dest}", file=sys.stderr)
     return run_job(ImageJob(request), args.json)

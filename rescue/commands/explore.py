@@ -1,4 +1,8 @@
-"""`rescue ls`, `rescue extract`, `rescue mount` and `rescue umount`: what an image holds."""
+"""`rescue ls`, `rescue extract`, `rescue mount` and `rescue umount`: what an image holds.
+
+The explore modules load The Sleuth Kit (pytsk3) and the mount module libfuse: each is imported
+only when a command that needs it runs, so every other command starts without them.
+"""
 
 from __future__ import annotations
 
@@ -8,15 +12,16 @@ import json
 import sys
 import time
 from types import ModuleType
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from rescue.commands import add_image_argument
 from rescue.errors import DestinationError, ExitCode, UsageError
-from rescue.explore.extract import Report, extract
-from rescue.explore.filesystem import Entry, FileSystem, mode_string, printable
-from rescue.explore.session import ImageSession
-from rescue.explore.volumes import parse_target, volume_dir
 from rescue.units import human_size
+
+if TYPE_CHECKING:
+    from rescue.explore.extract import Report
+    from rescue.explore.filesystem import Entry, FileSystem
+    from rescue.explore.session import ImageSession
 
 TARGET_HELP = "[PARTITION:]PATH, e.g. 2:/home; without PARTITION the one file system is meant"
 
@@ -66,6 +71,8 @@ def _time(ns: int) -> str:
 
 
 def entry_record(entry: Entry, lost: tuple[tuple[int, int], ...]) -> dict[str, object]:
+    from rescue.explore.filesystem import printable
+
     return {"path": entry.display_path, "kind": entry.kind, "size": entry.size,
             "mode": f"{entry.mode:04o}", "uid": entry.uid, "gid": entry.gid,
             "mtime_ns": entry.mtime_ns, "atime_ns": entry.atime_ns,
@@ -74,6 +81,8 @@ def entry_record(entry: Entry, lost: tuple[tuple[int, int], ...]) -> dict[str, o
 
 
 def entry_line(entry: Entry, lost: tuple[tuple[int, int], ...], name: str) -> str:
+    from rescue.explore.filesystem import mode_string, printable
+
     flag = "!" if lost else " "
     link = f" -> {printable(entry.target)}" if entry.target is not None else ""
     return (f"{flag} {mode_string(entry)} {entry.uid:>5} {entry.gid:>5} {entry.size:>12} "
@@ -81,6 +90,9 @@ def entry_line(entry: Entry, lost: tuple[tuple[int, int], ...], name: str) -> st
 
 
 def _list_volumes(session: ImageSession, as_json: bool, out: TextIO) -> None:
+    from rescue.explore.filesystem import printable
+    from rescue.explore.volumes import volume_dir
+
     for volume in session.layout.volumes:
         bad = session.unreadable_bytes(volume)
         if as_json:
@@ -100,6 +112,8 @@ def _list_volumes(session: ImageSession, as_json: bool, out: TextIO) -> None:
 
 
 def _list_entries(fs: FileSystem, top: Entry, args: argparse.Namespace, out: TextIO) -> int:
+    from rescue.explore.filesystem import printable
+
     if top.kind != "dir":
         entries = iter((top,))
     elif args.recursive:
@@ -124,6 +138,9 @@ def _list_entries(fs: FileSystem, top: Entry, args: argparse.Namespace, out: Tex
 
 
 def run_ls(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+    from rescue.explore.session import ImageSession
+    from rescue.explore.volumes import parse_target
+
     with ImageSession(args.image, args.image_format) as session:
         if args.target is None:
             _list_volumes(session, args.json, out)
@@ -152,6 +169,10 @@ def print_report(report: Report, out: TextIO) -> None:
 
 
 def run_extract(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+    from rescue.explore.extract import extract
+    from rescue.explore.session import ImageSession
+    from rescue.explore.volumes import parse_target
+
     with ImageSession(args.image, args.image_format) as session:
         number, path = parse_target(args.target)
         fs = session.filesystem(number)

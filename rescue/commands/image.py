@@ -7,20 +7,35 @@ import json
 import shlex
 import sys
 
-from rescue.commands.status import StatusPrinter, run_presented
-from rescue.engine.imaging import MODES, ORDERS, ImageJob, ImageRequest
-from rescue.engine.rescue import Outcome, RescueOptions
-from rescue.errors import ExitCode, UsageError
+from rescue.commands.status import ProgressReporter, run_presented
+from rescue.engine.imaging import DEFAULT_LEVEL, MODES, ORDERS, ImageJob, ImageRequest
+from rescue.engine.jobs import Progress
+from rescue.engine.rescue import RescueOptions
 from rescue.formats.image import FORMATS
 from rescue.sim.faulty import parse_size
-from rescue.units import human_size
+from rescue.units import human_duration, human_rate, human_size
 
-OUTCOME_EXIT = {
-    Outcome.RESCUED: ExitCode.OK,
-    Outcome.UNREADABLE: ExitCode.UNREADABLE,
-    Outcome.TIMEOUT: ExitCode.TIMEOUT,
-    Outcome.INTERRUPTED: ExitCode.INTERRUPTED,
-}
+
+def status_lines(p: Progress) -> list[str]:
+    """The live status block, ddrescue's fields, 80 columns wide at most."""
+    pct = 100 * p.rescued / p.domain_size if p.domain_size else 100.0
+    state = " (paused)" if p.paused else ""
+    return [
+        f"rescued: {human_size(p.rescued):>10} ({pct:5.1f}%)   bad: {human_size(p.bad):>10}"
+        f"   read errors: {p.read_errors}",
+        f"non-tried: {human_size(p.non_tried):>10}   non-trimmed: {human_size(p.non_trimmed):>10}"
+        f"   non-scraped: {human_size(p.non_scraped):>10}",
+        f"rate: {human_rate(p.current_rate):>12} now {human_rate(p.average_rate):>12} average"
+        f"   pos: {human_size(p.position)}",
+        f"{p.phase} pass {p.pass_no}{state}   elapsed: {human_duration(p.elapsed)}"
+        f"   since last good read: {human_duration(p.since_last_good)}"
+        f"   remaining: {human_duration(p.eta)}",
+    ]
+
+
+def status_line(p: Progress) -> list[str]:
+    """The status block on one line, for logs: the first three lines of it."""
+    return [" | ".join(status_lines(p)[:3])]
 
 
 def add_rescue_options(parser: argparse.ArgumentParser) -> None:
@@ -46,10 +61,7 @@ def add_rescue_options(parser: argparse.ArgumentParser) -> None:
 
 
 def rescue_options(args: argparse.Namespace) -> RescueOptions:
-    if args.cluster_size < 512 or args.cluster_size % 512:
-        raise UsageError("--cluster-size must be a multiple of 512")
-    if args.retries < 0:
-        raise UsageError("--retries must not be negative")
+    """The options as given; ImageRequest checks them."""
     return RescueOptions(
         cluster_size=args.cluster_size, skip_size=max(args.skip_size, 512),
         max_skip_size=args.max_skip_size, retries=args.retries, trim=not args.no_trim,
@@ -68,7 +80,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--map", "-m", dest="map_path", metavar="MAPFILE",
                         help="ddrescue mapfile (default DEST.map)")
     parser.add_argument("--format", choices=FORMATS, help="image format (default: by extension)")
-    parser.add_argument("--level", type=int, default=3, help="compression level (default 3)")
+    parser.add_argument("--level", type=int, default=DEFAULT_LEVEL,
+                        help="compression level (default 3)")
     parser.add_argument("--domain", metavar="MAPFILE",
                         help="read only what this mapfile marks finished ('+')")
     parser.add_argument("--mode", choices=MODES, default="full",
@@ -89,10 +102,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run_job(job: ImageJob, json_lines: bool) -> int:
     """Run the job in a worker thread and present it here until it ends."""
-    printer = StatusPrinter(job.progress, json_lines=json_lines)
-    outcome = run_presented(job.run, job.control, printer.update, printer.interval)
+    reporter = ProgressReporter(job.progress, json_lines, status_lines, status_line)
+    outcome = run_presented(job.run, job.control, reporter)
     progress = job.progress()
-    code = OUTCOME_EXIT[outcome]
+    code = outcome.exit_code
     if json_lines:
         print(json.dumps({"type": "summary", "outcome": outcome.value, "exit_code": int(code),
                           "mapfile": job.request.mapfile_path, **progress.as_dict()}))

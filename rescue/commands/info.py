@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from typing import Any
 
 from rescue.commands import add_image_argument
-from rescue.errors import ExitCode
-from rescue.formats import mapfile
-from rescue.formats.image import detect_format, open_reader, read_manifest
-from rescue.formats.integrity import verify_image
+from rescue.engine.imageinfo import describe
+from rescue.engine.verify import verify
 from rescue.units import human_size
 
 
@@ -20,37 +17,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_image_argument(info)
     info.add_argument("--json", action="store_true")
     info.set_defaults(run=run_info)
-    verify = subparsers.add_parser(
+    check = subparsers.add_parser(
         "verify", help="check an image's checksums; report damaged ranges (exit 1 if any)")
-    add_image_argument(verify)
-    verify.add_argument("--json", action="store_true")
-    verify.set_defaults(run=run_verify)
-
-
-def describe(path: str, image_format: str | None = None) -> dict[str, Any]:
-    fmt = detect_format(path, image_format)
-    reader = open_reader(path, fmt)
-    try:
-        allocated = sum(length for _, length, used in reader.extents() if used)
-        manifest = read_manifest(path, reader)
-        stored = os.stat(path).st_blocks * 512
-        info: dict[str, Any] = {
-            "image": path, "format": fmt, "size": reader.size, "allocated": allocated,
-            "stored": stored, "ratio": round(stored / allocated, 4) if allocated else None,
-            "manifest": json.loads(manifest.to_bytes()) if manifest else None,
-        }
-        for attr in ("cluster_size", "compression"):
-            if hasattr(reader, attr):
-                info[attr] = getattr(reader, attr)
-    finally:
-        reader.close()
-    map_path = f"{path}.map"
-    if os.path.exists(map_path):
-        totals = mapfile.load(map_path, reader.size).rmap.totals()
-        info["mapfile"] = {"path": map_path, "rescued": totals["+"], "bad": totals["-"],
-                           "non_tried": totals["?"], "non_trimmed": totals["*"],
-                           "non_scraped": totals["/"]}
-    return info
+    add_image_argument(check)
+    check.add_argument("--json", action="store_true")
+    check.set_defaults(run=run_verify)
 
 
 def run_info(args: argparse.Namespace) -> int:
@@ -94,19 +65,9 @@ def info_lines(info: dict[str, Any]) -> list[str]:
 
 
 def run_verify(args: argparse.Namespace) -> int:
-    """Check everything the image carries, through the same gate restore uses."""
-    reader = open_reader(args.image, args.image_format)
-    try:
-        verdict = verify_image(args.image, reader)
-    finally:
-        reader.close()
+    verification = verify(args.image, args.image_format)
     if args.json:
-        print(json.dumps({"image": args.image, "damaged": [list(r) for r in verdict.damaged],
-                          "problems": verdict.problems, "checked": verdict.checked,
-                          "fingerprint_ok": verdict.fingerprint_ok}))
-    elif not verdict.intact:
-        print("\n".join(verdict.lines()))
+        print(json.dumps(verification.as_dict()))
     else:
-        said = f"intact ({verdict.summary()})" if verdict.proven else verdict.summary()
-        print(f"{args.image}: {said}")
-    return int(ExitCode.OK if verdict.intact else ExitCode.UNREADABLE)
+        print("\n".join(verification.lines()))
+    return int(verification.exit_code)

@@ -15,7 +15,8 @@ import sys
 from typing import TextIO
 
 from rescue.commands import add_image_argument
-from rescue.commands.status import run_presented
+from rescue.commands.status import ProgressReporter, run_presented
+from rescue.engine import consent
 from rescue.engine.jobs import JobControl
 from rescue.engine.restore import (
     RestoreJob,
@@ -77,19 +78,15 @@ def describe(check: TargetCheck) -> str:
 def confirm(checks: tuple[TargetCheck, ...], stream: TextIO = sys.stderr) -> None:
     """Ask for each target's name or serial on the terminal; refuse without one."""
     if not sys.stdin.isatty():
-        raise RefusedError("restore needs confirmation but stdin is not a terminal; "
-                           "pass --yes to restore without asking")
-    print("Everything on these targets will be overwritten:", file=stream)
+        raise RefusedError(consent.NO_TERMINAL)
+    print(consent.OVERWRITTEN, file=stream)
     for check in checks:
         print(describe(check), file=stream)
     for check in checks:
-        accepted = {check.name, check.target, *([check.serial] if check.serial else [])}
-        stream.write(f"Type the name{' or serial' if check.serial else ''} of {check.target} "
-                     f"({check.name}) to confirm: ")
+        stream.write(consent.prompt(check))
         stream.flush()
-        answer = sys.stdin.readline().strip()
-        if answer not in accepted:
-            raise RefusedError(f"confirmation for {check.target} did not match; nothing written")
+        if not consent.confirms(check, sys.stdin.readline()):
+            raise RefusedError(consent.not_matched(check))
 
 
 def target_line(t: TargetProgress) -> str:
@@ -101,26 +98,8 @@ def target_line(t: TargetProgress) -> str:
             f"remaining {human_duration(t.eta)}{error}")
 
 
-class Printer:
-    """One line per target: redrawn on a terminal, every second otherwise, or JSON lines."""
-
-    def __init__(self, poll: RestoreJob, json_lines: bool, stream: TextIO = sys.stdout) -> None:
-        self.poll, self.json_lines, self.stream = poll.progress, json_lines, stream
-        self.live = stream.isatty() and not json_lines
-        self.interval = 0.25 if self.live else 1.0
-        self.drawn = 0
-
-    def update(self) -> None:
-        progress: RestoreProgress = self.poll()
-        if self.json_lines:
-            self.stream.write(json.dumps({"type": "progress", **progress.as_dict()}) + "\n")
-        else:
-            lines = [target_line(t) for t in progress.targets]
-            up = f"\x1b[{self.drawn}F" if self.live and self.drawn else ""
-            clear = "\x1b[2K" if self.live else ""
-            self.stream.write(up + "".join(f"{clear}{line}\n" for line in lines))
-            self.drawn = len(lines)
-        self.stream.flush()
+def target_lines(progress: RestoreProgress) -> list[str]:
+    return [target_line(t) for t in progress.targets]
 
 
 def report(result: RestoreResult, json_lines: bool) -> int:
@@ -173,11 +152,11 @@ def run(args: argparse.Namespace) -> int:
     control = JobControl()
     job = RestoreJob(request, control)
     checks = job.check()
-    refused = [check.problem(args.force) for check in checks if not check.allowed(args.force)]
+    refused = consent.refusals(checks, args.force)
     if refused:
-        raise RefusedError(" | ".join(line for line in refused if line))
+        raise RefusedError(" | ".join(refused))
     if not args.yes:
         confirm(checks)
-    printer = Printer(job, args.json)
-    result = run_presented(job.run, control, printer.update, printer.interval)
+    reporter = ProgressReporter(job.progress, args.json, target_lines)
+    result = run_presented(job.run, control, reporter)
     return report(result, args.json)

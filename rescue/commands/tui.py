@@ -23,8 +23,8 @@ def look_from_args(args: argparse.Namespace):  # -> MapLook, imported lazily wit
     from rescue.tui.widgets.sector_map import MapLook
 
     detected = MapLook.from_environment()
-    return MapLook(ascii=getattr(args, "ascii", False) or detected.ascii,
-                   monochrome=getattr(args, "mono", False) or detected.monochrome)
+    return MapLook(ascii=args.ascii or detected.ascii,
+                   monochrome=args.mono or detected.monochrome)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -39,7 +39,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Also called for a bare `rescue`, whose namespace has no --ascii/--mono."""
+    """Also what a bare `rescue` runs."""
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         raise UsageError("the full-screen app needs a terminal; see `rescue --help` for the "
                          "commands")

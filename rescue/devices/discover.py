@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 import pyudev
 
 from rescue.devices import probe
+from rescue.errors import SourceError
+from rescue.io.reader import Unreadable
 
 SYS_CLASS_BLOCK = "/sys/class/block"
 MOUNTINFO = "/proc/self/mountinfo"
@@ -130,9 +132,9 @@ class BlockTree:
                 tree.backing_file[name] = backing
         for mount in mounts:
             if mount.major == 0 and mount.source.startswith("/dev/"):
-                name = tree.name_of_path(mount.source)
-                if name:
-                    tree.anonymous[(mount.major, mount.minor)] = name
+                behind = tree.name_of_path(mount.source)
+                if behind:
+                    tree.anonymous[(mount.major, mount.minor)] = behind
         for name, backing in tree.backing_file.items():
             holder = tree.device_of_file(backing.removesuffix(" (deleted)"))
             if holder:
@@ -389,7 +391,7 @@ class _Discovery:
             return _Signatures()
         try:
             found = probe.probe_path(device.device_node, sector_size=sector_size)
-        except OSError:
+        except (SourceError, Unreadable, OSError):
             return _Signatures()  # vanished, no medium, or unreadable: nothing to report
         filesystem = found.filesystem
         if filesystem is None:
@@ -481,7 +483,8 @@ def find(path: str, disks: Iterable[Disk] | None = None) -> Disk | Partition | N
     real = os.path.realpath(path)
     name = BlockTree.read().name_of_path(real)
     for disk in discover() if disks is None else disks:
-        for item in (disk, *disk.partitions):
+        items: tuple[Disk | Partition, ...] = (disk, *disk.partitions)
+        for item in items:
             if item.name == name or item.path == real:
                 return item
     return None

@@ -1,20 +1,30 @@
 """Our own file-system and partition-table signature probe, for systems without a udev database.
 
-One read of the first 68 KiB answers almost everything (the btrfs superblock at 64 KiB is the
-farthest); only the exFAT and NTFS volume labels need one more small read. Reading little matters:
-the device may be dying. Results match `blkid -p` names: TYPE, LABEL, UUID, PTTYPE.
+Which signature lies where comes from the one table in `rescue.fs.signatures`; this module
+adds what blkid reports besides the type: label, UUID and version. One read of the first 68 KiB
+answers almost everything (the btrfs superblock at 64 KiB is the farthest); only the exFAT and
+NTFS volume labels need one more small read. Reading little matters: the device may be dying.
+Results match `blkid -p` names: TYPE, LABEL, UUID, PTTYPE.
 """
 
 from __future__ import annotations
 
-import os
 import struct
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from rescue.fs.partitions import DiskReader
+from rescue.fs.signatures import (
+    LVM_LABEL_SECTORS,
+    MBR_SIGNATURE,
+    SIGNATURES,
+    SWAP_PAGE_SIZES,
+    in_bytes,
+)
+from rescue.io.reader import Reader, Unreadable
+
 HEAD_SIZE = 0x11000  # 68 KiB: up to and including the btrfs superblock
-Reader = Callable[[int, int], bytes]
 
 
 @dataclass(frozen=True)
@@ -32,18 +42,15 @@ class ProbeResult:
 
 
 def probe_path(path: str, *, sector_size: int = 512) -> ProbeResult:
-    """Probe a device or image file; raises OSError when it cannot be read at all."""
-    descriptor = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        return probe(lambda offset, size: os.pread(descriptor, size, offset),
-                     sector_size=sector_size)
-    finally:
-        os.close(descriptor)
+    """Probe a device or image file; raises SourceError or Unreadable when it cannot be read
+    at all."""
+    with DiskReader(path) as reader:
+        return probe(reader, sector_size=sector_size)
 
 
-def probe(read: Reader, *, sector_size: int = 512) -> ProbeResult:
-    head = read(0, HEAD_SIZE)
-    filesystem = probe_filesystem(head, read)
+def probe(reader: Reader, *, sector_size: int = 512) -> ProbeResult:
+    head = bytes(reader.read(0, HEAD_SIZE))
+    filesystem = probe_filesystem(head, reader)
     boot_sector_fs = filesystem is not None and filesystem.fstype in ("vfat", "ntfs", "exfat")
     return ProbeResult(filesystem, None if boot_sector_fs else probe_table(head, sector_size))
 
@@ -52,7 +59,7 @@ def probe_table(head: bytes, sector_size: int = 512) -> str | None:
     for size in dict.fromkeys((sector_size, 512, 4096)):
         if head[size:size + 8] == b"EFI PART":
             return "gpt"
-    if len(head) < 512 or head[510:512] != b"\x55\xaa":
+    if len(head) < 512 or head[510:512] != MBR_SIGNATURE:
         return None
     entries = [head[446 + 16 * index:462 + 16 * index] for index in range(4)]
     if any(entry[0] not in (0x00, 0x80) for entry in entries):
@@ -60,12 +67,16 @@ def probe_table(head: bytes, sector_size: int = 512) -> str | None:
     return "dos"
 
 
-def probe_filesystem(head: bytes, read: Reader) -> Signature | None:
-    """The first signature found, in the order blkid trusts them: containers first."""
-    for prober in (_luks, _lvm2, _iso9660, _xfs, _btrfs, _ext, _exfat, _ntfs, _vfat, _swap):
+def probe_filesystem(head: bytes, reader: Reader) -> Signature | None:
+    """The first signature found that blkid would report, in the table's order of trust."""
+    read = in_bytes(head)
+    for signature in SIGNATURES:
+        describe = _DESCRIBE.get(signature.name)
+        if describe is None or not signature.found(read):
+            continue
         try:
-            found = prober(head, read)
-        except (struct.error, IndexError, ValueError, OSError):
+            found = describe(head, reader)
+        except (struct.error, IndexError, ValueError, Unreadable, OSError):
             found = None  # truncated or damaged metadata is not a signature
         if found is not None:
             return found
@@ -86,24 +97,22 @@ def _uuid(raw: bytes) -> str | None:
     return None if raw == bytes(16) else str(uuid.UUID(bytes=raw))
 
 
-def _u16(data: bytes, offset: int) -> int:
+def _u16(data: bytes | bytearray, offset: int) -> int:
     return struct.unpack_from("<H", data, offset)[0]
 
 
-def _u32(data: bytes, offset: int) -> int:
+def _u32(data: bytes | bytearray, offset: int) -> int:
     return struct.unpack_from("<I", data, offset)[0]
 
 
-def _luks(head: bytes, read: Reader) -> Signature | None:
-    if head[:6] != b"LUKS\xba\xbe":
-        return None
+def _luks(head: bytes, reader: Reader) -> Signature | None:
     version = struct.unpack_from(">H", head, 6)[0]
     label = _text(head[24:72]) if version == 2 else None
     return Signature("crypto_LUKS", label, _text(head[168:208]), f"LUKS{version}")
 
 
-def _lvm2(head: bytes, read: Reader) -> Signature | None:
-    for sector in range(4):
+def _lvm2(head: bytes, reader: Reader) -> Signature | None:
+    for sector in LVM_LABEL_SECTORS:
         base = sector * 512
         if head[base:base + 8] == b"LABELONE" and head[base + 24:base + 32] == b"LVM2 001":
             header = base + _u32(head, base + 20)
@@ -117,10 +126,8 @@ def _lvm2(head: bytes, read: Reader) -> Signature | None:
     return None
 
 
-def _iso9660(head: bytes, read: Reader) -> Signature | None:
+def _iso9660(head: bytes, reader: Reader) -> Signature | None:
     base = 0x8000
-    if head[base + 1:base + 6] != b"CD001" or head[base] != 1:
-        return None
     created = head[base + 813:base + 829].decode("ascii", errors="replace")
     identifier = None
     if created.isdigit() and created.strip("0"):
@@ -129,16 +136,12 @@ def _iso9660(head: bytes, read: Reader) -> Signature | None:
     return Signature("iso9660", _text(head[base + 40:base + 72]), identifier)
 
 
-def _xfs(head: bytes, read: Reader) -> Signature | None:
-    if head[:4] != b"XFSB":
-        return None
+def _xfs(head: bytes, reader: Reader) -> Signature | None:
     return Signature("xfs", _text(head[108:120]), _uuid(head[32:48]))
 
 
-def _btrfs(head: bytes, read: Reader) -> Signature | None:
+def _btrfs(head: bytes, reader: Reader) -> Signature | None:
     base = 0x10000
-    if head[base + 64:base + 72] != b"_BHRfS_M":
-        return None
     return Signature("btrfs", _text(head[base + 0x12B:base + 0x22B]),
                      _uuid(head[base + 32:base + 48]))
 
@@ -150,10 +153,8 @@ EXT3_RO_COMPAT = 0x1 | 0x2 | 0x4  # sparse_super, large_file, btree_dir
 EXT_JOURNAL_DEV = 0x8
 
 
-def _ext(head: bytes, read: Reader) -> Signature | None:
+def _ext(head: bytes, reader: Reader) -> Signature | None:
     base = 1024
-    if _u16(head, base + 56) != 0xEF53:
-        return None
     compat, incompat, ro_compat = struct.unpack_from("<III", head, base + 92)
     if incompat & EXT_JOURNAL_DEV:
         fstype = "jbd"
@@ -169,14 +170,13 @@ def _serial32(value: int) -> str:
     return f"{value >> 16:04X}-{value & 0xFFFF:04X}"
 
 
-def _exfat(head: bytes, read: Reader) -> Signature | None:
-    if head[3:11] != b"EXFAT   ":
-        return None
+def _exfat(head: bytes, reader: Reader) -> Signature | None:
     sector_shift, cluster_shift = head[108], head[109]
     sector = 1 << sector_shift
     heap, root_cluster = _u32(head, 88), _u32(head, 96)
     cluster = sector << cluster_shift
-    root = read(heap * sector + (root_cluster - 2) * cluster, min(cluster, 64 * 1024))
+    root = bytes(reader.read(heap * sector + (root_cluster - 2) * cluster,
+                             min(cluster, 64 * 1024)))
     label = None
     for offset in range(0, len(root) - 31, 32):
         if root[offset] == 0x83:  # volume label entry
@@ -191,15 +191,13 @@ NTFS_VOLUME_RECORD = 3  # $Volume in the MFT
 NTFS_VOLUME_NAME = 0x60
 
 
-def _ntfs(head: bytes, read: Reader) -> Signature | None:
-    if head[3:11] != b"NTFS    ":
-        return None
+def _ntfs(head: bytes, reader: Reader) -> Signature | None:
     sector = _u16(head, 11)
     cluster = sector * _signed_shift(head[13])
     record_size = _ntfs_size(struct.unpack_from("<b", head, 0x40)[0], cluster)
     mft = struct.unpack_from("<Q", head, 0x30)[0] * cluster
     serial = struct.unpack_from("<Q", head, 0x48)[0]
-    record = _fixup(bytearray(read(mft + NTFS_VOLUME_RECORD * record_size, record_size)),
+    record = _fixup(bytearray(reader.read(mft + NTFS_VOLUME_RECORD * record_size, record_size)),
                     sector)
     return Signature("ntfs", _ntfs_volume_name(record), f"{serial:016X}")
 
@@ -241,8 +239,8 @@ def _ntfs_volume_name(record: bytes) -> str | None:
     return None
 
 
-def _vfat(head: bytes, read: Reader) -> Signature | None:
-    if head[0] not in (0xEB, 0xE9) or head[510:512] != b"\x55\xaa":
+def _vfat(head: bytes, reader: Reader) -> Signature | None:
+    if head[0] not in (0xEB, 0xE9):
         return None
     sector, per_cluster, reserved, fats = _u16(head, 11), head[13], _u16(head, 14), head[16]
     if (sector not in (512, 1024, 2048, 4096) or per_cluster == 0
@@ -264,10 +262,7 @@ def _vfat(head: bytes, read: Reader) -> Signature | None:
                      _serial32(_u32(head, extended + 3)), version)
 
 
-SWAP_PAGE_SIZES = (4096, 8192, 16384, 32768, 65536)
-
-
-def _swap(head: bytes, read: Reader) -> Signature | None:
+def _swap(head: bytes, reader: Reader) -> Signature | None:
     for page in SWAP_PAGE_SIZES:
         magic = head[page - 10:page]
         if magic == b"SWAPSPACE2":
@@ -275,3 +270,9 @@ def _swap(head: bytes, read: Reader) -> Signature | None:
         if magic == b"SWAP-SPACE":
             return Signature("swap", None, None, "0")
     return None
+
+
+# What blkid reports of each signature it knows, by the table's names.
+_DESCRIBE: dict[str, Callable[[bytes, Reader], Signature | None]] = {
+    "crypto_LUKS": _luks, "LVM2_member": _lvm2, "iso9660": _iso9660, "xfs": _xfs,
+    "btrfs": _btrfs, "ext": _ext, "exfat": _exfat, "ntfs": _ntfs, "fat": _vfat, "swap": _swap}

@@ -1,1 +1,1 @@
-"""The algorithms: range map, rescue passes, jobs. No UI imports."""
+"""The algorithms and the jobs: rescue passes, imaging, conversion, restore. No UI imports."""

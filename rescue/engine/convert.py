@@ -20,17 +20,18 @@ from rescue.devices import safety
 from rescue.devices.locks import Locks
 from rescue.engine.jobs import JobControl
 from rescue.errors import DestinationError, UsageError
+from rescue.formats.base import ImageReader, ImageWriter, can_abandon, writes_in_order
 from rescue.formats.durable import replace_durably
 from rescue.formats.fingerprint import Fingerprint
 from rescue.formats.image import (
-    ImageReader,
-    ImageWriter,
     detect_format,
     format_for,
     open_reader,
+    open_writer,
     read_manifest,
+    store_manifest,
 )
-from rescue.formats.manifest import Manifest, write_sidecar
+from rescue.formats.manifest import Manifest
 
 CHUNK = 4 << 20
 
@@ -43,21 +44,6 @@ class ConvertProgress:
 
     def as_dict(self) -> dict[str, object]:
         return {"done": self.done, "size": self.size, "elapsed": round(self.elapsed, 3)}
-
-
-def create_writer(path: str, fmt: str, size: int, level: int) -> ImageWriter:
-    """A new, empty image of `fmt` at `path` (replacing nothing: callers check first)."""
-    if fmt == "qcow2":
-        from rescue.formats.qcow2 import Qcow2Writer
-
-        return Qcow2Writer.create(path, size, level=level)
-    if fmt == "zst":
-        from rescue.formats.zstseek import ZstSeekWriter
-
-        return ZstSeekWriter(path, size, level=level)
-    from rescue.formats.raw import RawWriter
-
-    return RawWriter(path, size)
 
 
 def partial_path(dest: str) -> str:
@@ -122,13 +108,16 @@ class Conversion:
             target = self.dest if self.in_place else partial_path(self.dest)
             if target != self.dest and os.path.lexists(target):
                 os.unlink(target)  # left by a run that was killed: a conversion starts over
-            writer = create_writer(target, self.fmt, reader.size, self.level)
+            writer = open_writer(target, self.fmt, reader.size, self.level)
             try:
                 manifest.fingerprint = self._copy(reader, writer)
-                self._store_manifest(writer, manifest)
+                store_manifest(writer, self.dest, manifest)
                 writer.close()
             except BaseException:
-                getattr(writer, "abandon", writer.close)()
+                if can_abandon(writer):
+                    writer.abandon()
+                else:
+                    writer.close()
                 if target != self.dest:
                     os.unlink(target)  # a half-written copy is worth nothing; the source stays
                 raise
@@ -141,7 +130,6 @@ class Conversion:
 
     def _copy(self, reader: ImageReader, writer: ImageWriter) -> str:
         fingerprint = Fingerprint()
-        sequential = hasattr(writer, "write_zeros")
         for offset, length, allocated in reader.extents():
             end = offset + length
             for pos in range(offset, end, CHUNK):
@@ -153,14 +141,8 @@ class Conversion:
                     writer.write(pos, data)
                     fingerprint.update(data)
                 else:
-                    if sequential:
-                        writer.write_zeros(n)  # type: ignore[attr-defined]
+                    if writes_in_order(writer):
+                        writer.write_zeros(n)
                     fingerprint.zeros(n)
                 self._done = pos + n
         return fingerprint.hexdigest()
-
-    def _store_manifest(self, writer: ImageWriter, manifest: Manifest) -> None:
-        if hasattr(writer, "set_manifest"):
-            writer.set_manifest(manifest.to_bytes())  # type: ignore[attr-defined]
-        elif not self.in_place:  # a disk has no room beside it
-            write_sidecar(self.dest, manifest)

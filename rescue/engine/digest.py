@@ -9,21 +9,31 @@ slow way.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+from rescue.formats.base import ImageWriter, keeps_manifest
 from rescue.formats.fingerprint import Fingerprint
-from rescue.formats.image import ImageWriter
 
 
 class DigestingWriter:
-    """Passes writes through to `writer` and fingerprints them while they come in order."""
+    """Passes writes through to `writer` and fingerprints them while they come in order.
+
+    It declares what `writer` declares, less what it cannot pass on: in-order writing (runs
+    of zeros) and abandoning, which an imaging job, its only user, never asks of it.
+    """
 
     def __init__(self, writer: ImageWriter) -> None:
         self.writer = writer
         self.size = writer.size
+        self.capabilities = replace(writer.capabilities, sequential=False, abandon=False)
         self._cursor = 0
         self._fingerprint: Fingerprint | None = Fingerprint()
 
-    def __getattr__(self, name: str) -> object:  # set_manifest, is_device, ... of the writer
-        return getattr(self.writer, name)
+    def set_manifest(self, data: bytes) -> None:
+        """Store the manifest in the image, where the writer declares it keeps one."""
+        if not keeps_manifest(self.writer):
+            raise TypeError(f"{type(self.writer).__name__} keeps no manifest in the image")
+        self.writer.set_manifest(data)
 
     def write(self, offset: int, data: bytes | memoryview) -> None:
         self.writer.write(offset, data)

@@ -25,18 +25,20 @@ from rescue.engine.jobs import JobControl, Progress, RateMeter
 from rescue.engine.rescue import Outcome, Rescue, RescueOptions
 from rescue.errors import FormatError, RefusedError, UsageError
 from rescue.formats import mapfile
+from rescue.formats.base import ImageReader, ImageWriter
 from rescue.formats.fingerprint import hash_image
 from rescue.formats.image import (
-    ImageReader,
-    ImageWriter,
     format_for,
     open_reader,
+    open_writer,
     read_manifest,
     require_format,
+    store_manifest,
 )
-from rescue.formats.manifest import Manifest, rescue_summary, write_sidecar
+from rescue.formats.manifest import Manifest, rescue_summary
 from rescue.fs.domain import DiskPlan, SourceReader, plan_disk
-from rescue.io.source import BlockSource, ReadError, Source
+from rescue.io.reader import Unreadable
+from rescue.io.source import BlockSource, Source
 from rescue.rangemap import BAD, FINISHED, NON_SCRAPED, NON_TRIMMED, MapSnapshot, RangeMap
 from rescue.sim import faulty
 
@@ -47,16 +49,21 @@ SAMPLES = 4  # rescued areas re-read and compared with the image on resume
 SAMPLE_CANDIDATES = 16
 SAMPLE_SIZE = 4096
 MODES = ("full", "used")
+LEVELS = range(1, 20)  # compression levels of qcow2's and .img.zst's zstd
+DEFAULT_LEVEL = 3
 ORDERS = ("auto", "metadata-first", "sequential")
 
 
 @dataclass
 class ImageRequest:
+    """What to image where and how: built from `rescue image`'s arguments or the image wizard's
+    fields, checked here once for both, and rendered back as the command that does the same."""
+
     source: str
     dest: str
     map_path: str | None = None
     image_format: str | None = None
-    level: int = 3
+    level: int = DEFAULT_LEVEL
     domain_path: str | None = None
     mode: str = "full"  # "used": only the blocks the file systems use
     order: str = "auto"  # "metadata-first" reads file-system metadata before anything else
@@ -64,26 +71,76 @@ class ImageRequest:
     options: RescueOptions = field(default_factory=RescueOptions)
     command_line: str = ""
 
+    def __post_init__(self) -> None:
+        if self.level not in LEVELS:
+            raise UsageError(f"the level must be between {LEVELS.start} and {LEVELS.stop - 1}")
+        if self.options.cluster_size < 512 or self.options.cluster_size % 512:
+            raise UsageError("--cluster-size must be a multiple of 512")
+        if self.options.retries < 0:
+            raise UsageError("--retries must not be negative")
+
+    def to_argv(self) -> list[str]:
+        """The `rescue image` command that starts (or resumes) this job: what differs from
+        the defaults, the level only where it counts."""
+        argv = ["rescue", "image", self.source, self.dest]
+        if self.map_path is not None:
+            argv += ["--map", self.map_path]
+        if self.image_format is not None:
+            argv += ["--format", self.image_format]
+        if self.image_format != "raw" and (self.image_format or self.level != DEFAULT_LEVEL):
+            argv += ["--level", str(self.level)]
+        if self.domain_path is not None:
+            argv += ["--domain", self.domain_path]
+        if self.mode != "full":
+            argv += ["--mode", self.mode]
+        if self.order != "auto":
+            argv += ["--order", self.order]
+        argv += _option_argv(self.options)
+        if self.force:
+            argv.append("--force")
+        return argv
+
     @property
     def mapfile_path(self) -> str:
         return self.map_path or f"{self.dest}.map"
+
+    @classmethod
+    def demo(cls, spec: str, folder: str, command_line: str = "") -> ImageRequest:
+        """The demo job: `spec` imaged into `folder`, with a retry pass, checkpoints every 2 s."""
+        os.makedirs(folder, exist_ok=True)
+        return cls(source=spec, dest=os.path.join(folder, "demo.img"), force=True,
+                   options=RescueOptions(retries=1, checkpoint_interval=2.0),
+                   command_line=command_line)
+
+
+def _option_argv(options: RescueOptions) -> list[str]:
+    """The rescue options that differ from the defaults, as `rescue image` takes them, in the
+    order its help lists them."""
+    default = RescueOptions()
+    valued = (("--cluster-size", options.cluster_size, default.cluster_size),
+              ("--skip-size", options.skip_size, default.skip_size),
+              ("--max-skip-size", options.max_skip_size, default.max_skip_size),
+              ("--retries", options.retries, default.retries),
+              ("--no-trim", not options.trim, False), ("--no-scrape", not options.scrape, False),
+              ("--reverse", options.reverse, False),
+              ("--min-read-rate", options.min_read_rate, default.min_read_rate),
+              ("--timeout", options.timeout, default.timeout),
+              ("--checkpoint", options.checkpoint_interval, default.checkpoint_interval))
+    argv: list[str] = []
+    for flag, value, usual in valued:
+        if value == usual:
+            continue
+        if isinstance(value, bool):
+            argv.append(flag)
+        else:
+            argv += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
+    return argv
 
 
 def open_source(path: str) -> Source:
     if path.startswith(faulty.PREFIX):
         return faulty.FaultySource(path)
     return BlockSource(path)
-
-
-def open_writer(path: str, image_format: str, size: int, level: int) -> ImageWriter:
-    """A writer that takes writes in any order and continues an image it finds at `path`."""
-    if image_format == "qcow2":
-        from rescue.formats.qcow2 import Qcow2Writer
-
-        return Qcow2Writer(path, size, level=level)
-    from rescue.formats.raw import RawWriter
-
-    return RawWriter(path, size)
 
 
 def source_identity(path: str, size: int, sector_size: int, physical_sector_size: int
@@ -144,6 +201,7 @@ class ImageJob:
             if request.mode == "used" or metadata_first:
                 self.plan = self._plan_disk()
                 domain = self.plan.used if request.mode == "used" else domain
+            # qcow2 or raw: a rescue writes in any order, and continues what it finds
             writer = open_writer(self.image_path, self.image_format, self.source.size,
                                  request.level)
             # a fresh image can be fingerprinted as it is written; a resumed one cannot
@@ -312,7 +370,7 @@ class ImageJob:
         for offset, expected in self._samples(reader):
             try:
                 found = bytes(self.source.read(offset, len(expected)))
-            except ReadError:
+            except Unreadable:
                 continue  # a failing disk may lose a sector it gave before: that proves nothing
             if found != expected:
                 raise RefusedError(
@@ -327,7 +385,8 @@ class ImageJob:
                     if state == FINISHED]
         ends = list(itertools.accumulate(length for _, length in finished))
         sector = self.source.sector_size
-        data, zeros = [], []
+        data: list[tuple[int, bytes]] = []
+        zeros: list[tuple[int, bytes]] = []
         for step in range(SAMPLE_CANDIDATES):
             position = ends[-1] * step // SAMPLE_CANDIDATES
             index = bisect.bisect_right(ends, position)
@@ -390,10 +449,7 @@ class ImageJob:
             streamed = self.writer.fingerprint() if isinstance(self.writer, DigestingWriter) \
                 else None
             manifest.fingerprint = streamed or self._read_back_fingerprint()
-        if hasattr(self.writer, "set_manifest"):
-            self.writer.set_manifest(manifest.to_bytes())
-        elif not getattr(self.writer, "is_device", False):  # a disk has no room beside it
-            write_sidecar(self.image_path, manifest)
+        store_manifest(self.writer, self.image_path, manifest)
 
     def _read_back_fingerprint(self) -> str:
         reader = open_reader(self.image_path, self.image_format)

@@ -6,7 +6,9 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from enum import StrEnum
 
+from rescue.formats.mapfile import PHASES
 from rescue.rangemap import BAD, FINISHED, NON_SCRAPED, NON_TRIED, NON_TRIMMED
 
 
@@ -37,12 +39,35 @@ class JobControl:
             pass
 
 
+class Phase(StrEnum):
+    """Where a rescue is, as the map's status line records it (GNU ddrescue's phases; filling
+    and generating appear only in maps ddrescue wrote). The values are what --json shows."""
+
+    COPYING = "copying"
+    TRIMMING = "trimming"
+    SCRAPING = "scraping"
+    RETRYING = "retrying"
+    FILLING = "filling"
+    GENERATING = "generating"
+    FINISHED = "finished"
+
+    @classmethod
+    def of_status(cls, status: str) -> Phase:
+        """The phase of a map's status character ('?' copying, '*' trimming, ...)."""
+        return cls(PHASES.get(status, cls.COPYING))
+
+    @property
+    def status(self) -> str:
+        """The map's status character for this phase."""
+        return next(code for code, name in PHASES.items() if name == self.value)
+
+
 @dataclass(frozen=True)
 class Progress:
     """One moment of a rescue, everything a status line or a TUI panel shows."""
 
     size: int
-    phase: str  # copying, trimming, scraping, retrying, finished
+    phase: Phase
     pass_no: int
     position: int
     totals: dict[str, int]
@@ -77,7 +102,7 @@ class Progress:
 
     def as_dict(self) -> dict[str, object]:
         return {
-            "size": self.size, "phase": self.phase, "pass": self.pass_no,
+            "size": self.size, "phase": self.phase.value, "pass": self.pass_no,
             "position": self.position, "rescued": self.rescued, "bad": self.bad,
             "non_tried": self.non_tried, "non_trimmed": self.non_trimmed,
             "non_scraped": self.non_scraped, "domain_size": self.domain_size,

@@ -31,9 +31,10 @@ from types import TracebackType
 from rescue.engine.jobs import RateMeter
 from rescue.errors import DestinationError, FormatError
 from rescue.formats import mapfile
+from rescue.formats.base import ImageReader, Ranges
 from rescue.formats.fingerprint import chunk_digests, zero_chunk_digests
-from rescue.formats.image import ImageReader, open_reader
-from rescue.formats.integrity import Ranges, read_checked
+from rescue.formats.image import open_reader
+from rescue.formats.integrity import add_range, read_checked
 from rescue.io.blockdev import BlockTarget, aligned_buffer, write_error
 from rescue.rangemap import FINISHED, RangeMap
 
@@ -45,14 +46,6 @@ def plan(length: int) -> Iterator[tuple[int, int]]:
     """The chunks (offset, length) of `length` bytes."""
     for offset in range(0, length, CHUNK):
         yield offset, min(CHUNK, length - offset)
-
-
-def merge(ranges: list[tuple[int, int]], offset: int, length: int) -> None:
-    """Append a range, joined to the last one when they touch."""
-    if ranges and ranges[-1][0] + ranges[-1][1] == offset:
-        ranges[-1] = (ranges[-1][0], ranges[-1][1] + length)
-    else:
-        ranges.append((offset, length))
 
 
 @dataclass(frozen=True)
@@ -339,7 +332,7 @@ class Pipeline:
                 finally:
                     chunk.release()
                 target.meter.add(size, time.monotonic())
-                merge(pending, chunk.offset, size)
+                add_range(pending, chunk.offset, size)
                 if time.monotonic() - last >= self.checkpoint:
                     self._sync(lane, pending)
                     last = time.monotonic()

@@ -29,11 +29,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 
-from rescue.engine.jobs import JobControl, Progress, RateMeter
-from rescue.errors import DestinationError, SourceLostError
-from rescue.formats.image import ImageWriter
-from rescue.formats.mapfile import PHASES, Mapfile, MapSaveError
-from rescue.io.source import ReadError, Source
+from rescue.engine.jobs import JobControl, Phase, Progress, RateMeter
+from rescue.errors import DestinationError, ExitCode, SourceLostError
+from rescue.formats.base import ImageWriter
+from rescue.formats.mapfile import Mapfile, MapSaveError
+from rescue.io.reader import Unreadable
+from rescue.io.source import Source
 from rescue.rangemap import (
     BAD,
     FINISHED,
@@ -58,10 +59,25 @@ UNDECIDED_MARKS = 1 << 16
 
 
 class Outcome(Enum):
+    """How an imaging job ended; its value is the word every presenter shows."""
+
     RESCUED = "rescued"  # every byte of the domain read
     UNREADABLE = "unreadable"  # finished; some sectors could not be read
     TIMEOUT = "timeout"  # nothing read for --timeout seconds
     INTERRUPTED = "interrupted"  # cancelled; map saved
+
+    @property
+    def exit_code(self) -> ExitCode:
+        """What `rescue image` (and the app, for its first job) exits with."""
+        return _OUTCOME_EXIT[self]
+
+
+_OUTCOME_EXIT = {
+    Outcome.RESCUED: ExitCode.OK,
+    Outcome.UNREADABLE: ExitCode.UNREADABLE,
+    Outcome.TIMEOUT: ExitCode.TIMEOUT,
+    Outcome.INTERRUPTED: ExitCode.INTERRUPTED,
+}
 
 
 @dataclass
@@ -100,7 +116,7 @@ class Rescue:
         self._outside = self._outside_domain_totals()  # never changes: we never read there
         self.domain_size = size - sum(self._outside.values())
         self._lock = threading.Lock()
-        self._phase, self._pass = PHASES.get(mapfile.current_status, "copying"), 1
+        self._phase, self._pass = Phase.of_status(mapfile.current_status), 1
         self._pos = mapfile.current_pos
         self._meter = meter or RateMeter()  # shared when one job runs several rescues
         self._last_good = time.monotonic()
@@ -139,7 +155,7 @@ class Rescue:
             current_rate=self._meter.current(now), average_rate=average,
             elapsed=now - self._meter.started, since_last_good=now - self._last_good,
             read_errors=self._read_errors,
-            eta=remaining / average if average > 0 and self._phase != "finished" else None,
+            eta=remaining / average if average > 0 and self._phase is not Phase.FINISHED else None,
             paused=self.control.paused)
 
     def snapshot(self) -> MapSnapshot:
@@ -163,7 +179,7 @@ class Rescue:
             if not isinstance(error, MapSaveError):  # that one has saved what it could
                 self._save_after_failure()
             raise
-        self._phase, self.mapfile.current_status = "finished", "+"
+        self._phase, self.mapfile.current_status = Phase.FINISHED, Phase.FINISHED.status
         self._checkpoint()
         rescued = self.totals()[FINISHED] == self.domain_size
         return Outcome.RESCUED if rescued else Outcome.UNREADABLE
@@ -180,19 +196,18 @@ class Rescue:
             start = resume_pos if number == 1 else None
             self._copy_pass(number, direction, skipping, start)
         if self.opt.trim:
-            self._enter("trimming", 1)
+            self._enter(Phase.TRIMMING, 1)
             self._trim()
         if self.opt.scrape:
-            self._enter("scraping", 1)
+            self._enter(Phase.SCRAPING, 1)
             self._sector_pass(NON_SCRAPED, forward)
         for retry in range(1, self.opt.retries + 1):
-            self._enter("retrying", retry)
+            self._enter(Phase.RETRYING, retry)
             self._sector_pass(BAD, forward if retry % 2 == 0 else not forward)
 
-    def _enter(self, phase: str, passno: int) -> None:
-        status = next(code for code, name in PHASES.items() if name == phase)
+    def _enter(self, phase: Phase, passno: int) -> None:
         self._phase, self._pass = phase, passno
-        self.mapfile.current_status, self.mapfile.current_pass = status, passno
+        self.mapfile.current_status, self.mapfile.current_pass = phase.status, passno
         self._checkpoint()
 
     # ---- copying -----------------------------------------------------------------------------
@@ -200,7 +215,7 @@ class Rescue:
     def _copy_pass(self, number: int, forward: bool, skipping: bool, start: int | None) -> None:
         if self._next_block(NON_TRIED, 0, True) is None:
             return
-        self._enter("copying", number)
+        self._enter(Phase.COPYING, number)
         pos = start if start is not None else (0 if forward else self.rmap.size)
         skip = self.opt.skip_size
         read_size = self.opt.cluster_size
@@ -254,7 +269,7 @@ class Rescue:
         if minimum is None or self._pass > 2:
             return False
         if minimum == 0:
-            minimum = self._meter.average(time.monotonic()) / 10
+            return rate < self._meter.average(time.monotonic()) / 10
         return rate < minimum
 
     def _skip(self, pos: int, skip: int, forward: bool) -> int:
@@ -307,7 +322,7 @@ class Rescue:
         self.mapfile.current_pos = offset
         try:
             data = self.source.read(offset, length)
-        except ReadError:
+        except Unreadable:
             self._read_errors += 1
             self._failed_read()
             if on_error is not None:
@@ -369,7 +384,7 @@ class Rescue:
     def _reads_again(self, offset: int) -> bool:
         try:
             self.source.read(offset, min(self.sector, self.rmap.size - offset))
-        except ReadError:
+        except Unreadable:
             return False
         return True
 
@@ -389,7 +404,7 @@ class Rescue:
         with self._lock:
             journal.restore(self.mapfile)
         self._pos, self._pass = self.mapfile.current_pos, self.mapfile.current_pass
-        self._phase = PHASES.get(self.mapfile.current_status, "copying")
+        self._phase = Phase.of_status(self.mapfile.current_status)
         self._source_alive()
 
     def _after_read(self) -> None:

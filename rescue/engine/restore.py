@@ -45,7 +45,7 @@ from dataclasses import dataclass, replace
 from rescue.devices import safety
 from rescue.devices.locks import Locks
 from rescue.engine.jobs import JobControl, RateMeter
-from rescue.engine.pipeline import CHUNK, Pipeline, Span, Target, merge
+from rescue.engine.pipeline import CHUNK, Pipeline, Span, Target
 from rescue.errors import (
     DamagedImageError,
     DestinationError,
@@ -54,9 +54,10 @@ from rescue.errors import (
     RefusedError,
     UsageError,
 )
+from rescue.formats.base import ImageReader
 from rescue.formats.fingerprint import Fingerprint, chunk_digests
-from rescue.formats.image import ImageReader, detect_format, open_reader
-from rescue.formats.integrity import ImageGate, Verdict, read_checked
+from rescue.formats.image import detect_format, open_reader
+from rescue.formats.integrity import ImageGate, Verdict, add_range, read_checked
 from rescue.fs import fitting
 from rescue.fs.partitions import PartitionTable, read_partition_table
 from rescue.io.blockdev import geometry, read_chunks, write_error
@@ -77,6 +78,24 @@ class RestoreRequest:
     checkpoint: float = 5.0  # seconds between fsync + map save on each target
     command_line: str = ""
     image_format: str | None = None  # --format; detected from the image when None
+
+    def to_argv(self) -> list[str]:
+        """The `rescue restore` command that starts (or continues) this restore: what differs
+        from the defaults."""
+        argv = ["rescue", "restore", self.image, *self.targets]
+        if self.image_format is not None:
+            argv += ["--format", self.image_format]
+        if self.partition is not None:
+            argv += ["--partition", str(self.partition)]
+        for flag, on in (("--no-verify", not self.verify), ("--skip-holes", self.skip_holes),
+                         ("--check-image", self.check_image), ("--force", self.force)):
+            if on:
+                argv.append(flag)
+        if self.map_dir is not None:
+            argv += ["--map-dir", self.map_dir]
+        if self.checkpoint != RestoreRequest.checkpoint:
+            argv += ["--checkpoint", f"{self.checkpoint:g}"]
+        return argv
 
 
 @dataclass(frozen=True)
@@ -240,7 +259,7 @@ class RestoreJob:
         runs: list[tuple[int, int]] = []
         for offset, length, allocated in reader.extents():
             if allocated:
-                merge(runs, offset, length)
+                add_range(runs, offset, length)
         return runs
 
     def _check_whole_image(self, reader: ImageReader) -> None:
@@ -451,7 +470,7 @@ class RestoreJob:
         for pos in range(0, len(expected), step):
             if written[pos:pos + step] != expected[pos:pos + step]:
                 length = min(step, len(expected) - pos)
-                merge(target.mismatches, offset + pos, length)
+                add_range(target.mismatches, offset + pos, length)
 
     def _finish_table(self, target: Target) -> None:
         """Move the GPT backup to the end of the target, or fit a DOS table; then check it."""

@@ -16,7 +16,7 @@ import pytsk3
 from rescue.errors import FormatError, UsageError
 from rescue.explore.damage import Run, lost_ranges, merge
 from rescue.explore.volumes import Volume
-from rescue.formats.image import ImageReader
+from rescue.formats.base import ImageReader
 from rescue.rangemap import RangeMap
 
 _KINDS = {

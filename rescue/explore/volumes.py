@@ -11,8 +11,9 @@ from dataclasses import dataclass
 
 from rescue.devices.probe import probe
 from rescue.errors import FormatError, UsageError
-from rescue.formats.image import ImageReader
+from rescue.formats.base import ImageReader
 from rescue.fs.partitions import SliceReader, read_partition_table
+from rescue.io.reader import Unreadable
 
 WHOLE_IMAGE = 0  # the volume number of a file system that fills the image (no table)
 _TARGET = re.compile(r"(\d+):(.*)", re.DOTALL)
@@ -41,8 +42,8 @@ class Layout:
 
 def _probe_slice(reader: ImageReader, start: int, size: int) -> tuple[str | None, str | None]:
     try:
-        found = probe(SliceReader(reader, start, size).read).filesystem
-    except (OSError, ValueError, IndexError):  # a damaged superblock is "unknown", not fatal
+        found = probe(SliceReader(reader, start, size)).filesystem
+    except (Unreadable, OSError, ValueError, IndexError):  # a damaged superblock is "unknown"
         return None, None
     return (found.fstype, found.label) if found else (None, None)
 

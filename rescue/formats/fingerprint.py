@@ -16,7 +16,7 @@ import os
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from rescue.formats.image import ImageHasher, ImageReader
+from rescue.formats.base import ImageHasher, ImageReader
 
 CHUNK = 1 << 20
 READ_SIZE = 4 << 20

@@ -1,16 +1,26 @@
-"""The one writer and reader interface over every image format, and the choice of format."""
+"""Every image format in one place: names, detection, and opening a reader or a writer.
+
+Each format module knows its own signature (`sniff`); this registry asks them in turn, knows
+the foreign containers rescue refuses, and is the one place that turns a format name into a
+reader or writer, and a manifest into where it is kept. The format modules are imported when
+first needed: they pull in zstandard, which a command that opens no image should not wait for.
+"""
 
 from __future__ import annotations
 
 import os
 import stat
-from abc import ABC, abstractmethod
-from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import BinaryIO, Protocol, Self
+from typing import BinaryIO
 
 from rescue.errors import FormatError, UsageError
-from rescue.formats.manifest import Manifest, read_sidecar
+from rescue.formats.base import (
+    ImageReader,
+    ImageWriter,
+    holds_manifest,
+    keeps_manifest,
+)
+from rescue.formats.manifest import Manifest, read_sidecar, write_sidecar
 
 FORMATS = ("raw", "qcow2", "zst")
 MIN_IMAGE_SIZE = 512  # one sector: anything smaller holds no disk
@@ -59,92 +69,6 @@ FOREIGN = (
             "encrypted partition, name it .img or pass --format raw",
             raw_image_may_start_so=True),
 )
-
-
-class ImageWriter(Protocol):
-    """Random-access sink for rescued data.
-
-    The engine writes each range once it has read it, in any order; `sync` must make every
-    write so far durable, because the mapfile is saved right after it and claims that data.
-    `data` may be a view into a reused read buffer: it is only valid during the call, so a
-    writer that keeps it (to compress later) must copy it.
-    """
-
-    size: int
-
-    def write(self, offset: int, data: bytes | memoryview) -> None: ...
-
-    def sync(self) -> None: ...
-
-    def close(self) -> None: ...
-
-
-class ImageHasher(Protocol):
-    """Fed an image's bytes in order: data, or runs of zeros that a hole reads as."""
-
-    def update(self, data: bytes | memoryview, /) -> None: ...
-
-    def zeros(self, length: int) -> None: ...
-
-    def hexdigest(self) -> str: ...
-
-
-class ImageReader(Protocol):
-    """Random-access view of an image's logical bytes; holes read as zeros."""
-
-    size: int
-
-    def read(self, offset: int, length: int) -> bytes: ...
-
-    def extents(self) -> Iterator[tuple[int, int, bool]]:
-        """(offset, length, allocated) runs covering [0, size) in order."""
-        ...
-
-    def close(self) -> None: ...
-
-
-class FdReader:
-    """Base of readers that hold one open file descriptor in `_fd`.
-
-    Closing twice is harmless (a `with` block may follow an explicit close), and every such
-    reader is a context manager, so a caller never leaks the descriptor on an error.
-    """
-
-    _fd = -1
-
-    def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-class AbandonableWriter(ABC):
-    """Base of writers that finish a file on `close` but can also stop without finishing.
-
-    A `with` block left by an exception abandons the file at its last `sync` instead of
-    closing it: finishing would write an index that claims the half-done work is complete.
-    """
-
-    @abstractmethod
-    def close(self) -> None: ...
-
-    @abstractmethod
-    def abandon(self) -> None: ...
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abandon()
 
 
 def format_for(path: str, override: str | None = None) -> str:
@@ -256,9 +180,9 @@ def _our_format(head: bytes, tail: bytes) -> str | None:
     """qcow2, zst (seekable) or zstd (a plain stream), by each module's own signatures."""
     from rescue.formats import qcow2, zstseek
 
-    if head.startswith(qcow2.MAGIC):
+    if qcow2.sniff(head, tail):
         return "qcow2"
-    if zstseek.is_seekable(head, tail):
+    if zstseek.sniff(head, tail):
         return "zst"
     return "zstd" if zstseek.is_zstd(head) else None
 
@@ -280,10 +204,47 @@ def open_reader(path: str, fmt: str | None = None) -> ImageReader:
     return RawReader(path)
 
 
+def open_writer(path: str, fmt: str, size: int, level: int) -> ImageWriter:
+    """A writer of `fmt` at `path`: a new image, or the continuation of a qcow2 or raw image
+    an interrupted rescue left there (a conversion makes sure nothing is there).
+
+    qcow2 and raw take writes in any order; .img.zst only in order (see SequentialWriter).
+    """
+    if fmt == "qcow2":
+        from rescue.formats.qcow2 import Qcow2Writer
+
+        return Qcow2Writer(path, size, level=level)
+    if fmt == "zst":
+        from rescue.formats.zstseek import ZstSeekWriter
+
+        return ZstSeekWriter(path, size, level=level)
+    from rescue.formats.raw import RawWriter
+
+    return RawWriter(path, size)
+
+
 def read_manifest(path: str, reader: ImageReader) -> Manifest | None:
     """The manifest kept inside the image, or beside a raw image."""
-    blob = getattr(reader, "manifest", None)
-    if blob is not None:
-        data = blob()
+    if holds_manifest(reader):
+        data = reader.manifest()
         return Manifest.from_bytes(data, path) if data else None
     return read_sidecar(path)
+
+
+def store_manifest(writer: ImageWriter, path: str, manifest: Manifest) -> None:
+    """Keep the manifest inside the image when its format has room for it, else beside the
+    image `path` names; a disk written in place has no room beside it."""
+    if keeps_manifest(writer):
+        writer.set_manifest(manifest.to_bytes())
+    elif not writer.capabilities.device:
+        write_sidecar(path, manifest)
+
+
+def format_details(reader: ImageReader) -> dict[str, object]:
+    """What an image's format adds to its description: a qcow2's cluster size and
+    compression (raw and .img.zst have nothing of the kind)."""
+    from rescue.formats.qcow2 import Qcow2Reader
+
+    if isinstance(reader, Qcow2Reader):
+        return {"cluster_size": reader.cluster_size, "compression": reader.compression}
+    return {}

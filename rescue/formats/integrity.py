@@ -14,35 +14,17 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
 
 from rescue.errors import FormatError
+from rescue.formats.base import ImageHasher, ImageReader, Ranges, checks_itself
 from rescue.formats.fingerprint import READ_SIZE, Fingerprint, PlainSha256
-from rescue.formats.image import ImageHasher, ImageReader, read_manifest
+from rescue.formats.image import read_manifest
 from rescue.formats.manifest import Manifest
-
-Ranges = list[tuple[int, int]]  # (offset, length) of logical image bytes, sorted
-
-
-@runtime_checkable
-class CheckedReader(Protocol):
-    """A reader whose format carries checks of its own (qcow2, seekable zstd)."""
-
-    checksums: bool  # every cluster or frame carries a checksum of its content
-
-    def check_structure(self) -> tuple[Ranges, list[str]]:
-        """Damaged logical ranges and damage without one, found in the tables alone."""
-        ...
-
-    def read_checked(self, offset: int, length: int) -> tuple[bytes, Ranges]:
-        """Like `read`, but a cluster or frame that fails its checks reads as zeros and is
-        returned as a damaged range (clipped to the request) instead of raising."""
-        ...
 
 
 def read_checked(reader: ImageReader, offset: int, length: int) -> tuple[bytes, Ranges]:
     """Image bytes and the damaged ranges among them; a raw image carries nothing to check."""
-    if isinstance(reader, CheckedReader):
+    if checks_itself(reader):
         return reader.read_checked(offset, length)
     return reader.read(offset, length), []
 
@@ -121,9 +103,9 @@ class ImageGate:
             self._problems.append(f"the image holds {reader.size} bytes, its manifest says the "
                                   f"source held {recorded}")
         self.checked: list[str] = []
-        if isinstance(reader, CheckedReader):
+        if checks_itself(reader):
             self.checked.append("structure")
-            if reader.checksums:
+            if reader.capabilities.checksums:
                 self.checked.append("checksums")
             damaged, problems = reader.check_structure()
             self._damaged += damaged

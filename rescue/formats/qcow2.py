@@ -43,7 +43,7 @@ from heapq import heappop, heappush
 import zstandard
 
 from rescue.errors import DestinationError, FormatError, UsageError
-from rescue.formats.image import AbandonableWriter, FdReader
+from rescue.formats.base import AbandonableWriter, Capabilities, FdReader
 from rescue.formats.manifest import MAX_SIZE as MANIFEST_MAX_SIZE
 
 MAGIC = b"QFI\xfb"
@@ -102,6 +102,11 @@ DEFAULT_CLUSTER_SIZE = 65536
 MAX_L1_ENTRIES = 32 * 1024 * 1024 // 8  # QEMU's QCOW_MAX_L1_SIZE
 
 _BIG_ENDIAN_HOST = sys.byteorder == "big"
+
+
+def sniff(head: bytes, tail: bytes) -> bool:
+    """Whether a file is a qcow2 image (any writer, any version), from its first bytes."""
+    return head.startswith(MAGIC)
 
 
 def _to_host(raw: bytes, typecode: str) -> array:
@@ -467,6 +472,10 @@ class Qcow2Reader(_Image, FdReader):
             os.close(fd)
             raise
         self._recent: OrderedDict[int, bytes | None] = OrderedDict()
+        # our clusters carry checksums (zstd content checksums, or our CRC-32 after deflate);
+        # other writers' clusters can only be checked for decoding
+        self.capabilities = Capabilities(manifest=True, checks=True,
+                                         checksums=self._header.ours)
 
     def _check_tables_in_file(self) -> None:
         """Refuse a truncated copy when it is opened: the refcount table, its blocks and the
@@ -532,12 +541,6 @@ class Qcow2Reader(_Image, FdReader):
                 if offset >= self.size:
                     break
                 yield offset, min(self.cluster_size, self.size - offset), self._is_data(entry)
-
-    @property
-    def checksums(self) -> bool:
-        """Whether every cluster carries a checksum: ours do (zstd content checksums, or our
-        CRC-32 after deflate); other writers' clusters can only be checked for decoding."""
-        return self._header.ours
 
     def read_checked(self, offset: int, length: int) -> tuple[bytes, list[tuple[int, int]]]:
         """Logical bytes, a cluster that fails to decode read as zeros and returned as a
@@ -681,6 +684,8 @@ class Qcow2Writer(_Image, AbandonableWriter):
     module wrote, reopens it to continue (`resume=False` always starts afresh). A reopened image
     keeps its own cluster size and compression; `size` must match it (or be None).
     """
+
+    capabilities = Capabilities(manifest=True, checksums=True, abandon=True)
 
     def __init__(self, path: str, size: int | None, *, cluster_size: int = DEFAULT_CLUSTER_SIZE,
                  compression: str = "zstd", level: int = 3, threads: int = 2,

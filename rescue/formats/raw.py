@@ -10,7 +10,7 @@ import os
 from collections.abc import Iterator
 
 from rescue.errors import DestinationError, FormatError
-from rescue.formats.image import FdReader
+from rescue.formats.base import Capabilities, FdReader
 from rescue.io.blockdev import BlockTarget, is_block_device
 
 _ZERO = bytes(4 << 20)
@@ -32,6 +32,7 @@ class RawWriter:
         self._block: BlockTarget | None = None
         try:
             self.is_device = is_block_device(path)
+            self.capabilities = Capabilities(device=self.is_device)
             if self.is_device:
                 self._block = BlockTarget(path, direct=False, exclusive=False)
                 self.fd = self._block.buffered

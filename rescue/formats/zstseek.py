@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import zstandard
 
 from rescue.errors import DestinationError, FormatError, UsageError
-from rescue.formats.image import AbandonableWriter, FdReader
+from rescue.formats.base import AbandonableWriter, Capabilities, FdReader
 
 VERSION = 1
 SUPPORTED_VERSIONS = (1,)
@@ -86,8 +86,8 @@ def is_zstd(head: bytes) -> bool:
                                    and magic & SKIPPABLE_MAGIC_MASK == SKIPPABLE_MAGIC)
 
 
-def is_seekable(head: bytes, tail: bytes) -> bool:
-    """Whether a zstd file is a seekable one, from its first and last bytes: it begins with
+def sniff(head: bytes, tail: bytes) -> bool:
+    """Whether a file is a seekable zstd one, from its first and last bytes: it begins with
     our header frame (finished or not: the reader tells which), or ends with the seek table's
     magic (any writer of the format)."""
     ours = SKIPPABLE_HEADER.pack(HEADER_MAGIC, HEADER_PAYLOAD.size) + HEADER_TAG
@@ -136,6 +136,8 @@ class ZstSeekWriter(AbandonableWriter):
     all-zero frame. A file whose writer died before `close` has no seek table and is reported
     as unfinished by `ZstSeekReader`.
     """
+
+    capabilities = Capabilities(manifest=True, checksums=True, sequential=True, abandon=True)
 
     def __init__(self, path: str, size: int, *, level: int = 3,
                  frame_size: int = DEFAULT_FRAME_SIZE, threads: int = 2) -> None:
@@ -343,6 +345,9 @@ class ZstSeekReader(FdReader):
             raise
         self._starts = [frame.offset for frame in self._frames]
         self.size = self._frames[-1].offset + self._frames[-1].length if self._frames else 0
+        # a seek table from another writer may keep no checksum of the frames
+        self.capabilities = Capabilities(manifest=True, checks=True, checksums=all(
+            frame.checksum is not None for frame in self._frames))
         self._decompressor = zstandard.ZstdDecompressor()
         self._cache: OrderedDict[int, bytes] = OrderedDict()
         self._lock = threading.RLock()
@@ -400,11 +405,6 @@ class ZstSeekReader(FdReader):
             return None
         offset, length = self._manifest_span
         return self._pread(length, offset)
-
-    @property
-    def checksums(self) -> bool:
-        """Whether the seek table keeps a checksum of every frame (ours does)."""
-        return all(frame.checksum is not None for frame in self._frames)
 
     def read_checked(self, offset: int, length: int) -> tuple[bytes, list[tuple[int, int]]]:
         """Image bytes, a frame that fails its checks read as zeros and returned as a damaged

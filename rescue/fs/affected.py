@@ -16,8 +16,9 @@ from rescue.errors import FormatError, UsageError
 from rescue.formats import mapfile
 from rescue.formats.image import open_reader, read_manifest
 from rescue.fs.domain import open_fs
-from rescue.fs.partitions import PartitionEntry, Readable, SliceReader, read_partition_table
+from rescue.fs.partitions import PartitionEntry, SliceReader, read_partition_table
 from rescue.fs.used import Extent
+from rescue.io.reader import Reader
 from rescue.rangemap import BAD, FINISHED, NON_SCRAPED, NON_TRIED, NON_TRIMMED, RangeMap
 
 
@@ -73,7 +74,7 @@ def _sum(damage: Damage, extents: tuple[Extent, ...]) -> int:
     return sum(damage.overlap(offset, length) for offset, length in extents)
 
 
-def _area_files(reader: Readable, damage: Damage, number: int | None
+def _area_files(reader: Reader, damage: Damage, number: int | None
                 ) -> tuple[list[AffectedFile], list[str]]:
     where = f"partition {number}" if number is not None else "disk"
     try:
@@ -102,7 +103,7 @@ def _area_files(reader: Readable, damage: Damage, number: int | None
     return found, notes
 
 
-def affected_files(reader: Readable, rmap: RangeMap, sector_size: int = 512) -> DamageReport:
+def affected_files(reader: Reader, rmap: RangeMap, sector_size: int = 512) -> DamageReport:
     """Every file whose data or metadata intersects a range `rmap` does not mark finished."""
     whole = Damage(rmap)
     if whole.total == 0:

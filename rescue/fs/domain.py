@@ -7,6 +7,7 @@ disk dies halfway). Whatever cannot be trusted is imaged whole, with a warning.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -14,24 +15,28 @@ from rescue.errors import FormatError
 from rescue.fs.partitions import (
     READ_ERRORS,
     PartitionEntry,
-    Readable,
     SliceReader,
     read_partition_table,
 )
+from rescue.fs.signatures import SIGNATURES, identify
 from rescue.fs.used import Extent, FileSystem, UsedMap, normalize
 from rescue.fs.used.exfat import ExfatFS
 from rescue.fs.used.ext import ExtFS, has_backup_superblock
 from rescue.fs.used.fat import FatFS
 from rescue.fs.used.ntfs import NtfsFS
-from rescue.fs.used.partclone import SIGNATURES, partclone_used
+from rescue.fs.used.partclone import partclone_used
+from rescue.io.reader import Reader
 from rescue.io.source import Source
 from rescue.rangemap import FINISHED, RangeMap
 
+NATIVE: dict[str, type[ExtFS] | type[FatFS] | type[ExfatFS] | type[NtfsFS]] = {
+    "ext": ExtFS, "fat": FatFS, "exfat": ExfatFS, "ntfs": NtfsFS}
+PARTCLONE = frozenset(signature.name for signature in SIGNATURES if signature.partclone)
 DOMAIN_ALIGN = 4096  # domain edges on 4 KiB: whole physical sectors and O_DIRECT-friendly
 HEAD = 1 << 20
 
 
-def _probe(reader: Readable, offset: int, length: int) -> bytes:
+def _probe(reader: Reader, offset: int, length: int) -> bytes:
     if offset + length > reader.size:
         return b""
     try:
@@ -40,30 +45,16 @@ def _probe(reader: Readable, offset: int, length: int) -> bytes:
         return b""
 
 
-def detect(reader: Readable) -> str | None:
+def detect(reader: Reader) -> str | None:
     """The file-system type by its signature: ours first, then those partclone knows."""
-    boot = _probe(reader, 0, 512)
-    if boot[3:11] == b"NTFS    ":
-        return "ntfs"
-    if boot[3:11] == b"EXFAT   ":
-        return "exfat"
-    if _probe(reader, 0x438, 2) == b"\x53\xef":
+    read = functools.cache(functools.partial(_probe, reader))
+    kind = identify(read, NATIVE.keys()) or identify(read, PARTCLONE)
+    if kind is None and has_backup_superblock(reader):  # ext with its primary superblock lost
         return "ext"
-    if boot[510:512] == b"\x55\xaa" and (boot[0x36:0x39] == b"FAT" or boot[0x52:0x57] == b"FAT32"):
-        return "fat"
-    for fs_type, offset, magic in SIGNATURES:
-        if _probe(reader, offset, len(magic)) == magic:
-            return fs_type
-    if has_backup_superblock(reader):  # ext with its primary superblock lost
-        return "ext"
-    return None
+    return kind
 
 
-NATIVE: dict[str, type[ExtFS] | type[FatFS] | type[ExfatFS] | type[NtfsFS]] = {
-    "ext": ExtFS, "fat": FatFS, "exfat": ExfatFS, "ntfs": NtfsFS}
-
-
-def open_fs(reader: Readable) -> FileSystem:
+def open_fs(reader: Reader) -> FileSystem:
     """A native parser for the file system in `reader`; FormatError if there is none."""
     kind = detect(reader)
     if kind not in NATIVE:
@@ -71,7 +62,7 @@ def open_fs(reader: Readable) -> FileSystem:
     return NATIVE[kind](reader)
 
 
-def used_map(reader: Readable, path: str | None = None, offset: int = 0) -> UsedMap:
+def used_map(reader: Reader, path: str | None = None, offset: int = 0) -> UsedMap:
     """The used map of the file system in `reader` (which is `path` from `offset`, for
     partclone). Never raises for bad input: it falls back to the whole area with a warning."""
     size = reader.size
@@ -136,7 +127,7 @@ def _range_map(size: int, extents: Iterator[Extent] | list[Extent]) -> RangeMap:
     return rmap
 
 
-def plan_disk(reader: Readable, path: str | None = None, sector_size: int = 512) -> DiskPlan:
+def plan_disk(reader: Reader, path: str | None = None, sector_size: int = 512) -> DiskPlan:
     """Used and metadata domains of a whole disk, a partition or a file-system image."""
     size = reader.size
     table = read_partition_table(reader, sector_size)
@@ -156,8 +147,8 @@ def plan_disk(reader: Readable, path: str | None = None, sector_size: int = 512)
             warnings.append("partition table damaged; imaging all space outside partitions")
             used += _gaps(size, parts)
         for part in parts:
-            area = used_map(SliceReader(reader, part.start, part.size), path, part.start)
-            areas.append(AreaPlan(part, part.start, area))
+            found = used_map(SliceReader(reader, part.start, part.size), path, part.start)
+            areas.append(AreaPlan(part, part.start, found))
     for area in areas:
         where = f"partition {area.partition.number}" if area.partition else "disk"
         warnings += [f"{where}: {w}" for w in area.used.warnings]

@@ -1,6 +1,6 @@
 """MBR (with extended and logical partitions) and GPT partition tables.
 
-Read from anything with `size` and `read(offset, length)`: a disk, an image reader, a file.
+Read from any Reader: a disk, an image reader, a file.
 A failing disk often has a damaged table, so damage never raises: it becomes a warning, a
 clipped or skipped entry, or (GPT) the backup header, and the caller falls back to treating
 the whole disk as one area rather than losing data.
@@ -14,13 +14,12 @@ import struct
 import uuid
 import zlib
 from dataclasses import dataclass
-from typing import Protocol
 
-from rescue.errors import FormatError, RescueError, SourceError
-from rescue.formats.image import FdReader
-from rescue.io.source import ReadError
+from rescue.errors import FormatError, SourceError
+from rescue.formats.base import FdReader
+from rescue.fs.signatures import MBR_SIGNATURE, SIGNATURES, in_bytes
+from rescue.io.reader import Reader, Unreadable
 
-MBR_SIGNATURE = b"\x55\xaa"
 MBR_ENTRIES_OFFSET = 446
 MBR_ENTRY = struct.Struct("<B3sB3sII")  # status, CHS first, type, CHS last, first LBA, sectors
 EXTENDED_TYPES = frozenset({0x05, 0x0F, 0x85})
@@ -36,17 +35,10 @@ GPT_HEADER = struct.Struct("<8sIIII QQQQ 16s QIII")
 GPT_ENTRY = struct.Struct("<16s16sQQQ72s")
 GPT_LEGACY_BOOTABLE = 1 << 2
 MAX_GPT_ENTRIES_BYTES = 1 << 20  # 128 entries of 128 bytes is the norm; refuse absurd arrays
-# What reading a damaged or failing disk raises: an I/O error, a source's failed read, an image
-# reader's damaged cluster. Anything else (MemoryError, a bug) must not pass for a bad sector.
-READ_ERRORS = (OSError, ReadError, RescueError)
-
-
-class Readable(Protocol):
-    """What the parsers read from: an image reader, a device, a file, a slice of one."""
-
-    size: int
-
-    def read(self, offset: int, length: int) -> bytes: ...
+# What reading a damaged or failing disk raises: a failed read, an image reader's damaged
+# cluster, an image file's own I/O error. Anything else (MemoryError, a bug, a source that
+# left the system) must not pass for a bad sector.
+READ_ERRORS = (Unreadable, FormatError, OSError)
 
 
 @dataclass(frozen=True)
@@ -96,7 +88,7 @@ class PartitionTable:
 class _Parse:
     """Mutable state of one parse: warnings and table areas accumulate as we go."""
 
-    def __init__(self, reader: Readable, sector_size: int) -> None:
+    def __init__(self, reader: Reader, sector_size: int) -> None:
         self.reader = reader
         self.sector_size = sector_size
         self.disk_size = reader.size
@@ -134,8 +126,8 @@ class _Parse:
 
 def _looks_like_boot_sector(sector: bytes) -> bool:
     """A file system's own boot sector (FAT, NTFS, exFAT) also ends in 55 AA."""
-    return (sector[3:11] in (b"NTFS    ", b"EXFAT   ")
-            or sector[0x36:0x39] == b"FAT" or sector[0x52:0x57] == b"FAT32")
+    read = in_bytes(sector)
+    return any(signature.found(read) for signature in SIGNATURES if signature.boot_sector)
 
 
 def _mbr_entries(sector: bytes) -> list[tuple[int, int, int, int]] | None:
@@ -261,12 +253,11 @@ def _parse_gpt(p: _Parse) -> tuple[list[PartitionEntry], str | None]:
     return result, str(uuid.UUID(bytes_le=fields[9]))
 
 
-def read_partition_table(reader: Readable, sector_size: int = 512) -> PartitionTable:
+def read_partition_table(reader: Reader, sector_size: int = 512) -> PartitionTable:
     """The partition table of a disk or image; kind None when the disk holds none."""
     p = _Parse(reader, sector_size)
     mbr = p.read(0, 512)
-    entries = None if mbr is None or _looks_like_boot_sector(mbr) else _mbr_entries(mbr)
-    if entries is None:
+    if mbr is None or _looks_like_boot_sector(mbr) or (entries := _mbr_entries(mbr)) is None:
         return PartitionTable(None, sector_size, p.disk_size, (), None, tuple(p.warnings))
     p.areas.append((0, sector_size))
     if any(ptype == GPT_PROTECTIVE for _, ptype, _, _ in entries):
@@ -286,15 +277,15 @@ def read_partition_table(reader: Readable, sector_size: int = 512) -> PartitionT
 
 
 class DiskReader(FdReader):
-    """The smallest reader over a device or file: `size` and `read(offset, length)`.
+    """The smallest Reader over a device or file.
 
     Buffered reads are right here: table and metadata probes are small, and a failed read
-    surfaces as OSError, which the parsers turn into warnings.
+    surfaces as Unreadable, which the parsers turn into warnings.
     """
 
     def __init__(self, path: str) -> None:
         try:
-            self._fd = os.open(path, os.O_RDONLY)
+            self._fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError as exc:
             raise SourceError(f"cannot open {path}: {exc.strerror}") from None
         mode = os.fstat(self._fd).st_mode
@@ -305,13 +296,16 @@ class DiskReader(FdReader):
         self.size = os.lseek(self._fd, 0, os.SEEK_END)
 
     def read(self, offset: int, length: int) -> bytes:
-        return os.pread(self._fd, length, offset)
+        try:
+            return os.pread(self._fd, length, offset)
+        except OSError as exc:
+            raise Unreadable(offset, length, "media", exc.strerror or "") from None
 
 
 class SliceReader:
     """A window [start, start+size) of another reader: one partition seen as a disk."""
 
-    def __init__(self, reader: Readable, start: int, size: int) -> None:
+    def __init__(self, reader: Reader, start: int, size: int) -> None:
         self._reader = reader
         self.start = start
         self.size = size

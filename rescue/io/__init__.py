@@ -1,1 +1,1 @@
-"""Bytes in and out of disks: block sources and simulated failing disks. No policy, no UI."""
+"""Bytes in and out of disks and files: block sources and targets. No policy, no UI."""

@@ -15,30 +15,22 @@ from typing import Protocol
 
 from rescue.errors import SourceError, SourceLostError
 from rescue.io.blockdev import BLKGETSIZE64, BLKPBSZGET, BLKSSZGET, LOST_ERRORS, ioctl_int
+from rescue.io.reader import Reader, Unreadable
 
 # Any other errno (EIO and its friends) means "this area could not be read": a bad area;
 # LOST_ERRORS mean the source itself is gone.
 TIMEOUT_ERRORS = frozenset({errno.ETIMEDOUT, errno.ETIME})
 
 
-class ReadError(Exception):
-    """A read failed in a way the rescue algorithm handles: a bad area or a timeout."""
-
-    def __init__(self, offset: int, length: int, kind: str, detail: str = "") -> None:
-        super().__init__(f"{kind} error reading {length} bytes at {offset:#x} {detail}".strip())
-        self.offset, self.length, self.kind = offset, length, kind
-
-
-class Source(Protocol):
+class Source(Reader, Protocol):
     """What the rescue engine reads from: a real device or a simulated failing one."""
 
     path: str
-    size: int
     sector_size: int
     physical_sector_size: int
 
     def read(self, offset: int, length: int) -> memoryview:
-        """Exactly `length` bytes at `offset` (clipped at the end), or raise ReadError.
+        """Exactly `length` bytes at `offset` (clipped at the end), or raise Unreadable.
         The view is only valid until the next read: keep a copy if you need it longer."""
         ...
 
@@ -142,7 +134,7 @@ class BlockSource:
             if exc.errno in LOST_ERRORS:
                 raise SourceLostError(f"source {self.path} vanished: {exc.strerror}") from None
             kind = "timeout" if exc.errno in TIMEOUT_ERRORS else "media"
-            raise ReadError(offset, length, kind, exc.strerror or "") from None
+            raise Unreadable(offset, length, kind, exc.strerror or "") from None
         if got < length:
             reason = self.vanished() or (f"it ended at {offset + got:#x}, before its size "
                                          f"{self.size:#x}")

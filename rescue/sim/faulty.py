@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from rescue.errors import UsageError
-from rescue.io.source import ReadError
+from rescue.io.reader import Unreadable
 
 PREFIX = "sim:"
 SECTOR = 512
@@ -191,7 +191,7 @@ class FaultySource:
         detail = self._failure(offset, end)
         if detail is not None:
             self.failed_reads += 1
-            raise ReadError(offset, length, "media", detail)
+            raise Unreadable(offset, length, "media", detail)
         self.served += length
         return memoryview(content(offset, length, self.spec.seed))
 

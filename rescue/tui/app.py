@@ -217,15 +217,7 @@ def make_home_app(look: MapLook | None = None) -> RescueApp:
     return RescueApp(look=look, home="disks")
 
 
-def make_demo_app(spec: str, folder: str, look: MapLook | None = None) -> RescueApp:
+def make_demo_app(spec: str, folder: str, look: MapLook | None = None,
+                  command_line: str = "") -> RescueApp:
     """The app `rescue demo` shows: the simulated disk `spec` imaged into `folder`."""
-    from rescue.commands.demo import demo_request
-
-    return make_app(demo_request(spec, folder), look=look)
-
-
-def run_demo_tui(spec: str, folder: str, look: MapLook | None = None) -> int:
-    """`rescue demo` in the TUI; returns the exit code `rescue demo` would."""
-    app = make_demo_app(spec, folder, look)
-    app.run()
-    return app.exit_code()
+    return make_app(ImageRequest.demo(spec, folder, command_line), look=look)

@@ -4,11 +4,25 @@ The one-line `notes` live in rescue.devices.describe, so the headless `rescue di
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from rescue.devices.describe import Device
 from rescue.devices.describe import notes as notes  # re-exported for the screens
 from rescue.devices.discover import Disk
 from rescue.devices.health import Health
 from rescue.units import human_size
+
+
+def every_device(disks: list[Disk]) -> Iterator[Device]:
+    """Each disk, then its partitions: the rows the screens list."""
+    for disk in disks:
+        yield disk
+        yield from disk.partitions
+
+
+def device_line(item: Device) -> str:
+    """One device as the wizards list it: path, size, notes."""
+    return f"{item.path:<14} {human_size(item.size):>9}  {notes(item)}".rstrip()
 
 
 def describe(item: Device, health: Health | None) -> str:

@@ -12,16 +12,17 @@ from typing import Generic, TypeVar
 
 from textual.worker import Worker
 
-from rescue.commands.image import OUTCOME_EXIT
 from rescue.engine.imaging import ImageJob
 from rescue.engine.jobs import JobControl, Progress
 from rescue.engine.rescue import Outcome
 from rescue.engine.restore import RestoreJob, RestoreProgress, RestoreResult
 from rescue.errors import ExitCode, RescueError
 from rescue.fs.affected import image_damage_report
+from rescue.rangemap import MapSnapshot
 from rescue.units import human_size
 
 Result = TypeVar("Result")
+Shown = TypeVar("Shown")  # the progress a job's screen draws
 
 AFFECTED_SHOWN = 8  # the log lists this many; `rescue report` lists them all
 
@@ -34,8 +35,11 @@ def one_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
-class BackgroundJob(Generic[Result]):
-    """One job in the app, running or done; pause and cancel go through its JobControl."""
+class BackgroundJob(Generic[Result, Shown]):
+    """One job in the app, running or done; pause and cancel go through its JobControl.
+
+    What its screen reads: `poll()` for the progress now, `state`, `log`, and `summary()` for
+    the jobs list; an imaging job adds its map (`snapshot()`, `map_version()`)."""
 
     def __init__(self, title: str, control: JobControl) -> None:
         self.title = title
@@ -65,6 +69,10 @@ class BackgroundJob(Generic[Result]):
 
     def phase(self) -> str:
         """The current phase, logged whenever it changes."""
+        raise NotImplementedError
+
+    def poll(self) -> Shown:
+        """The job's progress now, for its screen; phase changes go to the log."""
         raise NotImplementedError
 
     # ---- shared ----------------------------------------------------------------------------
@@ -128,7 +136,7 @@ class BackgroundJob(Generic[Result]):
         self.note(f"error: {one_line(error)}")
 
 
-class RunningJob(BackgroundJob[Outcome]):
+class RunningJob(BackgroundJob[Outcome, Progress]):
     """An imaging job: the engine's ImageJob."""
 
     def __init__(self, job: ImageJob, title: str) -> None:
@@ -165,7 +173,7 @@ class RunningJob(BackgroundJob[Outcome]):
         return outcome.value
 
     def outcome_exit(self, outcome: Outcome) -> ExitCode:
-        return OUTCOME_EXIT[outcome]
+        return outcome.exit_code
 
     def finished_note(self, outcome: Outcome) -> str:
         return f"{outcome.value}; map saved to {self.job.request.mapfile_path}"
@@ -175,16 +183,22 @@ class RunningJob(BackgroundJob[Outcome]):
         return f"{progress.phase}, pass {progress.pass_no}"
 
     def poll(self) -> Progress:
-        """The job's progress now; phase and pass changes go to the log."""
         self.note_phase()
         return self.job.progress()
+
+    def map_version(self) -> int:
+        """Changes whenever the map does: a new snapshot is worth taking only then."""
+        return self.job.rescue.rmap.version
+
+    def snapshot(self) -> MapSnapshot:
+        return self.job.snapshot()
 
     def summary(self) -> str:
         totals = self.job.rescue.totals()
         return f"rescued {human_size(totals['+'])}  bad {human_size(totals['-'])}"
 
 
-class RunningRestore(BackgroundJob[RestoreResult]):
+class RunningRestore(BackgroundJob[RestoreResult, RestoreProgress]):
     """A restore onto one or more targets: the engine's RestoreJob."""
 
     def __init__(self, job: RestoreJob, title: str) -> None:

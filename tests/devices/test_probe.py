@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from rescue.devices.probe import Reader, probe, probe_path
+from rescue.devices.probe import probe, probe_path
+from rescue.io.reader import Reader
+from tests.fixtures.fuzz import BytesDisk
 
 MiB = 1 << 20
 
@@ -67,7 +69,7 @@ def test_partition_tables(layout: str, table: str, tmp_path: Path) -> None:
 
 def test_damaged_and_truncated_input_is_not_a_signature() -> None:
     def reader(data: bytes) -> Reader:
-        return lambda offset, size: data[offset:offset + size]
+        return BytesDisk(data)
 
     assert probe(reader(b"")).filesystem is None
     assert probe(reader(os.urandom(70000))).filesystem is None

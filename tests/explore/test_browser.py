@@ -45,7 +45,7 @@ def make_damaged_ext4(tmp_path: Path) -> Path:
 
 
 def find_node(browser: ImageBrowser, name: bytes) -> TreeNode[Node] | None:
-    stack = list(browser.tree.root.children)
+    stack = list(browser.file_tree.root.children)
     while stack:
         node = stack.pop()
         data = node.data
@@ -64,19 +64,19 @@ def test_browse_mark_damage_and_extract(tmp_path: Path) -> None:
         async with app.run_test(size=SIZE) as pilot:
             browser = app.screen
             assert isinstance(browser, ImageBrowser)
-            await wait_until(pilot, lambda: bool(browser.tree.root.children))
+            await wait_until(pilot, lambda: bool(browser.file_tree.root.children))
             # the header may wrap where the temporary folder's name is long
             assert "4 KiB unreadable" in " ".join(" ".join(screen_lines(app)).split())
             await pilot.press("enter")  # open the volume
             await wait_until(pilot, lambda: find_node(browser, b"folder") is not None)
             folder = find_node(browser, b"folder")
-            browser.tree.move_cursor(folder)
+            browser.file_tree.move_cursor(folder)
             await pilot.press("enter")
             await wait_until(pilot, lambda: find_node(browser, b"hurt.bin") is not None)
             hurt = find_node(browser, b"hurt.bin")
             assert str(hurt.label).startswith("! hurt.bin")
             assert str(find_node(browser, b"fine.txt").label).startswith("  fine.txt")
-            browser.tree.move_cursor(hurt)
+            browser.file_tree.move_cursor(hurt)
             await wait_until(pilot, lambda: "DAMAGED" in "\n".join(screen_lines(app)))
             assert "bytes 4096-8192" in "\n".join(screen_lines(app))
             await pilot.press("e")
@@ -102,7 +102,7 @@ def test_an_unreadable_image_is_one_line_not_a_traceback(tmp_path: Path) -> None
         async with app.run_test(size=SIZE) as pilot:
             browser = app.screen
             assert isinstance(browser, ImageBrowser)
-            await wait_until(pilot, lambda: bool(browser.tree.root.children))
+            await wait_until(pilot, lambda: bool(browser.file_tree.root.children))
             await pilot.press("enter")
             await wait_until(pilot, lambda: "no file system" in "\n".join(screen_lines(app)))
 

@@ -10,7 +10,7 @@ import pytest
 
 from rescue.errors import FormatError
 from rescue.fs.partitions import DiskReader, SliceReader, read_partition_table
-from rescue.io.source import ReadError
+from rescue.io.reader import Unreadable
 
 MIB = 1 << 20
 
@@ -158,7 +158,7 @@ class _FailingDisk:
 
 
 @pytest.mark.parametrize("error", [OSError(5, "Input/output error"),
-                                   ReadError(512, 512, "bad"), FormatError("damaged cluster")])
+                                   Unreadable(512, 512, "bad"), FormatError("damaged cluster")])
 def test_an_unreadable_table_is_a_warning(error: Exception) -> None:
     """What a bad sector or a damaged image cluster raises becomes a warning."""
     table = read_partition_table(_FailingDisk(_protective_mbr(), error))

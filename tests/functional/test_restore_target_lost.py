@@ -22,7 +22,8 @@ import pytest
 
 from rescue.engine import pipeline, restore
 from rescue.formats import mapfile
-from rescue.formats.image import ImageReader, open_reader
+from rescue.formats.base import ImageReader
+from rescue.formats.image import open_reader
 from rescue.rangemap import FINISHED
 from tests.fixtures.cli import assert_clean_failure, rescue, rescue_process
 from tests.fixtures.faultdisk import FailingDisk, LoggedRead, failing_disk, make_backing

@@ -90,7 +90,7 @@ def test_image_wizard_images_a_typed_sim_source(tmp_path: Path) -> None:
         await pilot.press("ctrl+n")
         assert wizard.step_id == "summary"
         assert "same as: rescue image sim:size=8M,bad=1M+4k" in shown(app)
-        assert shlex.join(wizard.choices.command()) == (
+        assert shlex.join(wizard.choices.request().to_argv()) == (
             f"rescue image {SIM} {dest} --format raw --retries 1")
         await pilot.press("enter")  # focus starts on the button: enter starts
         assert isinstance(app.screen, JobScreen)
@@ -161,7 +161,7 @@ def test_format_changes_the_extension_and_levels_are_checked(tmp_path: Path) -> 
         await set_field(pilot, "#level", "5")
         await pilot.press("ctrl+n")
         assert wizard.choices.dest == str(tmp_path / "x.qcow2")
-        assert wizard.choices.command()[-4:] == ["--format", "qcow2", "--level", "5"]
+        assert wizard.choices.request().to_argv()[-4:] == ["--format", "qcow2", "--level", "5"]
         await pilot.press("ctrl+b", "ctrl+b", "ctrl+b")
         assert wizard.step_id == "source"
         await pilot.press("escape")
@@ -221,7 +221,7 @@ def test_image_wizard_warns_when_the_image_lands_on_the_source_disk(
         await pilot.press("enter")
         assert not app.jobs and "cannot start" in shown(app)
         await pilot.click("#force")
-        assert wizard.choices.command()[-1] == "--force"
+        assert wizard.choices.request().to_argv()[-1] == "--force"
         await pilot.click("#finish")
         running = app.jobs[0]
         await wait_until(pilot, lambda: running.done)

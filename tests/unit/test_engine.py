@@ -18,7 +18,7 @@ from rescue.errors import FormatError
 from rescue.formats import mapfile
 from rescue.formats.mapfile import Mapfile
 from rescue.formats.raw import RawWriter
-from rescue.io.source import ReadError
+from rescue.io.reader import Unreadable
 from rescue.rangemap import STATES, RangeMap
 from rescue.sim.faulty import SECTOR, FaultySource, FaultySpec, content
 
@@ -101,7 +101,7 @@ def test_scattered_bad_ranges_give_an_exact_map_and_true_content(tmp_path: Path)
 def test_overlapping_bad_ranges_fail_every_sector_they_cover() -> None:
     source = FaultySource("sim:size=1M,bad=0+8k,bad=1k+512")
     assert 8 in source.bad_sectors()
-    with pytest.raises(ReadError):
+    with pytest.raises(Unreadable):
         source.read(8 * SECTOR, SECTOR)
 
 

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from rescue.errors import FormatError
-from rescue.fs.partitions import READ_ERRORS, Readable
+from rescue.fs.partitions import READ_ERRORS
+from rescue.io.reader import Reader
 
 Extent = tuple[int, int]  # (offset, length) in bytes from the start of the file system
 # Whether [offset, offset+length) holds data read from the disk (not a bad or unread area).
@@ -130,7 +131,7 @@ def follow_chain(fat: Sequence[int], first: int, clusters: int) -> tuple[list[in
     return chain, cluster
 
 
-def checked_read(reader: Readable, offset: int, length: int, what: str) -> bytes:
+def checked_read(reader: Reader, offset: int, length: int, what: str) -> bytes:
     """Exactly `length` bytes or a FormatError naming `what`: metadata past the end or on an
     unreadable sector makes the file system untrustworthy, never a crash."""
     if offset < 0 or length < 0 or offset + length > reader.size:

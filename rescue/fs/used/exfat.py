@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from rescue.errors import FormatError
-from rescue.fs.partitions import Readable
 from rescue.fs.used import (
     Extent,
     FileRecord,
@@ -19,6 +18,7 @@ from rescue.fs.used import (
     follow_chain,
     normalize,
 )
+from rescue.io.reader import Reader
 
 ENTRY_SIZE = 32
 TYPE_BITMAP, TYPE_UPCASE, TYPE_FILE = 0x81, 0x82, 0x85
@@ -45,7 +45,7 @@ class ExfatFS:
     fs_type = "exfat"
     warnings: tuple[str, ...] = ()
 
-    def __init__(self, reader: Readable) -> None:
+    def __init__(self, reader: Reader) -> None:
         self.reader = reader
         boot = checked_read(reader, 0, 512, "exFAT boot sector")
         if boot[3:11] != b"EXFAT   " or boot[510:512] != b"\x55\xaa":

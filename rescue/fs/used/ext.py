@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from rescue.errors import FormatError
-from rescue.fs.partitions import Readable
+from rescue.fs.signatures import SIGNATURES, in_bytes
 from rescue.fs.used import (
     Extent,
     FileRecord,
@@ -30,6 +30,7 @@ from rescue.fs.used import (
     bitmap_runs,
     checked_read,
 )
+from rescue.io.reader import Reader
 
 SUPERBLOCK_OFFSET = 1024
 SUPERBLOCK_SIZE = 1024
@@ -62,11 +63,6 @@ I_BLOCK = slice(40, 100)
 # bits, at most 65528 blocks), for every block size e2fsck tries: 1 KiB to 64 KiB.
 BACKUP_BLOCK_SIZES = tuple(1024 << shift for shift in range(7))
 MAX_BLOCKS_PER_GROUP = 65528
-# What replaces an ext file system in place (encryption, BitLocker, LVM, swap, md RAID): with
-# one of these at the start, superblock copies further on are leftovers and must not be used.
-FOREIGN_SIGNATURES = ((0, b"LUKS\xba\xbe"), (3, b"-FVE-FS-"), (512, b"LABELONE"),
-                      (4086, b"SWAPSPACE2"), (4086, b"SWAP-SPACE"), (0, b"\xfcN+\xa9"),
-                      (4096, b"\xfcN+\xa9"))
 
 XATTR_MAGIC = 0xEA020000
 XATTR_INDEX_SYSTEM = 7
@@ -159,7 +155,7 @@ class BlockMap:
     complete: bool
 
 
-def _try_read(reader: Readable, offset: int, length: int) -> bytes | None:
+def _try_read(reader: Reader, offset: int, length: int) -> bytes | None:
     try:
         return checked_read(reader, offset, length, "ext superblock copy")
     except FormatError:
@@ -171,11 +167,13 @@ def _checksum_ok(sb: bytes) -> bool:
         or _u32(sb, SB_CHECKSUM) == crc32c(sb[:SB_CHECKSUM])
 
 
-def backup_superblocks(reader: Readable) -> Iterator[tuple[int, int, bytes]]:
+def backup_superblocks(reader: Reader) -> Iterator[tuple[int, int, bytes]]:
     """(group, block, superblock) of every backup copy found at the usual places whose magic,
     block size, group size, group number and checksum agree with where it was found."""
-    head = _try_read(reader, 0, min(8192, reader.size)) or b""
-    if any(head[offset:offset + len(magic)] == magic for offset, magic in FOREIGN_SIGNATURES):
+    # What replaces an ext file system in place (encryption, BitLocker, LVM, swap, md RAID):
+    # with one of these at the start, superblock copies further on are leftovers.
+    head = in_bytes(_try_read(reader, 0, min(8192, reader.size)) or b"")
+    if any(signature.found(head) for signature in SIGNATURES if signature.container):
         return
     for block_size in BACKUP_BLOCK_SIZES:
         per_group = min(8 * block_size, MAX_BLOCKS_PER_GROUP)
@@ -200,7 +198,7 @@ def backup_superblocks(reader: Readable) -> Iterator[tuple[int, int, bytes]]:
                 yield group, block, data
 
 
-def has_backup_superblock(reader: Readable) -> bool:
+def has_backup_superblock(reader: Reader) -> bool:
     """Whether an ext file system whose primary superblock is lost can be opened from a copy."""
     return next(backup_superblocks(reader), None) is not None
 
@@ -208,7 +206,7 @@ def has_backup_superblock(reader: Readable) -> bool:
 class ExtFS:
     """One ext2/3/4 file system read through `reader` (offsets relative to its start)."""
 
-    def __init__(self, reader: Readable) -> None:
+    def __init__(self, reader: Reader) -> None:
         self.reader = reader
         self.warnings: tuple[str, ...] = ()  # set when a backup stood in for the primary
         self.backup: tuple[int, int] | None = None  # (group, block) of the copy in use
@@ -375,7 +373,7 @@ class ExtFS:
         wide = self.desc_size >= 64
         flex = bool(self.incompat & INCOMPAT_FLEX_BG)
         table_blocks = self._itable_blocks()
-        result = []
+        result: list[tuple[int, int, int, int]] = []
         for index in range(self._gdt_blocks()):
             block = self._descriptor_block(index, superblock, backup)
             data = checked_read(self.reader, block * self.block_size, self.block_size,

@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from rescue.errors import FormatError
-from rescue.fs.partitions import Readable
 from rescue.fs.used import (
     Extent,
     FileRecord,
@@ -22,6 +21,7 @@ from rescue.fs.used import (
     follow_chain,
     normalize,
 )
+from rescue.io.reader import Reader
 
 ENTRY_SIZE = 32
 ATTR_LONG_NAME = 0x0F
@@ -36,7 +36,7 @@ class FatFS:
 
     warnings: tuple[str, ...] = ()
 
-    def __init__(self, reader: Readable) -> None:
+    def __init__(self, reader: Reader) -> None:
         self.reader = reader
         boot = checked_read(reader, 0, 512, "FAT boot sector")
         (sector, per_cluster, reserved, fats, root_entries, total16, _, fat16,

@@ -18,7 +18,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from rescue.errors import FormatError
-from rescue.fs.partitions import Readable
 from rescue.fs.used import (
     Extent,
     FileRecord,
@@ -27,6 +26,7 @@ from rescue.fs.used import (
     bitmap_runs,
     checked_read,
 )
+from rescue.io.reader import Reader
 
 ATTR_ATTRIBUTE_LIST, ATTR_FILE_NAME, ATTR_DATA = 0x20, 0x30, 0x80
 ATTR_INDEX_ALLOCATION, ATTR_BITMAP, ATTR_END = 0xA0, 0xB0, 0xFFFFFFFF
@@ -176,7 +176,7 @@ class NtfsFS:
     fs_type = "ntfs"
     warnings: tuple[str, ...] = ()
 
-    def __init__(self, reader: Readable) -> None:
+    def __init__(self, reader: Reader) -> None:
         self.reader = reader
         boot = checked_read(reader, 0, 512, "NTFS boot sector")
         if boot[3:11] != b"NTFS    ":

@@ -15,30 +15,16 @@ from collections.abc import Iterator
 
 from rescue.errors import FormatError
 from rescue.formats import mapfile
+from rescue.fs.signatures import BY_NAME
 from rescue.fs.used import Extent
 
-# signature checks: (fs type, offset, magic bytes); partclone's tool name for each
-SIGNATURES = (
-    ("xfs", 0, b"XFSB"),
-    ("btrfs", 0x10040, b"_BHRfS_M"),
-    ("f2fs", 0x400, b"\x10\x20\xf5\xf2"),
-    ("hfsplus", 0x400, b"H+\x00\x04"),
-    ("hfsplus", 0x400, b"HX\x00\x05"),
-    ("reiser4", 0x10034, b"ReIsEr4"),
-    ("minix", 0x410, b"\x7f\x13"),
-    ("minix", 0x410, b"\x8f\x13"),
-    ("minix", 0x410, b"\x68\x24"),
-    ("minix", 0x410, b"\x78\x24"),
-    ("minix", 0x418, b"\x5a\x4d"),
-)
-TOOLS = {"xfs": "xfs", "btrfs": "btrfs", "f2fs": "f2fs", "hfsplus": "hfsp", "reiser4": "reiser4",
-         "minix": "minix"}
 TIMEOUT = 600.0
 
 
 def tool_for(fs_type: str) -> str | None:
     """The installed partclone program for `fs_type`, if any."""
-    name = TOOLS.get(fs_type)
+    signature = BY_NAME.get(fs_type)
+    name = signature.partclone if signature else None
     return shutil.which(f"partclone.{name}") if name else None
 
 

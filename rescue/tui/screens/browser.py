@@ -114,7 +114,7 @@ class ImageBrowser(Screen[None]):
         super().__init__()
         self.image_path = image_path
         self.session: ImageSession | None = None
-        self.lock = threading.Lock()  # one caller at a time into TSK and the reader
+        self.tsk_lock = threading.Lock()  # one caller at a time into TSK and the reader
         self.filesystems: dict[int, FileSystem] = {}
         self.last_report: Report | None = None
 
@@ -129,7 +129,7 @@ class ImageBrowser(Screen[None]):
         yield Footer()
 
     @property
-    def tree(self) -> Tree[Node]:
+    def file_tree(self) -> Tree[Node]:
         return self.query_one("#tree", Tree)
 
     def on_mount(self) -> None:
@@ -138,7 +138,7 @@ class ImageBrowser(Screen[None]):
 
     def on_unmount(self) -> None:
         if self.session is not None:
-            with self.lock:
+            with self.tsk_lock:
                 self.session.close()
 
     # -- workers (threads) --------------------------------------------------------------------
@@ -159,7 +159,7 @@ class ImageBrowser(Screen[None]):
         """List the next batch of a folder (or a volume's root), with each entry's damage."""
         data = node.data
         assert data is not None
-        with self.lock:
+        with self.tsk_lock:
             fs = self._filesystem(data.volume)
             if data.entry is None:
                 data.entry = fs.lookup("/")
@@ -167,18 +167,18 @@ class ImageBrowser(Screen[None]):
                 data.pending = fs.children(data.entry)
             batch = [(entry, fs.lost(entry)) for entry in itertools.islice(data.pending, BATCH)]
             more = len(batch) == BATCH
-        self.app.call_from_thread(self._add_children, node, batch, more)
+        self.app.call_from_thread(self._show_children, node, batch, more)
 
     def _describe(self, node: TreeNode[Node]) -> None:
         data = node.data
         if data is None or data.entry is None:
             return
-        with self.lock:
+        with self.tsk_lock:
             lost = self._filesystem(data.volume).lost(data.entry)
         self.app.call_from_thread(self._show_details, node, entry_details(data.entry, lost))
 
     def _extract(self, data: Node, destination: str) -> None:
-        with self.lock:
+        with self.tsk_lock:
             fs = self._filesystem(data.volume)
             entry = data.entry or fs.lookup("/")
             report = extract(fs, entry, destination, image=self.image_path)
@@ -193,13 +193,13 @@ class ImageBrowser(Screen[None]):
         self.query_one("#title", Static).update(
             f"Image: {self.image_path}  ({len(volumes)} volume(s){note})   e: extract")
         for volume, unreadable in volumes:
-            self.tree.root.add(volume_label(volume, unreadable), data=Node(volume),
+            self.file_tree.root.add(volume_label(volume, unreadable), data=Node(volume),
                                allow_expand=True)  # TSK may know what our probe does not
-        self.tree.focus()
-        if self.tree.root.children:
-            self.tree.move_cursor(self.tree.root.children[0])
+        self.file_tree.focus()
+        if self.file_tree.root.children:
+            self.file_tree.move_cursor(self.file_tree.root.children[0])
 
-    def _add_children(self, node: TreeNode[Node], batch: list[tuple[Entry, tuple]],
+    def _show_children(self, node: TreeNode[Node], batch: list[tuple[Entry, tuple]],
                       more: bool) -> None:
         data = node.data
         assert data is not None
@@ -215,7 +215,7 @@ class ImageBrowser(Screen[None]):
         node.expand()
 
     def _show_details(self, node: TreeNode[Node], text: str) -> None:
-        if self.tree.cursor_node is node:
+        if self.file_tree.cursor_node is node:
             self.query_one("#details", Static).update(text)
 
     def _extracted(self, report: Report, destination: str) -> None:
@@ -274,7 +274,7 @@ class ImageBrowser(Screen[None]):
                         group="details", exclusive=True, exit_on_error=False)
 
     def action_extract(self) -> None:
-        node = self.tree.cursor_node
+        node = self.file_tree.cursor_node
         if node is None or node.data is None:
             return
         data = node.data

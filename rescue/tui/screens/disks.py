@@ -7,7 +7,7 @@ discovery after each burst of events. The table is rebuilt only when what it sho
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar, cast
+from typing import ClassVar
 
 from textual import work
 from textual.app import ComposeResult
@@ -19,14 +19,12 @@ from textual.widgets import DataTable, Footer, Static
 from rescue.devices.discover import Disk, discover
 from rescue.devices.health import Health, check_health
 from rescue.devices.hotplug import HotplugMonitor
-from rescue.tui.describe import Device, describe, notes
+from rescue.tui.describe import Device, describe, every_device, notes
+from rescue.tui.host import JobHost, host_of
 from rescue.tui.screens.dialogs import AskPathScreen
 from rescue.tui.screens.image_wizard import ImageWizard
 from rescue.tui.screens.restore_wizard import RestoreWizard
 from rescue.units import human_size
-
-if TYPE_CHECKING:
-    from rescue.tui.app import RescueApp
 
 # (heading, width); the last column takes what is left of 80 columns
 COLUMNS = (("DEVICE", 13), ("SIZE", 9), ("TYPE", 6), ("FS", 8), ("HEALTH", 10), ("NOTES", 21))
@@ -94,8 +92,8 @@ class DisksScreen(Screen):
         yield Footer()
 
     @property
-    def rescue_app(self) -> RescueApp:
-        return cast("RescueApp", self.app)
+    def rescue_app(self) -> JobHost:
+        return host_of(self)
 
     @property
     def table(self) -> DataTable[str]:
@@ -217,11 +215,7 @@ class DisksScreen(Screen):
 
     def selected(self) -> Device | None:
         path = self.selected_path()
-        for disk in self.disks:
-            for item in (disk, *disk.partitions):
-                if item.path == path:
-                    return item
-        return None
+        return next((item for item in every_device(self.disks) if item.path == path), None)
 
     def disk_of(self, item: Device) -> Disk | None:
         if isinstance(item, Disk):

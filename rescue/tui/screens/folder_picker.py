@@ -65,13 +65,13 @@ class FolderPicker(ModalScreen[str | None]):
         yield Footer()
 
     @property
-    def tree(self) -> FolderTree:
+    def folder_tree(self) -> FolderTree:
         return self.query_one("#tree", FolderTree)
 
     def highlighted(self) -> str:
-        node = self.tree.cursor_node
+        node = self.folder_tree.cursor_node
         if node is None or node.data is None:
-            return str(self.tree.path)
+            return str(self.folder_tree.path)
         return str(node.data.path)
 
     def on_tree_node_highlighted(self, event: DirectoryTree.NodeHighlighted) -> None:
@@ -83,6 +83,6 @@ class FolderPicker(ModalScreen[str | None]):
         self.dismiss(str(event.path))
 
     def action_parent(self) -> None:
-        parent = os.path.dirname(str(self.tree.path).rstrip("/")) or "/"
-        self.tree.path = parent
+        parent = os.path.dirname(str(self.folder_tree.path).rstrip("/")) or "/"
+        self.folder_tree.path = parent
         self.query_one("#free", Static).update(describe_folder(parent))

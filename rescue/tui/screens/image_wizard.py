@@ -24,7 +24,7 @@ from rescue.engine.rescue import RescueOptions
 from rescue.errors import RescueError
 from rescue.formats.image import format_for
 from rescue.sim.faulty import PREFIX as SIM_PREFIX
-from rescue.tui.describe import notes
+from rescue.tui.describe import device_line, every_device
 from rescue.tui.screens.folder_picker import FolderPicker, describe_folder
 from rescue.tui.screens.wizard import WizardScreen
 from rescue.units import human_size
@@ -32,7 +32,6 @@ from rescue.units import human_size
 EXTENSIONS = {"raw": ".img", "qcow2": ".qcow2", "zst": ".img.zst"}
 FORMAT_CHOICES = (("raw, sparse (.img)", "raw"), ("qcow2, compressed (.qcow2)", "qcow2"),
                   ("zstd seekable (.img.zst)", "zst"))
-LEVELS = range(1, 20)
 
 
 def with_format_extension(path: str, image_format: str) -> str:
@@ -78,27 +77,17 @@ class ImageChoices:
         return check_write_target(self.dest, needed_size=self.source_size,
                                   protected=self.protected())
 
-    def command(self) -> list[str]:
-        """The `rescue image` command that starts (or resumes) the same job."""
-        args = ["rescue", "image", self.source, self.dest, "--format", self.image_format]
-        if self.image_format != "raw":
-            args += ["--level", str(self.level)]
-        if self.retries:
-            args += ["--retries", str(self.retries)]
-        if self.reverse:
-            args.append("--reverse")
-        if self.timeout is not None:
-            args += ["--timeout", f"{self.timeout:g}"]
-        if self.force:
-            args.append("--force")
-        return args
-
     def request(self) -> ImageRequest:
-        return ImageRequest(source=self.source, dest=self.dest, image_format=self.image_format,
-                            level=self.level, force=self.force,
-                            options=RescueOptions(retries=self.retries, reverse=self.reverse,
-                                                  timeout=self.timeout),
-                            command_line=shlex.join(self.command()))
+        """The engine's request, which checks the choices; its command line is the `rescue
+        image` command that starts (or resumes) the same job."""
+        request = ImageRequest(source=self.source, dest=self.dest,
+                               image_format=self.image_format, level=self.level,
+                               force=self.force,
+                               options=RescueOptions(retries=self.retries,
+                                                     reverse=self.reverse,
+                                                     timeout=self.timeout))
+        request.command_line = shlex.join(request.to_argv())
+        return request
 
 
 def parse_number(text: str, name: str, kind: type[int] | type[float], lowest: float
@@ -159,12 +148,8 @@ class ImageWizard(WizardScreen):
             yield Button("Start imaging", id="finish", variant="primary")
 
     def source_options(self) -> list[Option]:
-        options = []
-        for disk in self.disks:
-            for item in (disk, *disk.partitions):
-                label = f"{item.path:<14} {human_size(item.size):>9}  {notes(item)}"
-                options.append(Option(Text(label.rstrip()), id=item.path))
-        return options
+        return [Option(Text(device_line(item)), id=item.path)
+                for item in every_device(self.disks)]
 
     # ---- steps -----------------------------------------------------------------------------
 
@@ -234,16 +219,18 @@ class ImageWizard(WizardScreen):
             format_for(choices.dest, choices.image_format)  # a format the name contradicts
         except RescueError as error:
             return str(error)
-        level = parse_number(self.query_one("#level", Input).value, "the level", int, 1)
-        if level not in LEVELS:
-            return f"the level must be between {LEVELS.start} and {LEVELS.stop - 1}"
-        choices.level = int(level)
+        choices.level = int(parse_number(self.query_one("#level", Input).value, "the level",
+                                         int, 1))
         choices.retries = int(parse_number(self.query_one("#retries", Input).value,
                                            "the retries", int, 0))
         timeout = self.query_one("#timeout", Input).value.strip()
         choices.timeout = float(parse_number(timeout, "the timeout", float, 1)) if timeout \
             else None
         choices.reverse = self.query_one("#reverse", Checkbox).value
+        try:
+            choices.request()
+        except RescueError as error:
+            return str(error)
         return None
 
     # ---- live information ------------------------------------------------------------------
@@ -299,7 +286,7 @@ class ImageWizard(WizardScreen):
         text.append(", ".join(options) + "\n")
         for line, style in verdict_lines(choices.verdict()):
             text.append(line + "\n", style)
-        text.append(f"same as: {shlex.join(choices.command())}", "dim")
+        text.append(f"same as: {choices.request().command_line}", "dim")
         self.query_one("#summary", Static).update(text)
 
     def on_checkbox_changed(self, event: Checkbox.Changed) -> None:

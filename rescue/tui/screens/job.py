@@ -1,25 +1,26 @@
-"""The job screen: a running rescue's live sector map, counters and log; pause and cancel."""
+"""The job screens: what following a job takes (JobScreenBase), and the imaging job's screen
+with its live sector map, counters and log; pause and cancel."""
 
 from __future__ import annotations
 
 import os
 import sys
 import termios
-from typing import TYPE_CHECKING, ClassVar, TextIO, cast
+from typing import Any, ClassVar, Generic, TextIO
 
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
+from textual.screen import Screen
 from textual.widgets import Log
 
 from rescue.engine.imaging import FINISHED_OUTCOMES
-from rescue.tui.jobs import RunningJob
+from rescue.engine.jobs import Progress
+from rescue.tui.host import host_of
+from rescue.tui.jobs import BackgroundJob, RunningJob, Shown
 from rescue.tui.screens.map_screen import MapScreen
 from rescue.tui.widgets.counters import progress_text
 from rescue.tui.widgets.sector_map import MapLook
 from rescue.units import human_duration
-
-if TYPE_CHECKING:
-    from rescue.tui.app import RescueApp
 
 FRAMES_PER_SECOND = 5  # what an eye follows; more only costs snapshots
 FRAME_BYTES = 1500  # a typical frame of changed rows (counters, a few map rows), escapes included
@@ -51,8 +52,59 @@ def frame_interval(frames_per_second: float, speed: int | None = None) -> float:
     return max(fastest, 2 * FRAME_BYTES / (speed / 10))
 
 
-class JobScreen(MapScreen):
-    """Presents one RunningJob; closing it leaves the job running."""
+class JobScreenBase(Screen, Generic[Shown]):
+    """What the job and restore screens share: the job followed frame by frame, its log,
+    pause and cancel. Closing the screen leaves the job running. Subclasses draw the progress
+    (`draw`) and keep their own key bindings."""
+
+    LOG_ID: ClassVar[str] = "log"
+
+    def __init__(self, running: BackgroundJob[Any, Shown], *args: Any) -> None:
+        super().__init__(*args)
+        self.running = running
+        self._log_shown = 0
+        self._actions: tuple[bool, bool] | None = None
+
+    def draw(self, progress: Shown) -> None:
+        """Show `progress`, the running job's progress now."""
+        raise NotImplementedError
+
+    def start_following(self) -> None:
+        self.set_interval(frame_interval(FRAMES_PER_SECOND), self.refresh_job)
+        self.refresh_job()
+
+    def refresh_job(self) -> None:
+        """Pull progress and draw it, add new log lines; only while this screen shows."""
+        if self.app.screen is not self:
+            return
+        running = self.running
+        self.draw(running.poll())
+        if len(running.log) > self._log_shown:
+            log = self.query_one(f"#{self.LOG_ID}", Log)
+            for line in running.log[self._log_shown:]:
+                log.write_line(line)
+            self._log_shown = len(running.log)
+        actions = (running.done, running.cancelling)
+        if actions != self._actions:  # rebuilding the footer restyles the screen: not per frame
+            self._actions = actions
+            self.refresh_bindings()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in ("toggle_pause", "cancel"):
+            return not self.running.done and not self.running.cancelling
+        return True
+
+    def action_toggle_pause(self) -> None:
+        self.running.toggle_pause()
+        self.refresh_job()
+
+    def action_cancel(self) -> None:
+        self.running.cancel()
+        self.refresh_job()
+
+
+class JobScreen(JobScreenBase[Progress], MapScreen):
+    """Presents one RunningJob: its live sector map, counters and log."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("p", "toggle_pause", "Pause/Resume"),
@@ -62,57 +114,32 @@ class JobScreen(MapScreen):
     ]
 
     def __init__(self, running: RunningJob, look: MapLook | None = None) -> None:
-        super().__init__(look)
-        self.running = running
+        super().__init__(running, look)
+        self.running: RunningJob = running
         self._drawn: tuple[int, int, str] | None = None  # map version, position, state
-        self._log_shown = 0
-        self._actions: tuple[bool, bool] | None = None
 
     def compose_extra(self) -> ComposeResult:
-        yield Log(id="log", max_lines=200)
+        yield Log(id=self.LOG_ID, max_lines=200)
 
     def on_mount(self) -> None:
         super().on_mount()
-        self.set_interval(frame_interval(FRAMES_PER_SECOND), self.refresh_job)
-        self.refresh_job()
+        self.start_following()
 
-    def refresh_job(self) -> None:
-        """Pull progress and, when the map changed, a snapshot; draw only what changed."""
-        if self.app.screen is not self:
-            return
+    def draw(self, progress: Progress) -> None:
+        """Title and counters; the map only when it changed (a snapshot costs)."""
         running = self.running
-        progress = running.poll()
         self.set_title(f"[{running.state}] {human_duration(progress.elapsed)}  {running.title}")
         self.set_counters(progress_text(progress))
         position = None if running.done else progress.position
-        drawn = (running.job.rescue.rmap.version, position or -1, running.state)
+        drawn = (running.map_version(), position or -1, running.state)
         if drawn != self._drawn:
             self._drawn = drawn
-            self.sector_map.show(running.job.snapshot(), position)
-        if len(running.log) > self._log_shown:
-            log = self.query_one("#log", Log)
-            for line in running.log[self._log_shown:]:
-                log.write_line(line)
-            self._log_shown = len(running.log)
-        actions = (running.done, running.cancelling)
-        if actions != self._actions:  # the footer is rebuilt only when p and c change
-            self._actions = actions
-            self.refresh_bindings()
+            self.sector_map.show(running.snapshot(), position)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action in ("toggle_pause", "cancel"):
-            return not self.running.done and not self.running.cancelling
         if action == "browse":  # shown once there is a finished image to look into
             return self.running.outcome in FINISHED_OUTCOMES
-        return True
+        return super().check_action(action, parameters)
 
     def action_browse(self) -> None:
-        cast("RescueApp", self.app).open_image(self.running.job.request.dest)
-
-    def action_toggle_pause(self) -> None:
-        self.running.toggle_pause()
-        self.refresh_job()
-
-    def action_cancel(self) -> None:
-        self.running.cancel()
-        self.refresh_job()
+        host_of(self).open_image(self.running.job.request.dest)

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, cast
-
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.screen import Screen
 from textual.widgets import Footer, OptionList, Static
 from textual.widgets.option_list import Option
 
-if TYPE_CHECKING:
-    from rescue.tui.app import RescueApp
+from rescue.tui.host import JobHost, host_of
 
 
 class JobsScreen(Screen):
@@ -27,8 +24,8 @@ class JobsScreen(Screen):
         yield Footer()
 
     @property
-    def rescue_app(self) -> RescueApp:
-        return cast("RescueApp", self.app)
+    def rescue_app(self) -> JobHost:
+        return host_of(self)
 
     def on_mount(self) -> None:
         self.set_interval(1.0, self.refresh_list)

@@ -7,12 +7,11 @@ from typing import ClassVar
 
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.screen import Screen
 from textual.widgets import Footer, Log, Static
 
 from rescue.engine.restore import RestoreProgress, TargetProgress
 from rescue.tui.jobs import RunningRestore
-from rescue.tui.screens.job import FRAMES_PER_SECOND, frame_interval
+from rescue.tui.screens.job import JobScreenBase
 from rescue.units import human_duration, human_rate, human_size
 
 
@@ -34,7 +33,7 @@ def progress_lines(progress: RestoreProgress) -> str:
     return "\n".join(target_line(target) for target in progress.targets)
 
 
-class RestoreScreen(Screen):
+class RestoreScreen(JobScreenBase[RestoreProgress]):
     """Presents one RunningRestore."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -42,55 +41,27 @@ class RestoreScreen(Screen):
         Binding("c", "cancel", "Cancel restore"),
         Binding("escape", "app.show_jobs", "Jobs"),
     ]
+    LOG_ID = "restore-log"
 
     def __init__(self, running: RunningRestore) -> None:
-        super().__init__()
-        self.running = running
-        self._log_shown = 0
+        super().__init__(running)
+        self.running: RunningRestore = running
         self._drawn = ""
-        self._actions: tuple[bool, bool] | None = None
 
     def compose(self) -> ComposeResult:
         yield Static(id="title", markup=False)
         yield Static(id="targets", markup=False)
-        yield Log(id="restore-log", max_lines=200)
+        yield Log(id=self.LOG_ID, max_lines=200)
         yield Footer()
 
     def on_mount(self) -> None:
-        self.set_interval(frame_interval(FRAMES_PER_SECOND), self.refresh_restore)
-        self.refresh_restore()
+        self.start_following()
 
-    def refresh_restore(self) -> None:
-        if self.app.screen is not self:
-            return
-        running = self.running
-        progress = running.poll()
-        text = (f"[{running.state}] {human_duration(progress.elapsed)}  {progress.phase}  "
-                f"{running.title}\n{progress_lines(progress)}")
+    def draw(self, progress: RestoreProgress) -> None:
+        text = (f"[{self.running.state}] {human_duration(progress.elapsed)}  {progress.phase}  "
+                f"{self.running.title}\n{progress_lines(progress)}")
         if text != self._drawn:  # only what changed goes down the line
             self._drawn = text
             title, _, targets = text.partition("\n")
             self.query_one("#title", Static).update(title)
             self.query_one("#targets", Static).update(targets)
-        if len(running.log) > self._log_shown:
-            log = self.query_one("#restore-log", Log)
-            for line in running.log[self._log_shown:]:
-                log.write_line(line)
-            self._log_shown = len(running.log)
-        actions = (running.done, running.cancelling)
-        if actions != self._actions:  # rebuilding the footer restyles the screen: not per frame
-            self._actions = actions
-            self.refresh_bindings()
-
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action in ("toggle_pause", "cancel"):
-            return not self.running.done and not self.running.cancelling
-        return True
-
-    def action_toggle_pause(self) -> None:
-        self.running.toggle_pause()
-        self.refresh_restore()
-
-    def action_cancel(self) -> None:
-        self.running.cancel()
-        self.refresh_restore()

@@ -16,18 +16,19 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, Checkbox, Input, Label, SelectionList, Static
 
 from rescue.devices.discover import Disk
+from rescue.engine import consent
 from rescue.engine.restore import RestoreJob, RestoreRequest, TargetCheck
 from rescue.errors import RescueError
 from rescue.formats.image import detect_format, open_reader
-from rescue.tui.describe import notes
+from rescue.tui.describe import device_line, every_device
 from rescue.tui.screens.image_wizard import parse_number, verdict_lines
 from rescue.tui.screens.wizard import WizardScreen
 from rescue.units import human_size
 
 
-def accepted_words(check: TargetCheck) -> set[str]:
-    """What may be typed to confirm a target: its kernel name, its path or its serial."""
-    return {word for word in (check.name, check.target, check.serial) if word}
+def with_command_line(request: RestoreRequest) -> RestoreRequest:
+    """`request` recording the `rescue restore` command that does the same."""
+    return replace(request, command_line=shlex.join(request.to_argv()))
 
 
 def describe_check(check: TargetCheck, force: bool) -> Text:
@@ -84,12 +85,8 @@ class RestoreWizard(WizardScreen):
             yield Button("Restore now (overwrites the targets)", id="finish", variant="error")
 
     def target_choices(self) -> list[tuple[str, str, bool]]:
-        choices = []
-        for disk in self.disks:
-            for item in (disk, *disk.partitions):
-                label = f"{item.path:<14} {human_size(item.size):>9}  {notes(item)}".rstrip()
-                choices.append((label, item.path, item.path == self.target))
-        return choices
+        return [(device_line(item), item.path, item.path == self.target)
+                for item in every_device(self.disks)]
 
     # ---- steps -----------------------------------------------------------------------------
 
@@ -103,8 +100,7 @@ class RestoreWizard(WizardScreen):
         if step_id == "targets":
             return self.check_targets()
         if step_id == "check":
-            problems = [check.problem(self.force) or f"{check.target} cannot take the image"
-                        for check in self.checks if not check.allowed(self.force)]
+            problems = consent.refusals(self.checks, self.force)
             return problems[0] if problems else None
         return self.check_confirmation()
 
@@ -135,12 +131,8 @@ class RestoreWizard(WizardScreen):
                          if partition_text else None)
         except ValueError as error:
             return str(error)
-        targets = tuple(dict.fromkeys(chosen))
-        command = ["rescue", "restore", self.image, *targets]
-        if partition is not None:
-            command += ["--partition", str(partition)]
-        self.request = RestoreRequest(image=self.image, targets=targets, partition=partition,
-                                      command_line=shlex.join(command))
+        self.request = with_command_line(RestoreRequest(
+            image=self.image, targets=tuple(dict.fromkeys(chosen)), partition=partition))
         try:
             self.checks = RestoreJob(self.request).check()
         except RescueError as error:
@@ -149,10 +141,9 @@ class RestoreWizard(WizardScreen):
 
     def check_confirmation(self) -> str | None:
         for check, field in zip(self.checks, self.query("#confirm-fields Input"), strict=True):
-            typed = field.value.strip() if isinstance(field, Input) else ""
-            if typed not in accepted_words(check):
-                wanted = " or ".join(sorted(accepted_words(check) - {check.target}))
-                return f"not confirmed: type {wanted} to restore onto {check.target}"
+            typed = field.value if isinstance(field, Input) else ""
+            if not consent.confirms(check, typed):
+                return consent.not_confirmed(check)
         return None
 
     def enter_step(self, step_id: str) -> None:
@@ -194,10 +185,8 @@ class RestoreWizard(WizardScreen):
     def finish(self) -> None:
         """Judge the targets again and start; the typed names were checked just before."""
         assert self.request is not None
-        command_line = self.request.command_line + (" --force" if self.force else "")
-        job = RestoreJob(replace(self.request, force=self.force, command_line=command_line))
-        refused = [check.problem(self.force) or f"{check.target} cannot take the image"
-                   for check in job.check() if not check.allowed(self.force)]
+        job = RestoreJob(with_command_line(replace(self.request, force=self.force)))
+        refused = consent.refusals(job.check(), self.force)
         if refused:
             self.set_problem(refused[0])
             self.app.bell()

@@ -7,7 +7,7 @@ The last step holds the button that does the work (`finish`).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar, cast
+from typing import ClassVar
 
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -17,9 +17,7 @@ from textual.widget import Widget
 from textual.widgets import Button, ContentSwitcher, Footer, Input, Static
 
 from rescue.errors import RescueError
-
-if TYPE_CHECKING:
-    from rescue.tui.app import RescueApp
+from rescue.tui.host import JobHost, host_of
 
 
 class WizardScreen(Screen[None]):
@@ -56,8 +54,8 @@ class WizardScreen(Screen[None]):
     # ---- machinery -------------------------------------------------------------------------
 
     @property
-    def rescue_app(self) -> RescueApp:
-        return cast("RescueApp", self.app)
+    def rescue_app(self) -> JobHost:
+        return host_of(self)
 
     @property
     def step_id(self) -> str:

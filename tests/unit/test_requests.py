@@ -1,0 +1,55 @@
+"""Requests render the command that does the same: parsed back, it builds an equal request."""
+
+from __future__ import annotations
+
+import pytest
+
+from rescue.cli import build_parser
+from rescue.commands.image import rescue_options
+from rescue.engine.imaging import ImageRequest
+from rescue.engine.rescue import RescueOptions
+from rescue.engine.restore import RestoreRequest
+from rescue.errors import UsageError
+
+IMAGE_REQUESTS = [
+    ImageRequest(source="/dev/sdb", dest="disk.img"),
+    ImageRequest(source="/dev/sdb", dest="a b.qcow2", map_path="m.map", image_format="qcow2",
+                 level=7, domain_path="d.map", mode="used", order="metadata-first", force=True,
+                 options=RescueOptions(cluster_size=128 * 1024, skip_size=4096,
+                                       max_skip_size=1 << 20, retries=2, trim=False,
+                                       scrape=False, reverse=True, min_read_rate=0,
+                                       timeout=2.5, checkpoint_interval=3.0)),
+]
+
+
+@pytest.mark.parametrize("request_", IMAGE_REQUESTS)
+def test_image_request_argv_parses_back_to_the_same_request(request_: ImageRequest) -> None:
+    args = build_parser().parse_args(request_.to_argv()[1:])
+    again = ImageRequest(source=args.source, dest=args.dest, map_path=args.map_path,
+                         image_format=args.format, level=args.level, domain_path=args.domain,
+                         mode=args.mode, order=args.order, force=args.force,
+                         options=rescue_options(args))
+    assert again == request_
+
+
+def test_restore_request_argv_parses_back_to_the_same_request() -> None:
+    request = RestoreRequest("img.qcow2", ("/dev/sdb", "/dev/sdc"), partition=2, verify=False,
+                             skip_holes=True, force=True, map_dir="/x", check_image=True,
+                             checkpoint=2.0, image_format="qcow2")
+    args = build_parser().parse_args(request.to_argv()[1:])
+    again = RestoreRequest(image=args.image, targets=tuple(args.targets),
+                           partition=args.partition, verify=args.verify,
+                           skip_holes=args.skip_holes, force=args.force, map_dir=args.map_dir,
+                           check_image=args.check_image, checkpoint=args.checkpoint,
+                           image_format=args.image_format)
+    assert again == request
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"level": 20}, "the level must be between 1 and 19"),
+    ({"options": RescueOptions(cluster_size=1000)}, "--cluster-size must be a multiple of 512"),
+    ({"options": RescueOptions(retries=-1)}, "--retries must not be negative"),
+])
+def test_an_image_request_refuses_what_no_run_could_use(changes: dict, message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        ImageRequest(source="/dev/sdb", dest="disk.img", **changes)
