@@ -18,7 +18,7 @@ from pathlib import Path
 from common import REPO  # noqa: F401  (puts the repository on sys.path)
 
 from rescue.devices.discover import discover
-from tests.devices.conftest import GPT_FILESYSTEMS, GPT_LAYOUT, partitioned_disk
+from tests.fixtures.disks import GPT_FILESYSTEMS, GPT_LAYOUT, partitioned_disk
 
 
 def median_seconds(action: Callable[[], object], rounds: int) -> float:

@@ -48,11 +48,8 @@ def healthy(workdir: str, size: int) -> None:
     ])
 
 
-FAULTS = dict(
-    bad=[(16 * MiB, 4096), (40 * MiB + 512, 512), (70 * MiB, 2 * MiB), (100 * MiB, 96 * 1024)],
-    slow=[(120 * MiB, 4 * MiB, 0.02)],
-    flaky=[(90 * MiB, 64 * 1024, 2)],
-)
+FAULTS = ("sim:bad=16M+4k,bad=0x2800200+512,bad=70M+2M,bad=100M+96k,slow=120M+4M@0.02,"
+          "flaky=90M+64k*2")
 
 
 def faulty(workdir: str) -> None:
@@ -62,7 +59,7 @@ def faulty(workdir: str) -> None:
     for tool in ("ddrescue", "rescue"):
         out = os.path.join(workdir, f"{tool}.img")
         remove(out)
-        with faulty_device(backing, **FAULTS) as device:
+        with faulty_device(backing, FAULTS) as device:
             if tool == "ddrescue":
                 cmd = ["ddrescue", "-d", "-q", device, out, f"{out}.map"]
             else:

@@ -11,7 +11,8 @@ import pyudev
 
 from rescue.devices import discover as discovery
 from rescue.devices.discover import Disk, Partition, discover, find
-from tests.devices.conftest import GPT_LAYOUT, LoopDisk, mounted, partitioned_disk, run
+from tests.fixtures.cli import run
+from tests.fixtures.disks import GPT_LAYOUT, LoopDisk, mounted, partitioned_disk
 
 pytestmark = [pytest.mark.slow, pytest.mark.root]
 

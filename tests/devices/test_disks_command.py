@@ -8,7 +8,7 @@ import json
 import pytest
 
 from rescue.commands import disks as command
-from tests.devices.conftest import LoopDisk
+from tests.fixtures.disks import LoopDisk
 
 
 def parse(*argv: str) -> argparse.Namespace:

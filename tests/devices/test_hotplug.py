@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from rescue.devices.hotplug import HotplugEvent, HotplugMonitor, coalesce
-from tests.devices.conftest import GPT_LAYOUT, partitioned_disk
+from tests.fixtures.disks import GPT_LAYOUT, partitioned_disk
 
 
 def event(action: str, name: str) -> HotplugEvent:

@@ -17,7 +17,7 @@ from rescue.devices import locks as locks_module
 from rescue.devices.locks import Locks, _file_keys, lock_dir, users
 from rescue.devices.safety import check_write_target
 from rescue.errors import RefusedError
-from tests.devices.conftest import GPT_LAYOUT, LoopDisk, partitioned_disk
+from tests.fixtures.disks import GPT_LAYOUT, LoopDisk, partitioned_disk
 
 HOLD = """
 import sys, time

@@ -17,7 +17,7 @@ from rescue.devices.safety import (
     require_writable,
 )
 from rescue.errors import ExitCode, RefusedError
-from tests.devices.conftest import GPT_LAYOUT, LoopDisk, mounted, partitioned_disk
+from tests.fixtures.disks import GPT_LAYOUT, LoopDisk, mounted, partitioned_disk
 from tests.fixtures.loop import loop_device
 
 MiB = 1 << 20

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.explore.images import image_to, make_filesystem, make_gpt_disk, make_tree
+from tests.fixtures.explore import image_to, make_filesystem, make_gpt_disk, make_tree
 
 
 @pytest.fixture(scope="session")

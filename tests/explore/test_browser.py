@@ -10,8 +10,8 @@ from textual.widgets.tree import TreeNode
 
 from rescue.explore.filesystem import Entry
 from rescue.tui.screens.browser import ImageBrowser, Node
-from tests.explore.images import run
-from tests.tui.helpers import SIZE, screen_lines, wait_until
+from tests.fixtures.cli import run
+from tests.fixtures.tui import SIZE, screen_lines, wait_until
 
 BLOCK = 4096
 

@@ -15,7 +15,7 @@ from rescue.explore.extract import extract
 from rescue.explore.filesystem import FileSystem
 from rescue.explore.volumes import read_layout
 from rescue.rangemap import RangeMap
-from tests.explore.images import rescue, run
+from tests.fixtures.cli import rescue, run
 from tests.fixtures.faultdisk import faulty_device
 
 BLOCK = 4096
@@ -39,7 +39,7 @@ def test_file_over_bad_sectors_is_extracted_with_a_report(tmp_path: Path) -> Non
     bad_start = blocks[2] * BLOCK + BAD_IN_BLOCK[0]
     bad_length = BAD_IN_BLOCK[1] - BAD_IN_BLOCK[0]
     image = tmp_path / "fs.qcow2"
-    with faulty_device(str(backing), bad=[(bad_start, bad_length)]) as device:
+    with faulty_device(str(backing), f"sim:bad={bad_start}+{bad_length}") as device:
         imaging = rescue("image", device, image)
     assert imaging.returncode == 1, imaging.stderr  # finished with unreadable sectors
 

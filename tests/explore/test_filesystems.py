@@ -10,14 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.explore.images import (
-    POSIX_MODES,
-    TIME_RESOLUTION_NS,
-    image_to,
-    rescue,
-    run,
-    tree_records,
-)
+from tests.fixtures.cli import rescue, run
+from tests.fixtures.explore import POSIX_MODES, TIME_RESOLUTION_NS, image_to, tree_records
 
 pytestmark = [pytest.mark.slow, pytest.mark.root]
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.explore.images import rescue, run
+from tests.fixtures.cli import rescue, run
 
 pytestmark = pytest.mark.slow
 

@@ -24,13 +24,13 @@ from rescue.explore.mount import (
     server_pids,
     unmount_image,
 )
-from tests.explore.images import (
+from tests.fixtures.cli import rescue
+from tests.fixtures.explore import (
     HOSTILE_NODES,
     PART_START,
     SETUID_PROGRAM,
     make_gpt_disk,
     make_untrusted_filesystem,
-    rescue,
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.root]

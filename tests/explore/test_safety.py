@@ -13,7 +13,7 @@ import pytest
 from rescue.explore.extract import extract, numbered, safe_name
 from rescue.explore.filesystem import printable
 from rescue.explore.session import ImageSession
-from tests.explore.images import rescue, run
+from tests.fixtures.cli import rescue, run
 
 # Names made with plain placeholders, then overwritten byte for byte in the directory blocks.
 RENAMES = {

@@ -15,6 +15,7 @@ from rescue.errors import FormatError
 from rescue.formats import mapfile
 from rescue.formats.mapfile import Mapfile
 from rescue.rangemap import STATES, RangeMap
+from tests.fixtures.mapfiles import SAMPLES
 
 GIB = 1 << 30
 # map sizes whose positions need 8 to 14 hex digits, and one that is not sector-aligned
@@ -96,6 +97,11 @@ def test_saved_maps_load_back_unchanged(tmp_path: Path) -> None:
             mapfile.save(str(path), saved)
             for expected_size in (size, None):
                 assert described(mapfile.load(str(path), expected_size)) == described(saved)
+    for sample in SAMPLES.values():  # real maps, ddrescue's and ours, come back alike
+        found = mapfile.load(str(sample))
+        mapfile.save(str(path), found)
+        assert described(mapfile.load(str(path), found.rmap.size)) == described(found)
+        assert mapfile.load(str(path)).source == found.source
 
 
 def test_the_bulk_reader_decides_every_input_as_the_line_parser(
@@ -205,14 +211,17 @@ def test_ddrescuelog_counts_the_areas_we_count(tmp_path: Path) -> None:
     path = tmp_path / "ours.map"
     rmap = random_map(random.Random(5), 6 * GIB, 500)
     mapfile.save(str(path), Mapfile(rmap))
-    shown = ddrescuelog("-t", str(path))
-    names = {"non-tried": "?", "rescued": "+", "non-trimmed": "*", "non-scraped": "/",
-             "bad-sector": "-"}
-    counted = {names[name]: int(areas) for name, areas
-               in re.findall(r"^\s*([\w-]+):.*?in\s+(\d+) area", shown, re.M) if name in names}
-    ours = {state: sum(1 for *_, s in rmap.areas() if s == state) for state in STATES}
-    assert counted == ours
-    assert re.search(rf"extent:.*in\s+{len(rmap)} area", shown)
+    for judged, areas in [(path, rmap)] + [(sample, mapfile.load(str(sample)).rmap)
+                                           for sample in SAMPLES.values()]:
+        shown = ddrescuelog("-t", str(judged))
+        names = {"non-tried": "?", "rescued": "+", "non-trimmed": "*", "non-scraped": "/",
+                 "bad-sector": "-"}
+        counted = {names[name]: int(count) for name, count
+                   in re.findall(r"^\s*([\w-]+):.*?in\s+(\d+) area", shown, re.M)
+                   if name in names}
+        ours = {state: sum(1 for *_, s in areas.areas() if s == state) for state in STATES}
+        assert counted == ours, judged
+        assert re.search(rf"extent:.*in\s+{len(areas)} area", shown), judged
 
 
 

@@ -19,6 +19,7 @@ import pytest
 from rescue.errors import FormatError, UsageError
 from rescue.formats.integrity import verify_image
 from rescue.formats.qcow2 import Qcow2Reader, Qcow2Writer
+from tests.fixtures.pieces import mixed_content, shuffled_pieces, write_pieces
 
 MIB = 1 << 20
 CLUSTER = 65536
@@ -42,43 +43,6 @@ def assert_same_as_raw(image: Path, raw: Path) -> None:
     converted = image.with_suffix(".converted")
     assert qemu_img("convert", "-O", "raw", str(image), str(converted)).returncode == 0
     assert converted.read_bytes() == raw.read_bytes()
-
-
-def mixed_content(size: int, seed: int) -> bytes:
-    """Random, zero and text stretches of uneven lengths (not cluster aligned)."""
-    rng = random.Random(seed)
-    out = bytearray()
-    while len(out) < size:
-        length = rng.randrange(1, 64) * 4096
-        kind = rng.choice(("random", "zero", "text"))
-        if kind == "random":
-            out += rng.randbytes(length)
-        elif kind == "zero":
-            out += bytes(length)
-        else:
-            out += (b"block %d of some readable text; " % len(out) * (length // 20 + 1))[:length]
-    return bytes(out[:size])
-
-
-def shuffled_pieces(size: int, seed: int) -> list[tuple[int, int]]:
-    """Sector-aligned ranges of many sizes, single sectors included, in random order."""
-    rng = random.Random(seed)
-    pieces = []
-    offset = 0
-    while offset < size:
-        length = min(size - offset, rng.choice((512, 1024, 4096, 65536, 96 * 512, 300 * 1024)))
-        pieces.append((offset, length))
-        offset += length
-    rng.shuffle(pieces)
-    return pieces
-
-
-def write_pieces(writer: Qcow2Writer, data: bytes, pieces: list[tuple[int, int]],
-                 sync_every: int = 0) -> None:
-    for number, (offset, length) in enumerate(pieces, 1):
-        writer.write(offset, memoryview(data)[offset:offset + length])
-        if sync_every and number % sync_every == 0:
-            writer.sync()
 
 
 @pytest.fixture()
@@ -368,7 +332,7 @@ def test_rejects_backing_files_and_data_files(tmp_path: Path) -> None:
 CHILD = textwrap.dedent("""
     import random, sys
     sys.path.insert(0, {root!r})
-    from tests.formats.test_qcow2 import mixed_content, shuffled_pieces, write_pieces
+    from tests.fixtures.pieces import mixed_content, shuffled_pieces, write_pieces
     from rescue.formats.qcow2 import Qcow2Writer
     data = mixed_content({size}, seed=11)
     writer = Qcow2Writer({path!r}, {size}, cluster_size=4096)

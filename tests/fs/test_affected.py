@@ -12,15 +12,12 @@ import pytest
 from rescue.fs.affected import Damage, affected_files
 from rescue.fs.partitions import DiskReader
 from rescue.rangemap import RangeMap
+from tests.fixtures.cli import rescue, run
 from tests.fixtures.faultdisk import faulty_device
-from tests.fs.builders import MIB, build_fs, rescue_cli, run
+from tests.fixtures.filesystems import MIB, build_fs, debugfs, ext_first_block
 
 pytestmark = [pytest.mark.slow, pytest.mark.root]
 SECTOR = 512
-
-
-def debugfs(image: Path, request: str) -> str:
-    return run("debugfs", "-R", request, str(image))
 
 
 def ext_inode_location(image: Path, path: str) -> int:
@@ -31,13 +28,8 @@ def ext_inode_location(image: Path, path: str) -> int:
     return int(match[1]) * block_size + int(match[2], 16)
 
 
-def ext_first_block(image: Path, path: str) -> int:
-    block_size = int(re.search(r"Block size:\s+(\d+)", debugfs(image, "stats"))[1])
-    return int(debugfs(image, f'blocks "{path}"').split()[0]) * block_size
-
-
 def report(image: Path) -> dict:
-    result = rescue_cli("report", str(image), "--json")
+    result = rescue("report", str(image), "--json")
     assert result.returncode in (0, 1), result.stderr
     return json.loads(result.stdout)
 
@@ -53,8 +45,9 @@ def test_ext4_bad_sectors_name_exactly_the_hit_files(tmp_path: Path) -> None:
     sharing = {f for f in files
                if ext_inode_location(image, f) // SECTOR * SECTOR == inode_bad}
     out = tmp_path / "out.img"
-    with faulty_device(str(image), bad=[(data_bad, SECTOR), (inode_bad, SECTOR)]) as device:
-        result = rescue_cli("image", device, str(out), "--mode", "used")
+    with faulty_device(str(image), f"sim:bad={data_bad}+{SECTOR},bad={inode_bad}+{SECTOR}"
+                       ) as device:
+        result = rescue("image", device, str(out), "--mode", "used")
     assert result.returncode == 1, result.stderr
     found = report(out)
     assert found["bad"] == 2 * SECTOR
@@ -81,8 +74,8 @@ def test_fat_bad_cluster_and_directory(tmp_path: Path) -> None:
     data = (reserved + fats * fat_sectors) * sector + root_entries * 32
     bad = data + (first - 2) * per_cluster * sector
     out = tmp_path / "out.img"
-    with faulty_device(str(image), bad=[(bad, SECTOR)]) as device:
-        result = rescue_cli("image", device, str(out), "--order", "metadata-first")
+    with faulty_device(str(image), f"sim:bad={bad}+{SECTOR}") as device:
+        result = rescue("image", device, str(out), "--order", "metadata-first")
     assert result.returncode == 1, result.stderr
     found = report(out)
     assert [(f["path"], f["lost"]) for f in found["files"]] == [(f"/{victim}", SECTOR)]

@@ -26,17 +26,16 @@ from rescue.fs.partitions import DiskReader
 from rescue.fs.used import Extent
 from rescue.fs.used.ext import ExtFS
 from rescue.rangemap import BAD, RangeMap
-from tests.fixtures.loop import loop_device
-from tests.fs.builders import (
+from tests.fixtures.cli import rescue, run
+from tests.fixtures.filesystems import (
     MIB,
     extracted_hashes,
     fsck_clean,
     make_tree,
     partclone_used,
-    rescue_cli,
-    run,
     tree_hashes,
 )
+from tests.fixtures.loop import loop_device
 
 pytestmark = pytest.mark.slow
 BLOCK_UNINIT = 0x2  # descriptor flag: the group's block bitmap was never written
@@ -174,7 +173,7 @@ def test_used_mode_image_repairs_from_the_backup(built: dict[str, Built], layout
     fs = built[layout]
     image = damaged_copy(fs, damage, tmp_path)
     out = tmp_path / "used.img"
-    result = rescue_cli("image", str(image), str(out), "--mode", "used")
+    result = rescue("image", str(image), str(out), "--mode", "used")
     assert result.returncode == 0, result.stderr
     assert f"used the backup in group 1 (block {fs.backup})" in result.stderr
     assert out.stat().st_blocks * 512 < image.stat().st_size // 2  # unused blocks: holes
@@ -281,7 +280,7 @@ def test_inline_directory_past_60_bytes(tmp_path: Path) -> None:
     rmap = RangeMap(image.stat().st_size, "+")
     rmap.set(bad, 512, BAD)
     mapfile.save(str(tmp_path / "inline.map"), mapfile.Mapfile(rmap))
-    result = rescue_cli("report", str(image), "--map", str(tmp_path / "inline.map"), "--json")
+    result = rescue("report", str(image), "--map", str(tmp_path / "inline.map"), "--json")
     assert result.returncode == 1, result.stderr
     assert [(f["path"], f["lost"]) for f in json.loads(result.stdout)["files"]] == \
         [(victim, 512)]
@@ -293,7 +292,7 @@ def test_report_names_the_backup_it_read(built: dict[str, Built], tmp_path: Path
     rmap = RangeMap(image.stat().st_size, "+")
     rmap.set(image.stat().st_size // 2, 512, BAD)
     mapfile.save(str(tmp_path / "one-bad.map"), mapfile.Mapfile(rmap))
-    result = rescue_cli("report", str(image), "--map", str(tmp_path / "one-bad.map"), "--json")
+    result = rescue("report", str(image), "--map", str(tmp_path / "one-bad.map"), "--json")
     assert result.returncode in (0, 1), result.stderr
     warnings = json.loads(result.stdout)["warnings"]
     assert any(f"used the backup in group 1 (block {fs.backup})" in w for w in warnings), warnings

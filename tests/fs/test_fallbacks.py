@@ -11,7 +11,8 @@ import pytest
 from rescue.fs.domain import plan_disk, used_map
 from rescue.fs.partitions import DiskReader
 from rescue.rangemap import FINISHED
-from tests.fs.builders import MIB, rescue_cli, run
+from tests.fixtures.cli import rescue, run
+from tests.fixtures.filesystems import MIB
 
 
 def mkfs(tmp_path: Path, name: str, *command: str, size: int = 16 * MIB) -> Path:
@@ -99,7 +100,7 @@ def test_cli_warns_and_images_whole(tmp_path: Path) -> None:
             f.seek(superblock + 0x38)
             f.write(b"\0\0")  # no magic: an unknown file system
     out = tmp_path / "out.img"
-    result = rescue_cli("image", str(image), str(out), "--mode", "used")
+    result = rescue("image", str(image), str(out), "--mode", "used")
     assert result.returncode == 0, result.stderr
     assert "warning: disk: unknown file system; imaging the whole area" in result.stderr
     assert out.read_bytes() == image.read_bytes()

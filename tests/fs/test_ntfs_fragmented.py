@@ -15,9 +15,10 @@ from rescue.fs.domain import used_map
 from rescue.fs.partitions import DiskReader
 from rescue.fs.used import normalize
 from rescue.fs.used.ntfs import NtfsFS
+from tests.fixtures.cli import rescue, run
 from tests.fixtures.faultdisk import faulty_device
-from tests.fs.builders import extracted_hashes, fsck_clean, partclone_used, rescue_cli, run
-from tests.fs.ntfs_builders import (
+from tests.fixtures.filesystems import extracted_hashes, fsck_clean, partclone_used
+from tests.fixtures.ntfs import (
     SPARSE_NAME,
     MftRecords,
     attribute_offset,
@@ -114,7 +115,7 @@ def test_used_mode_image_restores_clean_and_complete(volume: tuple[Path, dict[st
                                                      tmp_path: Path) -> None:
     image, hashes = volume
     out = tmp_path / "used.qcow2"
-    result = rescue_cli("image", str(image), str(out), "--mode", "used",
+    result = rescue("image", str(image), str(out), "--mode", "used",
                         "--order", "metadata-first")
     assert result.returncode == 0, result.stderr
     assert "warning" not in result.stderr
@@ -139,10 +140,11 @@ def test_report_names_the_files_and_the_record_hit(volume: tuple[Path, dict[str,
            records.record_extents(lost_inode)[0][0],
            data_runs(image, f"/{SPARSE_NAME}")[-1][1] * SECTOR]
     out = tmp_path / "out.qcow2"
-    with faulty_device(str(image), bad=[(offset, SECTOR) for offset in bad]) as device:
-        result = rescue_cli("image", device, str(out), "--mode", "used")
+    spec = "sim:" + ",".join(f"bad={offset}+{SECTOR}" for offset in bad)
+    with faulty_device(str(image), spec) as device:
+        result = rescue("image", device, str(out), "--mode", "used")
     assert result.returncode == 1, result.stderr
-    result = rescue_cli("report", str(out), "--json")
+    result = rescue("report", str(out), "--json")
     assert result.returncode in (0, 1), result.stderr
     found = {f["path"]: f for f in json.loads(result.stdout)["files"]}
     assert set(found) == {victim, f"/{SPARSE_NAME}", f"<MFT record {lost_inode}>"}

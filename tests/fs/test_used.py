@@ -13,8 +13,8 @@ from rescue.fs.domain import plan_disk, used_map
 from rescue.fs.partitions import DiskReader
 from rescue.fs.used import normalize
 from rescue.rangemap import FINISHED
-from tests.fixtures.loop import loop_device
-from tests.fs.builders import (
+from tests.fixtures.cli import rescue, run
+from tests.fixtures.filesystems import (
     KINDS,
     MIB,
     build_fs,
@@ -22,9 +22,8 @@ from tests.fs.builders import (
     extracted_hashes,
     fsck_clean,
     partclone_used,
-    rescue_cli,
-    run,
 )
+from tests.fixtures.loop import loop_device
 
 pytestmark = [pytest.mark.slow, pytest.mark.root]
 SIZE = 48 * MIB
@@ -59,7 +58,7 @@ def test_used_mode_image_is_clean_and_complete(fs_image: tuple[str, Path, dict[s
                                                tmp_path: Path) -> None:
     kind, image, hashes = fs_image
     out = tmp_path / "used.img"
-    result = rescue_cli("image", str(image), str(out), "--mode", "used",
+    result = rescue("image", str(image), str(out), "--mode", "used",
                         "--order", "metadata-first")
     assert result.returncode == 0, result.stderr
     assert "warning" not in result.stderr
@@ -91,7 +90,7 @@ def test_partitioned_disk_used_mode(tmp_path: Path) -> None:
         for number, kind in ((1, "ext4"), (2, "vfat")):
             expected[number] = (kind, build_fs(kind, Path(f"{device}p{number}"), 0, number))
         out = tmp_path / "disk-used.img"
-        result = rescue_cli("image", device, str(out), "--mode", "used")
+        result = rescue("image", device, str(out), "--mode", "used")
         assert result.returncode == 0, result.stderr
     with DiskReader(str(out)) as reader:
         plan = plan_disk(reader)

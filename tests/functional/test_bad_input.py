@@ -14,15 +14,9 @@ from pathlib import Path
 import pytest
 
 from rescue.errors import ExitCode
+from tests.fixtures.cli import assert_clean_failure, rescue
 from tests.fixtures.faultdisk import is_mounted
-from tests.functional.test_image import (
-    assert_clean_failure,
-    ddrescuelog_status,
-    listed_sectors,
-    map_blocks,
-    map_status,
-    rescue,
-)
+from tests.fixtures.judges import ddrescuelog_status, listed_sectors, map_blocks, map_status
 
 MIB = 1 << 20
 SOURCE_SIZE = 4 * MIB

@@ -20,13 +20,10 @@ from tests.fixtures.faultdisk import (
     read_log,
     sector_reads,
 )
+from tests.fixtures.judges import listed_sectors, sectors_of
 
 MIB = 1 << 20
 DISK_SIZE = 8 * MIB
-
-def sectors_of(ranges: list[tuple[int, int]]) -> set[int]:
-    return {sector for start, length in ranges
-            for sector in range(start // SECTOR, (start + length) // SECTOR)}
 
 
 def ddrescue(device: str, workdir: Path, *options: str) -> tuple[Path, Path]:
@@ -34,12 +31,6 @@ def ddrescue(device: str, workdir: Path, *options: str) -> tuple[Path, Path]:
     subprocess.run(["ddrescue", "-d", "-b", str(SECTOR), *options, device, str(image),
                     str(mapfile)], check=True, capture_output=True)
     return image, mapfile
-
-
-def bad_sectors_in_map(mapfile: Path) -> set[int]:
-    listed = subprocess.run(["ddrescuelog", "-l-", "-b", str(SECTOR), str(mapfile)],
-                            check=True, capture_output=True, text=True).stdout
-    return {int(line) for line in listed.split()}
 
 
 def read_sector(fd: int, sector: int) -> bytes:
@@ -57,17 +48,19 @@ def backing(tmp_path: Path) -> Path:
 
 
 def test_fault_specs_accept_decimal_and_hex() -> None:
-    args = parse_args(["b", "m", "--bad", "0x100000:512", "--slow", "4096:0x200:0.25",
-                       "--flaky", "0:1024:3", "--bad", "10:20"])
-    assert args.bad == [(0x100000, 512), (10, 20)]
-    assert args.slow == [(4096, 512, 0.25)]
-    assert args.flaky == [(0, 1024, 3)]
+    """The fault disk reads rescue's own `sim:` spec."""
+    args = parse_args(["b", "m", "sim:size=8M,bad=0x100000+512,slow=4096+0x200@0.25,"
+                                 "flaky=0+1024*3,bad=10+20"])
+    assert [(start, length) for start, length, _ in args.faults.bad] == [(0x100000, 512),
+                                                                         (10, 20)]
+    assert args.faults.slow == [(4096, 512, 0.25)]
+    assert args.faults.flaky == [(0, 1024, 3)]
 
 
-@pytest.mark.parametrize("spec", ["1:2:3", "x:512", "0:0", "-1:512"])
+@pytest.mark.parametrize("spec", ["1+2+3", "x+512", "0+0", "-1+512"])
 def test_fault_specs_reject_malformed_ranges(spec: str) -> None:
     with pytest.raises(SystemExit):
-        parse_args(["b", "m", "--bad", spec])
+        parse_args(["b", "m", f"sim:size=8M,bad={spec}"])
 
 
 @pytest.mark.slow
@@ -77,8 +70,8 @@ def test_direct_reads_fail_exactly_at_bad_sectors(backing: Path, tmp_path: Path)
     data = backing.read_bytes()
     bad, slow = 2048, 4096
     log = tmp_path / "reads.log"
-    with faulty_device(str(backing), bad=[(bad * SECTOR, SECTOR)],
-                       slow=[(slow * SECTOR, SECTOR, 0.2)], log=str(log)) as device:
+    with faulty_device(str(backing), f"sim:bad={bad * SECTOR}+{SECTOR},"
+                                     f"slow={slow * SECTOR}+{SECTOR}@0.2", log=str(log)) as device:
         name = os.path.basename(device)
         assert Path(f"/sys/block/{name}/loop/dio").read_text().strip() == "1"
         assert Path(f"/sys/block/{name}/queue/logical_block_size").read_text().strip() == "512"
@@ -111,10 +104,11 @@ def test_ddrescue_maps_exactly_the_bad_ranges(backing: Path, tmp_path: Path) -> 
         (DISK_SIZE - SECTOR, SECTOR),            # the very last sector
     ]
     log = tmp_path / "reads.log"
-    with faulty_device(str(backing), bad=bad, log=str(log)) as device:
+    spec = "sim:" + ",".join(f"bad={start}+{length}" for start, length in bad)
+    with faulty_device(str(backing), spec, log=str(log)) as device:
         image, mapfile = ddrescue(device, tmp_path)
     expected_bad = sectors_of(bad)
-    assert bad_sectors_in_map(mapfile) == expected_bad
+    assert listed_sectors(mapfile, "-") == expected_bad
     assert expected_bad <= set(sector_reads(read_log(str(log)), ok=False))
 
     original, rescued = backing.read_bytes(), image.read_bytes()
@@ -131,9 +125,10 @@ def test_flaky_sectors_are_rescued_by_retries(backing: Path, tmp_path: Path) -> 
     times = 2
     flaky = (2 * MIB + 3 * SECTOR, 5 * SECTOR, times)
     log = tmp_path / "reads.log"
-    with faulty_device(str(backing), flaky=[flaky], log=str(log)) as device:
+    with faulty_device(str(backing), "sim:flaky={}+{}*{}".format(*flaky), log=str(log)
+                       ) as device:
         image, mapfile = ddrescue(device, tmp_path, "-r3")
-    assert bad_sectors_in_map(mapfile) == set()
+    assert listed_sectors(mapfile, "-") == set()
     assert image.read_bytes() == backing.read_bytes()
 
     reads = read_log(str(log))
@@ -180,12 +175,12 @@ def assert_gone(disk: str) -> None:
 @pytest.mark.root
 def test_cleans_up_after_exit_and_after_an_exception(backing: Path) -> None:
     """Devices used one after another: nothing may outlive either, however the body ends."""
-    with faulty_device(str(backing), bad=[(0, SECTOR)]) as device:
+    with faulty_device(str(backing), f"sim:bad=0+{SECTOR}") as device:
         first = served_file(device)
     assert_gone(first)
 
     with pytest.raises(RuntimeError, match="body failed"), \
-            faulty_device(str(backing), bad=[(0, SECTOR)]) as device:
+            faulty_device(str(backing), f"sim:bad=0+{SECTOR}") as device:
         second = served_file(device)
         raise RuntimeError("body failed")
     assert_gone(second)

@@ -19,19 +19,17 @@ import pytest
 from rescue.errors import ExitCode
 from rescue.formats.image import open_reader
 from rescue.sim.faulty import content
-from tests.fixtures.cli import coreutils_fingerprint
-from tests.fixtures.faultdisk import SECTOR, faulty_device, make_backing
-from tests.fixtures.loop import loop_device
-from tests.functional.test_image import (
-    BAD,
-    DISK_SIZE,
+from tests.fixtures.cli import (
     REPO_ROOT,
     assert_clean_failure,
-    map_blocks,
+    coreutils_fingerprint,
     rescue,
-    sectors_of,
     summary,
 )
+from tests.fixtures.faultdisk import SECTOR, faulty_device, make_backing
+from tests.fixtures.image_disk import BAD, DISK_SIZE, IMAGE_DISK
+from tests.fixtures.judges import map_blocks, sectors_of
+from tests.fixtures.loop import loop_device
 
 MIB = 1 << 20
 HEALTHY_SIZE = 64 * MIB
@@ -214,7 +212,7 @@ def test_simulated_failing_disk_into_qcow2(tmp_path: Path) -> None:
 def test_real_failing_device_into_qcow2(tmp_path: Path) -> None:
     backing, image = tmp_path / "backing.img", tmp_path / "out.qcow2"
     make_backing(str(backing), DISK_SIZE, seed=13)
-    with faulty_device(str(backing), bad=BAD) as device:
+    with faulty_device(str(backing), IMAGE_DISK) as device:
         done = rescue("image", device, str(image))
     assert done.returncode == ExitCode.UNREADABLE, done.stderr
 

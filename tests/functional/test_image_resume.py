@@ -16,17 +16,10 @@ import pytest
 
 from rescue.errors import ExitCode
 from rescue.sim.faulty import content
+from tests.fixtures.cli import REPO_ROOT, rescue
 from tests.fixtures.faultdisk import SECTOR, faulty_device, make_backing
-from tests.functional.test_image import (
-    BAD,
-    DISK_SIZE,
-    REPO_ROOT,
-    listed_sectors,
-    map_blocks,
-    map_status,
-    rescue,
-    sectors_of,
-)
+from tests.fixtures.image_disk import BAD, DISK_SIZE, IMAGE_DISK
+from tests.fixtures.judges import listed_sectors, map_blocks, map_status, sectors_of
 
 
 @pytest.mark.slow
@@ -41,7 +34,7 @@ def test_continues_a_ddrescue_mapfile(tmp_path: Path, ddrescue_options: list[str
     make_backing(str(backing), DISK_SIZE, seed=5)
     image, mapfile = tmp_path / "dd.img", tmp_path / "dd.map"
     reference = tmp_path / "reference.img"
-    with faulty_device(str(backing), bad=BAD) as device:
+    with faulty_device(str(backing), IMAGE_DISK) as device:
         subprocess.run(["ddrescue", "-d", "-b", str(SECTOR), *ddrescue_options, device,
                         str(image), str(mapfile)], capture_output=True, timeout=120)
         partial = map_blocks(mapfile)

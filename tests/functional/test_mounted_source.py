@@ -12,16 +12,12 @@ from pathlib import Path
 import pytest
 
 from rescue.errors import ExitCode
-from tests.fixtures.cli import rescue
+from tests.fixtures.cli import rescue, run
 from tests.fixtures.loop import loop_device
 
 MIB = 1 << 20
 
 pytestmark = [pytest.mark.slow, pytest.mark.root]
-
-
-def run(*args: str, stdin: str | None = None) -> None:
-    subprocess.run(args, check=True, capture_output=True, text=True, input=stdin)
 
 
 @pytest.fixture

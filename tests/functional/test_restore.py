@@ -135,7 +135,7 @@ def test_gpt_image_onto_a_larger_disk(sources: dict[str, Path], tmp_path: Path,
     device = target(targets, tmp_path, "t", 80 * MIB)
     result = restore(str(sources["gpt.qcow2"]), device, "--map-dir", str(tmp_path / "maps"))
     assert result.returncode == 0, result.stderr
-    assert "No problems found" in run("sgdisk", "-v", device).stdout
+    assert "No problems found" in run("sgdisk", "-v", device)
     run("sfdisk", "--verify", device)
     with open(device, "rb") as disk:  # the backup header now sits in the target's last sector
         disk.seek(80 * MIB - 512)
@@ -153,7 +153,7 @@ def test_smaller_disk_gets_the_partitions_and_a_fitting_table(
     assert summary(result)["targets"][0]["size"] < (DISK if kind == "gpt" else 64 * MIB)
     run("sfdisk", "--verify", device)
     if kind == "gpt":
-        assert "No problems found" in run("sgdisk", "-v", device).stdout
+        assert "No problems found" in run("sgdisk", "-v", device)
     assert_partitions_equal(sources[kind], device)
 
 

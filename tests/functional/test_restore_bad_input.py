@@ -39,12 +39,6 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return imaged_disk(folder, "gpt", DISK, GPT_LAYOUT, 3, "img.zst", "qcow2")
 
 
-@pytest.fixture
-def stack() -> Iterator[ExitStack]:
-    with ExitStack() as resources:
-        yield resources
-
-
 def damaged_copy(image: Path, folder: Path) -> tuple[Path, int, int]:
     """A copy of a .img.zst image with one data frame past its start overwritten; the image
     offset where that frame starts, and its length."""

@@ -13,7 +13,6 @@ from __future__ import annotations
 import re
 import subprocess
 from collections import Counter
-from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -45,12 +44,6 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
                         str(made["disk"]), str(folder / f"{name}.qcow2")], check=True)
         made[name] = folder / f"{name}.qcow2"
     return made
-
-
-@pytest.fixture
-def stack() -> Iterator[ExitStack]:
-    with ExitStack() as resources:
-        yield resources
 
 
 def listed_ranges(output: str) -> list[tuple[int, int]]:

@@ -14,7 +14,6 @@ import re
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -47,17 +46,12 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_image(folder / "source.disk", folder / "source.qcow2")
 
 
-@pytest.fixture
-def stack() -> Iterator[ExitStack]:
-    with ExitStack() as resources:
-        yield resources
-
-
 def lost_disk(stack: ExitStack, folder: Path, name: str, gone_after: int | None = GONE_AFTER,
               error: int = errno.EIO) -> FailingDisk:
     """A writable target over folder/NAME.target that goes away after `gone_after` bytes."""
     backing = blank(folder / f"{name}.target", SIZE, fill=b"stale ")
-    return stack.enter_context(failing_disk(str(backing), gone_after=gone_after, error=error))
+    spec = "sim:" if gone_after is None else f"sim:gone={gone_after}"
+    return stack.enter_context(failing_disk(str(backing), spec, error=error))
 
 
 def restore_args(image: Path, maps: Path, *targets: str) -> tuple[str, ...]:
@@ -187,7 +181,8 @@ def test_reading_stops_once_the_only_target_is_lost(tmp_path: Path, stack: ExitS
     big enough that the queues and decode window cannot already hold all of it."""
     size = 128 * MIB
     make_backing(str(tmp_path / "large.img"), size, seed=12)
-    lost = stack.enter_context(failing_disk(str(blank(tmp_path / "t", size)), gone_after=4 * MIB))
+    lost = stack.enter_context(failing_disk(str(blank(tmp_path / "t", size)),
+                                            f"sim:gone={4 * MIB}"))
     read: list[int] = []
 
     def counting_reader(path: str, image_format: str | None = None) -> ImageReader:

@@ -28,7 +28,7 @@ from rescue.formats.mapfile import Mapfile
 from rescue.formats.raw import RawWriter
 from rescue.io.source import BlockSource
 from rescue.rangemap import RangeMap
-from tests.fixtures.cli import REPO_ROOT
+from tests.fixtures.cli import REPO_ROOT, run
 from tests.fixtures.faultdisk import (
     DISK_NAME,
     SECTOR,
@@ -39,7 +39,7 @@ from tests.fixtures.faultdisk import (
     stop_server,
     wait_until_served,
 )
-from tests.fixtures.loop import detach, loop_device, run
+from tests.fixtures.loop import detach, loop_device
 
 pytestmark = [pytest.mark.slow, pytest.mark.root]
 
@@ -88,7 +88,8 @@ class KillableServer:
         with open(stderr, "wb") as err:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "tests.fixtures.faultdisk", str(self.backing),
-                 self.mountpoint, "--bad", f"{BAD[0]}:{BAD[1]}", "--log", str(self.log)],
+                 self.mountpoint, f"sim:size={SIZE},bad={BAD[0]}+{BAD[1]}", "--log",
+                 str(self.log)],
                 cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                 stderr=err, start_new_session=True)
         wait_until_served(self.process, self.mountpoint, stderr, 15.0)
@@ -219,7 +220,7 @@ def test_a_device_that_answers_eio_to_everything_is_not_scraped(
     writable = tmp_path / "source.disk"  # a disk without bad sectors
     shutil.copyfile(backing, writable)
     image = tmp_path / "out.img"
-    with failing_disk(str(writable), gone_after=GONE_AT, error=errno.EIO) as disk:
+    with failing_disk(str(writable), f"sim:gone={GONE_AT}", error=errno.EIO) as disk:
         command = image_command(disk.device, image)
         with started(command) as process:
             while not disk.gone and process.poll() is None:

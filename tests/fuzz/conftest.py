@@ -7,12 +7,11 @@ from __future__ import annotations
 import os
 import random
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.fixtures.cli import rescue
+from tests.fixtures.cli import rescue, run
 from tests.fixtures.fuzz import FS_KINDS, Bases
 from tests.fixtures.loop import loop_device
 
@@ -24,11 +23,6 @@ DOS_LAYOUT = ("label: dos\nlabel-id: 0x5e5c0e00\nstart=2048,size=8192,type=c\n"
               "start=10240,size=14336,type=5\nstart=12288,size=8192,type=83\n"
               "start=22528,size=2048,type=83\n")
 MAP_SOURCE = "sim:size=1M,bad=256k+4k,bad=600k+64k,slow=800k+8k@0"
-
-
-def _run(*args: str | Path, **kwargs: object) -> None:
-    subprocess.run([str(a) for a in args], check=True, capture_output=True,
-                   **kwargs)  # type: ignore[call-overload]
 
 
 def _tree(root: Path) -> None:
@@ -48,37 +42,37 @@ def _make_filesystem(kind: str, tree: Path, image: Path) -> None:
         f.truncate(FS_SIZE)
     env = {**os.environ, "E2FSPROGS_FAKE_TIME": "1700000000", "TZ": "UTC"}
     if kind in ("ext4", "ext2"):  # ext2: block maps with indirect blocks, no checksums
-        _run(f"mkfs.{kind}", "-q", "-F", "-b", "1024", "-U",
+        run(f"mkfs.{kind}", "-q", "-F", "-b", "1024", "-U",
              "5e5c0e00-0000-4000-8000-000000000e04", "-E",
              "hash_seed=5e5c0e00-0000-4000-8000-000000000e05", "-d", tree, image, env=env)
     elif kind == "vfat":
-        _run("mkfs.vfat", "-F", "16", "-s", "1", "-i", "5e5c0e00", "--invariant", image)
-        _run("mcopy", "-s", "-m", "-i", image, *sorted(tree.iterdir()), "::/", env=env)
+        run("mkfs.vfat", "-F", "16", "-s", "1", "-i", "5e5c0e00", "--invariant", image)
+        run("mcopy", "-s", "-m", "-i", image, *sorted(tree.iterdir()), "::/", env=env)
     elif kind == "ntfs":
-        _run("mkntfs", "-q", "-F", "-f", "-T", image)
+        run("mkntfs", "-q", "-F", "-f", "-T", image)
         mountpoint = image.with_suffix(".mnt")
         mountpoint.mkdir()
-        _run("ntfs-3g", image, mountpoint)
+        run("ntfs-3g", image, mountpoint)
         try:
-            _run("cp", "-r", f"{tree}/.", mountpoint)
+            run("cp", "-r", f"{tree}/.", mountpoint)
         finally:
-            _run("umount", mountpoint)
+            run("umount", mountpoint)
     else:  # exfat-fuse mounts block devices only
-        _run("mkfs.exfat", image)
+        run("mkfs.exfat", image)
         mountpoint = image.with_suffix(".mnt")
         mountpoint.mkdir()
         with loop_device(str(image)) as device:
-            _run("mount.exfat-fuse", device, mountpoint)
+            run("mount.exfat-fuse", device, mountpoint)
             try:
-                _run("cp", "-r", f"{tree}/.", mountpoint)
+                run("cp", "-r", f"{tree}/.", mountpoint)
             finally:
-                _run("umount", mountpoint)
+                run("umount", mountpoint)
 
 
 def _make_disk(path: Path, size: int, layout: str, parts: list[tuple[int, Path]]) -> Path:
     with open(path, "wb") as f:
         f.truncate(size)
-    _run("sfdisk", "-q", path, input=layout.encode())
+    run("sfdisk", "-q", path, stdin=layout)
     with open(path, "r+b") as f:
         for sector, filesystem in parts:
             f.seek(sector * 512)
@@ -112,14 +106,14 @@ def bases(tmp_path_factory: pytest.TempPathFactory) -> Bases:
               "zst": _image(gpt, folder / "base.img.zst"),
               "img": _image(gpt, folder / "base.img"),
               "qemu-qcow2": folder / "qemu.qcow2"}
-    _run("qemu-img", "convert", "-c", "-f", "raw", "-O", "qcow2", gpt, images["qemu-qcow2"])
+    run("qemu-img", "convert", "-c", "-f", "raw", "-O", "qcow2", gpt, images["qemu-qcow2"])
     map_source = folder / "map-source.img"
     map_source.write_bytes(random.Random(7).randbytes(MIB))
     ours = folder / "ours.map"
     imaged = rescue("image", MAP_SOURCE, str(folder / "ours-dest.img"), "--map", str(ours))
     assert imaged.returncode == 1, imaged.stderr
     theirs = folder / "ddrescue.map"
-    _run("ddrescue", "-q", "-s", "640Ki", "-i", "128Ki", map_source, folder / "ddrescue-dest",
+    run("ddrescue", "-q", "-s", "640Ki", "-i", "128Ki", map_source, folder / "ddrescue-dest",
          theirs)
     return Bases(folder, filesystems, gpt, dos, images, {"ours": ours, "ddrescue": theirs},
                  map_source)

@@ -10,10 +10,9 @@ import pytest
 from rescue.engine.imaging import ImageJob, ImageRequest
 from rescue.engine.rescue import Outcome
 from rescue.tui.app import RescueApp
-from tests.fixtures.faultdisk import faulty_device
-from tests.fs.builders import MIB, build_fs
-from tests.fs.test_affected import SECTOR, ext_first_block
-from tests.tui.helpers import drive, wait_until
+from tests.fixtures.faultdisk import SECTOR, faulty_device
+from tests.fixtures.filesystems import MIB, build_fs, ext_first_block
+from tests.fixtures.tui import drive, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.root]
 
@@ -23,7 +22,7 @@ def test_a_finished_job_lists_the_damaged_file(tmp_path: Path) -> None:
     hashes = build_fs("ext4", image, 32 * MIB, seed=5)
     victim = sorted(f"/{name}" for name in hashes)[0]
     bad = ext_first_block(image, victim)
-    with faulty_device(str(image), bad=[(bad, SECTOR)]) as device:
+    with faulty_device(str(image), f"sim:bad={bad}+{SECTOR}") as device:
         job = ImageJob(ImageRequest(source=device, dest=str(tmp_path / "out.img")))
         app = RescueApp(job)
 

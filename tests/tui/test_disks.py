@@ -13,7 +13,7 @@ from rescue.tui.app import make_home_app
 from rescue.tui.screens.disks import DisksScreen, InspectScreen
 from rescue.tui.widgets.sector_map import MapLook
 from tests.fixtures.loop import loop_device
-from tests.tui.helpers import drive, make_file, screen_lines, wait_until
+from tests.fixtures.tui import drive, make_file, screen_lines, wait_until
 
 MIB = 1 << 20
 

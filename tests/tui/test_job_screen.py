@@ -19,7 +19,7 @@ from rescue.tui.screens.dialogs import HelpScreen, QuitScreen
 from rescue.tui.screens.job import JobScreen
 from rescue.tui.screens.jobs import JobsScreen
 from rescue.tui.widgets.sector_map import MapLook, SectorMap
-from tests.tui.helpers import drive, screen_lines, wait_until
+from tests.fixtures.tui import drive, screen_lines, wait_until
 
 FAST = "sim:size=8M,bad=1M+4k,bad=5M+64k"
 SLOW = "sim:size=8M,rate=4M,bad=1M+4k,bad=5M+64k"  # about two seconds: time to interrupt

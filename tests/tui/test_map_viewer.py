@@ -14,15 +14,14 @@ from textual.pilot import Pilot
 
 from rescue.commands import map as map_command
 from rescue.errors import FormatError
-from rescue.rangemap import BAD, FINISHED, NON_TRIED, STATES
+from rescue.rangemap import BAD, FINISHED, STATES
 from rescue.tui.app import make_app
 from rescue.tui.screens import map_viewer
 from rescue.tui.screens.map_viewer import MapViewerScreen
 from rescue.tui.widgets.sector_map import MapLook, SectorMap
-from tests.tui.helpers import drive, screen_lines, wait_until
-from tests.tui.test_sector_map import write_map
+from tests.fixtures.mapfiles import SAMPLES, write_map
+from tests.fixtures.tui import drive, screen_lines, wait_until
 
-MIB = 1 << 20
 needs_ddrescue = pytest.mark.skipif(not shutil.which("ddrescue"), reason="needs GNU ddrescue")
 
 pytestmark = pytest.mark.timeout(60)
@@ -35,6 +34,12 @@ def ddrescuelog_bytes(path: Path, state: str) -> int:
     return 512 * len(out.split())
 
 
+def save_as(sample: Path, path: Path) -> None:
+    """Put a sample map at `path` as a rescue saves one: whole, by renaming a new file."""
+    shutil.copyfile(sample, f"{path}.tmp")
+    os.replace(f"{path}.tmp", path)
+
+
 def viewer(app_pilot: Pilot) -> MapViewerScreen:
     screen = app_pilot.app.screen
     assert isinstance(screen, MapViewerScreen)
@@ -42,13 +47,8 @@ def viewer(app_pilot: Pilot) -> MapViewerScreen:
 
 
 @needs_ddrescue
-def test_a_ddrescue_mapfile_reads_as_ddrescuelog_counts_it(tmp_path: Path) -> None:
-    source = tmp_path / "source.bin"
-    source.write_bytes(os.urandom(4 * MIB))
-    map_path = tmp_path / "dd.map"
-    subprocess.run(["ddrescue", "-b", "512", "-i", "512Ki", "-s", "1Mi", str(source),
-                    str(tmp_path / "copy.img"), str(map_path)], check=True,
-                   capture_output=True)
+def test_a_ddrescue_mapfile_reads_as_ddrescuelog_counts_it() -> None:
+    map_path = SAMPLES["ddrescue-trimming"]  # stopped while trimming: every state but non-tried
     assert "GNU ddrescue" in map_path.read_text()
 
     async def scenario(pilot: Pilot) -> None:
@@ -58,8 +58,10 @@ def test_a_ddrescue_mapfile_reads_as_ddrescuelog_counts_it(tmp_path: Path) -> No
             assert totals[state] == ddrescuelog_bytes(map_path, state)
         widget = screen.query_one(SectorMap)
         await pilot.press("home")
-        assert widget.cursor_counts()[NON_TRIED] == widget.cell_bytes  # before -i: untouched
-        assert "rescued 1 MiB (25.00%)" in screen_lines(pilot.app)[1]
+        assert widget.cursor_counts()[FINISHED] == widget.cell_bytes  # the first MiB: read
+        lines = screen_lines(pilot.app)
+        assert "rescued 7.62 MiB (95.23%)" in lines[1]
+        assert "trimming pass 1 at 0x4f0000" in lines[3]
 
     drive(make_app(map_path=str(map_path), look=MapLook()), scenario)
 
@@ -83,26 +85,25 @@ def test_the_viewer_follows_a_changing_file(tmp_path: Path,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(map_viewer, "POLL_SECONDS", 0.05)
     path = tmp_path / "live.map"
-    write_map(path, [(0, 8 * MIB, "?")])
+    save_as(SAMPLES["rescue-interrupted"], path)
     app = make_app(map_path=str(path), look=MapLook())
 
     async def scenario(pilot: Pilot) -> None:
         screen = viewer(pilot)
         widget = screen.query_one(SectorMap)
-        assert widget.snapshot is not None and widget.snapshot.totals[FINISHED] == 0
+        assert widget.snapshot is not None and widget.snapshot.totals[FINISHED] == 2_949_120
 
-        write_map(path, [(0, 3 * MIB, "+"), (3 * MIB, 4096, "-"), (3 * MIB + 4096,
-                                                                   5 * MIB - 4096, "?")])
-        await wait_until(pilot, lambda: widget.snapshot.totals[FINISHED] == 3 * MIB)
-        assert widget.snapshot.totals[BAD] == 4096
+        save_as(SAMPLES["rescue-finished"], path)  # the same rescue, run to its end
+        await wait_until(pilot, lambda: widget.snapshot.totals[FINISHED] == 8_275_456)
+        assert widget.snapshot.totals[BAD] == 113_152
         await pilot.pause(0.1)
-        assert "bad 4 KiB" in screen_lines(pilot.app)[1]
+        assert "bad 110 KiB" in screen_lines(pilot.app)[1]
 
         path.write_text("this is not a mapfile\n")
         await wait_until(pilot, lambda: bool(screen.problem))
         await pilot.pause(0.1)
         assert "cannot reload:" in screen_lines(pilot.app)[3]
-        assert widget.snapshot.totals[FINISHED] == 3 * MIB  # the last good map stays
+        assert widget.snapshot.totals[FINISHED] == 8_275_456  # the last good map stays
 
     drive(app, scenario)
 

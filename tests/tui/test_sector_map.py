@@ -8,8 +8,6 @@ from pathlib import Path
 import pytest
 from textual.pilot import Pilot
 
-from rescue.formats import mapfile
-from rescue.formats.mapfile import Mapfile
 from rescue.rangemap import BAD, FINISHED, NON_TRIED, STATES, RangeMap
 from rescue.tui.app import make_app
 from rescue.tui.widgets.sector_map import (
@@ -23,7 +21,8 @@ from rescue.tui.widgets.sector_map import (
     cell_bytes_for,
     cell_states,
 )
-from tests.tui.helpers import drive
+from tests.fixtures.mapfiles import AREAS, MAP_SIZE, write_map
+from tests.fixtures.tui import drive
 
 GIB = 1 << 30
 MIB = 1 << 20
@@ -110,22 +109,6 @@ def test_every_state_has_its_own_character() -> None:
 
 
 # ---- the widget, in the map viewer on a hand-written map -----------------------------------
-
-# 64 MiB: rescued, one bad sector at 10 MiB, a non-trimmed/non-scraped/bad run at 40 MiB, and
-# a non-tried tail
-AREAS = [
-    (0, 10 * MIB, "+"), (10 * MIB, 512, "-"), (10 * MIB + 512, 30 * MIB - 512, "+"),
-    (40 * MIB, 64 * 1024, "*"), (40 * MIB + 64 * 1024, 4096, "/"),
-    (40 * MIB + 68 * 1024, 1024, "-"), (40 * MIB + 69 * 1024, 8 * MIB - 69 * 1024, "+"),
-    (48 * MIB, 16 * MIB, "?"),
-]
-MAP_SIZE = 64 * MIB
-
-
-def write_map(path: Path, areas: list[tuple[int, int, str]] = AREAS) -> None:
-    size = sum(length for _, length, _ in areas)
-    mapfile.save(str(path), Mapfile(RangeMap.from_areas(size, areas), 40 * MIB, "*", 1))
-
 
 def expected_counts(begin: int, end: int) -> dict[str, int]:
     counts = dict.fromkeys(STATES, 0)

@@ -19,7 +19,7 @@ from textual.pilot import Pilot
 
 from rescue.tui.app import make_app
 from rescue.tui.widgets.sector_map import MapLook, SectorMap
-from tests.tui.test_sector_map import MIB, write_map
+from tests.fixtures.mapfiles import MIB, write_map
 
 pytest.importorskip("pytest_textual_snapshot")
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from textual.widgets import Static
 
 from rescue.tui.app import RescueApp
-from tests.tui.helpers import drive, wait_until
+from tests.fixtures.tui import drive, wait_until
 
 FAKE_TOOL = """#!/bin/sh
 # stands in for the live system's rescue-ssh: records its arguments and standard input

@@ -30,8 +30,9 @@ from rescue.tui.screens.job import JobScreen, frame_interval
 from rescue.tui.screens.restore import RestoreScreen
 from rescue.tui.screens.restore_wizard import RestoreWizard
 from rescue.tui.widgets.sector_map import MapLook
+from tests.fixtures.cli import run
 from tests.fixtures.loop import loop_device
-from tests.tui.helpers import drive, make_file, screen_lines, type_text, wait_until
+from tests.fixtures.tui import drive, make_file, screen_lines, type_text, wait_until
 
 SIM = "sim:size=8M,bad=1M+4k"
 MIB = 1 << 20
@@ -177,10 +178,6 @@ def test_frames_slow_down_on_a_slow_serial_line() -> None:
 
 
 # ---- on real loop devices ---------------------------------------------------------------------
-
-
-def run(*args: str, stdin: str | None = None) -> None:
-    subprocess.run(args, check=True, capture_output=True, text=True, input=stdin)
 
 
 @pytest.fixture
