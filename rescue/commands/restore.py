@@ -27,17 +27,10 @@ from rescue.engine.restore import (
     TargetProgress,
     default_map_dir,
 )
-from rescue.errors import ExitCode, RefusedError
+from rescue.errors import RefusedError
 from rescue.formats.integrity import Verdict
 from rescue.units import human_duration, human_rate, human_size
 
-OUTCOME_EXIT = {
-    "restored": ExitCode.OK,
-    "damaged": ExitCode.UNREADABLE,
-    "mismatch": ExitCode.UNREADABLE,
-    "failed": ExitCode.DESTINATION,
-    "interrupted": ExitCode.INTERRUPTED,
-}
 MODES = {"whole": "the whole image", "partition": "one partition",
          "fit": "the partitions, with a table made to fit"}
 
@@ -110,7 +103,7 @@ def target_lines(progress: RestoreProgress) -> list[str]:
 
 
 def report(result: RestoreResult, json_lines: bool) -> int:
-    code = OUTCOME_EXIT[result.outcome]
+    code = result.outcome.exit_code
     image = result.image
     if json_lines:
         print(json.dumps({"type": "summary", "outcome": result.outcome, "exit_code": int(code),

@@ -15,11 +15,21 @@ import os
 import stat
 import struct
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from rescue.devices import locks
-from rescue.devices.discover import SECTOR, SYS_CLASS_BLOCK, SystemState, read_attr, read_int
+from rescue.devices.discover import (
+    SECTOR,
+    SYS_CLASS_BLOCK,
+    BlockTree,
+    Disk,
+    SystemState,
+    find,
+    read_attr,
+    read_int,
+)
 from rescue.errors import RefusedError
+from rescue.io.blockdev import geometry
 from rescue.units import human_size
 
 BLKROGET = 0x125E  # _IO(0x12, 94): read-only flag of a block device
@@ -50,6 +60,16 @@ class Verdict:
     def blocking(self, force: bool = False) -> tuple[Reason, ...]:
         """The reasons that still stand with or without --force."""
         return tuple(reason for reason in self.reasons if not (force and reason.overridable))
+
+    def refusal(self, force: bool = False) -> str | None:
+        """One line naming every blocking reason, or None when the write is allowed."""
+        blocking = self.blocking(force)
+        if not blocking:
+            return None
+        hint = ("use --force to override" if all(reason.overridable for reason in blocking)
+                else "--force cannot override this")
+        return (f"refusing to write to {self.target}: "
+                f"{'; '.join(reason.message for reason in blocking)} ({hint})")
 
 
 @contextlib.contextmanager
@@ -87,14 +107,67 @@ def check_write_target(path: str, *, needed_size: int | None = None,
 def require_writable(path: str, *, needed_size: int | None = None,
                      protected: Iterable[str] = (), force: bool = False) -> None:
     """Raise RefusedError with one line naming every blocking reason."""
-    verdict = check_write_target(path, needed_size=needed_size, protected=protected)
-    if verdict.allowed(force):
-        return
-    blocking = verdict.blocking(force)
-    hint = ("use --force to override" if all(reason.overridable for reason in blocking)
-            else "--force cannot override this")
-    raise RefusedError(f"refusing to write to {path}: "
-                       f"{'; '.join(reason.message for reason in blocking)} ({hint})")
+    refusal = check_write_target(path, needed_size=needed_size,
+                                 protected=protected).refusal(force)
+    if refusal is not None:
+        raise RefusedError(refusal)
+
+
+@dataclass(frozen=True)
+class DiskTarget:
+    """A device one job will overwrite from its first sector, as the policy judged it.
+    `sector` is None when it is no block device or its geometry cannot be read (its verdict
+    then says so) and `size` is 0."""
+
+    path: str
+    name: str  # kernel name, e.g. sdb
+    serial: str | None
+    model: str | None
+    size: int
+    sector: int | None
+    verdict: Verdict
+
+
+def check_disk_targets(paths: Iterable[str], *, protected: Iterable[str] = ()
+                       ) -> tuple[DiskTarget, ...]:
+    """Judge each of `paths` as a whole-device target of one job: the write policy, and
+    besides it that each is a block device whose geometry can be read and that no two of them
+    share sectors."""
+    tree = BlockTree.read()
+    sources = list(protected)
+    seen: dict[str, str] = {}  # target path -> kernel name, of the targets judged so far
+    return tuple(_disk_target(path, tree, seen, sources) for path in paths)
+
+
+def _disk_target(path: str, tree: BlockTree, seen: dict[str, str], sources: list[str]
+                 ) -> DiskTarget:
+    verdict = check_write_target(path, protected=sources)
+    reasons = list(verdict.reasons)
+    size, sector, name, serial, model = 0, None, os.path.basename(path), None, None
+    try:
+        is_block = stat.S_ISBLK(os.stat(path).st_mode)
+    except OSError:
+        is_block = False
+    if not is_block and not reasons:
+        reasons.append(Reason("not-a-disk", f"{path} is not a block device", False))
+    if is_block:
+        kernel_name = tree.name_of_path(os.path.realpath(path))
+        name = kernel_name or name
+        for other_path, other in seen.items():
+            if kernel_name and (other == kernel_name or tree.overlaps(kernel_name, other)):
+                reasons.append(Reason("duplicate", f"{path} overlaps the target {other_path}",
+                                      False))
+        if kernel_name:
+            seen[path] = kernel_name
+        item = find(path)
+        if isinstance(item, Disk):
+            serial, model = item.serial, item.model
+        try:
+            size, sector = geometry(path)
+        except OSError as exc:
+            reasons.append(Reason("not-writable", f"{path}: {exc.strerror}", False))
+    return DiskTarget(path, name, serial, model, size, sector,
+                      replace(verdict, reasons=tuple(reasons)))
 
 
 def source_warnings(path: str, claimed: bool) -> tuple[str, ...]:

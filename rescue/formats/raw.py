@@ -7,11 +7,11 @@ holes on disk and read back as zeros. A block device target gets every byte writ
 from __future__ import annotations
 
 import os
-import stat
 from collections.abc import Iterator
 
 from rescue.errors import DestinationError, FormatError
 from rescue.formats.base import Capabilities, FdReader
+from rescue.io.blockdev import BlockTarget, is_block_device
 
 _ZERO = bytes(4 << 20)
 
@@ -24,17 +24,22 @@ def is_zero(data: bytes | memoryview) -> bool:
 
 
 class RawWriter:
-    """Writes rescued data in place; `sync` is an fsync."""
+    """Writes rescued data in place; `sync` is an fsync. A disk is written as a block target
+    (buffered, not claimed), a file directly."""
 
     def __init__(self, path: str, size: int) -> None:
         self.path, self.size = path, size
+        self._block: BlockTarget | None = None
         try:
-            self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-            st = os.fstat(self.fd)
-            self.is_device = stat.S_ISBLK(st.st_mode)
+            self.is_device = is_block_device(path)
             self.capabilities = Capabilities(device=self.is_device)
-            if not self.is_device and st.st_size < size:
-                os.ftruncate(self.fd, size)  # sparse: holes read as zeros
+            if self.is_device:
+                self._block = BlockTarget(path, direct=False, exclusive=False)
+                self.fd = self._block.buffered
+            else:
+                self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+                if os.fstat(self.fd).st_size < size:
+                    os.ftruncate(self.fd, size)  # sparse: holes read as zeros
         except OSError as exc:
             raise DestinationError(f"cannot open destination {path}: {exc.strerror}") from None
 
@@ -42,6 +47,9 @@ class RawWriter:
         if not self.is_device and is_zero(data):
             return  # the file is sparse and was created by us: the hole already reads as zeros
         try:
+            if self._block is not None:
+                self._block.write(offset, data)
+                return
             written = os.pwrite(self.fd, data, offset)
             while written < len(data):
                 written += os.pwrite(self.fd, data[written:], offset + written)
@@ -52,7 +60,10 @@ class RawWriter:
 
     def sync(self) -> None:
         try:
-            os.fsync(self.fd)
+            if self._block is not None:
+                self._block.sync()
+            else:
+                os.fsync(self.fd)
         except OSError as exc:
             raise DestinationError(f"cannot sync {self.path}: {exc.strerror}") from None
 
@@ -63,7 +74,10 @@ class RawWriter:
         try:
             self.sync()
         finally:
-            os.close(self.fd)
+            if self._block is not None:
+                self._block.close()
+            else:
+                os.close(self.fd)
             self.fd = -1
 
 

@@ -8,26 +8,18 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import mmap
 import os
 import stat
-import struct
 from typing import Protocol
 
 from rescue.errors import SourceError, SourceLostError
+from rescue.io.blockdev import BLKGETSIZE64, BLKPBSZGET, BLKSSZGET, LOST_ERRORS, ioctl_int
 from rescue.io.reader import Reader, Unreadable
 
-BLKGETSIZE64 = 0x80081272
-BLKSSZGET = 0x1268
-BLKPBSZGET = 0x127B
-
-# Any other errno (EIO and its friends) means "this area could not be read": a bad area.
+# Any other errno (EIO and its friends) means "this area could not be read": a bad area;
+# LOST_ERRORS mean the source itself is gone.
 TIMEOUT_ERRORS = frozenset({errno.ETIMEDOUT, errno.ETIME})
-# The source itself is gone: unplugged, no medium, or the server behind it (FUSE, network)
-# stopped answering; nothing more can be read from it until it is back.
-LOST_ERRORS = frozenset({errno.ENXIO, errno.ENODEV, errno.ENOMEDIUM, errno.ESHUTDOWN,
-                         errno.ENOTCONN, errno.ESTALE})
 
 
 class Source(Reader, Protocol):
@@ -48,12 +40,6 @@ class Source(Reader, Protocol):
         ...
 
     def close(self) -> None: ...
-
-
-def _ioctl_int(fd: int, request: int, fmt: str) -> int:
-    buf = bytearray(struct.calcsize(fmt))
-    fcntl.ioctl(fd, request, buf)
-    return struct.unpack(fmt, buf)[0]
 
 
 def _unusable(path: str, exc: OSError, what: str) -> SourceError | SourceLostError:
@@ -85,9 +71,9 @@ class BlockSource:
         self.fd, self.direct = self._open(path)
         try:
             if self.is_device:
-                self.size = _ioctl_int(self.fd, BLKGETSIZE64, "Q")
-                self.sector_size = _ioctl_int(self.fd, BLKSSZGET, "i")
-                self.physical_sector_size = _ioctl_int(self.fd, BLKPBSZGET, "I")
+                self.size = ioctl_int(self.fd, BLKGETSIZE64, "Q")
+                self.sector_size = ioctl_int(self.fd, BLKSSZGET, "i")
+                self.physical_sector_size = ioctl_int(self.fd, BLKPBSZGET, "I")
             else:
                 self.size = st.st_size
                 self.sector_size = self.physical_sector_size = 512
@@ -161,7 +147,7 @@ class BlockSource:
             if not self.is_device:
                 os.stat(self.path)  # a file behind a dead FUSE or network mount fails here
                 return f"it shrank to {st.st_size} bytes" if st.st_size < self.size else None
-            size = _ioctl_int(self.fd, BLKGETSIZE64, "Q")
+            size = ioctl_int(self.fd, BLKGETSIZE64, "Q")
         except OSError as exc:
             return exc.strerror if exc.errno in LOST_ERRORS else None
         if size == 0:

@@ -25,9 +25,6 @@ Result = TypeVar("Result")
 Shown = TypeVar("Shown")  # the progress a job's screen draws
 
 AFFECTED_SHOWN = 8  # the log lists this many; `rescue report` lists them all
-RESTORE_EXIT = {"restored": ExitCode.OK, "damaged": ExitCode.UNREADABLE,
-                "mismatch": ExitCode.UNREADABLE,
-                "failed": ExitCode.DESTINATION, "interrupted": ExitCode.INTERRUPTED}
 
 
 def one_line(error: BaseException) -> str:
@@ -215,7 +212,7 @@ class RunningRestore(BackgroundJob[RestoreResult, RestoreProgress]):
         return outcome.outcome
 
     def outcome_exit(self, outcome: RestoreResult) -> ExitCode:
-        return RESTORE_EXIT.get(outcome.outcome, ExitCode.DESTINATION)
+        return outcome.outcome.exit_code
 
     def finished_note(self, outcome: RestoreResult) -> str:
         phases = ", ".join(f"{target.target} {target.phase}" for target in outcome.targets)

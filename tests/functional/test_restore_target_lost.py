@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from rescue.engine import restore
+from rescue.engine import pipeline, restore
 from rescue.formats import mapfile
 from rescue.formats.base import ImageReader
 from rescue.formats.image import open_reader
@@ -197,6 +197,7 @@ def test_reading_stops_once_the_only_target_is_lost(tmp_path: Path, stack: ExitS
         return reader
 
     monkeypatch.setattr(restore, "open_reader", counting_reader)
+    monkeypatch.setattr(pipeline, "open_reader", counting_reader)
     job = restore.RestoreJob(restore.RestoreRequest(
         str(tmp_path / "large.img"), (lost.device,), map_dir=str(tmp_path / "maps")))
     assert job.check()[0].allowed()

@@ -1,0 +1,359 @@
+"""The image decoded once, in order, and written onto every target in parallel.
+
+A small pool of decoders reads the image in chunks (qcow2 and .img.zst decoding is CPU work that
+runs in parallel threads); every chunk goes, in order, into one bounded queue per target, and
+one writer thread per target drains its queue. A decoder copies its chunk once into a
+page-aligned buffer (and hashes it, when asked), and every target's writer hands that same
+buffer to an O_DIRECT write, so one more target costs its writes and no more copies or hashing
+(the writes release the GIL). A slow target fills its queue and so slows the reader, and with
+it the others, but memory never grows past the queues. A target that fails is dropped with its
+reason while the others go on.
+
+Durability: a writer marks a range written in its target's map only after an fsync of the
+target, every `checkpoint` seconds and at the end, so what a map claims is on the disk.
+"""
+
+from __future__ import annotations
+
+import bisect
+import functools
+import mmap
+import os
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from types import TracebackType
+
+from rescue.engine.jobs import RateMeter
+from rescue.errors import DestinationError, FormatError
+from rescue.formats import mapfile
+from rescue.formats.base import ImageReader, Ranges
+from rescue.formats.fingerprint import chunk_digests, zero_chunk_digests
+from rescue.formats.image import open_reader
+from rescue.formats.integrity import add_range, read_checked
+from rescue.io.blockdev import BlockTarget, aligned_buffer, write_error
+from rescue.rangemap import FINISHED, RangeMap
+
+CHUNK = 4 << 20  # unit of reading, hashing, writing and verifying
+QUEUE_CHUNKS = 6  # per target: at most this many chunks wait to be written
+
+
+def plan(length: int) -> Iterator[tuple[int, int]]:
+    """The chunks (offset, length) of `length` bytes."""
+    for offset in range(0, length, CHUNK):
+        yield offset, min(CHUNK, length - offset)
+
+
+@dataclass(frozen=True)
+class Span:
+    """What goes onto a target: image bytes [offset, offset + length) to target offset 0."""
+
+    offset: int
+    length: int
+    mode: str  # "whole", "partition", "fit" (a smaller disk, table made to fit)
+    table: str | None  # "gpt" or "dos" when the restored bytes start with that table
+
+
+class Target:
+    """One target: its span, its map, its phase and its counters. Its map claims only what
+    is durable: the writer marks ranges written after an fsync."""
+
+    def __init__(self, path: str, span: Span, map_path: str, command_line: str) -> None:
+        self.path, self.span, self.map_path = path, span, map_path
+        self.command_line = command_line
+        self.size = span.length
+        self.rmap = self._load_map()
+        self.todo = self._todo()
+        self.phase = "waiting"
+        self.error: str | None = None
+        self.mismatches: list[tuple[int, int]] = []
+        self.verified = 0
+        self.meter = RateMeter()
+        self.started = time.time()
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None
+
+    def _load_map(self) -> RangeMap:
+        if os.path.exists(self.map_path):
+            return mapfile.load(self.map_path, self.size).rmap
+        return RangeMap(self.size)
+
+    def save_map(self) -> None:
+        done = self.rmap.totals()[FINISHED] == self.size
+        mapfile.save(self.map_path, mapfile.Mapfile(self.rmap, 0, "+" if done else "?"),
+                     self.command_line, self.started)
+
+    def _todo(self) -> set[int]:
+        """Offsets of the chunks not yet durable on this target (decided before writing, so
+        the reader never looks at a map a writer is changing)."""
+        return {offset for offset, length in plan(self.size)
+                if self.rmap.state_bytes(offset, offset + length).get(FINISHED, 0) < length}
+
+    def fail(self, message: str) -> None:
+        if self.error is None:
+            self.error = message
+            self.phase = "failed"
+
+
+class BufferPool:
+    """Page-aligned chunk buffers, reused: a fresh anonymous mapping costs a page fault and a
+    page zeroing per 4 KiB, more than the copy that fills it."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.free: list[mmap.mmap] = []
+
+    def take(self) -> mmap.mmap:
+        with self.lock:
+            if self.free:
+                return self.free.pop()
+        return aligned_buffer(CHUNK)
+
+    def give(self, buffer: mmap.mmap) -> None:
+        with self.lock:
+            self.free.append(buffer)
+
+
+class Chunk:
+    """One decoded chunk, read-only and shared by every target's writer, so N targets cost one
+    copy and not N. Its buffer returns to the pool when the last holder releases it."""
+
+    __slots__ = ("_buffer", "_holders", "_pool", "damaged", "digest", "length", "offset")
+
+    def __init__(self, offset: int, length: int, digest: bytes | None,
+                 buffer: mmap.mmap | None = None, pool: BufferPool | None = None,
+                 damaged: Ranges | None = None) -> None:
+        self.offset = offset  # within the bytes being restored
+        self.length = length
+        self.digest = digest  # its 1 MiB pieces' SHA-256s (fingerprint.chunk_digests) or None
+        self.damaged = damaged or []  # image ranges that failed their checks: zeros here
+        self._buffer = buffer  # None: a hole, reads as zeros
+        self._pool = pool
+        self._holders = 1  # the reader's own hold, released once every target has it
+
+    @property
+    def is_hole(self) -> bool:
+        return self._buffer is None
+
+    def view(self, length: int) -> memoryview:
+        """The first `length` bytes; valid only until this holder's `release`."""
+        assert self._buffer is not None
+        return memoryview(self._buffer)[:length]
+
+    def hold(self) -> None:
+        if self._pool is not None:
+            with self._pool.lock:
+                self._holders += 1
+
+    def release(self) -> None:
+        if self._pool is None or self._buffer is None:
+            return
+        with self._pool.lock:
+            self._holders -= 1
+            last = self._holders == 0
+        if last:
+            self._pool.give(self._buffer)
+            self._buffer = None
+
+
+class Decoders:
+    """Chunks of the image decoded in parallel, one reader per thread (readers keep caches
+    and are not shared), delivered in order through a bounded window of futures."""
+
+    def __init__(self, path: str, image_format: str, threads: int) -> None:
+        self.path, self.image_format = path, image_format
+        self.pool = ThreadPoolExecutor(threads, thread_name_prefix="restore-decode")
+        self.local = threading.local()
+        self.readers: list[ImageReader] = []
+        self.lock = threading.Lock()
+        self.window = threads * 2
+
+    def _reader(self) -> ImageReader:
+        reader = getattr(self.local, "reader", None)
+        if reader is None:
+            reader = self.local.reader = open_reader(self.path, self.image_format)
+            with self.lock:
+                self.readers.append(reader)
+        return reader
+
+    def read(self, offset: int, length: int) -> tuple[bytes, Ranges]:
+        """Image bytes, damaged parts as zeros, and the damaged ranges (the integrity gate)."""
+        try:
+            data, damaged = read_checked(self._reader(), offset, length)
+        except OSError as exc:
+            raise FormatError(f"cannot read image {self.path} at {offset:#x}: "
+                              f"{exc.strerror}") from None
+        if len(data) != length:
+            raise FormatError(f"image {self.path} ends at {offset + len(data):#x}, "
+                              f"before its size")
+        return data, damaged
+
+    def stream(self, jobs: Iterator[Callable[[], Chunk]]) -> Iterator[Chunk]:
+        pending: deque[Future[Chunk]] = deque()
+        for work in jobs:
+            pending.append(self.pool.submit(work))
+            if len(pending) >= self.window:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        for reader in self.readers:
+            reader.close()
+
+
+class _Lane:
+    """One target's queue and the writer thread that drains it."""
+
+    def __init__(self, target: Target, device: BlockTarget) -> None:
+        self.target, self.device = target, device
+        self.queue: queue.Queue[Chunk | None] = queue.Queue(QUEUE_CHUNKS)
+        self.thread: threading.Thread | None = None
+
+
+class Pipeline:
+    """Image bytes [start, start + length) decoded once and fed, in order, to every
+    target's writer; leaving the `with` block ends the writers and waits for them."""
+
+    def __init__(self, image: str, image_format: str, start: int,
+                 allocated: list[tuple[int, int]], *, hashing: bool, skip_holes: bool,
+                 checkpoint: float) -> None:
+        self.image_offset, self.allocated = start, allocated
+        self.hashing, self.skip_holes, self.checkpoint = hashing, skip_holes, checkpoint
+        self.decoders = Decoders(image, image_format, max(1, min(4, os.cpu_count() or 1)))
+        self.pool = BufferPool()
+        self.lanes: list[_Lane] = []
+
+    def __enter__(self) -> Pipeline:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        for lane in self.lanes:
+            self._put(lane, None)
+        for lane in self.lanes:
+            assert lane.thread is not None
+            lane.thread.join()
+        self.decoders.close()
+
+    def start_writers(self, targets: list[Target]) -> list[Target]:
+        """Open every target and start its writer; those that cannot be opened fail.
+        Returns the ones being written."""
+        for target in targets:
+            try:
+                device = BlockTarget(target.path, direct=True, exclusive=True)
+            except OSError as exc:
+                target.fail(write_error(target.path, exc, "cannot open"))
+                continue
+            target.save_map()  # from here on the target is no longer what it was
+            target.phase = "writing"
+            lane = _Lane(target, device)
+            lane.thread = threading.Thread(target=self._write, args=(lane,),
+                                           name=f"restore-{target.path}")
+            lane.thread.start()
+            self.lanes.append(lane)
+        return [lane.target for lane in self.lanes]
+
+    def chunks(self, length: int) -> Iterator[Chunk]:
+        """The decoded chunks, in order; those no writer needs are skipped unless hashing."""
+        def jobs() -> Iterator[Callable[[], Chunk]]:
+            for offset, size in plan(length):
+                if self.hashing or any(offset in lane.target.todo for lane in self.lanes):
+                    yield functools.partial(self._decode, offset, size)
+
+        return self.decoders.stream(jobs())
+
+    def deliver(self, chunk: Chunk) -> None:
+        """Queue the chunk for every writer that still needs it, then let go of it."""
+        for lane in self.lanes:
+            if chunk.offset in lane.target.todo:
+                self._put(lane, chunk)
+        chunk.release()
+
+    def _decode(self, offset: int, size: int) -> Chunk:
+        """Runs in a decoder thread: the copy into the shared buffer and the digests are
+        done here, in parallel, and not by the one thread that feeds the targets."""
+        if self._is_hole(self.image_offset + offset, size):
+            return Chunk(offset, size, zero_chunk_digests(size) if self.hashing else None)
+        data, damaged = self.decoders.read(self.image_offset + offset, size)
+        buffer = self.pool.take()
+        buffer[:size] = data
+        digest = chunk_digests(data) if self.hashing else None
+        return Chunk(offset, size, digest, buffer, self.pool, damaged)
+
+    def _is_hole(self, offset: int, length: int) -> bool:
+        """Whether image bytes [offset, offset+length) hold no allocated data."""
+        runs = self.allocated
+        i = bisect.bisect_right(runs, (offset, float("inf"))) - 1
+        if i >= 0 and runs[i][0] + runs[i][1] > offset:
+            return False
+        return i + 1 >= len(runs) or runs[i + 1][0] >= offset + length
+
+    def _put(self, lane: _Lane, chunk: Chunk | None) -> None:
+        """Queue a chunk, held for the lane's writer; a full queue waits (back-pressure), a
+        failed target is skipped."""
+        target = lane.target
+        if chunk is not None:
+            if chunk.offset >= target.size or target.failed:
+                return
+            chunk.hold()
+        while True:
+            try:
+                lane.queue.put(chunk, timeout=0.2)
+                return
+            except queue.Full:
+                if target.failed or (lane.thread and not lane.thread.is_alive()):
+                    if chunk is not None:
+                        chunk.release()
+                    return
+
+    def _write(self, lane: _Lane) -> None:
+        """The writer thread: drain the queue onto the device, syncing every checkpoint."""
+        target, device = lane.target, lane.device
+        pending: list[tuple[int, int]] = []
+        last = time.monotonic()
+        try:
+            while (chunk := lane.queue.get()) is not None:
+                size = min(chunk.length, target.size - chunk.offset)
+                try:
+                    if not chunk.is_hole:
+                        device.write(chunk.offset, chunk.view(size))
+                    elif self.skip_holes:
+                        device.zero(chunk.offset, size)
+                    else:
+                        device.write_zeros(chunk.offset, size)
+                finally:
+                    chunk.release()
+                target.meter.add(size, time.monotonic())
+                add_range(pending, chunk.offset, size)
+                if time.monotonic() - last >= self.checkpoint:
+                    self._sync(lane, pending)
+                    last = time.monotonic()
+            self._sync(lane, pending)
+            device.reread_partitions()
+        except OSError as exc:
+            target.fail(write_error(target.path, exc, "cannot write to"))
+        except DestinationError as exc:
+            target.fail(str(exc))
+        finally:
+            device.close()
+            while target.failed and (chunk := lane.queue.get()) is not None:
+                chunk.release()  # drain, so the reader is never blocked by a dropped target
+
+    @staticmethod
+    def _sync(lane: _Lane, pending: list[tuple[int, int]]) -> None:
+        """fsync first, then claim the ranges: the map never claims what is not durable."""
+        if not pending:
+            return
+        lane.device.sync()
+        for offset, length in pending:
+            lane.target.rmap.set(offset, length, FINISHED)
+        pending.clear()
+        lane.target.save_map()

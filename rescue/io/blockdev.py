@@ -1,0 +1,166 @@
+"""Block devices as the kernel shows them: their ioctls, their geometry, and writing to them.
+
+One place for what reading a source and writing a target both need from the kernel: the ioctl
+numbers, the errno values that mean the device itself is gone, and the page-aligned buffers that
+O_DIRECT wants. `BlockTarget` writes a device: O_DIRECT where the device and the data allow it,
+so a restore does not fill the page cache with what it will never read again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import functools
+import mmap
+import os
+import stat
+import struct
+from collections.abc import Generator
+
+BLKGETSIZE64 = 0x80081272  # size in bytes
+BLKSSZGET = 0x1268  # logical sector size
+BLKPBSZGET = 0x127B  # physical sector size
+BLKZEROOUT = 0x127F  # _IO(0x12, 127): the device zeroes a range itself
+BLKRRPART = 0x125F  # _IO(0x12, 95): re-read the partition table
+
+# The device itself is gone: unplugged, no medium, or the server behind it (FUSE, network)
+# stopped answering; nothing more can be done with it until it is back.
+LOST_ERRORS = frozenset({errno.ENXIO, errno.ENODEV, errno.ENOMEDIUM, errno.ESHUTDOWN,
+                         errno.ENOTCONN, errno.ESTALE})
+# The device cannot zero a range itself: the zeros are written instead.
+_NO_ZEROOUT = frozenset({errno.EOPNOTSUPP, errno.EINVAL, errno.ENOTTY})
+
+ZEROS_SIZE = 4 << 20  # zeros are written in pieces of this size
+
+
+def ioctl_int(fd: int, request: int, fmt: str) -> int:
+    """An ioctl that fills in one integer of struct format `fmt`."""
+    buf = bytearray(struct.calcsize(fmt))
+    fcntl.ioctl(fd, request, buf)
+    return struct.unpack(fmt, buf)[0]
+
+
+def aligned_buffer(size: int) -> mmap.mmap:
+    """A page-aligned buffer, as O_DIRECT wants."""
+    return mmap.mmap(-1, max(size, mmap.PAGESIZE))
+
+
+def is_block_device(path: str) -> bool:
+    try:
+        return stat.S_ISBLK(os.stat(path).st_mode)
+    except FileNotFoundError:
+        return False
+
+
+def geometry(path: str) -> tuple[int, int]:
+    """(size in bytes, logical sector size) of a block device."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return ioctl_int(fd, BLKGETSIZE64, "Q"), ioctl_int(fd, BLKSSZGET, "i")
+    finally:
+        os.close(fd)
+
+
+def read_chunks(path: str, length: int, chunk: int
+                ) -> Generator[tuple[int, memoryview], None, None]:
+    """The first `length` bytes of the device, as (offset, bytes) of `chunk` bytes each, read
+    past the page cache where the device allows it, so a read-back reads the disk and not what
+    was just written to it. Each view is valid until the next; a short read yields less."""
+    view = memoryview(aligned_buffer(chunk))
+    try:
+        fd, sector = os.open(path, os.O_RDONLY | os.O_DIRECT | os.O_CLOEXEC), None
+    except OSError:
+        fd, sector = os.open(path, os.O_RDONLY | os.O_CLOEXEC), 1
+    try:
+        sector = sector or ioctl_int(fd, BLKSSZGET, "i")
+        for offset in range(0, length, chunk):
+            size = min(chunk, length - offset)
+            request = -(-size // sector) * sector  # O_DIRECT reads whole sectors
+            yield offset, view[:min(os.preadv(fd, [view[:request]], offset), size)]
+    finally:
+        os.close(fd)
+
+
+def write_error(path: str, exc: OSError, what: str) -> str:
+    """One line for a failed open or write of the device `path`; `what` names the attempt."""
+    if exc.errno in LOST_ERRORS:
+        return f"{path} vanished ({exc.strerror})"
+    if exc.errno == errno.EBUSY:
+        return f"{what} {path}: it is in use (mounted or claimed by the kernel)"
+    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return f"{what} {path}: it is read-only ({exc.strerror})"
+    return f"{what} {path}: {exc.strerror}"
+
+
+class BlockTarget:
+    """A block device opened for writing; its methods raise OSError.
+
+    `direct`: sector-multiple writes go through O_DIRECT where the device takes it; the data
+    of such writes must then start page aligned. `exclusive`: the device is claimed (O_EXCL),
+    so nothing can mount it while it is written.
+    """
+
+    def __init__(self, path: str, *, direct: bool, exclusive: bool) -> None:
+        self.path = path
+        flags = os.O_WRONLY | os.O_CLOEXEC
+        self.buffered = os.open(path, flags | (os.O_EXCL if exclusive else 0))
+        try:
+            self.sector = ioctl_int(self.buffered, BLKSSZGET, "i")
+        except OSError:
+            os.close(self.buffered)
+            raise
+        self.direct: int | None = None
+        if direct:
+            with contextlib.suppress(OSError):
+                self.direct = os.open(path, flags | os.O_DIRECT)
+
+    @functools.cached_property
+    def _zeros(self) -> mmap.mmap:
+        return aligned_buffer(ZEROS_SIZE)
+
+    def write(self, offset: int, data: bytes | memoryview) -> None:
+        """Write all of `data` at `offset`."""
+        view = memoryview(data).cast("B")
+        length = len(view)
+        aligned = self.direct is not None and length % self.sector == 0
+        fd = self.direct if aligned and self.direct is not None else self.buffered
+        done = 0
+        while done < length:
+            written = os.pwritev(fd, [view[done:]], offset + done)
+            if written <= 0:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            done += written
+
+    def write_zeros(self, offset: int, length: int) -> None:
+        for start in range(0, length, ZEROS_SIZE):
+            size = min(ZEROS_SIZE, length - start)
+            self.write(offset + start, memoryview(self._zeros)[:size])
+
+    def zero(self, offset: int, length: int) -> None:
+        """Let the device zero the range (BLKZEROOUT); write zeros where it cannot."""
+        if length % self.sector == 0:
+            try:
+                fcntl.ioctl(self.buffered, BLKZEROOUT, struct.pack("QQ", offset, length))
+                return
+            except OSError as exc:
+                if exc.errno not in _NO_ZEROOUT:
+                    raise
+        self.write_zeros(offset, length)
+
+    def sync(self) -> None:
+        os.fsync(self.buffered)
+
+    def reread_partitions(self) -> None:
+        """Ask the kernel to read the new partition table; devices without partition
+        scanning refuse, which is no error."""
+        with contextlib.suppress(OSError):
+            fcntl.ioctl(self.buffered, BLKRRPART)
+
+    def close(self) -> None:
+        """Release the device; a second call does nothing."""
+        for fd in (self.direct, self.buffered):
+            if fd is not None and fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self.direct, self.buffered = None, -1
