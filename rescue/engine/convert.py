@@ -34,6 +34,7 @@ from rescue.formats.image import (
 from rescue.formats.manifest import Manifest
 
 CHUNK = 4 << 20
+ZEROS = bytes(CHUNK)
 
 
 @dataclass(frozen=True)
@@ -143,6 +144,8 @@ class Conversion:
                 else:
                     if writes_in_order(writer):
                         writer.write_zeros(n)
+                    elif self.in_place:  # a disk's old bytes are not the image's zeros
+                        writer.write(pos, memoryview(ZEROS)[:n])
                     fingerprint.zeros(n)
                 self._done = pos + n
         return fingerprint.hexdigest()

@@ -532,3 +532,20 @@ def test_verify_checks_a_raw_image_against_its_manifest(tmp_path: Path, field: s
     assert checked.returncode == ExitCode.UNREADABLE, checked.stderr
     assert json.loads(checked.stdout)["fingerprint_ok"] is False
     assert "differs from the manifest's" in rescue("verify", str(image)).stdout
+
+
+@pytest.mark.slow
+def test_convert_onto_a_disk_leaves_none_of_its_old_bytes(tmp_path: Path) -> None:
+    """An image's holes read as zeros, so on a disk they must become zeros: a converted disk
+    reads exactly as the image, whatever the disk held before."""
+    raw = tmp_path / "start.img"
+    data = sparse_raw(raw)
+    qcow2 = tmp_path / "image.qcow2"
+    assert convert(raw, qcow2).returncode == 0
+    backing = tmp_path / "disk.img"
+    backing.write_bytes(b"\xa5" * len(data))  # what the disk held before
+    with loop_device(str(backing)) as device:
+        done = convert(qcow2, Path(device), "--force")
+        assert done.returncode == 0, done.stderr
+        with open(device, "rb") as disk:
+            assert disk.read() == data
