@@ -10,7 +10,10 @@ from collections.abc import Iterable
 
 from rescue.engine.restore import TargetCheck
 
-OVERWRITTEN = "Everything on these targets will be overwritten:"
+OVERWRITTEN = "Everything on these targets will be overwritten:"  # `rescue restore`, above a
+# line per target; the wizard's help, above a field per target:
+TYPE_TO_CONFIRM = ("Everything on these disks will be overwritten. Type each target's name or "
+                   "serial:")
 NO_TERMINAL = ("restore needs confirmation but stdin is not a terminal; pass --yes to restore "
                "without asking")
 
@@ -34,6 +37,11 @@ def prompt(check: TargetCheck) -> str:
     """The question `rescue restore` asks on the terminal for one target."""
     return (f"Type the name{' or serial' if check.serial else ''} of {check.target} "
             f"({check.name}) to confirm: ")
+
+
+def placeholder(check: TargetCheck) -> str:
+    """What the wizard's empty field for one target shows: what to type into it."""
+    return f"{check.name} or its serial for {check.target}"
 
 
 def not_matched(check: TargetCheck) -> str:

@@ -26,7 +26,7 @@ from rescue.formats.image import format_for
 from rescue.sim.faulty import PREFIX as SIM_PREFIX
 from rescue.tui.describe import device_line, every_device
 from rescue.tui.screens.folder_picker import FolderPicker, describe_folder
-from rescue.tui.screens.wizard import WizardScreen
+from rescue.tui.screens.wizard import WizardScreen, parse_number, verdict_lines
 from rescue.units import human_size
 
 EXTENSIONS = {"raw": ".img", "qcow2": ".qcow2", "zst": ".img.zst"}
@@ -45,14 +45,6 @@ def with_format_extension(path: str, image_format: str) -> str:
 def default_destination(source: str, folder: str) -> str:
     name = "simulated" if source.startswith(SIM_PREFIX) else os.path.basename(source) or "disk"
     return os.path.join(folder, f"{name}.img")
-
-
-def verdict_lines(verdict: Verdict) -> list[tuple[str, str]]:
-    """(text, style) of each reason and warning, for the summary."""
-    lines = [(f"✗ {reason.message}" + (" (force overrides)" if reason.overridable else ""),
-              "bold red") for reason in verdict.reasons]
-    lines += [(f"! {warning.message}", "yellow") for warning in verdict.warnings]
-    return lines
 
 
 @dataclass
@@ -88,17 +80,6 @@ class ImageChoices:
                                                      timeout=self.timeout))
         request.command_line = shlex.join(request.to_argv())
         return request
-
-
-def parse_number(text: str, name: str, kind: type[int] | type[float], lowest: float
-                 ) -> int | float:
-    try:
-        value = kind(text.strip())
-    except ValueError:
-        raise ValueError(f"{name} must be a number") from None
-    if value < lowest:
-        raise ValueError(f"{name} must be at least {lowest:g}")
-    return value
 
 
 class ImageWizard(WizardScreen):

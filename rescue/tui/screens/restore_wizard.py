@@ -21,8 +21,7 @@ from rescue.engine.restore import RestoreJob, RestoreRequest, TargetCheck
 from rescue.errors import RescueError
 from rescue.formats.image import detect_format, open_reader
 from rescue.tui.describe import device_line, every_device
-from rescue.tui.screens.image_wizard import parse_number, verdict_lines
-from rescue.tui.screens.wizard import WizardScreen
+from rescue.tui.screens.wizard import WizardScreen, parse_number, verdict_lines
 from rescue.units import human_size
 
 
@@ -150,13 +149,11 @@ class RestoreWizard(WizardScreen):
         if step_id == "check":
             self.show_checks()
         elif step_id == "confirm":
-            self.query_one("#confirm-help", Static).update(
-                "Everything on these disks will be overwritten. Type each target's name or "
-                "serial:")
+            self.query_one("#confirm-help", Static).update(consent.TYPE_TO_CONFIRM)
             fields = self.query_one("#confirm-fields", Vertical)
             fields.remove_children()
-            inputs = [Input(placeholder=f"{check.name} or its serial for {check.target}",
-                            classes="confirm") for check in self.checks]
+            inputs = [Input(placeholder=consent.placeholder(check), classes="confirm")
+                      for check in self.checks]
             fields.mount_all(inputs)
             if inputs:
                 self.call_after_refresh(inputs[0].focus)

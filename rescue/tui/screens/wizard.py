@@ -1,4 +1,5 @@
-"""What the image and restore wizards share: numbered steps, each checked before the next.
+"""What the image and restore wizards share: numbered steps, each checked before the next,
+fields read as numbers, and the write-safety verdict shown as lines.
 
 A step is a container in a ContentSwitcher; enter in a field or ctrl+n goes forward once the
 step's `check_step` finds nothing wrong, ctrl+b goes back, escape leaves without doing anything.
@@ -16,8 +17,29 @@ from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import Button, ContentSwitcher, Footer, Input, Static
 
+from rescue.devices.safety import Verdict
 from rescue.errors import RescueError
 from rescue.tui.host import JobHost, host_of
+
+
+def parse_number(text: str, name: str, kind: type[int] | type[float], lowest: float
+                 ) -> int | float:
+    """A field's number, or a ValueError naming the field (what `check_step` shows)."""
+    try:
+        value = kind(text.strip())
+    except ValueError:
+        raise ValueError(f"{name} must be a number") from None
+    if value < lowest:
+        raise ValueError(f"{name} must be at least {lowest:g}")
+    return value
+
+
+def verdict_lines(verdict: Verdict) -> list[tuple[str, str]]:
+    """(text, style) of each reason and warning of the write-safety policy, for a summary."""
+    lines = [(f"✗ {reason.message}" + (" (force overrides)" if reason.overridable else ""),
+              "bold red") for reason in verdict.reasons]
+    lines += [(f"! {warning.message}", "yellow") for warning in verdict.warnings]
+    return lines
 
 
 class WizardScreen(Screen[None]):
