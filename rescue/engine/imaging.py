@@ -143,6 +143,12 @@ def open_source(path: str) -> Source:
     return BlockSource(path)
 
 
+def protected_sources(source: str) -> list[str]:
+    """What an imaging job reads, so nothing it writes may touch: the source, unless it is a
+    simulated disk (which has no device or file behind it)."""
+    return [] if source.startswith(faulty.PREFIX) else [source]
+
+
 def source_identity(path: str, size: int, sector_size: int, physical_sector_size: int
                     ) -> dict[str, Any]:
     """What identifies the source later: a device's model, serial and partition layout."""
@@ -258,9 +264,6 @@ class ImageJob:
         path = self.source.path if isinstance(self.source, BlockSource) else None
         return plan_disk(SourceReader(self.source), path, self.source.sector_size)
 
-    def _protected(self) -> list[str]:
-        return [] if self.request.source.startswith(faulty.PREFIX) else [self.request.source]
-
     def _check_safety(self) -> None:
         """The write-safety policy on everything this job writes, before it takes its own
         locks (so what it finds held is held by other jobs)."""
@@ -268,7 +271,7 @@ class ImageJob:
         folder = os.path.dirname(os.path.abspath(req.dest))
         if not os.path.isdir(folder):
             raise UsageError(f"destination folder {folder} does not exist")
-        protected = self._protected()
+        protected = protected_sources(self.request.source)
         safety.require_writable(req.dest, needed_size=self.source.size, protected=protected,
                                 force=req.force)
         safety.require_writable(req.mapfile_path, protected=protected, force=req.force)
@@ -282,7 +285,7 @@ class ImageJob:
     def _lock(self) -> None:
         """One job per image and map, and no write to what this job reads, across every
         rescue process: refused here, naming the holder, before the map is read."""
-        for path in self._protected():
+        for path in protected_sources(self.request.source):
             self.locks.read(path)
         for path in dict.fromkeys((self.request.dest, self.image_path,
                                    self.request.mapfile_path)):

@@ -29,7 +29,7 @@ _TAIL = 512
 RAW_EXTENSIONS = (".img", ".raw", ".dd", ".bin", ".iso")
 _EXTENSIONS = ((".img.zst", "zst"), (".zst", "zst"), (".qcow2", "qcow2"),
                *((ext, "raw") for ext in RAW_EXTENSIONS))
-_EXTENSION_OF = {"raw": ".img", "qcow2": ".qcow2", "zst": ".img.zst"}
+EXTENSION_OF = {"raw": ".img", "qcow2": ".qcow2", "zst": ".img.zst"}  # a new image's name
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,7 @@ def format_for(path: str, override: str | None = None) -> str:
     if named in ("qcow2", "zst") and named != override:
         raise UsageError(f"{path} is named as a {named} image but --format {override} was "
                          f"given; drop --format, or pick a name that ends in "
-                         f"{_EXTENSION_OF[override]}")
+                         f"{EXTENSION_OF[override]}")
     return override
 
 

@@ -19,26 +19,31 @@ from textual.widgets.option_list import Option
 
 from rescue.devices.discover import Disk
 from rescue.devices.safety import Verdict, check_write_target
-from rescue.engine.imaging import ImageJob, ImageRequest, open_source, source_warnings
+from rescue.engine.imaging import (
+    ImageJob,
+    ImageRequest,
+    open_source,
+    protected_sources,
+    source_warnings,
+)
 from rescue.engine.rescue import RescueOptions
 from rescue.errors import RescueError
-from rescue.formats.image import format_for
+from rescue.formats.image import EXTENSION_OF, format_for
 from rescue.sim.faulty import PREFIX as SIM_PREFIX
 from rescue.tui.describe import device_line, every_device
 from rescue.tui.screens.folder_picker import FolderPicker, describe_folder
 from rescue.tui.screens.wizard import WizardScreen, parse_number, verdict_lines
 from rescue.units import human_size
 
-EXTENSIONS = {"raw": ".img", "qcow2": ".qcow2", "zst": ".img.zst"}
 FORMAT_CHOICES = (("raw, sparse (.img)", "raw"), ("qcow2, compressed (.qcow2)", "qcow2"),
                   ("zstd seekable (.img.zst)", "zst"))
 
 
 def with_format_extension(path: str, image_format: str) -> str:
     """`path` with its image extension swapped for `image_format`'s (others kept as they are)."""
-    for extension in sorted(EXTENSIONS.values(), key=len, reverse=True):
+    for extension in sorted(EXTENSION_OF.values(), key=len, reverse=True):
         if path.lower().endswith(extension):
-            return path[:-len(extension)] + EXTENSIONS[image_format]
+            return path[:-len(extension)] + EXTENSION_OF[image_format]
     return path
 
 
@@ -62,12 +67,9 @@ class ImageChoices:
     timeout: float | None = None
     force: bool = False
 
-    def protected(self) -> list[str]:
-        return [] if self.source.startswith(SIM_PREFIX) else [self.source]
-
     def verdict(self) -> Verdict:
         return check_write_target(self.dest, needed_size=self.source_size,
-                                  protected=self.protected())
+                                  protected=protected_sources(self.source))
 
     def request(self) -> ImageRequest:
         """The engine's request, which checks the choices; its command line is the `rescue
