@@ -21,7 +21,7 @@ from rescue.devices.discover import Disk, discover, find
 from rescue.devices.locks import Locks
 from rescue.engine.convert import Conversion
 from rescue.engine.digest import DigestingWriter
-from rescue.engine.jobs import JobControl, Progress, RateMeter
+from rescue.engine.jobs import JobControl, Phase, Progress, RateMeter
 from rescue.engine.rescue import Outcome, Rescue, RescueOptions
 from rescue.errors import FormatError, RefusedError, UsageError
 from rescue.formats import mapfile
@@ -42,7 +42,6 @@ from rescue.io.source import BlockSource, Source
 from rescue.rangemap import BAD, FINISHED, NON_SCRAPED, NON_TRIMMED, MapSnapshot, RangeMap
 from rescue.sim import faulty
 
-FINISHED_OUTCOMES = (Outcome.RESCUED, Outcome.UNREADABLE)
 # what the map records of its source; a resume with a source that differs in any is refused
 IDENTITY_FIELDS = ("size", "logical_sector_size", "physical_sector_size", "model", "serial")
 SAMPLES = 4  # rescued areas re-read and compared with the image on resume
@@ -295,7 +294,7 @@ class ImageJob:
         """What the image and map on disk say: complete already, or rescued data gone."""
         req = self.request
         if (self.image_path != req.dest and os.path.exists(req.dest)
-                and self.mapfile.current_status == "+" and not req.force):
+                and self.mapfile.current_status == Phase.FINISHED.status and not req.force):
             # the .img.zst took its name only once complete: a staging image still beside it
             # was left by a stop between that rename and its removal
             with contextlib.suppress(FileNotFoundError):
@@ -426,7 +425,7 @@ class ImageJob:
             self._store_manifest(outcome)
         finally:
             self._close_files()
-        if self.image_path != self.request.dest and outcome in FINISHED_OUTCOMES:
+        if self.image_path != self.request.dest and outcome.finished:
             # the .img.zst appears under its name only once complete; until then a kill leaves
             # the staging image and the map, and the same command converts again
             Conversion(self.image_path, self.request.dest, "zst", self.request.level,
@@ -437,7 +436,7 @@ class ImageJob:
     def _run_phases(self) -> Outcome:
         if self._first is not None:
             outcome = self._first.run()
-            if outcome not in FINISHED_OUTCOMES:
+            if not outcome.finished:
                 return outcome
             self._active = self.rescue
         return self.rescue.run()
@@ -447,7 +446,7 @@ class ImageJob:
         manifest = Manifest(
             source=self.identity, mode=self._manifest_mode(),
             rescue=rescue_summary(list(self.mapfile.rmap.areas()), outcome.value))
-        if outcome in FINISHED_OUTCOMES:  # the image will not change again: fingerprint it
+        if outcome.finished:  # the image will not change again: fingerprint it
             self.writer.sync()
             streamed = self.writer.fingerprint() if isinstance(self.writer, DigestingWriter) \
                 else None

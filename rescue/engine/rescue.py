@@ -71,6 +71,12 @@ class Outcome(Enum):
         """What `rescue image` (and the app, for its first job) exits with."""
         return _OUTCOME_EXIT[self]
 
+    @property
+    def finished(self) -> bool:
+        """The rescue ran to its end, every sector read or given up on: the image will not
+        change again (an interrupted or timed-out one is continued later)."""
+        return self in (Outcome.RESCUED, Outcome.UNREADABLE)
+
 
 _OUTCOME_EXIT = {
     Outcome.RESCUED: ExitCode.OK,

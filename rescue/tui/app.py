@@ -136,7 +136,8 @@ class RescueApp(App[int]):
                         severity="error", timeout=15)
 
     def exit_code(self) -> int:
-        """What `rescue demo --tui` returns: the first job's outcome, as `rescue image` does."""
+        """What the app exits with (`rescue demo` on a terminal, `rescue tui`): the first job's
+        outcome, as `rescue image` does; OK when no job was started."""
         return int(self.jobs[0].exit_code()) if self.jobs else int(ExitCode.OK)
 
     # ---- actions ---------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from rescue.engine.rescue import Outcome
 from rescue.engine.restore import RestoreJob, RestoreProgress, RestoreResult
 from rescue.errors import ExitCode, RescueError
 from rescue.fs.affected import image_damage_report
-from rescue.rangemap import MapSnapshot
+from rescue.rangemap import BAD, FINISHED, MapSnapshot
 from rescue.units import human_size
 
 Result = TypeVar("Result")
@@ -195,7 +195,7 @@ class RunningJob(BackgroundJob[Outcome, Progress]):
 
     def summary(self) -> str:
         totals = self.job.rescue.totals()
-        return f"rescued {human_size(totals['+'])}  bad {human_size(totals['-'])}"
+        return f"rescued {human_size(totals[FINISHED])}  bad {human_size(totals[BAD])}"
 
 
 class RunningRestore(BackgroundJob[RestoreResult, RestoreProgress]):

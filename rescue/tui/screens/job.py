@@ -13,7 +13,6 @@ from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.widgets import Log
 
-from rescue.engine.imaging import FINISHED_OUTCOMES
 from rescue.engine.jobs import Progress
 from rescue.tui.host import host_of
 from rescue.tui.jobs import BackgroundJob, RunningJob, Shown
@@ -138,7 +137,8 @@ class JobScreen(JobScreenBase[Progress], MapScreen):
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "browse":  # shown once there is a finished image to look into
-            return self.running.outcome in FINISHED_OUTCOMES
+            outcome = self.running.outcome
+            return outcome is not None and outcome.finished
         return super().check_action(action, parameters)
 
     def action_browse(self) -> None:

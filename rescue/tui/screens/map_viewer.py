@@ -11,6 +11,7 @@ import os
 import time
 from functools import partial
 
+from rescue.engine.jobs import Phase
 from rescue.errors import FormatError
 from rescue.formats import mapfile
 from rescue.tui.screens.map_screen import MapScreen
@@ -87,5 +88,6 @@ class MapViewerScreen(MapScreen):
         status = (f"cannot reload: {self.problem}" if self.problem else
                   f"{phase} pass {current.current_pass} at {current.current_pos:#x}")
         self.set_counters(f"{totals_text(rmap.totals(), rmap.size)}\n{status}")
-        position = current.current_pos if current.current_status != "+" else None
+        finished = current.current_status == Phase.FINISHED.status
+        position = None if finished else current.current_pos
         self.sector_map.show(rmap.snapshot(), position)
