@@ -22,7 +22,7 @@ from rescue.devices.safety import Verdict, check_write_target
 from rescue.engine.imaging import ImageJob, ImageRequest, open_source, source_warnings
 from rescue.engine.rescue import RescueOptions
 from rescue.errors import RescueError
-from rescue.formats.image import format_for
+from rescue.formats.image import DEFAULT_LEVEL, LEVELS, format_for
 from rescue.sim.faulty import PREFIX as SIM_PREFIX
 from rescue.tui.describe import device_line, every_device
 from rescue.tui.screens.folder_picker import FolderPicker, describe_folder
@@ -64,7 +64,7 @@ class ImageChoices:
     source_warnings: tuple[str, ...] = ()  # e.g. mounted read-write: may change as it is read
     dest: str = ""
     image_format: str = "raw"
-    level: int = 3
+    level: int = DEFAULT_LEVEL
     retries: int = 0
     reverse: bool = False
     timeout: float | None = None
@@ -90,13 +90,14 @@ class ImageChoices:
         return request
 
 
-def parse_number(text: str, name: str, kind: type[int] | type[float], lowest: float
-                 ) -> int | float:
+def parse_number(text: str, name: str, kind: type[int] | type[float],
+                 lowest: float | None = None) -> int | float:
+    """A number typed in a field; `lowest` for what no request checks itself."""
     try:
         value = kind(text.strip())
     except ValueError:
         raise ValueError(f"{name} must be a number") from None
-    if value < lowest:
+    if lowest is not None and value < lowest:
         raise ValueError(f"{name} must be at least {lowest:g}")
     return value
 
@@ -132,8 +133,8 @@ class ImageWizard(WizardScreen):
             yield Label("Format:")
             yield Select(FORMAT_CHOICES, value="raw", allow_blank=False, id="format")
             with Horizontal(classes="row"):
-                yield Label("Compression level (1-19):")
-                yield Input("3", id="level", type="integer")
+                yield Label(f"Compression level ({LEVELS.start}-{LEVELS.stop - 1}):")
+                yield Input(str(DEFAULT_LEVEL), id="level", type="integer")
             with Horizontal(classes="row"):
                 yield Label("Retry passes over bad sectors:")
                 yield Input("0", id="retries", type="integer")
@@ -220,11 +221,11 @@ class ImageWizard(WizardScreen):
         except RescueError as error:
             return str(error)
         choices.level = int(parse_number(self.query_one("#level", Input).value, "the level",
-                                         int, 1))
+                                         int))
         choices.retries = int(parse_number(self.query_one("#retries", Input).value,
                                            "the retries", int, 0))
         timeout = self.query_one("#timeout", Input).value.strip()
-        choices.timeout = float(parse_number(timeout, "the timeout", float, 1)) if timeout \
+        choices.timeout = float(parse_number(timeout, "the timeout", float)) if timeout \
             else None
         choices.reverse = self.query_one("#reverse", Checkbox).value
         try:
