@@ -63,7 +63,7 @@ def add_rescue_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--min-read-rate", type=size_argument, default=None, metavar="BYTES",
                        help="skip areas read slower than this in the first passes (0 = auto)")
     group.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
-                       help="stop (map saved) when nothing was read for this long")
+                       help="stop (map saved) when nothing was read for this long (1 or more)")
     group.add_argument("--checkpoint", type=float, default=10.0, metavar="SECONDS",
                        help="sync the image and save the map this often (default 10)")
 
