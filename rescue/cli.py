@@ -52,11 +52,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if (sys.argv[1:] if argv is None else argv) == ["--version"]:
+        print(f"rescue {__version__}")  # as the parser would, without building it
+        return int(ExitCode.OK)
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command is None:  # a bare `rescue` opens the full-screen app, as `rescue tui` does
-        args = parser.parse_args(["tui"])
     try:
+        args = parser.parse_args(argv)
+        if args.command is None:  # a bare `rescue` opens the full-screen app, as `rescue tui`
+            args = parser.parse_args(["tui"])
         return int(args.run(args))
     except RescueError as exc:
         print(f"rescue: {exc}", file=sys.stderr)

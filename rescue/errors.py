@@ -56,3 +56,10 @@ class DamagedImageError(RescueError):
 
 class RefusedError(RescueError):
     exit_code = ExitCode.REFUSED
+
+
+class Interrupted(RescueError):
+    """A job stopped on SIGINT or SIGTERM before its end: what it saved is resumable, and
+    nothing half-done carries the final name."""
+
+    exit_code = ExitCode.INTERRUPTED

@@ -8,7 +8,18 @@ from __future__ import annotations
 
 import argparse
 
+from rescue.errors import UsageError
 from rescue.formats.image import FORMATS
+from rescue.units import parse_size
+
+
+def size_argument(text: str) -> int:
+    """parse_size as an argparse type: a bad size is a usage error argparse reports, exit 2,
+    as it does for every option value it cannot read."""
+    try:
+        return parse_size(text)
+    except UsageError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def add_image_argument(parser: argparse.ArgumentParser, name: str = "image",

@@ -1,16 +1,23 @@
-"""`rescue convert IN OUT`: between raw, qcow2 and .img.zst, sparse-aware, with progress."""
+"""`rescue convert IN OUT`: between raw, qcow2 and .img.zst, sparse-aware, with progress.
+
+The conversion engine is imported when the command runs: building the parser stays light.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from typing import TYPE_CHECKING
 
 from rescue.commands import add_image_argument
 from rescue.commands.status import ProgressReporter, run_presented
-from rescue.engine.convert import Conversion, ConvertProgress
-from rescue.formats.image import FORMATS
+from rescue.errors import ExitCode
+from rescue.formats.image import DEFAULT_LEVEL, FORMATS
 from rescue.units import human_rate, human_size
+
+if TYPE_CHECKING:
+    from rescue.engine.convert import ConvertProgress
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -19,7 +26,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                        "image to read (format detected from its content)")
     parser.add_argument("dest", help="image to write (format from its extension)")
     parser.add_argument("--format", choices=FORMATS, help="output format (default: extension)")
-    parser.add_argument("--level", type=int, default=3, help="compression level (default 3)")
+    parser.add_argument("--level", type=int, default=DEFAULT_LEVEL,
+                        help=f"compression level (default {DEFAULT_LEVEL})")
     parser.add_argument("--force", action="store_true", help="replace an existing DEST")
     parser.add_argument("--json", action="store_true", help="JSON progress lines and summary")
     parser.set_defaults(run=run)
@@ -32,6 +40,9 @@ def progress_line(p: ConvertProgress) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    """A conversion either completes or raises (Interrupted on a signal, exit 130)."""
+    from rescue.engine.convert import Conversion
+
     job = Conversion(args.source, args.dest, args.format, args.level, args.force,
                      source_format=args.image_format)
 
@@ -42,4 +53,4 @@ def run(args: argparse.Namespace) -> int:
                "fingerprint": manifest.fingerprint}
     print(json.dumps({"type": "summary", **summary}) if args.json else
           f"{args.dest}: {job.fmt}, fingerprint {manifest.fingerprint}")
-    return 0
+    return int(ExitCode.OK)

@@ -7,8 +7,6 @@ import shlex
 import sys
 import tempfile
 
-from rescue.commands.image import run_job
-from rescue.engine.imaging import ImageJob, ImageRequest
 from rescue.sim.faulty import DEMO_SPEC
 
 
@@ -37,6 +35,9 @@ def run(args: argparse.Namespace) -> int:
         code = app.exit_code()
         print(f"demo: image and map in {folder}", file=sys.stderr)
         return code
+    from rescue.commands.image import run_job
+    from rescue.engine.imaging import ImageJob, ImageRequest
+
     request = ImageRequest.demo(args.spec, folder, shlex.join(sys.argv))
     print(f"demo: imaging {args.spec} into {request.dest}", file=sys.stderr)
     return run_job(ImageJob(request), args.json)

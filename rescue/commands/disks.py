@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import TYPE_CHECKING
 
-from rescue.devices.describe import notes
-from rescue.devices.discover import Disk, as_dict, discover
 from rescue.errors import ExitCode
 from rescue.units import human_size
+
+if TYPE_CHECKING:
+    from rescue.devices.discover import Disk
 
 # (heading, width) of each column; the last one takes what is left of 80 columns.
 COLUMNS = (("DEVICE", 14), ("SIZE", 10), ("TYPE", 7), ("FS", 11), ("LABEL", 12), ("NOTES", 21))
@@ -26,6 +28,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
+    """Device discovery (pyudev) is imported here: building the parser stays light."""
+    from rescue.devices.discover import as_dict, discover
+
     disks = discover()
     if args.json:
         json.dump({"disks": [as_dict(disk) for disk in disks]}, sys.stdout, indent=2)
@@ -47,6 +52,8 @@ def _row(cells: tuple[str, ...]) -> str:
 
 def render_table(disks: list[Disk]) -> str:
     """A table that fits 80 columns; partitions are indented under their disk."""
+    from rescue.devices.describe import notes
+
     lines = [_row(tuple(heading for heading, _ in COLUMNS))]
     for disk in disks:
         kind = disk.table_type or disk.fstype or ""

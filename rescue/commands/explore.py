@@ -188,7 +188,7 @@ def run_extract(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         print(json.dumps(report.to_dict(), indent=2), file=out)
     else:
         print_report(report, out)
-    return ExitCode.OK if report.complete else ExitCode.UNREADABLE
+    return int(report.exit_code)
 
 
 def _mount_module() -> ModuleType:

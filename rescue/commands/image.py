@@ -1,4 +1,8 @@
-"""`rescue image SOURCE DEST`: rescue a disk into an image, resumable from its mapfile."""
+"""`rescue image SOURCE DEST`: rescue a disk into an image, resumable from its mapfile.
+
+The imaging engine (device discovery, file-system readers) is imported when a job runs:
+building the parser stays light.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +10,18 @@ import argparse
 import json
 import shlex
 import sys
+from typing import TYPE_CHECKING
 
+from rescue.commands import size_argument
 from rescue.commands.status import ProgressReporter, run_presented
-from rescue.engine.imaging import DEFAULT_LEVEL, MODES, ORDERS, ImageJob, ImageRequest
-from rescue.engine.jobs import Progress
-from rescue.engine.rescue import RescueOptions
-from rescue.formats.image import FORMATS
-from rescue.units import human_duration, human_rate, human_size, parse_size
+from rescue.engine.choices import MODES, ORDERS
+from rescue.formats.image import DEFAULT_LEVEL, FORMATS
+from rescue.units import human_duration, human_rate, human_size
+
+if TYPE_CHECKING:
+    from rescue.engine.imaging import ImageJob
+    from rescue.engine.jobs import Progress
+    from rescue.engine.rescue import RescueOptions
 
 
 def status_lines(p: Progress) -> list[str]:
@@ -38,34 +47,36 @@ def status_line(p: Progress) -> list[str]:
 
 
 def add_rescue_options(parser: argparse.ArgumentParser) -> None:
-    """The options of the rescue algorithm, shared by `image` and `demo`."""
+    """The options of the rescue algorithm (GNU ddrescue's)."""
     group = parser.add_argument_group("rescue algorithm (GNU ddrescue's)")
-    group.add_argument("--cluster-size", type=parse_size, default=64 * 1024, metavar="BYTES",
+    group.add_argument("--cluster-size", type=size_argument, default=64 * 1024, metavar="BYTES",
                        help="copy-phase read size after errors (default 64k)")
-    group.add_argument("--skip-size", type=parse_size, default=64 * 1024, metavar="BYTES",
+    group.add_argument("--skip-size", type=size_argument, default=64 * 1024, metavar="BYTES",
                        help="first skip after a read error; doubles on each error (default 64k)")
-    group.add_argument("--max-skip-size", type=parse_size, default=None, metavar="BYTES",
+    group.add_argument("--max-skip-size", type=size_argument, default=None, metavar="BYTES",
                        help="largest skip (default 1%% of the source, at most 1G)")
     group.add_argument("--retries", "-r", type=int, default=0, metavar="N",
                        help="retry passes over bad sectors, alternating direction")
     group.add_argument("--no-trim", action="store_true", help="skip the trimming phase")
     group.add_argument("--no-scrape", action="store_true", help="skip the scraping phase")
     group.add_argument("--reverse", "-R", action="store_true", help="copy backwards")
-    group.add_argument("--min-read-rate", type=parse_size, default=None, metavar="BYTES",
+    group.add_argument("--min-read-rate", type=size_argument, default=None, metavar="BYTES",
                        help="skip areas read slower than this in the first passes (0 = auto)")
     group.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
-                       help="stop (map saved) when nothing was read for this long")
+                       help="stop (map saved) when nothing was read for this long (1 or more)")
     group.add_argument("--checkpoint", type=float, default=10.0, metavar="SECONDS",
                        help="sync the image and save the map this often (default 10)")
 
 
 def rescue_options(args: argparse.Namespace) -> RescueOptions:
-    """The options as given; ImageRequest checks them."""
+    """The options as given; RescueOptions checks them."""
+    from rescue.engine.rescue import RescueOptions
+
     return RescueOptions(
-        cluster_size=args.cluster_size, skip_size=max(args.skip_size, 512),
+        cluster_size=args.cluster_size, skip_size=args.skip_size,
         max_skip_size=args.max_skip_size, retries=args.retries, trim=not args.no_trim,
         scrape=not args.no_scrape, reverse=args.reverse, min_read_rate=args.min_read_rate,
-        timeout=args.timeout, checkpoint_interval=max(args.checkpoint, 0.0))
+        timeout=args.timeout, checkpoint_interval=args.checkpoint)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -80,7 +91,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="ddrescue mapfile (default DEST.map)")
     parser.add_argument("--format", choices=FORMATS, help="image format (default: by extension)")
     parser.add_argument("--level", type=int, default=DEFAULT_LEVEL,
-                        help="compression level (default 3)")
+                        help=f"compression level (default {DEFAULT_LEVEL})")
     parser.add_argument("--domain", metavar="MAPFILE",
                         help="read only what this mapfile marks finished ('+')")
     parser.add_argument("--mode", choices=MODES, default="full",
@@ -116,6 +127,8 @@ def run_job(job: ImageJob, json_lines: bool) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    from rescue.engine.imaging import ImageJob, ImageRequest
+
     request = ImageRequest(
         source=args.source, dest=args.dest, map_path=args.map_path, image_format=args.format,
         level=args.level, domain_path=args.domain, mode=args.mode, order=args.order,

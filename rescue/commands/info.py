@@ -7,8 +7,7 @@ import json
 from typing import Any
 
 from rescue.commands import add_image_argument
-from rescue.engine.imageinfo import describe
-from rescue.engine.verify import verify
+from rescue.errors import ExitCode
 from rescue.units import human_size
 
 
@@ -25,13 +24,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_info(args: argparse.Namespace) -> int:
+    from rescue.engine.imageinfo import describe
+
     info = describe(args.image, args.image_format)
     if args.json:
         print(json.dumps(info, indent=2))
-        return 0
+        return int(ExitCode.OK)
     for line in info_lines(info):
         print(line)
-    return 0
+    return int(ExitCode.OK)
 
 
 def info_lines(info: dict[str, Any]) -> list[str]:
@@ -65,6 +66,8 @@ def info_lines(info: dict[str, Any]) -> list[str]:
 
 
 def run_verify(args: argparse.Namespace) -> int:
+    from rescue.engine.verify import verify
+
     verification = verify(args.image, args.image_format)
     if args.json:
         print(json.dumps(verification.as_dict()))

@@ -6,8 +6,6 @@ import argparse
 import json
 
 from rescue.commands import add_image_argument
-from rescue.errors import ExitCode
-from rescue.fs.affected import image_damage_report
 from rescue.units import human_size
 
 
@@ -25,8 +23,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from rescue.fs.affected import image_damage_report
+
     report, states = image_damage_report(args.image, args.map_path, args.image_format)
-    code = ExitCode.UNREADABLE if report.files else ExitCode.OK
+    code = report.exit_code
     if args.json:
         print(json.dumps({"image": args.image, **states, "unread": report.damaged_bytes,
                           "files": [f.as_dict() for f in report.files],

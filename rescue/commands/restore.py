@@ -12,24 +12,17 @@ import argparse
 import json
 import shlex
 import sys
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from rescue.commands import add_image_argument
 from rescue.commands.status import ProgressReporter, run_presented
-from rescue.engine import consent
-from rescue.engine.jobs import JobControl
-from rescue.engine.restore import (
-    RestoreJob,
-    RestoreProgress,
-    RestoreRequest,
-    RestoreResult,
-    TargetCheck,
-    TargetProgress,
-    default_map_dir,
-)
+from rescue.engine.choices import default_map_dir
 from rescue.errors import RefusedError
-from rescue.formats.integrity import Verdict
 from rescue.units import human_duration, human_rate, human_size
+
+if TYPE_CHECKING:
+    from rescue.engine.restore import RestoreProgress, RestoreResult, TargetCheck, TargetProgress
+    from rescue.formats.integrity import Verdict
 
 MODES = {"whole": "the whole image", "partition": "one partition",
          "fit": "the partitions, with a table made to fit"}
@@ -77,6 +70,8 @@ def describe(check: TargetCheck) -> str:
 
 def confirm(checks: tuple[TargetCheck, ...], stream: TextIO = sys.stderr) -> None:
     """Ask for each target's name or serial on the terminal; refuse without one."""
+    from rescue.engine import consent
+
     if not sys.stdin.isatty():
         raise RefusedError(consent.NO_TERMINAL)
     print(consent.OVERWRITTEN, file=stream)
@@ -144,11 +139,16 @@ def target_summary(target: TargetProgress, image: Verdict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    """The restore engine is imported here: building the parser stays light."""
+    from rescue.engine import consent
+    from rescue.engine.jobs import JobControl
+    from rescue.engine.restore import RestoreJob, RestoreRequest
+
     request = RestoreRequest(
         image=args.image, targets=tuple(args.targets), partition=args.partition,
         image_format=args.image_format, verify=args.verify, skip_holes=args.skip_holes,
         force=args.force, map_dir=args.map_dir, check_image=args.check_image,
-        checkpoint=max(args.checkpoint, 0.0), command_line=shlex.join(sys.argv))
+        checkpoint=args.checkpoint, command_line=shlex.join(sys.argv))
     control = JobControl()
     job = RestoreJob(request, control)
     checks = job.check()

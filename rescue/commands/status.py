@@ -9,9 +9,10 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Generic, Protocol, TextIO, TypeVar
+from typing import TYPE_CHECKING, Generic, Protocol, TextIO, TypeVar
 
-from rescue.engine.jobs import JobControl
+if TYPE_CHECKING:
+    from rescue.engine.jobs import JobControl
 
 
 class Reportable(Protocol):

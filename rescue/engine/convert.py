@@ -19,16 +19,18 @@ from dataclasses import dataclass
 from rescue.devices import safety
 from rescue.devices.locks import Locks
 from rescue.engine.jobs import JobControl
-from rescue.errors import DestinationError, UsageError
+from rescue.errors import DestinationError, Interrupted, UsageError
 from rescue.formats.base import ImageReader, ImageWriter, can_abandon, writes_in_order
 from rescue.formats.durable import replace_durably
 from rescue.formats.fingerprint import Fingerprint
 from rescue.formats.image import (
+    DEFAULT_LEVEL,
     detect_format,
     format_for,
     open_reader,
     open_writer,
     read_manifest,
+    require_level,
     store_manifest,
 )
 from rescue.formats.manifest import Manifest
@@ -71,13 +73,15 @@ def _is_device(path: str) -> bool:
 class Conversion:
     """One `rescue convert`: progress is polled from another thread, cancel via control."""
 
-    def __init__(self, source: str, dest: str, dest_format: str | None = None, level: int = 3,
-                 force: bool = False, control: JobControl | None = None,
+    def __init__(self, source: str, dest: str, dest_format: str | None = None,
+                 level: int = DEFAULT_LEVEL, force: bool = False,
+                 control: JobControl | None = None,
                  source_format: str | None = None, locked: bool = False) -> None:
         """`locked`: the caller has checked `dest` and holds the locks on both (an imaging
         job turning its staging image into the .img.zst)."""
         self.source, self.dest = source, dest
         self.fmt = format_for(dest, dest_format)
+        require_level(self.fmt, level)
         self.in_place = _is_device(dest)  # a disk is written in place, a file under .partial
         self.level = level
         self.control = control or JobControl()
@@ -135,7 +139,7 @@ class Conversion:
             end = offset + length
             for pos in range(offset, end, CHUNK):
                 if self.control.cancelled.is_set():
-                    raise UsageError(f"conversion cancelled; {self.dest} not written")
+                    raise Interrupted(f"conversion cancelled; {self.dest} not written")
                 n = min(CHUNK, end - pos)
                 if allocated:
                     data = reader.read(pos, n)

@@ -19,6 +19,7 @@ from typing import Any
 from rescue.devices import safety
 from rescue.devices.discover import Disk, discover, find
 from rescue.devices.locks import Locks
+from rescue.engine.choices import MODES, ORDERS
 from rescue.engine.convert import Conversion
 from rescue.engine.digest import DigestingWriter
 from rescue.engine.jobs import JobControl, Phase, Progress, RateMeter
@@ -28,11 +29,13 @@ from rescue.formats import mapfile
 from rescue.formats.base import ImageReader, ImageWriter
 from rescue.formats.fingerprint import hash_image
 from rescue.formats.image import (
+    DEFAULT_LEVEL,
     format_for,
     open_reader,
     open_writer,
     read_manifest,
     require_format,
+    require_level,
     store_manifest,
 )
 from rescue.formats.manifest import Manifest, rescue_summary
@@ -47,10 +50,6 @@ IDENTITY_FIELDS = ("size", "logical_sector_size", "physical_sector_size", "model
 SAMPLES = 4  # rescued areas re-read and compared with the image on resume
 SAMPLE_CANDIDATES = 16
 SAMPLE_SIZE = 4096
-MODES = ("full", "used")
-LEVELS = range(1, 20)  # compression levels of qcow2's and .img.zst's zstd
-DEFAULT_LEVEL = 3
-ORDERS = ("auto", "metadata-first", "sequential")
 
 
 @dataclass
@@ -71,12 +70,9 @@ class ImageRequest:
     command_line: str = ""
 
     def __post_init__(self) -> None:
-        if self.level not in LEVELS:
-            raise UsageError(f"the level must be between {LEVELS.start} and {LEVELS.stop - 1}")
-        if self.options.cluster_size < 512 or self.options.cluster_size % 512:
-            raise UsageError("--cluster-size must be a multiple of 512")
-        if self.options.retries < 0:
-            raise UsageError("--retries must not be negative")
+        """The options checked themselves (RescueOptions); the level counts where the image's
+        format compresses."""
+        require_level(format_for(self.dest, self.image_format), self.level)
 
     def to_argv(self) -> list[str]:
         """The `rescue image` command that starts (or resumes) this job: what differs from

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from rescue.engine.jobs import JobControl, Phase, Progress, RateMeter
-from rescue.errors import DestinationError, ExitCode, SourceLostError
+from rescue.errors import DestinationError, ExitCode, SourceLostError, UsageError
 from rescue.formats.base import ImageWriter
 from rescue.formats.mapfile import Mapfile, MapSaveError
 from rescue.io.reader import Unreadable
@@ -99,6 +99,24 @@ class RescueOptions:
     min_read_rate: int | None = None  # bytes/s; 0 = auto (a tenth of the average); None = off
     timeout: float | None = None  # seconds without a good read before stopping
     checkpoint_interval: float = 10.0
+
+    def __post_init__(self) -> None:
+        """Refuse what no rescue could use, whoever asks (command line or wizard); the
+        comparisons are written so that NaN fails them too."""
+        if self.cluster_size < 512 or self.cluster_size % 512:
+            raise UsageError("--cluster-size must be a multiple of 512")
+        if self.skip_size < 512:
+            raise UsageError("--skip-size must be at least 512")
+        if self.max_skip_size is not None and self.max_skip_size < self.skip_size:
+            raise UsageError("--max-skip-size must be at least --skip-size")
+        if self.retries < 0:
+            raise UsageError("--retries must not be negative")
+        if self.min_read_rate is not None and self.min_read_rate < 0:
+            raise UsageError("--min-read-rate must not be negative")
+        if self.timeout is not None and not self.timeout >= 1:
+            raise UsageError("the timeout must be at least 1")
+        if not self.checkpoint_interval >= 0:
+            raise UsageError("--checkpoint must not be negative")
 
 
 class Rescue:

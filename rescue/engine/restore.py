@@ -44,6 +44,7 @@ from dataclasses import dataclass, replace
 
 from rescue.devices import safety
 from rescue.devices.locks import Locks
+from rescue.engine.choices import default_map_dir
 from rescue.engine.jobs import JobControl, RateMeter
 from rescue.engine.pipeline import CHUNK, Pipeline, Span, Target
 from rescue.errors import (
@@ -78,6 +79,11 @@ class RestoreRequest:
     checkpoint: float = 5.0  # seconds between fsync + map save on each target
     command_line: str = ""
     image_format: str | None = None  # --format; detected from the image when None
+
+    def __post_init__(self) -> None:
+        """Refuse what no restore could use, whoever asks; NaN fails the comparison too."""
+        if not self.checkpoint >= 0:
+            raise UsageError("--checkpoint must not be negative")
 
     def to_argv(self) -> list[str]:
         """The `rescue restore` command that starts (or continues) this restore: what differs
@@ -193,11 +199,6 @@ class RestoreResult:
     outcome: RestoreOutcome
     targets: tuple[TargetProgress, ...]
     image: Verdict  # what the image's checks found, and what they could check
-
-
-def default_map_dir() -> str:
-    state = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
-    return os.path.join(state, "rescue", "restore")
 
 
 class RestoreJob:

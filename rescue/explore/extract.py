@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from rescue.devices.safety import require_writable
-from rescue.errors import DestinationError, FormatError
+from rescue.errors import DestinationError, ExitCode, FormatError
 from rescue.explore.damage import merge
 from rescue.explore.filesystem import Entry, FileSystem, printable
 
@@ -67,6 +67,11 @@ class Report:
     def complete(self) -> bool:
         """Whether the user got every byte: skipped special files and renames do not count."""
         return not self.damaged and not self.missing
+
+    @property
+    def exit_code(self) -> ExitCode:
+        """1 when data is missing or damaged, as `rescue extract` documents."""
+        return ExitCode.OK if self.complete else ExitCode.UNREADABLE
 
     def to_dict(self) -> dict[str, object]:
         return {

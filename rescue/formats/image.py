@@ -23,6 +23,9 @@ from rescue.formats.base import (
 from rescue.formats.manifest import Manifest, read_sidecar, write_sidecar
 
 FORMATS = ("raw", "qcow2", "zst")
+COMPRESSED = ("qcow2", "zst")  # the formats whose writers compress, at a level of LEVELS
+LEVELS = range(1, 20)  # zstd's compression levels
+DEFAULT_LEVEL = 3
 MIN_IMAGE_SIZE = 512  # one sector: anything smaller holds no disk
 _HEAD = 4096
 _TAIL = 512
@@ -204,12 +207,20 @@ def open_reader(path: str, fmt: str | None = None) -> ImageReader:
     return RawReader(path)
 
 
+def require_level(fmt: str, level: int) -> None:
+    """Refuse a compression level zstd does not have, for a format that compresses; a raw
+    image ignores the level, so any is fine there."""
+    if fmt in COMPRESSED and level not in LEVELS:
+        raise UsageError(f"the level must be between {LEVELS.start} and {LEVELS.stop - 1}")
+
+
 def open_writer(path: str, fmt: str, size: int, level: int) -> ImageWriter:
     """A writer of `fmt` at `path`: a new image, or the continuation of a qcow2 or raw image
     an interrupted rescue left there (a conversion makes sure nothing is there).
 
     qcow2 and raw take writes in any order; .img.zst only in order (see SequentialWriter).
     """
+    require_level(fmt, level)
     if fmt == "qcow2":
         from rescue.formats.qcow2 import Qcow2Writer
 

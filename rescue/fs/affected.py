@@ -12,7 +12,7 @@ import os
 from bisect import bisect_right
 from dataclasses import asdict, dataclass
 
-from rescue.errors import FormatError, UsageError
+from rescue.errors import ExitCode, FormatError, UsageError
 from rescue.formats import mapfile
 from rescue.formats.image import open_reader, read_manifest
 from rescue.fs.domain import open_fs
@@ -68,6 +68,11 @@ class DamageReport:
     damaged_bytes: int  # bytes not read, over the whole image
     files: tuple[AffectedFile, ...]
     warnings: tuple[str, ...]  # areas whose files could not be listed, and why
+
+    @property
+    def exit_code(self) -> ExitCode:
+        """1 when a bad or never-read range hits any file, as `rescue report` documents."""
+        return ExitCode.UNREADABLE if self.files else ExitCode.OK
 
 
 def _sum(damage: Damage, extents: tuple[Extent, ...]) -> int:

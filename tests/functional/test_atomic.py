@@ -47,14 +47,16 @@ def assert_complete(image: Path, source: Path) -> None:
     assert done.returncode == 0 and "intact" in done.stdout, done.stdout + done.stderr
 
 
-def kill_when(process: subprocess.Popen[str], path: Path, grown: int) -> None:
-    """SIGKILL the process once `path` holds `grown` bytes; fail if it ends first."""
+def kill_when(process: subprocess.Popen[str], path: Path, grown: int,
+              sig: signal.Signals = signal.SIGKILL) -> None:
+    """Send `sig` to the process once `path` holds `grown` bytes, and wait for its end; fail
+    if it ends first."""
     deadline = time.monotonic() + 60
     while not (path.exists() and path.stat().st_size >= grown):
         assert process.poll() is None, f"ended before {path} grew: {process.stderr.read()}"
         assert time.monotonic() < deadline
         time.sleep(0.002)
-    os.kill(process.pid, signal.SIGKILL)
+    os.kill(process.pid, sig)
     process.wait(timeout=60)
 
 
@@ -71,6 +73,25 @@ def test_a_killed_conversion_leaves_no_image_and_the_same_command_finishes(
     assert_complete(dest, source)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         ["source.img", dest.name] + ([f"{dest.name}.manifest.json"] if suffix == ".img" else []))
+
+
+@pytest.mark.parametrize("suffix", [".img.zst", ".qcow2"])
+def test_an_interrupted_conversion_exits_130_in_one_line_and_leaves_no_image(
+        tmp_path: Path, suffix: str) -> None:
+    """Ctrl-C is an interruption (130, as documented), not a usage error; the half copy is
+    removed, and the same command then makes the whole one."""
+    source = make_source(tmp_path / "source.img", 48, seed=4)
+    dest = tmp_path / f"copy{suffix}"
+    process = rescue_process("convert", str(source), str(dest), "--json")
+    kill_when(process, Path(f"{dest}.partial"), 4 * MIB, signal.SIGINT)
+    stderr = process.stderr.read()
+    assert process.returncode == ExitCode.INTERRUPTED, stderr
+    assert len(stderr.splitlines()) == 1 and stderr.startswith("rescue: "), stderr
+    assert "Traceback" not in stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["source.img"]
+    done = rescue("convert", str(source), str(dest))
+    assert done.returncode == 0, done.stderr
+    assert_complete(dest, source)
 
 
 def test_a_killed_img_zst_step_is_finished_by_the_same_command(tmp_path: Path) -> None:

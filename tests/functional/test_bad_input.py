@@ -180,6 +180,70 @@ def test_full_destination_is_one_line_and_exit_3(
     assert_clean_failure(result, ExitCode.DESTINATION, r"small/out\.img.*No space left")
 
 
+# ---- option values -----------------------------------------------------------------------------
+
+def assert_usage_error(result: subprocess.CompletedProcess[str], option: str) -> None:
+    """What argparse says of a value it cannot read: usage, one error line naming the option,
+    exit 2, as for every option value of every command; never a traceback."""
+    assert result.returncode == ExitCode.USAGE, result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("rescue ") and f"error: argument {option}" in last, result.stderr
+
+
+UNREADABLE_VALUES = [
+    ("image", "--cluster-size", "foo"), ("image", "--skip-size", "-5"),
+    ("image", "--max-skip-size", "1Q"), ("image", "--min-read-rate", "-1"),
+    ("image", "--retries", "foo"), ("image", "--timeout", "soon"),
+    ("image", "--checkpoint", "x"), ("image", "--level", "high"),
+    ("convert", "--level", "x"),
+    ("restore", "--checkpoint", "x"), ("restore", "--partition", "two"),
+]
+
+
+@pytest.mark.parametrize(("command", "option", "value"), UNREADABLE_VALUES)
+def test_an_unreadable_option_value_is_a_usage_error(tmp_path: Path, command: str, option: str,
+                                                     value: str) -> None:
+    operands = {"image": ["/dev/null", "x.img"], "convert": ["s.img", "o.qcow2"],
+                "restore": ["s.img", "/dev/null"]}[command]
+    assert_usage_error(rescue(command, *operands, f"{option}={value}", cwd=tmp_path), option)
+    assert list(tmp_path.iterdir()) == []
+
+
+REFUSED_VALUES = [
+    ("image", ["--timeout", "0"], r"the timeout must be at least 1"),
+    ("image", ["--timeout=-3"], r"the timeout must be at least 1"),
+    ("image", ["--checkpoint=-1"], r"--checkpoint must not be negative"),
+    ("image", ["--skip-size", "100"], r"--skip-size must be at least 512"),
+    ("image", ["--max-skip-size", "4k"], r"--max-skip-size must be at least --skip-size"),
+    ("image", ["--cluster-size", "1000"], r"--cluster-size must be a multiple of 512"),
+    ("image", ["--format", "qcow2", "--level", "0"], r"the level must be between 1 and 19"),
+    ("convert", ["--level", "99"], r"the level must be between 1 and 19"),
+    ("restore", ["--checkpoint=-1"], r"--checkpoint must not be negative"),
+]
+
+
+@pytest.mark.parametrize(("command", "options", "pattern"), REFUSED_VALUES)
+def test_an_option_value_no_job_could_use_is_one_line(tmp_path: Path, command: str,
+                                                      options: list[str], pattern: str) -> None:
+    write_random(tmp_path / "src.img", 64 * 1024, seed=3)
+    dest = {"image": "out.img", "convert": "out.img.zst", "restore": "/dev/null"}[command]
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert_clean_failure(rescue(command, "src.img", dest, *options, cwd=tmp_path),
+                         ExitCode.USAGE, pattern)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_a_raw_image_takes_any_level(tmp_path: Path) -> None:
+    """A raw image compresses nothing: the level is not its business."""
+    write_random(tmp_path / "src.img", 64 * 1024, seed=4)
+    done = rescue("image", "src.img", "out.img", "--level", "0", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    done = rescue("convert", "src.img", "copy.img", "--level", "0", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "copy.img").read_bytes() == (tmp_path / "src.img").read_bytes()
+
+
 # ---- --timeout --------------------------------------------------------------------------------
 
 SPEC = "sim:size=4M,seed=8,bad=2M+256k"
@@ -187,10 +251,10 @@ SPEC = "sim:size=4M,seed=8,bad=2M+256k"
 
 @pytest.mark.slow
 def test_timeout_stops_with_a_valid_map_and_the_job_resumes(tmp_path: Path) -> None:
-    """Scraping 510 bad sectors at 2 ms each reads nothing good for a second: --timeout 0.3
-    stops there."""
-    slow_spec = f"{SPEC},slow=2M+256k@0.002"
-    stopped = rescue("image", slow_spec, "out.img", "--timeout", "0.3", "--checkpoint", "0.2",
+    """Scraping 510 bad sectors at 5 ms each reads nothing good for 2.5 seconds: --timeout 1
+    (the shortest there is) stops there."""
+    slow_spec = f"{SPEC},slow=2M+256k@0.005"
+    stopped = rescue("image", slow_spec, "out.img", "--timeout", "1", "--checkpoint", "0.2",
                      cwd=tmp_path)
     assert stopped.returncode == ExitCode.TIMEOUT, stopped.stderr
     assert "Traceback" not in stopped.stderr

@@ -45,11 +45,40 @@ def test_restore_request_argv_parses_back_to_the_same_request() -> None:
     assert again == request
 
 
-@pytest.mark.parametrize(("changes", "message"), [
-    ({"level": 20}, "the level must be between 1 and 19"),
-    ({"options": RescueOptions(cluster_size=1000)}, "--cluster-size must be a multiple of 512"),
-    ({"options": RescueOptions(retries=-1)}, "--retries must not be negative"),
+@pytest.mark.parametrize(("changes", "options", "message"), [
+    ({"level": 20, "image_format": "qcow2"}, {}, "the level must be between 1 and 19"),
+    ({"level": 0}, {}, "the level must be between 1 and 19"),  # by name a .qcow2
+    ({}, {"cluster_size": 1000}, "--cluster-size must be a multiple of 512"),
+    ({}, {"retries": -1}, "--retries must not be negative"),
+    ({}, {"skip_size": 511}, "--skip-size must be at least 512"),
+    ({}, {"skip_size": 4096, "max_skip_size": 2048}, "--max-skip-size must be at least"),
+    ({}, {"min_read_rate": -1}, "--min-read-rate must not be negative"),
+    ({}, {"timeout": 0.5}, "the timeout must be at least 1"),
+    ({}, {"timeout": -3}, "the timeout must be at least 1"),
+    ({}, {"timeout": float("nan")}, "the timeout must be at least 1"),
+    ({}, {"checkpoint_interval": -1}, "--checkpoint must not be negative"),
+    ({}, {"checkpoint_interval": float("nan")}, "--checkpoint must not be negative"),
 ])
-def test_an_image_request_refuses_what_no_run_could_use(changes: dict, message: str) -> None:
+def test_an_image_request_refuses_what_no_run_could_use(changes: dict, options: dict,
+                                                        message: str) -> None:
     with pytest.raises(UsageError, match=message):
-        ImageRequest(source="/dev/sdb", dest="disk.img", **changes)
+        ImageRequest(source="/dev/sdb", dest="disk.qcow2", options=RescueOptions(**options),
+                     **changes)
+
+
+def test_a_raw_image_takes_any_level_since_it_compresses_nothing() -> None:
+    assert ImageRequest(source="/dev/sdb", dest="disk.img", level=0).level == 0
+    assert ImageRequest(source="/dev/sdb", dest="disk", image_format="raw", level=99).level == 99
+
+
+@pytest.mark.parametrize("checkpoint", [-1.0, float("nan")])
+def test_a_restore_request_refuses_a_negative_checkpoint(checkpoint: float) -> None:
+    with pytest.raises(UsageError, match="--checkpoint must not be negative"):
+        RestoreRequest("img.qcow2", ("/dev/sdb",), checkpoint=checkpoint)
+
+
+def test_the_presenters_pass_option_values_through_for_the_requests_to_judge() -> None:
+    args = build_parser().parse_args(["image", "/dev/sdb", "disk.img", "--skip-size", "100",
+                                      "--checkpoint", "-1"])
+    with pytest.raises(UsageError, match="--skip-size must be at least 512"):
+        rescue_options(args)

@@ -28,7 +28,7 @@ from rescue.engine.imaging import (
 )
 from rescue.engine.rescue import RescueOptions
 from rescue.errors import RescueError
-from rescue.formats.image import EXTENSION_OF, format_for
+from rescue.formats.image import DEFAULT_LEVEL, EXTENSION_OF, LEVELS, format_for
 from rescue.sim.faulty import PREFIX as SIM_PREFIX
 from rescue.tui.describe import device_line, every_device
 from rescue.tui.screens.folder_picker import FolderPicker, describe_folder
@@ -61,7 +61,7 @@ class ImageChoices:
     source_warnings: tuple[str, ...] = ()  # e.g. mounted read-write: may change as it is read
     dest: str = ""
     image_format: str = "raw"
-    level: int = 3
+    level: int = DEFAULT_LEVEL
     retries: int = 0
     reverse: bool = False
     timeout: float | None = None
@@ -115,8 +115,8 @@ class ImageWizard(WizardScreen):
             yield Label("Format:")
             yield Select(FORMAT_CHOICES, value="raw", allow_blank=False, id="format")
             with Horizontal(classes="row"):
-                yield Label("Compression level (1-19):")
-                yield Input("3", id="level", type="integer")
+                yield Label(f"Compression level ({LEVELS.start}-{LEVELS.stop - 1}):")
+                yield Input(str(DEFAULT_LEVEL), id="level", type="integer")
             with Horizontal(classes="row"):
                 yield Label("Retry passes over bad sectors:")
                 yield Input("0", id="retries", type="integer")
@@ -203,11 +203,11 @@ class ImageWizard(WizardScreen):
         except RescueError as error:
             return str(error)
         choices.level = int(parse_number(self.query_one("#level", Input).value, "the level",
-                                         int, 1))
+                                         int))
         choices.retries = int(parse_number(self.query_one("#retries", Input).value,
                                            "the retries", int, 0))
         timeout = self.query_one("#timeout", Input).value.strip()
-        choices.timeout = float(parse_number(timeout, "the timeout", float, 1)) if timeout \
+        choices.timeout = float(parse_number(timeout, "the timeout", float)) if timeout \
             else None
         choices.reverse = self.query_one("#reverse", Checkbox).value
         try:

@@ -22,14 +22,15 @@ from rescue.errors import RescueError
 from rescue.tui.host import JobHost, host_of
 
 
-def parse_number(text: str, name: str, kind: type[int] | type[float], lowest: float
-                 ) -> int | float:
-    """A field's number, or a ValueError naming the field (what `check_step` shows)."""
+def parse_number(text: str, name: str, kind: type[int] | type[float],
+                 lowest: float | None = None) -> int | float:
+    """A field's number, or a ValueError naming the field (what `check_step` shows);
+    `lowest` only for what no request checks itself."""
     try:
         value = kind(text.strip())
     except ValueError:
         raise ValueError(f"{name} must be a number") from None
-    if value < lowest:
+    if lowest is not None and value < lowest:
         raise ValueError(f"{name} must be at least {lowest:g}")
     return value
 
