@@ -379,7 +379,7 @@ class _Discovery:
         self.mountpoints = state.mountpoints()
         self.roles = state.system_roles()
 
-    def signatures(self, device: pyudev.Device, sector_size: int) -> _Signatures:
+    def signatures(self, device: pyudev.Device) -> _Signatures:
         """udev's answer when it has processed the device, else our own probe."""
         properties = dict(device.properties)
         if device.is_initialized:
@@ -390,8 +390,8 @@ class _Discovery:
         if not self.probe_signatures or device.device_node is None:
             return _Signatures()
         try:
-            found = probe.probe_path(device.device_node, sector_size=sector_size)
-        except (SourceError, Unreadable, OSError):
+            found = probe.probe_path(device.device_node)
+        except (SourceError, Unreadable):
             return _Signatures()  # vanished, no medium, or unreadable: nothing to report
         filesystem = found.filesystem
         if filesystem is None:
@@ -412,7 +412,7 @@ class _Discovery:
             return None  # gone, or an empty loop/ram device: nothing to read or write
         logical = read_int(f"{base}/queue/logical_block_size") or SECTOR
         properties = dict(device.properties)
-        found = self.signatures(device, logical)
+        found = self.signatures(device)
         return Disk(
             path=device.device_node, name=name, size=sectors * SECTOR,
             logical_sector_size=logical,
@@ -427,19 +427,18 @@ class _Discovery:
             read_only=bool(_flag(f"{base}/ro")),
             table_type=found.table_type, fstype=found.fstype, label=found.label,
             uuid=found.uuid, backing_file=self.state.tree.backing_file.get(name),
-            partitions=tuple(part for part in (self.partition(item, device.device_node, logical)
+            partitions=tuple(part for part in (self.partition(item, device.device_node)
                                                for item in partitions) if part),
             **self.common(name),  # type: ignore[arg-type]
         )
 
-    def partition(self, device: pyudev.Device, disk_path: str, sector_size: int
-                  ) -> Partition | None:
+    def partition(self, device: pyudev.Device, disk_path: str) -> Partition | None:
         base = device.sys_path
         number, start, sectors = (read_int(f"{base}/{attribute}")
                                   for attribute in ("partition", "start", "size"))
         if number is None or start is None or sectors is None or device.device_node is None:
             return None  # vanished while we looked
-        found = self.signatures(device, sector_size)
+        found = self.signatures(device)
         return Partition(
             path=device.device_node, name=device.sys_name, disk=disk_path, number=number,
             start=start * SECTOR, size=sectors * SECTOR, fstype=found.fstype,

@@ -14,21 +14,15 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from rescue.fs.partitions import DiskReader
-from rescue.fs.signatures import (
-    LVM_LABEL_SECTORS,
-    MBR_SIGNATURE,
-    SIGNATURES,
-    SWAP_PAGE_SIZES,
-    in_bytes,
-)
+from rescue.fs.partitions import DiskReader, table_kind
+from rescue.fs.signatures import LVM_LABEL_SECTORS, SIGNATURES, SWAP_PAGE_SIZES, Signature, in_bytes
 from rescue.io.reader import Reader, Unreadable
 
 HEAD_SIZE = 0x11000  # 68 KiB: up to and including the btrfs superblock
 
 
 @dataclass(frozen=True)
-class Signature:
+class Identified:
     fstype: str  # blkid's TYPE: ext4, vfat, ntfs, swap, LVM2_member, crypto_LUKS, ...
     label: str | None = None
     uuid: str | None = None
@@ -37,37 +31,30 @@ class Signature:
 
 @dataclass(frozen=True)
 class ProbeResult:
-    filesystem: Signature | None
+    filesystem: Identified | None
     table: str | None  # "gpt" or "dos", as blkid's PTTYPE
 
 
-def probe_path(path: str, *, sector_size: int = 512) -> ProbeResult:
+def probe_path(path: str) -> ProbeResult:
     """Probe a device or image file; raises SourceError or Unreadable when it cannot be read
     at all."""
     with DiskReader(path) as reader:
-        return probe(reader, sector_size=sector_size)
+        return probe(reader)
 
 
-def probe(reader: Reader, *, sector_size: int = 512) -> ProbeResult:
+def probe(reader: Reader) -> ProbeResult:
+    """The file system or container, and the partition table unless a file system's boot
+    sector takes its place; the table's kind is judged from the first sector, as
+    `read_partition_table` judges it (a GPT disk keeps a protective MBR there)."""
     head = bytes(reader.read(0, HEAD_SIZE))
-    filesystem = probe_filesystem(head, reader)
-    boot_sector_fs = filesystem is not None and filesystem.fstype in ("vfat", "ntfs", "exfat")
-    return ProbeResult(filesystem, None if boot_sector_fs else probe_table(head, sector_size))
+    found = _first_described(head, reader)
+    if found is None:
+        return ProbeResult(None, table_kind(head[:512]))
+    signature, identified = found
+    return ProbeResult(identified, None if signature.boot_sector else table_kind(head[:512]))
 
 
-def probe_table(head: bytes, sector_size: int = 512) -> str | None:
-    for size in dict.fromkeys((sector_size, 512, 4096)):
-        if head[size:size + 8] == b"EFI PART":
-            return "gpt"
-    if len(head) < 512 or head[510:512] != MBR_SIGNATURE:
-        return None
-    entries = [head[446 + 16 * index:462 + 16 * index] for index in range(4)]
-    if any(entry[0] not in (0x00, 0x80) for entry in entries):
-        return None  # boot code, not a partition table
-    return "dos"
-
-
-def probe_filesystem(head: bytes, reader: Reader) -> Signature | None:
+def _first_described(head: bytes, reader: Reader) -> tuple[Signature, Identified] | None:
     """The first signature found that blkid would report, in the table's order of trust."""
     read = in_bytes(head)
     for signature in SIGNATURES:
@@ -76,10 +63,10 @@ def probe_filesystem(head: bytes, reader: Reader) -> Signature | None:
             continue
         try:
             found = describe(head, reader)
-        except (struct.error, IndexError, ValueError, Unreadable, OSError):
+        except (struct.error, IndexError, ValueError, Unreadable):
             found = None  # truncated or damaged metadata is not a signature
         if found is not None:
-            return found
+            return signature, found
     return None
 
 
@@ -105,13 +92,13 @@ def _u32(data: bytes | bytearray, offset: int) -> int:
     return struct.unpack_from("<I", data, offset)[0]
 
 
-def _luks(head: bytes, reader: Reader) -> Signature | None:
+def _luks(head: bytes, reader: Reader) -> Identified | None:
     version = struct.unpack_from(">H", head, 6)[0]
     label = _text(head[24:72]) if version == 2 else None
-    return Signature("crypto_LUKS", label, _text(head[168:208]), f"LUKS{version}")
+    return Identified("crypto_LUKS", label, _text(head[168:208]), f"LUKS{version}")
 
 
-def _lvm2(head: bytes, reader: Reader) -> Signature | None:
+def _lvm2(head: bytes, reader: Reader) -> Identified | None:
     for sector in LVM_LABEL_SECTORS:
         base = sector * 512
         if head[base:base + 8] == b"LABELONE" and head[base + 24:base + 32] == b"LVM2 001":
@@ -122,28 +109,28 @@ def _lvm2(head: bytes, reader: Reader) -> Signature | None:
             for width in groups:
                 parts.append(raw[position:position + width])
                 position += width
-            return Signature("LVM2_member", None, "-".join(parts), "LVM2 001")
+            return Identified("LVM2_member", None, "-".join(parts), "LVM2 001")
     return None
 
 
-def _iso9660(head: bytes, reader: Reader) -> Signature | None:
+def _iso9660(head: bytes, reader: Reader) -> Identified | None:
     base = 0x8000
     created = head[base + 813:base + 829].decode("ascii", errors="replace")
     identifier = None
     if created.isdigit() and created.strip("0"):
         identifier = "-".join((created[0:4], created[4:6], created[6:8], created[8:10],
                                created[10:12], created[12:14], created[14:16]))
-    return Signature("iso9660", _text(head[base + 40:base + 72]), identifier)
+    return Identified("iso9660", _text(head[base + 40:base + 72]), identifier)
 
 
-def _xfs(head: bytes, reader: Reader) -> Signature | None:
-    return Signature("xfs", _text(head[108:120]), _uuid(head[32:48]))
+def _xfs(head: bytes, reader: Reader) -> Identified | None:
+    return Identified("xfs", _text(head[108:120]), _uuid(head[32:48]))
 
 
-def _btrfs(head: bytes, reader: Reader) -> Signature | None:
+def _btrfs(head: bytes, reader: Reader) -> Identified | None:
     base = 0x10000
-    return Signature("btrfs", _text(head[base + 0x12B:base + 0x22B]),
-                     _uuid(head[base + 32:base + 48]))
+    return Identified("btrfs", _text(head[base + 0x12B:base + 0x22B]),
+                      _uuid(head[base + 32:base + 48]))
 
 
 # ext feature bits that ext2/ext3 understand; anything beyond them means ext4 (as blkid decides).
@@ -153,7 +140,7 @@ EXT3_RO_COMPAT = 0x1 | 0x2 | 0x4  # sparse_super, large_file, btree_dir
 EXT_JOURNAL_DEV = 0x8
 
 
-def _ext(head: bytes, reader: Reader) -> Signature | None:
+def _ext(head: bytes, reader: Reader) -> Identified | None:
     base = 1024
     compat, incompat, ro_compat = struct.unpack_from("<III", head, base + 92)
     if incompat & EXT_JOURNAL_DEV:
@@ -162,15 +149,15 @@ def _ext(head: bytes, reader: Reader) -> Signature | None:
         fstype = "ext4"
     else:
         fstype = "ext3" if compat & EXT_JOURNAL else "ext2"
-    return Signature(fstype, _text(head[base + 120:base + 136]),
-                     _uuid(head[base + 104:base + 120]), "1.0")
+    return Identified(fstype, _text(head[base + 120:base + 136]),
+                      _uuid(head[base + 104:base + 120]), "1.0")
 
 
 def _serial32(value: int) -> str:
     return f"{value >> 16:04X}-{value & 0xFFFF:04X}"
 
 
-def _exfat(head: bytes, reader: Reader) -> Signature | None:
+def _exfat(head: bytes, reader: Reader) -> Identified | None:
     sector_shift, cluster_shift = head[108], head[109]
     sector = 1 << sector_shift
     heap, root_cluster = _u32(head, 88), _u32(head, 96)
@@ -184,14 +171,14 @@ def _exfat(head: bytes, reader: Reader) -> Signature | None:
             break
         if root[offset] == 0x00:
             break
-    return Signature("exfat", label, _serial32(_u32(head, 100)), "1.0")
+    return Identified("exfat", label, _serial32(_u32(head, 100)), "1.0")
 
 
 NTFS_VOLUME_RECORD = 3  # $Volume in the MFT
 NTFS_VOLUME_NAME = 0x60
 
 
-def _ntfs(head: bytes, reader: Reader) -> Signature | None:
+def _ntfs(head: bytes, reader: Reader) -> Identified | None:
     sector = _u16(head, 11)
     cluster = sector * _signed_shift(head[13])
     record_size = _ntfs_size(struct.unpack_from("<b", head, 0x40)[0], cluster)
@@ -199,7 +186,7 @@ def _ntfs(head: bytes, reader: Reader) -> Signature | None:
     serial = struct.unpack_from("<Q", head, 0x48)[0]
     record = _fixup(bytearray(reader.read(mft + NTFS_VOLUME_RECORD * record_size, record_size)),
                     sector)
-    return Signature("ntfs", _ntfs_volume_name(record), f"{serial:016X}")
+    return Identified("ntfs", _ntfs_volume_name(record), f"{serial:016X}")
 
 
 def _signed_shift(value: int) -> int:
@@ -239,7 +226,7 @@ def _ntfs_volume_name(record: bytes) -> str | None:
     return None
 
 
-def _vfat(head: bytes, reader: Reader) -> Signature | None:
+def _vfat(head: bytes, reader: Reader) -> Identified | None:
     if head[0] not in (0xEB, 0xE9):
         return None
     sector, per_cluster, reserved, fats = _u16(head, 11), head[13], _u16(head, 14), head[16]
@@ -256,23 +243,23 @@ def _vfat(head: bytes, reader: Reader) -> Signature | None:
         version = "FAT12" if data // per_cluster < 4085 else "FAT16"
         extended = 0x24
     if head[extended + 2] not in (0x28, 0x29):
-        return Signature("vfat", None, None, version)
+        return Identified("vfat", None, None, version)
     label = _text(head[extended + 7:extended + 18])
-    return Signature("vfat", None if label == "NO NAME" else label,
-                     _serial32(_u32(head, extended + 3)), version)
+    return Identified("vfat", None if label == "NO NAME" else label,
+                      _serial32(_u32(head, extended + 3)), version)
 
 
-def _swap(head: bytes, reader: Reader) -> Signature | None:
+def _swap(head: bytes, reader: Reader) -> Identified | None:
     for page in SWAP_PAGE_SIZES:
         magic = head[page - 10:page]
         if magic == b"SWAPSPACE2":
-            return Signature("swap", _text(head[1052:1068]), _uuid(head[1036:1052]), "1")
+            return Identified("swap", _text(head[1052:1068]), _uuid(head[1036:1052]), "1")
         if magic == b"SWAP-SPACE":
-            return Signature("swap", None, None, "0")
+            return Identified("swap", None, None, "0")
     return None
 
 
 # What blkid reports of each signature it knows, by the table's names.
-_DESCRIBE: dict[str, Callable[[bytes, Reader], Signature | None]] = {
+_DESCRIBE: dict[str, Callable[[bytes, Reader], Identified | None]] = {
     "crypto_LUKS": _luks, "LVM2_member": _lvm2, "iso9660": _iso9660, "xfs": _xfs,
     "btrfs": _btrfs, "ext": _ext, "exfat": _exfat, "ntfs": _ntfs, "fat": _vfat, "swap": _swap}

@@ -7,7 +7,7 @@ import os
 from typing import Any
 
 from rescue.formats import mapfile
-from rescue.formats.image import detect_format, format_details, open_reader, read_manifest
+from rescue.formats.image import detect_format, open_reader, read_manifest
 
 
 def describe(path: str, image_format: str | None = None) -> dict[str, Any]:
@@ -22,7 +22,7 @@ def describe(path: str, image_format: str | None = None) -> dict[str, Any]:
             "image": path, "format": fmt, "size": reader.size, "allocated": allocated,
             "stored": stored, "ratio": round(stored / allocated, 4) if allocated else None,
             "manifest": json.loads(manifest.to_bytes()) if manifest else None,
-            **format_details(reader),
+            **reader.details(),
         }
     finally:
         reader.close()

@@ -207,7 +207,8 @@ class ImageJob:
                                  request.level)
             # a fresh image can be fingerprinted as it is written; a resumed one cannot
             fresh = not self.mapfile.rmap.totals()[FINISHED]
-            self.writer: ImageWriter = DigestingWriter(writer) if fresh else writer
+            self.digesting = DigestingWriter(writer) if fresh else None
+            self.writer: ImageWriter = self.digesting or writer
         except BaseException:
             self.source.close()
             self.locks.release()
@@ -444,8 +445,7 @@ class ImageJob:
             rescue=rescue_summary(list(self.mapfile.rmap.areas()), outcome.value))
         if outcome.finished:  # the image will not change again: fingerprint it
             self.writer.sync()
-            streamed = self.writer.fingerprint() if isinstance(self.writer, DigestingWriter) \
-                else None
+            streamed = self.digesting.fingerprint() if self.digesting else None
             manifest.fingerprint = streamed or self._read_back_fingerprint()
         store_manifest(self.writer, self.image_path, manifest)
 

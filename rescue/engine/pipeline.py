@@ -184,11 +184,7 @@ class Decoders:
 
     def read(self, offset: int, length: int) -> tuple[bytes, Ranges]:
         """Image bytes, damaged parts as zeros, and the damaged ranges (the integrity gate)."""
-        try:
-            data, damaged = read_checked(self._reader(), offset, length)
-        except OSError as exc:
-            raise FormatError(f"cannot read image {self.path} at {offset:#x}: "
-                              f"{exc.strerror}") from None
+        data, damaged = read_checked(self._reader(), offset, length)
         if len(data) != length:
             raise FormatError(f"image {self.path} ends at {offset + len(data):#x}, "
                               f"before its size")

@@ -55,7 +55,7 @@ from rescue.errors import (
     RefusedError,
     UsageError,
 )
-from rescue.formats.base import ImageReader
+from rescue.formats.base import DamagedData, ImageReader
 from rescue.formats.fingerprint import Fingerprint, chunk_digests
 from rescue.formats.image import detect_format, open_reader
 from rescue.formats.integrity import ImageGate, Verdict, add_range, read_checked
@@ -366,11 +366,11 @@ class RestoreJob:
         self._read_length = max(t.size for t in self._targets)
         self.phase = "restoring"
         digests: dict[int, bytes] = {}
-        damage = None
+        damage: FormatError | DamagedData | None = None
         with safety.protect(self.image):
             try:
                 self._write_all(digests)
-            except FormatError as exc:
+            except (FormatError, DamagedData) as exc:  # the image ends early or fails to read
                 damage = exc
             if damage is None and not self.control.cancelled.is_set() and self.request.verify:
                 self.phase = "verifying"
@@ -396,7 +396,7 @@ class RestoreJob:
             work(target)
         except OSError as exc:
             target.fail(write_error(target.path, exc, failing))
-        except (FormatError, DestinationError) as exc:
+        except (FormatError, DestinationError, DamagedData) as exc:
             target.fail(str(exc))
 
     def _write_all(self, digests: dict[int, bytes]) -> None:
@@ -501,7 +501,7 @@ class RestoreJob:
             os.unlink(target.map_path)
             os.unlink(f"{target.map_path}.bak")
 
-    def _result(self, damage: FormatError | None) -> RestoreResult:
+    def _result(self, damage: FormatError | DamagedData | None) -> RestoreResult:
         cancelled = self.control.cancelled.is_set()
         for target in self._targets:
             if target.failed:

@@ -35,7 +35,7 @@ from typing import Any
 import mfusepy as fuse
 
 import rescue
-from rescue.errors import FormatError, RescueError, UsageError
+from rescue.errors import RescueError, UsageError
 from rescue.explore.volumes import Volume, read_layout, volume_dir
 from rescue.formats.base import ImageReader
 from rescue.formats.image import FORMATS, detect_format, open_reader
@@ -119,7 +119,7 @@ class RawDiskFS(fuse.Operations):
     def read(self, path: str, size: int, offset: int, fi: Any) -> bytes:
         try:
             return self.reader.read(offset, max(0, min(size, self.reader.size - offset)))
-        except (Unreadable, FormatError):  # a damaged compressed cluster reads as an I/O error
+        except Unreadable:  # a damaged compressed cluster reads as an I/O error
             raise fuse.FuseOSError(errno.EIO) from None
 
     def statfs(self, path: str) -> dict[str, int]:

@@ -43,7 +43,7 @@ class Layout:
 def _probe_slice(reader: ImageReader, start: int, size: int) -> tuple[str | None, str | None]:
     try:
         found = probe(SliceReader(reader, start, size)).filesystem
-    except (Unreadable, OSError, ValueError, IndexError):  # a damaged superblock is "unknown"
+    except (Unreadable, ValueError, IndexError):  # a damaged superblock is "unknown"
         return None, None
     return (found.fstype, found.label) if found else (None, None)
 

@@ -16,9 +16,26 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol, Self, TypeGuard
 
-from rescue.io.reader import Reader
+from rescue.errors import ExitCode
+from rescue.io.reader import Reader, Unreadable
 
 Ranges = list[tuple[int, int]]  # (offset, length) of logical image bytes, sorted
+
+
+class DamagedData(Unreadable):
+    """An image could not give back bytes it holds: a cluster or frame failed its checksum or
+    its decompression, or the image file itself failed to read or ended early.
+
+    It is an Unreadable, so whoever reads a disk or an image catches one error. Its message is
+    the format's own account of the damage; it exits like the damaged-image FormatError it
+    replaces, because a damaged image given as input is bad input, not a bad sector.
+    """
+
+    exit_code = ExitCode.USAGE
+
+    def __init__(self, offset: int, length: int, message: str) -> None:
+        Exception.__init__(self, message)
+        self.offset, self.length, self.kind = offset, length, "media"
 
 
 @dataclass(frozen=True)
@@ -98,6 +115,11 @@ class ImageReader(Reader, Protocol):
         """(offset, length, allocated) runs covering [0, size) in order."""
         ...
 
+    def details(self) -> dict[str, object]:
+        """What the format adds to the image's description (a qcow2's cluster size), for
+        `rescue info`; empty where it adds nothing."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -147,11 +169,14 @@ class FdReader:
 
     Closing twice is harmless (a `with` block may follow an explicit close), and every such
     reader is a context manager, so a caller never leaks the descriptor on an error. It
-    declares no capabilities; a format that has some declares its own.
+    declares no capabilities and no details; a format that has some declares its own.
     """
 
     _fd = -1
     capabilities = Capabilities()
+
+    def details(self) -> dict[str, object]:
+        return {}
 
     def close(self) -> None:
         if self._fd >= 0:

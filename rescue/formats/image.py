@@ -250,12 +250,3 @@ def store_manifest(writer: ImageWriter, path: str, manifest: Manifest) -> None:
     elif not writer.capabilities.device:
         write_sidecar(path, manifest)
 
-
-def format_details(reader: ImageReader) -> dict[str, object]:
-    """What an image's format adds to its description: a qcow2's cluster size and
-    compression (raw and .img.zst have nothing of the kind)."""
-    from rescue.formats.qcow2 import Qcow2Reader
-
-    if isinstance(reader, Qcow2Reader):
-        return {"cluster_size": reader.cluster_size, "compression": reader.compression}
-    return {}

@@ -43,7 +43,7 @@ from heapq import heappop, heappush
 import zstandard
 
 from rescue.errors import DestinationError, FormatError, UsageError
-from rescue.formats.base import AbandonableWriter, Capabilities, FdReader
+from rescue.formats.base import AbandonableWriter, Capabilities, DamagedData, FdReader
 from rescue.formats.manifest import MAX_SIZE as MANIFEST_MAX_SIZE
 
 MAGIC = b"QFI\xfb"
@@ -160,11 +160,6 @@ class _Geometry:
     @property
     def csize_mask(self) -> int:
         return (1 << (self.cluster_bits - 8)) - 1
-
-    @property
-    def max_compressed(self) -> int:
-        """Largest compressed payload a descriptor can describe wherever it starts."""
-        return (self.csize_mask + 1) * SECTOR - (SECTOR - 1)
 
     def compressed_range(self, entry: int) -> tuple[int, int]:
         """(host offset, byte count) of a compressed descriptor, as QEMU computes them."""
@@ -509,11 +504,19 @@ class Qcow2Reader(_Image, FdReader):
             self._recent.popitem(last=False)
         return data
 
+    def details(self) -> dict[str, object]:
+        return {"cluster_size": self.cluster_size, "compression": self.compression}
+
     def read(self, offset: int, length: int) -> bytes:
-        """Logical bytes; holes read as zeros; a read past the end is cut short."""
+        """Logical bytes; holes read as zeros; a read past the end is cut short; a cluster
+        that fails to decode or to read raises DamagedData."""
         if offset < 0 or length < 0:
             raise UsageError(f"invalid read of {length} bytes at offset {offset}")
-        return self._read_logical(offset, max(0, min(length, self.size - offset)))
+        length = max(0, min(length, self.size - offset))
+        try:
+            return self._read_logical(offset, length)
+        except FormatError as error:  # a damaged cluster or table, or the file failed to read
+            raise DamagedData(offset, length, str(error)) from error
 
     def extents(self) -> Iterator[tuple[int, int, bool]]:
         """(offset, length, allocated) runs covering [0, size); zero clusters count as holes."""
@@ -681,26 +684,23 @@ class Qcow2Writer(_Image, AbandonableWriter):
     """Random-access qcow2 writer with crash-safe checkpoints (see the module docstring).
 
     `Qcow2Writer(path, size)` creates a new image, or, when `path` already holds an image this
-    module wrote, reopens it to continue (`resume=False` always starts afresh). A reopened image
-    keeps its own cluster size and compression; `size` must match it (or be None).
+    module wrote, reopens it to continue. A reopened image keeps its own cluster size and
+    compression; `size` must match it.
     """
 
     capabilities = Capabilities(manifest=True, checksums=True, abandon=True)
 
-    def __init__(self, path: str, size: int | None, *, cluster_size: int = DEFAULT_CLUSTER_SIZE,
-                 compression: str = "zstd", level: int = 3, threads: int = 2,
-                 resume: bool = True) -> None:
+    def __init__(self, path: str, size: int, *, cluster_size: int = DEFAULT_CLUSTER_SIZE,
+                 compression: str = "zstd", level: int = 3, threads: int = 2) -> None:
         if threads < 1:
             raise UsageError(f"threads must be at least 1, got {threads}")
         self._level = level
         self._local = threading.local()
         self._closed = False
         self._l2_dirty: dict[int, array] = {}  # changed L2 tables, kept until the next commit
-        if resume and os.path.exists(path) and os.path.getsize(path) > 0:
+        if os.path.exists(path) and os.path.getsize(path) > 0:
             self._reopen(path, size)
         else:
-            if size is None:
-                raise UsageError(f"{path} does not exist; an image size is needed to create it")
             self._create(path, size, cluster_size, compression)
         self._zero = bytes(self.cluster_size)
         self._all_sectors = (1 << (self.cluster_size // SECTOR)) - 1
@@ -712,18 +712,6 @@ class Qcow2Writer(_Image, AbandonableWriter):
         self._pending: deque[tuple[Future[_Result], _Job]] = deque()
         self._manifest_pending: bytes | None = None
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="qcow2")
-
-    @classmethod
-    def create(cls, path: str, size: int, **options: int | str) -> Qcow2Writer:
-        """A new, empty image, replacing whatever `path` held."""
-        return cls(path, size, resume=False, **options)  # type: ignore[arg-type]
-
-    @classmethod
-    def open_existing(cls, path: str, *, level: int = 3, threads: int = 2) -> Qcow2Writer:
-        """Continue an image this module wrote; FormatError if `path` is anything else."""
-        if not os.path.exists(path):
-            raise FormatError(f"{path} does not exist")
-        return cls(path, None, level=level, threads=threads)
 
     # --- opening ---------------------------------------------------------------------------
 
@@ -768,7 +756,7 @@ class Qcow2Writer(_Image, AbandonableWriter):
             os.unlink(part)
             raise
 
-    def _reopen(self, path: str, size: int | None) -> None:
+    def _reopen(self, path: str, size: int) -> None:
         try:
             fd = os.open(path, os.O_RDWR)
         except OSError as error:
@@ -791,7 +779,7 @@ class Qcow2Writer(_Image, AbandonableWriter):
                  "the dirty or corrupt flag set")) if present]
             if problems:
                 raise FormatError(f"{path} cannot be continued: it has {problems[0]}")
-            if size is not None and size != header.size:
+            if size != header.size:
                 raise FormatError(f"{path} holds a {header.size}-byte image, not {size} bytes")
             self._rebuild_refcounts()
         except BaseException:

@@ -10,7 +10,7 @@ import os
 from collections.abc import Iterator
 
 from rescue.errors import DestinationError, FormatError
-from rescue.formats.base import Capabilities, FdReader
+from rescue.formats.base import Capabilities, DamagedData, FdReader
 from rescue.io.blockdev import BlockTarget, is_block_device
 
 _ZERO = bytes(4 << 20)
@@ -93,10 +93,16 @@ class RawReader(FdReader):
         self.size = os.lseek(self._fd, 0, os.SEEK_END)
 
     def read(self, offset: int, length: int) -> bytes:
+        """Bytes cut short at the end of the image; a failed or short read is DamagedData."""
         length = max(0, min(length, self.size - offset))
-        data = os.pread(self._fd, length, offset)
+        try:
+            data = os.pread(self._fd, length, offset)
+        except OSError as exc:
+            raise DamagedData(offset, length, f"cannot read image {self.path} at {offset:#x}: "
+                                              f"{exc.strerror}") from None
         if len(data) < length:
-            raise FormatError(f"{self.path} is shorter than expected at {offset + len(data):#x}")
+            raise DamagedData(offset, length, f"{self.path} is shorter than expected at "
+                                              f"{offset + len(data):#x}")
         return data
 
     def extents(self) -> Iterator[tuple[int, int, bool]]:

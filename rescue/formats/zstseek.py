@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import zstandard
 
 from rescue.errors import DestinationError, FormatError, UsageError
-from rescue.formats.base import AbandonableWriter, Capabilities, FdReader
+from rescue.formats.base import AbandonableWriter, Capabilities, DamagedData, FdReader
 
 VERSION = 1
 SUPPORTED_VERSIONS = (1,)
@@ -358,7 +358,8 @@ class ZstSeekReader(FdReader):
         return self._frames
 
     def read(self, offset: int, length: int) -> bytes:
-        """Image bytes [offset, offset + length), cut short at the end of the image."""
+        """Image bytes [offset, offset + length), cut short at the end of the image; a frame
+        that fails its checks or its read raises DamagedData."""
         if offset < 0 or length < 0:
             raise UsageError(f"cannot read {length} bytes at offset {offset}")
         end = min(offset + length, self.size)
@@ -370,7 +371,10 @@ class ZstSeekReader(FdReader):
             while offset < end:
                 frame = self._frames[index]
                 stop = min(end, frame.offset + frame.length)
-                data = self._cached(index)
+                try:
+                    data = self._cached(index)
+                except FormatError as error:  # a damaged frame, or the file failed to read
+                    raise DamagedData(frame.offset, frame.length, str(error)) from error
                 parts.append(memoryview(data)[offset - frame.offset:stop - frame.offset])
                 offset = stop
                 index += 1
@@ -418,7 +422,7 @@ class ZstSeekReader(FdReader):
             stop = min(end, frame.offset + frame.length)
             try:
                 parts.append(self.read(offset, stop - offset))
-            except FormatError:
+            except DamagedData:
                 parts.append(_zeros(stop - offset))
                 damaged.append((offset, stop - offset))
             offset = stop

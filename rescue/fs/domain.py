@@ -18,7 +18,7 @@ from rescue.fs.partitions import (
     SliceReader,
     read_partition_table,
 )
-from rescue.fs.signatures import SIGNATURES, identify
+from rescue.fs.signatures import SIGNATURES
 from rescue.fs.used import Extent, FileSystem, UsedMap, normalize
 from rescue.fs.used.exfat import ExfatFS
 from rescue.fs.used.ext import ExtFS, has_backup_superblock
@@ -45,13 +45,23 @@ def _probe(reader: Reader, offset: int, length: int) -> bytes:
         return b""
 
 
-def detect(reader: Reader) -> str | None:
-    """The file-system type by its signature: ours first, then those partclone knows."""
+def signatures_found(reader: Reader) -> list[str]:
+    """Every file-system type whose signature the volume shows, ours and those partclone
+    knows, in the table's order; ext by a backup superblock when its primary one is lost."""
     read = functools.cache(functools.partial(_probe, reader))
-    kind = identify(read, NATIVE.keys()) or identify(read, PARTCLONE)
-    if kind is None and has_backup_superblock(reader):  # ext with its primary superblock lost
-        return "ext"
-    return kind
+    found = [signature.name for signature in SIGNATURES
+             if (signature.name in NATIVE or signature.name in PARTCLONE) and signature.found(read)]
+    if not found and has_backup_superblock(reader):
+        return ["ext"]
+    return found
+
+
+def detect(reader: Reader) -> str | None:
+    """The file-system type by its signature; None when there is none, or several: a new file
+    system may leave an old one's magic in place (mkfs.ntfs over ext4 keeps it at 0x438), and
+    trusting the wrong one would skip the data of the right one."""
+    found = signatures_found(reader)
+    return found[0] if len(found) == 1 else None
 
 
 def open_fs(reader: Reader) -> FileSystem:
@@ -67,7 +77,12 @@ def used_map(reader: Reader, path: str | None = None, offset: int = 0) -> UsedMa
     partclone). Never raises for bad input: it falls back to the whole area with a warning."""
     size = reader.size
     whole = ((0, size),)
-    kind = detect(reader)
+    found = signatures_found(reader)
+    if len(found) > 1:
+        return UsedMap(None, size, whole, whole, "whole",
+                       (f"signatures of {' and '.join(found)} found together: none is "
+                        "trusted; imaging the whole area",))
+    kind = found[0] if found else None
     if kind in NATIVE:
         try:
             fs = NATIVE[kind](reader)
@@ -114,10 +129,6 @@ class DiskPlan:
     @property
     def used_bytes(self) -> int:
         return self.used.totals()[FINISHED]
-
-    @property
-    def metadata_bytes(self) -> int:
-        return self.metadata.totals()[FINISHED]
 
 
 def _range_map(size: int, extents: Iterator[Extent] | list[Extent]) -> RangeMap:

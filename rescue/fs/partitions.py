@@ -35,10 +35,10 @@ GPT_HEADER = struct.Struct("<8sIIII QQQQ 16s QIII")
 GPT_ENTRY = struct.Struct("<16s16sQQQ72s")
 GPT_LEGACY_BOOTABLE = 1 << 2
 MAX_GPT_ENTRIES_BYTES = 1 << 20  # 128 entries of 128 bytes is the norm; refuse absurd arrays
-# What reading a damaged or failing disk raises: a failed read, an image reader's damaged
-# cluster, an image file's own I/O error. Anything else (MemoryError, a bug, a source that
-# left the system) must not pass for a bad sector.
-READ_ERRORS = (Unreadable, FormatError, OSError)
+# What reading a damaged or failing disk raises: a failed read of a disk, or of an image (its
+# damaged cluster or its file's I/O error, both Unreadable). Anything else (MemoryError, a
+# bug, a source that left the system) must not pass for a bad sector.
+READ_ERRORS = (Unreadable,)
 
 
 @dataclass(frozen=True)
@@ -130,7 +130,10 @@ def _looks_like_boot_sector(sector: bytes) -> bool:
     return any(signature.found(read) for signature in SIGNATURES if signature.boot_sector)
 
 
-def _mbr_entries(sector: bytes) -> list[tuple[int, int, int, int]] | None:
+MbrEntry = tuple[int, int, int, int]  # status, type, first LBA, sectors
+
+
+def _mbr_entries(sector: bytes) -> list[MbrEntry] | None:
     """(status, type, first LBA, sectors) of the four slots, or None if not a valid MBR."""
     if sector[510:512] != MBR_SIGNATURE:
         return None
@@ -141,7 +144,22 @@ def _mbr_entries(sector: bytes) -> list[tuple[int, int, int, int]] | None:
     return entries
 
 
-def _parse_dos(p: _Parse, entries: list[tuple[int, int, int, int]]) -> list[PartitionEntry]:
+def _table_entries(sector: bytes) -> tuple[str, list[MbrEntry]] | None:
+    """The kind of table a disk's first sector starts, with its four slots; None when it is a
+    file system's boot sector or no table."""
+    if _looks_like_boot_sector(sector) or (entries := _mbr_entries(sector)) is None:
+        return None
+    return ("gpt" if any(ptype == GPT_PROTECTIVE for _, ptype, _, _ in entries) else "dos",
+            entries)
+
+
+def table_kind(sector: bytes) -> str | None:
+    """"gpt", "dos" or None, judged from a disk's first sector as `read_partition_table` does."""
+    found = _table_entries(sector)
+    return found[0] if found else None
+
+
+def _parse_dos(p: _Parse, entries: list[MbrEntry]) -> list[PartitionEntry]:
     result: list[PartitionEntry] = []
     for slot, (status, ptype, lba, count) in enumerate(entries, start=1):
         if ptype == 0 or count == 0:
@@ -257,10 +275,11 @@ def read_partition_table(reader: Reader, sector_size: int = 512) -> PartitionTab
     """The partition table of a disk or image; kind None when the disk holds none."""
     p = _Parse(reader, sector_size)
     mbr = p.read(0, 512)
-    if mbr is None or _looks_like_boot_sector(mbr) or (entries := _mbr_entries(mbr)) is None:
+    if mbr is None or (found := _table_entries(mbr)) is None:
         return PartitionTable(None, sector_size, p.disk_size, (), None, tuple(p.warnings))
+    kind, entries = found
     p.areas.append((0, sector_size))
-    if any(ptype == GPT_PROTECTIVE for _, ptype, _, _ in entries):
+    if kind == "gpt":
         # A 4 KiB-sector disk read through a 512-byte assumption keeps its header at 4096.
         for size in dict.fromkeys((sector_size, 4096 if sector_size == 512 else 512)):
             probe = p.read(size, 8)

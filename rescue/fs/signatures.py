@@ -7,7 +7,7 @@ a volume by this table, so they cannot disagree about what it holds.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Container
+from collections.abc import Callable
 from dataclasses import dataclass
 
 # Bytes at an offset of the volume; fewer (or none) where they cannot be read.
@@ -75,10 +75,3 @@ def in_bytes(data: bytes) -> Read:
     """Read from bytes already in hand (a volume's first sectors)."""
     return lambda offset, length: data[offset:offset + length]
 
-
-def identify(read: Read, names: Container[str] | None = None) -> str | None:
-    """The name of the first signature found, in trust order; among `names` only, if given."""
-    for signature in SIGNATURES:
-        if (names is None or signature.name in names) and signature.found(read):
-            return signature.name
-    return None

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from rescue.devices.probe import probe, probe_path
+from rescue.fs.partitions import read_partition_table
 from rescue.io.reader import Reader
 from tests.fixtures.fuzz import BytesDisk
 
@@ -86,3 +87,19 @@ def test_damaged_and_truncated_input_is_not_a_signature() -> None:
     ext = bytearray(2048)
     ext[1024 + 56:1024 + 58] = (0xEF53).to_bytes(2, "little")
     assert probe(reader(bytes(ext))).filesystem.fstype == "ext2"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("what", ["boot code", "no protective entry", "protective"])
+def test_table_kind_agrees_with_the_partition_table_reader(what: str) -> None:
+    """A GPT header alone does not make a table: blkid and the table reader both want the
+    protective MBR, and boot code (a status byte neither 0x00 nor 0x80) is no table at all."""
+    disk = bytearray(8192)
+    disk[510:512] = b"\x55\xaa"
+    disk[512:520] = b"EFI PART"
+    if what == "boot code":
+        disk[446] = 0x33
+    elif what == "protective":
+        disk[446 + 4] = 0xEE
+    kind = read_partition_table(BytesDisk(bytes(disk))).kind
+    assert kind == {"boot code": None, "no protective entry": "dos", "protective": "gpt"}[what]
+    assert probe(BytesDisk(bytes(disk))).table == kind

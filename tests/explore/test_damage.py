@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
 
-from rescue.errors import FormatError
 from rescue.explore.damage import Run, lost_ranges
 from rescue.explore.extract import extract
 from rescue.explore.filesystem import FileSystem
 from rescue.explore.volumes import read_layout
+from rescue.formats.base import DamagedData
+from rescue.formats.qcow2 import Qcow2Reader
 from rescue.rangemap import RangeMap
 from tests.fixtures.cli import rescue, run
 from tests.fixtures.faultdisk import faulty_device
@@ -75,7 +77,7 @@ def test_lost_ranges_maps_image_damage_back_to_file_offsets() -> None:
 
 class FailingReader:
     """An image reader with one damaged block, as a corrupt compressed cluster is: every
-    read that touches it raises FormatError."""
+    read that touches it raises DamagedData."""
 
     def __init__(self, path: Path, damaged: int) -> None:
         self.data = path.read_bytes()
@@ -84,7 +86,7 @@ class FailingReader:
 
     def read(self, offset: int, length: int) -> bytes:
         if offset < self.damaged + BLOCK and offset + length > self.damaged:
-            raise FormatError(f"damaged compressed cluster at {offset}")
+            raise DamagedData(offset, length, f"damaged compressed cluster at {offset}")
         return self.data[offset:offset + length]
 
 
@@ -105,3 +107,19 @@ def test_an_image_that_fails_to_read_skips_the_file_and_says_so(tmp_path: Path) 
     assert "cannot read /big.bin" in report.missing[0][1]
     assert not (tmp_path / "out" / "big.bin").exists()
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["lost+found"]
+
+
+def test_a_damaged_cluster_where_the_file_system_starts_lists_the_volume_as_unknown(
+        gpt_ext4_qcow2: Path, tmp_path: Path) -> None:
+    image = tmp_path / "damaged.qcow2"
+    shutil.copyfile(gpt_ext4_qcow2, image)
+    with Qcow2Reader(str(image)) as reader:
+        start = read_layout(reader).volumes[0].start
+        cluster = reader.cluster_size
+        host, length = reader._geometry.compressed_range(reader._entry((start + 1024) // cluster))
+    with open(image, "r+b") as file:  # the cluster holding the ext superblock
+        file.seek(host + length // 2)
+        file.write(b"\xff\x00\xff\x00")
+    listing = rescue("ls", image)
+    assert listing.returncode != 2, listing.stderr
+    assert listing.stdout.split()[:1] == ["1"] and "unknown" in listing.stdout

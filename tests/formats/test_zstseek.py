@@ -14,6 +14,7 @@ import pytest
 import zstandard
 
 from rescue.errors import FormatError, UsageError
+from rescue.formats.base import DamagedData
 from rescue.formats.integrity import verify_image
 from rescue.formats.zstseek import (
     CHECKSUM_FLAG,
@@ -260,7 +261,7 @@ def test_verify_names_the_damaged_range(image: Path, data: bytes, tmp_path: Path
                         b"\xff\x00\xaa")
     with ZstSeekReader(str(copy)) as reader:
         assert verify_image(reader.path, reader).damaged == [(victim.offset, victim.length)]
-        with pytest.raises(FormatError, match=f"image bytes {victim.offset}-"):
+        with pytest.raises(DamagedData, match=f"image bytes {victim.offset}-"):
             reader.read(victim.offset + 10, 1)
         assert reader.read(0, victim.offset) == data[:victim.offset]
 
@@ -274,7 +275,7 @@ def test_wrong_table_checksum_is_damage(image: Path, tmp_path: Path) -> None:
     copy = damaged_copy(image, tmp_path, checksum_field, b"\x00\x00\x00\x00")
     with ZstSeekReader(str(copy)) as reader:
         assert verify_image(reader.path, reader).damaged == [(victim.offset, victim.length)]
-        with pytest.raises(FormatError, match="checksum"):
+        with pytest.raises(DamagedData, match="checksum"):
             reader.read(victim.offset, 1)
 
 

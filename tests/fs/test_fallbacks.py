@@ -104,3 +104,18 @@ def test_cli_warns_and_images_whole(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "warning: disk: unknown file system; imaging the whole area" in result.stderr
     assert out.read_bytes() == image.read_bytes()
+
+
+
+def test_ntfs_made_over_ext4_with_the_old_superblock_left_is_imaged_whole(tmp_path: Path
+                                                                         ) -> None:
+    image = mkfs(tmp_path, "both.img", "mkfs.ext4", "-q", "-b", "4096")
+    ext_head = image.read_bytes()[1024:8192]  # ext's superblock and group descriptors
+    run("mkfs.ntfs", "-q", "-F", "-Q", str(image))
+    with open(image, "r+b") as f:  # as a formatter that writes only the boot sector leaves it
+        f.seek(1024)
+        f.write(ext_head)
+    head = image.read_bytes()[:0x43A]
+    assert head[3:11] == b"NTFS    " and head[0x438:0x43A] == b"\x53\xef"
+    warning = whole(image)[0]
+    assert "ext and ntfs" in warning and "imaging the whole area" in warning

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from rescue.errors import FormatError
+from rescue.formats.base import DamagedData
 from rescue.fs.partitions import DiskReader, SliceReader, read_partition_table
 from rescue.io.reader import Unreadable
 
@@ -157,8 +158,9 @@ class _FailingDisk:
         raise self.error
 
 
-@pytest.mark.parametrize("error", [OSError(5, "Input/output error"),
-                                   Unreadable(512, 512, "bad"), FormatError("damaged cluster")])
+@pytest.mark.parametrize("error", [
+    DamagedData(512, 512, "cannot read image at 0x200: Input/output error"),
+    Unreadable(512, 512, "bad"), DamagedData(512, 512, "damaged cluster")])
 def test_an_unreadable_table_is_a_warning(error: Exception) -> None:
     """What a bad sector or a damaged image cluster raises becomes a warning."""
     table = read_partition_table(_FailingDisk(_protective_mbr(), error))

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from rescue.errors import FormatError
+from rescue.fs.signatures import BY_NAME, MBR_SIGNATURE, in_bytes
 from rescue.fs.used import (
     Extent,
     FileRecord,
@@ -48,7 +49,7 @@ class ExfatFS:
     def __init__(self, reader: Reader) -> None:
         self.reader = reader
         boot = checked_read(reader, 0, 512, "exFAT boot sector")
-        if boot[3:11] != b"EXFAT   " or boot[510:512] != b"\x55\xaa":
+        if not BY_NAME["exfat"].found(in_bytes(boot)) or boot[510:512] != MBR_SIGNATURE:
             raise FormatError("no valid exFAT boot sector")
         (volume_sectors, fat_offset, fat_sectors, heap_offset, clusters, root,
          ) = struct.unpack_from("<QIIIII", boot, 72)

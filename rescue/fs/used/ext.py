@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from rescue.errors import FormatError
-from rescue.fs.signatures import SIGNATURES, in_bytes
+from rescue.fs.signatures import BY_NAME, SIGNATURES, in_bytes
 from rescue.fs.used import (
     Extent,
     FileRecord,
@@ -34,7 +34,9 @@ from rescue.io.reader import Reader
 
 SUPERBLOCK_OFFSET = 1024
 SUPERBLOCK_SIZE = 1024
-MAGIC = 0xEF53
+# Where the table puts ext's magic in the volume, which is where it lies in every superblock
+# copy relative to the copy's start plus SUPERBLOCK_OFFSET.
+_MAGIC_AT, _MAGIC = BY_NAME["ext"].marks[0]
 SB_GROUP_NR = 0x5A  # u16: the group a superblock copy was written to
 SB_UUID = slice(0x68, 0x78)
 SB_CHECKSUM = 0x3FC  # crc32c of the bytes before it, with metadata_csum
@@ -54,7 +56,6 @@ INODE_FLAG_EXTENTS = 0x80000
 INODE_FLAG_INLINE_DATA = 0x10000000
 EXTENT_MAGIC = 0xF30A
 ROOT_INODE = 2
-JOURNAL_INODE = 8
 MAX_EXTENT_DEPTH = 5
 INODE_BASE_SIZE = 128  # the fields every inode has; i_extra_isize and in-inode xattrs follow
 I_BLOCK = slice(40, 100)
@@ -191,11 +192,17 @@ def backup_superblocks(reader: Reader) -> Iterator[tuple[int, int, bytes]]:
         for group in sorted(groups):
             block = first + group * per_group
             data = _try_read(reader, block * block_size, SUPERBLOCK_SIZE)
-            if data is not None and _u16(data, 0x38) == MAGIC \
+            if data is not None and _has_magic(data) \
                     and _u32(data, 0x18) == block_size.bit_length() - 11 \
                     and _u32(data, 0x20) == per_group and _u32(data, 0x14) == first \
                     and _u16(data, SB_GROUP_NR) == group & 0xFFFF and _checksum_ok(data):
                 yield group, block, data
+
+
+def _has_magic(superblock: bytes) -> bool:
+    """Whether a superblock (the primary or a backup, read from its own start) has ext's magic."""
+    at = _MAGIC_AT - SUPERBLOCK_OFFSET
+    return superblock[at:at + len(_MAGIC)] == _MAGIC
 
 
 def has_backup_superblock(reader: Reader) -> bool:
@@ -216,7 +223,7 @@ class ExtFS:
             self._recover("superblock", exc, None)
             return
         # a primary that still has its magic names the file system its copies must belong to
-        uuid = primary[SB_UUID] if _u16(primary, 0x38) == MAGIC else None
+        uuid = primary[SB_UUID] if _has_magic(primary) else None
         if uuid is not None and _u32(primary, 0x60) & INCOMPAT_JOURNAL_DEV:
             raise FormatError("ext external journal device, not a file system")
         try:
@@ -231,7 +238,7 @@ class ExtFS:
 
     def _use_superblock(self, sb: bytes) -> None:
         """Take the geometry from `sb`, or raise FormatError if it is impossible."""
-        if _u16(sb, 0x38) != MAGIC:
+        if not _has_magic(sb):
             raise FormatError("no ext2/3/4 superblock magic")
         u32 = lambda off: _u32(sb, off)  # noqa: E731
         u16 = lambda off: _u16(sb, off)  # noqa: E731

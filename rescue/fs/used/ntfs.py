@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from rescue.errors import FormatError
+from rescue.fs.signatures import BY_NAME, in_bytes
 from rescue.fs.used import (
     Extent,
     FileRecord,
@@ -179,7 +180,7 @@ class NtfsFS:
     def __init__(self, reader: Reader) -> None:
         self.reader = reader
         boot = checked_read(reader, 0, 512, "NTFS boot sector")
-        if boot[3:11] != b"NTFS    ":
+        if not BY_NAME["ntfs"].found(in_bytes(boot)):
             raise FormatError("no NTFS boot sector")
         sector, per_cluster = struct.unpack_from("<HB", boot, 11)
         sectors, mft_lcn, mirror_lcn = struct.unpack_from("<QQQ", boot, 40)
