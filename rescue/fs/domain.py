@@ -58,8 +58,9 @@ def signatures_found(reader: Reader) -> list[str]:
 
 def detect(reader: Reader) -> str | None:
     """The file-system type by its signature; None when there is none, or several: a new file
-    system may leave an old one's magic in place (mkfs.ntfs over ext4 keeps it at 0x438), and
-    trusting the wrong one would skip the data of the right one."""
+    system may leave an old one's magic in place (a formatter that writes only its boot sector
+    keeps an old ext superblock at 0x438), and trusting the wrong one would skip the data of
+    the right one."""
     found = signatures_found(reader)
     return found[0] if len(found) == 1 else None
 
