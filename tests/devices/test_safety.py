@@ -167,5 +167,5 @@ def test_free_space_shortfall_is_a_warning_not_a_refusal(tmp_path: Path) -> None
 @pytest.mark.slow
 @pytest.mark.root
 def test_read_only_mount_and_unwritable_file(gpt_disk: LoopDisk, tmp_path: Path) -> None:
-    with mounted(gpt_disk.partition(1), tmp_path / "ro", "-o", "ro") as mountpoint:
+    with mounted(gpt_disk.partition(1), tmp_path / "ro", ("mount", "-o", "ro")) as mountpoint:
         assert codes(check_write_target(str(mountpoint / "new.img"))) == {"read-only"}

@@ -121,6 +121,9 @@ READERS = {
     "info": [], "verify": [], "ls": [], "extract": ["/", "{tmp}/out"], "mount": ["{tmp}/mnt"],
     "report": ["--map", "{tmp}/any.map"], "convert": ["{tmp}/out.qcow2"],
 }
+# What each command prints once it has read the raw FAT disk (mount: see test_mount).
+READ_AS_RAW = {"info": "(raw)", "verify": "no checksums", "ls": "vfat", "extract": "1 files",
+               "report": "no file is affected", "convert": "out.qcow2: qcow2"}
 
 
 @pytest.mark.parametrize("command", list(READERS))
@@ -148,6 +151,7 @@ def test_every_command_reads_through_the_one_detector(
     option = "--source-format" if command == "convert" else "--format"
     done = rescue(command, str(unnamed), *extra, option, "raw")
     assert done.returncode == 0, done.stderr
+    assert READ_AS_RAW[command] in done.stdout, done.stdout
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import pytest
 
 from rescue.errors import ExitCode
 from tests.fixtures.cli import rescue, run
-from tests.fixtures.loop import loop_device
+from tests.fixtures.disks import partitioned_disk
 
 MIB = 1 << 20
 
@@ -23,13 +23,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.root]
 @pytest.fixture
 def disk(tmp_path: Path) -> Iterator[str]:
     """A loop disk with one ext4 partition filling it."""
-    backing = tmp_path / "disk.bin"
-    with open(backing, "wb") as f:
-        f.truncate(24 * MIB)
-    run("sfdisk", "-q", str(backing), stdin="label: dos\n,,83\n")
-    with loop_device(str(backing), partitions=True) as device:
-        run("mkfs.ext4", "-q", f"{device}p1")
-        yield device
+    with partitioned_disk(tmp_path / "disk.bin", "label: dos\n,,83\n",
+                          {1: (["mkfs.ext4", "-q", "{dev}"], "")}, size=24 * MIB) as loop:
+        yield loop.device
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from tests.fixtures.restore import (
     cmp,
     digest,
     imaged_disk,
-    mounted,
+    mounted_here,
     partitions,
     run,
     target,
@@ -171,7 +171,7 @@ def test_mounted_target_is_refused_and_untouched(sources: dict[str, Path], tmp_p
                                                 targets: ExitStack) -> None:
     device = target(targets, tmp_path, "t", DISK)
     run("mkfs.ext4", "-q", "-E", "lazy_itable_init=0,lazy_journal_init=0", device)
-    with mounted(device) as mountpoint:
+    with mounted_here(device) as mountpoint:
         (mountpoint / "precious.txt").write_text("still here\n")
         run("sync")
         before = digest(tmp_path / "t.target")  # the backing file: no stale device cache

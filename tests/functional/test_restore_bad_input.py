@@ -140,6 +140,7 @@ def test_pause_and_cancel_leave_a_resumable_map(source: dict[str, Path], tmp_pat
     while job.progress().targets[0].phase != "writing" and time.monotonic() < deadline:
         time.sleep(0.01)
     progress = job.progress()
+    assert progress.targets[0].phase == "writing"  # the target is open: its map is kept
     assert progress.paused and progress.phase == "restoring"
     control.cancel()
     worker.join(30)

@@ -170,6 +170,7 @@ def test_target_lost_while_verifying_is_reported_as_a_read_back_failure(
     writes_before = len(lost.writes())
     again = rescue(*args)
     assert again.returncode == 0, again.stderr
+    assert again.stdout.splitlines()[-1] == f"{lost.device}: {RESTORED_32}"  # read back whole
     assert not lost.writes()[writes_before:], "a finished target is not written again"
     same_as_image(image, lost.device)
 

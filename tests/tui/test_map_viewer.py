@@ -96,13 +96,11 @@ def test_the_viewer_follows_a_changing_file(tmp_path: Path,
         save_as(SAMPLES["rescue-finished"], path)  # the same rescue, run to its end
         await wait_until(pilot, lambda: widget.snapshot.totals[FINISHED] == 8_275_456)
         assert widget.snapshot.totals[BAD] == 113_152
-        await pilot.pause(0.1)
-        assert "bad 110 KiB" in screen_lines(pilot.app)[1]
+        await wait_until(pilot, lambda: "bad 110 KiB" in screen_lines(pilot.app)[1])
 
         path.write_text("this is not a mapfile\n")
         await wait_until(pilot, lambda: bool(screen.problem))
-        await pilot.pause(0.1)
-        assert "cannot reload:" in screen_lines(pilot.app)[3]
+        await wait_until(pilot, lambda: "cannot reload:" in screen_lines(pilot.app)[3])
         assert widget.snapshot.totals[FINISHED] == 8_275_456  # the last good map stays
 
     drive(app, scenario)
