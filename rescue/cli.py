@@ -6,9 +6,11 @@ Every RescueError becomes one line on stderr and its exit code; a traceback is a
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import os
 import sys
+from typing import NoReturn
 
 from rescue import __version__
 from rescue.errors import ExitCode, RescueError
@@ -23,7 +25,27 @@ EPILOG = """exit codes:
   6  stopped by --timeout (resumable)    130 interrupted (map saved, resumable)"""
 
 
-class _CommandParser(argparse.ArgumentParser):
+class _Parser(argparse.ArgumentParser):
+    """A parser whose every error is one `rescue:` line saying where to look, exit 2: argparse's
+    usage block buries the one line that names the problem."""
+
+    def error(self, message: str) -> NoReturn:
+        command = self.prog.removeprefix("rescue").strip()
+        where = f"{command}: " if command else ""
+        self.exit(int(ExitCode.USAGE),
+                  f"rescue: {where}{message}{self.hint(message)} (see {self.prog} --help)\n")
+
+    def hint(self, message: str) -> str:
+        """The closest command or option to an unknown one, as `; did you mean ...?`."""
+        if message.startswith("unrecognized arguments: "):
+            known = [option for action in self._actions for option in action.option_strings]
+            unknown = message.removeprefix("unrecognized arguments: ").split()[0]
+            close = difflib.get_close_matches(unknown.split("=")[0], known, n=1)
+            return f"; did you mean {close[0]}?" if close else ""
+        return ""
+
+
+class _CommandParser(_Parser):
     """A command's parser that takes options anywhere among its positionals: plain argparse
     stops filling optional positionals at the first option (`rescue ls IMG -R /` failed)."""
 
@@ -40,7 +62,7 @@ class _CommandParser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="rescue", description="Image failing disks, map bad sectors, restore and explore.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"rescue {__version__}")
@@ -51,15 +73,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """The parsed command line; an unknown command, or an option its command does not take, is
+    reported by the parser that can say what was meant."""
+    args = sys.argv[1:] if argv is None else argv
+    subparsers = next(action for action in parser._actions
+                      if isinstance(action, argparse._SubParsersAction))
+    first = next((arg for arg in args if not arg.startswith("-")), None)
+    if first is not None and first not in subparsers.choices and args[0] == first:
+        close = difflib.get_close_matches(first, list(subparsers.choices), n=1)
+        guess = f"; did you mean '{close[0]}'?" if close else ""
+        parser.exit(int(ExitCode.USAGE), f"rescue: unknown command '{first}'{guess} "
+                                         "(see rescue --help)\n")
+    namespace, extras = parser.parse_known_args(args)
+    if extras:
+        command = subparsers.choices.get(namespace.command, parser)
+        command.error(f"unrecognized arguments: {' '.join(extras)}")
+    return namespace
+
+
 def main(argv: list[str] | None = None) -> int:
     if (sys.argv[1:] if argv is None else argv) == ["--version"]:
         print(f"rescue {__version__}")  # as the parser would, without building it
         return int(ExitCode.OK)
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args = _parse(parser, argv)
         if args.command is None:  # a bare `rescue` opens the full-screen app, as `rescue tui`
-            args = parser.parse_args(["tui"])
+            args = _parse(parser, ["tui"])
         return int(args.run(args))
     except RescueError as exc:
         print(f"rescue: {exc}", file=sys.stderr)

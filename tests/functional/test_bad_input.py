@@ -183,12 +183,9 @@ def test_full_destination_is_one_line_and_exit_3(
 # ---- option values -----------------------------------------------------------------------------
 
 def assert_usage_error(result: subprocess.CompletedProcess[str], option: str) -> None:
-    """What argparse says of a value it cannot read: usage, one error line naming the option,
+    """What argparse says of a value it cannot read: one `rescue:` line naming the option,
     exit 2, as for every option value of every command; never a traceback."""
-    assert result.returncode == ExitCode.USAGE, result.stderr
-    assert "Traceback" not in result.stderr + result.stdout
-    last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("rescue ") and f"error: argument {option}" in last, result.stderr
+    assert_clean_failure(result, ExitCode.USAGE, rf"argument {option}\b")
 
 
 UNREADABLE_VALUES = [
@@ -207,6 +204,25 @@ def test_an_unreadable_option_value_is_a_usage_error(tmp_path: Path, command: st
     operands = {"image": ["/dev/null", "x.img"], "convert": ["s.img", "o.qcow2"],
                 "restore": ["s.img", "/dev/null"]}[command]
     assert_usage_error(rescue(command, *operands, f"{option}={value}", cwd=tmp_path), option)
+    assert list(tmp_path.iterdir()) == []
+
+
+MISTYPED = [
+    (["imgae", "x", "y"], r"unknown command 'imgae'.*did you mean 'image'"),
+    (["--bogus"], r"unrecognized arguments: --bogus.*rescue --help"),
+    (["image", "/dev/null", "x.img", "--retires", "2"],
+     r"unrecognized arguments: --retires.*did you mean --retries.*rescue image --help"),
+    (["image", "/dev/null"], r"required: dest.*rescue image --help"),
+    (["info"], r"required: image.*rescue info --help"),
+]
+
+
+@pytest.mark.parametrize(("args", "pattern"), MISTYPED)
+def test_a_mistyped_command_line_is_one_line_with_a_hint(tmp_path: Path, args: list[str],
+                                                          pattern: str) -> None:
+    """A mistyped command or option is one `rescue:` line naming it and saying where to look,
+    exit 2: not argparse's usage block."""
+    assert_clean_failure(rescue(*args, cwd=tmp_path), ExitCode.USAGE, pattern)
     assert list(tmp_path.iterdir()) == []
 
 
