@@ -44,7 +44,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "an entry that could not be written.")
     add_image_argument(ext)
     ext.add_argument("target", help=TARGET_HELP)
-    ext.add_argument("dest")
+    ext.add_argument("dest", help="directory to copy into (created if missing)")
     ext.add_argument("--report", metavar="FILE", help="also write the report as JSON to FILE")
     ext.add_argument("--json", action="store_true", help="print the report as JSON")
     ext.set_defaults(run=run_extract)
@@ -55,14 +55,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "file system is mounted read-only at DIR/pN (DIR/fs without a partition table). Every "
         "mount is ro,nosuid,nodev,noexec: nothing in the image runs or reaches a device.")
     add_image_argument(mnt)
-    mnt.add_argument("dir")
+    mnt.add_argument("dir", help="an existing empty directory to show the disk and partitions in")
     mnt.add_argument("--raw-only", action="store_true", help="do not mount the partitions")
     mnt.add_argument("--allow-other", action="store_true",
                      help="let other users in too (by default only you and root)")
     mnt.set_defaults(run=run_mount)
 
     umnt = subparsers.add_parser("umount", help="undo `rescue mount DIR`")
-    umnt.add_argument("dir")
+    umnt.add_argument("dir", help="the directory given to `rescue mount`")
     umnt.set_defaults(run=run_umount)
 
 

@@ -14,12 +14,13 @@ from rescue.units import human_size
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     info = subparsers.add_parser("info", help="show an image's format, sizes and manifest")
     add_image_argument(info)
-    info.add_argument("--json", action="store_true")
+    info.add_argument("--json", action="store_true", help="print the description as JSON")
     info.set_defaults(run=run_info)
     check = subparsers.add_parser(
         "verify", help="check an image's checksums; report damaged ranges (exit 1 if any)")
     add_image_argument(check)
-    check.add_argument("--json", action="store_true")
+    check.add_argument("--json", action="store_true",
+                       help="print the verdict and damaged ranges as JSON")
     check.set_defaults(run=run_verify)
 
 

@@ -18,7 +18,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_image_argument(parser)
     parser.add_argument("--map", "-m", dest="map_path", metavar="MAPFILE",
                         help="the rescue's mapfile (default IMAGE.map)")
-    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--json", action="store_true",
+                        help="print the sector states and affected files as JSON")
     parser.set_defaults(run=run)
 
 
