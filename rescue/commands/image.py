@@ -118,6 +118,7 @@ def run_job(job: ImageJob, json_lines: bool) -> int:
     code = outcome.exit_code
     if json_lines:
         print(json.dumps({"type": "summary", "outcome": outcome.value, "exit_code": int(code),
+                          "image": job.request.dest, "format": job.format,
                           "mapfile": job.request.mapfile_path, **progress.as_dict()}))
     else:
         print(f"{outcome.value}: {human_size(progress.rescued)} rescued, "

@@ -144,7 +144,9 @@ def healthy_source(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, byte
 def image_healthy(source: Path, dest: Path) -> None:
     done = rescue("image", str(source), str(dest), "--json")
     assert done.returncode == 0, done.stderr
-    assert summary(done)["rescued"] == HEALTHY_SIZE
+    final = summary(done)
+    assert final["rescued"] == HEALTHY_SIZE
+    assert (final["image"], final["format"]) == (str(dest), "qcow2")
 
 
 @pytest.mark.parametrize("via", [
