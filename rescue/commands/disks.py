@@ -13,7 +13,7 @@ from rescue.units import human_size
 if TYPE_CHECKING:
     from rescue.devices.discover import Disk
 
-# (heading, width) of each column; the last one takes what is left of 80 columns.
+# (heading, width) of each column on a terminal; the last one takes what is left of 80 columns.
 COLUMNS = (("DEVICE", 14), ("SIZE", 10), ("TYPE", 7), ("FS", 11), ("LABEL", 12), ("NOTES", 21))
 
 
@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
         json.dump({"disks": [as_dict(disk) for disk in disks]}, sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
-        sys.stdout.write(render_table(disks))
+        sys.stdout.write(render_table(disks, fit=sys.stdout.isatty()))
     return ExitCode.OK
 
 
@@ -44,25 +44,31 @@ def _fit(text: str, width: int) -> str:
     return text if len(text) <= width else text[:width - 1] + "…"
 
 
-def _row(cells: tuple[str, ...]) -> str:
-    parts = [_fit(cell, width).ljust(width)
-             for cell, (_, width) in zip(cells, COLUMNS, strict=True)]
-    return " ".join(parts).rstrip() + "\n"
+def _lines(rows: list[tuple[str, ...]], fit: bool) -> list[str]:
+    """Rows in aligned columns: cut to 80 columns when `fit`, else each column as wide as its
+    longest cell, so nothing read through a pipe is lost."""
+    widths = [width if fit else max(width, *(len(row[i]) for row in rows))
+              for i, (_, width) in enumerate(COLUMNS)]
+    return [" ".join((_fit(cell, width) if fit else cell).ljust(width)
+                     for cell, width in zip(row, widths, strict=True)).rstrip() + "\n"
+            for row in rows]
 
 
-def render_table(disks: list[Disk]) -> str:
-    """A table that fits 80 columns; partitions are indented under their disk."""
+def render_table(disks: list[Disk], fit: bool) -> str:
+    """A table that fits 80 columns when `fit` (a terminal), whole otherwise; partitions are
+    indented under their disk."""
     from rescue.devices.describe import notes
 
-    lines = [_row(tuple(heading for heading, _ in COLUMNS))]
+    rows = [tuple(heading for heading, _ in COLUMNS)]
     for disk in disks:
         kind = disk.table_type or disk.fstype or ""
-        lines.append(_row((disk.path, human_size(disk.size), disk.transport or "-", kind,
-                           disk.label or "", notes(disk))))
+        rows.append((disk.path, human_size(disk.size), disk.transport or "-", kind,
+                     disk.label or "", notes(disk)))
         for part in disk.partitions:
-            lines.append(_row((f" └{part.path.removeprefix('/dev/')}", human_size(part.size),
-                               f"part{part.number}", part.fstype or "", part.label or "",
-                               notes(part))))
+            rows.append((f" └{part.path.removeprefix('/dev/')}", human_size(part.size),
+                         f"part{part.number}", part.fstype or "", part.label or "",
+                         notes(part)))
+    lines = _lines(rows, fit)
     if not disks:
         lines.append("no disks found\n")
     return "".join(lines)
