@@ -31,6 +31,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"image": args.image, **states, "unread": report.damaged_bytes,
                           "files": [f.as_dict() for f in report.files],
+                          "files_known": report.files_known,
                           "warnings": list(report.warnings), "exit_code": int(code)}))
         return int(code)
     print(f"{human_size(states['bad'])} bad, "
@@ -38,7 +39,11 @@ def run(args: argparse.Namespace) -> int:
           f"{human_size(states['non_tried'])} never tried")
     for warning in report.warnings:
         print(f"warning: {warning}")
-    if not report.files:
+    if not report.files_known:
+        print(f"the affected files are not known{' beyond those listed' if report.files else ''}"
+              ": the warnings above name the areas whose files could not be listed; run the same "
+              "`rescue image` again to read more of the disk, then report again")
+    elif not report.files:
         print("no file is affected")
     for f in report.files:
         where = f"p{f.partition} " if f.partition is not None else ""

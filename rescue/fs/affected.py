@@ -68,6 +68,7 @@ class DamageReport:
     damaged_bytes: int  # bytes not read, over the whole image
     files: tuple[AffectedFile, ...]
     warnings: tuple[str, ...]  # areas whose files could not be listed, and why
+    files_known: bool = True  # False: some damage lies where files could not all be listed
 
     @property
     def exit_code(self) -> ExitCode:
@@ -80,14 +81,14 @@ def _sum(damage: Damage, extents: tuple[Extent, ...]) -> int:
 
 
 def _area_files(reader: Reader, damage: Damage, number: int | None
-                ) -> tuple[list[AffectedFile], list[str]]:
+                ) -> tuple[list[AffectedFile], list[str], bool]:
+    """The files `damage` hits in one area, warnings, and whether every file was listed."""
     where = f"partition {number}" if number is not None else "disk"
     try:
         fs = open_fs(reader)
     except FormatError as exc:
         note = f"{where}: {exc}"
-        return [], [f"{note}; {damage.total} damaged bytes there not mapped to files"] \
-            if damage.total else []
+        return [], [f"{note}; {damage.total} damaged bytes there not mapped to files"], False
     found: list[AffectedFile] = []
     notes = [f"{where}: {warning}" for warning in fs.warnings]
     try:
@@ -104,8 +105,8 @@ def _area_files(reader: Reader, damage: Damage, number: int | None
                 found.append(AffectedFile(number, fs.fs_type, record.path, record.size, lost,
                                           metadata_hit))
     except FormatError as exc:
-        return found, [*notes, f"{where}: file listing stopped: {exc}"]
-    return found, notes
+        return found, [*notes, f"{where}: file listing stopped: {exc}"], False
+    return found, notes, True
 
 
 def affected_files(reader: Reader, rmap: RangeMap, sector_size: int = 512) -> DamageReport:
@@ -116,6 +117,7 @@ def affected_files(reader: Reader, rmap: RangeMap, sector_size: int = 512) -> Da
     table = read_partition_table(reader, sector_size)
     warnings = list(table.warnings)
     files: list[AffectedFile] = []
+    files_known = True
     areas: list[tuple[PartitionEntry | None, int, int]] = \
         [(p, p.start, p.size) for p in table.file_systems] if table.kind else \
         [(None, 0, reader.size)]
@@ -123,11 +125,12 @@ def affected_files(reader: Reader, rmap: RangeMap, sector_size: int = 512) -> Da
         damage = Damage(rmap, start, size)
         if not damage.total:
             continue
-        found, notes = _area_files(SliceReader(reader, start, size), damage,
-                                   part.number if part else None)
+        found, notes, listed = _area_files(SliceReader(reader, start, size), damage,
+                                           part.number if part else None)
         files += found
         warnings += notes
-    return DamageReport(whole.total, tuple(files), tuple(warnings))
+        files_known &= listed
+    return DamageReport(whole.total, tuple(files), tuple(warnings), files_known)
 
 
 def image_damage_report(image: str, map_path: str | None = None, image_format: str | None = None

@@ -15,6 +15,7 @@ from rescue.rangemap import RangeMap
 from tests.fixtures.cli import rescue, run
 from tests.fixtures.faultdisk import faulty_device
 from tests.fixtures.filesystems import MIB, build_fs, debugfs, ext_first_block
+from tests.fixtures.mapfiles import write_map
 
 pytestmark = [pytest.mark.slow, pytest.mark.root]
 SECTOR = 512
@@ -90,3 +91,16 @@ def test_clean_image_reports_nothing(tmp_path: Path) -> None:
         rmap.set(0, 1024, "?")  # the boot area: no file lives there
         assert affected_files(reader, rmap).files == ()
     assert Damage(rmap).overlap(512, 1024) == 512
+
+
+def test_damage_not_mapped_to_files_is_not_called_harmless(tmp_path: Path) -> None:
+    """Bad sectors in an area whose file system cannot be read hit files nobody can name:
+    saying no file is affected would send the user away from data they may still save."""
+    image = tmp_path / "blank.img"
+    image.write_bytes(bytes(4 * MIB))
+    write_map(tmp_path / "blank.img.map",
+              [(0, MIB, "+"), (MIB, SECTOR, "-"), (MIB + SECTOR, 3 * MIB - SECTOR, "+")])
+    shown = rescue("report", str(image))
+    assert "not mapped to files" in shown.stdout and "no file is affected" not in shown.stdout
+    assert re.search(r"affected files are not known.*rescue image", shown.stdout)
+    assert report(image)["files_known"] is False
