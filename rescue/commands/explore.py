@@ -59,6 +59,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     mnt.add_argument("--raw-only", action="store_true", help="do not mount the partitions")
     mnt.add_argument("--allow-other", action="store_true",
                      help="let other users in too (by default only you and root)")
+    mnt.add_argument("--json", action="store_true",
+                     help="print the disk and the mounted partitions as JSON")
     mnt.set_defaults(run=run_mount)
 
     umnt = subparsers.add_parser("umount", help="undo `rescue mount DIR`")
@@ -205,6 +207,13 @@ def run_mount(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     result = _mount_module().mount_image(args.image, args.dir, partitions=not args.raw_only,
                                          image_format=args.image_format,
                                          allow_other=args.allow_other)
+    if args.json:
+        print(json.dumps({"directory": result.directory, "disk": result.disk, "pid": result.pid,
+                          "partitions": [{"partition": volume.number, "fstype": volume.fstype,
+                                          "mount_dir": target, "loop": loop}
+                                         for volume, target, loop in result.mounted],
+                          "warnings": result.warnings}), file=out)
+        return ExitCode.OK
     print(f"{result.disk}: the image as a read-only raw disk (server pid {result.pid})",
           file=out)
     for volume, target, loop in result.mounted:

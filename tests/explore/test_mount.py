@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import stat
 import subprocess
@@ -57,8 +58,12 @@ def mount_dir(tmp_path: Path) -> Iterator[Path]:
 def test_mount_shows_the_ext4_partition_and_umount_cleans_up(
         gpt_ext4_qcow2: Path, mount_dir: Path, source_tree: Callable[[str], Path],
         explore_dir: Path) -> None:
-    result = rescue("mount", gpt_ext4_qcow2, mount_dir)
+    result = rescue("mount", gpt_ext4_qcow2, mount_dir, "--json")
     assert result.returncode == 0, result.stderr
+    shown = json.loads(result.stdout)
+    assert Path(shown["disk"]) == mount_dir / "disk"
+    assert [(p["partition"], p["fstype"], Path(p["mount_dir"])) for p in shown["partitions"]] \
+        == [(1, "ext4", mount_dir / "p1")]
     source = source_tree("ext4")
     partition = mount_dir / "p1"
     assert (partition / "readme.txt").read_bytes() == (source / "readme.txt").read_bytes()

@@ -23,6 +23,6 @@ def test_every_argument_has_help(name: str) -> None:
     assert undocumented == []
 
 
-@pytest.mark.parametrize("name", ["info", "verify", "ls", "extract"])
+@pytest.mark.parametrize("name", ["info", "verify", "ls", "extract", "mount"])
 def test_commands_that_print_a_result_offer_json(name: str) -> None:
     assert "--json" in commands()[name]._option_string_actions
