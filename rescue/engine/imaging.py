@@ -213,7 +213,7 @@ class ImageJob:
             self.source.close()
             self.locks.release()
             raise
-        meter = RateMeter()  # rates and elapsed time cover the whole job
+        meter = RateMeter(self.control.clock.now())  # rates and elapsed cover the whole job
         self.rescue = Rescue(self.source, self.writer, self.mapfile, self._save_map,
                              request.options, self.control, domain, meter)
         # metadata first: a rescue over the metadata, then the main one over everything; the
@@ -471,10 +471,8 @@ class ImageJob:
         if active is self.rescue:
             return dataclasses.replace(current, read_errors=errors + current.read_errors)
         totals = self.rescue.totals()
-        remaining = self.rescue.domain_size - totals[FINISHED] - totals[BAD]
-        rate = current.average_rate
         return dataclasses.replace(current, totals=totals, domain_size=self.rescue.domain_size,
-                                   eta=remaining / rate if rate > 0 else None)
+                                   eta=self.rescue.eta(totals, current.average_rate))
 
     def snapshot(self) -> MapSnapshot:
         return self._active.snapshot()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -12,23 +13,55 @@ from rescue.formats.mapfile import PHASES
 from rescue.rangemap import BAD, FINISHED, NON_SCRAPED, NON_TRIED, NON_TRIMMED
 
 
-class JobControl:
-    """Cancel and pause, shared between a job's thread and whoever presents it."""
+class JobClock:
+    """Seconds a job has run: a pause holds the clock, so that elapsed time, rates and the
+    time since a good read mean the same paused or not. Job-time 0 is the clock's start."""
 
-    def __init__(self) -> None:
+    def __init__(self, time_source: Callable[[], float] = time.monotonic) -> None:
+        self._source = time_source
+        self._lock = threading.Lock()
+        self._start = time_source()
+        self._held_since: float | None = None
+        self._held_total = 0.0
+
+    def now(self) -> float:
+        with self._lock:
+            moment = self._source() if self._held_since is None else self._held_since
+            return moment - self._start - self._held_total
+
+    def hold(self) -> None:
+        with self._lock:
+            if self._held_since is None:
+                self._held_since = self._source()
+
+    def release(self) -> None:
+        with self._lock:
+            if self._held_since is not None:
+                self._held_total += self._source() - self._held_since
+                self._held_since = None
+
+
+class JobControl:
+    """Cancel and pause, shared between a job's thread and whoever presents it; its clock
+    stands still while the job is paused."""
+
+    def __init__(self, clock: JobClock | None = None) -> None:
         self.cancelled = threading.Event()
         self._running = threading.Event()
         self._running.set()
+        self.clock = clock or JobClock()
 
     def cancel(self) -> None:
         self.cancelled.set()
         self._running.set()  # a paused job must wake up to notice
 
     def pause(self) -> None:
+        self.clock.hold()
         self._running.clear()
 
     def resume(self) -> None:
         self._running.set()
+        self.clock.release()
 
     @property
     def paused(self) -> bool:
@@ -115,15 +148,18 @@ class Progress:
 
 @dataclass
 class RateMeter:
-    """Bytes per second over the last few seconds, and since the start."""
+    """Bytes per second over the last few seconds, and since `started`; and when bytes last
+    came. Times are a job clock's."""
 
+    started: float = 0.0
     window: float = 3.0
-    started: float = field(default_factory=time.monotonic)
     total: int = 0
+    last: float | None = None  # when bytes were last added
     _samples: deque[tuple[float, int]] = field(default_factory=deque)
 
     def add(self, nbytes: int, now: float) -> None:
         self.total += nbytes
+        self.last = now
         self._samples.append((now, self.total))
         while len(self._samples) > 1 and now - self._samples[0][0] > self.window:
             self._samples.popleft()
@@ -134,6 +170,10 @@ class RateMeter:
         first_time, first_total = self._samples[0]
         span = max(now - first_time, 1e-3)
         return (self.total - first_total) / span if now - first_time <= self.window * 2 else 0.0
+
+    def since_last(self, now: float) -> float:
+        """Seconds since bytes last came, or since the start when none came yet."""
+        return now - (self.started if self.last is None else self.last)
 
     def average(self, now: float) -> float:
         return self.total / max(now - self.started, 1e-3)

@@ -28,7 +28,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from types import TracebackType
 
-from rescue.engine.jobs import RateMeter
+from rescue.engine.jobs import JobClock, RateMeter
 from rescue.errors import DestinationError, FormatError
 from rescue.formats import mapfile
 from rescue.formats.base import ImageReader, Ranges
@@ -62,8 +62,10 @@ class Target:
     """One target: its span, its map, its phase and its counters. Its map claims only what
     is durable: the writer marks ranges written after an fsync."""
 
-    def __init__(self, path: str, span: Span, map_path: str, command_line: str) -> None:
+    def __init__(self, path: str, span: Span, map_path: str, command_line: str,
+                 clock: JobClock) -> None:
         self.path, self.span, self.map_path = path, span, map_path
+        self.clock = clock  # the job's: rates hold still while it is paused
         self.command_line = command_line
         self.size = span.length
         self.rmap = self._load_map()
@@ -72,7 +74,7 @@ class Target:
         self.error: str | None = None
         self.mismatches: list[tuple[int, int]] = []
         self.verified = 0
-        self.meter = RateMeter()
+        self.meter = RateMeter(clock.now())
         self.started = time.time()
 
     @property
@@ -327,7 +329,7 @@ class Pipeline:
                         device.write_zeros(chunk.offset, size)
                 finally:
                     chunk.release()
-                target.meter.add(size, time.monotonic())
+                target.meter.add(size, target.clock.now())
                 add_range(pending, chunk.offset, size)
                 if time.monotonic() - last >= self.checkpoint:
                     self._sync(lane, pending)

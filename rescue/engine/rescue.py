@@ -142,8 +142,10 @@ class Rescue:
         self._lock = threading.Lock()
         self._phase, self._pass = Phase.of_status(mapfile.current_status), 1
         self._pos = mapfile.current_pos
-        self._meter = meter or RateMeter()  # shared when one job runs several rescues
-        self._last_good = time.monotonic()
+        self._clock = self.control.clock  # job time: stands still while paused
+        self._meter = meter or RateMeter(self._clock.now())  # shared by a job's rescues
+        self._ended: float | None = None  # job time when run() returned: progress stays put
+        self._slow = _SlowReads()
         self._last_save = time.monotonic()
         self._read_errors = 0
         self._last_good_offset: int | None = None
@@ -169,18 +171,47 @@ class Rescue:
         return {key: n - self._outside[key] for key, n in totals.items()}
 
     def progress(self) -> Progress:
-        now = time.monotonic()
+        now = self._clock.now() if self._ended is None else self._ended
         totals = self.totals()
-        remaining = totals[NON_TRIED] + totals[NON_TRIMMED] + totals[NON_SCRAPED]
         average = self._meter.average(now)
         return Progress(
             size=self.rmap.size, phase=self._phase, pass_no=self._pass, position=self._pos,
             totals=totals, domain_size=self.domain_size,
             current_rate=self._meter.current(now), average_rate=average,
-            elapsed=now - self._meter.started, since_last_good=now - self._last_good,
+            elapsed=now - self._meter.started, since_last_good=self._meter.since_last(now),
             read_errors=self._read_errors,
-            eta=remaining / average if average > 0 and self._phase is not Phase.FINISHED else None,
+            eta=None if self._ended is not None else self.eta(totals, average),
             paused=self.control.paused)
+
+    def eta(self, totals: dict[str, int], copy_rate: float) -> float | None:
+        """Seconds for all the work still to come, not only this pass: the untried bytes at
+        the copy rate, plus every sector read still to come (trimming, scraping, each retry
+        of the bad areas) at the rate sector reads have gone so far. None when some of that
+        work has no observed rate to go by."""
+        seconds = 0.0
+        if totals[NON_TRIED]:
+            if copy_rate <= 0:
+                return None
+            seconds += totals[NON_TRIED] / copy_rate
+        sector_bytes = self._sector_bytes_to_come(totals)
+        if sector_bytes:
+            if self._slow.rate() <= 0:
+                return None
+            seconds += sector_bytes / self._slow.rate()
+        return seconds
+
+    def _sector_bytes_to_come(self, totals: dict[str, int]) -> int:
+        """Bytes the trimming, scraping and retry passes still have to read, one sector at a
+        time; what the copy passes leave unread is not known yet and counts as nothing."""
+        phases = list(Phase)
+        done_before = phases.index(self._phase)
+        trim = self.opt.trim and done_before <= phases.index(Phase.TRIMMING)
+        scrape = self.opt.scrape and done_before <= phases.index(Phase.SCRAPING)
+        retries_left = self.opt.retries - (self._pass - 1 if self._phase is Phase.RETRYING
+                                           else 0)
+        nbytes = totals[NON_TRIMMED] if trim else 0
+        nbytes += totals[NON_SCRAPED] if scrape else 0
+        return nbytes + totals[BAD] * max(retries_left, 0)
 
     def snapshot(self) -> MapSnapshot:
         with self._lock:
@@ -189,6 +220,12 @@ class Rescue:
     # ---- the run -----------------------------------------------------------------------------
 
     def run(self) -> Outcome:
+        try:
+            return self._run()
+        finally:
+            self._ended = self._clock.now()
+
+    def _run(self) -> Outcome:
         try:
             self._run_passes()
         except _Stop as stop:
@@ -269,9 +306,9 @@ class Rescue:
 
     def _copy_read(self, begin: int, end: int) -> tuple[bool, bool]:
         """Read [begin, end) in the copy phase; returns (all read, too slow)."""
-        started = time.monotonic()
+        started = self._clock.now()
         if self._read_into_image(begin, end - begin, on_error=None):
-            rate = (end - begin) / max(time.monotonic() - started, 1e-6)
+            rate = (end - begin) / max(self._clock.now() - started, 1e-6)
             return True, self._too_slow(rate)
         cluster = self.opt.cluster_size
         if end - begin <= cluster:
@@ -293,7 +330,7 @@ class Rescue:
         if minimum is None or self._pass > 2:
             return False
         if minimum == 0:
-            return rate < self._meter.average(time.monotonic()) / 10
+            return rate < self._meter.average(self._clock.now()) / 10
         return rate < minimum
 
     def _skip(self, pos: int, skip: int, forward: bool) -> int:
@@ -333,7 +370,10 @@ class Rescue:
 
     def _read_sector(self, offset: int, failed_state: str) -> bool:
         length = min(self.sector, self.rmap.size - offset)
-        return self._read_into_image(offset, length, on_error=failed_state)
+        started = self._clock.now()
+        good = self._read_into_image(offset, length, on_error=failed_state)
+        self._slow.add(length, self._clock.now() - started)
+        return good
 
     # ---- reading and recording ----------------------------------------------------------------
 
@@ -355,10 +395,8 @@ class Rescue:
             self._after_read()
             return False
         self.writer.write(offset, data)
-        now = time.monotonic()
-        self._last_good = now
         self._last_good_offset = offset
-        self._meter.add(length, now)
+        self._meter.add(length, self._clock.now())
         self._source_alive()
         self._mark(offset, length, FINISHED)
         self._after_read()
@@ -432,11 +470,10 @@ class Rescue:
         self._source_alive()
 
     def _after_read(self) -> None:
-        now = time.monotonic()
         timeout = self.opt.timeout
-        if timeout is not None and now - self._last_good > timeout:
+        if timeout is not None and self._meter.since_last(self._clock.now()) > timeout:
             raise _Stop(Outcome.TIMEOUT)
-        if now - self._last_save >= self.opt.checkpoint_interval:
+        if time.monotonic() - self._last_save >= self.opt.checkpoint_interval:
             self._checkpoint()
 
     def _checkpoint(self) -> None:
@@ -480,6 +517,22 @@ class Rescue:
                     first = max(begin, inside[0])
                     return first, inside_end - first, found
                 pos = inside_end
+
+
+@dataclass
+class _SlowReads:
+    """Sector reads (trimming, scraping, retrying): bytes tried and job time spent, good or
+    failed, the rate that work still to come can be estimated at."""
+
+    nbytes: int = 0
+    seconds: float = 0.0
+
+    def add(self, nbytes: int, seconds: float) -> None:
+        self.nbytes += nbytes
+        self.seconds += seconds
+
+    def rate(self) -> float:
+        return self.nbytes / self.seconds if self.nbytes and self.seconds > 0 else 0.0
 
 
 @dataclass

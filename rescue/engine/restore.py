@@ -38,7 +38,6 @@ import enum
 import hashlib
 import os
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -210,7 +209,8 @@ class RestoreJob:
             raise UsageError("no target given")
         self.request = request
         self.control = control or JobControl()
-        self.started = time.monotonic()
+        self.started = self.control.clock.now()
+        self._ended: float | None = None  # job time when run() returned: progress stays put
         self.phase = "checking"
         self.image = os.path.abspath(request.image)
         if not os.path.exists(self.image):
@@ -350,7 +350,10 @@ class RestoreJob:
                 assert check.span is not None
                 held.write(check.target)
                 held.write(self.map_path(check.target, check.span))
-            return self._restore(checks)
+            try:
+                return self._restore(checks)
+            finally:
+                self._stop_clock()
 
     def _restore(self, checks: tuple[TargetCheck, ...]) -> RestoreResult:
         folder = self.request.map_dir or default_map_dir()
@@ -362,7 +365,7 @@ class RestoreJob:
             assert check.span is not None
             self._targets.append(Target(check.target, check.span,
                                         self.map_path(check.target, check.span),
-                                        self.request.command_line))
+                                        self.request.command_line, self.control.clock))
         self._read_length = max(t.size for t in self._targets)
         self.phase = "restoring"
         digests: dict[int, bytes] = {}
@@ -378,7 +381,13 @@ class RestoreJob:
             if damage is None and not self.control.cancelled.is_set():
                 self._each_target(self._finish_table, "cannot write to")
         self.phase = "finished"
+        self._stop_clock()
         return self._result(damage)
+
+    def _stop_clock(self) -> None:
+        """From here on progress shows the job as it ended, however long it is looked at."""
+        if self._ended is None:
+            self._ended = self.control.clock.now()
 
     def _each_target(self, work: Callable[[Target], None], failing: str) -> None:
         """Run `work` on every live target at once; an I/O error fails that target with
@@ -436,7 +445,7 @@ class RestoreJob:
             target.phase = "incomplete"
             return
         target.phase = "verifying"
-        target.meter = RateMeter()
+        target.meter = RateMeter(self.control.clock.now())
         image: ImageReader | None = None
         chunks = read_chunks(target.path, target.size, CHUNK)
         try:
@@ -451,7 +460,7 @@ class RestoreJob:
                     expected = read_checked(image, self.source[0] + offset, size)[0]
                     self._compare(target, offset, bytes(data), expected)
                 target.verified += size
-                target.meter.add(size, time.monotonic())
+                target.meter.add(size, self.control.clock.now())
         finally:
             chunks.close()
             if image is not None:
@@ -515,7 +524,7 @@ class RestoreJob:
             raise FormatError(f"{damage}; nothing written past that point, targets "
                               f"{', '.join(t.path for t in self._targets)} are incomplete "
                               "(resumable once the image is repaired)")
-        progress = tuple(self._target_progress(t) for t in self._targets)
+        progress = self.progress().targets
         phases = {p.phase for p in progress}
         verdict = self.gate.verdict().within(self.source[0], self._read_length)
         outcome = (RestoreOutcome.FAILED if "failed" in phases
@@ -525,14 +534,14 @@ class RestoreJob:
         return RestoreResult(outcome, progress, verdict)
 
     def progress(self) -> RestoreProgress:
-        targets = tuple(self._target_progress(t) for t in self._targets) or tuple(
+        now = self.control.clock.now() if self._ended is None else self._ended
+        targets = tuple(self._target_progress(t, now) for t in self._targets) or tuple(
             TargetProgress(c.target, "waiting", c.span.length if c.span else 0, 0, 0, 0.0,
                            0.0, None) for c in self._checks or ())
         return RestoreProgress(self.request.image, self.phase,
-                               time.monotonic() - self.started, self.control.paused, targets)
+                               now - self.started, self.control.paused, targets)
 
-    def _target_progress(self, target: Target) -> TargetProgress:
-        now = time.monotonic()
+    def _target_progress(self, target: Target, now: float) -> TargetProgress:
         written = target.rmap.totals()[FINISHED]
         rate = target.meter.current(now)
         verify_total = target.size if self.request.verify else 0

@@ -101,3 +101,16 @@ def test_copy_passes_read_no_sector_more_than_twice(backing: Path, tmp_path: Pat
     assert sectors_of(BAD) <= listed_sectors(mapfile, "*")
     assert listed_sectors(mapfile, "-/?") == set()
     assert summary(result)["non_trimmed"] == len(listed_sectors(mapfile, "*")) * SECTOR
+
+
+def test_json_summary_counts_time_since_the_last_good_read_while_running(
+        tmp_path: Path) -> None:
+    """A bad area at the very end, slow to fail: the last good read came before it, so the
+    summary's time since it is shorter than the job, not the whole job."""
+    bad = "4032k+64k"
+    result = rescue("image", f"sim:size=4M,rate=8M,bad={bad},slow={bad}@0.005",
+                    str(tmp_path / "out.img"), "--json")
+    assert result.returncode == 1, result.stderr
+    final = summary(result)
+    assert final["phase"] == "finished" and final["eta"] is None
+    assert 0 < final["since_last_good"] < final["elapsed"]

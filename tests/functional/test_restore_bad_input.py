@@ -151,3 +151,29 @@ def test_pause_and_cancel_leave_a_resumable_map(source: dict[str, Path], tmp_pat
     again = RestoreJob(request).run()  # the same request continues and completes
     assert again.outcome == "restored" and again.targets[0].verified == DISK
     cmp(source["gpt"], device, DISK)
+
+
+def test_a_restore_clock_stands_still_while_paused_and_once_finished(
+        source: dict[str, Path], tmp_path: Path, stack: ExitStack) -> None:
+    device = target(stack, tmp_path, "t", DISK)
+    control = JobControl()
+    job = RestoreJob(RestoreRequest(str(source["gpt.qcow2"]), (device,),
+                                    map_dir=str(tmp_path / "m")), control)
+    assert job.check()[0].allowed()
+    control.pause()
+    worker = threading.Thread(target=job.run)
+    worker.start()
+    deadline = time.monotonic() + 30
+    while job.progress().targets[0].phase != "writing" and time.monotonic() < deadline:
+        time.sleep(0.01)
+    try:
+        before = job.progress()
+        time.sleep(1)
+        assert job.progress().elapsed == before.elapsed
+    finally:
+        control.resume()
+        worker.join(60)
+    done = job.progress()
+    assert done.phase == "finished"
+    time.sleep(1)
+    assert job.progress().as_dict() == done.as_dict()
