@@ -77,6 +77,7 @@ class Phase(StrEnum):
     and generating appear only in maps ddrescue wrote). The values are what --json shows."""
 
     COPYING = "copying"
+    SWEEPING = "sweeping"  # reading the areas the copy passes left (status '?', pass 3)
     TRIMMING = "trimming"
     SCRAPING = "scraping"
     RETRYING = "retrying"
@@ -91,7 +92,9 @@ class Phase(StrEnum):
 
     @property
     def status(self) -> str:
-        """The map's status character for this phase."""
+        """The map's status character for this phase (sweeping reads non-tried blocks)."""
+        if self is Phase.SWEEPING:
+            return "?"
         return next(code for code, name in PHASES.items() if name == self.value)
 
 

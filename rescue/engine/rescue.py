@@ -1,39 +1,46 @@
-"""The rescue algorithm: GNU ddrescue's copy → trim → scrape → retry passes.
+"""The rescue algorithm: the good data first, at the fewest read errors.
 
-Copying reads the easy data first and stays away from bad areas: on a read error the failed
-cluster becomes non-trimmed and the reader skips ahead, doubling the skip on each further error;
-a reverse pass then finds the far edges of the skipped areas and a third pass reads what is left
-without skipping. Trimming reads sector by sector inward from both edges of each non-trimmed
-area, scraping reads what remains sector by sector, and retry passes go over the bad sectors.
+On a dying disk every failed read costs seconds and wears the disk, so the passes are ordered by
+how likely they are to find good data per read error (after GNU ddrescue 1.30):
 
-Beyond ddrescue: after a run of good reads the copy size grows (up to `max_read`) so a healthy
-disk streams at full speed; a failed large read is re-read in clusters, so in the copy passes no
-sector is read more than twice. Adjacent non-trimmed clusters merge in the map, so trimming one
-long bad area costs two failing reads, not two per cluster.
+1. **Copying, pass 1** reads forward in growing reads. When a read fails, its sectors are read
+   one by one up to the first failing one, so the bad area's leading edge is known to the
+   sector; a lone bad sector costs no more. A run of bad sectors is a bad area: single-sector
+   probes at doubling distances (or at the length of the last band, when one is known) find
+   where it ends, and a backward walk delimits its trailing edge to the sector. Bad areas
+   delimited exactly teach a `BandLearner` the period of a dead head's bands or a scratch's
+   spots; predicted bad bands are left for the end, unread, so the good bands of the healthy
+   heads come first at no read error.
+2. **Copying, pass 2** reads the areas left behind that border good data, inward from that
+   side until a read fails (skipped slow areas, predictions that turned out wrong).
+3. **Sweeping** reads what is still untried (predicted bands, the insides of bad areas) from
+   both sides until a read fails; what lies between becomes non-trimmed.
+4. **Trimming** reads sector by sector inward from each non-trimmed area's edges that border
+   good data; **scraping** reads every sector left; **retry** passes go over the bad sectors.
+
+No sector is read more than twice before trimming. `--reverse` and `--no-trim` run ddrescue's
+classic copy passes instead (skip ahead of trouble doubling the skip, a reverse pass, a pass
+without skipping), since learning needs sector-exact edges read forward.
 
 Durability: data goes to the writer before the map says '+', and the map is saved only after
-`writer.sync()`, so the saved map never claims data that is not on disk.
-
-A source that goes away is not a bad disk: after a run of failed reads the source is asked
-whether it is still there (its device node, size, backing file) and a sector it read before is
-read again, since a bad disk still reads its good sectors and a vanished one reads nothing. When
-it is gone the rescue stops at once, and the failures since the source last proved alive are
-taken back, so those areas are read again on resume instead of being scraped now as bad.
+`writer.sync()`, so the saved map never claims data that is not on disk. A source that goes
+away is not a bad disk (`SourceWatch`): the rescue stops at once and the failures since the
+source last proved alive are taken back.
 """
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
+from functools import partial
 
+from rescue.engine.copying import SWEEP_PASS, LearningCopy
 from rescue.engine.jobs import JobControl, Phase, Progress, RateMeter
+from rescue.engine.reads import MapReads, ReadSettings, Stopped, chunk
 from rescue.errors import DestinationError, ExitCode, SourceLostError, UsageError
 from rescue.formats.base import ImageWriter
 from rescue.formats.mapfile import Mapfile, MapSaveError
-from rescue.io.reader import Unreadable
 from rescue.io.source import Source
 from rescue.rangemap import (
     BAD,
@@ -46,16 +53,10 @@ from rescue.rangemap import (
     RangeMap,
 )
 
-# After this many reads in a row have failed, check that the source is still there; while they
-# go on failing, check again each time their number doubles, and at least every PROBE_SPACING
-# failures. A check reads at most PROBE_READS sectors that were read before: all of them
-# failing means the source is gone.
-PROBE_AFTER_FAILURES = 4
-PROBE_SPACING = 1024
-PROBE_READS = 2
-# With no sector read yet to read again, a check can only ask the source itself; until it
-# answers, the failures stay ready to be taken back, up to this many marks.
-UNDECIDED_MARKS = 1 << 16
+# The initial skip of the classic passes and of a slow area: this fraction of the source, as
+# GNU ddrescue 1.30 does (at least the skip_size floor).
+SKIP_FRACTION = 32768
+MIN_SKIP = 64 * 1024
 
 
 class Outcome(Enum):
@@ -90,7 +91,7 @@ _OUTCOME_EXIT = {
 class RescueOptions:
     cluster_size: int = 64 * 1024
     max_read: int = 1 << 20  # copy reads grow up to this while the disk reads well
-    skip_size: int = 64 * 1024
+    skip_size: int | None = None  # default: the size / 32768, at least 64 KiB
     max_skip_size: int | None = None  # default: 1 % of the size, at least skip_size, <= 1 GiB
     retries: int = 0
     trim: bool = True
@@ -105,9 +106,9 @@ class RescueOptions:
         comparisons are written so that NaN fails them too."""
         if self.cluster_size < 512 or self.cluster_size % 512:
             raise UsageError("--cluster-size must be a multiple of 512")
-        if self.skip_size < 512:
+        if self.skip_size is not None and self.skip_size < 512:
             raise UsageError("--skip-size must be at least 512")
-        if self.max_skip_size is not None and self.max_skip_size < self.skip_size:
+        if self.max_skip_size is not None and self.max_skip_size < (self.skip_size or 512):
             raise UsageError("--max-skip-size must be at least --skip-size")
         if self.retries < 0:
             raise UsageError("--retries must not be negative")
@@ -126,9 +127,7 @@ class Rescue:
                  save_map: Callable[[Mapfile], None], options: RescueOptions | None = None,
                  control: JobControl | None = None, domain: RangeMap | None = None,
                  meter: RateMeter | None = None) -> None:
-        self.source, self.writer, self.mapfile = source, writer, mapfile
-        self.rmap = mapfile.rmap
-        self.save_map = save_map
+        self.mapfile, self.rmap = mapfile, mapfile.rmap
         self.opt = options or RescueOptions()
         self.control = control or JobControl()
         self.domain = domain
@@ -136,22 +135,19 @@ class Rescue:
         size = self.rmap.size
         cluster = self.opt.cluster_size
         self.opt.max_read = max(self.opt.max_read // cluster, 1) * cluster
-        self.max_skip = self.opt.max_skip_size or min(max(size // 100, self.opt.skip_size), 1 << 30)
+        auto_skip = max(size // SKIP_FRACTION // self.sector * self.sector, MIN_SKIP)
+        self.skip_size = self.opt.skip_size or auto_skip
+        self.max_skip = self.opt.max_skip_size or min(max(size // 100, self.skip_size), 1 << 30)
         self._outside = self._outside_domain_totals()  # never changes: we never read there
         self.domain_size = size - sum(self._outside.values())
-        self._lock = threading.Lock()
+        settings = ReadSettings(self.opt.checkpoint_interval, self.opt.timeout,
+                                self.opt.min_read_rate)
+        self.reads = MapReads(source, writer, mapfile, save_map, settings, self.control, meter,
+                              domain)
+        self.copying = LearningCopy(self.reads, cluster, self.opt.max_read, self.skip_size,
+                                    self.max_skip, self._enter)
         self._phase, self._pass = Phase.of_status(mapfile.current_status), 1
-        self._pos = mapfile.current_pos
-        self._clock = self.control.clock  # job time: stands still while paused
-        self._meter = meter or RateMeter(self._clock.now())  # shared by a job's rescues
         self._ended: float | None = None  # job time when run() returned: progress stays put
-        self._slow = _SlowReads()
-        self._last_save = time.monotonic()
-        self._read_errors = 0
-        self._last_good_offset: int | None = None
-        self._failures = 0  # reads failed in a row
-        self._next_probe = PROBE_AFTER_FAILURES
-        self._since_alive: _Journal | None = None  # what failures changed since a sign of life
 
     # ---- progress, for presenters on other threads -------------------------------------------
 
@@ -166,20 +162,21 @@ class Rescue:
 
     def totals(self) -> dict[str, int]:
         """Bytes per state inside the domain (the whole source when there is none)."""
-        with self._lock:
+        with self.reads.lock:
             totals = self.rmap.totals()
         return {key: n - self._outside[key] for key, n in totals.items()}
 
     def progress(self) -> Progress:
-        now = self._clock.now() if self._ended is None else self._ended
+        clock, meter = self.reads.clock, self.reads.meter
+        now = clock.now() if self._ended is None else self._ended
         totals = self.totals()
-        average = self._meter.average(now)
+        average = meter.average(now)
         return Progress(
-            size=self.rmap.size, phase=self._phase, pass_no=self._pass, position=self._pos,
+            size=self.rmap.size, phase=self._phase, pass_no=self._pass, position=self.reads.pos,
             totals=totals, domain_size=self.domain_size,
-            current_rate=self._meter.current(now), average_rate=average,
-            elapsed=now - self._meter.started, since_last_good=self._meter.since_last(now),
-            read_errors=self._read_errors,
+            current_rate=meter.current(now), average_rate=average,
+            elapsed=now - meter.started, since_last_good=meter.since_last(now),
+            read_errors=self.reads.read_errors,
             eta=None if self._ended is not None else self.eta(totals, average),
             paused=self.control.paused)
 
@@ -195,9 +192,10 @@ class Rescue:
             seconds += totals[NON_TRIED] / copy_rate
         sector_bytes = self._sector_bytes_to_come(totals)
         if sector_bytes:
-            if self._slow.rate() <= 0:
+            sector_rate = self.reads.sector_rate.rate()
+            if sector_rate <= 0:
                 return None
-            seconds += sector_bytes / self._slow.rate()
+            seconds += sector_bytes / sector_rate
         return seconds
 
     def _sector_bytes_to_come(self, totals: dict[str, int]) -> int:
@@ -214,7 +212,7 @@ class Rescue:
         return nbytes + totals[BAD] * max(retries_left, 0)
 
     def snapshot(self) -> MapSnapshot:
-        with self._lock:
+        with self.reads.lock:
             return self.rmap.snapshot()
 
     # ---- the run -----------------------------------------------------------------------------
@@ -223,341 +221,150 @@ class Rescue:
         try:
             return self._run()
         finally:
-            self._ended = self._clock.now()
+            self._ended = self.reads.clock.now()
 
     def _run(self) -> Outcome:
         try:
             self._run_passes()
-        except _Stop as stop:
-            self._checkpoint()
-            return stop.outcome
+        except Stopped as stop:
+            self.reads.checkpoint()
+            return Outcome.TIMEOUT if stop.timeout else Outcome.INTERRUPTED
         except SourceLostError as lost:
-            self._take_back_failures()
-            self._save_after_failure()
+            with self.reads.lock:
+                if self.reads.watch.take_back():
+                    self.reads.pos = self.mapfile.current_pos
+                    self._pass = self.mapfile.current_pass
+                    self._phase = Phase.of_status(self.mapfile.current_status)
+            self.reads.save_after_failure()
             raise SourceLostError(f"{lost}; reconnect it and run the same command again: the "
                                   "rescue resumes from the map") from None
         except DestinationError as error:
             if not isinstance(error, MapSaveError):  # that one has saved what it could
-                self._save_after_failure()
+                self.reads.save_after_failure()
             raise
         self._phase, self.mapfile.current_status = Phase.FINISHED, Phase.FINISHED.status
-        self._checkpoint()
+        self.reads.checkpoint()
         rescued = self.totals()[FINISHED] == self.domain_size
         return Outcome.RESCUED if rescued else Outcome.UNREADABLE
 
     def _run_passes(self) -> None:
-        forward = not self.opt.reverse
+        steps = self._steps(not self.opt.reverse)
         status, passno = self.mapfile.current_status, self.mapfile.current_pass
-        resume_pos = self.mapfile.current_pos if status == NON_TRIED and passno == 1 else None
-        # copying: skip ahead of trouble, then read the skipped areas backwards, then all
-        for number, (direction, skipping) in enumerate(
-                ((forward, True), (not forward, True), (forward, False)), 1):
-            if status == NON_TRIED and number < passno:
-                continue
-            start = resume_pos if number == 1 else None
-            self._copy_pass(number, direction, skipping, start)
+        recorded = [i for i, (s, n, _) in enumerate(steps) if (s, n) == (status, passno)]
+        first = recorded[0] if recorded else 0  # a finished map, or another plan's: from the top
+        for _, _, step in steps[first:]:
+            step()
+
+    def _steps(self, forward: bool) -> list[tuple[str, int, Callable[[], None]]]:
+        """The passes in order, each with the map status and pass number it records, so a
+        resumed rescue continues with the pass it was in."""
+        resume = self.mapfile.current_pos
+        steps: list[tuple[str, int, Callable[[], None]]]
+        if forward and self.opt.trim:
+            steps = [(NON_TRIED, 1, partial(self.copying.learning_pass, resume)),
+                     (NON_TRIED, 2, self.copying.bordering_pass),
+                     (NON_TRIED, SWEEP_PASS, self.copying.sweep)]
+        else:  # ddrescue's classic copy passes: skip, reverse, then all
+            steps = [(NON_TRIED, 1, partial(self._copy_pass, 1, forward, True, resume)),
+                     (NON_TRIED, 2, partial(self._copy_pass, 2, not forward, True, None)),
+                     (NON_TRIED, 3, partial(self._copy_pass, 3, forward, False, None))]
         if self.opt.trim:
-            self._enter(Phase.TRIMMING, 1)
-            self._trim()
+            steps.append((NON_TRIMMED, 1, self._trim))
         if self.opt.scrape:
-            self._enter(Phase.SCRAPING, 1)
-            self._sector_pass(NON_SCRAPED, forward)
+            steps.append((NON_SCRAPED, 1, partial(self._scrape, forward)))
         for retry in range(1, self.opt.retries + 1):
-            self._enter(Phase.RETRYING, retry)
-            self._sector_pass(BAD, forward if retry % 2 == 0 else not forward)
+            steps.append((BAD, retry, partial(self._retry, retry, forward == (retry % 2 == 0))))
+        return steps
 
     def _enter(self, phase: Phase, passno: int) -> None:
         self._phase, self._pass = phase, passno
         self.mapfile.current_status, self.mapfile.current_pass = phase.status, passno
-        self._checkpoint()
+        self.reads.checkpoint()
 
-    # ---- copying -----------------------------------------------------------------------------
+    # ---- copying: ddrescue's classic passes (--reverse, --no-trim) ------------------------------
 
     def _copy_pass(self, number: int, forward: bool, skipping: bool, start: int | None) -> None:
-        if self._next_block(NON_TRIED, 0, True) is None:
+        """Forward or backward in growing reads; after a failure skip ahead, doubling the skip
+        while failures go on. A failed large read is read again cluster by cluster."""
+        if self.reads.next_block(NON_TRIED, 0, True) is None:
             return
         self._enter(Phase.COPYING, number)
         pos = start if start is not None else (0 if forward else self.rmap.size)
-        skip = self.opt.skip_size
+        skip = self.skip_size
         read_size = self.opt.cluster_size
-        while True:
-            block = self._next_block(NON_TRIED, pos, forward)
-            if block is None:
-                return
+        while (block := self.reads.next_block(NON_TRIED, pos, forward)) is not None:
             begin, length, _ = block
-            chunk = self._copy_chunk(begin, begin + length, forward, read_size)
-            ok, slow = self._copy_read(*chunk)
-            pos = chunk[1] if forward else chunk[0]
-            if ok and not slow:
-                skip = self.opt.skip_size
+            part = chunk(begin, begin + length, forward, read_size, self.opt.cluster_size)
+            ok, slow = self.reads.read_timed(*part)
+            if not ok:
+                ok = self._reread_clusters(*part)
+            pos = part[1] if forward else part[0]
+            if ok and not (slow and number == 1):
+                skip = self.skip_size
                 read_size = min(read_size * 2, self.opt.max_read)
                 continue
             read_size = self.opt.cluster_size
             if skipping:
-                pos = self._skip(pos, skip, forward)
+                skip = skip // self.sector * self.sector
+                pos = min(pos + skip, self.rmap.size) if forward else max(pos - skip, 0)
                 skip = min(skip * 2, self.max_skip)
 
-    def _copy_chunk(self, begin: int, end: int, forward: bool, size: int) -> tuple[int, int]:
-        """The next read inside [begin, end): `size` bytes, ends aligned to clusters."""
-        cluster = self.opt.cluster_size  # size is a multiple of it, so the chunk is never empty
-        if forward:
-            return begin, min(end, (begin + size) // cluster * cluster)
-        return max(begin, -(-(end - size) // cluster) * cluster), end
-
-    def _copy_read(self, begin: int, end: int) -> tuple[bool, bool]:
-        """Read [begin, end) in the copy phase; returns (all read, too slow)."""
-        started = self._clock.now()
-        if self._read_into_image(begin, end - begin, on_error=None):
-            rate = (end - begin) / max(self._clock.now() - started, 1e-6)
-            return True, self._too_slow(rate)
+    def _reread_clusters(self, begin: int, end: int) -> bool:
+        """A failed read, read again cluster by cluster so only the failing clusters become
+        non-trimmed (no sector is read more than twice in the copy phase). True if all read."""
         cluster = self.opt.cluster_size
         if end - begin <= cluster:
-            self._mark(begin, end - begin, NON_TRIMMED)
-            return False, False
-        # a failed large read: read it again cluster by cluster, so only the failing clusters
-        # become non-trimmed; no sector is read more than twice in the copy phase
-        cluster = self.opt.cluster_size
+            self.reads.mark(begin, end - begin, NON_TRIMMED)
+            return False
         failed = False
         for offset in range(begin, end, cluster):
             length = min(cluster, end - offset)
-            if not self._read_into_image(offset, length, on_error=None):
-                self._mark(offset, length, NON_TRIMMED)
+            if not self.reads.read(offset, length, on_error=None):
+                self.reads.mark(offset, length, NON_TRIMMED)
                 failed = True
-        return not failed, False
-
-    def _too_slow(self, rate: float) -> bool:
-        minimum = self.opt.min_read_rate
-        if minimum is None or self._pass > 2:
-            return False
-        if minimum == 0:
-            return rate < self._meter.average(self._clock.now()) / 10
-        return rate < minimum
-
-    def _skip(self, pos: int, skip: int, forward: bool) -> int:
-        skip = skip // self.sector * self.sector
-        return min(pos + skip, self.rmap.size) if forward else max(pos - skip, 0)
+        return not failed
 
     # ---- trimming, scraping, retrying ----------------------------------------------------------
 
     def _trim(self) -> None:
-        """Each non-trimmed area: sectors inward from the leading edge until one fails, then
-        from the trailing edge; the middle is left for scraping."""
+        """Each non-trimmed area: sectors inward from an edge that borders good data until one
+        fails, from the leading edge, then from the trailing one (an edge that borders a bad
+        area is not trimmed: the bad area is delimited as a whole); the middle is left for
+        scraping."""
+        self._enter(Phase.TRIMMING, 1)
+        reads = self.reads
         pos = 0
-        while (block := self._next_block(NON_TRIMMED, pos, True)) is not None:
+        while (block := reads.next_block(NON_TRIMMED, pos, True)) is not None:
             begin, length, _ = block
             end = begin + length
             front = begin
-            while front < end and self._read_sector(front, BAD):
-                front += self.sector
-            front = min(front + self.sector, end)
+            if reads.state_at(begin - 1) == FINISHED:
+                while front < end and reads.read_sector(front):
+                    front += self.sector
+                front = min(front + self.sector, end)
             back = end
-            while back > front and self._read_sector(back - self.sector, BAD):
-                back -= self.sector
-            back = max(back - self.sector, front)
+            if reads.state_at(end) == FINISHED:
+                while back > front and reads.read_sector(back - self.sector):
+                    back -= self.sector
+                back = max(back - self.sector, front)
             if back > front:
-                self._mark(front, back - front, NON_SCRAPED)
+                reads.mark(front, back - front, NON_SCRAPED)
             pos = end
+
+    def _scrape(self, forward: bool) -> None:
+        self._enter(Phase.SCRAPING, 1)
+        self._sector_pass(NON_SCRAPED, forward)
+
+    def _retry(self, number: int, forward: bool) -> None:
+        self._enter(Phase.RETRYING, number)
+        self._sector_pass(BAD, forward)
 
     def _sector_pass(self, state: str, forward: bool) -> None:
         pos = 0 if forward else self.rmap.size
-        while (block := self._next_block(state, pos, forward)) is not None:
+        while (block := self.reads.next_block(state, pos, forward)) is not None:
             begin, length, _ = block
             offset = begin if forward else begin + length - self.sector
             offset = offset // self.sector * self.sector
             offset = max(offset, begin)
-            self._read_sector(offset, BAD)
+            self.reads.read_sector(offset)
             pos = min(offset + self.sector, begin + length) if forward else offset
-
-    def _read_sector(self, offset: int, failed_state: str) -> bool:
-        length = min(self.sector, self.rmap.size - offset)
-        started = self._clock.now()
-        good = self._read_into_image(offset, length, on_error=failed_state)
-        self._slow.add(length, self._clock.now() - started)
-        return good
-
-    # ---- reading and recording ----------------------------------------------------------------
-
-    def _read_into_image(self, offset: int, length: int, on_error: str | None) -> bool:
-        """Read, write what was read, record it. On a read error mark `on_error` (if given)."""
-        self.control.wait_if_paused()
-        if self.control.cancelled.is_set():
-            raise _Stop(Outcome.INTERRUPTED)
-        self._pos = offset
-        self.mapfile.current_pos = offset
-        try:
-            data = self.source.read(offset, length)
-        except Unreadable:
-            self._read_errors += 1
-            self._failed_read()
-            if on_error is not None:
-                self._mark(offset, length, on_error)
-            self._check_source()
-            self._after_read()
-            return False
-        self.writer.write(offset, data)
-        self._last_good_offset = offset
-        self._meter.add(length, self._clock.now())
-        self._source_alive()
-        self._mark(offset, length, FINISHED)
-        self._after_read()
-        return True
-
-    def _mark(self, offset: int, length: int, state: str) -> None:
-        with self._lock:
-            if self._since_alive is not None:
-                self._since_alive.record(self.rmap, offset, offset + length)
-            self.rmap.set(offset, length, state)
-
-    # ---- telling a bad disk from a vanished one -----------------------------------------------
-
-    def _failed_read(self) -> None:
-        """Count it; the first failure since the source proved alive starts a journal of what
-        the failures change, from the map's position now."""
-        self._failures += 1
-        if self._since_alive is None:
-            m = self.mapfile
-            self._since_alive = _Journal((m.current_pos, m.current_status, m.current_pass))
-
-    def _check_source(self) -> None:
-        """After a run of failed reads: raise SourceLostError if the source is gone. Costs
-        nothing while reads succeed, and a few sector reads per thousand failed ones."""
-        if self._failures < self._next_probe:
-            return
-        self._next_probe = min(2 * self._failures, self._failures + PROBE_SPACING)
-        path = self.source.path
-        reason = self.source.vanished()
-        if reason is not None:
-            raise SourceLostError(f"source {path} vanished: {reason}")
-        probes = self._rescued_sectors()
-        if probes and not any(self._reads_again(offset) for offset in probes):
-            raise SourceLostError(f"source {path} stopped answering: sectors it read before "
-                                  "fail now too")
-        journal = self._since_alive
-        if probes or (journal is not None and len(journal.areas) > UNDECIDED_MARKS):
-            self._since_alive = None  # the failures were bad sectors
-
-    def _rescued_sectors(self) -> list[int]:
-        """Up to PROBE_READS sectors read before: the last good read and the first one."""
-        first = self.rmap.find(FINISHED, 0, True)
-        offsets = (self._last_good_offset, first[0] if first else None)
-        found = {o // self.sector * self.sector: None for o in offsets if o is not None}
-        return list(found)[:PROBE_READS]
-
-    def _reads_again(self, offset: int) -> bool:
-        try:
-            self.source.read(offset, min(self.sector, self.rmap.size - offset))
-        except Unreadable:
-            return False
-        return True
-
-    def _source_alive(self) -> None:
-        """After a good read (or the failures taken back): nothing to take back, and the next
-        failure starts a new run."""
-        self._failures = 0
-        self._next_probe = PROBE_AFTER_FAILURES
-        self._since_alive = None
-
-    def _take_back_failures(self) -> None:
-        """Put back the map as it was when the source last proved alive: the areas that
-        failed since then were not bad, the source was gone."""
-        journal = self._since_alive
-        if journal is None:
-            return
-        with self._lock:
-            journal.restore(self.mapfile)
-        self._pos, self._pass = self.mapfile.current_pos, self.mapfile.current_pass
-        self._phase = Phase.of_status(self.mapfile.current_status)
-        self._source_alive()
-
-    def _after_read(self) -> None:
-        timeout = self.opt.timeout
-        if timeout is not None and self._meter.since_last(self._clock.now()) > timeout:
-            raise _Stop(Outcome.TIMEOUT)
-        if time.monotonic() - self._last_save >= self.opt.checkpoint_interval:
-            self._checkpoint()
-
-    def _checkpoint(self) -> None:
-        """Make the image durable, then save the map that describes it."""
-        self.writer.sync()
-        with self._lock:
-            self.save_map(self.mapfile)
-        self._last_save = time.monotonic()
-
-    def _save_after_failure(self) -> None:
-        """Keep the job resumable after the source or destination failed: save the map only
-        if the image could still be synced; otherwise the last saved map stays valid."""
-        try:
-            self.writer.sync()
-        except DestinationError:
-            return
-        with self._lock:
-            self.save_map(self.mapfile)
-
-    def _next_block(self, state: str, pos: int, forward: bool) -> tuple[int, int, str] | None:
-        """The nearest area in `state` from `pos`, clipped to the domain."""
-        while True:
-            area = self.rmap.find(state, pos, forward)
-            if area is None or self.domain is None:
-                return area
-            begin, length, found = area
-            end = begin + length
-            if forward:
-                inside = self.domain.find(FINISHED, begin, True)
-                if inside is None:
-                    return None
-                if inside[0] < end:
-                    return inside[0], min(end, inside[0] + inside[1]) - inside[0], found
-                pos = inside[0]
-            else:
-                inside = self.domain.find(FINISHED, end, False)
-                if inside is None:
-                    return None
-                inside_end = inside[0] + inside[1]
-                if inside_end > begin:
-                    first = max(begin, inside[0])
-                    return first, inside_end - first, found
-                pos = inside_end
-
-
-@dataclass
-class _SlowReads:
-    """Sector reads (trimming, scraping, retrying): bytes tried and job time spent, good or
-    failed, the rate that work still to come can be estimated at."""
-
-    nbytes: int = 0
-    seconds: float = 0.0
-
-    def add(self, nbytes: int, seconds: float) -> None:
-        self.nbytes += nbytes
-        self.seconds += seconds
-
-    def rate(self) -> float:
-        return self.nbytes / self.seconds if self.nbytes and self.seconds > 0 else 0.0
-
-
-@dataclass
-class _Journal:
-    """The map's areas and position before the marks made since the source last proved alive,
-    so a source that turns out gone leaves no trace of its failures."""
-
-    position: tuple[int, str, int]  # current_pos, current_status, current_pass
-    areas: list[tuple[int, int, str]] = field(default_factory=list)
-
-    def record(self, rmap: RangeMap, begin: int, end: int) -> None:
-        """Remember the areas of [begin, end) as they are now, before a mark changes them."""
-        while begin < end:
-            start, length, state = rmap.area_at(begin)
-            stop = min(start + length, end)
-            self.areas.append((begin, stop - begin, state))
-            begin = stop
-
-    def restore(self, mapfile: Mapfile) -> None:
-        for begin, length, state in reversed(self.areas):
-            mapfile.rmap.set(begin, length, state)
-        mapfile.current_pos, mapfile.current_status, mapfile.current_pass = self.position
-
-
-class _Stop(Exception):
-    def __init__(self, outcome: Outcome) -> None:
-        super().__init__(outcome.value)
-        self.outcome = outcome

@@ -10,13 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from rescue.engine.rescue import (
-    PROBE_AFTER_FAILURES,
-    PROBE_READS,
-    Outcome,
-    Rescue,
-    RescueOptions,
-)
+from rescue.engine.liveness import PROBE_AFTER_FAILURES, PROBE_READS
+from rescue.engine.rescue import Outcome, Rescue, RescueOptions
 from rescue.errors import SourceLostError
 from rescue.formats import mapfile
 from rescue.formats.mapfile import Mapfile
