@@ -4,12 +4,14 @@ bands, scratches, weak zones and scattered sectors; the virtual clock and the ta
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import pytest
 
 from rescue.errors import UsageError
 from rescue.io.reader import Unreadable
 from rescue.sim.faulty import SECTOR, FaultySource, FaultySpec, content
+from tests.fixtures.cli import assert_clean_failure, rescue
 
 KIB, MIB, GIB, TIB = 1 << 10, 1 << 20, 1 << 30, 1 << 40
 
@@ -143,3 +145,105 @@ def test_bad_sectors_and_bad_ranges_agree_with_plain_bad_ranges() -> None:
     assert source.bad_ranges() == [(4 * KIB, KIB), (9 * KIB, SECTOR), (MIB - SECTOR, SECTOR)]
     assert source.bad_sectors() == {8, 9, 18, 2047}
     assert source.tally.good_bytes == MIB - 2 * KIB
+
+
+def test_a_scratch_is_count_spots_stride_apart_widened_to_sectors() -> None:
+    assert bad("sim:size=1M,scratch=10k+1k/100k*3") == [
+        (10 * KIB, KIB), (110 * KIB, KIB), (210 * KIB, KIB)]
+    assert bad("sim:size=1M,scratch=1000+100/4k*2") == [(512, 1024), (4608, 1024)]
+    assert bad("sim:size=1M,scratch=0+4k/4k*4") == [(0, 16 * KIB)]  # spots that touch join
+
+
+def scattered(spec: str) -> set[int]:
+    return FaultySource(spec).bad_sectors()
+
+
+def test_scattered_sectors_are_distinct_inside_their_range_and_fixed_by_the_seed() -> None:
+    whole = scattered("sim:size=1M,scatter=300")
+    assert len(whole) == 300 and whole <= set(range(2048))
+    ranged = scattered("sim:size=1M,scatter=40@100000+64k")
+    inside = range(-(-100000 // SECTOR), (100000 + 64 * KIB) // SECTOR)  # whole sectors only
+    assert len(ranged) == 40 and ranged <= set(inside)
+    assert scattered("sim:size=1M,scatter=40@100000+64k") == ranged
+    assert scattered("sim:size=1M,scatter=40@100000+64k,seed=1") != ranged
+    every = scattered(f"sim:size=1M,scatter={len(inside)}@100000+64k")
+    assert every == set(inside)
+    twice = scattered("sim:size=1M,scatter=5,scatter=5")  # each setting draws its own
+    assert 5 < len(twice) <= 10
+
+
+def read_every_sector(source: FaultySource, sectors: int) -> set[int]:
+    failed = set()
+    for sector in range(sectors):
+        try:
+            source.read(sector * SECTOR, SECTOR)
+        except Unreadable:
+            failed.add(sector)
+    return failed
+
+
+@pytest.mark.parametrize("seed", [0, 1, 7])
+def test_a_weak_zone_fails_one_sector_in_16_twice_then_reads_and_costs_time(seed: int) -> None:
+    slept: list[float] = []
+    source = FaultySource(f"sim:size=192k,weak=32k+64k@0.25,seed={seed}", clock=slept.append)
+    first = read_every_sector(source, 384)
+    assert len(first) == 8 and all(64 <= s < 192 for s in first)
+    assert sorted(s // 16 for s in first) == list(range(4, 12))  # one in each group of 16
+    assert read_every_sector(source, 384) == first
+    assert source.tally.failed_reads_to_all_good is None
+    assert read_every_sector(source, 384) == set()
+    tally = source.tally
+    assert tally.failed_reads_to_all_good == 16 and tally.good_bytes == 192 * KIB
+    weak_reads, good_reads = 3 * 128, 3 * 384 - 16
+    assert tally.seconds == pytest.approx(weak_reads * 0.25 + 16 * 2 +
+                                          good_reads * SECTOR / 150e6)
+    assert slept == []  # weak zones cost virtual time only
+    assert bytes(source.read(32 * KIB, 64 * KIB)) == content(32 * KIB, 64 * KIB, seed)
+
+
+def test_weak_sectors_move_with_the_seed_and_stay_put_without_it() -> None:
+    def weak_sectors(seed: int) -> set[int]:
+        return read_every_sector(FaultySource(f"sim:size=1M,weak=0+1M,seed={seed}"), 2048)
+
+    assert weak_sectors(3) == weak_sectors(3)
+    assert weak_sectors(3) != weak_sectors(4)
+
+
+def test_one_read_over_a_weak_zone_fails_while_any_of_its_weak_sectors_does() -> None:
+    source = FaultySource("sim:size=1M,weak=0+1M@0")
+    for _ in range(2):
+        with pytest.raises(Unreadable):
+            source.read(0, 64 * KIB)
+    assert bytes(source.read(0, 64 * KIB)) == content(0, 64 * KIB)
+    assert source.tally.seconds == pytest.approx(4 + 64 * KIB / 150e6)
+
+
+@pytest.mark.parametrize("spec", [
+    "sim:size=1M,scratch=0+512",               # no stride and count
+    "sim:size=1M,scratch=0+512/4k",
+    "sim:size=1M,scratch=0+512/4k*0",
+    "sim:size=1M,scratch=0+4k/1k*3",           # spots that overlap
+    "sim:size=1M,scratch=0+0/4k*3",
+    "sim:size=1M,scratch=1044480+4k/4k*2",    # past the end
+    "sim:size=1M,scratch=0+512/4k*x",
+    "sim:size=1M,weak=0+0",
+    "sim:size=1M,weak=1M+512",                 # past the end
+    "sim:size=1M,weak=0+4k@-1",
+    "sim:size=1M,weak=0+4k@nan",
+    "sim:size=1M,scatter=0",
+    "sim:size=1M,scatter=-3",
+    "sim:size=1M,scatter=2049",                # more sectors than the disk has
+    "sim:size=1M,scatter=2@100+1000",          # one whole sector in the range
+    "sim:size=1M,scatter=1@1M+512",
+    "sim:size=1M,scatter=1@0",
+    "sim:size=1M,scatter=x",
+    "sim:size=1M,scatter=5000000@0+1M",
+])
+def test_malformed_patterns_are_refused(spec: str) -> None:
+    with pytest.raises(UsageError):
+        FaultySpec.parse(spec)
+
+
+def test_the_cli_refuses_a_bad_pattern_in_one_line(tmp_path: Path) -> None:
+    done = rescue("image", "sim:size=1M,head=4/4", tmp_path / "out.img")
+    assert_clean_failure(done, 2, "heads are numbered 0 to 3")
