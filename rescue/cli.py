@@ -16,7 +16,7 @@ from rescue import __version__
 from rescue.errors import ExitCode, RescueError
 
 COMMANDS = ("image", "demo", "map", "disks", "info", "convert", "restore", "explore", "report",
-            "tui")
+            "tui", "sim")
 
 EPILOG = """exit codes:
   0  everything rescued / done          1  finished, but some sectors are unreadable

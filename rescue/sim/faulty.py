@@ -1,184 +1,114 @@
-"""A simulated failing disk: bad, slow and flaky ranges over deterministic mixed content.
+"""A simulated failing disk: bad, slow, flaky and weak areas, dead heads and scratches over
+deterministic mixed content, timed on a virtual clock.
 
-It drives the real rescue code through real error paths, for the demo and for tests. A spec is
-`sim:` followed by comma-separated settings; `bad`, `slow` and `flaky` may repeat:
+It drives the real rescue code through real error paths, for the demo, for tests and for
+measuring a rescue against real failure patterns. A spec is `sim:` followed by comma-separated
+settings; `bad`, `slow`, `flaky`, `head`, `scratch`, `weak` and `scatter` may repeat:
 
     sim:size=256M,bad=10M+4k,slow=40M+8M@0.02,flaky=90M+64k*2,rate=64M,map=old.map
+    sim:size=1T,head=1/4,scratch=100G+64k/3G*40,weak=700G+2G,scatter=500
 
 - `bad=POS+LEN`        every read touching it fails (EIO)
-- `slow=POS+LEN@SEC`   reads touching it take SEC seconds more
+- `slow=POS+LEN@SEC`   reads touching it take SEC seconds more (really: the source sleeps)
 - `flaky=POS+LEN*N`    each sector fails its first N reads, then reads fine
 - `rate=BYTES`         overall read speed in bytes per second (0: as fast as possible)
 - `gone=BYTES`         once it has served BYTES, every read fails (EIO), as a disk that
                        dropped off the bus while its device node stays
 - `map=FILE`           the '-', '*' and '/' areas of a ddrescue mapfile become bad ranges
-- `seed=N`             changes the content
+- `seed=N`             changes the content and where scattered and weak sectors fall
+- `head=K/N`           head K (from 0) of N is dead: every band it owns is bad
+- `zones=Z`            the heads' layout has Z zones of equal length (default 16)
+- `band=OUTER[-INNER]` band length in the first zone, shrinking linearly to INNER in the last
+                       (default size/8192 and half of OUTER)
+- `scratch=POS+LEN/STRIDE*COUNT`  COUNT bad spots of LEN bytes, STRIDE apart from POS
+- `weak=POS+LEN@SEC`   reads touching it cost SEC more on the virtual clock (default 0.05), and
+                       one sector in each 16 fails its first 2 reads
+- `scatter=COUNT[@POS+LEN]`  COUNT single bad sectors scattered over the disk or the range
+- `cost=SEC`           virtual seconds a failed read costs (default 2)
 
-Sizes take K, M, G, T suffixes (powers of 1024) and 0x hex.
+Sizes take K, M, G, T suffixes (powers of 1024) and 0x hex. The geometry is in patterns.py.
 """
 
 from __future__ import annotations
 
-import random
 import time
-from bisect import bisect_right
-from dataclasses import dataclass, field
-from functools import lru_cache
+from collections.abc import Callable
+from dataclasses import dataclass
 
-from rescue.errors import UsageError
+from rescue.formats import mapfile
 from rescue.io.reader import Unreadable
-from rescue.units import parse_size
+from rescue.rangemap import BAD, FINISHED, RangeMap
+from rescue.sim.content import CHUNK, ContentView, content
+from rescue.sim.patterns import Faults
+from rescue.sim.spec import PREFIX, SECTOR, FaultySpec
 
-PREFIX = "sim:"
-SECTOR = 512
-CHUNK = 1 << 20
+__all__ = ["CHUNK", "DEMO_SPEC", "PREFIX", "SECTOR", "FaultySource", "FaultySpec", "Tally",
+           "content", "truth_map", "write_truth_map"]
+
 DEMO_SPEC = ("sim:size=256M,rate=48M,bad=20M+2k,bad=61M+1M,bad=64M+4k,"
              "slow=100M+12M@0.08,bad=150M+160k,flaky=180M+64k*2,bad=200M+8M,bad=230M+512")
-
-
-def _number(text: str, kind: type[int] | type[float], what: str, least: float) -> float:
-    """A setting's number, refused with one clear line unless it is at least `least`."""
-    try:
-        value = kind(text)
-    except (ValueError, OverflowError):
-        value = least - 1
-    if not value >= least:  # also refuses NaN
-        raise UsageError(f"{what} {text!r} must be a number of at least {least:g}")
-    return value
-
-
-class _Ranges:
-    """Sorted, merged byte ranges with an attribute; answers 'which touch [a, b)' quickly."""
-
-    def __init__(self, ranges: list[tuple[int, int, float]]) -> None:
-        merged: list[tuple[int, int, float]] = []
-        for start, length, value in sorted(r for r in ranges if r[1] > 0):
-            if merged and start <= merged[-1][0] + merged[-1][1]:  # overlaps: one range
-                first, span, other = merged[-1]
-                end = max(first + span, start + length)
-                merged[-1] = (first, end - first, max(value, other))
-            else:
-                merged.append((start, length, value))
-        self.starts = [r[0] for r in merged]
-        self.ranges = merged
-
-    def touching(self, begin: int, end: int) -> list[tuple[int, int, float]]:
-        i = max(bisect_right(self.starts, begin) - 1, 0)
-        hits = []
-        while i < len(self.ranges) and self.ranges[i][0] < end:
-            start, length, value = self.ranges[i]
-            if start + length > begin:
-                hits.append((start, length, value))
-            i += 1
-        return hits
+GOOD_READ_RATE = 150_000_000  # bytes per virtual second when the spec sets no rate
 
 
 @dataclass
-class FaultySpec:
-    size: int
-    bad: list[tuple[int, int, float]] = field(default_factory=list)
-    slow: list[tuple[int, int, float]] = field(default_factory=list)
-    flaky: list[tuple[int, int, float]] = field(default_factory=list)
-    rate: int = 0
-    seed: int = 0
-    gone: int | None = None  # bytes served before every read fails
+class Tally:
+    """What a source served, on its virtual clock: the figures a benchmark compares rescues
+    by. `good_bytes` is the truth (every byte a perfect rescue reads)."""
 
-    @classmethod
-    def parse(cls, spec: str) -> FaultySpec:
-        body = spec.removeprefix(PREFIX)
-        settings: dict[str, list[str]] = {}
-        for item in filter(None, body.split(",")):
-            key, sep, value = item.partition("=")
-            if not sep:
-                raise UsageError(f"simulated disk setting {item!r} lacks '=value'")
-            settings.setdefault(key.strip(), []).append(value.strip())
-        unknown = set(settings) - {"size", "bad", "slow", "flaky", "rate", "map", "seed",
-                                   "gone"}
-        if unknown:
-            raise UsageError(f"unknown simulated disk setting(s): {', '.join(sorted(unknown))}")
-        bad = [(*_span(v), 0.0) for v in settings.get("bad", [])]
-        if "map" in settings:
-            from rescue.formats import mapfile
+    good_bytes: int
+    reads: int = 0
+    failed_reads: int = 0
+    seconds: float = 0.0  # virtual: failed reads at their cost, good ones at the read rate
+    good_bytes_read: int = 0  # distinct good bytes served at least once
+    failed_reads_to_all_good: int | None = None  # failed reads when the last good byte came
+    seconds_to_all_good: float | None = None
 
-            loaded = mapfile.load(settings["map"][-1])
-            bad += [(p, n, 0.0) for p, n, s in loaded.rmap.areas() if s in "-*/"]
-            settings.setdefault("size", [str(loaded.rmap.size)])
-        if "size" not in settings:
-            raise UsageError("a simulated disk needs size=... (e.g. sim:size=64M)")
-        slow = []
-        for v in settings.get("slow", []):
-            span, _, delay = v.partition("@")
-            slow.append((*_span(span), _number(delay or "0.05", float, "a slow delay", 0)))
-        flaky = []
-        for v in settings.get("flaky", []):
-            span, _, times = v.partition("*")
-            flaky.append((*_span(span), float(_number(times or "1", int, "a flaky count", 1))))
-        size = parse_size(settings["size"][-1])
-        if size <= 0:
-            raise UsageError("a simulated disk needs a positive size")
-        gone = parse_size(settings["gone"][-1]) if "gone" in settings else None
-        return cls(size, bad, slow, flaky, parse_size(settings.get("rate", ["0"])[-1]),
-                   int(_number(settings.get("seed", ["0"])[-1], int, "a seed", 0)), gone)
+    def __post_init__(self) -> None:
+        self._check_all_good()
 
+    def failed_read(self, seconds: float) -> None:
+        self.reads += 1
+        self.failed_reads += 1
+        self.seconds += seconds
 
-def _span(text: str) -> tuple[int, int]:
-    pos, sep, length = text.partition("+")
-    if not sep:
-        raise UsageError(f"range {text!r} must be POS+LENGTH, e.g. 10M+4k")
-    start, size = parse_size(pos), parse_size(length)
-    if size == 0:
-        raise UsageError(f"range {text!r} is empty")
-    return start, size
+    def good_read(self, seconds: float, good_bytes_read: int) -> None:
+        """Count a good read taking `seconds`, after which `good_bytes_read` distinct good bytes
+        have been served."""
+        self.reads += 1
+        self.seconds += seconds
+        self.good_bytes_read = good_bytes_read
+        self._check_all_good()
 
-
-@lru_cache(maxsize=8)
-def _chunk(index: int, seed: int) -> bytes:
-    """1 MiB of content for chunk `index`: random, text, zeros or a pattern, like a real disk."""
-    kind = (index * 2654435761 + seed) % 7
-    if kind in (0, 1):
-        return random.Random(index * 7919 + seed).randbytes(CHUNK)
-    if kind in (2, 3):
-        line = (f"chunk {index:08d}: the quick brown fox jumps over the lazy dog; "
-                f"rescue keeps every readable byte.\n").encode()
-        return (line * (CHUNK // len(line) + 1))[:CHUNK]
-    if kind == 4:
-        return bytes(CHUNK)
-    pattern = bytes(range(256)) + index.to_bytes(8, "little") * 32
-    return (pattern * (CHUNK // len(pattern) + 1))[:CHUNK]
-
-
-def content(offset: int, length: int, seed: int = 0) -> bytes:
-    """The true bytes of a simulated disk at [offset, offset+length)."""
-    out = bytearray()
-    while length > 0:
-        index, within = divmod(offset, CHUNK)
-        take = min(length, CHUNK - within)
-        out += _chunk(index, seed)[within:within + take]
-        offset += take
-        length -= take
-    return bytes(out)
+    def _check_all_good(self) -> None:
+        if self.failed_reads_to_all_good is None and self.good_bytes_read >= self.good_bytes:
+            self.failed_reads_to_all_good = self.failed_reads
+            self.seconds_to_all_good = self.seconds
 
 
 class FaultySource:
     """A Source whose failures are scripted; also counts reads so tests can check the
-    algorithm never re-reads more than it should."""
+    algorithm never re-reads more than it should, and keeps a `tally` on a virtual clock."""
 
     physical_sector_size = SECTOR
     sector_size = SECTOR
 
-    def __init__(self, spec: str | FaultySpec, clock=time.sleep) -> None:
+    def __init__(self, spec: str | FaultySpec,
+                 clock: Callable[[float], None] = time.sleep) -> None:
         self.spec = spec if isinstance(spec, FaultySpec) else FaultySpec.parse(spec)
         self.path = spec if isinstance(spec, str) else PREFIX
         self.size = self.spec.size
-        self._bad = _Ranges(self.spec.bad)
-        self._slow = _Ranges(self.spec.slow)
-        self._flaky = _Ranges(self.spec.flaky)
-        self._flaky_reads: dict[int, int] = {}
-        self._sleep = clock
+        self.faults = Faults(self.spec)
+        self._sleep = clock  # only rate= and slow= really wait
+        self._content = ContentView(self.spec.seed)
+        self._good_served = RangeMap(self.size)
+        self.tally = Tally(self.size - self.faults.bad_bytes)
         self.reads: dict[int, int] = {}  # sector -> times read; filled only when tracking
         self.track_reads = False
         self.served = 0  # bytes read successfully
-        self.failed_reads = 0
+
+    @property
+    def failed_reads(self) -> int:
+        return self.tally.failed_reads
 
     def read(self, offset: int, length: int) -> memoryview:
         length = min(length, self.size - offset)
@@ -188,37 +118,34 @@ class FaultySource:
         if self.track_reads:
             for sector in range(offset // SECTOR, -(-end // SECTOR)):
                 self.reads[sector] = self.reads.get(sector, 0) + 1
-        delay = length / self.spec.rate if self.spec.rate else 0.0
-        delay += sum(d for _, _, d in self._slow.touching(offset, end))
-        if delay:
-            self._sleep(delay)
+        slow = self.faults.slow_delay(offset, end)
+        wait = slow + (length / self.spec.rate if self.spec.rate else 0.0)
+        if wait:
+            self._sleep(wait)
+        delay = slow + self.faults.weak_delay(offset, end)
         detail = self._failure(offset, end)
         if detail is not None:
-            self.failed_reads += 1
+            self.tally.failed_read(delay + self.spec.cost)
             raise Unreadable(offset, length, "media", detail)
         self.served += length
-        return memoryview(content(offset, length, self.spec.seed))
+        self._good_served.set(offset, length, FINISHED)
+        self.tally.good_read(delay + length / (self.spec.rate or GOOD_READ_RATE),
+                             self._good_served.totals()[FINISHED])
+        return self._content.read(offset, length)
 
     def _failure(self, offset: int, end: int) -> str | None:
-        """Why a read of [offset, end) fails, or None; counts the reads of flaky sectors."""
         if self.spec.gone is not None and self.served >= self.spec.gone:
             return "simulated disk gone"
-        if self._bad.touching(offset, end):
-            return "simulated bad sector"
-        failing = False
-        for start, span, times in self._flaky.touching(offset, end):
-            first = max(offset, start) // SECTOR
-            last = -(-min(end, start + span) // SECTOR)
-            for sector in range(first, last):
-                seen = self._flaky_reads.get(sector, 0)
-                if seen < times:
-                    failing = True
-                self._flaky_reads[sector] = seen + 1
-        return "simulated flaky sector" if failing else None
+        return self.faults.failure(offset, end)
+
+    def bad_ranges(self) -> list[tuple[int, int]]:
+        """Merged, sorted (pos, length) of the sectors that can never be read."""
+        return list(self.faults.bad)
 
     def bad_sectors(self) -> set[int]:
-        """Sectors that can never be read: what a perfect rescue maps as bad."""
-        return {s for start, length, _ in self.spec.bad
+        """Sectors that can never be read: what a perfect rescue maps as bad. For small disks;
+        a large one has `bad_ranges`."""
+        return {s for start, length in self.faults.bad
                 for s in range(start // SECTOR, -(-(start + length) // SECTOR))}
 
     def vanished(self) -> None:
@@ -228,3 +155,22 @@ class FaultySource:
 
     def close(self) -> None:
         """Nothing to release; present so every source closes the same way."""
+
+
+def truth_map(spec: FaultySpec) -> mapfile.Mapfile:
+    """The disk's truth as a finished rescue would map it: bad sectors '-', the rest '+'."""
+    areas, pos = [], 0
+    for start, length in Faults(spec).bad:
+        if start > pos:
+            areas.append((pos, start - pos, FINISHED))
+        areas.append((start, length, BAD))
+        pos = start + length
+    if pos < spec.size:
+        areas.append((pos, spec.size - pos, FINISHED))
+    return mapfile.Mapfile(RangeMap.from_areas(spec.size, areas), current_status=FINISHED)
+
+
+def write_truth_map(spec: FaultySpec, path: str, command_line: str = "") -> None:
+    """Save the truth as a GNU ddrescue mapfile, for `ddrescue --test-mode` on the same
+    geometry."""
+    mapfile.save(path, truth_map(spec), command_line)
