@@ -104,11 +104,13 @@ class Predicted:
         i = bisect_right(self._begins, end - 1) - 1
         return i >= 0 and self._ends[i] > begin
 
-    def forget_after(self, pos: int) -> None:
-        """The prediction went wrong near `pos`: the bands left since are read like any other
-        skipped area (they may hold good data)."""
+    def forget_after(self, pos: int) -> list[tuple[int, int]]:
+        """The prediction went wrong near `pos`: the bands left since are no longer taken as
+        bad (they may hold good data). Returns them."""
         keep = bisect_right(self._begins, pos)
+        forgotten = list(zip(self._begins[keep:], self._ends[keep:], strict=True))
         del self._begins[keep:], self._ends[keep:]
+        return forgotten
 
     def __len__(self) -> int:
         return len(self._begins)

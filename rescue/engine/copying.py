@@ -13,6 +13,7 @@ fails. No sector is read more than twice before trimming.
 
 from __future__ import annotations
 
+from bisect import bisect_right, insort
 from collections.abc import Callable
 
 from rescue.engine.bands import BandLearner, Predicted
@@ -35,6 +36,8 @@ class LearningCopy:
         self.skip_size, self.max_skip = skip_size, max_skip
         self.bands = BandLearner(reads.sector)
         self.predicted = Predicted()  # bands pass 1 stepped over as predicted bad
+        self.observed: list[int] = []  # where each bad area delimited exactly began
+        self.suspects: list[tuple[int, int]] = []  # stepped-over bands the learner doubts
 
     def learning_pass(self, start: int) -> None:
         """Forward in growing reads; a failed read is delimited to the sector (`_delimit`) and
@@ -43,19 +46,35 @@ class LearningCopy:
             return
         self.enter(Phase.COPYING, 1)
         self._recall_stepped_over(start)
+        self._scan(start, self.reads.rmap.size, learning=True)
+
+    def _scan(self, start: int, stop: int, learning: bool) -> None:
+        """Read the untried areas of [start, stop) forward in growing reads. Learning (pass 1):
+        step over predicted bands and slow areas, teach the learner. Otherwise (the sweep)
+        the first read is the edge sector alone: inside a bad area it costs one error."""
         pos, read_size, skip = start, self.cluster, self.skip_size
+        sector = self.reads.sector
         while (block := self.reads.next_block(NON_TRIED, pos, True)) is not None:
             begin, length, _ = block
-            end = begin + length
-            band = self.bands.predict(begin)
+            if begin >= stop:
+                return
+            end = min(begin + length, stop)
+            band = self.bands.predict(begin) if learning else None
             if band is not None and band[0] <= begin:
                 self.predicted.add(begin, min(band[1], end))
                 pos = band[1]
                 continue
             limit = min(end, band[0]) if band is not None else end
+            if not learning and begin == pos == start:
+                if not self.reads.read_sector(begin):
+                    pos = self._after_failed_edge(begin, limit)
+                    continue
+                begin = pos = begin + sector
+                if begin >= limit:
+                    continue
             part = chunk(begin, limit, True, read_size, self.cluster)
             ok, slow = self.reads.read_timed(*part)
-            if ok and not slow:
+            if ok and not (slow and learning):
                 pos, skip = part[1], self.skip_size
                 read_size = min(read_size * 2, self.max_read)
                 continue
@@ -64,7 +83,15 @@ class LearningCopy:
                 pos = min(part[1] + skip, self.reads.rmap.size)
                 skip = min(skip * 2, self.max_skip)
             else:
-                pos = self._delimit(*part, end)
+                pos = self._delimit(*part, end, learning)
+
+    def _after_failed_edge(self, edge: int, limit: int) -> int:
+        """The first sector of an area failed: a lone bad sector if the next one reads, else a
+        bad area to delimit."""
+        sector = self.reads.sector
+        if edge + sector >= limit or self.reads.read_sector(edge + sector):
+            return edge + 2 * sector
+        return self._past_run(edge, edge + 2 * sector, limit, learning=False)
 
     def _recall_stepped_over(self, start: int) -> None:
         """On resume, the untried areas pass 1 left between good data behind its position are
@@ -80,11 +107,10 @@ class LearningCopy:
                 self.predicted.add(begin, end)
             pos = end
 
-    def _delimit(self, begin: int, end: int, limit: int) -> int:
+    def _delimit(self, begin: int, end: int, limit: int, learning: bool) -> int:
         """A read of [begin, end) failed. Read it again sector by sector: lone bad sectors cost
-        nothing more, a run of two is a bad area, whose end is found with probes and a
-        backward walk (teaching the learner when both edges are exact); then the walk goes on
-        with the rest of the read. Returns where reading goes on."""
+        nothing more, a run of two is a bad area (`_past_run`); then the walk goes on with the
+        rest of the read. Returns where reading goes on."""
         pos = begin
         while pos < end:
             lead = self._walk_forward(pos, end)
@@ -93,16 +119,24 @@ class LearningCopy:
             run_end = lead + 2 * self.reads.sector
             if run_end < end:  # read once by the failed read: probes and walks read it again
                 self.reads.mark(run_end, end - run_end, NON_TRIMMED)
-            probe = self._probe(lead, run_end, limit)
-            if probe is None:
-                return limit  # bad up to the next area already known
-            good, floor = probe
-            trail = self._walk_backward(floor, good, end)
-            exact_lead = self._exact_lead(lead)
-            if exact_lead is not None and trail is not None:
-                self._learn(exact_lead, trail)
-            pos = good + self.reads.sector
+            pos = self._past_run(lead, run_end, limit, learning, read_once=end)
+            if pos >= limit:
+                return limit
         return pos
+
+    def _past_run(self, lead: int, start: int, limit: int, learning: bool,
+                  read_once: int = 0) -> int:
+        """A bad area begins at `lead`: probes from `start` find where it ends, a backward walk
+        delimits that end to the sector, and the learner is told (in pass 1). Returns where
+        reading goes on: past the good probe, or `limit` when the area reaches it."""
+        probe = self._probe(lead, start, limit)
+        if probe is None:
+            return limit
+        good, floor = probe
+        trail = self._walk_backward(floor, good, max(read_once, floor))
+        if learning:
+            self._learn(lead, trail)
+        return good + self.reads.sector
 
     def _walk_forward(self, begin: int, end: int) -> int | None:
         """Sectors of [begin, end) one by one; the first of two failing in a row, or None."""
@@ -116,24 +150,27 @@ class LearningCopy:
                 failed_before = True
         return None
 
-    def _probe(self, lead: int, start: int, limit: int) -> tuple[int, int] | None:
-        """Single-sector reads past a bad run at `lead`: first where the last band ended, then
-        at doubling distances, until one reads. Returns (the good sector, the end of the last
-        failed probe), or None when the bad area reaches `limit`."""
+    def _probe(self, lead: int, run_end: int, limit: int) -> tuple[int, int] | None:
+        """Single-sector reads past a bad run [lead, run_end): first where the last band
+        ended, then at doubling distances, until one reads. Returns (the good sector, the end
+        of the nearest failed probe below it or of the run), or None when the bad area
+        reaches `limit`."""
+        offsets = []
         hint = self.bands.length_hint()
-        distance = hint if hint is not None and lead + hint >= start else FIRST_PROBE
-        floor = start
-        while True:
-            offset = lead + distance
-            if offset < start:
-                distance *= 2
-                continue
-            if offset >= limit:
-                return None
-            if self.reads.read_sector(offset):
-                return offset, floor
-            floor = offset + self.reads.sector
+        if hint is not None and run_end <= lead + hint < limit:
+            offsets.append(lead + hint)
+        distance = FIRST_PROBE
+        while lead + distance < limit:
+            if lead + distance >= run_end and lead + distance not in offsets:
+                offsets.append(lead + distance)
             distance *= 2
+        failed: list[int] = []
+        for offset in offsets:
+            if self.reads.read_sector(offset):
+                below = [f + self.reads.sector for f in failed if f < offset]
+                return offset, max(below, default=run_end)
+            failed.append(offset)
+        return None
 
     def _walk_backward(self, floor: int, good: int, read_once: int) -> int | None:
         """Read backward from `good` down to `floor`, the end of the last failed probe: in
@@ -157,63 +194,92 @@ class LearningCopy:
             pos = begin  # every sector read this time: go on
         return floor if self.reads.state_at(floor - self.reads.sector) == BAD else None
 
-    def _exact_lead(self, lead: int) -> int | None:
-        """The bad area's first sector, if the sector before it is known good. After a band
-        stepped over as predicted, the area really began inside that band: read into it from
-        the good side to find where (a wrong prediction costs its two reads here)."""
-        if lead == 0 or self.reads.state_at(lead - self.reads.sector) == FINISHED:
-            return lead
-        begin, _, state = self.reads.rmap.area_at(lead - self.reads.sector)
-        if state != NON_TRIED or begin == 0 or self.reads.state_at(begin - 1) != FINISHED:
-            return None
-        self.predicted.forget_after(begin - 1)
-        failed = self._read_inward(begin, lead, forward=True)
-        return lead if failed is None else failed[0]
-
-    def _learn(self, lead: int, trail: int) -> None:
-        """A bad area delimited exactly. One that was not predicted means the prediction went
-        wrong nearby: the bands stepped over in the last two periods may hold good data, so
-        pass 2 reads them."""
+    def _learn(self, lead: int, trail: int | None) -> None:
+        """A bad area found in pass 1. When a period was known, the area was not predicted:
+        the prediction went wrong nearby, so the bands stepped over in the last two periods
+        become suspects (read before the other predicted bands: they may hold good data).
+        When both edges are known to the sector, the learner takes the area in."""
         period = self.bands.period()
         if period is not None:
-            self.predicted.forget_after(lead - 2 * period)
-        self.bands.observe(lead, trail)
+            for band in self.predicted.forget_after(lead - period):
+                insort(self.suspects, band)
+        sector = self.reads.sector
+        exact_lead = lead == 0 or self.reads.state_at(lead - sector) == FINISHED
+        if exact_lead and trail is not None:
+            self.bands.observe(lead, trail)
+            insort(self.observed, lead)
 
     def bordering_pass(self) -> None:
         """Areas left untried that border good data, read inward from that side until a read
         fails (ddrescue 1.30's pass 2); predicted bands wait for the sweep."""
-        self._inward_pass(Phase.COPYING, 2, bordering_only=True)
+        areas = [a for a in self._untried() if not self.predicted.overlaps(*a)]
+        if areas:
+            self.enter(Phase.COPYING, 2)
+        for begin, end in areas:
+            self._read_bordering(begin, end)
 
     def sweep(self) -> None:
-        """Every area still untried, read inward from both sides until a read fails; what lies
-        between the two failures is left to trimming and scraping."""
-        self._inward_pass(Phase.SWEEPING, SWEEP_PASS, bordering_only=False)
-
-    def _inward_pass(self, phase: Phase, number: int, bordering_only: bool) -> None:
-        if self.reads.next_block(NON_TRIED, 0, True) is None:
+        """The areas still untried. Suspects first (bands stepped over near a wrong
+        prediction): scanned like pass 1, since good data may lie inside them. Then every
+        area left is read inward from both sides until a read fails, what lies between left
+        to trimming and scraping: those that border good data first, the ones farthest from
+        any bad area seen first of all (a prediction is least sure there: a scratch that
+        ended); the insides of bad areas last."""
+        areas = self._untried()
+        if not areas:
             return
-        self.enter(phase, number)
+        self.enter(Phase.SWEEPING, SWEEP_PASS)
+        for begin, end in areas:
+            if self._suspect(begin, end):
+                self._scan(begin, end, learning=False)
+        for begin, end in sorted(self._untried(), key=self._sweep_order):
+            self._read_both_sides(begin, end)
+
+    def _untried(self) -> list[tuple[int, int]]:
+        areas = []
         pos = 0
         while (block := self.reads.next_block(NON_TRIED, pos, True)) is not None:
             begin, length, _ = block
-            end = begin + length
-            pos = end
-            if bordering_only and self.predicted.overlaps(begin, end):
-                continue
-            after = self.reads.state_at(end) if end < self.reads.rmap.size else None
-            before = self.reads.state_at(begin - 1) if begin else None
-            if before == FINISHED or not bordering_only:
-                failed = self._read_inward(begin, end, forward=True)
-                if failed is None:
-                    continue
-                begin = failed[1]
-            if begin < end and (after == FINISHED or not bordering_only):
-                failed = self._read_inward(begin, end, forward=False)
-                if failed is None:
-                    continue
-                end = failed[1]
-            if not bordering_only and begin < end:
-                self.reads.mark(begin, end - begin, NON_TRIMMED)
+            pos = begin + length
+            areas.append((begin, pos))
+        return areas
+
+    def _suspect(self, begin: int, end: int) -> bool:
+        i = bisect_right(self.suspects, (begin, end))
+        return any(b < end and e > begin for b, e in self.suspects[max(i - 1, 0):i + 1])
+
+    def _sweep_order(self, area: tuple[int, int]) -> tuple[bool, int]:
+        begin, end = area
+        bordering = FINISHED in (self.reads.state_at(begin - 1), self.reads.state_at(end))
+        i = bisect_right(self.observed, begin)
+        near = [abs(self.observed[j] - begin) for j in (i - 1, i) if 0 <= j < len(self.observed)]
+        return not bordering, -min(near, default=0)
+
+    def _read_both_sides(self, begin: int, end: int) -> None:
+        """Read an untried area inward from both sides until a read fails; the middle
+        becomes non-trimmed."""
+        failed = self._read_inward(begin, end, forward=True)
+        if failed is None:
+            return
+        begin = failed[1]
+        if begin < end:
+            failed = self._read_inward(begin, end, forward=False)
+            if failed is None:
+                return
+            end = failed[1]
+        if begin < end:
+            self.reads.mark(begin, end - begin, NON_TRIMMED)
+
+    def _read_bordering(self, begin: int, end: int) -> None:
+        """Read an untried area inward from each side that borders good data until a read
+        fails."""
+        if self.reads.state_at(begin - 1) == FINISHED:
+            failed = self._read_inward(begin, end, forward=True)
+            if failed is None:
+                return
+            begin = failed[1]
+        if begin < end and self.reads.state_at(end) == FINISHED:
+            self._read_inward(begin, end, forward=False)
 
     def _read_inward(self, begin: int, end: int, forward: bool) -> tuple[int, int] | None:
         """Read [begin, end) from one side: the edge sector, then growing reads until one
