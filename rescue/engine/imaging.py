@@ -22,6 +22,7 @@ from rescue.devices.locks import Locks
 from rescue.engine.choices import MODES, ORDERS
 from rescue.engine.convert import Conversion
 from rescue.engine.digest import DigestingWriter
+from rescue.engine.joblogs import JobLogs
 from rescue.engine.jobs import JobControl, Phase, Progress, RateMeter
 from rescue.engine.rescue import Outcome, Rescue, RescueOptions
 from rescue.errors import FormatError, RefusedError, UsageError
@@ -68,6 +69,8 @@ class ImageRequest:
     force: bool = False
     options: RescueOptions = field(default_factory=RescueOptions)
     command_line: str = ""
+    reads_log: str | None = None  # GNU ddrescue's --log-reads, appended to
+    events_log: str | None = None  # GNU ddrescue's --log-events, appended to
 
     def __post_init__(self) -> None:
         """The options checked themselves (RescueOptions); the level counts where the image's
@@ -91,6 +94,10 @@ class ImageRequest:
         if self.order != "auto":
             argv += ["--order", self.order]
         argv += _option_argv(self.options)
+        if self.reads_log is not None:
+            argv += ["--log-reads", self.reads_log]
+        if self.events_log is not None:
+            argv += ["--log-events", self.events_log]
         if self.force:
             argv.append("--force")
         return argv
@@ -130,6 +137,15 @@ def _option_argv(options: RescueOptions) -> list[str]:
         else:
             argv += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
     return argv
+
+
+def _same_file(a: str, b: str) -> bool:
+    if os.path.abspath(a) == os.path.abspath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist yet
+        return False
 
 
 def open_source(path: str) -> Source:
@@ -195,6 +211,7 @@ class ImageJob:
             self._lock()
             self.mapfile = self._load_or_create_map()
             self._check_files()
+            self._check_logs()
             self.identity = self._source_identity()
             self._check_same_source()
             domain = self._load_domain()
@@ -214,13 +231,17 @@ class ImageJob:
             self.locks.release()
             raise
         meter = RateMeter(self.control.clock.now())  # rates and elapsed cover the whole job
+        self.logs = JobLogs(request.reads_log, request.events_log, request.command_line,
+                            self.progress)
+        observer = self.logs if self.logs.wanted else None
         self.rescue = Rescue(self.source, self.writer, self.mapfile, self._save_map,
-                             request.options, self.control, domain, meter)
+                             request.options, self.control, domain, meter, observer)
         # metadata first: a rescue over the metadata, then the main one over everything; the
         # second skips what the first finished, since passes only read non-finished areas
         self._first = Rescue(self.source, self.writer, self.mapfile, self._save_map,
                              dataclasses.replace(request.options), self.control,
-                             self.plan.metadata, meter) if metadata_first and self.plan else None
+                             self.plan.metadata, meter, observer
+                             ) if metadata_first and self.plan else None
         self._active = self._first or self.rescue
 
     @property
@@ -313,6 +334,26 @@ class ImageJob:
                                  "use --force to overwrite it")
             with open(self.image_path, "r+b") as f:
                 f.truncate(0)
+
+    def _check_logs(self) -> None:
+        """A log is a file of its own: not a folder or device, nor anything the job reads or
+        writes besides."""
+        req = self.request
+        others = {"the image": req.dest, "the staging image": self.image_path,
+                  "the mapfile": req.mapfile_path, "the domain mapfile": req.domain_path}
+        if protected_sources(req.source):
+            others["the source"] = req.source
+        for name, path in (("reads log", req.reads_log), ("events log", req.events_log)):
+            if path is None:
+                continue
+            if os.path.exists(path) and not os.path.isfile(path):
+                raise UsageError(f"the {name} {path} is not a regular file")
+            if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+                raise UsageError(f"the folder of the {name} {path} does not exist")
+            for other, other_path in others.items():
+                if other_path is not None and _same_file(path, other_path):
+                    raise UsageError(f"the {name} {path} cannot be {other}")
+            others[f"the {name}"] = path
 
     def _source_identity(self) -> dict[str, Any]:
         src = self.source
@@ -413,12 +454,12 @@ class ImageJob:
                      self.started)
 
     def run(self) -> Outcome:
-        with self.locks:  # held until the .img.zst is complete
+        with self.locks, self.logs:  # held until the .img.zst is complete
             return self._run_and_finish()
 
     def _run_and_finish(self) -> Outcome:
         try:
-            outcome = self._run_phases()
+            outcome = self.logs.around(self._run_phases)
             self._store_manifest(outcome)
         finally:
             self._close_files()
