@@ -20,6 +20,7 @@ killed with -9 leaves a log whose every line is complete.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import time
@@ -102,7 +103,11 @@ class _Log:
         lines = [f"# {title}. Created by rescue version {__version__}",
                  f"# Command line: {command_line}",
                  f"# Start time:   {time.strftime(_STAMP)}", columns]
-        self._write("\n".join([""] * appending + lines))
+        try:
+            self._write("\n".join([""] * appending + lines))
+        except DestinationError:
+            self._close_quietly()
+            raise
 
     def elapsed(self) -> float:
         return time.monotonic() - self._started
@@ -115,12 +120,16 @@ class _Log:
                                    ) from None
 
     def close(self) -> None:
-        """The end time, as ddrescue ends a log; then the file is closed."""
+        """The end time, as ddrescue ends a log, then the file closed. Best effort: a write
+        that failed before has stopped the job already and said why."""
         if self._file.closed:
             return
-        try:
+        with contextlib.suppress(DestinationError):
             self._write(f"# End time:     {time.strftime(_STAMP)}")
-        finally:
+        self._close_quietly()
+
+    def _close_quietly(self) -> None:
+        with contextlib.suppress(OSError):
             self._file.close()
 
 
