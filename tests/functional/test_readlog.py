@@ -251,3 +251,24 @@ def test_a_log_is_a_file_of_its_own(tmp_path: Path, log: str, refusal: str) -> N
     assert_clean_failure(result, 2, refusal)
     assert source.read_bytes() == before
     assert not (tmp_path / "events.log").exists()
+
+
+@pytest.mark.parametrize("spec, code, reason", [
+    ("sim:size=8M,bad=2M+64k,gone=5M", 4, "stopped answering"),
+    # scraping 510 bad sectors at 5 ms each reads nothing good for 2.5 s
+    pytest.param("sim:size=4M,bad=2M+256k,slow=2M+256k@0.005", 6, "Timeout expired",
+                 marks=pytest.mark.slow),
+])
+def test_the_events_log_says_why_a_run_stopped(tmp_path: Path, spec: str, code: int,
+                                               reason: str) -> None:
+    events_path, image = tmp_path / "events.log", tmp_path / "out.img"
+    timeout = ["--timeout", "1"] if code == 6 else []
+    result = rescue("image", spec, image, "--order", "sequential", "--log-events",
+                    events_path, *timeout)
+    assert result.returncode == code, result.stderr
+    events = load_events(str(events_path))
+    messages = [e.text for e in events.events if e.rescued is None]
+    assert len(messages) == 1 and reason in messages[0]
+    status = {"?": "copying", "*": "trimming", "/": "scraping", "-": "retrying"}
+    position, current = map_status(Path(f"{image}.map"))
+    assert events.ends() == [(position, status[current])]
