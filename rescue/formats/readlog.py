@@ -29,6 +29,7 @@ from typing import IO, Protocol
 
 from rescue import __version__
 from rescue.errors import DestinationError, FormatError
+from rescue.rangemap import FINISHED, RangeMap
 from rescue.units import duration_parts
 
 READS_TITLE = "Reads Logfile"
@@ -230,11 +231,21 @@ class ReadsLog:
         return sum(read.failed for read in self.reads)
 
     def read_errors_until_last_good(self) -> int:
-        """Failed reads before the last read that copied anything: what the rescue paid in
-        errors for all it got."""
-        last_good = max((i for i, read in enumerate(self.reads) if read.copied),
-                        default=len(self.reads))
-        return sum(read.failed for read in self.reads[:last_good])
+        """Failed reads before the last read that rescued bytes not rescued before: what the
+        rescue paid in errors for all it got. Reads of sectors already rescued (rescue's
+        checks that the source still answers) rescue nothing new."""
+        size = max((read.pos + read.copied for read in self.reads), default=0)
+        if not size:
+            return self.read_errors()
+        rescued = RangeMap(size)
+        errors = errors_then = 0
+        for read in self.reads:
+            errors += read.failed
+            if read.copied and rescued.state_bytes(read.pos, read.pos + read.copied
+                                                   )[FINISHED] < read.copied:
+                rescued.set(read.pos, read.copied, FINISHED)
+                errors_then = errors
+        return errors_then
 
 
 @dataclass(frozen=True)

@@ -151,10 +151,19 @@ def test_a_damaged_events_line_is_refused_with_its_line_number() -> None:
 def test_read_errors_until_the_last_good_read() -> None:
     good, bad = Read(0, 512, 512, 0), Read(512, 512, 0, 512)
     text = "".join(f"0x{r.pos:08X}\t{r.size}\t{r.copied}\t{r.error_size}\n"
-                   for r in (bad, good, bad, bad, good, bad, bad, bad))
+                   for r in (bad, good, bad, bad, Read(1024, 512, 512, 0), bad, bad, bad))
     log = parse_reads(text)
     assert (log.read_errors(), log.read_errors_until_last_good()) == (6, 3)
     assert parse_reads("0x0\t512\t0\t512\n").read_errors_until_last_good() == 1
+
+
+def test_reading_rescued_bytes_again_rescues_nothing_new() -> None:
+    """rescue reads a sector it has rescued to check that the source still answers."""
+    reads = [Read(0, 4096, 4096, 0), Read(4096, 512, 0, 512), Read(4608, 512, 0, 512),
+             Read(0, 512, 512, 0), Read(5120, 512, 0, 512), Read(3584, 1024, 1024, 0)]
+    text = "".join(f"0x{r.pos:08X}\t{r.size}\t{r.copied}\t{r.error_size}\n" for r in reads)
+    assert parse_reads(text).read_errors_until_last_good() == 3  # the last read: 512 new bytes
+    assert parse_reads(text.rsplit("0x", 1)[0]).read_errors_until_last_good() == 0
 
 
 def test_a_log_that_cannot_be_written_is_a_destination_error() -> None:
