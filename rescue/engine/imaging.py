@@ -205,6 +205,8 @@ class ImageJob:
         self.source = open_source(request.source)
         self.plan: DiskPlan | None = None
         self.locks = Locks()
+        self.logs = JobLogs(request.reads_log, request.events_log, request.command_line,
+                            self.progress)
         try:
             self._check_safety()
             self.source_warnings = source_warnings(self.source)
@@ -219,6 +221,7 @@ class ImageJob:
             if request.mode == "used" or metadata_first:
                 self.plan = self._plan_disk()
                 domain = self.plan.used if request.mode == "used" else domain
+            self.logs.open()  # before the image: a log that cannot be written leaves no image
             # qcow2 or raw: a rescue writes in any order, and continues what it finds
             writer = open_writer(self.image_path, self.image_format, self.source.size,
                                  request.level)
@@ -227,12 +230,11 @@ class ImageJob:
             self.digesting = DigestingWriter(writer) if fresh else None
             self.writer: ImageWriter = self.digesting or writer
         except BaseException:
+            self.logs.close()
             self.source.close()
             self.locks.release()
             raise
         meter = RateMeter(self.control.clock.now())  # rates and elapsed cover the whole job
-        self.logs = JobLogs(request.reads_log, request.events_log, request.command_line,
-                            self.progress)
         observer = self.logs if self.logs.wanted else None
         self.rescue = Rescue(self.source, self.writer, self.mapfile, self._save_map,
                              request.options, self.control, domain, meter, observer)
@@ -454,7 +456,7 @@ class ImageJob:
                      self.started)
 
     def run(self) -> Outcome:
-        with self.locks, self.logs:  # held until the .img.zst is complete
+        with self.locks:  # held until the .img.zst is complete
             return self._run_and_finish()
 
     def _run_and_finish(self) -> Outcome:
@@ -526,7 +528,9 @@ class ImageJob:
             self.locks.release()
 
     def _close_files(self) -> None:
-        """Close the image and source; a close that fails leaves the map as last saved."""
+        """Close the logs, image and source; a close that fails leaves the map as last
+        saved."""
+        self.logs.close()
         try:
             self.writer.close()
         finally:

@@ -2,14 +2,12 @@
 ddrescue's formats, so a job can be compared with a ddrescue run read by read.
 
 The job's rescues tell the logs of each read and phase (they are their ReadObserver); the job
-tells them how the run ended. Opened when the job starts running and closed when it ends, so a
-job built but never run (a wizard's preview) leaves no trace in them.
+tells them how the run ended.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from types import TracebackType
 
 from rescue.engine.jobs import Progress
 from rescue.engine.rescue import Outcome
@@ -35,22 +33,16 @@ class JobLogs:
     def wanted(self) -> bool:
         return bool(self.reads_path or self.events_path)
 
-    def __enter__(self) -> JobLogs:
+    def open(self) -> None:
+        """Open the logs asked for (appending), each with its header; if one fails, the
+        caller closes what was opened."""
         if self.reads_path:
             self._reads = ReadsLogWriter(self.reads_path, self._command_line)
         if self.events_path:
-            try:
-                self._events = EventsLogWriter(self.events_path, self._command_line)
-            except RescueError:
-                self.close()
-                raise
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                 traceback: TracebackType | None) -> None:
-        self.close()
+            self._events = EventsLogWriter(self.events_path, self._command_line)
 
     def close(self) -> None:
+        """Each open log ends with its end time; closing twice does nothing."""
         for log in (self._reads, self._events):
             if log is not None:
                 log.close()

@@ -272,3 +272,17 @@ def test_the_events_log_says_why_a_run_stopped(tmp_path: Path, spec: str, code: 
     status = {"?": "copying", "*": "trimming", "/": "scraping", "-": "retrying"}
     position, current = map_status(Path(f"{image}.map"))
     assert events.ends() == [(position, status[current])]
+
+
+def test_a_log_that_cannot_be_opened_stops_the_job_before_the_image_is_made(tmp_path: Path
+                                                                            ) -> None:
+    """/proc/version is a regular file that no one may write, not even root."""
+    image = tmp_path / "out.img"
+    result = rescue("image", SPEC, image, "--log-reads", tmp_path / "reads.log",
+                    "--log-events", "/proc/version")
+    assert_clean_failure(result, 3, "cannot open the log /proc/version")
+    assert not image.exists() and not Path(f"{image}.map").exists()
+    assert parse_reads((tmp_path / "reads.log").read_text()).reads == []
+    again = rescue("image", SPEC, image, "--log-reads", tmp_path / "reads.log")
+    assert again.returncode == 1, again.stderr
+    assert load_reads(str(tmp_path / "reads.log")).runs == 2
