@@ -13,8 +13,8 @@ blanks; and, as ddrescue 1.30 does, a line with the average rate and the read er
 times are ddrescue's `1d:02h:03m:04s`, shortened from the left; percentages are truncated to
 two decimals, as ddrescue prints them.
 
-ddrescue overwrites a reads log; ours, like both of its event logs, is appended to, so a resumed
-job keeps one log with a header per run. Each line is written whole and flushed at once: a job
+ddrescue overwrites a reads log and appends to an events log; we append to both, so a resumed
+job keeps one log of each with a header per run. Each line is written whole and flushed at once: a job
 killed with -9 leaves a log whose every line is complete.
 """
 

@@ -25,6 +25,8 @@ TEST_MAP = "".join(["# Mapfile\n0x00000000  ?  1\n",
                     "0x00000000  0x00100000  +\n0x00100000  0x00010000  -\n",
                     "0x00110000  0x00200000  +\n0x00310000  0x00001000  -\n",
                     "0x00311000  0x000EF000  +\n"])
+STATUS_NAMES = {"?": "copying", "*": "trimming", "/": "scraping", "-": "retrying",
+                "+": "finished"}
 PHASE_KINDS = ("Copying non-tried blocks", "Trimming failed blocks", "Scraping failed blocks",
                "Retrying bad sectors")
 
@@ -119,6 +121,22 @@ def test_the_parser_reads_ddrescues_events_log(ddrescue_run: tuple[Path, Path, P
     assert events.ends() == [(position, "finished")]
     rescued = [e.rescued for e in events.events if e.rescued is not None]
     assert rescued[0] == 0.0 and rescued == sorted(rescued)
+
+
+def test_the_parser_reads_why_ddrescue_stopped(tmp_path: Path) -> None:
+    """With at most one bad area allowed, ddrescue stops when trimming finds the second."""
+    (tmp_path / "in.bin").write_bytes(bytes(4 * MIB))
+    (tmp_path / "test.map").write_text(TEST_MAP)
+    events, mapfile = tmp_path / "events.log", tmp_path / "out.map"
+    done = subprocess.run(["ddrescue", "-H", str(tmp_path / "test.map"), "-e1",
+                           f"--log-events={events}", str(tmp_path / "in.bin"),
+                           str(tmp_path / "out.img"), str(mapfile)], capture_output=True)
+    assert done.returncode == 1, done.stderr
+    log = load_events(str(events))
+    assert [e.text for e in log.events if e.rescued is None] == [
+        "Too many bad areas in input file"]
+    position, status = map_status(mapfile)
+    assert log.ends() == [(position, STATUS_NAMES[status])]
 
 
 @pytest.mark.slow
@@ -269,9 +287,8 @@ def test_the_events_log_says_why_a_run_stopped(tmp_path: Path, spec: str, code: 
     events = load_events(str(events_path))
     messages = [e.text for e in events.events if e.rescued is None]
     assert len(messages) == 1 and reason in messages[0]
-    status = {"?": "copying", "*": "trimming", "/": "scraping", "-": "retrying"}
     position, current = map_status(Path(f"{image}.map"))
-    assert events.ends() == [(position, status[current])]
+    assert events.ends() == [(position, STATUS_NAMES[current])]
 
 
 def test_a_log_that_cannot_be_opened_stops_the_job_before_the_image_is_made(tmp_path: Path
