@@ -303,3 +303,24 @@ def test_a_log_that_cannot_be_opened_stops_the_job_before_the_image_is_made(tmp_
     again = rescue("image", SPEC, image, "--log-reads", tmp_path / "reads.log")
     assert again.returncode == 1, again.stderr
     assert load_reads(str(tmp_path / "reads.log")).runs == 2
+
+
+@pytest.mark.slow
+def test_an_interrupted_job_says_so_and_ends_its_logs(tmp_path: Path) -> None:
+    reads_path, events_path = tmp_path / "reads.log", tmp_path / "events.log"
+    image = tmp_path / "out.img"
+    process = rescue_process("image", SLOW_SPEC, str(image), "--order", "sequential",
+                             "--log-reads", str(reads_path), "--log-events", str(events_path))
+    try:
+        wait_for_phase(reads_path, "Trimming", process)
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=30) == 130
+    finally:
+        process.kill()
+        process.wait()
+    events = load_events(str(events_path))
+    assert [e.text for e in events.events if e.rescued is None] == ["Interrupted by user"]
+    position, status = map_status(Path(f"{image}.map"))
+    assert events.ends() == [(position, STATUS_NAMES[status])]
+    for path in (reads_path, events_path):
+        assert path.read_text().splitlines()[-1].startswith("# End time:")
