@@ -39,7 +39,7 @@ from rescue.formats.image import (
     require_level,
     store_manifest,
 )
-from rescue.formats.manifest import Manifest, rescue_summary
+from rescue.formats.manifest import SIDECAR_SUFFIX, Manifest, rescue_summary
 from rescue.fs.domain import DiskPlan, SourceReader, plan_disk
 from rescue.io.reader import Unreadable
 from rescue.io.source import BlockSource, Source
@@ -342,7 +342,10 @@ class ImageJob:
         writes besides."""
         req = self.request
         others = {"the image": req.dest, "the staging image": self.image_path,
-                  "the mapfile": req.mapfile_path, "the domain mapfile": req.domain_path}
+                  "the image's manifest": self.image_path + SIDECAR_SUFFIX,
+                  "the mapfile": req.mapfile_path,
+                  "the mapfile's backup": f"{req.mapfile_path}.bak",
+                  "the domain mapfile": req.domain_path}
         if protected_sources(req.source):
             others["the source"] = req.source
         for name, path in (("reads log", req.reads_log), ("events log", req.events_log)):

@@ -14,8 +14,8 @@ times are ddrescue's `1d:02h:03m:04s`, shortened from the left; percentages are 
 two decimals, as ddrescue prints them.
 
 ddrescue overwrites a reads log and appends to an events log; we append to both, so a resumed
-job keeps one log of each with a header per run. Each line is written whole and flushed at once: a job
-killed with -9 leaves a log whose every line is complete.
+job keeps one log of each with a header per run. Each line is written whole and flushed at
+once: a job killed with -9 leaves a log whose every line is complete.
 """
 
 from __future__ import annotations

@@ -257,6 +257,8 @@ def test_a_killed_job_leaves_complete_lines_and_resuming_appends(
     ("source.img", "reads log source.img cannot be the source"),
     ("out.img", "reads log out.img cannot be the image"),
     ("out.img.map", "reads log out.img.map cannot be the mapfile"),
+    ("out.img.map.bak", "reads log out.img.map.bak cannot be the mapfile's backup"),
+    ("out.img.manifest.json", "reads log out.img.manifest.json cannot be the image's manifest"),
     ("events.log", "events log events.log cannot be the reads log"),
     (".", r"reads log \. is not a regular file"),
     ("none/reads.log", "folder of the reads log none/reads.log does not exist")])
