@@ -106,6 +106,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="overwrite an existing DEST; override overridable safety reasons")
     parser.add_argument("--json", action="store_true",
                         help="one JSON object per update and a final summary")
+    parser.add_argument("--log-reads", metavar="FILE",
+                        help="append every read (position, size, copied, failed) to FILE, "
+                             "in GNU ddrescue's --log-reads format")
+    parser.add_argument("--log-events", metavar="FILE",
+                        help="append each pass begun and how the run ended to FILE, in GNU "
+                             "ddrescue's --log-events format")
     add_rescue_options(parser)
     parser.set_defaults(run=run)
 
@@ -133,7 +139,8 @@ def run(args: argparse.Namespace) -> int:
     request = ImageRequest(
         source=args.source, dest=args.dest, map_path=args.map_path, image_format=args.format,
         level=args.level, domain_path=args.domain, mode=args.mode, order=args.order,
-        force=args.force, options=rescue_options(args), command_line=shlex.join(sys.argv))
+        force=args.force, options=rescue_options(args), command_line=shlex.join(sys.argv),
+        reads_log=args.log_reads, events_log=args.log_events)
     job = ImageJob(request)
     for warning in job.warnings:
         print(f"warning: {warning}", file=sys.stderr)

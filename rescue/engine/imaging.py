@@ -22,6 +22,7 @@ from rescue.devices.locks import Locks
 from rescue.engine.choices import MODES, ORDERS
 from rescue.engine.convert import Conversion
 from rescue.engine.digest import DigestingWriter
+from rescue.engine.joblogs import JobLogs
 from rescue.engine.jobs import JobControl, Phase, Progress, RateMeter
 from rescue.engine.rescue import Outcome, Rescue, RescueOptions
 from rescue.errors import FormatError, RefusedError, UsageError
@@ -38,7 +39,7 @@ from rescue.formats.image import (
     require_level,
     store_manifest,
 )
-from rescue.formats.manifest import Manifest, rescue_summary
+from rescue.formats.manifest import SIDECAR_SUFFIX, Manifest, rescue_summary
 from rescue.fs.domain import DiskPlan, SourceReader, plan_disk
 from rescue.io.reader import Unreadable
 from rescue.io.source import BlockSource, Source
@@ -68,6 +69,8 @@ class ImageRequest:
     force: bool = False
     options: RescueOptions = field(default_factory=RescueOptions)
     command_line: str = ""
+    reads_log: str | None = None  # GNU ddrescue's --log-reads, appended to
+    events_log: str | None = None  # GNU ddrescue's --log-events, appended to
 
     def __post_init__(self) -> None:
         """The options checked themselves (RescueOptions); the level counts where the image's
@@ -91,6 +94,10 @@ class ImageRequest:
         if self.order != "auto":
             argv += ["--order", self.order]
         argv += _option_argv(self.options)
+        if self.reads_log is not None:
+            argv += ["--log-reads", self.reads_log]
+        if self.events_log is not None:
+            argv += ["--log-events", self.events_log]
         if self.force:
             argv.append("--force")
         return argv
@@ -130,6 +137,15 @@ def _option_argv(options: RescueOptions) -> list[str]:
         else:
             argv += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
     return argv
+
+
+def _same_file(a: str, b: str) -> bool:
+    if os.path.abspath(a) == os.path.abspath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist yet
+        return False
 
 
 def open_source(path: str) -> Source:
@@ -189,12 +205,15 @@ class ImageJob:
         self.source = open_source(request.source)
         self.plan: DiskPlan | None = None
         self.locks = Locks()
+        self.logs = JobLogs(request.reads_log, request.events_log, request.command_line,
+                            self.progress)
         try:
             self._check_safety()
             self.source_warnings = source_warnings(self.source)
             self._lock()
             self.mapfile = self._load_or_create_map()
             self._check_files()
+            self._check_logs()
             self.identity = self._source_identity()
             self._check_same_source()
             domain = self._load_domain()
@@ -202,6 +221,7 @@ class ImageJob:
             if request.mode == "used" or metadata_first:
                 self.plan = self._plan_disk()
                 domain = self.plan.used if request.mode == "used" else domain
+            self.logs.open()  # before the image: a log that cannot be written leaves no image
             # qcow2 or raw: a rescue writes in any order, and continues what it finds
             writer = open_writer(self.image_path, self.image_format, self.source.size,
                                  request.level)
@@ -210,17 +230,20 @@ class ImageJob:
             self.digesting = DigestingWriter(writer) if fresh else None
             self.writer: ImageWriter = self.digesting or writer
         except BaseException:
+            self.logs.close()
             self.source.close()
             self.locks.release()
             raise
         meter = RateMeter(self.control.clock.now())  # rates and elapsed cover the whole job
+        observer = self.logs if self.logs.wanted else None
         self.rescue = Rescue(self.source, self.writer, self.mapfile, self._save_map,
-                             request.options, self.control, domain, meter)
+                             request.options, self.control, domain, meter, observer)
         # metadata first: a rescue over the metadata, then the main one over everything; the
         # second skips what the first finished, since passes only read non-finished areas
         self._first = Rescue(self.source, self.writer, self.mapfile, self._save_map,
                              dataclasses.replace(request.options), self.control,
-                             self.plan.metadata, meter) if metadata_first and self.plan else None
+                             self.plan.metadata, meter, observer
+                             ) if metadata_first and self.plan else None
         self._active = self._first or self.rescue
 
     @property
@@ -313,6 +336,29 @@ class ImageJob:
                                  "use --force to overwrite it")
             with open(self.image_path, "r+b") as f:
                 f.truncate(0)
+
+    def _check_logs(self) -> None:
+        """A log is a file of its own: not a folder or device, nor anything the job reads or
+        writes besides."""
+        req = self.request
+        others = {"the image": req.dest, "the staging image": self.image_path,
+                  "the image's manifest": self.image_path + SIDECAR_SUFFIX,
+                  "the mapfile": req.mapfile_path,
+                  "the mapfile's backup": f"{req.mapfile_path}.bak",
+                  "the domain mapfile": req.domain_path}
+        if protected_sources(req.source):
+            others["the source"] = req.source
+        for name, path in (("reads log", req.reads_log), ("events log", req.events_log)):
+            if path is None:
+                continue
+            if os.path.exists(path) and not os.path.isfile(path):
+                raise UsageError(f"the {name} {path} is not a regular file")
+            if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+                raise UsageError(f"the folder of the {name} {path} does not exist")
+            for other, other_path in others.items():
+                if other_path is not None and _same_file(path, other_path):
+                    raise UsageError(f"the {name} {path} cannot be {other}")
+            others[f"the {name}"] = path
 
     def _source_identity(self) -> dict[str, Any]:
         src = self.source
@@ -418,7 +464,7 @@ class ImageJob:
 
     def _run_and_finish(self) -> Outcome:
         try:
-            outcome = self._run_phases()
+            outcome = self.logs.around(self._run_phases)
             self._store_manifest(outcome)
         finally:
             self._close_files()
@@ -485,7 +531,9 @@ class ImageJob:
             self.locks.release()
 
     def _close_files(self) -> None:
-        """Close the image and source; a close that fails leaves the map as last saved."""
+        """Close the logs, image and source; a close that fails leaves the map as last
+        saved."""
+        self.logs.close()
         try:
             self.writer.close()
         finally:

@@ -33,6 +33,7 @@ from rescue.engine.jobs import JobControl, Phase, Progress, RateMeter
 from rescue.errors import DestinationError, ExitCode, SourceLostError, UsageError
 from rescue.formats.base import ImageWriter
 from rescue.formats.mapfile import Mapfile, MapSaveError
+from rescue.formats.readlog import ReadObserver, phase_text
 from rescue.io.reader import Unreadable
 from rescue.io.source import Source
 from rescue.rangemap import (
@@ -125,8 +126,9 @@ class Rescue:
     def __init__(self, source: Source, writer: ImageWriter, mapfile: Mapfile,
                  save_map: Callable[[Mapfile], None], options: RescueOptions | None = None,
                  control: JobControl | None = None, domain: RangeMap | None = None,
-                 meter: RateMeter | None = None) -> None:
+                 meter: RateMeter | None = None, observer: ReadObserver | None = None) -> None:
         self.source, self.writer, self.mapfile = source, writer, mapfile
+        self.observer = observer  # told of every read and phase (--log-reads, --log-events)
         self.rmap = mapfile.rmap
         self.save_map = save_map
         self.opt = options or RescueOptions()
@@ -260,13 +262,16 @@ class Rescue:
             self._enter(Phase.TRIMMING, 1)
             self._trim()
         if self.opt.scrape:
-            self._enter(Phase.SCRAPING, 1)
+            self._enter(Phase.SCRAPING, 1, forward)
             self._sector_pass(NON_SCRAPED, forward)
         for retry in range(1, self.opt.retries + 1):
-            self._enter(Phase.RETRYING, retry)
-            self._sector_pass(BAD, forward if retry % 2 == 0 else not forward)
+            retry_forward = forward if retry % 2 == 0 else not forward
+            self._enter(Phase.RETRYING, retry, retry_forward)
+            self._sector_pass(BAD, retry_forward)
 
-    def _enter(self, phase: Phase, passno: int) -> None:
+    def _enter(self, phase: Phase, passno: int, forward: bool = True) -> None:
+        if self.observer is not None:
+            self.observer.phase(phase_text(phase.status, passno, forward))
         self._phase, self._pass = phase, passno
         self.mapfile.current_status, self.mapfile.current_pass = phase.status, passno
         self._checkpoint()
@@ -276,7 +281,7 @@ class Rescue:
     def _copy_pass(self, number: int, forward: bool, skipping: bool, start: int | None) -> None:
         if self._next_block(NON_TRIED, 0, True) is None:
             return
-        self._enter(Phase.COPYING, number)
+        self._enter(Phase.COPYING, number, forward)
         pos = start if start is not None else (0 if forward else self.rmap.size)
         skip = self.opt.skip_size
         read_size = self.opt.cluster_size
@@ -387,6 +392,7 @@ class Rescue:
         try:
             data = self.source.read(offset, length)
         except Unreadable:
+            self._observe(offset, length, good=False)
             self._read_errors += 1
             self._failed_read()
             if on_error is not None:
@@ -394,6 +400,7 @@ class Rescue:
             self._check_source()
             self._after_read()
             return False
+        self._observe(offset, length, good=True)
         self.writer.write(offset, data)
         self._last_good_offset = offset
         self._meter.add(length, self._clock.now())
@@ -444,11 +451,18 @@ class Rescue:
         return list(found)[:PROBE_READS]
 
     def _reads_again(self, offset: int) -> bool:
+        length = min(self.sector, self.rmap.size - offset)
         try:
-            self.source.read(offset, min(self.sector, self.rmap.size - offset))
+            self.source.read(offset, length)
         except Unreadable:
+            self._observe(offset, length, good=False)
             return False
+        self._observe(offset, length, good=True)
         return True
+
+    def _observe(self, offset: int, length: int, good: bool) -> None:
+        if self.observer is not None:
+            self.observer.read(offset, length, length if good else 0, 0 if good else length)
 
     def _source_alive(self) -> None:
         """After a good read (or the failures taken back): nothing to take back, and the next
