@@ -75,8 +75,10 @@ class ImageRequest:
 
     def __post_init__(self) -> None:
         """The options checked themselves (RescueOptions); the level counts where the image's
-        format compresses."""
+        format compresses; each --first is a path from a file system's root."""
         require_level(format_for(self.dest, self.image_format), self.level)
+        for path in self.first:
+            FirstPath.parse(path)
 
     def to_argv(self) -> list[str]:
         """The `rescue image` command that starts (or resumes) this job: what differs from
