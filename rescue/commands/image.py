@@ -21,31 +21,14 @@ from rescue.units import human_duration, human_rate, human_size
 if TYPE_CHECKING:
     from rescue.commands.status import News
     from rescue.engine.imaging import ImageJob
-    from rescue.engine.jobs import FirstProgress, Progress
+    from rescue.engine.jobs import Progress
     from rescue.engine.rescue import RescueOptions
     from rescue.fs.chosen import FileState
 
 
-def first_count(first: FirstProgress) -> str:
-    """How many chosen files are complete, as the status block and the summary say it."""
-    if first.stage == "metadata":
-        return "first files: looked up once the metadata is in"
-    return f"first files: {first.complete} of {first.total} complete"
-
-
 def first_line(state: FileState) -> str:
     """`first: PATH complete`, or what of it is lost: bytes at OFFSET+LENGTH in the file."""
-    file = state.file
-    if state.complete:
-        return f"first: {file.name} complete"
-    if file.size is None:
-        return f"first: {file.name} unreadable: its own metadata lies in bad sectors"
-    parts = [] if file.mapped else ["its block map is partly unreadable"]
-    if state.bad:
-        lost = sum(length for _, length in state.bad)
-        ranges = ", ".join(f"{offset}+{length}" for offset, length in state.bad)
-        parts.append(f"{lost} bytes {'unread' if state.unread else 'unreadable'} at {ranges}")
-    return f"first: {file.name} {'; '.join(parts)}"
+    return f"first: {state.file.name} {state.summary()}"
 
 
 class FirstNews:
@@ -72,7 +55,7 @@ def status_lines(p: Progress) -> list[str]:
     """The live status block, ddrescue's fields, 80 columns wide at most."""
     pct = 100 * p.rescued / p.domain_size if p.domain_size else 100.0
     state = " (paused)" if p.paused else ""
-    return [*([first_count(p.first)] if p.first is not None else []),
+    return [*([p.first.headline] if p.first is not None else []),
         f"rescued: {human_size(p.rescued):>10} ({pct:5.1f}%)   bad: {human_size(p.bad):>10}"
         f"   read errors: {p.read_errors}",
         f"non-tried: {human_size(p.non_tried):>10}   non-trimmed: {human_size(p.non_trimmed):>10}"
@@ -178,7 +161,7 @@ def run_job(job: ImageJob, json_lines: bool) -> int:
     else:
         if first is not None:  # where the last stage's retries leave the damaged ones
             print("\n".join([*(first_line(state) for state in first.settled
-                                if not state.complete), first_count(first)]))
+                                if not state.complete), first.headline]))
         print(f"{outcome.value}: {human_size(progress.rescued)} rescued, "
               f"{human_size(progress.bad)} bad; map: {job.request.mapfile_path}",
               file=sys.stderr if code else sys.stdout)

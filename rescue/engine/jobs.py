@@ -113,6 +113,13 @@ class FirstProgress:
     def complete(self) -> int:
         return sum(state.complete for state in self.settled)
 
+    @property
+    def headline(self) -> str:
+        """How many chosen files are complete, in the words every presenter shows."""
+        if self.stage == "metadata":
+            return "first files: looked up once the metadata is in"
+        return f"first files: {self.complete} of {self.total} complete"
+
     def as_dict(self) -> dict[str, object]:
         return {"stage": self.stage, "files": self.total, "complete": self.complete,
                 "damaged": len(self.settled) - self.complete,

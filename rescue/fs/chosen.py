@@ -78,6 +78,21 @@ class FileState:
     def complete(self) -> bool:
         return not self.bad and self.file.size is not None and self.file.mapped
 
+    def summary(self) -> str:
+        """`complete`, or what of the file is lost: bytes at OFFSET+LENGTH in the file."""
+        file = self.file
+        if self.complete:
+            return "complete"
+        if file.size is None:
+            return "unreadable: its own metadata lies in bad sectors"
+        parts = [] if file.mapped else ["its block map is partly unreadable"]
+        if self.bad:
+            lost = sum(length for _, length in self.bad)
+            ranges = ", ".join(f"{offset}+{length}" for offset, length in self.bad)
+            parts.append(f"{lost} bytes {'unread' if self.unread else 'unreadable'} at "
+                         f"{ranges}")
+        return "; ".join(parts)
+
     def as_dict(self) -> dict[str, object]:
         return {"path": self.file.name, "size": self.file.size, "complete": self.complete,
                 "metadata_readable": self.file.size is not None, "mapped": self.file.mapped,
