@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from rescue.errors import FormatError, UsageError
 from rescue.fs.affected import Damage
-from rescue.fs.domain import DOMAIN_ALIGN, open_fs
+from rescue.fs.domain import DOMAIN_ALIGN, NATIVE, detect, open_fs
 from rescue.fs.partitions import SliceReader, read_partition_table
 from rescue.fs.used import Extent, FileRecord, FileSystem, normalize
 from rescue.io.reader import Reader, Unreadable
@@ -24,6 +24,7 @@ from rescue.rangemap import FINISHED, NON_SCRAPED, NON_TRIED, NON_TRIMMED, Range
 
 CASE_SENSITIVE = ("ext2", "ext3", "ext4")  # FAT, exFAT and NTFS names ignore case
 UNREAD = (NON_TRIED, NON_TRIMMED, NON_SCRAPED)  # not read yet (BAD was tried and failed)
+SIGNATURE_AREA = 1 << 16  # every file-system signature rescue knows lies in a volume's start
 
 
 @dataclass(frozen=True)
@@ -193,8 +194,8 @@ class _Lookup:
             record = self.records.get(self.key(folder))
             if record is None:
                 continue
-            hit = self.damage.overlap(*_span(record.data)) + sum(
-                self.damage.overlap(*extent) for extent in record.metadata)
+            hit = any(self.damage.overlap(*extent)
+                      for extent in (*record.data, *record.metadata))
             if record.size is None or not record.complete or hit:
                 return f"the folder {folder} is unreadable"
             break
@@ -207,14 +208,6 @@ class _Lookup:
         if any(self.damage.overlap(*extent) for extent in metadata):
             return "some of its metadata is unreadable"
         return None
-
-
-def _span(extents: tuple[Extent, ...]) -> Extent:
-    """One extent from the first byte of `extents` to the last (0, 0 when empty)."""
-    if not extents:
-        return 0, 0
-    start = min(offset for offset, _ in extents)
-    return start, max(offset + length for offset, length in extents) - start
 
 
 def _wanted_keys(lookup: _Lookup, wanted: Sequence[FirstPath]) -> set[str]:
@@ -264,8 +257,13 @@ def resolve(reader: Reader, rmap: RangeMap, wanted: Sequence[FirstPath],
             continue
         damage = Damage(rmap, start, size)
         where = "disk" if number is None else f"partition {number}"
+        volume = RescuedReader(SliceReader(reader, start, size), damage)
+        if detect(volume) not in NATIVE:
+            if damage.overlap(0, min(size, SIGNATURE_AREA)):  # it may be one, unreadable
+                lookups.append((number, f"{where}: its file system's signature is unreadable"))
+            continue  # swap, an unknown file system: nothing to look up there
         try:
-            fs = open_fs(RescuedReader(SliceReader(reader, start, size), damage))
+            fs = open_fs(volume)
         except FormatError as exc:
             lookups.append((number, f"{where}: {exc}"))
             continue

@@ -12,6 +12,7 @@ from rescue.formats.raw import RawReader
 from rescue.fs.chosen import FirstPath, file_state, resolve
 from rescue.rangemap import BAD, FINISHED, NON_TRIED, RangeMap
 from tests.fixtures.cli import run
+from tests.fixtures.disks import disk_with
 from tests.fixtures.filesystems import MIB, fuse_mounted
 
 # (offset, bytes) written into a file that is otherwise holes
@@ -98,3 +99,33 @@ def test_first_paths_parse(text: str, parsed: FirstPath) -> None:
 def test_first_paths_refused(text: str) -> None:
     with pytest.raises(UsageError, match=r"^--first "):
         FirstPath.parse(text)
+
+
+def test_a_missing_path_is_missing_beside_swap_unless_a_signature_is_unreadable(
+        tmp_path: Path) -> None:
+    """Swap cannot hide a path; a partition whose start was not rescued might."""
+    ext, swap = tmp_path / "ext.img", tmp_path / "swap.img"
+    for part in (ext, swap):
+        with open(part, "wb") as f:
+            f.truncate(8 * MIB)
+    run("mkfs.ext4", "-q", "-F", str(ext))
+    run("mkswap", str(swap))
+    disk = disk_with(tmp_path / "disk.img", 18 * MIB,
+                     "label: gpt\nstart=2048, size=16384\nstart=18432, size=16384\n",
+                     [(MIB, ext), (9 * MIB, swap)])
+    reader = RawReader(str(disk))
+    try:
+        rmap = RangeMap(reader.size)
+        rmap.set(0, reader.size, FINISHED)
+        wanted = [FirstPath.parse("/nope")]
+        clean = resolve(reader, rmap, wanted)
+        rmap.set(9 * MIB, 4096, BAD)
+        damaged = resolve(reader, rmap, wanted)
+    finally:
+        reader.close()
+    assert (clean.missing, clean.notes) == (tuple(wanted), ())
+    with pytest.raises(UsageError, match=r"^--first: no file or folder /nope in any file "):
+        clean.require_found()
+    assert damaged.missing == ()
+    assert damaged.notes == ("/nope not found; partition 2: its file system's signature is "
+                             "unreadable, so it may lie there",)
