@@ -10,6 +10,7 @@ import pytest
 from rescue.errors import UsageError
 from rescue.formats.raw import RawReader
 from rescue.fs.chosen import FirstPath, file_state, resolve
+from rescue.fs.domain import open_fs
 from rescue.rangemap import BAD, FINISHED, NON_TRIED, RangeMap
 from tests.fixtures.cli import run
 from tests.fixtures.disks import disk_with
@@ -129,3 +130,26 @@ def test_a_missing_path_is_missing_beside_swap_unless_a_signature_is_unreadable(
     assert damaged.missing == ()
     assert damaged.notes == ("/nope not found; partition 2: its file system's signature is "
                              "unreadable, so it may lie there",)
+
+
+@pytest.mark.slow
+@pytest.mark.root
+def test_an_unreadable_ntfs_folder_may_hide_a_path(tmp_path: Path) -> None:
+    """NTFS names a file from its own record and its folders' records: with a folder's
+    record unreadable, its files lose their names, and a path into it cannot be ruled out."""
+    content = sparse_content()
+    image = build("ntfs", tmp_path, content)
+    reader = RawReader(str(image))
+    try:
+        rmap = RangeMap(reader.size)
+        rmap.set(0, reader.size, FINISHED)
+        folder = next(r for r in open_fs(reader).files() if r.path == "/Docs")
+        assert folder.is_dir
+        offset, length = folder.metadata[0]
+        rmap.set(offset, length, BAD)
+        found = resolve(reader, rmap, [FirstPath.parse("/Docs/sparse.bin")])
+    finally:
+        reader.close()
+    assert found.files == () and found.missing == ()
+    assert found.notes == ("/Docs/sparse.bin not found; some of its folders are unreadable, "
+                           "so it may lie there",)
