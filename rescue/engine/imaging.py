@@ -42,7 +42,7 @@ from rescue.formats.image import (
 )
 from rescue.formats.manifest import Manifest, rescue_summary
 from rescue.fs.chosen import FirstPath
-from rescue.fs.domain import DiskPlan, SourceReader, plan_disk
+from rescue.fs.domain import DiskPlan, ResumeReader, SourceReader, plan_disk
 from rescue.io.reader import Unreadable
 from rescue.io.source import BlockSource, Source
 from rescue.rangemap import BAD, FINISHED, NON_SCRAPED, NON_TRIMMED, MapSnapshot, RangeMap
@@ -306,8 +306,18 @@ class ImageJob:
         return False
 
     def _plan_disk(self) -> DiskPlan:
+        """The used and metadata domains; a resumed job reads what it rescued before from
+        the image, not again from the source."""
         path = self.source.path if isinstance(self.source, BlockSource) else None
-        return plan_disk(SourceReader(self.source), path, self.source.sector_size)
+        source = SourceReader(self.source)
+        image = self._rescued_image()
+        try:
+            reader = source if image is None else ResumeReader(image, source,
+                                                               self.mapfile.rmap)
+            return plan_disk(reader, path, self.source.sector_size)
+        finally:
+            if image is not None:
+                image.close()
 
     def _check_safety(self) -> None:
         """The write-safety policy on everything this job writes, before it takes its own
