@@ -34,6 +34,7 @@ from tests.fixtures.first import (
     build_first_disk,
     extract,
     lost_ranges,
+    partition_copy,
 )
 from tests.fixtures.judges import map_blocks
 
@@ -261,12 +262,8 @@ def test_refused_with_other_orders(disk: FirstDisk, tmp_path: Path, options: lis
 
 
 def test_path_into_an_unreadable_folder_is_reported(disk: FirstDisk, tmp_path: Path) -> None:
-    part = tmp_path / "ext.img"
-    with open(disk.path, "rb") as whole:
-        whole.seek(EXT_START)
-        part.write_bytes(whole.read(EXT_SIZE))
-    folder = EXT_START + ext_first_block(part, THESIS)  # the thesis folder's entries
-    part.unlink()
+    with partition_copy(disk.path, EXT_START, EXT_SIZE, tmp_path) as part:
+        folder = EXT_START + ext_first_block(part, THESIS)  # the thesis folder's entries
     with faulty_device(str(disk.path), f"sim:bad={folder}+4096") as device:
         result = rescue("image", device, tmp_path / "x.img", "--first", f"{THESIS}/ch1.tex",
                         "--first", DOCUMENTS)

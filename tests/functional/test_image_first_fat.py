@@ -14,8 +14,8 @@ from rescue.rangemap import FINISHED, RangeMap
 from tests.fixtures.cli import rescue, run
 from tests.fixtures.disks import disk_with
 from tests.fixtures.faultdisk import faulty_device
-from tests.fixtures.filesystems import MIB, build_fs, fuse_mounted
-from tests.fixtures.first import lost_ranges
+from tests.fixtures.filesystems import MIB, build_fs
+from tests.fixtures.first import lost_ranges, read_out
 
 pytestmark = [pytest.mark.slow, pytest.mark.root]
 PARTS = {1: ("vfat", 1 * MIB), 2: ("exfat", 17 * MIB)}
@@ -27,21 +27,7 @@ LAYOUT = "label: gpt\n" + "".join(f"start={start // 512}, size={PART_SIZE // 512
 def extract(image: Path, number: int, path: str, folder: Path) -> bytes:
     """One file of partition `number` of a raw disk image, read by mtools or exfat-fuse."""
     kind, start = PARTS[number]
-    part = folder / f"part{number}.img"
-    with open(image, "rb") as source, open(part, "wb") as out:
-        source.seek(start)
-        out.write(source.read(PART_SIZE))
-    try:
-        if kind == "vfat":
-            target = folder / "extracted"
-            run("mcopy", "-n", "-i", str(part), f"::{path}", str(target))
-            data = target.read_bytes()
-            target.unlink()
-            return data
-        with fuse_mounted("exfat", part, read_only=True) as mnt:
-            return (mnt / path.lstrip("/")).read_bytes()
-    finally:
-        part.unlink()
+    return read_out(image, kind, start, PART_SIZE, path, folder)
 
 
 def test_one_folder_in_fat_and_exfat_into_qcow2(tmp_path: Path) -> None:
