@@ -19,13 +19,17 @@ def human_rate(bytes_per_second: float) -> str:
     return f"{human_size(bytes_per_second)}/s"
 
 
+def duration_parts(seconds: float) -> tuple[int, int, int, int]:
+    """Whole days, hours, minutes and seconds of a duration."""
+    days, rest = divmod(int(seconds), 86400)
+    hours, rest = divmod(rest, 3600)
+    return (days, hours, *divmod(rest, 60))
+
+
 def human_duration(seconds: float | None) -> str:
     if seconds is None:
         return "n/a"
-    seconds = int(seconds)
-    days, rest = divmod(seconds, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
+    days, hours, minutes, secs = duration_parts(seconds)
     if days:
         return f"{days}d {hours}h"
     if hours:

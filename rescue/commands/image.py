@@ -19,16 +19,43 @@ from rescue.formats.image import DEFAULT_LEVEL, FORMATS
 from rescue.units import human_duration, human_rate, human_size
 
 if TYPE_CHECKING:
+    from rescue.commands.status import News
     from rescue.engine.imaging import ImageJob
     from rescue.engine.jobs import Progress
     from rescue.engine.rescue import RescueOptions
+    from rescue.fs.chosen import FileState
+
+
+def first_line(state: FileState) -> str:
+    """`first: PATH complete`, or what of it is lost: bytes at OFFSET+LENGTH in the file."""
+    return f"first: {state.file.name} {state.summary()}"
+
+
+class FirstNews:
+    """The chosen files settled since the last update, and the paths that could not be looked
+    up: each told once."""
+
+    def __init__(self) -> None:
+        self._notes = 0
+        self._settled = 0
+
+    def __call__(self, p: Progress) -> News:
+        first = p.first
+        if first is None:
+            return []
+        news: News = [(f"first: {note}", {"type": "first_note", "note": note})
+                      for note in first.notes[self._notes:]]
+        news += [(first_line(state), {"type": "first", **state.as_dict()})
+                  for state in first.settled[self._settled:]]
+        self._notes, self._settled = len(first.notes), len(first.settled)
+        return news
 
 
 def status_lines(p: Progress) -> list[str]:
     """The live status block, ddrescue's fields, 80 columns wide at most."""
     pct = 100 * p.rescued / p.domain_size if p.domain_size else 100.0
     state = " (paused)" if p.paused else ""
-    return [
+    return [*([p.first.headline] if p.first is not None else []),
         f"rescued: {human_size(p.rescued):>10} ({pct:5.1f}%)   bad: {human_size(p.bad):>10}"
         f"   read errors: {p.read_errors}",
         f"non-tried: {human_size(p.non_tried):>10}   non-trimmed: {human_size(p.non_trimmed):>10}"
@@ -43,7 +70,8 @@ def status_lines(p: Progress) -> list[str]:
 
 def status_line(p: Progress) -> list[str]:
     """The status block on one line, for logs: the first three lines of it."""
-    return [" | ".join(status_lines(p)[:3])]
+    lines = status_lines(p)[1:] if p.first is not None else status_lines(p)
+    return [" | ".join(lines[:3])]
 
 
 def add_rescue_options(parser: argparse.ArgumentParser) -> None:
@@ -102,25 +130,44 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="metadata-first: partition tables and file-system metadata "
                              "before file data, so the image mounts even if the disk dies "
                              "halfway; auto: metadata first when the disk is failing")
+    parser.add_argument("--first", action="append", default=[], metavar="PATH",
+                        help="read the files under PATH (a folder or file of a file system "
+                             "on SOURCE; N:PATH for partition N only) right after the "
+                             "metadata, before anything else; repeatable; ext2/3/4, FAT, "
+                             "exFAT and NTFS")
     parser.add_argument("--force", action="store_true",
                         help="overwrite an existing DEST; override overridable safety reasons")
     parser.add_argument("--json", action="store_true",
                         help="one JSON object per update and a final summary")
+    parser.add_argument("--log-reads", metavar="FILE",
+                        help="append every read (position, size, copied, failed) to FILE, "
+                             "in GNU ddrescue's --log-reads format")
+    parser.add_argument("--log-events", metavar="FILE",
+                        help="append each pass begun and how the run ended to FILE, in GNU "
+                             "ddrescue's --log-events format")
     add_rescue_options(parser)
     parser.set_defaults(run=run)
 
 
 def run_job(job: ImageJob, json_lines: bool) -> int:
     """Run the job in a worker thread and present it here until it ends."""
-    reporter = ProgressReporter(job.progress, json_lines, status_lines, status_line)
+    reporter = ProgressReporter(job.progress, json_lines, status_lines, status_line,
+                                news=FirstNews())
     outcome = run_presented(job.run, job.control, reporter)
     progress = job.progress()
     code = outcome.exit_code
+    first = progress.first
     if json_lines:
+        files = {} if first is None else {
+            "first_files": [state.as_dict() for state in first.settled]}
         print(json.dumps({"type": "summary", "outcome": outcome.value, "exit_code": int(code),
                           "image": job.request.dest, "format": job.format,
-                          "mapfile": job.request.mapfile_path, **progress.as_dict()}))
+                          "mapfile": job.request.mapfile_path, **progress.as_dict(),
+                          **files}))
     else:
+        if first is not None:  # where the last stage's retries leave the damaged ones
+            print("\n".join([*(first_line(state) for state in first.settled
+                                if not state.complete), first.headline]))
         print(f"{outcome.value}: {human_size(progress.rescued)} rescued, "
               f"{human_size(progress.bad)} bad; map: {job.request.mapfile_path}",
               file=sys.stderr if code else sys.stdout)
@@ -133,7 +180,8 @@ def run(args: argparse.Namespace) -> int:
     request = ImageRequest(
         source=args.source, dest=args.dest, map_path=args.map_path, image_format=args.format,
         level=args.level, domain_path=args.domain, mode=args.mode, order=args.order,
-        force=args.force, options=rescue_options(args), command_line=shlex.join(sys.argv))
+        first=tuple(args.first), force=args.force, options=rescue_options(args),
+        command_line=shlex.join(sys.argv), reads_log=args.log_reads, events_log=args.log_events)
     job = ImageJob(request)
     for warning in job.warnings:
         print(f"warning: {warning}", file=sys.stderr)

@@ -22,18 +22,22 @@ class Reportable(Protocol):
 
 
 P = TypeVar("P", bound=Reportable)
+News = list[tuple[str, dict[str, object]]]  # lines printed once: as text, and as JSON
 
 
 class ProgressReporter(Generic[P]):
     """Prints a job's progress while it runs, in one of three forms: with --json one JSON
     object per update; on a terminal `lines` redrawn in place; otherwise `plain` (by default
-    the same lines) once a second. `redraw=False` keeps to plain lines even on a terminal."""
+    the same lines) once a second. `redraw=False` keeps to plain lines even on a terminal.
+    `news` tells what happened since the last update, printed once above the live lines."""
 
     def __init__(self, poll: Callable[[], P], json_lines: bool,
                  lines: Callable[[P], list[str]], plain: Callable[[P], list[str]] | None = None,
-                 stream: TextIO | None = None, redraw: bool = True) -> None:
+                 stream: TextIO | None = None, redraw: bool = True,
+                 news: Callable[[P], News] | None = None) -> None:
         self.poll, self.json_lines = poll, json_lines
         self.lines, self.plain = lines, plain or lines
+        self.news = news
         self.stream = stream or sys.stdout
         self.live = redraw and self.stream.isatty() and not json_lines
         self.interval = 0.25 if self.live else 1.0
@@ -41,15 +45,19 @@ class ProgressReporter(Generic[P]):
 
     def update(self) -> None:
         progress = self.poll()
+        news = self.news(progress) if self.news else []
         if self.json_lines:
+            self.stream.write("".join(json.dumps(item) + "\n" for _, item in news))
             self.stream.write(json.dumps({"type": "progress", **progress.as_dict()}) + "\n")
         elif self.live:
-            lines = self.lines(progress)
+            # the news take the place of the old live lines, which are drawn again below
+            lines = [text for text, _ in news] + self.lines(progress)
             up = f"\x1b[{self._drawn}F" if self._drawn else ""
             self.stream.write(up + "".join(f"\x1b[2K{line}\n" for line in lines))
-            self._drawn = len(lines)
+            self._drawn = len(lines) - len(news)
         else:
-            self.stream.write("".join(f"{line}\n" for line in self.plain(progress)))
+            lines = [text for text, _ in news] + self.plain(progress)
+            self.stream.write("".join(f"{line}\n" for line in lines))
         self.stream.flush()
 
 

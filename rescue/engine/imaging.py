@@ -12,6 +12,7 @@ import dataclasses
 import itertools
 import os
 import stat
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +23,8 @@ from rescue.devices.locks import Locks
 from rescue.engine.choices import MODES, ORDERS
 from rescue.engine.convert import Conversion
 from rescue.engine.digest import DigestingWriter
+from rescue.engine.first import FirstFiles, check_first_paths
+from rescue.engine.joblogs import JobLogs
 from rescue.engine.jobs import JobControl, Phase, Progress, RateMeter
 from rescue.engine.rescue import Outcome, Rescue, RescueOptions
 from rescue.errors import FormatError, RefusedError, UsageError
@@ -38,8 +41,9 @@ from rescue.formats.image import (
     require_level,
     store_manifest,
 )
-from rescue.formats.manifest import Manifest, rescue_summary
-from rescue.fs.domain import DiskPlan, SourceReader, plan_disk
+from rescue.formats.manifest import SIDECAR_SUFFIX, Manifest, rescue_summary
+from rescue.fs.chosen import FirstPath
+from rescue.fs.domain import DiskPlan, ResumeReader, SourceReader, plan_disk
 from rescue.io.reader import Unreadable
 from rescue.io.source import BlockSource, Source
 from rescue.rangemap import BAD, FINISHED, NON_SCRAPED, NON_TRIMMED, MapSnapshot, RangeMap
@@ -65,14 +69,19 @@ class ImageRequest:
     domain_path: str | None = None
     mode: str = "full"  # "used": only the blocks the file systems use
     order: str = "auto"  # "metadata-first" reads file-system metadata before anything else
+    first: tuple[str, ...] = ()  # paths whose files are read right after the metadata
     force: bool = False
     options: RescueOptions = field(default_factory=RescueOptions)
     command_line: str = ""
+    reads_log: str | None = None  # GNU ddrescue's --log-reads, appended to
+    events_log: str | None = None  # GNU ddrescue's --log-events, appended to
 
     def __post_init__(self) -> None:
         """The options checked themselves (RescueOptions); the level counts where the image's
-        format compresses."""
+        format compresses; each --first is a path from a file system's root."""
         require_level(format_for(self.dest, self.image_format), self.level)
+        for path in self.first:
+            FirstPath.parse(path)
 
     def to_argv(self) -> list[str]:
         """The `rescue image` command that starts (or resumes) this job: what differs from
@@ -90,7 +99,13 @@ class ImageRequest:
             argv += ["--mode", self.mode]
         if self.order != "auto":
             argv += ["--order", self.order]
+        for path in self.first:
+            argv += ["--first", path]
         argv += _option_argv(self.options)
+        if self.reads_log is not None:
+            argv += ["--log-reads", self.reads_log]
+        if self.events_log is not None:
+            argv += ["--log-events", self.events_log]
         if self.force:
             argv.append("--force")
         return argv
@@ -130,6 +145,15 @@ def _option_argv(options: RescueOptions) -> list[str]:
         else:
             argv += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
     return argv
+
+
+def _same_file(a: str, b: str) -> bool:
+    if os.path.abspath(a) == os.path.abspath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist yet
+        return False
 
 
 def open_source(path: str) -> Source:
@@ -186,15 +210,19 @@ class ImageJob:
         self.image_format = "qcow2" if staged else self.format  # what image_path holds
         require_format(self.image_path, self.image_format)
         self._check_mode()
+        self.wanted = tuple(FirstPath.parse(path) for path in request.first)
         self.source = open_source(request.source)
         self.plan: DiskPlan | None = None
         self.locks = Locks()
+        self.logs = JobLogs(request.reads_log, request.events_log, request.command_line,
+                            self.progress)
         try:
             self._check_safety()
             self.source_warnings = source_warnings(self.source)
             self._lock()
             self.mapfile = self._load_or_create_map()
             self._check_files()
+            self._check_logs()
             self.identity = self._source_identity()
             self._check_same_source()
             domain = self._load_domain()
@@ -202,6 +230,8 @@ class ImageJob:
             if request.mode == "used" or metadata_first:
                 self.plan = self._plan_disk()
                 domain = self.plan.used if request.mode == "used" else domain
+                check_first_paths(self.wanted, self.plan)
+            self.logs.open()  # before the image: a log that cannot be written leaves no image
             # qcow2 or raw: a rescue writes in any order, and continues what it finds
             writer = open_writer(self.image_path, self.image_format, self.source.size,
                                  request.level)
@@ -210,18 +240,26 @@ class ImageJob:
             self.digesting = DigestingWriter(writer) if fresh else None
             self.writer: ImageWriter = self.digesting or writer
         except BaseException:
+            self.logs.close()
             self.source.close()
             self.locks.release()
             raise
-        meter = RateMeter(self.control.clock.now())  # rates and elapsed cover the whole job
+        self._meter = RateMeter(self.control.clock.now())  # rates and elapsed: the whole job
+        self._observer = self.logs if self.logs.wanted else None
         self.rescue = Rescue(self.source, self.writer, self.mapfile, self._save_map,
-                             request.options, self.control, domain, meter)
+                             request.options, self.control, domain, self._meter, self._observer)
         # metadata first: a rescue over the metadata, then the main one over everything; the
         # second skips what the first finished, since passes only read non-finished areas
-        self._first = Rescue(self.source, self.writer, self.mapfile, self._save_map,
-                             dataclasses.replace(request.options), self.control,
-                             self.plan.metadata, meter) if metadata_first and self.plan else None
+        self._first = self._rescue_of(self.plan.metadata, request.options) \
+            if metadata_first and self.plan else None
+        # --first: the chosen files between the two, looked up in the image once the
+        # metadata is in
+        self.chosen = FirstFiles(self.wanted, self.mapfile.rmap, self.source.sector_size,
+                                 self._open_image, self._rescue_chosen) if self.wanted else None
         self._active = self._first or self.rescue
+        self._stage_lock = threading.Lock()
+        self._errors_before = 0  # read errors of the rescues that have ended
+        self._ended: Rescue | None = None  # the last of them
 
     @property
     def warnings(self) -> tuple[str, ...]:
@@ -229,20 +267,54 @@ class ImageJob:
         not trust (imaged whole instead)."""
         return (*self.source_warnings, *(self.plan.warnings if self.plan else ()))
 
+    def _rescue_of(self, domain: RangeMap, options: RescueOptions) -> Rescue:
+        """A rescue of this job over `domain`, sharing its map, image and rate meter."""
+        return Rescue(self.source, self.writer, self.mapfile, self._save_map,
+                      dataclasses.replace(options), self.control, domain, self._meter,
+                      self._observer)
+
+    def _rescue_chosen(self, domain: RangeMap) -> Outcome:
+        """One batch of the chosen files: no retries, the last stage retries every bad
+        sector anyway."""
+        options = dataclasses.replace(self.request.options, retries=0)
+        return self._run_rescue(self._rescue_of(domain, options))
+
+    def _run_rescue(self, rescue: Rescue) -> Outcome:
+        """Run one of the job's rescues as the one its progress shows."""
+        with self._stage_lock:
+            self._active = rescue
+        try:
+            return rescue.run()
+        finally:
+            errors = rescue.progress().read_errors
+            with self._stage_lock:
+                self._errors_before += errors
+                self._ended = rescue
+
+    def _open_image(self) -> ImageReader:
+        self.writer.sync()
+        return open_reader(self.image_path, self.image_format)
+
     def _check_mode(self) -> None:
         req = self.request
         if req.mode not in MODES:
             raise UsageError(f"unknown mode {req.mode!r}; choose one of {', '.join(MODES)}")
         if req.order not in ORDERS:
             raise UsageError(f"unknown order {req.order!r}; choose one of {', '.join(ORDERS)}")
-        if req.domain_path and (req.mode == "used" or req.order == "metadata-first"):
-            raise UsageError("--domain cannot be combined with --mode used or "
-                             "--order metadata-first")
+        if req.domain_path and (req.mode == "used" or req.order == "metadata-first"
+                                or req.first):
+            raise UsageError("--domain cannot be combined with --mode used, "
+                             "--order metadata-first or --first")
+        if req.first and req.order == "sequential":
+            raise UsageError("--first reads the metadata first; it cannot be combined with "
+                             "--order sequential")
 
     def _metadata_first(self) -> bool:
         """Explicitly asked for, or by default when the disk is known to be failing: errors
         already in the map, or a SMART verdict of failing or worn."""
         order = self.request.order
+        if self.request.first:
+            return True
         if order != "auto" or self.request.domain_path:
             return order == "metadata-first"
         totals = self.mapfile.rmap.totals()
@@ -257,8 +329,18 @@ class ImageJob:
         return False
 
     def _plan_disk(self) -> DiskPlan:
+        """The used and metadata domains; a resumed job reads what it rescued before from
+        the image, not again from the source."""
         path = self.source.path if isinstance(self.source, BlockSource) else None
-        return plan_disk(SourceReader(self.source), path, self.source.sector_size)
+        source = SourceReader(self.source)
+        image = self._rescued_image()
+        try:
+            reader = source if image is None else ResumeReader(image, source,
+                                                               self.mapfile.rmap)
+            return plan_disk(reader, path, self.source.sector_size)
+        finally:
+            if image is not None:
+                image.close()
 
     def _check_safety(self) -> None:
         """The write-safety policy on everything this job writes, before it takes its own
@@ -313,6 +395,29 @@ class ImageJob:
                                  "use --force to overwrite it")
             with open(self.image_path, "r+b") as f:
                 f.truncate(0)
+
+    def _check_logs(self) -> None:
+        """A log is a file of its own: not a folder or device, nor anything the job reads or
+        writes besides."""
+        req = self.request
+        others = {"the image": req.dest, "the staging image": self.image_path,
+                  "the image's manifest": self.image_path + SIDECAR_SUFFIX,
+                  "the mapfile": req.mapfile_path,
+                  "the mapfile's backup": f"{req.mapfile_path}.bak",
+                  "the domain mapfile": req.domain_path}
+        if protected_sources(req.source):
+            others["the source"] = req.source
+        for name, path in (("reads log", req.reads_log), ("events log", req.events_log)):
+            if path is None:
+                continue
+            if os.path.exists(path) and not os.path.isfile(path):
+                raise UsageError(f"the {name} {path} is not a regular file")
+            if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+                raise UsageError(f"the folder of the {name} {path} does not exist")
+            for other, other_path in others.items():
+                if other_path is not None and _same_file(path, other_path):
+                    raise UsageError(f"the {name} {path} cannot be {other}")
+            others[f"the {name}"] = path
 
     def _source_identity(self) -> dict[str, Any]:
         src = self.source
@@ -418,7 +523,7 @@ class ImageJob:
 
     def _run_and_finish(self) -> Outcome:
         try:
-            outcome = self._run_phases()
+            outcome = self.logs.around(self._run_phases)
             self._store_manifest(outcome)
         finally:
             self._close_files()
@@ -431,12 +536,20 @@ class ImageJob:
         return outcome
 
     def _run_phases(self) -> Outcome:
+        """The metadata, then the chosen files, then everything: each stage ends before the
+        next begins, and a stage that stops (cancelled, timed out) stops the job."""
         if self._first is not None:
-            outcome = self._first.run()
+            outcome = self._run_rescue(self._first)
             if not outcome.finished:
                 return outcome
-            self._active = self.rescue
-        return self.rescue.run()
+        if self.chosen is not None:
+            outcome = self.chosen.run()
+            if not outcome.finished:
+                return outcome
+        outcome = self._run_rescue(self.rescue)
+        if self.chosen is not None:
+            self.chosen.restate()
+        return outcome
 
     def _store_manifest(self, outcome: Outcome) -> None:
         """Record where the image came from and how the rescue went, inside the image."""
@@ -462,17 +575,19 @@ class ImageJob:
         return "domain" if self.request.domain_path else "full"
 
     def progress(self) -> Progress:
-        """Progress over the whole job's domain, also while the metadata goes first."""
-        active = self._active
+        """Progress over the whole job's domain, also while the metadata or the chosen files
+        go first; read errors of every stage so far."""
+        with self._stage_lock:
+            active, errors, ended = self._active, self._errors_before, self._ended
         current = active.progress()
-        if self._first is None:
-            return current
-        errors = self._first.progress().read_errors
+        errors += 0 if ended is active else current.read_errors
+        first = self.chosen.progress() if self.chosen is not None else None
         if active is self.rescue:
-            return dataclasses.replace(current, read_errors=errors + current.read_errors)
+            return dataclasses.replace(current, read_errors=errors, first=first)
         totals = self.rescue.totals()
         return dataclasses.replace(current, totals=totals, domain_size=self.rescue.domain_size,
-                                   eta=self.rescue.eta(totals, current.average_rate))
+                                   eta=self.rescue.eta(totals, current.average_rate),
+                                   read_errors=errors, first=first)
 
     def snapshot(self) -> MapSnapshot:
         return self._active.snapshot()
@@ -485,7 +600,9 @@ class ImageJob:
             self.locks.release()
 
     def _close_files(self) -> None:
-        """Close the image and source; a close that fails leaves the map as last saved."""
+        """Close the logs, image and source; a close that fails leaves the map as last
+        saved."""
+        self.logs.close()
         try:
             self.writer.close()
         finally:

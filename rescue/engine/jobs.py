@@ -8,9 +8,13 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from rescue.formats.mapfile import PHASES
 from rescue.rangemap import BAD, FINISHED, NON_SCRAPED, NON_TRIED, NON_TRIMMED
+
+if TYPE_CHECKING:
+    from rescue.fs.chosen import FileState
 
 
 class JobClock:
@@ -99,6 +103,33 @@ class Phase(StrEnum):
 
 
 @dataclass(frozen=True)
+class FirstProgress:
+    """The chosen files at one moment: how many there are and those settled so far, in the
+    order they settled (the last stage may still recover bytes of the damaged ones)."""
+
+    stage: str  # "metadata" (still to come), "files", or "done"
+    total: int  # files under the chosen paths, 0 until they are looked up
+    settled: tuple[FileState, ...]
+    notes: tuple[str, ...]  # chosen paths that unreadable metadata may hide
+
+    @property
+    def complete(self) -> int:
+        return sum(state.complete for state in self.settled)
+
+    @property
+    def headline(self) -> str:
+        """How many chosen files are complete, in the words every presenter shows."""
+        if self.stage == "metadata":
+            return "first files: looked up once the metadata is in"
+        return f"first files: {self.complete} of {self.total} complete"
+
+    def as_dict(self) -> dict[str, object]:
+        return {"stage": self.stage, "files": self.total, "complete": self.complete,
+                "damaged": len(self.settled) - self.complete,
+                "pending": self.total - len(self.settled), "notes": list(self.notes)}
+
+
+@dataclass(frozen=True)
 class Progress:
     """One moment of a rescue, everything a status line or a TUI panel shows."""
 
@@ -115,6 +146,7 @@ class Progress:
     read_errors: int
     eta: float | None
     paused: bool = False
+    first: FirstProgress | None = None  # the chosen files' stage of an image job (--first)
 
     @property
     def rescued(self) -> int:
@@ -146,6 +178,7 @@ class Progress:
             "elapsed": round(self.elapsed, 3), "since_last_good": round(self.since_last_good, 3),
             "read_errors": self.read_errors,
             "eta": None if self.eta is None else round(self.eta, 1), "paused": self.paused,
+            **({"first": self.first.as_dict()} if self.first is not None else {}),
         }
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from rescue.errors import SourceLostError
 from rescue.formats.mapfile import Mapfile
+from rescue.formats.readlog import ReadObserver
 from rescue.io.reader import Unreadable
 from rescue.io.source import Source
 from rescue.rangemap import FINISHED, RangeMap
@@ -56,8 +57,9 @@ class SourceWatch:
     source after a run of them. Costs nothing while reads succeed, and a few sector reads per
     thousand failed ones."""
 
-    def __init__(self, source: Source, mapfile: Mapfile) -> None:
-        self.source, self.mapfile = source, mapfile
+    def __init__(self, source: Source, mapfile: Mapfile,
+                 observer: ReadObserver | None = None) -> None:
+        self.source, self.mapfile, self.observer = source, mapfile, observer
         self.sector = source.sector_size
         self.last_good: int | None = None  # offset of the last good read
         self._failures = 0
@@ -122,8 +124,13 @@ class SourceWatch:
         return list(found)[:PROBE_READS]
 
     def _reads_again(self, offset: int) -> bool:
+        length = min(self.sector, self.mapfile.rmap.size - offset)
         try:
-            self.source.read(offset, min(self.sector, self.mapfile.rmap.size - offset))
+            self.source.read(offset, length)
         except Unreadable:
-            return False
-        return True
+            good = False
+        else:
+            good = True
+        if self.observer is not None:  # a read of the source like any other, for the logs
+            self.observer.read(offset, length, length if good else 0, 0 if good else length)
+        return good

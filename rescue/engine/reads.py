@@ -17,6 +17,7 @@ from rescue.engine.liveness import SourceWatch
 from rescue.errors import DestinationError
 from rescue.formats.base import ImageWriter
 from rescue.formats.mapfile import Mapfile
+from rescue.formats.readlog import ReadObserver
 from rescue.io.reader import Unreadable
 from rescue.io.source import Source
 from rescue.rangemap import BAD, FINISHED, RangeMap
@@ -62,7 +63,7 @@ class MapReads:
     def __init__(self, source: Source, writer: ImageWriter, mapfile: Mapfile,
                  save_map: Callable[[Mapfile], None], settings: ReadSettings,
                  control: JobControl, meter: RateMeter | None,
-                 domain: RangeMap | None) -> None:
+                 domain: RangeMap | None, observer: ReadObserver | None = None) -> None:
         self.source, self.writer, self.mapfile = source, writer, mapfile
         self.rmap = mapfile.rmap
         self.sector = source.sector_size
@@ -71,7 +72,8 @@ class MapReads:
         self.clock = control.clock  # job time: stands still while paused
         self.meter = meter or RateMeter(self.clock.now())  # shared by a job's rescues
         self.lock = threading.Lock()
-        self.watch = SourceWatch(source, mapfile)
+        self.observer = observer
+        self.watch = SourceWatch(source, mapfile, observer)
         self.sector_rate = SectorRate()
         self.read_errors = 0
         self.pos = mapfile.current_pos
@@ -87,6 +89,8 @@ class MapReads:
         try:
             data = self.source.read(offset, length)
         except Unreadable:
+            if self.observer is not None:
+                self.observer.read(offset, length, 0, length)
             self.read_errors += 1
             self.watch.read_failed()
             if on_error is not None:
@@ -94,6 +98,8 @@ class MapReads:
             self.watch.check()
             self._after_read()
             return False
+        if self.observer is not None:
+            self.observer.read(offset, length, length, 0)
         self.writer.write(offset, data)
         self.meter.add(length, self.clock.now())
         self.watch.read_good(offset)

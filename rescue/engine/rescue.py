@@ -41,6 +41,7 @@ from rescue.engine.reads import MapReads, ReadSettings, Stopped, chunk
 from rescue.errors import DestinationError, ExitCode, SourceLostError, UsageError
 from rescue.formats.base import ImageWriter
 from rescue.formats.mapfile import Mapfile, MapSaveError
+from rescue.formats.readlog import ReadObserver, phase_text
 from rescue.io.source import Source
 from rescue.rangemap import (
     BAD,
@@ -126,8 +127,9 @@ class Rescue:
     def __init__(self, source: Source, writer: ImageWriter, mapfile: Mapfile,
                  save_map: Callable[[Mapfile], None], options: RescueOptions | None = None,
                  control: JobControl | None = None, domain: RangeMap | None = None,
-                 meter: RateMeter | None = None) -> None:
+                 meter: RateMeter | None = None, observer: ReadObserver | None = None) -> None:
         self.mapfile, self.rmap = mapfile, mapfile.rmap
+        self.observer = observer  # told of every read and phase (--log-reads, --log-events)
         self.opt = options or RescueOptions()
         self.control = control or JobControl()
         self.domain = domain
@@ -143,7 +145,7 @@ class Rescue:
         settings = ReadSettings(self.opt.checkpoint_interval, self.opt.timeout,
                                 self.opt.min_read_rate)
         self.reads = MapReads(source, writer, mapfile, save_map, settings, self.control, meter,
-                              domain)
+                              domain, observer)
         self.copying = LearningCopy(self.reads, cluster, self.opt.max_read, self.skip_size,
                                     self.max_skip, self._enter)
         self._phase, self._pass = Phase.of_status(mapfile.current_status), 1
@@ -276,7 +278,9 @@ class Rescue:
             steps.append((BAD, retry, partial(self._retry, retry, forward == (retry % 2 == 0))))
         return steps
 
-    def _enter(self, phase: Phase, passno: int) -> None:
+    def _enter(self, phase: Phase, passno: int, forward: bool = True) -> None:
+        if self.observer is not None:
+            self.observer.phase(phase_text(phase.value, passno, forward))
         self._phase, self._pass = phase, passno
         self.mapfile.current_status, self.mapfile.current_pass = phase.status, passno
         self.reads.checkpoint()
@@ -288,7 +292,7 @@ class Rescue:
         while failures go on. A failed large read is read again cluster by cluster."""
         if self.reads.next_block(NON_TRIED, 0, True) is None:
             return
-        self._enter(Phase.COPYING, number)
+        self._enter(Phase.COPYING, number, forward)
         pos = start if start is not None else (0 if forward else self.rmap.size)
         skip = self.skip_size
         read_size = self.opt.cluster_size
@@ -352,11 +356,11 @@ class Rescue:
             pos = end
 
     def _scrape(self, forward: bool) -> None:
-        self._enter(Phase.SCRAPING, 1)
+        self._enter(Phase.SCRAPING, 1, forward)
         self._sector_pass(NON_SCRAPED, forward)
 
     def _retry(self, number: int, forward: bool) -> None:
-        self._enter(Phase.RETRYING, number)
+        self._enter(Phase.RETRYING, number, forward)
         self._sector_pass(BAD, forward)
 
     def _sector_pass(self, state: str, forward: bool) -> None:

@@ -198,3 +198,23 @@ class SourceReader:
         for pos in range(begin, end, self._chunk):
             parts.append(bytes(self._source.read(pos, min(self._chunk, end - pos))))
         return b"".join(parts)[offset - begin:end - begin]
+
+
+class ResumeReader:
+    """A disk read from its image where the map says rescued, and from the source only
+    elsewhere: planning a resumed job reads nothing twice from a failing disk."""
+
+    def __init__(self, image: Reader, source: Reader, rmap: RangeMap) -> None:
+        self._image, self._source, self._rmap = image, source, rmap
+        self.size = source.size
+
+    def read(self, offset: int, length: int) -> bytes:
+        end = min(offset + length, self.size)
+        parts = []
+        while offset < end:
+            start, size, state = self._rmap.area_at(offset)
+            stop = min(start + size, end)
+            reader = self._image if state == FINISHED else self._source
+            parts.append(bytes(reader.read(offset, stop - offset)))
+            offset = stop
+        return b"".join(parts)

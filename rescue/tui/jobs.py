@@ -142,6 +142,7 @@ class RunningJob(BackgroundJob[Outcome, Progress]):
     def __init__(self, job: ImageJob, title: str) -> None:
         super().__init__(title, job.control)
         self.job = job
+        self._first_noted = 0  # chosen files (--first) whose outcome the log has
 
     def run(self) -> Outcome:
         outcome = self.job.run()
@@ -184,7 +185,19 @@ class RunningJob(BackgroundJob[Outcome, Progress]):
 
     def poll(self) -> Progress:
         self.note_phase()
-        return self.job.progress()
+        progress = self.job.progress()
+        self.note_first_files(progress)
+        return progress
+
+    def note_first_files(self, progress: Progress) -> None:
+        """The files the job reads first that settled damaged since the last poll."""
+        first = progress.first
+        if first is None:
+            return
+        for state in first.settled[self._first_noted:]:
+            if not state.complete:
+                self.note(f"first: {state.file.name} {state.summary()}")
+        self._first_noted = len(first.settled)
 
     def map_version(self) -> int:
         """Changes whenever the map does: a new snapshot is worth taking only then."""

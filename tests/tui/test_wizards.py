@@ -31,6 +31,7 @@ from rescue.tui.screens.restore import RestoreScreen
 from rescue.tui.screens.restore_wizard import RestoreWizard
 from rescue.tui.widgets.sector_map import MapLook
 from tests.fixtures.cli import run
+from tests.fixtures.filesystems import build_fs
 from tests.fixtures.loop import loop_device
 from tests.fixtures.tui import drive, make_file, screen_lines, type_text, wait_until
 
@@ -175,6 +176,42 @@ def test_format_changes_the_extension_and_levels_are_checked(tmp_path: Path) -> 
         assert wizard.step_id == "source"
         await pilot.press("escape")
         assert isinstance(app.screen, DisksScreen) and not app.jobs
+
+    drive(app, scenario)
+
+
+def test_image_wizard_reads_the_chosen_folders_first(tmp_path: Path) -> None:
+    source = tmp_path / "ext4.img"
+    hashes = build_fs("ext4", source, 16 * MIB, seed=2)
+    chosen = [name for name in hashes if name.startswith("dir 1/")]
+    dest = tmp_path / "ext4-copy.img"
+    app = home_app()
+
+    async def scenario(pilot: Pilot) -> None:
+        wizard = await image_wizard(pilot, str(source), str(dest))
+        for typed, problem in (("home", "--first home: give a path from the file system's "
+                                        "root"),
+                               ('"/dir 1', "folders to read first: No closing quotation")):
+            await set_field(pilot, "#first", typed)
+            await pilot.press("ctrl+n")
+            assert wizard.step_id == "options" and problem in full_text(app, "#problem")
+        await set_field(pilot, "#first", '"/dir 1" 1:/x')
+        await pilot.press("ctrl+n")
+        assert wizard.step_id == "summary"
+        assert "first '/dir 1' 1:/x, after the metadata" in shown(app)
+        await pilot.press("enter")  # the disk has no partition table: refused, one line
+        assert wizard.step_id == "summary" and not app.jobs
+        assert "--first 1:/x: the source has no partition table" in full_text(app, "#problem")
+        await pilot.press("ctrl+b")
+        await set_field(pilot, "#first", '"/dir 1"')
+        await pilot.press("ctrl+n", "enter")
+        assert isinstance(app.screen, JobScreen)
+        running = app.jobs[0]
+        assert isinstance(running, RunningJob) and running.job.request.first == ("/dir 1",)
+        await wait_until(pilot, lambda: running.done)
+        assert running.outcome is Outcome.RESCUED
+        await wait_until(pilot, lambda: f"first files: {len(chosen)} of {len(chosen)} "
+                                        "complete" in shown(app))
 
     drive(app, scenario)
 

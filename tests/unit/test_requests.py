@@ -18,7 +18,9 @@ IMAGE_REQUESTS = [
                  options=RescueOptions(cluster_size=128 * 1024, skip_size=4096,
                                        max_skip_size=1 << 20, retries=2, trim=False,
                                        scrape=False, reverse=True, min_read_rate=0,
-                                       timeout=2.5, checkpoint_interval=3.0)),
+                                       timeout=2.5, checkpoint_interval=3.0),
+                 reads_log="reads.log", events_log="a b/events.log"),
+    ImageRequest(source="/dev/sdb", dest="disk.img", first=("/home/ann", "2:/Users/ann b")),
 ]
 
 
@@ -27,8 +29,9 @@ def test_image_request_argv_parses_back_to_the_same_request(request_: ImageReque
     args = build_parser().parse_args(request_.to_argv()[1:])
     again = ImageRequest(source=args.source, dest=args.dest, map_path=args.map_path,
                          image_format=args.format, level=args.level, domain_path=args.domain,
-                         mode=args.mode, order=args.order, force=args.force,
-                         options=rescue_options(args))
+                         mode=args.mode, order=args.order, first=tuple(args.first),
+                         force=args.force, options=rescue_options(args),
+                         reads_log=args.log_reads, events_log=args.log_events)
     assert again == request_
 
 

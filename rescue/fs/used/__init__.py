@@ -38,6 +38,19 @@ class FileRecord:
     data: tuple[Extent, ...]  # where the file's bytes are, clipped to its size
     metadata: tuple[Extent, ...]  # its inode/record, extent-tree or indirect blocks, entry
     complete: bool = True  # False when part of its block map was unreadable
+    # where each extent of `data` starts within the file; None: back to back from byte 0
+    # (a sparse file's holes take no extent, so its extents are not back to back)
+    offsets: tuple[int, ...] | None = None
+    is_dir: bool = False
+
+    def pieces(self) -> Iterator[tuple[int, int, int]]:
+        """(offset in the file, offset in the file system, length) of each data extent."""
+        offsets = self.offsets
+        position = 0
+        for index, (where, length) in enumerate(self.data):
+            start = position if offsets is None else offsets[index]
+            yield start, where, length
+            position = start + length
 
 
 class FileSystem(Protocol):
@@ -129,6 +142,26 @@ def follow_chain(fat: Sequence[int], first: int, clusters: int) -> tuple[list[in
         chain.append(cluster)
         cluster = fat[cluster]
     return chain, cluster
+
+
+def cluster_extents(offsets: Iterable[int], cluster_size: int, limit: int | None = None
+                    ) -> list[Extent]:
+    """Byte extents of clusters at `offsets` in the chain's order (the file's), neighbours
+    merged, clipped to `limit` bytes: a fragmented file's last cluster need not be its
+    highest, so the order is kept."""
+    extents: list[Extent] = []
+    remaining = limit
+    for offset in offsets:
+        length = cluster_size if remaining is None else min(cluster_size, remaining)
+        if length <= 0:
+            break
+        if extents and sum(extents[-1]) == offset:
+            extents[-1] = (extents[-1][0], extents[-1][1] + length)
+        else:
+            extents.append((offset, length))
+        if remaining is not None:
+            remaining -= length
+    return extents
 
 
 def checked_read(reader: Reader, offset: int, length: int, what: str) -> bytes:

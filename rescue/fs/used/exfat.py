@@ -16,6 +16,7 @@ from rescue.fs.used import (
     always_readable,
     bitmap_runs,
     checked_read,
+    cluster_extents,
     follow_chain,
     normalize,
 )
@@ -96,17 +97,7 @@ class ExfatFS:
 
     def chain_extents(self, first: int, size: int | None, contiguous: bool) -> list[Extent]:
         clusters, _ = self.chain(first, size, contiguous)
-        extents = normalize(((self.cluster_offset(c), self.cluster_size) for c in clusters),
-                            self.size)
-        if size is None:
-            return list(extents)
-        clipped, remaining = [], size
-        for offset, length in extents:
-            if remaining <= 0:
-                break
-            clipped.append((offset, min(length, remaining)))
-            remaining -= length
-        return clipped
+        return cluster_extents(map(self.cluster_offset, clusters), self.cluster_size, size)
 
     # ---- used map ----------------------------------------------------------------------------
 
@@ -218,4 +209,5 @@ class ExfatFS:
                 ((self.fat_offset + 4 * c, 4) for c in clusters), self.heap_offset)
             yield FileRecord(path, entry.size, tuple(data),
                              ((entry.offset, entry.set_size), *fat_entries),
-                             intact and len(clusters) * self.cluster_size >= entry.size)
+                             intact and len(clusters) * self.cluster_size >= entry.size,
+                             is_dir=entry.is_dir)

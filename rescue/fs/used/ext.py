@@ -505,13 +505,18 @@ class ExtFS:
 
     def data_extents(self, mapping: BlockMap, size: int) -> list[Extent]:
         """Byte extents of the file's contents, clipped to its size."""
+        return [(where, length) for _, where, length in self.data_pieces(mapping, size)]
+
+    def data_pieces(self, mapping: BlockMap, size: int) -> list[tuple[int, int, int]]:
+        """(offset in the file, byte offset, length) of the file's contents, clipped to its
+        size; holes take no piece."""
         bs = self.block_size
-        extents = []
+        pieces = []
         for logical, phys, count in mapping.runs:
             length = min(count * bs, size - logical * bs)
             if length > 0:
-                extents.append((phys * bs, length))
-        return extents
+                pieces.append((logical * bs, phys * bs, length))
+        return pieces
 
     # ---- directories -------------------------------------------------------------------------
 
@@ -588,9 +593,11 @@ class ExtFS:
                 yield FileRecord(path, None, (), (inode_extent, entry), complete=False)
                 continue
             mapping = self.block_map(inode, readable)
-            yield FileRecord(path, inode.size, tuple(self.data_extents(mapping, inode.size)),
+            pieces = self.data_pieces(mapping, inode.size)
+            yield FileRecord(path, inode.size, tuple((where, n) for _, where, n in pieces),
                              (inode_extent, entry, *((b * bs, bs) for b in mapping.map_blocks)),
-                             mapping.complete)
+                             mapping.complete, tuple(start for start, _, _ in pieces),
+                             inode.is_dir)
 
 
 class _MapWalker:

@@ -18,6 +18,7 @@ from rescue.fs.used import (
     Readability,
     always_readable,
     checked_read,
+    cluster_extents,
     follow_chain,
     normalize,
 )
@@ -132,21 +133,8 @@ class FatFS:
 
     def chain_extents(self, first: int, limit: int | None = None) -> list[Extent]:
         """Byte extents of a chain, merged where clusters are contiguous, clipped to `limit`."""
-        extents: list[Extent] = []
-        remaining = limit
-        for cluster in self.chain(first)[0]:
-            length = self.cluster_size if remaining is None else min(self.cluster_size,
-                                                                     remaining)
-            if length <= 0:
-                break
-            offset = self.cluster_offset(cluster)
-            if extents and extents[-1][0] + extents[-1][1] == offset:
-                extents[-1] = (extents[-1][0], extents[-1][1] + length)
-            else:
-                extents.append((offset, length))
-            if remaining is not None:
-                remaining -= length
-        return extents
+        return cluster_extents(map(self.cluster_offset, self.chain(first)[0]),
+                               self.cluster_size, limit)
 
     def _directory_clusters(self) -> list[int]:
         return [entry.first for _, entry in self._walk(always_readable) if entry.is_dir]
@@ -220,7 +208,8 @@ class FatFS:
             fat_entries = normalize(((self.fat_offset + c * self.bits // 8, 2 if self.bits < 32
                                       else 4) for c in clusters), self.data_offset)
             yield FileRecord(path, size, tuple(data),
-                             ((entry.offset, ENTRY_SIZE), *fat_entries), ended)
+                             ((entry.offset, ENTRY_SIZE), *fat_entries), ended,
+                             is_dir=entry.is_dir)
 
 
 @dataclass(frozen=True, slots=True)

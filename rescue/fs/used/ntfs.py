@@ -261,18 +261,26 @@ class NtfsFS:
 
     def runs_extents(self, runs: list[Run], size: int | None = None) -> list[Extent]:
         """Byte extents of data runs, clipped to `size` (sparse runs take no bytes)."""
-        extents: list[Extent] = []
+        return [(where, length) for _, where, length in self.runs_pieces(runs, size)]
+
+    def runs_pieces(self, runs: list[Run], size: int | None = None
+                    ) -> list[tuple[int, int, int]]:
+        """(offset in the stream, byte offset, length) of data runs, clipped to `size`;
+        sparse runs take no piece but move the stream offset on."""
+        pieces: list[tuple[int, int, int]] = []
         remaining = size
+        position = 0
         for lcn, count in runs:
             length = count * self.cluster_size
             if remaining is not None:
                 length = min(length, remaining)
                 remaining -= length
             if lcn >= 0 and length > 0:
-                extents.append((lcn * self.cluster_size, length))
+                pieces.append((position, lcn * self.cluster_size, length))
+            position += length
             if remaining is not None and remaining <= 0:
                 break
-        return extents
+        return pieces
 
     def _record_extents(self, number: int) -> list[Extent] | None:
         """Where MFT record `number` lies (in more than one piece when a record is larger
@@ -465,11 +473,13 @@ class NtfsFS:
             meta += self.runs_extents(record.metadata_runs)
             is_dir = bool(record.flags & RECORD_DIRECTORY)
             size = record.data_size if not is_dir else 0
-            data: list[Extent] = []
+            pieces: list[tuple[int, int, int]] = []
             if not is_dir and record.resident_size is None and record.data.pieces:
-                data = self.runs_extents(record.data.joined()[0], size)
+                pieces = self.runs_pieces(record.data.joined()[0], size)
                 complete = complete and record.data.complete()
-            yield FileRecord(path_of(number), size, tuple(data), tuple(meta), complete)
+            yield FileRecord(path_of(number), size, tuple((at, n) for _, at, n in pieces),
+                             tuple(meta), complete, tuple(start for start, _, _ in pieces),
+                             is_dir)
         in_use = self._records_in_use(readable)
         for number in range(FIRST_USER_RECORD, self.mft_size // self.record_size):
             extents = self._record_extents(number)

@@ -65,6 +65,7 @@ class ImageChoices:
     retries: int = 0
     reverse: bool = False
     timeout: float | None = None
+    first: tuple[str, ...] = ()  # paths whose files are read right after the metadata
     force: bool = False
 
     def verdict(self) -> Verdict:
@@ -76,7 +77,7 @@ class ImageChoices:
         image` command that starts (or resumes) the same job."""
         request = ImageRequest(source=self.source, dest=self.dest,
                                image_format=self.image_format, level=self.level,
-                               force=self.force,
+                               first=self.first, force=self.force,
                                options=RescueOptions(retries=self.retries,
                                                      reverse=self.reverse,
                                                      timeout=self.timeout))
@@ -124,6 +125,9 @@ class ImageWizard(WizardScreen):
                 yield Label("Stop after seconds without a good read:")
                 yield Input(id="timeout", type="number", placeholder="never")
             yield Checkbox("Copy backwards (reverse)", id="reverse")
+            yield Label("Folders to read first, after the metadata (N:PATH for partition N; "
+                        "quote a name with spaces):")
+            yield Input(id="first", placeholder="/home/ann/thesis 2:/Users/ann/Documents")
         else:
             yield Static(id="summary")
             yield Checkbox("Force: overwrite an existing image, override reasons marked so",
@@ -211,6 +215,10 @@ class ImageWizard(WizardScreen):
             else None
         choices.reverse = self.query_one("#reverse", Checkbox).value
         try:
+            choices.first = tuple(shlex.split(self.query_one("#first", Input).value))
+        except ValueError as error:
+            return f"folders to read first: {error}"
+        try:
             choices.request()
         except RescueError as error:
             return str(error)
@@ -267,6 +275,8 @@ class ImageWizard(WizardScreen):
             options.append("reverse")
         options.append(f"timeout {choices.timeout:g} s" if choices.timeout else "no timeout")
         text.append(", ".join(options) + "\n")
+        if choices.first:
+            text.append(f"first  {shlex.join(choices.first)}, after the metadata\n")
         for line, style in verdict_lines(choices.verdict()):
             text.append(line + "\n", style)
         text.append(f"same as: {choices.request().command_line}", "dim")

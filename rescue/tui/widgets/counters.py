@@ -21,9 +21,10 @@ def totals_text(totals: Mapping[str, int], size: int) -> str:
 
 def progress_text(progress: Progress) -> str:
     """The totals of a running job, then its phase, rates, time since the last good read
-    and ETA."""
+    and ETA; and how many of the files it reads first are complete, when it has some."""
+    first = f"\n{progress.first.headline}" if progress.first is not None else ""
     return (f"{totals_text(progress.totals, progress.domain_size)}\n"
             f"{progress.phase} pass {progress.pass_no} │ "
             f"{human_rate(progress.current_rate)} avg {human_rate(progress.average_rate)} │ "
             f"last good {human_duration(progress.since_last_good)} │ "
-            f"ETA {human_duration(progress.eta)}")
+            f"ETA {human_duration(progress.eta)}{first}")
