@@ -8,8 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from rescue.engine.rescue import Rescue, RescueOptions
 from rescue.errors import UsageError
+from rescue.formats.mapfile import Mapfile
+from rescue.formats.raw import RawWriter
 from rescue.io.reader import Unreadable
+from rescue.rangemap import RangeMap
 from rescue.sim.faulty import SECTOR, FaultySource, FaultySpec, content
 from tests.fixtures.cli import assert_clean_failure, rescue
 
@@ -247,3 +251,23 @@ def test_malformed_patterns_are_refused(spec: str) -> None:
 def test_the_cli_refuses_a_bad_pattern_in_one_line(tmp_path: Path) -> None:
     done = rescue("image", "sim:size=1M,head=4/4", tmp_path / "out.img")
     assert_clean_failure(done, 2, "heads are numbered 0 to 3")
+
+
+def test_a_rescue_of_a_dead_head_model_maps_its_truth_and_the_tally_follows(
+        tmp_path: Path) -> None:
+    spec = "sim:size=24M,head=2/4,zones=3,band=256k-64k,scratch=3M+8k/5M*4,weak=20M+1M@0.01"
+    source = FaultySource(spec)
+    current = Mapfile(RangeMap(source.size))
+    writer = RawWriter(str(tmp_path / "out.img"), source.size)
+    try:
+        Rescue(source, writer, current, lambda m: None, RescueOptions(retries=2)).run()
+    finally:
+        writer.close()
+    assert [(pos, length) for pos, length, state in current.rmap.areas() if state == "-"] \
+        == source.bad_ranges()
+    tally = source.tally
+    assert tally.good_bytes_read == tally.good_bytes == current.rmap.totals()["+"]
+    assert tally.failed_reads_to_all_good is not None
+    assert 0 < tally.failed_reads_to_all_good <= tally.failed_reads < tally.reads
+    assert tally.seconds_to_all_good is not None
+    assert tally.seconds >= tally.seconds_to_all_good >= tally.failed_reads_to_all_good * 2
