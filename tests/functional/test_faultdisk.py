@@ -58,6 +58,15 @@ def test_fault_specs_accept_decimal_and_hex() -> None:
     assert args.faults.flaky == [(0, 1024, 3)]
 
 
+def test_a_seed_is_taken_only_where_it_places_sectors() -> None:
+    """Over a backing file the seed cannot change the bytes; it places scattered and weak
+    sectors, as on the simulated disk."""
+    args = parse_args(["b", "m", "sim:size=8M,scatter=3,weak=0+64k,seed=2"])
+    assert (args.faults.seed, args.faults.scatter) == (2, [(3, 0, 8 * MIB)])
+    with pytest.raises(SystemExit):
+        parse_args(["b", "m", "sim:size=8M,bad=0+512,seed=2"])
+
+
 @pytest.mark.parametrize("spec", ["1+2+3", "x+512", "0+0", "-1+512"])
 def test_fault_specs_reject_malformed_ranges(spec: str) -> None:
     with pytest.raises(SystemExit):

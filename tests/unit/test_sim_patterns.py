@@ -138,6 +138,8 @@ def test_without_a_rate_good_reads_cost_150_mb_per_second_and_nothing_sleeps() -
     "sim:size=1T,head=0/2,band=4k",      # hundreds of millions of bands
     "sim:size=1M,cost=-1",
     "sim:size=1M,cost=nan",
+    "sim:size=1M,cost=inf",
+    "sim:size=1M,cost=1,cost=2",
 ])
 def test_malformed_head_layouts_are_refused(spec: str) -> None:
     with pytest.raises(UsageError):
@@ -234,6 +236,7 @@ def test_one_read_over_a_weak_zone_fails_while_any_of_its_weak_sectors_does() ->
     "sim:size=1M,weak=1M+512",                 # past the end
     "sim:size=1M,weak=0+4k@-1",
     "sim:size=1M,weak=0+4k@nan",
+    "sim:size=1M,weak=0+4k@inf",
     "sim:size=1M,scatter=0",
     "sim:size=1M,scatter=-3",
     "sim:size=1M,scatter=2049",                # more sectors than the disk has
