@@ -4,6 +4,7 @@ bands, scratches, weak zones and scattered sectors; the virtual clock and the ta
 from __future__ import annotations
 
 import itertools
+import random
 from pathlib import Path
 
 import pytest
@@ -274,3 +275,19 @@ def test_a_rescue_of_a_dead_head_model_maps_its_truth_and_the_tally_follows(
     assert 0 < tally.failed_reads_to_all_good <= tally.failed_reads < tally.reads
     assert tally.seconds_to_all_good is not None
     assert tally.seconds >= tally.seconds_to_all_good >= tally.failed_reads_to_all_good * 2
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_distinct_good_bytes_are_counted_once_in_any_order(seed: int) -> None:
+    rng = random.Random(seed)
+    source = FaultySource("sim:size=64k,bad=20k+2k,bad=40k+512")
+    seen = bytearray(64 * KIB)
+    for _ in range(300):
+        offset = rng.randrange(64 * KIB)
+        length = rng.randrange(1, 6 * KIB)
+        try:
+            got = source.read(offset, length)
+        except Unreadable:
+            continue
+        seen[offset:offset + len(got)] = b"\1" * len(got)
+        assert source.tally.good_bytes_read == sum(seen)
