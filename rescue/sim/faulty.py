@@ -194,7 +194,10 @@ def truth_map(spec: FaultySpec) -> mapfile.Mapfile:
     return mapfile.Mapfile(RangeMap.from_areas(spec.size, areas), current_status=FINISHED)
 
 
-def write_truth_map(spec: FaultySpec, path: str, command_line: str = "") -> None:
-    """Save the truth as a GNU ddrescue mapfile, for `ddrescue --test-mode` on the same
-    geometry."""
-    mapfile.save(path, truth_map(spec), command_line)
+def write_truth_map(spec: FaultySpec, path: str, command_line: str = "") -> mapfile.Mapfile:
+    """Write the truth as a GNU ddrescue mapfile, for `ddrescue --test-mode` on the same
+    geometry, and return it; an OSError is the caller's to report."""
+    truth = truth_map(spec)
+    with open(path, "w", encoding="ascii") as out:
+        out.write(mapfile.render(truth, command_line))
+    return truth
