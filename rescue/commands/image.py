@@ -79,8 +79,10 @@ def add_rescue_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("rescue algorithm (GNU ddrescue's)")
     group.add_argument("--cluster-size", type=size_argument, default=64 * 1024, metavar="BYTES",
                        help="copy-phase read size after errors (default 64k)")
-    group.add_argument("--skip-size", type=size_argument, default=64 * 1024, metavar="BYTES",
-                       help="first skip after a read error; doubles on each error (default 64k)")
+    group.add_argument("--skip-size", type=size_argument, default=None, metavar="BYTES",
+                       help="first skip past a slow area, and after a read error with --reverse "
+                            "or --no-trim; doubles each time (default: the source's size / "
+                            "32768, at least 64k)")
     group.add_argument("--max-skip-size", type=size_argument, default=None, metavar="BYTES",
                        help="largest skip (default 1%% of the source, at most 1G)")
     group.add_argument("--retries", "-r", type=int, default=0, metavar="N",

@@ -31,18 +31,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rescue.formats import mapfile
-    from rescue.sim.faulty import PREFIX, FaultySpec, truth_map
+    from rescue.sim.faulty import PREFIX, FaultySpec, write_truth_map
 
     if not args.spec.startswith(PREFIX):
         raise UsageError(f"SPEC must start with {PREFIX} (e.g. {PREFIX}size=64M,head=1/4)")
     spec = FaultySpec.parse(args.spec)
     if os.path.lexists(args.out) and not args.force:
         raise UsageError(f"{args.out} exists; pass --force to replace it")
-    truth = truth_map(spec)
     try:
-        with open(args.out, "w", encoding="ascii") as out:
-            out.write(mapfile.render(truth, shlex.join(["rescue", *sys.argv[1:]])))
+        truth = write_truth_map(spec, args.out, shlex.join(["rescue", *sys.argv[1:]]))
     except OSError as error:
         raise DestinationError(f"cannot write {args.out}: {error.strerror or error}") from None
     totals = truth.rmap.totals()

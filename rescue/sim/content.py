@@ -1,13 +1,14 @@
 """The bytes of a simulated disk: mixed like a real disk's, cheap at any size, never misplaced
 unseen.
 
-Each 1 MiB chunk is random, text, zeros or a pattern. Building a fresh megabyte per chunk would
-make reading a 1 TB model take hours, so chunks come from a small cached pool of buffers
-(`base`), and every sector of a non-zero chunk is stamped with its chunk's number (eight hex
-digits at bytes 8 to 16). Sectors of one chunk differ from each other through the pool's
-bytes, and chunks through their stamps, so data written at the wrong place never compares equal.
-Stamping is one strided copy of eight bytes per sector, so a source can hand out a view of its
-own re-stamped copy of a pool buffer instead of a new megabyte.
+Each 1 MiB chunk is random, text, zeros or a pattern; the kinds repeat every 7 chunks. Building
+a fresh megabyte per chunk would make reading a 1 TB model take hours, so chunk `i` is made of
+the cached megabyte of its place in that period (`base(i % 7)`), and every sector of a non-zero
+chunk is stamped with its chunk's number (eight hex digits at bytes 8 to 16). Sectors of one
+chunk differ through the base's bytes, and chunks through their stamps, so data written at the
+wrong place never compares equal. A source keeps its own copy of the period (plus its first
+chunk again at the end, so a read across any one boundary is contiguous) and hands out views of
+it, stamped where they are read: one strided copy of eight bytes per sector.
 """
 
 from __future__ import annotations
@@ -18,35 +19,30 @@ from functools import lru_cache
 
 SECTOR = 512
 CHUNK = 1 << 20
-RANDOM_SLOTS = 4  # distinct random megabytes per seed
-ZEROS, TEXT, PATTERN = RANDOM_SLOTS, RANDOM_SLOTS + 1, RANDOM_SLOTS + 2
+PERIOD = 7  # (index * 2654435761 + seed) % 7 repeats every 7 chunks
+_SECTORS = CHUNK // SECTOR
 _WORDS_PER_SECTOR = SECTOR // 8
 _TEXT = "the quick brown fox jumps over the lazy dog; rescue keeps every readable byte. "
 
 
-def slot(index: int, seed: int) -> int:
-    """Which pool buffer chunk `index` is made of: random, text, zeros or a pattern."""
-    kind = (index * 2654435761 + seed) % 7
-    if kind in (0, 1):
-        return (index * 40503 >> 4) % RANDOM_SLOTS
-    return {2: TEXT, 3: TEXT, 4: ZEROS}.get(kind, PATTERN)
+def kind(index: int, seed: int) -> str:
+    """What chunk `index` holds: random, text, zeros or pattern, as a real disk mixes them."""
+    return ("random", "random", "text", "text", "zeros", "pattern", "pattern")[
+        (index * 2654435761 + seed) % PERIOD]
 
 
-def base(number: int, seed: int) -> bytes:
-    """Pool buffer `number` before stamping: 1 MiB whose sectors all differ; only the random
-    ones depend on the seed."""
-    return _base(number, seed if number < RANDOM_SLOTS else 0)
-
-
-@lru_cache(maxsize=3 * RANDOM_SLOTS + 3)
-def _base(number: int, seed: int) -> bytes:
-    if number < RANDOM_SLOTS:
-        return random.Random(number * 7919 + seed).randbytes(CHUNK)
-    if number == ZEROS:
+@lru_cache(maxsize=3 * PERIOD)
+def base(position: int, seed: int) -> bytes:
+    """The megabyte of chunks at `position` of the period, before stamping; its sectors all
+    differ (but for zeros)."""
+    made = kind(position, seed)
+    if made == "random":
+        return random.Random(position * 7919 + seed).randbytes(CHUNK)
+    if made == "zeros":
         return bytes(CHUNK)
     sectors = []
-    for sector in range(CHUNK // SECTOR):
-        if number == TEXT:
+    for sector in range(_SECTORS):
+        if made == "text":
             line = f"chunk   ........ sector {sector:03x}: " + _TEXT * 7
             sectors.append(line[:SECTOR - 1].encode() + b"\n")
         else:
@@ -56,10 +52,9 @@ def _base(number: int, seed: int) -> bytes:
     return b"".join(sectors)
 
 
-def stamp(buffer: bytearray, index: int, first: int, last: int) -> None:
-    """Write chunk `index`'s number into sectors [first, last) of `buffer`, which holds a whole
-    chunk (or, with first = 0, the chunk's sectors from where `buffer` starts)."""
-    words = memoryview(buffer).cast("Q")
+def stamp(words: array, index: int, first: int, last: int) -> None:
+    """Write chunk `index`'s number into sectors [first, last) of `words` (bytes as 8-byte
+    words, sectors counted from the start); an array's strided copy is the fastest there is."""
     words[first * _WORDS_PER_SECTOR + 1:last * _WORDS_PER_SECTOR:_WORDS_PER_SECTOR] = \
         array("Q", b"%08x" % index) * (last - first)
 
@@ -70,37 +65,44 @@ def content(offset: int, length: int, seed: int = 0) -> bytes:
     while length > 0:
         index, within = divmod(offset, CHUNK)
         take = min(length, CHUNK - within)
-        number = slot(index, seed)
-        if number == ZEROS:
+        if kind(index, seed) == "zeros":
             out += bytes(take)
         else:
             first, last = within // SECTOR, -(-(within + take) // SECTOR)
-            piece = bytearray(base(number, seed)[first * SECTOR:last * SECTOR])
+            piece = array("Q", base(index % PERIOD, seed)[first * SECTOR:last * SECTOR])
             stamp(piece, index, 0, last - first)
-            out += memoryview(piece)[within - first * SECTOR:within - first * SECTOR + take]
+            out += memoryview(piece).cast("B")[within - first * SECTOR:
+                                               within - first * SECTOR + take]
         offset += take
         length -= take
     return bytes(out)
 
 
 class ContentView:
-    """Hands out views of the true bytes without building them anew: a read inside one chunk
-    gets a view of this object's own copy of the pool buffer, stamped where it is read. The view
-    is valid until the next read, as the Reader protocol allows."""
+    """Hands out views of the true bytes without building them anew: a read spanning at most
+    two chunks gets a view of this object's own copy of the period, stamped where it is read.
+    The view is valid until the next read, as the Reader protocol allows."""
 
     def __init__(self, seed: int) -> None:
         self.seed = seed
-        self._buffers: dict[int, bytearray] = {}
+        self._period: array | None = None  # built at the first read: 8 MiB
 
     def read(self, offset: int, length: int) -> memoryview:
-        index, within = divmod(offset, CHUNK)
-        if within + length > CHUNK:
+        if length <= 0:
+            return memoryview(b"")
+        first, last = offset // CHUNK, (offset + length - 1) // CHUNK
+        position = first % PERIOD
+        if position + last - first > PERIOD:  # past the period's copy of its first chunk
             return memoryview(content(offset, length, self.seed))
-        number = slot(index, self.seed)
-        if number == ZEROS:
-            return memoryview(base(ZEROS, self.seed))[:length]
-        buffer = self._buffers.get(number)
-        if buffer is None:
-            buffer = self._buffers[number] = bytearray(base(number, self.seed))
-        stamp(buffer, index, within // SECTOR, -(-(within + length) // SECTOR))
-        return memoryview(buffer)[within:within + length]
+        period = self._period
+        if period is None:
+            period = self._period = array("Q", b"".join(
+                base(p % PERIOD, self.seed) for p in range(PERIOD + 1)))
+        for index in range(first, last + 1):
+            if kind(index, self.seed) != "zeros":
+                begin = max(offset - index * CHUNK, 0)
+                end = min(offset + length - index * CHUNK, CHUNK)
+                place = (position + index - first) * _SECTORS
+                stamp(period, index, place + begin // SECTOR, place - (-end // SECTOR))
+        start = position * CHUNK + offset % CHUNK
+        return memoryview(period).cast("B")[start:start + length]

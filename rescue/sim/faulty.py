@@ -32,6 +32,8 @@ Sizes take K, M, G, T suffixes (powers of 1024) and 0x hex. The geometry is in p
 from __future__ import annotations
 
 import time
+from array import array
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -85,6 +87,28 @@ class Tally:
             self.seconds_to_all_good = self.seconds
 
 
+class Coverage:
+    """Distinct bytes served, as merged intervals: one bisect and an update in place per read
+    when reads come in order, so a terabyte of reads costs no more than its reads."""
+
+    def __init__(self) -> None:
+        self._starts, self._ends = array("q"), array("q")
+        self.total = 0
+
+    def add(self, begin: int, end: int) -> None:
+        starts, ends = self._starts, self._ends
+        i = bisect_left(ends, begin)  # the first interval touching or after [begin, end)
+        j = bisect_right(starts, end, lo=i)  # ... and the first one past it
+        if i == j:
+            starts.insert(i, begin)
+            ends.insert(i, end)
+            self.total += end - begin
+            return
+        low, high = min(begin, starts[i]), max(end, ends[j - 1])
+        self.total += high - low - sum(ends[k] - starts[k] for k in range(i, j))
+        starts[i:j], ends[i:j] = array("q", [low]), array("q", [high])
+
+
 class FaultySource:
     """A Source whose failures are scripted; also counts reads so tests can check the
     algorithm never re-reads more than it should, and keeps a `tally` on a virtual clock."""
@@ -100,7 +124,7 @@ class FaultySource:
         self.faults = Faults(self.spec)
         self._sleep = clock  # only rate= and slow= really wait
         self._content = ContentView(self.spec.seed)
-        self._good_served = RangeMap(self.size)
+        self._good_served = Coverage()
         self.tally = Tally(self.size - self.faults.bad_bytes)
         self.reads: dict[int, int] = {}  # sector -> times read; filled only when tracking
         self.track_reads = False
@@ -128,9 +152,9 @@ class FaultySource:
             self.tally.failed_read(delay + self.spec.cost)
             raise Unreadable(offset, length, "media", detail)
         self.served += length
-        self._good_served.set(offset, length, FINISHED)
+        self._good_served.add(offset, end)
         self.tally.good_read(delay + length / (self.spec.rate or GOOD_READ_RATE),
-                             self._good_served.totals()[FINISHED])
+                             self._good_served.total)
         return self._content.read(offset, length)
 
     def _failure(self, offset: int, end: int) -> str | None:
@@ -170,7 +194,10 @@ def truth_map(spec: FaultySpec) -> mapfile.Mapfile:
     return mapfile.Mapfile(RangeMap.from_areas(spec.size, areas), current_status=FINISHED)
 
 
-def write_truth_map(spec: FaultySpec, path: str, command_line: str = "") -> None:
-    """Save the truth as a GNU ddrescue mapfile, for `ddrescue --test-mode` on the same
-    geometry."""
-    mapfile.save(path, truth_map(spec), command_line)
+def write_truth_map(spec: FaultySpec, path: str, command_line: str = "") -> mapfile.Mapfile:
+    """Write the truth as a GNU ddrescue mapfile, for `ddrescue --test-mode` on the same
+    geometry, and return it; an OSError is the caller's to report."""
+    truth = truth_map(spec)
+    with open(path, "w", encoding="ascii") as out:
+        out.write(mapfile.render(truth, command_line))
+    return truth

@@ -142,19 +142,16 @@ class Faults:
         return sum(delay for _, _, delay in self._weak.touching(offset, end))
 
     def failure(self, offset: int, end: int) -> str | None:
-        """Why a read of [offset, end) fails, or None; counts the reads of flaky and weak
-        sectors it touches (not when a bad sector fails the read first)."""
-        if self.is_bad(offset, end):
-            return "simulated bad sector"
-        needed = self._retried_sectors(offset, end)
+        """Why a read of [offset, end) fails, or None. Every read touching a flaky or weak
+        sector counts as one of its reads, also when a bad sector fails the read."""
         failing = False
-        for sector, times in needed.items():
+        for sector, times in self._retried_sectors(offset, end).items():
             seen = self._reads_of.get(sector, 0)
             failing = failing or seen < times
             self._reads_of[sector] = seen + 1
-        if failing:
-            return "simulated flaky sector"
-        return None
+        if self.is_bad(offset, end):
+            return "simulated bad sector"
+        return "simulated flaky sector" if failing else None
 
     def _retried_sectors(self, offset: int, end: int) -> dict[int, int]:
         """Sectors of [offset, end) that fail their first reads -> how many reads they fail."""

@@ -6,6 +6,7 @@ rescue/sim/patterns.py.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from rescue.errors import UsageError
@@ -98,7 +99,7 @@ def _number(text: str, kind: type[int] | type[float], what: str, least: float) -
         value = kind(text)
     except (ValueError, OverflowError):
         value = least - 1
-    if not value >= least:  # also refuses NaN
+    if not (value >= least and math.isfinite(value)):  # also refuses NaN
         raise UsageError(f"{what} {text!r} must be a number of at least {least:g}")
     return value
 
@@ -113,7 +114,7 @@ def _span(text: str) -> tuple[int, int]:
     return start, size
 
 
-def _inside(text: str, start: int, end: int, size: int) -> None:
+def _inside(text: str, end: int, size: int) -> None:
     if end > size:
         raise UsageError(f"{text!r} reaches past the end of the {size}-byte disk")
 
@@ -182,14 +183,14 @@ def _scratch(text: str, size: int) -> tuple[int, int, int, int]:
     count = int(_number(count_text, int, "a scratch's spot count", 1))
     if stride < length:
         raise UsageError(f"scratch={text}: spots {stride} bytes apart overlap (LEN is {length})")
-    _inside(f"scratch={text}", pos, pos + (count - 1) * stride + length, size)
+    _inside(f"scratch={text}", pos + (count - 1) * stride + length, size)
     return pos, length, stride, count
 
 
 def _weak(text: str, size: int) -> tuple[int, int, float]:
     span, _, delay = text.partition("@")
     pos, length = _span(span)
-    _inside(f"weak={text}", pos, pos + length, size)
+    _inside(f"weak={text}", pos + length, size)
     return pos, length, _number(delay or "0.05", float, "a weak zone's delay", 0)
 
 
@@ -198,7 +199,7 @@ def _scatter(text: str, size: int) -> tuple[int, int, int]:
     count_text, sep, span = text.partition("@")
     count = int(_number(count_text, int, "a scatter count", 1))
     pos, length = _span(span) if sep else (0, size)
-    _inside(f"scatter={text}", pos, pos + length, size)
+    _inside(f"scatter={text}", pos + length, size)
     sectors = (pos + length) // SECTOR - -(-pos // SECTOR)
     if count > sectors:
         raise UsageError(f"scatter={text}: {count} sectors do not fit in {max(sectors, 0)}")
@@ -208,7 +209,9 @@ def _scatter(text: str, size: int) -> tuple[int, int, int]:
 def _check_range_count(spec: FaultySpec) -> None:
     """A spec whose patterns make millions of bad ranges would take minutes to build."""
     ranges = sum(count for *_, count in spec.scratch) + sum(c for c, _, _ in spec.scatter)
-    if spec.heads is not None:
+    if spec.heads is not None and spec.heads.zones > MAX_RANGES:
+        ranges = spec.heads.zones  # at least one band per zone
+    elif spec.heads is not None:
         zone = spec.size // spec.heads.zones // SECTOR * SECTOR
         ranges += sum(-(-zone // band_length(spec.heads, k)) for k in range(spec.heads.zones))
     if ranges > MAX_RANGES:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from rescue.sim.faulty import FaultySource
 from tests.fixtures.faultdisk import (
     SECTOR,
     faulty_device,
@@ -20,7 +21,7 @@ from tests.fixtures.faultdisk import (
     read_log,
     sector_reads,
 )
-from tests.fixtures.judges import listed_sectors, sectors_of
+from tests.fixtures.judges import listed_sectors, mismatched_sectors, sectors_of
 
 MIB = 1 << 20
 DISK_SIZE = 8 * MIB
@@ -55,6 +56,15 @@ def test_fault_specs_accept_decimal_and_hex() -> None:
                                                                          (10, 20)]
     assert args.faults.slow == [(4096, 512, 0.25)]
     assert args.faults.flaky == [(0, 1024, 3)]
+
+
+def test_a_seed_is_taken_only_where_it_places_sectors() -> None:
+    """Over a backing file the seed cannot change the bytes; it places scattered and weak
+    sectors, as on the simulated disk."""
+    args = parse_args(["b", "m", "sim:size=8M,scatter=3,weak=0+64k,seed=2"])
+    assert (args.faults.seed, args.faults.scatter) == (2, [(3, 0, 8 * MIB)])
+    with pytest.raises(SystemExit):
+        parse_args(["b", "m", "sim:size=8M,bad=0+512,seed=2"])
 
 
 @pytest.mark.parametrize("spec", ["1+2+3", "x+512", "0+0", "-1+512"])
@@ -184,3 +194,25 @@ def test_cleans_up_after_exit_and_after_an_exception(backing: Path) -> None:
         second = served_file(device)
         raise RuntimeError("body failed")
     assert_gone(second)
+
+
+@pytest.mark.slow
+@pytest.mark.root
+def test_ddrescue_finds_exactly_a_dead_heads_bands_and_a_scratch(backing: Path,
+                                                                 tmp_path: Path) -> None:
+    """The failure patterns on a real block device: ddrescue maps the simulated disk's own
+    truth, sector for sector, and rescues the weak zone's sectors by retrying them."""
+    patterns = ("head=5/8,zones=4,band=32k-8k,scratch=1000000+2k/700k*6,scatter=9,"
+                "weak=6M+256k@0,seed=3")
+    truth = FaultySource(f"sim:size={DISK_SIZE},{patterns}")
+    bad = truth.bad_sectors()
+    assert len(truth.bad_ranges()) > 50
+    log = tmp_path / "reads.log"
+    with faulty_device(str(backing), f"sim:{patterns}", log=str(log)) as device:
+        image, mapfile = ddrescue(device, tmp_path, "-r2")
+    assert listed_sectors(mapfile, "-") == bad
+    assert mismatched_sectors(image.read_bytes(), backing.read_bytes(), bad) == []
+    weak = range(6 * MIB // SECTOR, (6 * MIB + 256 * 1024) // SECTOR)
+    retried = {s for s, times in sector_reads(read_log(str(log)), ok=False).items()
+               if s in weak}
+    assert len(retried) >= 256 * 1024 // SECTOR // 16  # one in 16 failed before it read

@@ -79,3 +79,8 @@ def test_an_existing_map_is_kept_unless_forced(tmp_path: Path) -> None:
     assert out.read_text() == "mine\n"
     assert rescue("sim-map", "sim:size=1M,bad=0+512", out, "--force").returncode == 0
     assert listed_sectors(out, "-") == {0}
+
+
+def test_a_map_that_cannot_be_written_is_one_line(tmp_path: Path) -> None:
+    done = rescue("sim-map", "sim:size=1M", tmp_path / "missing" / "out.map")
+    assert_clean_failure(done, 3, "cannot write .*out.map: No such file")

@@ -4,12 +4,17 @@ bands, scratches, weak zones and scattered sectors; the virtual clock and the ta
 from __future__ import annotations
 
 import itertools
+import random
 from pathlib import Path
 
 import pytest
 
+from rescue.engine.rescue import Rescue, RescueOptions
 from rescue.errors import UsageError
+from rescue.formats.mapfile import Mapfile
+from rescue.formats.raw import RawWriter
 from rescue.io.reader import Unreadable
+from rescue.rangemap import RangeMap
 from rescue.sim.faulty import SECTOR, FaultySource, FaultySpec, content
 from tests.fixtures.cli import assert_clean_failure, rescue
 
@@ -134,6 +139,8 @@ def test_without_a_rate_good_reads_cost_150_mb_per_second_and_nothing_sleeps() -
     "sim:size=1T,head=0/2,band=4k",      # hundreds of millions of bands
     "sim:size=1M,cost=-1",
     "sim:size=1M,cost=nan",
+    "sim:size=1M,cost=inf",
+    "sim:size=1M,cost=1,cost=2",
 ])
 def test_malformed_head_layouts_are_refused(spec: str) -> None:
     with pytest.raises(UsageError):
@@ -230,6 +237,7 @@ def test_one_read_over_a_weak_zone_fails_while_any_of_its_weak_sectors_does() ->
     "sim:size=1M,weak=1M+512",                 # past the end
     "sim:size=1M,weak=0+4k@-1",
     "sim:size=1M,weak=0+4k@nan",
+    "sim:size=1M,weak=0+4k@inf",
     "sim:size=1M,scatter=0",
     "sim:size=1M,scatter=-3",
     "sim:size=1M,scatter=2049",                # more sectors than the disk has
@@ -247,3 +255,39 @@ def test_malformed_patterns_are_refused(spec: str) -> None:
 def test_the_cli_refuses_a_bad_pattern_in_one_line(tmp_path: Path) -> None:
     done = rescue("image", "sim:size=1M,head=4/4", tmp_path / "out.img")
     assert_clean_failure(done, 2, "heads are numbered 0 to 3")
+
+
+def test_a_rescue_of_a_dead_head_model_maps_its_truth_and_the_tally_follows(
+        tmp_path: Path) -> None:
+    spec = "sim:size=24M,head=2/4,zones=3,band=256k-64k,scratch=3M+8k/5M*4,weak=20M+1M@0.01"
+    source = FaultySource(spec)
+    current = Mapfile(RangeMap(source.size))
+    writer = RawWriter(str(tmp_path / "out.img"), source.size)
+    try:
+        Rescue(source, writer, current, lambda m: None, RescueOptions(retries=2)).run()
+    finally:
+        writer.close()
+    assert [(pos, length) for pos, length, state in current.rmap.areas() if state == "-"] \
+        == source.bad_ranges()
+    tally = source.tally
+    assert tally.good_bytes_read == tally.good_bytes == current.rmap.totals()["+"]
+    assert tally.failed_reads_to_all_good is not None
+    assert 0 < tally.failed_reads_to_all_good <= tally.failed_reads < tally.reads
+    assert tally.seconds_to_all_good is not None
+    assert tally.seconds >= tally.seconds_to_all_good >= tally.failed_reads_to_all_good * 2
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_distinct_good_bytes_are_counted_once_in_any_order(seed: int) -> None:
+    rng = random.Random(seed)
+    source = FaultySource("sim:size=64k,bad=20k+2k,bad=40k+512")
+    seen = bytearray(64 * KIB)
+    for _ in range(300):
+        offset = rng.randrange(64 * KIB)
+        length = rng.randrange(1, 6 * KIB)
+        try:
+            got = source.read(offset, length)
+        except Unreadable:
+            continue
+        seen[offset:offset + len(got)] = b"\1" * len(got)
+        assert source.tally.good_bytes_read == sum(seen)
