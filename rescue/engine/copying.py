@@ -23,6 +23,10 @@ from rescue.rangemap import BAD, FINISHED, NON_TRIED, NON_TRIMMED
 
 # The first probe past a bad run, when no band length is known yet; probes double from it.
 FIRST_PROBE = 4096
+# A walk sector by sector through a failed read saves read errors while its reads are quick;
+# once it has taken this long (job seconds: about one failed read), the rest of that read is
+# left to trimming, as ddrescue does with every failed read.
+WALK_SECONDS = 2.0
 SWEEP_PASS = 3  # the sweeping phase records status '?' (non-tried blocks) with this pass
 
 
@@ -139,9 +143,14 @@ class LearningCopy:
         return good + self.reads.sector
 
     def _walk_forward(self, begin: int, end: int) -> int | None:
-        """Sectors of [begin, end) one by one; the first of two failing in a row, or None."""
+        """Sectors of [begin, end) one by one; the first of two failing in a row, or None
+        (also when the walk ran out of time: the rest is left non-trimmed)."""
         failed_before = False
+        walk = self._walk_clock()
         for offset in range(begin, end, self.reads.sector):
+            if walk():
+                self.reads.mark(offset, end - offset, NON_TRIMMED)
+                return None
             if self.reads.read_sector(offset):
                 failed_before = False
             elif failed_before:
@@ -149,6 +158,27 @@ class LearningCopy:
             else:
                 failed_before = True
         return None
+
+    def _walk_clock(self) -> Callable[[], bool]:
+        """A walk's budget: True once it has taken WALK_SECONDS."""
+        clock = self.reads.clock
+        started = clock.now()
+        return lambda: clock.now() - started > WALK_SECONDS
+
+    def _first_failing(self, offsets: range) -> tuple[int | None, bool]:
+        """Read the sectors at `offsets` in order until one fails. Returns (it or None, whether
+        the walk ended in time); out of time, the unread rest of `offsets` is marked
+        non-trimmed (every caller walks sectors a failed read covered)."""
+        walk = self._walk_clock()
+        for i, offset in enumerate(offsets):
+            if walk():
+                rest = offsets[i:]
+                low, high = min(rest[0], rest[-1]), max(rest[0], rest[-1])
+                self.reads.mark(low, high + self.reads.sector - low, NON_TRIMMED)
+                return None, False
+            if not self.reads.read_sector(offset):
+                return offset, True
+        return None, True
 
     def _probe(self, lead: int, run_end: int, limit: int) -> tuple[int, int] | None:
         """Single-sector reads past a bad run [lead, run_end): first where the last band
@@ -186,11 +216,14 @@ class LearningCopy:
                 if self.reads.read(begin, pos - begin, None):
                     pos, size = begin, min(size * 2, self.max_read)
                     continue
-            for offset in range(pos - self.reads.sector, begin - 1, -self.reads.sector):
-                if not self.reads.read_sector(offset):
-                    if offset > begin and pos > read_once:  # read once by the failed read
-                        self.reads.mark(begin, offset - begin, NON_TRIMMED)
-                    return offset + self.reads.sector
+            failing, in_time = self._first_failing(range(pos - self.reads.sector, begin - 1,
+                                                         -self.reads.sector))
+            if failing is not None:
+                if failing > begin and pos > read_once:  # read once by the failed read
+                    self.reads.mark(begin, failing - begin, NON_TRIMMED)
+                return failing + self.reads.sector
+            if not in_time:
+                return None
             pos = begin  # every sector read this time: go on
         return floor if self.reads.state_at(floor - self.reads.sector) == BAD else None
 
@@ -258,15 +291,15 @@ class LearningCopy:
     def _read_both_sides(self, begin: int, end: int) -> None:
         """Read an untried area inward from both sides until a read fails; the middle
         becomes non-trimmed."""
-        failed = self._read_inward(begin, end, forward=True)
-        if failed is None:
+        edge = self._read_inward(begin, end, forward=True)
+        if edge is None:
             return
-        begin = failed[1]
+        begin = edge
         if begin < end:
-            failed = self._read_inward(begin, end, forward=False)
-            if failed is None:
+            edge = self._read_inward(begin, end, forward=False)
+            if edge is None:
                 return
-            end = failed[1]
+            end = edge
         if begin < end:
             self.reads.mark(begin, end - begin, NON_TRIMMED)
 
@@ -274,21 +307,21 @@ class LearningCopy:
         """Read an untried area inward from each side that borders good data until a read
         fails."""
         if self.reads.state_at(begin - 1) == FINISHED:
-            failed = self._read_inward(begin, end, forward=True)
-            if failed is None:
+            edge = self._read_inward(begin, end, forward=True)
+            if edge is None:
                 return
-            begin = failed[1]
+            begin = edge
         if begin < end and self.reads.state_at(end) == FINISHED:
             self._read_inward(begin, end, forward=False)
 
-    def _read_inward(self, begin: int, end: int, forward: bool) -> tuple[int, int] | None:
+    def _read_inward(self, begin: int, end: int, forward: bool) -> int | None:
         """Read [begin, end) from one side: the edge sector, then growing reads until one
         fails; that one sector by sector up to its first failing sector (marked bad, the rest
-        of the read non-trimmed). Returns (the failing sector, the far edge of what was read),
-        or None when everything read."""
+        of the read non-trimmed). Returns the far edge of what was read, or None when
+        everything read."""
         edge = begin if forward else end - self.reads.sector
         if not self.reads.read_sector(edge):  # the edge alone first: a bad area costs one error
-            return edge, edge + self.reads.sector if forward else edge
+            return edge + self.reads.sector if forward else edge
         begin, end = (edge + self.reads.sector, end) if forward else (begin, edge)
         size = self.cluster
         while begin < end:
@@ -299,11 +332,13 @@ class LearningCopy:
                 continue
             sectors = (range(first, last, self.reads.sector) if forward
                        else range(last - self.reads.sector, first - 1, -self.reads.sector))
-            for offset in sectors:
-                if not self.reads.read_sector(offset):
-                    rest = (offset + self.reads.sector, last) if forward else (first, offset)
-                    if rest[1] > rest[0]:
-                        self.reads.mark(rest[0], rest[1] - rest[0], NON_TRIMMED)
-                    return offset, last if forward else first
+            failing, in_time = self._first_failing(sectors)
+            if failing is not None:
+                rest = (failing + self.reads.sector, last) if forward else (first, failing)
+                if rest[1] > rest[0]:
+                    self.reads.mark(rest[0], rest[1] - rest[0], NON_TRIMMED)
+                return last if forward else first
+            if not in_time:  # the rest of the read is left to trimming
+                return last if forward else first
             begin, end = (last, end) if forward else (begin, first)
         return None
