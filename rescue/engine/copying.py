@@ -236,11 +236,30 @@ class LearningCopy:
         if period is not None:
             for band in self.predicted.forget_after(lead - period):
                 insort(self.suspects, band)
+        exact_lead = self._exact_lead(lead)
+        if exact_lead is not None and trail is not None:
+            self.bands.observe(exact_lead, trail)
+            insort(self.observed, exact_lead)
+
+    def _exact_lead(self, lead: int) -> int | None:
+        """Where the bad area at `lead` begins, to the sector, if that can be known: right at
+        `lead` when the sector before it reads. Right after a band stepped over as
+        predicted, the band moved: read into it from its good side to find where the bad
+        area begins (two read errors, and the learner sees the new pattern at once); if the
+        band's first sector is bad, the area at `lead` is another one, and stays unknown."""
         sector = self.reads.sector
-        exact_lead = lead == 0 or self.reads.state_at(lead - sector) == FINISHED
-        if exact_lead and trail is not None:
-            self.bands.observe(lead, trail)
-            insort(self.observed, lead)
+        if lead == 0 or self.reads.state_at(lead - sector) == FINISHED:
+            return lead
+        begin, _, state = self.reads.rmap.area_at(lead - sector)
+        if state != NON_TRIED or self.reads.state_at(begin - 1) != FINISHED:
+            return None
+        self.predicted.forget_after(begin - 1)
+        if self._read_inward(begin, lead, forward=True) is None:
+            return lead
+        if self.reads.state_at(begin) == BAD:
+            return None
+        found = self.reads.rmap.find(BAD, begin, True)
+        return found[0] if found is not None and found[0] < lead else None
 
     def bordering_pass(self) -> None:
         """Areas left untried that border good data, read inward from that side until a read
