@@ -25,7 +25,7 @@ from rescue.rangemap import BAD, FINISHED, NON_TRIED, NON_TRIMMED
 FIRST_PROBE = 4096
 # A walk sector by sector through a failed read saves read errors while its reads are quick;
 # once it has taken this long (job seconds: about one failed read), the rest of that read is
-# left to trimming, as ddrescue does with every failed read.
+# read cluster by cluster, the failing clusters left to trimming, as ddrescue does.
 WALK_SECONDS = 2.0
 SWEEP_PASS = 3  # the sweeping phase records status '?' (non-tried blocks) with this pass
 
@@ -144,12 +144,12 @@ class LearningCopy:
 
     def _walk_forward(self, begin: int, end: int) -> int | None:
         """Sectors of [begin, end) one by one; the first of two failing in a row, or None
-        (also when the walk ran out of time: the rest is left non-trimmed)."""
+        (also when the walk ran out of time and read the rest by clusters)."""
         failed_before = False
         walk = self._walk_clock()
         for offset in range(begin, end, self.reads.sector):
             if walk():
-                self.reads.mark(offset, end - offset, NON_TRIMMED)
+                self.reads.read_clusters(offset, end, self.cluster)
                 return None
             if self.reads.read_sector(offset):
                 failed_before = False
@@ -167,14 +167,14 @@ class LearningCopy:
 
     def _first_failing(self, offsets: range) -> tuple[int | None, bool]:
         """Read the sectors at `offsets` in order until one fails. Returns (it or None, whether
-        the walk ended in time); out of time, the unread rest of `offsets` is marked
-        non-trimmed (every caller walks sectors a failed read covered)."""
+        the walk ended in time); out of time, the unread rest of `offsets` is read cluster by
+        cluster (every caller walks sectors a failed read covered)."""
         walk = self._walk_clock()
         for i, offset in enumerate(offsets):
             if walk():
                 rest = offsets[i:]
                 low, high = min(rest[0], rest[-1]), max(rest[0], rest[-1])
-                self.reads.mark(low, high + self.reads.sector - low, NON_TRIMMED)
+                self.reads.read_clusters(low, high + self.reads.sector, self.cluster)
                 return None, False
             if not self.reads.read_sector(offset):
                 return offset, True

@@ -20,7 +20,7 @@ from rescue.formats.mapfile import Mapfile
 from rescue.formats.readlog import ReadObserver
 from rescue.io.reader import Unreadable
 from rescue.io.source import Source
-from rescue.rangemap import BAD, FINISHED, RangeMap
+from rescue.rangemap import BAD, FINISHED, NON_TRIMMED, RangeMap
 
 
 class Stopped(Exception):
@@ -127,6 +127,17 @@ class MapReads:
         good = self.read(offset, length, on_error=BAD)
         self.sector_rate.add(length, self.clock.now() - started)
         return good
+
+    def read_clusters(self, begin: int, end: int, cluster: int) -> bool:
+        """Read [begin, end) again cluster by cluster after a failed read of it, so only the
+        failing clusters become non-trimmed (no sector is read more than twice before
+        trimming). True if all read."""
+        failed = False
+        for offset in range(begin, end, cluster):
+            length = min(cluster, end - offset)
+            if not self.read(offset, length, on_error=NON_TRIMMED):
+                failed = True
+        return not failed
 
     def mark(self, offset: int, length: int, state: str) -> None:
         with self.lock:

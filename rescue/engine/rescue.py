@@ -300,8 +300,10 @@ class Rescue:
             begin, length, _ = block
             part = chunk(begin, begin + length, forward, read_size, self.opt.cluster_size)
             ok, slow = self.reads.read_timed(*part)
-            if not ok:
-                ok = self._reread_clusters(*part)
+            if not ok and part[1] - part[0] > self.opt.cluster_size:
+                ok = self.reads.read_clusters(*part, self.opt.cluster_size)
+            elif not ok:
+                self.reads.mark(part[0], part[1] - part[0], NON_TRIMMED)
             pos = part[1] if forward else part[0]
             if ok and not (slow and number == 1):
                 skip = self.skip_size
@@ -312,21 +314,6 @@ class Rescue:
                 skip = skip // self.sector * self.sector
                 pos = min(pos + skip, self.rmap.size) if forward else max(pos - skip, 0)
                 skip = min(skip * 2, self.max_skip)
-
-    def _reread_clusters(self, begin: int, end: int) -> bool:
-        """A failed read, read again cluster by cluster so only the failing clusters become
-        non-trimmed (no sector is read more than twice in the copy phase). True if all read."""
-        cluster = self.opt.cluster_size
-        if end - begin <= cluster:
-            self.reads.mark(begin, end - begin, NON_TRIMMED)
-            return False
-        failed = False
-        for offset in range(begin, end, cluster):
-            length = min(cluster, end - offset)
-            if not self.reads.read(offset, length, on_error=None):
-                self.reads.mark(offset, length, NON_TRIMMED)
-                failed = True
-        return not failed
 
     # ---- trimming, scraping, retrying ----------------------------------------------------------
 
