@@ -12,37 +12,13 @@ Run: python bench/bench_sim.py [--spec sim:size=1T,head=1/4] [--skip-engine]
 from __future__ import annotations
 
 import argparse
-import threading
 import time
 
-from common import report
+from common import report, rescue_model
 
-from rescue.engine.jobs import JobControl
-from rescue.engine.rescue import Rescue, RescueOptions
-from rescue.formats.base import Capabilities
-from rescue.formats.mapfile import Mapfile
-from rescue.rangemap import RangeMap
+from rescue.engine.rescue import RescueOptions
 from rescue.sim.faulty import CHUNK, FaultySource
 from rescue.units import human_duration, human_rate, human_size
-
-
-class DiscardWriter:
-    """An image writer that keeps nothing: the benchmark measures reading, not writing."""
-
-    capabilities = Capabilities()
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self.written = 0
-
-    def write(self, offset: int, data: bytes | memoryview) -> None:
-        self.written += len(data)
-
-    def sync(self) -> None:
-        """Nothing to make durable."""
-
-    def close(self) -> None:
-        """Nothing to release."""
 
 
 def good_ranges(source: FaultySource) -> list[tuple[int, int]]:
@@ -65,31 +41,6 @@ def read_every_good_byte(spec: str) -> tuple[float, float, FaultySource]:
     return time.perf_counter() - started, time.process_time() - cpu, source
 
 
-def rescue_until_all_good(spec: str) -> tuple[float, FaultySource]:
-    """Run the engine with its default passes and stop it as soon as every good byte was read
-    (the bytes beside a bad band need trimming: copy passes alone never get them all)."""
-    source = FaultySource(spec)
-    control = JobControl()
-    done = threading.Event()
-
-    def watch() -> None:
-        while not done.wait(0.05):
-            if source.tally.failed_reads_to_all_good is not None:
-                control.cancel()
-                return
-
-    watcher = threading.Thread(target=watch, daemon=True)
-    rescue = Rescue(source, DiscardWriter(source.size), Mapfile(RangeMap(source.size)),
-                    lambda m: None, RescueOptions(), control)
-    started = time.perf_counter()
-    watcher.start()
-    try:
-        rescue.run()
-    finally:
-        done.set()
-    return time.perf_counter() - started, source
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--spec", default="sim:size=1T,head=1/4", help="the model to read")
@@ -110,7 +61,9 @@ def main() -> None:
     ])
     if args.skip_engine:
         return
-    seconds, source = rescue_until_all_good(args.spec)
+    # default passes, stopped once every good byte was read (the bytes beside a bad band need
+    # trimming: copy passes alone never get them all)
+    seconds, source, _ = rescue_model(args.spec, RescueOptions(), until_all_good=True)
     tally = source.tally
     report(f"engine on {args.spec}, until every good byte was read", [
         ("all good read", "yes" if tally.failed_reads_to_all_good is not None else "NO"),
