@@ -55,6 +55,11 @@ class BandLearner:
             if first.length == second.length and spacing > second.length:
                 self._ratio = Fraction(spacing, second.length)
 
+    def forget(self) -> None:
+        """The pattern did not hold: predict nothing until two bands agree again."""
+        self.bands.clear()
+        self._ratio = None
+
     def period(self) -> int | None:
         """The distance from one bad band to the next, if the bands seen so far tell it."""
         if not self.bands:

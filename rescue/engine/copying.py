@@ -42,6 +42,7 @@ class LearningCopy:
         self.predicted = Predicted()  # bands pass 1 stepped over as predicted bad
         self.observed: list[int] = []  # where each bad area delimited exactly began
         self.suspects: list[tuple[int, int]] = []  # stepped-over bands the learner doubts
+        self._verified: tuple[int | None, int | None] = (None, None)  # the pattern tried
 
     def learning_pass(self, start: int) -> None:
         """Forward in growing reads; a failed read is delimited to the sector (`_delimit`) and
@@ -65,6 +66,9 @@ class LearningCopy:
             end = min(begin + length, stop)
             band = self.bands.predict(begin) if learning else None
             if band is not None and band[0] <= begin:
+                if not self._trusted(band):
+                    pos = begin + sector  # its first sector read: the pattern was wrong
+                    continue
                 self.predicted.add(begin, min(band[1], end))
                 pos = band[1]
                 continue
@@ -88,6 +92,19 @@ class LearningCopy:
                 skip = min(skip * 2, self.max_skip)
             else:
                 pos = self._delimit(*part, end, learning)
+
+    def _trusted(self, band: tuple[int, int]) -> bool:
+        """A pattern is tried once before it is trusted: the first band it predicts has its
+        first sector read (one read error when the pattern is right). If that sector reads,
+        the pattern was a coincidence and is dropped."""
+        pattern = (self.bands.period(), self.bands.length_hint())
+        if pattern == self._verified:
+            return True
+        if self.reads.read_sector(band[0]):
+            self.bands.forget()
+            return False
+        self._verified = pattern
+        return True
 
     def _after_failed_edge(self, edge: int, limit: int) -> int:
         """The first sector of an area failed: a lone bad sector if the next one reads, else a
