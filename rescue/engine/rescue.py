@@ -109,8 +109,8 @@ class RescueOptions:
             raise UsageError("--cluster-size must be a multiple of 512")
         if self.skip_size is not None and self.skip_size < 512:
             raise UsageError("--skip-size must be at least 512")
-        if self.max_skip_size is not None and self.max_skip_size < (self.skip_size or 512):
-            raise UsageError("--max-skip-size must be at least --skip-size")
+        if self.max_skip_size is not None and self.max_skip_size < (self.skip_size or MIN_SKIP):
+            raise UsageError("--max-skip-size must be at least --skip-size, and at least 64k")
         if self.retries < 0:
             raise UsageError("--retries must not be negative")
         if self.min_read_rate is not None and self.min_read_rate < 0:
@@ -138,7 +138,7 @@ class Rescue:
         cluster = self.opt.cluster_size
         self.opt.max_read = max(self.opt.max_read // cluster, 1) * cluster
         auto_skip = max(size // SKIP_FRACTION // self.sector * self.sector, MIN_SKIP)
-        self.skip_size = self.opt.skip_size or auto_skip
+        self.skip_size = self.opt.skip_size or min(auto_skip, self.opt.max_skip_size or auto_skip)
         self.max_skip = self.opt.max_skip_size or min(max(size // 100, self.skip_size), 1 << 30)
         self._outside = self._outside_domain_totals()  # never changes: we never read there
         self.domain_size = size - sum(self._outside.values())
