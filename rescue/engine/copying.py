@@ -66,8 +66,8 @@ class LearningCopy:
             end = min(begin + length, stop)
             band = self.bands.predict(begin) if learning else None
             if band is not None and band[0] <= begin:
-                if not self._trusted(band):
-                    pos = begin + sector  # its first sector read: the pattern was wrong
+                if not self._trusted(begin):
+                    pos = begin + sector  # that sector read: the pattern was wrong
                     continue
                 self.predicted.add(begin, min(band[1], end))
                 pos = band[1]
@@ -93,14 +93,14 @@ class LearningCopy:
             else:
                 pos = self._delimit(*part, end, learning)
 
-    def _trusted(self, band: tuple[int, int]) -> bool:
-        """A pattern is tried once before it is trusted: the first band it predicts has its
-        first sector read (one read error when the pattern is right). If that sector reads,
-        the pattern was a coincidence and is dropped."""
+    def _trusted(self, offset: int) -> bool:
+        """A pattern is tried once before it is trusted: the first untried sector of the first
+        band it predicts is read (one read error when the pattern is right). If that sector
+        reads, the pattern was a coincidence and is dropped."""
         pattern = (self.bands.period(), self.bands.length_hint())
         if pattern == self._verified:
             return True
-        if self.reads.read_sector(band[0]):
+        if self.reads.read_sector(offset):
             self.bands.forget()
             return False
         self._verified = pattern
@@ -267,8 +267,11 @@ class LearningCopy:
         sector = self.reads.sector
         if lead == 0 or self.reads.state_at(lead - sector) == FINISHED:
             return lead
-        begin, _, state = self.reads.rmap.area_at(lead - sector)
-        if state != NON_TRIED or self.reads.state_at(begin - 1) != FINISHED:
+        block = self.reads.next_block(NON_TRIED, lead, False)  # clipped to the domain
+        if block is None or block[0] + block[1] != lead:
+            return None
+        begin = block[0]
+        if self.reads.state_at(begin - 1) != FINISHED:
             return None
         self.predicted.forget_after(begin - 1)
         if self._read_inward(begin, lead, forward=True) is None:

@@ -138,8 +138,11 @@ class Rescue:
         cluster = self.opt.cluster_size
         self.opt.max_read = max(self.opt.max_read // cluster, 1) * cluster
         auto_skip = max(size // SKIP_FRACTION // self.sector * self.sector, MIN_SKIP)
-        self.skip_size = self.opt.skip_size or min(auto_skip, self.opt.max_skip_size or auto_skip)
-        self.max_skip = self.opt.max_skip_size or min(max(size // 100, self.skip_size), 1 << 30)
+        skip = self.opt.skip_size or min(auto_skip, self.opt.max_skip_size or auto_skip)
+        max_skip = self.opt.max_skip_size or min(max(size // 100, skip), 1 << 30)
+        # skips land on sector boundaries: an unaligned read would mark part of a sector
+        self.skip_size = max(skip // self.sector, 1) * self.sector
+        self.max_skip = max(max_skip // self.sector * self.sector, self.skip_size)
         self._outside = self._outside_domain_totals()  # never changes: we never read there
         self.domain_size = size - sum(self._outside.values())
         settings = ReadSettings(self.opt.checkpoint_interval, self.opt.timeout,
@@ -354,7 +357,7 @@ class Rescue:
         pos = 0 if forward else self.rmap.size
         while (block := self.reads.next_block(state, pos, forward)) is not None:
             begin, length, _ = block
-            offset = begin if forward else begin + length - self.sector
+            offset = begin if forward else begin + length - 1
             offset = offset // self.sector * self.sector
             offset = max(offset, begin)
             self.reads.read_sector(offset)

@@ -54,7 +54,9 @@ def test_image_maps_exactly_the_bad_sectors_and_copies_the_rest(
     image, mapfile = tmp_path / "out.img", tmp_path / "out.img.map"
     with faulty_device(str(backing), f"{IMAGE_DISK},{SLOW_SPEC},{FLAKY_SPEC}",
                        log=str(log)) as device:
-        result = rescue("image", device, str(image), "--retries", "1", "--json", *direction)
+        # two retry passes: a flaky sector past the failing point of a large failed read was
+        # never reached by that read, so it may come to the retries with one read fewer
+        result = rescue("image", device, str(image), "--retries", "2", "--json", *direction)
     assert result.returncode == 1, result.stderr
     final = summary(result)
     assert (final["outcome"], final["exit_code"], final["phase"]) == ("unreadable", 1, "finished")
