@@ -21,12 +21,13 @@ from rescue.devices import safety
 from rescue.devices.discover import Disk, discover, find
 from rescue.devices.locks import Locks
 from rescue.engine.choices import MODES, ORDERS
-from rescue.engine.convert import Conversion
+from rescue.engine.convert import partial_path
 from rescue.engine.digest import DigestingWriter
 from rescue.engine.first import FirstFiles, check_first_paths
 from rescue.engine.joblogs import JobLogs
 from rescue.engine.jobs import JobControl, Phase, Progress, RateMeter
 from rescue.engine.rescue import Outcome, Rescue, RescueOptions
+from rescue.engine.zststream import StreamImage, ZstStream, staging_path
 from rescue.errors import FormatError, RefusedError, UsageError
 from rescue.formats import mapfile
 from rescue.formats.base import ImageReader, ImageWriter
@@ -203,12 +204,12 @@ class ImageJob:
         self.control = control or JobControl()
         self.started = time.time()
         self.format = format_for(request.dest, request.image_format)
-        # a rescue writes out of order; .img.zst is written in order, so the rescue goes into
-        # a qcow2 staging image that becomes the .img.zst once the rescue has finished
-        staged = self.format == "zst"
-        self.image_path = f"{request.dest}.partial.qcow2" if staged else request.dest
-        self.image_format = "qcow2" if staged else self.format  # what image_path holds
-        require_format(self.image_path, self.image_format)
+        # an .img.zst is streamed into DEST.partial, which takes its name once complete
+        streamed = self.format == "zst"
+        self.image_path = partial_path(request.dest) if streamed else request.dest
+        self.staging_path = staging_path(request.dest) if streamed else None
+        self.stream: ZstStream | None = None
+        require_format(self.image_path, self.format)
         self._check_mode()
         self.wanted = tuple(FirstPath.parse(path) for path in request.first)
         self.source = open_source(request.source)
@@ -232,9 +233,7 @@ class ImageJob:
                 domain = self.plan.used if request.mode == "used" else domain
                 check_first_paths(self.wanted, self.plan)
             self.logs.open()  # before the image: a log that cannot be written leaves no image
-            # qcow2 or raw: a rescue writes in any order, and continues what it finds
-            writer = open_writer(self.image_path, self.image_format, self.source.size,
-                                 request.level)
+            writer = self._open_writer(domain, metadata_first)
             # a fresh image can be fingerprinted as it is written; a resumed one cannot
             fresh = not self.mapfile.rmap.totals()[FINISHED]
             self.digesting = DigestingWriter(writer) if fresh else None
@@ -291,9 +290,26 @@ class ImageJob:
                 self._errors_before += errors
                 self._ended = rescue
 
+    def _open_writer(self, domain: RangeMap | None, metadata_first: bool) -> ImageWriter:
+        """qcow2 or raw take writes in any order, and continue what they find; an .img.zst
+        is streamed, and may skip what this job never writes (outside its domain)."""
+        if self.staging_path is None:
+            return open_writer(self.image_path, self.format, self.source.size,
+                               self.request.level)
+        if domain is not None and metadata_first and self.plan is not None:
+            domain = RangeMap.from_areas(domain.size, domain.areas())
+            for start, length, state in self.plan.metadata.areas():
+                if state == FINISHED:
+                    domain.set(start, length, FINISHED)
+        self.stream = ZstStream(self.request.dest, self.source.size, self.request.level,
+                                self.mapfile.rmap, domain, threads=os.cpu_count() or 2)
+        return self.stream
+
     def _open_image(self) -> ImageReader:
+        if self.stream is not None:
+            return self.stream.reader()
         self.writer.sync()
-        return open_reader(self.image_path, self.image_format)
+        return open_reader(self.image_path, self.format)
 
     def _check_mode(self) -> None:
         req = self.request
@@ -357,27 +373,29 @@ class ImageJob:
                 os.path.exists(req.mapfile_path) and os.path.exists(self.image_path)
                 and os.path.samefile(req.mapfile_path, self.image_path)):
             raise UsageError(f"the mapfile {req.mapfile_path} cannot be the image itself")
-        if self.image_path != req.dest:
-            safety.require_writable(self.image_path, protected=protected, force=req.force)
+        for path in (self.image_path, self.staging_path):
+            if path is not None and path != req.dest:
+                safety.require_writable(path, protected=protected, force=req.force)
 
     def _lock(self) -> None:
         """One job per image and map, and no write to what this job reads, across every
         rescue process: refused here, naming the holder, before the map is read."""
         for path in protected_sources(self.request.source):
             self.locks.read(path)
-        for path in dict.fromkeys((self.request.dest, self.image_path,
-                                   self.request.mapfile_path)):
+        for path in dict.fromkeys(filter(None, (self.request.dest, self.image_path,
+                                                self.staging_path,
+                                                self.request.mapfile_path))):
             self.locks.write(path)
 
     def _check_files(self) -> None:
         """What the image and map on disk say: complete already, or rescued data gone."""
         req = self.request
-        if (self.image_path != req.dest and os.path.exists(req.dest)
+        if (self.staging_path is not None and os.path.exists(req.dest)
                 and self.mapfile.current_status == Phase.FINISHED.status and not req.force):
             # the .img.zst took its name only once complete: a staging image still beside it
             # was left by a stop between that rename and its removal
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.image_path)
+                os.unlink(self.staging_path)
             raise UsageError(f"{req.dest} is already complete (map {req.mapfile_path}); "
                              "use --force to image again")
         have_map = os.path.exists(req.mapfile_path)
@@ -389,7 +407,8 @@ class ImageJob:
                     f"mapfile {req.mapfile_path} records rescued data but {self.image_path} "
                     "is missing; move the mapfile away to start over") from None
             return
-        if stat.S_ISREG(st.st_mode) and st.st_size and not have_map:
+        # an unfinished stream of ours without a map claims nothing: it starts over
+        if stat.S_ISREG(st.st_mode) and st.st_size and not have_map and not self.staging_path:
             if not req.force:
                 raise UsageError(f"{self.image_path} already exists and has no mapfile; "
                                  "use --force to overwrite it")
@@ -400,7 +419,8 @@ class ImageJob:
         """A log is a file of its own: not a folder or device, nor anything the job reads or
         writes besides."""
         req = self.request
-        others = {"the image": req.dest, "the staging image": self.image_path,
+        others = {"the image": req.dest, "the unfinished image": self.image_path,
+                  "the staging image": self.staging_path,
                   "the image's manifest": self.image_path + SIDECAR_SUFFIX,
                   "the mapfile": req.mapfile_path,
                   "the mapfile's backup": f"{req.mapfile_path}.bak",
@@ -448,7 +468,10 @@ class ImageJob:
         if not self.mapfile.rmap.totals()[FINISHED] or not os.path.exists(self.image_path):
             return None
         try:
-            return open_reader(self.image_path, self.image_format)
+            if self.staging_path is not None:
+                staging = self.staging_path if os.path.exists(self.staging_path) else None
+                return StreamImage(self.image_path, self.source.size, staging)
+            return open_reader(self.image_path, self.format)
         except (FormatError, OSError):
             return None  # opening it for writing says what is wrong with it
 
@@ -527,12 +550,6 @@ class ImageJob:
             self._store_manifest(outcome)
         finally:
             self._close_files()
-        if self.image_path != self.request.dest and outcome.finished:
-            # the .img.zst appears under its name only once complete; until then a kill leaves
-            # the staging image and the map, and the same command converts again
-            Conversion(self.image_path, self.request.dest, "zst", self.request.level,
-                       force=True, source_format=self.image_format, locked=True).run()
-            os.unlink(self.image_path)
         return outcome
 
     def _run_phases(self) -> Outcome:
@@ -558,12 +575,16 @@ class ImageJob:
             rescue=rescue_summary(list(self.mapfile.rmap.areas()), outcome.value))
         if outcome.finished:  # the image will not change again: fingerprint it
             self.writer.sync()
-            streamed = self.digesting.fingerprint() if self.digesting else None
-            manifest.fingerprint = streamed or self._read_back_fingerprint()
-        store_manifest(self.writer, self.image_path, manifest)
+            manifest.fingerprint = self.digesting.fingerprint() if self.digesting else None
+            if self.stream is not None:  # it reads the fingerprint back if need be
+                self.stream.finish(manifest)
+                return
+            manifest.fingerprint = manifest.fingerprint or self._read_back_fingerprint()
+        if self.stream is None:  # an unfinished stream has no room for one
+            store_manifest(self.writer, self.image_path, manifest)
 
     def _read_back_fingerprint(self) -> str:
-        reader = open_reader(self.image_path, self.image_format)
+        reader = open_reader(self.image_path, self.format)
         try:
             return hash_image(reader)
         finally:
