@@ -194,15 +194,17 @@ class ZstStream:
         then `manifest` (its fingerprint read back from the stream when it has none), the seek
         table, and the final name."""
         self._finishing = True
-        self._advance()
-        if manifest.fingerprint is None:
-            self._stream.sync()
-            with UnfinishedReader(self.path) as reader:
-                manifest.fingerprint = hash_image(reader)
-        self._stream.set_manifest(manifest.to_bytes())
-        self._stream.close()
-        publish(self.path, self.dest)
-        self._close_all()
+        try:
+            self._advance()
+            if manifest.fingerprint is None:
+                self._stream.sync()
+                with UnfinishedReader(self.path) as reader:
+                    manifest.fingerprint = hash_image(reader)
+            self._stream.set_manifest(manifest.to_bytes())
+            self._stream.close()
+            publish(self.path, self.dest)
+        finally:
+            self._close_all()  # a finish that failed is done again by the same command
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.staging_path)
 
