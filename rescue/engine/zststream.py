@@ -51,7 +51,7 @@ class ZstStream:
 
     def __init__(self, dest: str, size: int, level: int, rescued: RangeMap,
                  domain: RangeMap | None, threads: int) -> None:
-        self.dest, self.size, self.level, self.threads = dest, size, level, threads
+        self.dest, self.size, self.level = dest, size, level
         self.path, self.staging_path = partial_path(dest), staging_path(dest)
         self._domain = domain
         self._finishing = False  # nothing more will be written: what is missing is zeros

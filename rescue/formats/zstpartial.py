@@ -18,6 +18,7 @@ from rescue.errors import FormatError
 from rescue.formats.zstseek import (
     EMPTY_CHECKSUM,
     ENTRY_WITH_CHECKSUM,
+    FRAME_HEADER_MAX,
     HEADER_MAGIC,
     HEADER_PAYLOAD,
     HEADER_TAG,
@@ -28,10 +29,9 @@ from rescue.formats.zstseek import (
     Entry,
     FrameInfo,
     ZstSeekReader,
-    compressed_frame_size,
+    frame_span,
 )
 
-WINDOW = 256 << 10  # bytes first read for a frame; doubled until the frame fits
 UNKNOWN_SIZE = (1 << 64) - 1  # a frame header without a content size (not one of ours)
 
 
@@ -50,35 +50,36 @@ def kept_frames(fd: int, limit: int | None = None) -> list[Entry]:
     if head[:16] != ours[:16] or version not in SUPPORTED_VERSIONS:
         raise FormatError("it is not an unfinished .img.zst this program wrote")
     entries: list[Entry] = [(header, 0, EMPTY_CHECKSUM)]
-    offset, position, window = header, 0, WINDOW
-    while (entry := _frame_at(fd, offset, window)) is not None:
+    offset, position = header, 0
+    while (entry := _frame_at(fd, offset)) is not None:
         compressed, length, _ = entry
         if limit is not None and position + length > limit:
             break
         entries.append(entry)
         offset, position = offset + compressed, position + length
-        window = max(WINDOW, compressed + compressed // 4)
     return entries
 
 
-def _frame_at(fd: int, offset: int, window: int) -> Entry | None:
-    """The seek table entry of the complete data frame of ours at file `offset`, or None."""
-    while True:
-        raw = os.pread(fd, window, offset)
-        if int.from_bytes(raw[:4], "little") != ZSTD_MAGIC:
-            return None  # the end, or a frame that holds no image bytes
-        try:
-            parameters = zstandard.get_frame_parameters(raw)
-            size = compressed_frame_size(raw, True)
-        except zstandard.ZstdError:
-            return None  # a header cut short
-        if not parameters.has_checksum or parameters.content_size in (0, UNKNOWN_SIZE):
-            return None
-        if size <= len(raw):
-            return size, parameters.content_size, int.from_bytes(raw[size - 4:size], "little")
-        if len(raw) < window:
-            return None  # cut short by the end of the file
-        window *= 2
+def _frame_at(fd: int, offset: int) -> Entry | None:
+    """The seek table entry of the complete data frame of ours at file `offset`, or None.
+    Only its headers are read, not its data."""
+    head = os.pread(fd, FRAME_HEADER_MAX, offset)
+    if int.from_bytes(head[:4], "little") != ZSTD_MAGIC:
+        return None  # the end, or a frame that holds no image bytes
+    try:
+        parameters = zstandard.get_frame_parameters(head)
+        header = zstandard.frame_header_size(head)
+    except zstandard.ZstdError:
+        return None  # a header cut short
+    if not parameters.has_checksum or parameters.content_size in (0, UNKNOWN_SIZE):
+        return None
+    size = frame_span(lambda position: os.pread(fd, 3, offset + position), header, True)
+    if size is None:
+        return None  # cut short by the end of the file
+    checksum = os.pread(fd, 4, offset + size - 4)
+    if len(checksum) < 4:
+        return None
+    return size, parameters.content_size, int.from_bytes(checksum, "little")
 
 
 class UnfinishedReader(ZstSeekReader):

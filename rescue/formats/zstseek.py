@@ -26,7 +26,7 @@ import struct
 import threading
 from bisect import bisect_right
 from collections import OrderedDict, deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -99,17 +99,18 @@ def sniff(head: bytes, tail: bytes) -> bool:
 FRAME_HEADER_MAX = 18  # a zstd frame header's largest size
 
 
-def compressed_frame_size(raw: bytes, has_checksum: bool) -> int:
-    """Bytes the zstd frame at the start of `raw` takes, from its block headers: `zstd -d`
-    reads the next frame from there, so a frame must end exactly where the table says."""
-    position = zstandard.frame_header_size(raw)
-    while position + 3 <= len(raw):
-        block = int.from_bytes(raw[position:position + 3], "little")
+def frame_span(block_header: Callable[[int], bytes], position: int,
+               has_checksum: bool) -> int | None:
+    """Bytes a zstd frame takes, from its block headers (`zstd -d` reads the next frame from
+    there): walked from `position`, past the frame header; `block_header(offset)` gives the
+    frame's 3 bytes at `offset`, fewer past the end of the data (None: cut short)."""
+    while len(header := block_header(position)) == 3:
+        block = int.from_bytes(header, "little")
         kind, size = block >> 1 & 3, block >> 3
         position += 3 + (1 if kind == 1 else size)  # kind 1: a run of one repeated byte
         if block & 1:
             return position + 4 * has_checksum
-    return len(raw) + 1  # no last block: the frame is cut short
+    return None
 
 
 def _skippable_frame(magic: int, payload: bytes) -> bytes:
@@ -577,7 +578,9 @@ class ZstSeekReader(FdReader):
         if len(data) != frame.length:
             raise FormatError(f"{where} (holds {len(data)} bytes, the seek table says "
                               f"{frame.length})")
-        if compressed_frame_size(raw, has_checksum) != len(raw):
+        span = frame_span(lambda at: raw[at:at + 3], zstandard.frame_header_size(raw),
+                          has_checksum)
+        if span != len(raw):
             raise FormatError(f"{where} (it does not end where the seek table says)")
         if frame.checksum is not None:
             actual = int.from_bytes(raw[-4:], "little") if has_checksum else _xxh64_low32(data)

@@ -127,10 +127,13 @@ def test_used_mode_streams_free_blocks_as_zeros(ext4: Path, tmp_path: Path) -> N
 
 
 @pytest.mark.parametrize("options", [["--order", "metadata-first"],
-                                     ["--order", "metadata-first", "--mode", "used"]],
-                         ids=["full", "used"])
+                                     ["--order", "metadata-first", "--mode", "used"],
+                                     ["--first", "/dir 1"]],
+                         ids=["full", "used", "first-files"])
 def test_metadata_first_pulls_the_staged_metadata_into_the_stream(
         ext4: Path, tmp_path: Path, options: list[str]) -> None:
+    """The metadata (and the chosen files, looked up in the image as written so far) come
+    first, out of order: they wait in the staging image until the in-order pass reaches them."""
     expected = ext4
     if "used" in options:
         expected = tmp_path / "used.img"
