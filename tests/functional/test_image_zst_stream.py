@@ -81,17 +81,9 @@ def assert_only_the_image_is_left(folder: Path, dest: Path) -> None:
     assert not {f"{dest.name}.partial", f"{dest.name}.partial.qcow2"} & left
 
 
-def make_source(path: Path, size_mib: int, seed: int) -> Path:
-    """Random and all-zero MiB blocks: the image has data and runs of zero frames."""
-    rng = random.Random(seed)
-    with open(path, "wb") as f:
-        for _ in range(size_mib):
-            f.write(rng.randbytes(MIB) if rng.random() < 0.6 else bytes(MIB))
-    return path
-
-
 def test_a_healthy_disk_never_creates_the_staging_image(tmp_path: Path) -> None:
-    source = make_source(tmp_path / "source.img", 40, seed=7)
+    source = tmp_path / "source.img"
+    make_backing(str(source), 40 * MIB, seed=7)
     work = tmp_path / "out"
     work.mkdir()
     dest = work / "disk.img.zst"
