@@ -14,31 +14,30 @@ import os
 import stat
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 from rescue.devices import safety
 from rescue.devices.discover import Disk, discover, find
 from rescue.devices.locks import Locks
 from rescue.engine.choices import MODES, ORDERS
-from rescue.engine.convert import Conversion
+from rescue.engine.convert import partial_path
 from rescue.engine.digest import DigestingWriter
 from rescue.engine.first import FirstFiles, check_first_paths
 from rescue.engine.joblogs import JobLogs
 from rescue.engine.jobs import JobControl, Phase, Progress, RateMeter
+from rescue.engine.request import ImageRequest
 from rescue.engine.rescue import Outcome, Rescue, RescueOptions
+from rescue.engine.zststream import StreamImage, ZstStream, staging_path
 from rescue.errors import FormatError, RefusedError, UsageError
 from rescue.formats import mapfile
 from rescue.formats.base import ImageReader, ImageWriter
 from rescue.formats.fingerprint import hash_image
 from rescue.formats.image import (
-    DEFAULT_LEVEL,
     format_for,
     open_reader,
     open_writer,
     read_manifest,
     require_format,
-    require_level,
     store_manifest,
 )
 from rescue.formats.manifest import SIDECAR_SUFFIX, Manifest, rescue_summary
@@ -54,97 +53,6 @@ IDENTITY_FIELDS = ("size", "logical_sector_size", "physical_sector_size", "model
 SAMPLES = 4  # rescued areas re-read and compared with the image on resume
 SAMPLE_CANDIDATES = 16
 SAMPLE_SIZE = 4096
-
-
-@dataclass
-class ImageRequest:
-    """What to image where and how: built from `rescue image`'s arguments or the image wizard's
-    fields, checked here once for both, and rendered back as the command that does the same."""
-
-    source: str
-    dest: str
-    map_path: str | None = None
-    image_format: str | None = None
-    level: int = DEFAULT_LEVEL
-    domain_path: str | None = None
-    mode: str = "full"  # "used": only the blocks the file systems use
-    order: str = "auto"  # "metadata-first" reads file-system metadata before anything else
-    first: tuple[str, ...] = ()  # paths whose files are read right after the metadata
-    force: bool = False
-    options: RescueOptions = field(default_factory=RescueOptions)
-    command_line: str = ""
-    reads_log: str | None = None  # GNU ddrescue's --log-reads, appended to
-    events_log: str | None = None  # GNU ddrescue's --log-events, appended to
-
-    def __post_init__(self) -> None:
-        """The options checked themselves (RescueOptions); the level counts where the image's
-        format compresses; each --first is a path from a file system's root."""
-        require_level(format_for(self.dest, self.image_format), self.level)
-        for path in self.first:
-            FirstPath.parse(path)
-
-    def to_argv(self) -> list[str]:
-        """The `rescue image` command that starts (or resumes) this job: what differs from
-        the defaults, the level only where it counts."""
-        argv = ["rescue", "image", self.source, self.dest]
-        if self.map_path is not None:
-            argv += ["--map", self.map_path]
-        if self.image_format is not None:
-            argv += ["--format", self.image_format]
-        if self.image_format != "raw" and (self.image_format or self.level != DEFAULT_LEVEL):
-            argv += ["--level", str(self.level)]
-        if self.domain_path is not None:
-            argv += ["--domain", self.domain_path]
-        if self.mode != "full":
-            argv += ["--mode", self.mode]
-        if self.order != "auto":
-            argv += ["--order", self.order]
-        for path in self.first:
-            argv += ["--first", path]
-        argv += _option_argv(self.options)
-        if self.reads_log is not None:
-            argv += ["--log-reads", self.reads_log]
-        if self.events_log is not None:
-            argv += ["--log-events", self.events_log]
-        if self.force:
-            argv.append("--force")
-        return argv
-
-    @property
-    def mapfile_path(self) -> str:
-        return self.map_path or f"{self.dest}.map"
-
-    @classmethod
-    def demo(cls, spec: str, folder: str, command_line: str = "") -> ImageRequest:
-        """The demo job: `spec` imaged into `folder`, with a retry pass, checkpoints every 2 s."""
-        os.makedirs(folder, exist_ok=True)
-        return cls(source=spec, dest=os.path.join(folder, "demo.img"), force=True,
-                   options=RescueOptions(retries=1, checkpoint_interval=2.0),
-                   command_line=command_line)
-
-
-def _option_argv(options: RescueOptions) -> list[str]:
-    """The rescue options that differ from the defaults, as `rescue image` takes them, in the
-    order its help lists them."""
-    default = RescueOptions()
-    valued = (("--cluster-size", options.cluster_size, default.cluster_size),
-              ("--skip-size", options.skip_size, default.skip_size),
-              ("--max-skip-size", options.max_skip_size, default.max_skip_size),
-              ("--retries", options.retries, default.retries),
-              ("--no-trim", not options.trim, False), ("--no-scrape", not options.scrape, False),
-              ("--reverse", options.reverse, False),
-              ("--min-read-rate", options.min_read_rate, default.min_read_rate),
-              ("--timeout", options.timeout, default.timeout),
-              ("--checkpoint", options.checkpoint_interval, default.checkpoint_interval))
-    argv: list[str] = []
-    for flag, value, usual in valued:
-        if value == usual:
-            continue
-        if isinstance(value, bool):
-            argv.append(flag)
-        else:
-            argv += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
-    return argv
 
 
 def _same_file(a: str, b: str) -> bool:
@@ -203,12 +111,12 @@ class ImageJob:
         self.control = control or JobControl()
         self.started = time.time()
         self.format = format_for(request.dest, request.image_format)
-        # a rescue writes out of order; .img.zst is written in order, so the rescue goes into
-        # a qcow2 staging image that becomes the .img.zst once the rescue has finished
-        staged = self.format == "zst"
-        self.image_path = f"{request.dest}.partial.qcow2" if staged else request.dest
-        self.image_format = "qcow2" if staged else self.format  # what image_path holds
-        require_format(self.image_path, self.image_format)
+        # an .img.zst is streamed into DEST.partial, which takes its name once complete
+        streamed = self.format == "zst"
+        self.image_path = partial_path(request.dest) if streamed else request.dest
+        self.staging_path = staging_path(request.dest) if streamed else None
+        self.stream: ZstStream | None = None
+        require_format(self.image_path, self.format)
         self._check_mode()
         self.wanted = tuple(FirstPath.parse(path) for path in request.first)
         self.source = open_source(request.source)
@@ -232,9 +140,7 @@ class ImageJob:
                 domain = self.plan.used if request.mode == "used" else domain
                 check_first_paths(self.wanted, self.plan)
             self.logs.open()  # before the image: a log that cannot be written leaves no image
-            # qcow2 or raw: a rescue writes in any order, and continues what it finds
-            writer = open_writer(self.image_path, self.image_format, self.source.size,
-                                 request.level)
+            writer = self._open_writer(domain, metadata_first)
             # a fresh image can be fingerprinted as it is written; a resumed one cannot
             fresh = not self.mapfile.rmap.totals()[FINISHED]
             self.digesting = DigestingWriter(writer) if fresh else None
@@ -291,9 +197,26 @@ class ImageJob:
                 self._errors_before += errors
                 self._ended = rescue
 
+    def _open_writer(self, domain: RangeMap | None, metadata_first: bool) -> ImageWriter:
+        """qcow2 or raw take writes in any order, and continue what they find; an .img.zst
+        is streamed, and may skip what this job never writes (outside its domain)."""
+        if self.staging_path is None:
+            return open_writer(self.image_path, self.format, self.source.size,
+                               self.request.level)
+        if domain is not None and metadata_first and self.plan is not None:
+            domain = RangeMap.from_areas(domain.size, domain.areas())
+            for start, length, state in self.plan.metadata.areas():
+                if state == FINISHED:
+                    domain.set(start, length, FINISHED)
+        self.stream = ZstStream(self.request.dest, self.source.size, self.request.level,
+                                self.mapfile.rmap, domain, threads=os.cpu_count() or 2)
+        return self.stream
+
     def _open_image(self) -> ImageReader:
+        if self.stream is not None:
+            return self.stream.reader()
         self.writer.sync()
-        return open_reader(self.image_path, self.image_format)
+        return open_reader(self.image_path, self.format)
 
     def _check_mode(self) -> None:
         req = self.request
@@ -357,27 +280,29 @@ class ImageJob:
                 os.path.exists(req.mapfile_path) and os.path.exists(self.image_path)
                 and os.path.samefile(req.mapfile_path, self.image_path)):
             raise UsageError(f"the mapfile {req.mapfile_path} cannot be the image itself")
-        if self.image_path != req.dest:
-            safety.require_writable(self.image_path, protected=protected, force=req.force)
+        for path in (self.image_path, self.staging_path):
+            if path is not None and path != req.dest:
+                safety.require_writable(path, protected=protected, force=req.force)
 
     def _lock(self) -> None:
         """One job per image and map, and no write to what this job reads, across every
         rescue process: refused here, naming the holder, before the map is read."""
         for path in protected_sources(self.request.source):
             self.locks.read(path)
-        for path in dict.fromkeys((self.request.dest, self.image_path,
-                                   self.request.mapfile_path)):
+        for path in dict.fromkeys(filter(None, (self.request.dest, self.image_path,
+                                                self.staging_path,
+                                                self.request.mapfile_path))):
             self.locks.write(path)
 
     def _check_files(self) -> None:
         """What the image and map on disk say: complete already, or rescued data gone."""
         req = self.request
-        if (self.image_path != req.dest and os.path.exists(req.dest)
+        if (self.staging_path is not None and os.path.exists(req.dest)
                 and self.mapfile.current_status == Phase.FINISHED.status and not req.force):
             # the .img.zst took its name only once complete: a staging image still beside it
             # was left by a stop between that rename and its removal
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.image_path)
+                os.unlink(self.staging_path)
             raise UsageError(f"{req.dest} is already complete (map {req.mapfile_path}); "
                              "use --force to image again")
         have_map = os.path.exists(req.mapfile_path)
@@ -389,7 +314,8 @@ class ImageJob:
                     f"mapfile {req.mapfile_path} records rescued data but {self.image_path} "
                     "is missing; move the mapfile away to start over") from None
             return
-        if stat.S_ISREG(st.st_mode) and st.st_size and not have_map:
+        # an unfinished stream of ours without a map claims nothing: it starts over
+        if stat.S_ISREG(st.st_mode) and st.st_size and not have_map and not self.staging_path:
             if not req.force:
                 raise UsageError(f"{self.image_path} already exists and has no mapfile; "
                                  "use --force to overwrite it")
@@ -400,7 +326,8 @@ class ImageJob:
         """A log is a file of its own: not a folder or device, nor anything the job reads or
         writes besides."""
         req = self.request
-        others = {"the image": req.dest, "the staging image": self.image_path,
+        others = {"the image": req.dest, "the unfinished image": self.image_path,
+                  "the staging image": self.staging_path,
                   "the image's manifest": self.image_path + SIDECAR_SUFFIX,
                   "the mapfile": req.mapfile_path,
                   "the mapfile's backup": f"{req.mapfile_path}.bak",
@@ -448,7 +375,10 @@ class ImageJob:
         if not self.mapfile.rmap.totals()[FINISHED] or not os.path.exists(self.image_path):
             return None
         try:
-            return open_reader(self.image_path, self.image_format)
+            if self.staging_path is not None:
+                staging = self.staging_path if os.path.exists(self.staging_path) else None
+                return StreamImage(self.image_path, self.source.size, staging)
+            return open_reader(self.image_path, self.format)
         except (FormatError, OSError):
             return None  # opening it for writing says what is wrong with it
 
@@ -527,12 +457,6 @@ class ImageJob:
             self._store_manifest(outcome)
         finally:
             self._close_files()
-        if self.image_path != self.request.dest and outcome.finished:
-            # the .img.zst appears under its name only once complete; until then a kill leaves
-            # the staging image and the map, and the same command converts again
-            Conversion(self.image_path, self.request.dest, "zst", self.request.level,
-                       force=True, source_format=self.image_format, locked=True).run()
-            os.unlink(self.image_path)
         return outcome
 
     def _run_phases(self) -> Outcome:
@@ -558,12 +482,16 @@ class ImageJob:
             rescue=rescue_summary(list(self.mapfile.rmap.areas()), outcome.value))
         if outcome.finished:  # the image will not change again: fingerprint it
             self.writer.sync()
-            streamed = self.digesting.fingerprint() if self.digesting else None
-            manifest.fingerprint = streamed or self._read_back_fingerprint()
-        store_manifest(self.writer, self.image_path, manifest)
+            manifest.fingerprint = self.digesting.fingerprint() if self.digesting else None
+            if self.stream is not None:  # it reads the fingerprint back if need be
+                self.stream.finish(manifest)
+                return
+            manifest.fingerprint = manifest.fingerprint or self._read_back_fingerprint()
+        if self.stream is None:  # an unfinished stream has no room for one
+            store_manifest(self.writer, self.image_path, manifest)
 
     def _read_back_fingerprint(self) -> str:
-        reader = open_reader(self.image_path, self.image_format)
+        reader = open_reader(self.image_path, self.format)
         try:
             return hash_image(reader)
         finally:

@@ -26,7 +26,7 @@ import struct
 import threading
 from bisect import bisect_right
 from collections import OrderedDict, deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -60,6 +60,7 @@ SKIPPABLE_HEADER = struct.Struct("<II")  # magic u32, payload size u32
 HEADER_PAYLOAD = struct.Struct("<8sHH")  # tag 8s, format version u16, reserved u16
 ENTRY_WITH_CHECKSUM = struct.Struct("<III")  # compressed u32, decompressed u32, checksum u32
 ENTRY_WITHOUT_CHECKSUM = struct.Struct("<II")  # compressed u32, decompressed u32
+Entry = tuple[int, int, int]  # a seek table entry: compressed size, decompressed size, checksum
 FOOTER = struct.Struct("<IBI")  # number of frames u32, descriptor u8, seekable magic u32
 
 _FASTEST_LEVEL = -131072  # ZSTD_minCLevel(): near-raw blocks, used only to get a checksum
@@ -98,17 +99,18 @@ def sniff(head: bytes, tail: bytes) -> bool:
 FRAME_HEADER_MAX = 18  # a zstd frame header's largest size
 
 
-def _frame_size(raw: bytes, has_checksum: bool) -> int:
-    """Bytes the zstd frame at the start of `raw` takes, from its block headers: `zstd -d`
-    reads the next frame from there, so a frame must end exactly where the table says."""
-    position = zstandard.frame_header_size(raw)
-    while position + 3 <= len(raw):
-        block = int.from_bytes(raw[position:position + 3], "little")
+def frame_span(block_header: Callable[[int], bytes], position: int,
+               has_checksum: bool) -> int | None:
+    """Bytes a zstd frame takes, from its block headers (`zstd -d` reads the next frame from
+    there): walked from `position`, past the frame header; `block_header(offset)` gives the
+    frame's 3 bytes at `offset`, fewer past the end of the data (None: cut short)."""
+    while len(header := block_header(position)) == 3:
+        block = int.from_bytes(header, "little")
         kind, size = block >> 1 & 3, block >> 3
         position += 3 + (1 if kind == 1 else size)  # kind 1: a run of one repeated byte
         if block & 1:
             return position + 4 * has_checksum
-    return len(raw) + 1  # no last block: the frame is cut short
+    return None
 
 
 def _skippable_frame(magic: int, payload: bytes) -> bytes:
@@ -140,7 +142,10 @@ class ZstSeekWriter(AbandonableWriter):
     capabilities = Capabilities(manifest=True, checksums=True, sequential=True, abandon=True)
 
     def __init__(self, path: str, size: int, *, level: int = 3,
-                 frame_size: int = DEFAULT_FRAME_SIZE, threads: int = 2) -> None:
+                 frame_size: int = DEFAULT_FRAME_SIZE, threads: int = 2,
+                 kept: list[Entry] | None = None) -> None:
+        """`kept`: the seek table entries of the frames an unfinished file at `path` begins
+        with (its header's first); the file is cut after them and continued."""
         if size < 0:
             raise UsageError(f"image size must not be negative, got {size}")
         if not 0 < frame_size <= MAX_FRAME_SIZE:
@@ -154,25 +159,34 @@ class ZstSeekWriter(AbandonableWriter):
         self.size = size
         self.frame_size = frame_size
         self._level = level
-        self._position = 0
+        self._position = sum(length for _, length, _ in kept or ())
         self._buffer = bytearray()
         self._pending: deque[tuple[Future[bytes], int]] = deque()
         self._max_pending = 2 * threads
-        self._entries: list[tuple[int, int, int]] = []
+        self._entries: list[Entry] = list(kept or ())
         self._manifest: bytes | None = None
         self._zero_frame: bytes | None = None
         self._local = threading.local()
         self._closed = False
+        end = sum(compressed for compressed, _, _ in self._entries)
         try:
-            self._file = open(path, "wb")  # noqa: SIM115 - lives as long as the writer
+            self._file = open(path, "r+b" if kept else "wb")  # noqa: SIM115 - the writer's own
+            self._file.truncate(end)  # a torn frame, or frames not wanted, are cut off
+            self._file.seek(end)
         except OSError as error:
             raise DestinationError(f"cannot create {path}: {error.strerror}") from error
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="zstseek")
         try:
-            self._emit_skippable(HEADER_MAGIC, HEADER_PAYLOAD.pack(HEADER_TAG, VERSION, 0))
+            if not kept:
+                self._emit_skippable(HEADER_MAGIC, HEADER_PAYLOAD.pack(HEADER_TAG, VERSION, 0))
         except DestinationError:
             self._shutdown()
             raise
+
+    @property
+    def position(self) -> int:
+        """Image bytes written so far: where the next write must start."""
+        return self._position
 
     def write(self, offset: int, data: bytes | bytearray | memoryview) -> None:
         """Append `data`, which must start where the previous write ended."""
@@ -564,7 +578,9 @@ class ZstSeekReader(FdReader):
         if len(data) != frame.length:
             raise FormatError(f"{where} (holds {len(data)} bytes, the seek table says "
                               f"{frame.length})")
-        if _frame_size(raw, has_checksum) != len(raw):
+        span = frame_span(lambda at: raw[at:at + 3], zstandard.frame_header_size(raw),
+                          has_checksum)
+        if span != len(raw):
             raise FormatError(f"{where} (it does not end where the seek table says)")
         if frame.checksum is not None:
             actual = int.from_bytes(raw[-4:], "little") if has_checksum else _xxh64_low32(data)

@@ -95,14 +95,15 @@ def test_an_interrupted_conversion_exits_130_in_one_line_and_leaves_no_image(
 
 
 def test_a_killed_img_zst_step_is_finished_by_the_same_command(tmp_path: Path) -> None:
-    """The rescue went into the staging qcow2; the kill lands while it becomes the .img.zst.
-    The same command converts again instead of calling a half file complete."""
+    """The rescue streams into DEST.partial (a healthy source read in order needs no staging
+    image); the kill lands while it does. The same command continues the stream instead of
+    calling a half file complete."""
     source = make_source(tmp_path / "source.img", 48, seed=2)
     dest = tmp_path / "disk.img.zst"
     command = ("image", str(source), str(dest))
     kill_when(rescue_process(*command), Path(f"{dest}.partial"), 4 * MIB)
     assert not dest.exists()
-    assert Path(f"{dest}.partial.qcow2").exists() and Path(f"{dest}.map").exists()
+    assert not Path(f"{dest}.partial.qcow2").exists() and Path(f"{dest}.map").exists()
     done = rescue(*command)
     assert done.returncode == 0, done.stderr
     assert_complete(dest, source)
@@ -165,8 +166,9 @@ def test_kill_9_at_random_moments_then_the_same_command(tmp_path: Path, kind: st
     rng = random.Random(20261126)
     source = make_source(tmp_path / "source.img", 16, seed=4)
     trials, killed, correct = 20, 0, 0
-    span = 0.0
-    for trial in range(-1, trials):  # trial -1 runs uninterrupted: how long the step takes
+    spans: list[float] = []
+    # trials -3 to -1 run uninterrupted: how long the step takes, at best on a shared machine
+    for trial in range(-3, trials):
         work = tmp_path / f"t{trial}"
         work.mkdir()
         suffix = ".qcow2" if kind == "convert" and trial % 2 else ".img.zst"
@@ -175,9 +177,9 @@ def test_kill_9_at_random_moments_then_the_same_command(tmp_path: Path, kind: st
                    else ("image", str(source), str(dest)))
         started = Path(f"{dest}.partial")  # the conversion has begun
         if trial < 0:
-            span = -run_killed(command, started, None)
+            spans.append(-run_killed(command, started, None))
             continue
-        killed += run_killed(command, started, rng.uniform(0, span)) > 0
+        killed += run_killed(command, started, rng.uniform(0, min(spans))) > 0
         was_complete = dest.exists()
         if was_complete:  # renamed before the kill: it must be whole already
             assert_complete(dest, source)
@@ -189,5 +191,5 @@ def test_kill_9_at_random_moments_then_the_same_command(tmp_path: Path, kind: st
         assert not Path(f"{dest}.partial.qcow2").exists()  # no staging image is left behind
         correct += 1
     print(f"{kind}: {correct} of {trials} correct, {killed} killed before they ended; "
-          f"the step took {span:.2f} s uninterrupted")
+          f"the step took {min(spans):.2f} s uninterrupted")
     assert correct == trials and killed >= trials // 2
