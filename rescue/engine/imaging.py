@@ -235,7 +235,7 @@ class ImageJob:
             # qcow2 or raw: a rescue writes in any order, and continues what it finds
             writer = open_writer(self.image_path, self.image_format, self.source.size,
                                  request.level)
-            # a fresh image can be fingerprinted as it is written; a resumed one cannot
+            # a fresh image can be hashed as it is written; a resumed one cannot
             fresh = not self.mapfile.rmap.totals()[FINISHED]
             self.digesting = DigestingWriter(writer) if fresh else None
             self.writer: ImageWriter = self.digesting or writer
@@ -556,10 +556,10 @@ class ImageJob:
         manifest = Manifest(
             source=self.identity, mode=self._manifest_mode(),
             rescue=rescue_summary(list(self.mapfile.rmap.areas()), outcome.value))
-        if outcome.finished:  # the image will not change again: fingerprint it
+        if outcome.finished:  # the image will not change again: hash it
             self.writer.sync()
             streamed = self.digesting.fingerprint() if self.digesting else None
-            manifest.fingerprint = streamed or self._read_back_fingerprint()
+            manifest.blake3 = streamed or self._read_back_fingerprint()
         store_manifest(self.writer, self.image_path, manifest)
 
     def _read_back_fingerprint(self) -> str:
