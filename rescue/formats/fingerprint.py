@@ -1,8 +1,8 @@
 """The digest of a whole image: BLAKE3 of its logical bytes, holes read as zeros.
 
-BLAKE3 is a standard hash that standard tools recompute from a raw image, a decompressed one or
-a restored disk (`b3sum`, `zstd -dc IMAGE.img.zst | b3sum`, `qemu-img convert -O raw IMAGE.qcow2
-/dev/stdout | b3sum`), and it costs less than half of SHA-256 per byte. Holes have to be hashed
+BLAKE3 is a standard hash that `b3sum` recomputes from a raw image, a restored disk, `zstd -dc
+IMAGE.img.zst` or the raw file `qemu-img convert -O raw` makes of a qcow2, and it costs less
+than half of SHA-256 per byte. Holes have to be hashed
 too; they are fed from one zero buffer, whose pages all map the same zero page, so they cost the
 hashing and no memory traffic.
 
