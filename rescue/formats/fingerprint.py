@@ -31,8 +31,8 @@ READ_SIZE = 4 << 20
 ZERO_PIECE = 16 << 20  # holes are hashed in pieces this large
 _ZEROS = memoryview(bytes(ZERO_PIECE))  # never written: every page stays the shared zero page
 _ZERO_CHUNK_DIGEST = hashlib.sha256(_ZEROS[:CHUNK]).digest()
-COPY_SLOT = 4 << 20  # bytes that may change under the hasher are copied in slots this large
-QUEUE_DEPTH = 8  # pieces handed to the hashing thread and not yet hashed
+COPY_SLOT = 1 << 20  # bytes that may change under the hasher are copied in slots this large
+QUEUE_DEPTH = 16  # pieces handed to the hashing thread and not yet hashed
 
 
 def _zero_pieces(length: int) -> list[memoryview]:
