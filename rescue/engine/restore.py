@@ -18,8 +18,8 @@ fails its checksum is written as zeros and its range recorded, so every target s
 rest of the image; the digest of the whole image (BLAKE3, hashed on a thread of its own as the
 chunks go by) is compared with the manifest's at the end. Damage of any kind makes the outcome
 "damaged", never "restored": the read-back confirms only that the targets hold what was decoded.
-The full pre-check (`check_image`) runs the gate
-over the whole image first, at the cost of one more read of it, and writes nothing if it fails.
+The full pre-check (`check_image`) runs the gate over the whole image first, at the cost of one
+more read of it, and writes nothing if it fails.
 
 Holes: by default unallocated image areas are written as zeros, so each target equals the image
 byte for byte. With `skip_holes`, whole-hole chunks are not sent as data: the target is told to

@@ -21,6 +21,7 @@ import hashlib
 import queue
 import threading
 from collections.abc import Callable
+from typing import Protocol
 
 import blake3
 
@@ -40,11 +41,17 @@ def _zero_pieces(length: int) -> list[memoryview]:
     return [_ZEROS[:min(ZERO_PIECE, length - pos)] for pos in range(0, length, ZERO_PIECE)]
 
 
-class Blake3:
-    """BLAKE3 of an image's bytes, fed in order: what new manifests record."""
+class _Hash(Protocol):
+    def update(self, data: bytes | memoryview, /) -> object: ...
 
-    def __init__(self) -> None:
-        self._digest = blake3.blake3()
+    def hexdigest(self) -> str: ...
+
+
+class _WholeImageHash:
+    """One standard hash of every byte of the image, holes included."""
+
+    def __init__(self, digest: _Hash) -> None:
+        self._digest = digest
 
     def update(self, data: bytes | memoryview, /) -> None:
         self._digest.update(data)
@@ -55,6 +62,13 @@ class Blake3:
 
     def hexdigest(self) -> str:
         return self._digest.hexdigest()
+
+
+class Blake3(_WholeImageHash):
+    """BLAKE3 of an image's bytes, fed in order: what new manifests record."""
+
+    def __init__(self) -> None:
+        super().__init__(blake3.blake3())
 
 
 class Fingerprint:
@@ -98,21 +112,11 @@ class Fingerprint:
         return total.hexdigest()
 
 
-class PlainSha256:
+class PlainSha256(_WholeImageHash):
     """SHA-256 of the whole image: what the oldest manifests recorded. Only verifies them."""
 
     def __init__(self) -> None:
-        self._digest = hashlib.sha256()
-
-    def update(self, data: bytes | memoryview, /) -> None:
-        self._digest.update(data)
-
-    def zeros(self, length: int) -> None:
-        for piece in _zero_pieces(length):
-            self._digest.update(piece)
-
-    def hexdigest(self) -> str:
-        return self._digest.hexdigest()
+        super().__init__(hashlib.sha256())
 
 
 _Piece = tuple[bytes | memoryview | None, int, Callable[[], None] | None]

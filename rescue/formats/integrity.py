@@ -5,10 +5,10 @@ An image proves what its format carries, no more: our qcow2 clusters and .img.zs
 checksums, a qcow2 from another writer only its structure, a raw image nothing; a manifest adds
 the digest of the whole image (BLAKE3; older manifests a chunk fingerprint or a plain
 SHA-256). The gate checks all of it the same way wherever the image is read: its structure
-before any data (tables against refcounts, frames against the seek table),
-every cluster or frame against its checksum as it is decoded (a damaged one reads as zeros and
-is recorded by its logical range, so a reader still gets the rest), and the digest of the
-bytes read against the manifest's. Its verdict says exactly what was checked.
+before any data (tables against refcounts, frames against the seek table), every cluster or
+frame against its checksum as it is decoded (a damaged one reads as zeros and is recorded by its
+logical range, so a reader still gets the rest), and the digest of the bytes read against the
+manifest's. Its verdict says exactly what was checked.
 """
 
 from __future__ import annotations
