@@ -125,17 +125,20 @@ _Piece = tuple[bytes | memoryview | None, int, Callable[[], None] | None]
 class BackgroundHasher:
     """Feeds `hasher` on a thread of its own, in order, through a bounded queue.
 
-    Immutable `bytes` are hashed where they are; bytes handed with a `release` stay untouched
-    until it is called; anything else is first copied into slots of its own (reused once
-    hashed), so a caller may reuse its buffer at once. A hole is handed on as its length.
-    `hexdigest` (once, at the end) waits for the rest; `close` drops what is still queued.
+    Large immutable `bytes` are hashed where they are, and so are large bytes handed with a
+    `release`, untouched until it is called; anything else is copied into slots of its own
+    (reused once hashed), small pieces gathered into one slot, so a caller may reuse its buffer
+    at once and the thread is woken once per slot, not per piece. A hole is handed on as its
+    length. `hexdigest` (once, at the end) waits for the rest; `close` drops what is queued.
     """
 
     def __init__(self, hasher: ImageHasher, depth: int = QUEUE_DEPTH) -> None:
         self._hasher = hasher
         self._queue: queue.Queue[_Piece | None] = queue.Queue(depth)
         self._slots: queue.SimpleQueue[memoryview] = queue.SimpleQueue()
-        self._free_slots = depth + 2  # slots not made yet; more than the queue holds
+        self._unmade = depth + 2  # slots not made yet: more than the queue holds
+        self._slot: memoryview | None = None  # the slot being filled
+        self._filled = 0  # its bytes so far
         self._error: BaseException | None = None
         self._dropped = False
         self._thread = threading.Thread(target=self._run, name="image-hash", daemon=True)
@@ -143,28 +146,43 @@ class BackgroundHasher:
 
     def update(self, data: bytes | memoryview, /,
                release: Callable[[], None] | None = None) -> None:
-        if release is not None or isinstance(data, bytes):
+        view = memoryview(data).cast("B")
+        if len(view) >= COPY_SLOT and (release is not None or isinstance(data, bytes)):
+            self._flush()
             self._queue.put((data, 0, release))
             return
-        view = memoryview(data).cast("B")
-        for pos in range(0, len(view), COPY_SLOT):
-            piece = view[pos:pos + COPY_SLOT]
-            slot = self._slot()
-            slot[:len(piece)] = piece
-            self._queue.put((slot[:len(piece)], 0, functools.partial(self._slots.put, slot)))
+        while view:
+            if self._slot is None:
+                self._slot, self._filled = self._free_slot(), 0
+            taken = min(COPY_SLOT - self._filled, len(view))
+            self._slot[self._filled:self._filled + taken] = view[:taken]
+            self._filled += taken
+            view = view[taken:]
+            if self._filled == COPY_SLOT:
+                self._flush()
+        if release is not None:  # copied: the caller's bytes are free again
+            release()
 
-    def _slot(self) -> memoryview:
+    def _free_slot(self) -> memoryview:
         """A free copy slot; waits for one only when all are in the queue."""
-        if self._free_slots and self._slots.empty():
-            self._free_slots -= 1
+        if self._unmade and self._slots.empty():
+            self._unmade -= 1
             return memoryview(bytearray(COPY_SLOT))
         return self._slots.get()
 
+    def _flush(self) -> None:
+        """Queue the slot being filled, if it holds anything."""
+        if self._slot is not None and self._filled:
+            slot, self._slot = self._slot, None
+            self._queue.put((slot[:self._filled], 0, functools.partial(self._slots.put, slot)))
+
     def zeros(self, length: int) -> None:
         if length:
+            self._flush()
             self._queue.put((None, length, None))
 
     def hexdigest(self) -> str:
+        self._flush()
         self._end()
         if self._error is not None:
             raise self._error
