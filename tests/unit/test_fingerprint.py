@@ -129,6 +129,10 @@ def test_held_bytes_are_released_once_hashed_even_when_dropped() -> None:
         dropped.update(memoryview(piece), release=lambda n=n: released.append(n))
     dropped.close()
     assert sorted(released) == [0, 1, 2, 3, 4, 5]
+    small = BackgroundHasher(Blake3())
+    small.update(memoryview(data[0])[:4096], release=lambda: released.append(6))
+    assert released[-1] == 6  # a small piece is copied: the caller has its buffer back at once
+    assert small.hexdigest() == b3sum(data[0][:4096])
 
 
 def test_a_failing_hasher_is_reported_by_hexdigest() -> None:
