@@ -2,9 +2,8 @@
 
 BLAKE3 is a standard hash that `b3sum` recomputes from a raw image, a restored disk, `zstd -dc
 IMAGE.img.zst` or the raw file `qemu-img convert -O raw` makes of a qcow2, and it costs less
-than half of SHA-256 per byte. Holes have to be hashed
-too; they are fed from one zero buffer, whose pages all map the same zero page, so they cost the
-hashing and no memory traffic.
+than half of SHA-256 per byte. Holes have to be hashed too: they are fed from one zero buffer
+that is never written, so its pages all map the kernel's zero page and cost the hashing alone.
 
 Older manifests recorded other digests, still verified: the "fingerprint" (one SHA-256 over the
 SHA-256s of the image's 1 MiB chunks) and, older still, a plain SHA-256 of the image.
@@ -20,7 +19,7 @@ import functools
 import hashlib
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Protocol
 
 import blake3
@@ -36,9 +35,10 @@ COPY_SLOT = 1 << 20  # bytes that may change under the hasher are copied in slot
 QUEUE_DEPTH = 16  # pieces handed to the hashing thread and not yet hashed
 
 
-def _zero_pieces(length: int) -> list[memoryview]:
+def _zero_pieces(length: int) -> Iterator[memoryview]:
     """`length` zeros as views of the one zero buffer."""
-    return [_ZEROS[:min(ZERO_PIECE, length - pos)] for pos in range(0, length, ZERO_PIECE)]
+    for pos in range(0, length, ZERO_PIECE):
+        yield _ZEROS[:min(ZERO_PIECE, length - pos)]
 
 
 class _Hash(Protocol):
