@@ -49,7 +49,7 @@ class FormatError(RescueError):
 
 
 class DamagedImageError(RescueError):
-    """An image's own checks found damage (checksums, structure, fingerprint)."""
+    """An image's own checks found damage (checksums, structure, the manifest's digest)."""
 
     exit_code = ExitCode.UNREADABLE
 

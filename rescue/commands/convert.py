@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
                                 stream=None if args.json else sys.stderr, redraw=False)
     manifest = run_presented(job.run, job.control, reporter)
     summary = {"source": args.source, "dest": args.dest, "format": job.fmt,
-               "fingerprint": manifest.fingerprint}
+               "blake3": manifest.blake3}
     print(json.dumps({"type": "summary", **summary}) if args.json else
-          f"{args.dest}: {job.fmt}, fingerprint {manifest.fingerprint}")
+          f"{args.dest}: {job.fmt}, blake3 {manifest.blake3}")
     return int(ExitCode.OK)

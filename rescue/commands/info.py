@@ -55,6 +55,8 @@ def info_lines(info: dict[str, Any]) -> list[str]:
                          f"{human_size(summary.get('rescued', 0))} rescued, "
                          f"{human_size(summary.get('bad', 0))} bad in "
                          f"{summary.get('bad_areas', 0)} area(s)")
+        if manifest.get("blake3"):
+            lines.append(f"blake3:      {manifest['blake3']}")
         if manifest.get("fingerprint"):
             lines.append(f"fingerprint: {manifest['fingerprint']}")
         if manifest.get("sha256"):

@@ -2,7 +2,9 @@
 
 Unallocated ranges are never read or compressed: raw and qcow2 leave them as holes, and the
 seekable zstd writer stores them as one reused all-zero frame. The manifest travels along,
-completed with the fingerprint of the logical image, which the in-order copy gets for free.
+completed with the BLAKE3 of the logical image, hashed on another thread as the copy streams
+in order. The digest the source's manifest recorded (BLAKE3, or an older kind) is checked on
+the way: a damaged image is not converted into one whose manifest vouches for it.
 
 A file destination is written as DEST.partial and renamed to DEST only once complete and
 synced, so DEST never names a half copy: after a kill, DEST is absent (or still the file
@@ -19,10 +21,10 @@ from dataclasses import dataclass
 from rescue.devices import safety
 from rescue.devices.locks import Locks
 from rescue.engine.jobs import JobControl
-from rescue.errors import DestinationError, Interrupted, UsageError
+from rescue.errors import DamagedImageError, DestinationError, Interrupted, UsageError
 from rescue.formats.base import ImageReader, ImageWriter, can_abandon, writes_in_order
 from rescue.formats.durable import replace_durably
-from rescue.formats.fingerprint import Fingerprint
+from rescue.formats.fingerprint import BackgroundHasher, Blake3
 from rescue.formats.image import (
     DEFAULT_LEVEL,
     detect_format,
@@ -33,6 +35,7 @@ from rescue.formats.image import (
     require_level,
     store_manifest,
 )
+from rescue.formats.integrity import DIGESTS, recorded_digest
 from rescue.formats.manifest import Manifest
 
 CHUNK = 4 << 20
@@ -115,7 +118,8 @@ class Conversion:
                 os.unlink(target)  # left by a run that was killed: a conversion starts over
             writer = open_writer(target, self.fmt, reader.size, self.level)
             try:
-                manifest.fingerprint = self._copy(reader, writer)
+                manifest.blake3 = self._copy(reader, writer, recorded_digest(manifest))
+                manifest.fingerprint = manifest.sha256 = None  # a new image records BLAKE3
                 store_manifest(writer, self.dest, manifest)
                 writer.close()
             except BaseException:
@@ -133,8 +137,26 @@ class Conversion:
             reader.close()
             self.locks.release()
 
-    def _copy(self, reader: ImageReader, writer: ImageWriter) -> str:
-        fingerprint = Fingerprint()
+    def _copy(self, reader: ImageReader, writer: ImageWriter,
+              recorded: tuple[str, str] | None) -> str:
+        """Copy every byte in order; returns the copy's BLAKE3, once the digest the source
+        recorded (`recorded`: its name and value) is found to match."""
+        hashers = [BackgroundHasher(Blake3())]
+        if recorded and recorded[0] != "BLAKE3":  # an older kind: hashed alongside, once
+            hashers.append(BackgroundHasher(DIGESTS[recorded[0]]()))
+        try:
+            self._stream(reader, writer, hashers)
+            digests = [hasher.hexdigest() for hasher in hashers]
+        finally:
+            for hasher in hashers:
+                hasher.close()
+        if recorded and digests[-1] != recorded[1]:
+            raise DamagedImageError(f"{self.source}: the image's {recorded[0]} differs from "
+                                    f"its manifest's; {self.dest} not written")
+        return digests[0]
+
+    def _stream(self, reader: ImageReader, writer: ImageWriter,
+                hashers: list[BackgroundHasher]) -> None:
         for offset, length, allocated in reader.extents():
             end = offset + length
             for pos in range(offset, end, CHUNK):
@@ -144,12 +166,13 @@ class Conversion:
                 if allocated:
                     data = reader.read(pos, n)
                     writer.write(pos, data)
-                    fingerprint.update(data)
+                    for hasher in hashers:
+                        hasher.update(data)
                 else:
                     if writes_in_order(writer):
                         writer.write_zeros(n)
                     elif self.in_place:  # a disk's old bytes are not the image's zeros
                         writer.write(pos, memoryview(ZEROS)[:n])
-                    fingerprint.zeros(n)
+                    for hasher in hashers:
+                        hasher.zeros(n)
                 self._done = pos + n
-        return fingerprint.hexdigest()

@@ -141,7 +141,7 @@ class ImageJob:
                 check_first_paths(self.wanted, self.plan)
             self.logs.open()  # before the image: a log that cannot be written leaves no image
             writer = self._open_writer(domain, metadata_first)
-            # a fresh image can be fingerprinted as it is written; a resumed one cannot
+            # a fresh image can be hashed as it is written; a resumed one cannot
             fresh = not self.mapfile.rmap.totals()[FINISHED]
             self.digesting = DigestingWriter(writer) if fresh else None
             self.writer: ImageWriter = self.digesting or writer
@@ -480,13 +480,13 @@ class ImageJob:
         manifest = Manifest(
             source=self.identity, mode=self._manifest_mode(),
             rescue=rescue_summary(list(self.mapfile.rmap.areas()), outcome.value))
-        if outcome.finished:  # the image will not change again: fingerprint it
+        if outcome.finished:  # the image will not change again: hash it
             self.writer.sync()
-            manifest.fingerprint = self.digesting.fingerprint() if self.digesting else None
-            if self.stream is not None:  # it reads the fingerprint back if need be
+            manifest.blake3 = self.digesting.fingerprint() if self.digesting else None
+            if self.stream is not None:  # it reads the digest back if need be
                 self.stream.finish(manifest)
                 return
-            manifest.fingerprint = manifest.fingerprint or self._read_back_fingerprint()
+            manifest.blake3 = manifest.blake3 or self._read_back_fingerprint()
         if self.stream is None:  # an unfinished stream has no room for one
             store_manifest(self.writer, self.image_path, manifest)
 

@@ -32,7 +32,7 @@ from rescue.engine.jobs import JobClock, RateMeter
 from rescue.errors import DestinationError, FormatError
 from rescue.formats import mapfile
 from rescue.formats.base import ImageReader, Ranges
-from rescue.formats.fingerprint import chunk_digests, zero_chunk_digests
+from rescue.formats.fingerprint import chunk_digest, zero_chunk_digest
 from rescue.formats.image import open_reader
 from rescue.formats.integrity import add_range, read_checked
 from rescue.io.blockdev import BlockTarget, aligned_buffer, write_error
@@ -133,7 +133,7 @@ class Chunk:
                  damaged: Ranges | None = None) -> None:
         self.offset = offset  # within the bytes being restored
         self.length = length
-        self.digest = digest  # its 1 MiB pieces' SHA-256s (fingerprint.chunk_digests) or None
+        self.digest = digest  # its BLAKE3 (fingerprint.chunk_digest) when hashing, else None
         self.damaged = damaged or []  # image ranges that failed their checks: zeros here
         self._buffer = buffer  # None: a hole, reads as zeros
         self._pool = pool
@@ -259,11 +259,11 @@ class Pipeline:
             self.lanes.append(lane)
         return [lane.target for lane in self.lanes]
 
-    def chunks(self, length: int) -> Iterator[Chunk]:
-        """The decoded chunks, in order; those no writer needs are skipped unless hashing."""
+    def chunks(self, length: int, every: bool) -> Iterator[Chunk]:
+        """The decoded chunks, in order; those no writer needs are skipped unless `every`."""
         def jobs() -> Iterator[Callable[[], Chunk]]:
             for offset, size in plan(length):
-                if self.hashing or any(offset in lane.target.todo for lane in self.lanes):
+                if every or any(offset in lane.target.todo for lane in self.lanes):
                     yield functools.partial(self._decode, offset, size)
 
         return self.decoders.stream(jobs())
@@ -279,11 +279,11 @@ class Pipeline:
         """Runs in a decoder thread: the copy into the shared buffer and the digests are
         done here, in parallel, and not by the one thread that feeds the targets."""
         if self._is_hole(self.image_offset + offset, size):
-            return Chunk(offset, size, zero_chunk_digests(size) if self.hashing else None)
+            return Chunk(offset, size, zero_chunk_digest(size) if self.hashing else None)
         data, damaged = self.decoders.read(self.image_offset + offset, size)
         buffer = self.pool.take()
         buffer[:size] = data
-        digest = chunk_digests(data) if self.hashing else None
+        digest = chunk_digest(data) if self.hashing else None
         return Chunk(offset, size, digest, buffer, self.pool, damaged)
 
     def _is_hole(self, offset: int, length: int) -> bool:

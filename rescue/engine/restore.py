@@ -15,10 +15,11 @@ same checks `rescue verify` makes. Opening the image reads its structure (qcow2 
 their refcounts, the zstd seek table against the frames) and the partition table before anything
 is written; an unreadable table stops the restore there. While restoring, a cluster or frame that
 fails its checksum is written as zeros and its range recorded, so every target still gets the
-rest of the image; the fingerprint of the whole image is compared with the manifest's at the
-end. Damage of any kind makes the outcome "damaged", never "restored": the read-back confirms
-only that the targets hold what was decoded. The full pre-check (`check_image`) runs the gate
-over the whole image first, at the cost of one more read of it, and writes nothing if it fails.
+rest of the image; the digest of the whole image (BLAKE3, hashed on a thread of its own as the
+chunks go by) is compared with the manifest's at the end. Damage of any kind makes the outcome
+"damaged", never "restored": the read-back confirms only that the targets hold what was decoded.
+The full pre-check (`check_image`) runs the gate over the whole image first, at the cost of one
+more read of it, and writes nothing if it fails.
 
 Holes: by default unallocated image areas are written as zeros, so each target equals the image
 byte for byte. With `skip_holes`, whole-hole chunks are not sent as data: the target is told to
@@ -45,7 +46,7 @@ from rescue.devices import safety
 from rescue.devices.locks import Locks
 from rescue.engine.choices import default_map_dir
 from rescue.engine.jobs import JobControl, RateMeter
-from rescue.engine.pipeline import CHUNK, Pipeline, Span, Target
+from rescue.engine.pipeline import CHUNK, Chunk, Pipeline, Span, Target
 from rescue.errors import (
     DamagedImageError,
     DestinationError,
@@ -55,7 +56,7 @@ from rescue.errors import (
     UsageError,
 )
 from rescue.formats.base import DamagedData, ImageReader
-from rescue.formats.fingerprint import Fingerprint, chunk_digests
+from rescue.formats.fingerprint import BackgroundHasher, chunk_digest
 from rescue.formats.image import detect_format, open_reader
 from rescue.formats.integrity import ImageGate, Verdict, add_range, read_checked
 from rescue.fs import fitting
@@ -413,28 +414,40 @@ class RestoreJob:
         With verification on, chunks already written by an earlier run are read too, only to
         learn their digests."""
         start, length = self.source[0], self._read_length
-        # the whole image goes through: its fingerprint can be compared with the manifest's
-        fingerprint = Fingerprint() if (self.gate.fingerprinted and start == 0
-                                        and length == self.size) else None
-        hashing = self.request.verify or fingerprint is not None
+        # the whole image goes through: its digest can be compared with the manifest's
+        whole = self.gate.expected is not None and start == 0 and length == self.size
+        hasher = BackgroundHasher(self.gate.hasher()) if whole else None
         left = len(range(0, length, CHUNK))
-        with Pipeline(self.image, self.image_format, start, self.allocated, hashing=hashing,
-                      skip_holes=self.request.skip_holes,
-                      checkpoint=self.request.checkpoint) as pipeline:
-            writing = pipeline.start_writers(self._targets)
-            for chunk in pipeline.chunks(length):
-                self.control.wait_if_paused()
-                if self.control.cancelled.is_set() or all(t.failed for t in writing):
-                    break  # with every target dropped, reading on would only cost time
-                self.gate.record(chunk.damaged)
-                left -= 1
-                if chunk.digest is not None:
-                    digests[chunk.offset] = chunk.digest
-                    if fingerprint is not None:
-                        fingerprint.add_chunk_digests(chunk.digest)
-                pipeline.deliver(chunk)
-        if fingerprint is not None and not left:
-            self.gate.compare(fingerprint.hexdigest())
+        try:
+            with Pipeline(self.image, self.image_format, start, self.allocated,
+                          hashing=self.request.verify, skip_holes=self.request.skip_holes,
+                          checkpoint=self.request.checkpoint) as pipeline:
+                writing = pipeline.start_writers(self._targets)
+                for chunk in pipeline.chunks(length, every=self.request.verify or whole):
+                    self.control.wait_if_paused()
+                    if self.control.cancelled.is_set() or all(t.failed for t in writing):
+                        break  # with every target dropped, reading on would only cost time
+                    self.gate.record(chunk.damaged)
+                    left -= 1
+                    if chunk.digest is not None:
+                        digests[chunk.offset] = chunk.digest
+                    if hasher is not None:
+                        self._hash(hasher, chunk)
+                    pipeline.deliver(chunk)
+            if hasher is not None and not left:
+                self.gate.compare(hasher.hexdigest())
+        finally:
+            if hasher is not None:
+                hasher.close()
+
+    @staticmethod
+    def _hash(hasher: BackgroundHasher, chunk: Chunk) -> None:
+        """Hand the chunk to the whole image's hasher, held until it is hashed."""
+        if chunk.is_hole:
+            hasher.zeros(chunk.length)
+        else:
+            chunk.hold()
+            hasher.update(chunk.view(chunk.length), release=chunk.release)
 
     # ---- after writing -------------------------------------------------------------------
 
@@ -455,7 +468,7 @@ class RestoreJob:
                 self.control.wait_if_paused()
                 size = min(CHUNK, target.size - offset)
                 whole_chunk = size == min(CHUNK, self._read_length - offset)
-                if not whole_chunk or chunk_digests(data) != digests.get(offset):
+                if not whole_chunk or chunk_digest(data) != digests.get(offset):
                     image = image or open_reader(self.image, self.image_format)
                     expected = read_checked(image, self.source[0] + offset, size)[0]
                     self._compare(target, offset, bytes(data), expected)

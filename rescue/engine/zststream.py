@@ -191,15 +191,15 @@ class ZstStream:
 
     def finish(self, manifest: Manifest) -> None:
         """Complete the image once the rescue is over: the rest of it from the staging image,
-        then `manifest` (its fingerprint read back from the stream when it has none), the seek
+        then `manifest` (its BLAKE3 read back from the stream when it has none), the seek
         table, and the final name."""
         self._finishing = True
         try:
             self._advance()
-            if manifest.fingerprint is None:
+            if manifest.blake3 is None:
                 self._stream.sync()
                 with UnfinishedReader(self.path) as reader:
-                    manifest.fingerprint = hash_image(reader)
+                    manifest.blake3 = hash_image(reader)
             self._stream.set_manifest(manifest.to_bytes())
             self._stream.close()
             publish(self.path, self.dest)

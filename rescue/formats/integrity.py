@@ -3,21 +3,29 @@ verify.
 
 An image proves what its format carries, no more: our qcow2 clusters and .img.zst frames carry
 checksums, a qcow2 from another writer only its structure, a raw image nothing; a manifest adds
-the fingerprint of the whole image. The gate checks all of it the same way wherever the image is
-read: its structure before any data (tables against refcounts, frames against the seek table),
-every cluster or frame against its checksum as it is decoded (a damaged one reads as zeros and
-is recorded by its logical range, so a reader still gets the rest), and the fingerprint of the
-bytes read against the manifest's. Its verdict says exactly what was checked.
+the digest of the whole image (BLAKE3; older manifests a chunk fingerprint or a plain
+SHA-256). The gate checks all of it the same way wherever the image is read: its structure
+before any data (tables against refcounts, frames against the seek table), every cluster or
+frame against its checksum as it is decoded (a damaged one reads as zeros and is recorded by its
+logical range, so a reader still gets the rest), and the digest of the bytes read against the
+manifest's. Its verdict says exactly what was checked.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from rescue.errors import FormatError
 from rescue.formats.base import ImageHasher, ImageReader, Ranges, checks_itself
-from rescue.formats.fingerprint import READ_SIZE, Fingerprint, PlainSha256
+from rescue.formats.fingerprint import (
+    READ_SIZE,
+    BackgroundHasher,
+    Blake3,
+    Fingerprint,
+    PlainSha256,
+)
 from rescue.formats.image import read_manifest
 from rescue.formats.manifest import Manifest
 
@@ -38,14 +46,31 @@ def add_range(ranges: Ranges, offset: int, length: int) -> None:
         ranges.append((offset, length))
 
 
+# the digests a manifest may hold of the whole image, by the name a verdict gives them
+DIGESTS: dict[str, Callable[[], ImageHasher]] = {
+    "BLAKE3": Blake3, "fingerprint": Fingerprint, "SHA-256": PlainSha256}
+
+
+def recorded_digest(manifest: Manifest | None) -> tuple[str, str] | None:
+    """The manifest's digest of the whole image and its name in DIGESTS: the newest kind it
+    holds (new images hold only BLAKE3), or None."""
+    if manifest is None:
+        return None
+    for name, value in (("BLAKE3", manifest.blake3), ("fingerprint", manifest.fingerprint),
+                        ("SHA-256", manifest.sha256)):
+        if value:
+            return name, value
+    return None
+
+
 @dataclass
 class Verdict:
     """What was checked, and what was found damaged."""
 
-    checked: list[str]  # "structure", "checksums", "fingerprint" or "SHA-256"
+    checked: list[str]  # "structure", "checksums", and the digest: one of DIGESTS
     damaged: Ranges = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # damage no logical range locates
-    fingerprint_ok: bool | None = None  # None: not compared
+    fingerprint_ok: bool | None = None  # the whole image's digest; None: not compared
 
     @property
     def intact(self) -> bool:
@@ -98,10 +123,10 @@ class ImageGate:
         self._damaged: Ranges = []
         self._problems: list[str] = []
         self.manifest = self._manifest(reader)
-        recorded = self.manifest.source.get("size") if self.manifest else None
-        if isinstance(recorded, int) and recorded != reader.size:
+        size = self.manifest.source.get("size") if self.manifest else None
+        if isinstance(size, int) and size != reader.size:
             self._problems.append(f"the image holds {reader.size} bytes, its manifest says the "
-                                  f"source held {recorded}")
+                                  f"source held {size}")
         self.checked: list[str] = []
         if checks_itself(reader):
             self.checked.append("structure")
@@ -110,15 +135,13 @@ class ImageGate:
             damaged, problems = reader.check_structure()
             self._damaged += damaged
             self._problems += problems
-        self.expected: str | None = None
-        self._plain = False  # the manifest has a plain SHA-256, not a fingerprint
+        self.expected: str | None = None  # the manifest's digest of the whole image
+        self.digest: str | None = None  # which one: a name in DIGESTS
+        recorded = recorded_digest(self.manifest)
+        if recorded:
+            self.digest, self.expected = recorded
+            self.checked.append(self.digest)
         self._compared = False  # a digest of the whole image was compared with `expected`
-        if self.manifest and self.manifest.fingerprint:
-            self.expected = self.manifest.fingerprint
-            self.checked.append("fingerprint")
-        elif self.manifest and self.manifest.sha256:  # an older image
-            self.expected, self._plain = self.manifest.sha256, True
-            self.checked.append("SHA-256")
 
     def _manifest(self, reader: ImageReader) -> Manifest | None:
         try:
@@ -127,14 +150,10 @@ class ImageGate:
             self._problems.append(f"the manifest ({error})")
             return None
 
-    @property
-    def fingerprinted(self) -> bool:
-        """Whether the manifest holds a fingerprint (older ones hold a plain SHA-256)."""
-        return self.expected is not None and not self._plain
-
     def hasher(self) -> ImageHasher:
-        """A hasher for the digest the manifest recorded."""
-        return PlainSha256() if self._plain else Fingerprint()
+        """A hasher for the digest the manifest recorded (only asked when it has one)."""
+        assert self.digest is not None
+        return DIGESTS[self.digest]()
 
     def record(self, ranges: Ranges) -> None:
         with self._lock:
@@ -149,7 +168,7 @@ class ImageGate:
         if digest != self.expected:
             with self._lock:
                 self._problems.append(
-                    f"the image's {'SHA-256' if self._plain else 'fingerprint'} differs from "
+                    f"the image's {self.digest} differs from "
                     "the manifest's (the damage is where no checksum can locate it)")
             return False
         return True
@@ -159,7 +178,7 @@ class ImageGate:
         (a partition's restore never compares it)."""
         with self._lock:
             checked = [c for c in self.checked
-                       if self._compared or c not in ("fingerprint", "SHA-256")]
+                       if self._compared or c not in DIGESTS]
             damaged: Ranges = []
             for offset, length in sorted(self._damaged):
                 add_range(damaged, offset, length)
@@ -167,19 +186,23 @@ class ImageGate:
 
     def check_all(self, reader: ImageReader) -> Verdict:
         """Read and check the whole image: what `verify` and `restore --check-image` do."""
-        hasher = self.hasher() if self.expected else None
-        for offset, length, allocated in reader.extents():
-            if not allocated:
-                if hasher:
-                    hasher.zeros(length)
-                continue
-            for position in range(offset, offset + length, READ_SIZE):
-                data, damaged = read_checked(reader, position,
-                                             min(READ_SIZE, offset + length - position))
-                self.record(damaged)
-                if hasher:
-                    hasher.update(data)
-        return self.verdict(self.compare(hasher.hexdigest()) if hasher else None)
+        hasher = BackgroundHasher(self.hasher()) if self.expected else None
+        try:
+            for offset, length, allocated in reader.extents():
+                if not allocated:
+                    if hasher:
+                        hasher.zeros(length)
+                    continue
+                for position in range(offset, offset + length, READ_SIZE):
+                    data, damaged = read_checked(reader, position,
+                                                 min(READ_SIZE, offset + length - position))
+                    self.record(damaged)
+                    if hasher:
+                        hasher.update(data)
+            return self.verdict(self.compare(hasher.hexdigest()) if hasher else None)
+        finally:
+            if hasher:
+                hasher.close()
 
 
 def verify_image(path: str, reader: ImageReader) -> Verdict:

@@ -29,12 +29,14 @@ class Manifest:
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     tool: str = f"rescue {__version__}"
     rescue: dict[str, Any] = field(default_factory=dict)  # totals per state, areas, outcome
-    fingerprint: str | None = None  # of the whole logical image once complete (fingerprint.py)
-    sha256: str | None = None  # plain SHA-256 of the image: older images carry this instead
+    blake3: str | None = None  # BLAKE3 of the whole logical image once complete (fingerprint.py)
+    fingerprint: str | None = None  # older images: SHA-256 over their 1 MiB chunks' SHA-256s
+    sha256: str | None = None  # oldest images: plain SHA-256 of the image
     version: int = VERSION
 
     def to_bytes(self) -> bytes:
-        return json.dumps(asdict(self), indent=1, sort_keys=True).encode()
+        fields = {k: v for k, v in asdict(self).items() if v is not None or k not in _RETIRED}
+        return json.dumps(fields, indent=1, sort_keys=True).encode()
 
     @classmethod
     def from_bytes(cls, data: bytes, where: str = "image") -> Manifest:
@@ -51,9 +53,11 @@ class Manifest:
             raise FormatError(f"{where}: the manifest is damaged") from None
 
 
+_RETIRED = ("fingerprint", "sha256")  # digests only older images hold: not written when absent
 _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "source": (dict,), "mode": (str,), "created": (str,), "tool": (str,), "rescue": (dict,),
-    "fingerprint": (str, type(None)), "sha256": (str, type(None)), "version": (int,)}
+    "blake3": (str, type(None)), "fingerprint": (str, type(None)), "sha256": (str, type(None)),
+    "version": (int,)}
 _SUMMARY_COUNTS = ("rescued", "bad", "bad_areas", "non_tried", "non_trimmed", "non_scraped")
 _SECTOR_SIZES = ("logical_sector_size", "physical_sector_size")
 

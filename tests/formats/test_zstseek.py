@@ -229,7 +229,7 @@ def test_manifest_round_trip_and_invisible_to_zstd(image: Path, data: bytes,
 
 
 def test_a_damaged_manifest_frame_is_reported_not_absent(image: Path, tmp_path: Path) -> None:
-    """Without its manifest an image loses its fingerprint check: that must show."""
+    """Without its manifest an image loses its BLAKE3 check: that must show."""
     offset = image.read_bytes().index(MANIFEST_TAG) - 8  # the manifest's skippable frame
     for where in (offset, offset + 8):  # the frame's magic, then its tag
         copy = damaged_copy(image, tmp_path, where, b"\x5f")

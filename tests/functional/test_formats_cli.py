@@ -22,6 +22,7 @@ from rescue.sim.faulty import content
 from tests.fixtures.cli import (
     REPO_ROOT,
     assert_clean_failure,
+    b3sum,
     coreutils_fingerprint,
     rescue,
     summary,
@@ -174,7 +175,8 @@ def test_healthy_source_into_qcow2_is_what_qemu_img_reads(
     assert converted.returncode == 0, converted.stderr
     assert qemu_raw(image, tmp_path / "qemu.raw") == ours.read_bytes() == data
     manifest = info_json(image)["manifest"]
-    assert manifest["fingerprint"] == coreutils_fingerprint(data)
+    assert manifest["blake3"] == b3sum(data)
+    assert "fingerprint" not in manifest and "sha256" not in manifest  # new images: BLAKE3
     assert manifest["rescue"]["outcome"] == "rescued"
 
 
@@ -255,9 +257,9 @@ def test_img_zst_decompresses_to_the_raw_image(tmp_path: Path, faulty_raw: bytes
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert json.loads(verified.stdout) == {
         "image": str(image), "damaged": [], "problems": [], "fingerprint_ok": True,
-        "checked": ["structure", "checksums", "fingerprint"]}
-    assert "fingerprint verified" in rescue("verify", str(image)).stdout
-    assert info_json(image)["manifest"]["fingerprint"] == coreutils_fingerprint(faulty_raw)
+        "checked": ["structure", "checksums", "BLAKE3"]}
+    assert "BLAKE3 verified" in rescue("verify", str(image)).stdout
+    assert info_json(image)["manifest"]["blake3"] == b3sum(faulty_raw)
 
     rng = random.Random(7)
     ranges = [(0, 1), (len(faulty_raw) - 1, 1), (len(faulty_raw) - 5000, 5000)]
@@ -296,7 +298,7 @@ def test_convert_round_trip_keeps_bytes_and_holes(tmp_path: Path) -> None:
     for source, dest in ((raw, qcow2), (qcow2, zst), (zst, back)):
         done = convert(source, dest, "--json")
         assert done.returncode == 0, done.stderr
-        assert summary(done)["fingerprint"] == coreutils_fingerprint(data)
+        assert summary(done)["blake3"] == b3sum(data)
 
     assert back.read_bytes() == data
     assert back.stat().st_blocks * 512 < 12 * MIB  # the hole came back as a hole
@@ -511,20 +513,23 @@ def test_verify_names_the_range_whose_stored_bytes_flipped(
     assert rescue("verify", str(intact)).returncode == 0
 
 
-@pytest.mark.parametrize("field", ["fingerprint", "sha256"])
+# each digest a manifest may hold, its name in a verdict, and how a standard tool computes it
+DIGESTS = {"blake3": ("BLAKE3", b3sum), "fingerprint": ("fingerprint", coreutils_fingerprint),
+           "sha256": ("SHA-256", lambda data: hashlib.sha256(data).hexdigest())}
+
+
+@pytest.mark.parametrize("field", DIGESTS)
 def test_verify_checks_a_raw_image_against_its_manifest(tmp_path: Path, field: str) -> None:
-    """Raw images have no checksums of their own: the manifest's fingerprint (or the plain
-    SHA-256 that older images recorded) is what catches a changed byte."""
+    """Raw images have no checksums of their own: the manifest's BLAKE3 (or the chunk
+    fingerprint or plain SHA-256 that older images recorded) is what catches a changed byte."""
     image = tmp_path / "disk.img"
     data = content(0, 3 * MIB + 512, 4)
     image.write_bytes(data)
-    expected = coreutils_fingerprint(data) if field == "fingerprint" \
-        else hashlib.sha256(data).hexdigest()
+    whole, compute = DIGESTS[field]
     Path(f"{image}.manifest.json").write_text(json.dumps(
-        {"version": 1, "source": {"path": "/dev/sdz"}, field: expected}))
+        {"version": 1, "source": {"path": "/dev/sdz"}, field: compute(data)}))
     intact = rescue("verify", str(image))
     assert intact.returncode == 0, intact.stderr
-    whole = "fingerprint" if field == "fingerprint" else "SHA-256"
     assert intact.stdout == f"{image}: intact ({whole} verified)\n"
 
     with open(image, "r+b") as f:

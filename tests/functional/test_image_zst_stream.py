@@ -95,7 +95,7 @@ def test_a_healthy_disk_never_creates_the_staging_image(tmp_path: Path) -> None:
     assert_same(dest, source, tmp_path)
     assert_only_the_image_is_left(work, dest)
     verified = rescue("verify", str(dest))
-    assert verified.returncode == 0 and "fingerprint verified" in verified.stdout, verified.stdout
+    assert verified.returncode == 0 and "BLAKE3 verified" in verified.stdout, verified.stdout
 
 
 @pytest.fixture(scope="module")

@@ -110,7 +110,7 @@ def test_a_failing_target_is_dropped_while_the_other_finishes(
     result = rescue("restore", str(source["gpt.qcow2"]), good, bad, "--yes",
                     "--map-dir", str(tmp_path / "m"))
     assert_clean_failure(result, 3, rf"cannot write to {bad}")
-    assert f"{good}: restored 48 MiB (image: checksums and fingerprint verified" in result.stdout
+    assert f"{good}: restored 48 MiB (image: checksums and BLAKE3 verified" in result.stdout
     cmp(source["gpt"], good, DISK)
 
 

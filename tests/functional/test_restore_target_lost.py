@@ -34,7 +34,7 @@ SIZE = 32 * MIB
 GONE_AFTER = 10 * MIB  # inside the third 4 MiB chunk: two whole chunks get written first
 
 
-RESTORED_32 = ("restored 32 MiB (image: checksums and fingerprint verified; read back as "
+RESTORED_32 = ("restored 32 MiB (image: checksums and BLAKE3 verified; read back as "
                "written)")
 
 
