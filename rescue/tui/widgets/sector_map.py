@@ -14,6 +14,7 @@ cached as Strips and only rows whose cells changed are repainted.
 from __future__ import annotations
 
 import os
+import re
 from bisect import bisect_left, bisect_right
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ SECTOR = 512
 PRIORITY = (BAD, NON_SCRAPED, NON_TRIMMED, NON_TRIED, FINISHED)
 _PRIORITY_CODES = tuple(ord(state) for state in PRIORITY)
 EMPTY = 0  # cell code of cells past the end of the view
+_RUNS = re.compile(rb"(.)\1*", re.DOTALL)  # cells of one state in a row
 
 STATE_NAMES = {NON_TRIED: "non-tried", NON_TRIMMED: "non-trimmed", NON_SCRAPED: "non-scraped",
                BAD: "bad", FINISHED: "finished"}
@@ -108,6 +110,21 @@ def cell_states(snapshot: MapSnapshot, begin: int, end: int, cell_bytes: int,
                 out[k] = code
                 break
         lo = hi if hi < n and starts[hi] == cell_end else hi - 1
+    return bytes(out)
+
+
+def refreshed_cells(cells: bytes, snapshot: MapSnapshot, begin: int, end: int,
+                    cell_bytes: int, spans: list[tuple[int, int]]) -> bytes:
+    """`cells` of an older snapshot brought up to `snapshot`, which differs from it only
+    inside `spans`: only the cells those overlap are computed again."""
+    out = bytearray(cells)
+    count = len(cells)
+    for span_begin, span_end in spans:
+        first = max((span_begin - begin) // cell_bytes, 0)
+        last = min(-(-(span_end - begin) // cell_bytes), count)
+        if first < last:
+            out[first:last] = cell_states(snapshot, begin + first * cell_bytes, end, cell_bytes,
+                                          last - first)
     return bytes(out)
 
 
@@ -184,8 +201,8 @@ class SectorMap(Widget, can_focus=True):
             self._zoom_stack.clear()
             self.cursor = 0
         old_position_cell = self._position_cell()
-        self.snapshot, self.position = snapshot, position
-        changed = self._recompute()
+        older, self.snapshot, self.position = self.snapshot, snapshot, position
+        changed = self._recompute(older)
         new_position_cell = self._position_cell()
         if old_position_cell != new_position_cell:
             changed.update(self._row_of(c) for c in (old_position_cell, new_position_cell)
@@ -208,14 +225,21 @@ class SectorMap(Widget, can_focus=True):
     def _capacity(self) -> tuple[int, int]:
         return max(self.size.width, 1), max(self.size.height, 1)
 
-    def _recompute(self) -> set[int]:
-        """Recompute every cell; return the rows that differ from the last frame."""
+    def _recompute(self, older: MapSnapshot | None = None) -> set[int]:
+        """Recompute the cells (only where the map changed since `older`, when it was drawn
+        in the same view); return the rows that differ from the last frame."""
         if self.snapshot is None:
             return set()
         columns, rows = self._capacity()
         begin, end = self.view
         cell_bytes = cell_bytes_for(end - begin, columns * rows)
-        cells = cell_states(self.snapshot, begin, end, cell_bytes, columns * rows)
+        spans = self.snapshot.changed_since(older) if older is not None else None
+        same_cells = (columns, cell_bytes, len(self._cells)) == (
+            self._columns, self._cell_bytes, columns * rows)
+        if spans is not None and same_cells:
+            cells = refreshed_cells(self._cells, self.snapshot, begin, end, cell_bytes, spans)
+        else:
+            cells = cell_states(self.snapshot, begin, end, cell_bytes, columns * rows)
         if columns != self._columns or cell_bytes != self._cell_bytes:
             self._columns, self._cell_bytes, self._cells = columns, cell_bytes, cells
             self._rows = [None] * rows
@@ -359,31 +383,42 @@ class SectorMap(Widget, can_focus=True):
         return strip
 
     def _build_row(self, y: int) -> Strip:
-        """One row of cells as segments, neighbouring cells of one look joined."""
+        """One row of cells as segments, neighbouring cells of one look joined; runs of one
+        state are found by a regular expression, so a row costs per run, not per cell."""
         columns = self._columns
         first = y * columns
         row = self._cells[first:first + columns]
-        cursor = self.cursor_cell()
-        position = self._position_cell()
+        marked = sorted({cell - first for cell in (self.cursor_cell(), self._position_cell())
+                         if cell is not None and first <= cell < first + len(row)})
         glyphs = self.look.glyphs
-        segments: list[Segment] = []
-        run_text: list[str] = []
-        run_style: Style | None = None
-        for x, code in enumerate(row):
-            cell = first + x
+        pieces: list[tuple[str, Style]] = []
+        for run in _RUNS.finditer(row):
+            start, stop = run.span()
+            code = row[start]
             style = self._style_for(code)
             glyph = glyphs[chr(code)] if code else " "
-            if cell == position:
-                glyph = POSITION_GLYPH
-                style = style + self._extra("position")
-            if cell == cursor:
-                style = style + (Style(reverse=True) if self.look.monochrome
-                                 else self._extra("cursor"))
-            if style != run_style and run_text:
-                segments.append(Segment("".join(run_text), run_style))
-                run_text = []
-            run_style = style
-            run_text.append(glyph)
-        if run_text:
-            segments.append(Segment("".join(run_text), run_style))
+            for x in marked:
+                if start <= x < stop:
+                    pieces.append((glyph * (x - start), style))
+                    pieces.append(self._marked_cell(first + x, glyph, style))
+                    start = x + 1
+            pieces.append((glyph * (stop - start), style))
+        segments: list[Segment] = []
+        for text, style in pieces:
+            if not text:
+                continue
+            if segments and segments[-1].style == style:
+                segments[-1] = Segment(segments[-1].text + text, style)
+            else:
+                segments.append(Segment(text, style))
         return Strip(segments, len(row))
+
+    def _marked_cell(self, cell: int, glyph: str, style: Style) -> tuple[str, Style]:
+        """The position's '@' and the cursor's highlight on one cell."""
+        if cell == self._position_cell():
+            glyph = POSITION_GLYPH
+            style = style + self._extra("position")
+        if cell == self.cursor_cell():
+            style = style + (Style(reverse=True) if self.look.monochrome
+                             else self._extra("cursor"))
+        return glyph, style
