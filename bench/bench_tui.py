@@ -5,8 +5,9 @@ and the presenter compete for the CPU): `rescue image SOURCE DEST` with its stat
 the app showing the same job's live sector map under Textual's headless driver (`run_test`,
 80x24, 5 frames a second) until the job ends. The figure is the TUI's throughput as a fraction
 of the headless one, from the job's own elapsed time (what the engine reads while each
-presenter runs); the budget is at least 0.9. Wall-clock times, start-up included (Textual's
-import and the app's first frame cost about half a second), are shown for comparison.
+presenter runs: the app starts a job's clock and work once the job's screen is up); the budget
+is at least 0.95. Wall-clock times, start-up included (Textual's import and the app's first
+frame cost about half a second), are shown for comparison.
 
 Run: python bench/bench_tui.py [--source sim:size=1G] [--rounds 3] [--workdir DIR]
 """
@@ -72,7 +73,7 @@ def main() -> None:
                                   f"(wall {wall_headless:.2f} s)"),
         ("TUI open (80x24 map)", f"job {job_tui:.2f} s  {mib / job_tui:.0f} MiB/s  "
                                  f"(wall {wall_tui:.2f} s)"),
-        ("TUI / headless throughput", f"{job_headless / job_tui:.2f}  (budget >= 0.90); "
+        ("TUI / headless throughput", f"{job_headless / job_tui:.2f}  (budget >= 0.95); "
                                       f"wall clock {wall_headless / wall_tui:.2f}"),
     ])
 
