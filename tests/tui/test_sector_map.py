@@ -80,6 +80,22 @@ def test_cells_match_the_per_cell_definition(seed: int) -> None:
         assert cell_states(snapshot, begin, end, cell_bytes, count) == expected
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_cells_match_the_definition_where_areas_crowd_into_a_few_cells(seed: int) -> None:
+    """Most areas in a few cells, a few over the rest: the bisect's first guess (twice the
+    average areas per cell) misses in the crowded cells and overshoots everywhere else."""
+    rng = random.Random(seed)
+    rmap = random_map(seed, 512 * MIB, 20)
+    for _ in range(3000):
+        crowd = rng.choice((3 * MIB, 300 * MIB))
+        rmap.set(crowd + rng.randrange(2048) * SECTOR, SECTOR, rng.choice(STATES))
+    snapshot = rmap.snapshot()
+    for count in (1360, 333, 7):
+        cell_bytes = cell_bytes_for(rmap.size, count)
+        expected = reference_cells(rmap, 0, rmap.size, cell_bytes, count)
+        assert cell_states(snapshot, 0, rmap.size, cell_bytes, count) == expected
+
+
 def job_like_changes(rng: random.Random, rmap: RangeMap, count: int) -> None:
     """What a job does between two frames: forward reads in a row, a backward walk, and
     scattered single sectors (trimming, scraping, retries), states of every kind."""

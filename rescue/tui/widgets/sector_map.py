@@ -7,8 +7,10 @@ severity never does, and a cell shows finished only when every byte in it is res
 
 A frame is computed from a MapSnapshot with one bisect per cell over the area starts and
 `bytes.find` over the state bytes between them, so its cost grows with the number of cells,
-not with the number of areas (a million-area map still draws in milliseconds). Rows are
-cached as Strips and only rows whose cells changed are repainted.
+not with the number of areas (a million-area map still draws in milliseconds). A live frame
+computes only the cells whose bytes the job wrote since the last snapshot (the snapshot's
+journal says where). Rows are cached as Strips and only rows whose cells changed are
+repainted.
 """
 
 from __future__ import annotations
@@ -92,19 +94,27 @@ def cell_states(snapshot: MapSnapshot, begin: int, end: int, cell_bytes: int,
     """The state code of `count` cells of `cell_bytes` from `begin`; EMPTY past `end`.
 
     One bisect per cell finds the areas it overlaps ([lo, hi) in the snapshot's arrays); the
-    most severe state among them is found with `bytes.find`, which runs in C.
+    most severe state among them is found with `bytes.find`, which runs in C. Each bisect is
+    first tried over twice the areas an average cell holds, which on a million-area map
+    halves its comparisons (each one reads the array and makes an int).
     """
     starts, states = snapshot.starts, snapshot.states
     end = min(end, snapshot.size)
     out = bytearray(count)
     n = len(states)
     lo = bisect_right(starts, begin) - 1
+    view_areas = bisect_left(starts, min(end, begin + count * cell_bytes), lo) - lo
+    reach = 2 * view_areas // max(count, 1) + 2
     for k in range(count):
         cell_begin = begin + k * cell_bytes
         if cell_begin >= end:
             break
         cell_end = min(cell_begin + cell_bytes, end)
-        hi = bisect_left(starts, cell_end, lo)  # areas [lo, hi) start before cell_end
+        near = lo + reach
+        if near < n and starts[near] >= cell_end:  # areas [lo, hi) start before cell_end
+            hi = bisect_left(starts, cell_end, lo, near)
+        else:
+            hi = bisect_left(starts, cell_end, lo)
         for code in _PRIORITY_CODES:
             if states.find(code, lo, hi) >= 0:
                 out[k] = code
