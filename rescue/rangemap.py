@@ -92,6 +92,7 @@ class RangeMap:
         self.version = 0  # bumped on every change so presenters can skip unchanged frames
         self._journal: list[tuple[int, int, int]] = []  # what MapSnapshot.journal copies
         self._journal_floor = 0
+        self._journal_seen = 0  # the version of the last snapshot: spans seen are not grown
         self._lineage = object()
 
     @classmethod
@@ -192,12 +193,13 @@ class RangeMap:
 
     def _note_change(self, begin: int, end: int) -> None:
         """Journal [begin, end) as changed at the current version, merged into the last span
-        when they touch (a pass reading forward keeps one span); past JOURNAL_SPANS spans
-        the older half is forgotten."""
+        when they touch and no snapshot has seen that span yet (a pass reading forward adds
+        one span per snapshot, each only as long as what it read since the one before); past
+        JOURNAL_SPANS spans the older half is forgotten."""
         journal = self._journal
         if journal:
-            _, last_begin, last_end = journal[-1]
-            if begin <= last_end and end >= last_begin:
+            last_version, last_begin, last_end = journal[-1]
+            if last_version > self._journal_seen and begin <= last_end and end >= last_begin:
                 journal[-1] = (self.version, min(begin, last_begin), max(end, last_end))
                 return
         journal.append((self.version, begin, end))
@@ -236,6 +238,7 @@ class RangeMap:
         return self._starts[best], end - self._starts[best], chr(self._states[best])
 
     def snapshot(self) -> MapSnapshot:
+        self._journal_seen = self.version
         return MapSnapshot(self.size, array("q", self._starts), bytes(self._states),
                            dict(self._totals), self.version, tuple(self._journal),
                            self._journal_floor, self._lineage)

@@ -153,6 +153,22 @@ def test_changes_are_known_only_within_the_journal_and_the_same_map() -> None:
     assert recent.changed_since(other) is None and other.changed_since(first) is None
 
 
+def test_a_forward_pass_changes_only_what_it_read_since_the_last_snapshot() -> None:
+    """A copy pass reads on and on: each frame redraws what it read since the frame before,
+    not everything since the pass began."""
+    rmap = RangeMap(64 * MIB)
+    older = rmap.snapshot()
+    pos = 0
+    for _ in range(5):
+        begin = pos
+        for _ in range(16):
+            rmap.set(pos, 65536, FINISHED)
+            pos += 65536
+        snapshot = rmap.snapshot()
+        assert snapshot.changed_since(older) == [(begin, pos)]
+        older = snapshot
+
+
 def test_cells_past_the_end_are_empty() -> None:
     rmap = RangeMap(10 * SECTOR)
     cells = cell_states(rmap.snapshot(), 0, rmap.size, 4 * SECTOR, 5)
