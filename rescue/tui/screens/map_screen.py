@@ -7,6 +7,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Static
 
 from rescue.tui.widgets.sector_map import MapLook, SectorMap
+from rescue.tui.widgets.text import show_text
 
 
 class MapScreen(Screen):
@@ -15,7 +16,6 @@ class MapScreen(Screen):
     def __init__(self, look: MapLook | None = None) -> None:
         super().__init__()
         self.look = look
-        self._texts: dict[str, str] = {}  # what each line of text shows now
 
     def compose(self) -> ComposeResult:
         yield Static(id="title", markup=False)
@@ -38,21 +38,10 @@ class MapScreen(Screen):
         self.query_one("#legend", Static).update(self.sector_map.legend())
 
     def on_sector_map_cursor_moved(self, event: SectorMap.CursorMoved) -> None:
-        self.set_text("#cursor", event.sector_map.describe_cursor())
+        show_text(self.query_one("#cursor", Static), event.sector_map.describe_cursor())
 
     def set_title(self, text: str) -> None:
-        self.set_text("#title", text)
+        show_text(self.query_one("#title", Static), text)
 
     def set_counters(self, text: str) -> None:
-        self.set_text("#counters", text)
-
-    def set_text(self, selector: str, text: str) -> None:
-        """Show `text` in a Static, redrawn only when it changed, and laid out again only
-        when its number of lines did: a frame then costs the screen a repaint of a few lines
-        instead of a new layout (the job it presents runs in this process)."""
-        shown = self._texts.get(selector)
-        if text == shown:
-            return
-        self._texts[selector] = text
-        layout = shown is None or shown.count("\n") != text.count("\n")
-        self.query_one(selector, Static).update(text, layout=layout)
+        show_text(self.query_one("#counters", Static), text)
