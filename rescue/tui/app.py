@@ -208,9 +208,7 @@ def make_app(request: ImageRequest | None = None, map_path: str | None = None,
     """An app showing a new imaging job for `request` and/or the mapfile at `map_path`.
     Opening the job or reading the map happens here, so bad input raises a RescueError
     before the screen is taken over."""
-    control = JobControl()
-    control.clock.hold()  # its time starts with its work, not while the app starts
-    job = ImageJob(request, control) if request is not None else None
+    job = ImageJob(request, held_control()) if request is not None else None
     try:
         loaded = mapfile.load(map_path) if map_path is not None else None
     except BaseException:
@@ -218,6 +216,14 @@ def make_app(request: ImageRequest | None = None, map_path: str | None = None,
             job.close()
         raise
     return RescueApp(job, map_path, loaded, look)
+
+
+def held_control() -> JobControl:
+    """A job's control whose clock waits for the job's work to start (`RescueApp._start`),
+    not for the app: the app's start-up is not the job's time."""
+    control = JobControl()
+    control.clock.hold()
+    return control
 
 
 def make_home_app(look: MapLook | None = None) -> RescueApp:
