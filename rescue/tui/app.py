@@ -96,15 +96,16 @@ class RescueApp(App[int]):
         return running
 
     def _start(self, running: BackgroundJob, first_note: str) -> None:
-        """Show the job's screen, then let its work begin: the worker waits until the
-        screen has been drawn, its clock held meanwhile."""
+        """Show the job's screen, then let its work begin: the worker waits until the app
+        has drawn the screen and the screen has nothing left to lay out, the job's clock
+        held meanwhile."""
         running.control.clock.hold()
         running.worker = self.run_worker(running.run_once_shown, name=running.title,
                                          group="jobs", thread=True, exit_on_error=False)
         self.jobs.append(running)
         running.note(first_note)
         self.open_job(running)
-        self.call_after_refresh(running.shown)
+        self.call_after_refresh(self.screen.call_after_refresh, running.shown)
 
     def open_job(self, running: BackgroundJob) -> None:
         self.action_show_jobs()
