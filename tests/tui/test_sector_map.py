@@ -309,3 +309,29 @@ def test_live_frames_draw_what_a_fresh_frame_draws(tmp_path: Path) -> None:
             assert "".join(cells_on_screen(widget)) == expected  # the cursor: same glyph
 
     drive(make_app(map_path=str(path), look=look), scenario)
+
+
+def test_the_cursor_line_follows_changes_under_the_cursor(tmp_path: Path) -> None:
+    """The cursor's exact counts are told again when the job writes under the cursor; a
+    change elsewhere leaves them as they are."""
+    path = tmp_path / "disk.map"
+    write_map(path)
+    rmap = mapfile.load(str(path)).rmap
+
+    async def scenario(pilot: Pilot) -> None:
+        widget = map_widget(pilot)
+        cursor_line = pilot.app.screen.query_one("#cursor")
+        widget.show(rmap.snapshot())
+        await pilot.pause()
+        begin, end = widget.cursor_range()
+        rmap.set(end - 3 * SECTOR, 3 * SECTOR, BAD)  # under the cursor
+        widget.show(rmap.snapshot())
+        await pilot.pause()
+        assert widget.cursor_counts() == rmap.state_bytes(begin, end)
+        assert "bad 1.5 KiB" in str(cursor_line.render())
+        rmap.set(end + 7 * SECTOR, SECTOR, BAD)  # next cell: the cursor's counts stay
+        widget.show(rmap.snapshot())
+        await pilot.pause()
+        assert "bad 1.5 KiB" in str(cursor_line.render())
+
+    drive(make_app(map_path=str(path), look=MapLook()), scenario)

@@ -205,20 +205,24 @@ class SectorMap(Widget, can_focus=True):
     # ---- data in ---------------------------------------------------------------------------
 
     def show(self, snapshot: MapSnapshot, position: int | None = None) -> None:
-        """Draw a new snapshot; only rows whose cells changed are repainted."""
+        """Draw a new snapshot; only rows whose cells changed are repainted, and CursorMoved
+        is posted only when the map under the cursor may have changed."""
         if self.snapshot is None or snapshot.size != self.snapshot.size:
             self.view = (0, snapshot.size)
             self._zoom_stack.clear()
             self.cursor = 0
         old_position_cell = self._position_cell()
         older, self.snapshot, self.position = self.snapshot, snapshot, position
-        changed = self._recompute(older)
+        spans = snapshot.changed_since(older) if older is not None else None
+        changed = self._recompute(spans)
         new_position_cell = self._position_cell()
         if old_position_cell != new_position_cell:
             changed.update(self._row_of(c) for c in (old_position_cell, new_position_cell)
                            if c is not None)
         self._invalidate_rows(changed)
-        self.post_message(self.CursorMoved(self))
+        begin, end = self.cursor_range()
+        if spans is None or any(b < end and e > begin for b, e in spans):
+            self.post_message(self.CursorMoved(self))
 
     # ---- geometry --------------------------------------------------------------------------
 
@@ -235,15 +239,15 @@ class SectorMap(Widget, can_focus=True):
     def _capacity(self) -> tuple[int, int]:
         return max(self.size.width, 1), max(self.size.height, 1)
 
-    def _recompute(self, older: MapSnapshot | None = None) -> set[int]:
-        """Recompute the cells (only where the map changed since `older`, when it was drawn
-        in the same view); return the rows that differ from the last frame."""
+    def _recompute(self, spans: list[tuple[int, int]] | None = None) -> set[int]:
+        """Recompute the cells (only those `spans` overlap, the map having changed only there
+        since the last frame, when that was drawn in the same view); return the rows that
+        differ from the last frame."""
         if self.snapshot is None:
             return set()
         columns, rows = self._capacity()
         begin, end = self.view
         cell_bytes = cell_bytes_for(end - begin, columns * rows)
-        spans = self.snapshot.changed_since(older) if older is not None else None
         same_cells = (columns, cell_bytes, len(self._cells)) == (
             self._columns, self._cell_bytes, columns * rows)
         if spans is not None and same_cells:
