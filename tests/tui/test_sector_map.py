@@ -283,12 +283,17 @@ def test_map_characters_per_look(tmp_path: Path, look: MapLook) -> None:
     drive(make_app(map_path=str(path), look=look), scenario)
 
 
+def sample_map(tmp_path: Path) -> tuple[Path, RangeMap]:
+    """The sample mapfile, and its map loaded for a test to change as a job would."""
+    path = tmp_path / "disk.map"
+    write_map(path)
+    return path, mapfile.load(str(path)).rmap
+
+
 def test_live_frames_draw_what_a_fresh_frame_draws(tmp_path: Path) -> None:
     """Frames after changes, each drawn only where the map changed, show every cell as a
     widget drawing that snapshot from scratch does."""
-    path = tmp_path / "disk.map"
-    write_map(path)
-    rmap = mapfile.load(str(path)).rmap
+    path, rmap = sample_map(tmp_path)
     look = MapLook(ascii=True, monochrome=True)
 
     def cells_on_screen(widget: SectorMap) -> list[str]:
@@ -314,9 +319,7 @@ def test_live_frames_draw_what_a_fresh_frame_draws(tmp_path: Path) -> None:
 def test_the_cursor_line_follows_changes_under_the_cursor(tmp_path: Path) -> None:
     """The cursor's exact counts are told again when the job writes under the cursor; a
     change elsewhere leaves them as they are."""
-    path = tmp_path / "disk.map"
-    write_map(path)
-    rmap = mapfile.load(str(path)).rmap
+    path, rmap = sample_map(tmp_path)
 
     async def scenario(pilot: Pilot) -> None:
         widget = map_widget(pilot)
