@@ -6,7 +6,6 @@ Every RescueError becomes one line on stderr and its exit code; a traceback is a
 from __future__ import annotations
 
 import argparse
-import difflib
 import importlib
 import os
 import sys
@@ -38,6 +37,8 @@ class _Parser(argparse.ArgumentParser):
     def hint(self, message: str) -> str:
         """The closest command or option to an unknown one, as `; did you mean ...?`."""
         if message.startswith("unrecognized arguments: "):
+            import difflib  # only a mistyped command line needs it
+
             known = [option for action in self._actions for option in action.option_strings]
             unknown = message.removeprefix("unrecognized arguments: ").split()[0]
             close = difflib.get_close_matches(unknown.split("=")[0], known, n=1)
@@ -81,6 +82,8 @@ def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.
                       if isinstance(action, argparse._SubParsersAction))
     first = next((arg for arg in args if not arg.startswith("-")), None)
     if first is not None and first not in subparsers.choices and args[0] == first:
+        import difflib
+
         close = difflib.get_close_matches(first, list(subparsers.choices), n=1)
         guess = f"; did you mean '{close[0]}'?" if close else ""
         parser.exit(int(ExitCode.USAGE), f"rescue: unknown command '{first}'{guess} "

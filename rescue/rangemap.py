@@ -20,6 +20,9 @@ NON_SCRAPED = "/"
 BAD = "-"
 FINISHED = "+"
 STATES = (NON_TRIED, NON_TRIMMED, NON_SCRAPED, BAD, FINISHED)
+# the recent changes a map remembers for its presenters (spans, neighbours merged); a presenter
+# whose last snapshot is older than these redraws everything
+JOURNAL_SPANS = 256
 
 
 def _lengths(starts: array, size: int) -> Iterator[int]:
@@ -47,12 +50,25 @@ def _state_bytes(starts: array, states: bytes | bytearray, size: int, begin: int
 
 @dataclass(frozen=True)
 class MapSnapshot:
-    """An immutable copy of the map for presenters; taking one costs two memory copies."""
+    """An immutable copy of the map for presenters; taking one costs two memory copies. It
+    carries the map's recent changes, so a presenter redraws only where they fell."""
 
     size: int
     starts: array
     states: bytes
     totals: dict[str, int]
+    version: int = 0
+    journal: tuple[tuple[int, int, int], ...] = ()  # (version, begin, end), oldest first
+    journal_floor: int = 0  # every change after this version is in the journal
+    lineage: object = None  # the map it was taken from
+
+    def changed_since(self, older: MapSnapshot) -> list[tuple[int, int]] | None:
+        """The [begin, end) spans outside which this snapshot's states equal `older`'s; None
+        when that is not known (another map, or changes the journal no longer holds)."""
+        if (self.lineage is None or older.lineage is not self.lineage
+                or not self.journal_floor <= older.version <= self.version):
+            return None
+        return [(begin, end) for version, begin, end in self.journal if version > older.version]
 
     def areas(self) -> Iterator[tuple[int, int, str]]:
         return _areas(self.starts, self.states, self.size)
@@ -74,6 +90,10 @@ class RangeMap:
         self._totals = dict.fromkeys(STATES, 0)
         self._totals[state] = size
         self.version = 0  # bumped on every change so presenters can skip unchanged frames
+        self._journal: list[tuple[int, int, int]] = []  # what MapSnapshot.journal copies
+        self._journal_floor = 0
+        self._journal_seen = 0  # the version of the last snapshot: spans seen are not grown
+        self._lineage = object()
 
     @classmethod
     def from_areas(cls, size: int, areas: Iterable[tuple[int, int, str]]) -> RangeMap:
@@ -169,6 +189,24 @@ class RangeMap:
         starts[lo:hi] = merged_starts
         states[lo:hi] = merged_states
         self.version += 1
+        self._note_change(pos, end)
+
+    def _note_change(self, begin: int, end: int) -> None:
+        """Journal [begin, end) as changed at the current version, merged into the last span
+        when they touch and no snapshot has seen that span yet (a pass reading forward adds
+        one span per snapshot, each only as long as what it read since the one before); past
+        JOURNAL_SPANS spans the older half is forgotten."""
+        journal = self._journal
+        if journal:
+            last_version, last_begin, last_end = journal[-1]
+            if last_version > self._journal_seen and begin <= last_end and end >= last_begin:
+                journal[-1] = (self.version, min(begin, last_begin), max(end, last_end))
+                return
+        journal.append((self.version, begin, end))
+        if len(journal) > JOURNAL_SPANS:
+            forget = JOURNAL_SPANS // 2
+            self._journal_floor = journal[forget - 1][0]
+            del journal[:forget]
 
     def find(self, states: str, pos: int, forward: bool = True) -> tuple[int, int, str] | None:
         """The nearest area whose state is in `states`, starting at `pos` going forward, or
@@ -200,5 +238,7 @@ class RangeMap:
         return self._starts[best], end - self._starts[best], chr(self._states[best])
 
     def snapshot(self) -> MapSnapshot:
+        self._journal_seen = self.version
         return MapSnapshot(self.size, array("q", self._starts), bytes(self._states),
-                           dict(self._totals))
+                           dict(self._totals), self.version, tuple(self._journal),
+                           self._journal_floor, self._lineage)

@@ -23,6 +23,7 @@ from textual.screen import Screen
 from textual.worker import Worker, WorkerCancelled, WorkerFailed, WorkerState
 
 from rescue.engine.imaging import ImageJob, ImageRequest
+from rescue.engine.jobs import JobControl
 from rescue.engine.restore import RestoreJob
 from rescue.errors import ExitCode
 from rescue.formats import mapfile
@@ -95,11 +96,16 @@ class RescueApp(App[int]):
         return running
 
     def _start(self, running: BackgroundJob, first_note: str) -> None:
-        running.worker = self.run_worker(running.run, name=running.title, group="jobs",
-                                         thread=True, exit_on_error=False)
+        """Show the job's screen, then let its work begin: the worker waits until the app
+        has drawn the screen and the screen has nothing left to lay out, the job's clock
+        held meanwhile."""
+        running.control.clock.hold()
+        running.worker = self.run_worker(running.run_once_shown, name=running.title,
+                                         group="jobs", thread=True, exit_on_error=False)
         self.jobs.append(running)
         running.note(first_note)
         self.open_job(running)
+        self.call_after_refresh(self.screen.call_after_refresh, running.shown)
 
     def open_job(self, running: BackgroundJob) -> None:
         self.action_show_jobs()
@@ -203,7 +209,7 @@ def make_app(request: ImageRequest | None = None, map_path: str | None = None,
     """An app showing a new imaging job for `request` and/or the mapfile at `map_path`.
     Opening the job or reading the map happens here, so bad input raises a RescueError
     before the screen is taken over."""
-    job = ImageJob(request) if request is not None else None
+    job = ImageJob(request, held_control()) if request is not None else None
     try:
         loaded = mapfile.load(map_path) if map_path is not None else None
     except BaseException:
@@ -211,6 +217,14 @@ def make_app(request: ImageRequest | None = None, map_path: str | None = None,
             job.close()
         raise
     return RescueApp(job, map_path, loaded, look)
+
+
+def held_control() -> JobControl:
+    """A job's control whose clock waits for the job's work to start (`RescueApp._start`),
+    not for the app: the app's start-up is not the job's time."""
+    control = JobControl()
+    control.clock.hold()
+    return control
 
 
 def make_home_app(look: MapLook | None = None) -> RescueApp:

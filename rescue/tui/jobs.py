@@ -7,6 +7,7 @@ what they run, how they summarise themselves and what exit code their outcome me
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Generic, TypeVar
 
@@ -50,6 +51,7 @@ class BackgroundJob(Generic[Result, Shown]):
         self.cancelling = False
         self.log: list[str] = []  # phase changes and user actions: a few dozen lines
         self._last_phase = ""
+        self._shown = threading.Event()  # the work waits for its screen to be up
 
     # ---- what subclasses provide -----------------------------------------------------------
 
@@ -76,6 +78,20 @@ class BackgroundJob(Generic[Result, Shown]):
         raise NotImplementedError
 
     # ---- shared ----------------------------------------------------------------------------
+
+    def run_once_shown(self) -> Result:
+        """The worker's function: `run()`, once the app has drawn the job's screen. Building a
+        screen holds the interpreter for a moment, which the job, in the same process, would
+        otherwise lose."""
+        self._shown.wait()
+        return self.run()
+
+    def shown(self) -> None:
+        """The job's screen is up: its clock (held until now, so that its elapsed time and
+        rates count only its work) starts, unless it was paused meanwhile, and so does it."""
+        if not self.control.paused:
+            self.control.clock.release()
+        self._shown.set()
 
     @property
     def done(self) -> bool:
@@ -118,7 +134,9 @@ class BackgroundJob(Generic[Result, Shown]):
             self.note("paused")
 
     def cancel(self) -> None:
-        """Ask the job to stop; it saves its map and ends as interrupted."""
+        """Ask the job to stop; it saves its map and ends as interrupted (a job not started
+        yet starts to do so)."""
+        self._shown.set()
         if not self.done and not self.cancelling:
             self.cancelling = True
             self.control.cancel()

@@ -3,18 +3,21 @@ resumed, paused, quit while running, the jobs list and a failing job."""
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 import pytest
 from textual.pilot import Pilot
 
-from rescue.engine.imaging import ImageRequest
+from rescue.engine.imaging import ImageJob, ImageRequest
 from rescue.engine.rescue import Outcome, RescueOptions
 from rescue.errors import DestinationError, ExitCode
 from rescue.formats import mapfile
 from rescue.rangemap import BAD, FINISHED
 from rescue.sim.faulty import FaultySource
-from rescue.tui.app import make_app, make_demo_app
+from rescue.tui.app import held_control, make_app, make_demo_app
+from rescue.tui.jobs import RunningJob
 from rescue.tui.screens.dialogs import HelpScreen, QuitScreen
 from rescue.tui.screens.job import JobScreen
 from rescue.tui.screens.jobs import JobsScreen
@@ -38,6 +41,28 @@ def request(tmp_path: Path, spec: str) -> ImageRequest:
 
 def bad_bytes(spec: str) -> int:
     return len(FaultySource(spec).bad_sectors()) * 512
+
+
+@pytest.mark.parametrize("cancelled", [False, True])
+def test_a_job_and_its_clock_wait_for_its_screen(tmp_path: Path, cancelled: bool) -> None:
+    """A job opened before the app is up (as `rescue demo` opens it) reads nothing and counts
+    no time until its screen is shown; cancelled before that, it starts only to save its map."""
+    running = RunningJob(ImageJob(request(tmp_path, FAST), held_control()), "waiting")
+    outcome: list[Outcome] = []
+    worker = threading.Thread(target=lambda: outcome.append(running.run_once_shown()))
+    worker.start()
+    time.sleep(0.3)  # what building a screen may take
+    progress = running.job.progress()
+    assert worker.is_alive() and progress.elapsed == 0 and progress.rescued == 0
+    if cancelled:
+        running.cancel()
+    else:
+        running.shown()
+    worker.join(60)
+    assert outcome == [Outcome.INTERRUPTED if cancelled else Outcome.UNREADABLE]
+    if not cancelled:
+        assert running.job.progress().elapsed > 0
+    assert (tmp_path / "disk.img.map").exists()
 
 
 def test_demo_job_runs_to_completion(tmp_path: Path) -> None:

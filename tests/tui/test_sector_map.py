@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from textual.pilot import Pilot
 
-from rescue.rangemap import BAD, FINISHED, NON_TRIED, STATES, RangeMap
+from rescue.formats import mapfile
+from rescue.rangemap import BAD, FINISHED, JOURNAL_SPANS, NON_TRIED, STATES, RangeMap
 from rescue.tui.app import make_app
 from rescue.tui.widgets.sector_map import (
     ASCII_GLYPHS,
@@ -20,6 +21,7 @@ from rescue.tui.widgets.sector_map import (
     SectorMap,
     cell_bytes_for,
     cell_states,
+    refreshed_cells,
 )
 from tests.fixtures.mapfiles import AREAS, MAP_SIZE, write_map
 from tests.fixtures.tui import drive
@@ -76,6 +78,95 @@ def test_cells_match_the_per_cell_definition(seed: int) -> None:
         cell_bytes = cell_bytes_for(end - begin, count)
         expected = reference_cells(rmap, begin, end, cell_bytes, count)
         assert cell_states(snapshot, begin, end, cell_bytes, count) == expected
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_cells_match_the_definition_where_areas_crowd_into_a_few_cells(seed: int) -> None:
+    """Most areas in a few cells, a few over the rest: the bisect's first guess (twice the
+    average areas per cell) misses in the crowded cells and overshoots everywhere else."""
+    rng = random.Random(seed)
+    rmap = random_map(seed, 512 * MIB, 20)
+    for _ in range(3000):
+        crowd = rng.choice((3 * MIB, 300 * MIB))
+        rmap.set(crowd + rng.randrange(2048) * SECTOR, SECTOR, rng.choice(STATES))
+    snapshot = rmap.snapshot()
+    for count in (1360, 333, 7):
+        cell_bytes = cell_bytes_for(rmap.size, count)
+        expected = reference_cells(rmap, 0, rmap.size, cell_bytes, count)
+        assert cell_states(snapshot, 0, rmap.size, cell_bytes, count) == expected
+
+
+def job_like_changes(rng: random.Random, rmap: RangeMap, count: int) -> None:
+    """What a job does between two frames: forward reads in a row, a backward walk, and
+    scattered single sectors (trimming, scraping, retries), states of every kind."""
+    pos = rng.randrange(0, rmap.size // SECTOR) * SECTOR
+    for _ in range(count):
+        kind = rng.random()
+        length = rng.choice((SECTOR, 4096, 65536, MIB))
+        if kind < 0.5:  # reading on from where the last read ended
+            pos = min(pos, rmap.size - length)
+        elif kind < 0.7:  # walking backward
+            pos = max(pos - 2 * length, 0)
+        else:  # somewhere else
+            pos = rng.randrange(0, (rmap.size - length) // SECTOR) * SECTOR
+        rmap.set(pos, length, rng.choice(STATES))
+        pos += length
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_refreshed_cells_equal_cells_computed_from_scratch(seed: int) -> None:
+    rng = random.Random(seed)
+    rmap = random_map(seed, 512 * MIB, 300)
+    views = ((0, rmap.size, 1360), (3 * MIB + 512, 77 * MIB, 333), (0, rmap.size, 7),
+             (100 * MIB, 100 * MIB + 8 * SECTOR, 80))
+    older = rmap.snapshot()
+    drawn = {view: cell_states(older, view[0], view[1], cell_bytes_for(view[1] - view[0],
+                                                                        view[2]), view[2])
+             for view in views}
+    for _ in range(12):
+        job_like_changes(rng, rmap, rng.choice((1, 10, 100)))
+        snapshot = rmap.snapshot()
+        spans = snapshot.changed_since(older)
+        assert spans is not None
+        for (begin, end, count), cells in drawn.items():
+            cell_bytes = cell_bytes_for(end - begin, count)
+            fresh = cell_states(snapshot, begin, end, cell_bytes, count)
+            assert refreshed_cells(cells, snapshot, begin, end, cell_bytes, spans) == fresh
+            drawn[begin, end, count] = fresh
+        older = snapshot
+
+
+def test_changes_are_known_only_within_the_journal_and_the_same_map() -> None:
+    rmap = RangeMap(64 * MIB, FINISHED)
+    first = rmap.snapshot()
+    assert first.changed_since(first) == []
+    rmap.set(MIB, SECTOR, BAD)
+    rmap.set(MIB + SECTOR, SECTOR, BAD)  # touching: one span
+    assert rmap.snapshot().changed_since(first) == [(MIB, MIB + 2 * SECTOR)]
+    for k in range(JOURNAL_SPANS + 1):  # scattered: one span each, the oldest forgotten
+        rmap.set(2 * MIB + 2 * k * SECTOR, SECTOR, BAD)
+    recent = rmap.snapshot()
+    assert recent.changed_since(first) is None
+    rmap.set(0, SECTOR, NON_TRIED)
+    assert rmap.snapshot().changed_since(recent) == [(0, SECTOR)]
+    other = RangeMap(64 * MIB, FINISHED).snapshot()
+    assert recent.changed_since(other) is None and other.changed_since(first) is None
+
+
+def test_a_forward_pass_changes_only_what_it_read_since_the_last_snapshot() -> None:
+    """A copy pass reads on and on: each frame redraws what it read since the frame before,
+    not everything since the pass began."""
+    rmap = RangeMap(64 * MIB)
+    older = rmap.snapshot()
+    pos = 0
+    for _ in range(5):
+        begin = pos
+        for _ in range(16):
+            rmap.set(pos, 65536, FINISHED)
+            pos += 65536
+        snapshot = rmap.snapshot()
+        assert snapshot.changed_since(older) == [(begin, pos)]
+        older = snapshot
 
 
 def test_cells_past_the_end_are_empty() -> None:
@@ -190,3 +281,60 @@ def test_map_characters_per_look(tmp_path: Path, look: MapLook) -> None:
             assert colours == {None}
 
     drive(make_app(map_path=str(path), look=look), scenario)
+
+
+def sample_map(tmp_path: Path) -> tuple[Path, RangeMap]:
+    """The sample mapfile, and its map loaded for a test to change as a job would."""
+    path = tmp_path / "disk.map"
+    write_map(path)
+    return path, mapfile.load(str(path)).rmap
+
+
+def test_live_frames_draw_what_a_fresh_frame_draws(tmp_path: Path) -> None:
+    """Frames after changes, each drawn only where the map changed, show every cell as a
+    widget drawing that snapshot from scratch does."""
+    path, rmap = sample_map(tmp_path)
+    look = MapLook(ascii=True, monochrome=True)
+
+    def cells_on_screen(widget: SectorMap) -> list[str]:
+        return [widget.render_line(y).text for y in range(widget.size.height)]
+
+    async def scenario(pilot: Pilot) -> None:
+        widget = map_widget(pilot)
+        rng = random.Random(5)
+        widget.show(rmap.snapshot())
+        for _ in range(10):
+            job_like_changes(rng, rmap, rng.choice((1, 20, 200)))
+            snapshot = rmap.snapshot()
+            widget.show(snapshot)
+            columns, rows = widget.size
+            count = columns * rows
+            fresh = cell_states(snapshot, 0, rmap.size, cell_bytes_for(rmap.size, count), count)
+            expected = "".join(look.glyphs[chr(code)] if code else " " for code in fresh)
+            assert "".join(cells_on_screen(widget)) == expected  # the cursor: same glyph
+
+    drive(make_app(map_path=str(path), look=look), scenario)
+
+
+def test_the_cursor_line_follows_changes_under_the_cursor(tmp_path: Path) -> None:
+    """The cursor's exact counts are told again when the job writes under the cursor; a
+    change elsewhere leaves them as they are."""
+    path, rmap = sample_map(tmp_path)
+
+    async def scenario(pilot: Pilot) -> None:
+        widget = map_widget(pilot)
+        cursor_line = pilot.app.screen.query_one("#cursor")
+        widget.show(rmap.snapshot())
+        await pilot.pause()
+        begin, end = widget.cursor_range()
+        rmap.set(end - 3 * SECTOR, 3 * SECTOR, BAD)  # under the cursor
+        widget.show(rmap.snapshot())
+        await pilot.pause()
+        assert widget.cursor_counts() == rmap.state_bytes(begin, end)
+        assert "bad 1.5 KiB" in str(cursor_line.render())
+        rmap.set(end + 7 * SECTOR, SECTOR, BAD)  # next cell: the cursor's counts stay
+        widget.show(rmap.snapshot())
+        await pilot.pause()
+        assert "bad 1.5 KiB" in str(cursor_line.render())
+
+    drive(make_app(map_path=str(path), look=MapLook()), scenario)

@@ -62,7 +62,8 @@ class JobScreenBase(Screen, Generic[Shown]):
         super().__init__(*args)
         self.running = running
         self._log_shown = 0
-        self._actions: tuple[bool, bool] | None = None
+        # the footer is composed with the job as it is now: rebuilt only when that changes
+        self._actions = (running.done, running.cancelling)
 
     def draw(self, progress: Shown) -> None:
         """Show `progress`, the running job's progress now."""

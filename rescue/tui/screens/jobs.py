@@ -28,10 +28,16 @@ class JobsScreen(Screen):
         return host_of(self)
 
     def on_mount(self) -> None:
-        self.set_interval(1.0, self.refresh_list)
+        self._timer = self.set_interval(1.0, self.refresh_list)
 
     def on_screen_resume(self) -> None:
+        self._timer.resume()
         self.refresh_list()
+
+    def on_screen_suspend(self) -> None:
+        """Under a job's screen the list waits: every wake-up of the app's thread takes the
+        interpreter from the job for a moment."""
+        self._timer.pause()
 
     def refresh_list(self) -> None:
         """Rebuild the list only when a line changed: over a serial line every redraw costs."""

@@ -7,6 +7,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Static
 
 from rescue.tui.widgets.sector_map import MapLook, SectorMap
+from rescue.tui.widgets.text import show_text
 
 
 class MapScreen(Screen):
@@ -37,10 +38,10 @@ class MapScreen(Screen):
         self.query_one("#legend", Static).update(self.sector_map.legend())
 
     def on_sector_map_cursor_moved(self, event: SectorMap.CursorMoved) -> None:
-        self.query_one("#cursor", Static).update(event.sector_map.describe_cursor())
+        show_text(self.query_one("#cursor", Static), event.sector_map.describe_cursor())
 
     def set_title(self, text: str) -> None:
-        self.query_one("#title", Static).update(text)
+        show_text(self.query_one("#title", Static), text)
 
     def set_counters(self, text: str) -> None:
-        self.query_one("#counters", Static).update(text)
+        show_text(self.query_one("#counters", Static), text)

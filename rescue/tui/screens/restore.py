@@ -12,6 +12,7 @@ from textual.widgets import Footer, Log, Static
 from rescue.engine.restore import RestoreProgress, TargetProgress
 from rescue.tui.jobs import RunningRestore
 from rescue.tui.screens.job import JobScreenBase
+from rescue.tui.widgets.text import show_text
 from rescue.units import human_duration, human_rate, human_size
 
 
@@ -46,7 +47,6 @@ class RestoreScreen(JobScreenBase[RestoreProgress]):
     def __init__(self, running: RunningRestore) -> None:
         super().__init__(running)
         self.running: RunningRestore = running
-        self._drawn = ""
 
     def compose(self) -> ComposeResult:
         yield Static(id="title", markup=False)
@@ -58,10 +58,7 @@ class RestoreScreen(JobScreenBase[RestoreProgress]):
         self.start_following()
 
     def draw(self, progress: RestoreProgress) -> None:
-        text = (f"[{self.running.state}] {human_duration(progress.elapsed)}  {progress.phase}  "
-                f"{self.running.title}\n{progress_lines(progress)}")
-        if text != self._drawn:  # only what changed goes down the line
-            self._drawn = text
-            title, _, targets = text.partition("\n")
-            self.query_one("#title", Static).update(title)
-            self.query_one("#targets", Static).update(targets)
+        show_text(self.query_one("#title", Static),  # only what changed goes down the line
+                  f"[{self.running.state}] {human_duration(progress.elapsed)}  "
+                  f"{progress.phase}  {self.running.title}")
+        show_text(self.query_one("#targets", Static), progress_lines(progress))
