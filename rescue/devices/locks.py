@@ -16,11 +16,13 @@ other use; a job on sdb1 and one on sdb2 never meet.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import fcntl
 import hashlib
 import os
 import stat
+import struct
 import time
 from dataclasses import dataclass
 
@@ -78,14 +80,40 @@ def _device_number(path: str) -> int | None:
     return info.st_rdev if stat.S_ISBLK(info.st_mode) else None
 
 
+_STATX = getattr(ctypes.CDLL(None, use_errno=True), "statx", None)  # glibc 2.28 and later
+_AT_FDCWD = -100
+_STATX_INO_BTIME = 0x100 | 0x800
+_STATX_SIZE = 256
+_STATX_INO = struct.Struct("<Q")  # struct statx: stx_ino at byte 32
+_STATX_BTIME = struct.Struct("<qI")  # stx_btime (seconds, nanoseconds) at byte 80
+
+
+def _inode(path: str) -> str:
+    """The file's inode number and, where the file system records it, when that inode was
+    made (ns): an inode number is handed to a new file once the old one is gone, the pair
+    names one file for good. Raises OSError when there is no such file."""
+    if _STATX is None:
+        return str(os.stat(path).st_ino)
+    buffer = ctypes.create_string_buffer(_STATX_SIZE)
+    if _STATX(_AT_FDCWD, os.fsencode(path), 0, _STATX_INO_BTIME, buffer) != 0:
+        error = ctypes.get_errno()
+        raise OSError(error, os.strerror(error), path)
+    (number,) = _STATX_INO.unpack_from(buffer.raw, 32)
+    if not int.from_bytes(buffer.raw[:4], "little") & 0x800:
+        return str(number)
+    seconds, nanoseconds = _STATX_BTIME.unpack_from(buffer.raw, 80)
+    return f"{number}-{seconds * 1_000_000_000 + nanoseconds}"
+
+
 def _file_keys(path: str) -> list[str]:
     """A file by its real path (it may not exist yet) and, once it exists, by its inode too,
-    so another name for it (a hard link, a bind mount) meets the same lock."""
+    so another name for it (a hard link, a bind mount) meets the same lock. The inode's birth
+    time is part of its key: a job's map is replaced at every save and a job may delete a
+    file it locked, and a new file given the freed inode number is another file."""
     real = os.path.realpath(path)
     keys = [f"file-{hashlib.sha256(real.encode()).hexdigest()[:32]}"]
     with contextlib.suppress(OSError):
-        info = os.stat(real)
-        keys.append(f"inode-{info.st_dev}-{info.st_ino}")
+        keys.append(f"inode-{os.stat(real).st_dev}-{_inode(real)}")
     return keys
 
 

@@ -183,3 +183,29 @@ def test_without_run_the_locks_live_in_the_users_own_folder(
         locks.write(image)
         assert [use.holder.pid for use in users(image)] == [os.getpid()]
         assert os.listdir(tmp_path / "rescue" / "locks")
+
+
+def test_a_new_file_on_a_freed_inode_number_is_not_the_old_one(tmp_path: Path,
+                                                               holders: list[Holder]) -> None:
+    """A job holds the map it has since replaced (a save renames a new file over it) or a
+    file it has deleted; a file later given the same inode number is free to use."""
+    old = tmp_path / "old.map"
+    old.write_bytes(b"x")
+    number = old.stat().st_ino
+    holders.append(Holder(("write", str(old))))
+    old.unlink()
+    reused = None
+    for attempt in range(2000):  # the file system hands out the freed number again soon
+        candidate = tmp_path / f"new-{attempt}.img"
+        candidate.write_bytes(b"y")
+        if candidate.stat().st_ino == number:
+            reused = candidate
+            break
+    assert reused is not None, "no new file was given the freed inode number"
+    with Locks() as locks:
+        locks.write(str(reused))
+        assert [use.holder.pid for use in users(str(reused))] == [os.getpid()]
+    os.link(reused, tmp_path / "other-name.img")  # and another name still meets the lock
+    holders.append(Holder(("write", str(reused))))
+    assert f"being written by PID {holders[1].pid}" in refusal("read",
+                                                               str(tmp_path / "other-name.img"))
