@@ -39,6 +39,7 @@ from rescue.formats.image import (
     read_manifest,
     require_format,
     require_level,
+    require_threads,
     store_manifest,
 )
 from rescue.formats.manifest import SIDECAR_SUFFIX, Manifest, rescue_summary
@@ -75,11 +76,13 @@ class ImageRequest:
     command_line: str = ""
     reads_log: str | None = None  # GNU ddrescue's --log-reads, appended to
     events_log: str | None = None  # GNU ddrescue's --log-events, appended to
+    threads: int | None = None  # compression threads; None: one per CPU this process may use
 
     def __post_init__(self) -> None:
         """The options checked themselves (RescueOptions); the level counts where the image's
         format compresses; each --first is a path from a file system's root."""
         require_level(format_for(self.dest, self.image_format), self.level)
+        require_threads(self.threads)
         for path in self.first:
             FirstPath.parse(path)
 
@@ -93,6 +96,8 @@ class ImageRequest:
             argv += ["--format", self.image_format]
         if self.image_format != "raw" and (self.image_format or self.level != DEFAULT_LEVEL):
             argv += ["--level", str(self.level)]
+        if self.threads is not None:
+            argv += ["--threads", str(self.threads)]
         if self.domain_path is not None:
             argv += ["--domain", self.domain_path]
         if self.mode != "full":
@@ -234,7 +239,7 @@ class ImageJob:
             self.logs.open()  # before the image: a log that cannot be written leaves no image
             # qcow2 or raw: a rescue writes in any order, and continues what it finds
             writer = open_writer(self.image_path, self.image_format, self.source.size,
-                                 request.level)
+                                 request.level, request.threads)
             # a fresh image can be fingerprinted as it is written; a resumed one cannot
             fresh = not self.mapfile.rmap.totals()[FINISHED]
             self.digesting = DigestingWriter(writer) if fresh else None
@@ -531,7 +536,8 @@ class ImageJob:
             # the .img.zst appears under its name only once complete; until then a kill leaves
             # the staging image and the map, and the same command converts again
             Conversion(self.image_path, self.request.dest, "zst", self.request.level,
-                       force=True, source_format=self.image_format, locked=True).run()
+                       force=True, source_format=self.image_format, locked=True,
+                       threads=self.request.threads).run()
             os.unlink(self.image_path)
         return outcome
 
