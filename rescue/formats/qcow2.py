@@ -44,6 +44,7 @@ import zstandard
 
 from rescue.errors import DestinationError, FormatError, UsageError
 from rescue.formats.base import AbandonableWriter, Capabilities, DamagedData, FdReader
+from rescue.formats.buffers import Buffers
 from rescue.formats.manifest import MAX_SIZE as MANIFEST_MAX_SIZE
 
 MAGIC = b"QFI\xfb"
@@ -676,7 +677,8 @@ class _Partial:
     dirty: bool = False  # changed since last handed to the compressors
 
 
-_Job = list[tuple[int, bytes]]  # (first logical cluster index, raw bytes of whole clusters)
+# (first logical cluster index, raw bytes of whole clusters: a buffer of `_buffers`, or bytes)
+_Job = list[tuple[int, bytes | memoryview]]
 _Result = list[tuple[int, bytes | None]]  # (logical cluster index, stored payload or None: zeros)
 
 
@@ -708,7 +710,8 @@ class Qcow2Writer(_Image, AbandonableWriter):
         self._max_pending = 4 * threads
         self._max_partials = max(16, (32 << 20) // self.cluster_size)
         self._partials: OrderedDict[int, _Partial] = OrderedDict()
-        self._inflight: dict[int, tuple[int, bytes]] = {}  # cluster: the run queued with it
+        self._inflight: dict[int, tuple[int, bytes | memoryview]] = {}  # cluster: its run
+        self._buffers = Buffers()
         self._pending: deque[tuple[Future[_Result], _Job]] = deque()
         self._manifest_pending: bytes | None = None
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="qcow2")
@@ -856,7 +859,7 @@ class Qcow2Writer(_Image, AbandonableWriter):
             if self._partials:  # the run stops before a cluster being completed
                 whole = next((n for n in range(1, whole) if index + n in self._partials),
                              whole)
-            self._submit([(index, bytes(view[position:position + whole * cs]))])
+            self._submit([(index, self._buffers.copy(view[position:position + whole * cs]))])
             position += whole * cs
 
     def _write_partial(self, index: int, within: int, piece: memoryview) -> None:
@@ -883,7 +886,7 @@ class Qcow2Writer(_Image, AbandonableWriter):
         if partial.dirty:
             self._submit([(index, bytes(partial.buffer))])
 
-    def _current(self, index: int) -> bytes:
+    def _current(self, index: int) -> bytes | memoryview:
         """The cluster's latest contents: queued for compression, or as stored."""
         queued = self._inflight.get(index)
         if queued is not None:
@@ -917,7 +920,7 @@ class Qcow2Writer(_Image, AbandonableWriter):
         self._pending.append((self._pool.submit(self._compress_job, job), job))
         self._reap(self._max_pending)
 
-    def _run_indexes(self, run: tuple[int, bytes]) -> range:
+    def _run_indexes(self, run: tuple[int, bytes | memoryview]) -> range:
         index, data = run
         return range(index, index + len(data) // self.cluster_size)
 
@@ -960,6 +963,7 @@ class Qcow2Writer(_Image, AbandonableWriter):
                 for index in self._run_indexes(run):
                     if self._inflight.get(index) is run:
                         del self._inflight[index]
+                self._buffers.give(run[1])
             self._store(results)
 
     def _store(self, results: _Result) -> None:

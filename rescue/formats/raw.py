@@ -14,6 +14,7 @@ from collections.abc import Iterator
 
 from rescue.errors import DestinationError, FormatError
 from rescue.formats.base import Capabilities, DamagedData, FdReader
+from rescue.formats.buffers import Buffers
 from rescue.io.blockdev import BlockTarget, is_block_device
 
 _ZERO = bytes(4 << 20)
@@ -57,14 +58,16 @@ class _WriteBehind:
 
     def __init__(self, fd: int, path: str) -> None:
         self.fd, self.path = fd, path
-        self.queue: queue.Queue[tuple[int, bytes] | None] = queue.Queue(QUEUED)
+        self.queue: queue.Queue[tuple[int, memoryview] | None] = queue.Queue(QUEUED)
+        self.buffers = Buffers()
         self.error: DestinationError | None = None
         self.thread = threading.Thread(target=self._run, name="raw-write", daemon=True)
         self.thread.start()
 
-    def put(self, offset: int, data: bytes) -> None:
+    def put(self, offset: int, data: memoryview) -> None:
+        """Queue a copy of `data`, to be written at `offset`."""
         self._raise()
-        self.queue.put((offset, data))
+        self.queue.put((offset, self.buffers.copy(data)))
 
     def drain(self) -> None:
         """Wait until every queued write is done; raise the first that failed."""
@@ -97,6 +100,7 @@ class _WriteBehind:
             except DestinationError as error:
                 self.error = error
             finally:
+                self.buffers.give(data)
                 self.queue.task_done()
         self.queue.task_done()
 
@@ -140,7 +144,7 @@ class RawWriter:
             # the file is sparse and was created by us: a hole already reads as zeros
             view = memoryview(data).cast("B")
             for start, end in data_runs(offset, view):
-                self._behind.put(offset + start, bytes(view[start:end]))
+                self._behind.put(offset + start, view[start:end])
             return
         assert self._block is not None
         try:
