@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 
 from rescue.errors import UsageError
-from rescue.formats.image import FORMATS
+from rescue.formats.image import FORMATS, default_threads
 from rescue.units import parse_size
 
 
@@ -30,3 +30,10 @@ def add_image_argument(parser: argparse.ArgumentParser, name: str = "image",
     parser.add_argument(option, dest="image_format", choices=FORMATS,
                         help=f"read {name.upper()} as this format instead of detecting it "
                              "(raw: a raw image whose name does not end in .img)")
+
+
+def add_threads_argument(parser: argparse.ArgumentParser, work: str) -> None:
+    """--threads N: how many worker threads do the job's `work` (compressing, decoding)."""
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help=f"worker threads for {work} (default: one per CPU this process "
+                             f"may use, here {default_threads()})")

@@ -12,7 +12,7 @@ import shlex
 import sys
 from typing import TYPE_CHECKING
 
-from rescue.commands import size_argument
+from rescue.commands import add_threads_argument, size_argument
 from rescue.commands.status import ProgressReporter, run_presented
 from rescue.engine.choices import MODES, ORDERS
 from rescue.formats.image import DEFAULT_LEVEL, FORMATS
@@ -122,6 +122,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--format", choices=FORMATS, help="image format (default: by extension)")
     parser.add_argument("--level", type=int, default=DEFAULT_LEVEL,
                         help=f"compression level (default {DEFAULT_LEVEL})")
+    add_threads_argument(parser, "compression (.qcow2, .img.zst)")
     parser.add_argument("--domain", metavar="MAPFILE",
                         help="read only what this mapfile marks finished ('+')")
     parser.add_argument("--mode", choices=MODES, default="full",
@@ -183,7 +184,8 @@ def run(args: argparse.Namespace) -> int:
         source=args.source, dest=args.dest, map_path=args.map_path, image_format=args.format,
         level=args.level, domain_path=args.domain, mode=args.mode, order=args.order,
         first=tuple(args.first), force=args.force, options=rescue_options(args),
-        command_line=shlex.join(sys.argv), reads_log=args.log_reads, events_log=args.log_events)
+        command_line=shlex.join(sys.argv), reads_log=args.log_reads, events_log=args.log_events,
+        threads=args.threads)
     job = ImageJob(request)
     for warning in job.warnings:
         print(f"warning: {warning}", file=sys.stderr)

@@ -14,7 +14,7 @@ import shlex
 import sys
 from typing import TYPE_CHECKING, TextIO
 
-from rescue.commands import add_image_argument
+from rescue.commands import add_image_argument, add_threads_argument
 from rescue.commands.status import ProgressReporter, run_presented
 from rescue.engine.choices import default_map_dir
 from rescue.errors import RefusedError
@@ -52,6 +52,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="override the safety reasons that may be overridden")
     parser.add_argument("--map-dir", metavar="DIR",
                         help=f"where the resume mapfiles live (default {default_map_dir()})")
+    add_threads_argument(parser, "decoding the image")
     parser.add_argument("--checkpoint", type=float, default=5.0, metavar="SECONDS",
                         help="sync the targets and save their maps this often (default 5)")
     parser.add_argument("--json", action="store_true",
@@ -148,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
         image=args.image, targets=tuple(args.targets), partition=args.partition,
         image_format=args.image_format, verify=args.verify, skip_holes=args.skip_holes,
         force=args.force, map_dir=args.map_dir, check_image=args.check_image,
-        checkpoint=args.checkpoint, command_line=shlex.join(sys.argv))
+        checkpoint=args.checkpoint, command_line=shlex.join(sys.argv), threads=args.threads)
     control = JobControl()
     job = RestoreJob(request, control)
     checks = job.check()

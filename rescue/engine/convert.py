@@ -33,6 +33,7 @@ from rescue.formats.image import (
     open_writer,
     read_manifest,
     require_level,
+    require_threads,
     store_manifest,
 )
 from rescue.formats.integrity import DIGESTS, recorded_digest
@@ -79,12 +80,16 @@ class Conversion:
     def __init__(self, source: str, dest: str, dest_format: str | None = None,
                  level: int = DEFAULT_LEVEL, force: bool = False,
                  control: JobControl | None = None,
-                 source_format: str | None = None, locked: bool = False) -> None:
+                 source_format: str | None = None, locked: bool = False,
+                 threads: int | None = None) -> None:
         """`locked`: the caller has checked `dest` and holds the locks on both (an imaging
-        job turning its staging image into the .img.zst)."""
+        job turning its staging image into the .img.zst). `threads`: the writer's
+        compression threads (default: one per CPU this process may use)."""
         self.source, self.dest = source, dest
         self.fmt = format_for(dest, dest_format)
         require_level(self.fmt, level)
+        require_threads(threads)
+        self.threads = threads
         self.in_place = _is_device(dest)  # a disk is written in place, a file under .partial
         self.level = level
         self.control = control or JobControl()
@@ -116,7 +121,7 @@ class Conversion:
             target = self.dest if self.in_place else partial_path(self.dest)
             if target != self.dest and os.path.lexists(target):
                 os.unlink(target)  # left by a run that was killed: a conversion starts over
-            writer = open_writer(target, self.fmt, reader.size, self.level)
+            writer = open_writer(target, self.fmt, reader.size, self.level, self.threads)
             try:
                 manifest.blake3 = self._copy(reader, writer, recorded_digest(manifest))
                 manifest.fingerprint = manifest.sha256 = None  # a new image records BLAKE3

@@ -33,6 +33,7 @@ from rescue.formats import mapfile
 from rescue.formats.base import ImageReader, ImageWriter
 from rescue.formats.fingerprint import hash_image
 from rescue.formats.image import (
+    default_threads,
     format_for,
     open_reader,
     open_writer,
@@ -202,14 +203,15 @@ class ImageJob:
         is streamed, and may skip what this job never writes (outside its domain)."""
         if self.staging_path is None:
             return open_writer(self.image_path, self.format, self.source.size,
-                               self.request.level)
+                               self.request.level, self.request.threads)
         if domain is not None and metadata_first and self.plan is not None:
             domain = RangeMap.from_areas(domain.size, domain.areas())
             for start, length, state in self.plan.metadata.areas():
                 if state == FINISHED:
                     domain.set(start, length, FINISHED)
         self.stream = ZstStream(self.request.dest, self.source.size, self.request.level,
-                                self.mapfile.rmap, domain, threads=os.cpu_count() or 2)
+                                self.mapfile.rmap, domain,
+                                threads=self.request.threads or default_threads())
         return self.stream
 
     def _open_image(self) -> ImageReader:

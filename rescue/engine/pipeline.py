@@ -222,10 +222,10 @@ class Pipeline:
 
     def __init__(self, image: str, image_format: str, start: int,
                  allocated: list[tuple[int, int]], *, hashing: bool, skip_holes: bool,
-                 checkpoint: float) -> None:
+                 checkpoint: float, threads: int) -> None:
         self.image_offset, self.allocated = start, allocated
         self.hashing, self.skip_holes, self.checkpoint = hashing, skip_holes, checkpoint
-        self.decoders = Decoders(image, image_format, max(1, min(4, os.cpu_count() or 1)))
+        self.decoders = Decoders(image, image_format, threads)
         self.pool = BufferPool()
         self.lanes: list[_Lane] = []
 

@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass, field
 
 from rescue.engine.rescue import RescueOptions
-from rescue.formats.image import DEFAULT_LEVEL, format_for, require_level
+from rescue.formats.image import DEFAULT_LEVEL, format_for, require_level, require_threads
 from rescue.fs.chosen import FirstPath
 
 
@@ -30,11 +30,13 @@ class ImageRequest:
     command_line: str = ""
     reads_log: str | None = None  # GNU ddrescue's --log-reads, appended to
     events_log: str | None = None  # GNU ddrescue's --log-events, appended to
+    threads: int | None = None  # compression threads; None: one per CPU this process may use
 
     def __post_init__(self) -> None:
         """The options checked themselves (RescueOptions); the level counts where the image's
         format compresses; each --first is a path from a file system's root."""
         require_level(format_for(self.dest, self.image_format), self.level)
+        require_threads(self.threads)
         for path in self.first:
             FirstPath.parse(path)
 
@@ -48,6 +50,8 @@ class ImageRequest:
             argv += ["--format", self.image_format]
         if self.image_format != "raw" and (self.image_format or self.level != DEFAULT_LEVEL):
             argv += ["--level", str(self.level)]
+        if self.threads is not None:
+            argv += ["--threads", str(self.threads)]
         if self.domain_path is not None:
             argv += ["--domain", self.domain_path]
         if self.mode != "full":

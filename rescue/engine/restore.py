@@ -57,7 +57,7 @@ from rescue.errors import (
 )
 from rescue.formats.base import DamagedData, ImageReader
 from rescue.formats.fingerprint import BackgroundHasher, chunk_digest
-from rescue.formats.image import detect_format, open_reader
+from rescue.formats.image import default_threads, detect_format, open_reader, require_threads
 from rescue.formats.integrity import ImageGate, Verdict, add_range, read_checked
 from rescue.fs import fitting
 from rescue.fs.partitions import PartitionTable, read_partition_table
@@ -79,11 +79,13 @@ class RestoreRequest:
     checkpoint: float = 5.0  # seconds between fsync + map save on each target
     command_line: str = ""
     image_format: str | None = None  # --format; detected from the image when None
+    threads: int | None = None  # decoding threads; None: one per CPU this process may use
 
     def __post_init__(self) -> None:
         """Refuse what no restore could use, whoever asks; NaN fails the comparison too."""
         if not self.checkpoint >= 0:
             raise UsageError("--checkpoint must not be negative")
+        require_threads(self.threads)
 
     def to_argv(self) -> list[str]:
         """The `rescue restore` command that starts (or continues) this restore: what differs
@@ -101,6 +103,8 @@ class RestoreRequest:
             argv += ["--map-dir", self.map_dir]
         if self.checkpoint != RestoreRequest.checkpoint:
             argv += ["--checkpoint", f"{self.checkpoint:g}"]
+        if self.threads is not None:
+            argv += ["--threads", str(self.threads)]
         return argv
 
 
@@ -421,7 +425,8 @@ class RestoreJob:
         try:
             with Pipeline(self.image, self.image_format, start, self.allocated,
                           hashing=self.request.verify, skip_holes=self.request.skip_holes,
-                          checkpoint=self.request.checkpoint) as pipeline:
+                          checkpoint=self.request.checkpoint,
+                          threads=self.request.threads or default_threads()) as pipeline:
                 writing = pipeline.start_writers(self._targets)
                 for chunk in pipeline.chunks(length, every=self.request.verify or whole):
                     self.control.wait_if_paused()

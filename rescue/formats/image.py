@@ -26,6 +26,7 @@ FORMATS = ("raw", "qcow2", "zst")
 COMPRESSED = ("qcow2", "zst")  # the formats whose writers compress, at a level of LEVELS
 LEVELS = range(1, 20)  # zstd's compression levels
 DEFAULT_LEVEL = 3
+MAX_THREADS = 256  # worker threads for compressing or decoding: more only wastes memory
 MIN_IMAGE_SIZE = 512  # one sector: anything smaller holds no disk
 _HEAD = 4096
 _TAIL = 512
@@ -214,21 +215,36 @@ def require_level(fmt: str, level: int) -> None:
         raise UsageError(f"the level must be between {LEVELS.start} and {LEVELS.stop - 1}")
 
 
-def open_writer(path: str, fmt: str, size: int, level: int) -> ImageWriter:
+def default_threads() -> int:
+    """Worker threads for compressing and decoding when none are asked for: one per CPU this
+    process may run on (its affinity, which a container or `taskset` narrows)."""
+    return max(1, len(os.sched_getaffinity(0)))
+
+
+def require_threads(threads: int | None) -> None:
+    """Refuse a worker-thread count no job could use; None is the default."""
+    if threads is not None and not 1 <= threads <= MAX_THREADS:
+        raise UsageError(f"--threads must be between 1 and {MAX_THREADS}, got {threads}")
+
+
+def open_writer(path: str, fmt: str, size: int, level: int,
+                threads: int | None = None) -> ImageWriter:
     """A writer of `fmt` at `path`: a new image, or the continuation of a qcow2 or raw image
-    an interrupted rescue left there (a conversion makes sure nothing is there).
+    an interrupted rescue left there (a conversion makes sure nothing is there); compressed
+    formats compress on `threads` worker threads (default: `default_threads()`).
 
     qcow2 and raw take writes in any order; .img.zst only in order (see SequentialWriter).
     """
     require_level(fmt, level)
+    require_threads(threads)
     if fmt == "qcow2":
         from rescue.formats.qcow2 import Qcow2Writer
 
-        return Qcow2Writer(path, size, level=level)
+        return Qcow2Writer(path, size, level=level, threads=threads or default_threads())
     if fmt == "zst":
         from rescue.formats.zstseek import ZstSeekWriter
 
-        return ZstSeekWriter(path, size, level=level)
+        return ZstSeekWriter(path, size, level=level, threads=threads or default_threads())
     from rescue.formats.raw import RawWriter
 
     return RawWriter(path, size)

@@ -44,6 +44,7 @@ import zstandard
 
 from rescue.errors import DestinationError, FormatError, UsageError
 from rescue.formats.base import AbandonableWriter, Capabilities, DamagedData, FdReader
+from rescue.formats.buffers import Buffers
 from rescue.formats.manifest import MAX_SIZE as MANIFEST_MAX_SIZE
 
 MAGIC = b"QFI\xfb"
@@ -676,7 +677,8 @@ class _Partial:
     dirty: bool = False  # changed since last handed to the compressors
 
 
-_Job = list[tuple[int, bytes]]  # (logical cluster index, raw cluster bytes)
+# (first logical cluster index, raw bytes of whole clusters: a buffer of `_buffers`, or bytes)
+_Job = list[tuple[int, bytes | memoryview]]
 _Result = list[tuple[int, bytes | None]]  # (logical cluster index, stored payload or None: zeros)
 
 
@@ -708,7 +710,8 @@ class Qcow2Writer(_Image, AbandonableWriter):
         self._max_pending = 4 * threads
         self._max_partials = max(16, (32 << 20) // self.cluster_size)
         self._partials: OrderedDict[int, _Partial] = OrderedDict()
-        self._inflight: dict[int, bytes] = {}
+        self._inflight: dict[int, tuple[int, bytes | memoryview]] = {}  # cluster: its run
+        self._buffers = Buffers()
         self._pending: deque[tuple[Future[_Result], _Job]] = deque()
         self._manifest_pending: bytes | None = None
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="qcow2")
@@ -840,26 +843,24 @@ class Qcow2Writer(_Image, AbandonableWriter):
         self._write_logical(offset, view)
 
     def _write_logical(self, offset: int, view: memoryview) -> None:
+        """Runs of whole clusters are copied once and handed to the compressors as one job,
+        which tell zeros from data themselves: no per-cluster work on the writing thread.
+        Pieces of clusters are completed first (`_write_partial`)."""
         cs = self.cluster_size
-        job: _Job = []
         position = 0
         while position < len(view):
             index, within = divmod(offset + position, cs)
-            count = min(cs - within, len(view) - position)
-            piece = view[position:position + count]
-            if count == cs and index not in self._partials:
-                if piece == self._zero and index not in self._inflight and not self._entry(index):
-                    position += count  # zeros over a hole: nothing to do
-                    continue
-                job.append((index, bytes(piece)))
-                if len(job) >= self._batch:
-                    self._submit(job)
-                    job = []
-            else:
-                self._write_partial(index, within, piece)
-            position += count
-        if job:
-            self._submit(job)
+            whole = min((len(view) - position) // cs, self._batch)
+            if within or not whole or index in self._partials:
+                count = min(cs - within, len(view) - position)
+                self._write_partial(index, within, view[position:position + count])
+                position += count
+                continue
+            if self._partials:  # the run stops before a cluster being completed
+                whole = next((n for n in range(1, whole) if index + n in self._partials),
+                             whole)
+            self._submit([(index, self._buffers.copy(view[position:position + whole * cs]))])
+            position += whole * cs
 
     def _write_partial(self, index: int, within: int, piece: memoryview) -> None:
         partial = self._partials.get(index)
@@ -885,11 +886,12 @@ class Qcow2Writer(_Image, AbandonableWriter):
         if partial.dirty:
             self._submit([(index, bytes(partial.buffer))])
 
-    def _current(self, index: int) -> bytes:
+    def _current(self, index: int) -> bytes | memoryview:
         """The cluster's latest contents: queued for compression, or as stored."""
         queued = self._inflight.get(index)
         if queued is not None:
-            return queued
+            at = (index - queued[0]) * self.cluster_size
+            return queued[1][at:at + self.cluster_size]
         return self._decode(self._entry(index), index * self.cluster_size) or self._zero
 
     def set_manifest(self, data: bytes) -> None:
@@ -913,17 +915,29 @@ class Qcow2Writer(_Image, AbandonableWriter):
     # --- compression -----------------------------------------------------------------------
 
     def _submit(self, job: _Job) -> None:
-        for index, raw in job:
-            self._inflight[index] = raw
+        for run in job:
+            self._inflight.update(dict.fromkeys(self._run_indexes(run), run))
         self._pending.append((self._pool.submit(self._compress_job, job), job))
         self._reap(self._max_pending)
 
-    def _compress_job(self, job: _Job) -> _Result:
-        """Runs in a pool thread; zero clusters become holes."""
-        compress = self._codec()
-        return [(index, None if raw == self._zero else compress(raw)) for index, raw in job]
+    def _run_indexes(self, run: tuple[int, bytes | memoryview]) -> range:
+        index, data = run
+        return range(index, index + len(data) // self.cluster_size)
 
-    def _codec(self) -> Callable[[bytes], bytes]:
+    def _compress_job(self, job: _Job) -> _Result:
+        """Runs in a pool thread: each cluster of each run compressed (the codecs let go of
+        the GIL); zero clusters become holes."""
+        compress, cs, zero = self._codec(), self.cluster_size, self._zero
+        results: _Result = []
+        for index, data in job:
+            view = memoryview(data)
+            for at in range(0, len(data), cs):
+                piece = view[at:at + cs]
+                results.append((index + at // cs, None if zero.startswith(piece)
+                                else compress(piece)))
+        return results
+
+    def _codec(self) -> Callable[[bytes | memoryview], bytes]:
         """This thread's compressor (zstandard compressors must not be shared by threads)."""
         codec = getattr(self._local, "codec", None)
         if codec is None:
@@ -932,7 +946,7 @@ class Qcow2Writer(_Image, AbandonableWriter):
             else:
                 level = self._level
 
-                def codec(raw: bytes) -> bytes:
+                def codec(raw: bytes | memoryview) -> bytes:
                     deflater = zlib.compressobj(level, zlib.DEFLATED, -12, 9)
                     crc = zlib.crc32(raw).to_bytes(4, "big")
                     return deflater.compress(raw) + deflater.flush() + crc
@@ -945,9 +959,11 @@ class Qcow2Writer(_Image, AbandonableWriter):
         while self._pending and (len(self._pending) > keep or self._pending[0][0].done()):
             future, job = self._pending.popleft()
             results = future.result()
-            for index, raw in job:
-                if self._inflight.get(index) is raw:
-                    del self._inflight[index]
+            for run in job:
+                for index in self._run_indexes(run):
+                    if self._inflight.get(index) is run:
+                        del self._inflight[index]
+                self._buffers.give(run[1])
             self._store(results)
 
     def _store(self, results: _Result) -> None:

@@ -195,6 +195,8 @@ UNREADABLE_VALUES = [
     ("image", "--checkpoint", "x"), ("image", "--level", "high"),
     ("convert", "--level", "x"),
     ("restore", "--checkpoint", "x"), ("restore", "--partition", "two"),
+    ("image", "--threads", "many"), ("convert", "--threads", "1.5"),
+    ("restore", "--threads", "two"),
 ]
 
 
@@ -236,6 +238,11 @@ REFUSED_VALUES = [
     ("image", ["--format", "qcow2", "--level", "0"], r"the level must be between 1 and 19"),
     ("convert", ["--level", "99"], r"the level must be between 1 and 19"),
     ("restore", ["--checkpoint=-1"], r"--checkpoint must not be negative"),
+    ("image", ["--threads", "0"], r"--threads must be between 1 and 256, got 0"),
+    ("image", ["--threads=-2"], r"--threads must be between 1 and 256, got -2"),
+    ("convert", ["--threads", "0"], r"--threads must be between 1 and 256, got 0"),
+    ("convert", ["--threads", "257"], r"--threads must be between 1 and 256, got 257"),
+    ("restore", ["--threads", "0"], r"--threads must be between 1 and 256, got 0"),
 ]
 
 

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from rescue.cli import build_parser
 from rescue.commands.image import rescue_options
+from rescue.engine.convert import Conversion
 from rescue.engine.imaging import ImageRequest
 from rescue.engine.rescue import RescueOptions
 from rescue.engine.restore import RestoreRequest
 from rescue.errors import UsageError
+from rescue.formats.image import default_threads
 
 IMAGE_REQUESTS = [
     ImageRequest(source="/dev/sdb", dest="disk.img"),
@@ -19,7 +23,7 @@ IMAGE_REQUESTS = [
                                        max_skip_size=1 << 20, retries=2, trim=False,
                                        scrape=False, reverse=True, min_read_rate=0,
                                        timeout=2.5, checkpoint_interval=3.0),
-                 reads_log="reads.log", events_log="a b/events.log"),
+                 reads_log="reads.log", events_log="a b/events.log", threads=3),
     ImageRequest(source="/dev/sdb", dest="disk.img", first=("/home/ann", "2:/Users/ann b")),
 ]
 
@@ -31,20 +35,21 @@ def test_image_request_argv_parses_back_to_the_same_request(request_: ImageReque
                          image_format=args.format, level=args.level, domain_path=args.domain,
                          mode=args.mode, order=args.order, first=tuple(args.first),
                          force=args.force, options=rescue_options(args),
-                         reads_log=args.log_reads, events_log=args.log_events)
+                         reads_log=args.log_reads, events_log=args.log_events,
+                         threads=args.threads)
     assert again == request_
 
 
 def test_restore_request_argv_parses_back_to_the_same_request() -> None:
     request = RestoreRequest("img.qcow2", ("/dev/sdb", "/dev/sdc"), partition=2, verify=False,
                              skip_holes=True, force=True, map_dir="/x", check_image=True,
-                             checkpoint=2.0, image_format="qcow2")
+                             checkpoint=2.0, image_format="qcow2", threads=1)
     args = build_parser().parse_args(request.to_argv()[1:])
     again = RestoreRequest(image=args.image, targets=tuple(args.targets),
                            partition=args.partition, verify=args.verify,
                            skip_holes=args.skip_holes, force=args.force, map_dir=args.map_dir,
                            check_image=args.check_image, checkpoint=args.checkpoint,
-                           image_format=args.image_format)
+                           image_format=args.image_format, threads=args.threads)
     assert again == request
 
 
@@ -67,6 +72,28 @@ def test_an_image_request_refuses_what_no_run_could_use(changes: dict, options: 
     with pytest.raises(UsageError, match=message):
         ImageRequest(source="/dev/sdb", dest="disk.qcow2", options=RescueOptions(**options),
                      **changes)
+
+
+@pytest.mark.parametrize("threads", [0, -1, 257])
+def test_every_request_refuses_a_thread_count_no_job_could_use(threads: int) -> None:
+    message = f"--threads must be between 1 and 256, got {threads}"
+    with pytest.raises(UsageError, match=message):
+        ImageRequest(source="/dev/sdb", dest="disk.qcow2", threads=threads)
+    with pytest.raises(UsageError, match=message):
+        RestoreRequest("img.qcow2", ("/dev/sdb",), threads=threads)
+    with pytest.raises(UsageError, match=message):
+        Conversion("img.qcow2", "/nonexistent/out.img.zst", threads=threads)
+
+
+def test_threads_default_to_the_cpus_this_process_may_use() -> None:
+    """Left out, --threads is None in the request (its command line leaves it out too) and
+    the job takes one thread per CPU of the process's affinity."""
+    args = build_parser().parse_args(["image", "/dev/sdb", "disk.qcow2"])
+    assert args.threads is None
+    assert "--threads" not in ImageRequest(source="/dev/sdb", dest="disk.qcow2").to_argv()
+    assert default_threads() == len(os.sched_getaffinity(0)) >= 1
+    for command in (["image", "s", "d"], ["restore", "i", "t"], ["convert", "s", "d"]):
+        assert build_parser().parse_args([*command, "--threads", "2"]).threads == 2
 
 
 def test_a_raw_image_takes_any_level_since_it_compresses_nothing() -> None:
