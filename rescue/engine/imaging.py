@@ -133,13 +133,18 @@ class ImageJob:
             self._check_files()
             self._check_logs()
             self.identity = self._source_identity()
-            self._check_same_source()
-            domain = self._load_domain()
-            metadata_first = self._metadata_first()
-            if request.mode == "used" or metadata_first:
-                self.plan = self._plan_disk()
-                domain = self.plan.used if request.mode == "used" else domain
-                check_first_paths(self.wanted, self.plan)
+            rescued = self._rescued_image()  # opened once: an unfinished stream is walked
+            try:
+                self._check_same_source(rescued)
+                domain = self._load_domain()
+                metadata_first = self._metadata_first()
+                if request.mode == "used" or metadata_first:
+                    self.plan = self._plan_disk(rescued)
+                    domain = self.plan.used if request.mode == "used" else domain
+                    check_first_paths(self.wanted, self.plan)
+            finally:
+                if rescued is not None:
+                    rescued.close()
             self.logs.open()  # before the image: a log that cannot be written leaves no image
             writer = self._open_writer(domain, metadata_first)
             # a fresh image can be hashed as it is written; a resumed one cannot
@@ -253,19 +258,13 @@ class ImageJob:
             return check_health(self.source.path, timeout=10).status in ("failing", "warning")
         return False
 
-    def _plan_disk(self) -> DiskPlan:
+    def _plan_disk(self, image: ImageReader | None) -> DiskPlan:
         """The used and metadata domains; a resumed job reads what it rescued before from
         the image, not again from the source."""
         path = self.source.path if isinstance(self.source, BlockSource) else None
         source = SourceReader(self.source)
-        image = self._rescued_image()
-        try:
-            reader = source if image is None else ResumeReader(image, source,
-                                                               self.mapfile.rmap)
-            return plan_disk(reader, path, self.source.sector_size)
-        finally:
-            if image is not None:
-                image.close()
+        reader = source if image is None else ResumeReader(image, source, self.mapfile.rmap)
+        return plan_disk(reader, path, self.source.sector_size)
 
     def _check_safety(self) -> None:
         """The write-safety policy on everything this job writes, before it takes its own
@@ -356,21 +355,16 @@ class ImageJob:
         return {"path": src.path, "size": src.size, "logical_sector_size": src.sector_size,
                 "physical_sector_size": src.physical_sector_size}
 
-    def _check_same_source(self) -> None:
+    def _check_same_source(self, reader: ImageReader | None) -> None:
         """Resume only from the source the map and the image were made from; then record it
         in the map, which every save writes. A map without an identity (GNU ddrescue's) is
         judged by its rescued data alone."""
         recorded = [(self.request.mapfile_path, self.mapfile.source)]
-        reader = self._rescued_image()
-        try:
-            if reader is not None:
-                recorded.append((self.image_path, self._manifest_source(reader)))
-            self._compare_identity(recorded)
-            if reader is not None:
-                self._compare_rescued_data(reader)
-        finally:
-            if reader is not None:
-                reader.close()
+        if reader is not None:
+            recorded.append((self.image_path, self._manifest_source(reader)))
+        self._compare_identity(recorded)
+        if reader is not None:
+            self._compare_rescued_data(reader)
         self.mapfile.source = {key: self.identity.get(key) for key in IDENTITY_FIELDS}
 
     def _rescued_image(self) -> ImageReader | None:
