@@ -7,6 +7,8 @@ import shlex
 import sys
 import tempfile
 
+from rescue.commands.tui import add_look_options, look_from_args
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -20,6 +22,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--headless", action="store_true",
                         help="status lines instead of the full-screen map (the default when "
                              "not on a terminal)")
+    add_look_options(parser)
     parser.set_defaults(run=run)
 
 
@@ -31,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     if not (args.json or args.headless) and sys.stdout.isatty() and sys.stdin.isatty():
         from rescue.tui.app import make_demo_app
 
-        app = make_demo_app(spec, folder, command_line=shlex.join(sys.argv))
+        app = make_demo_app(spec, folder, look_from_args(args), shlex.join(sys.argv))
         app.run()
         code = app.exit_code()
         print(f"demo: image and map in {folder}", file=sys.stderr)

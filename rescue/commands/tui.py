@@ -12,10 +12,14 @@ from rescue.errors import UsageError
 
 
 def add_look_options(parser: argparse.ArgumentParser) -> None:
-    """--ascii and --mono, for terminals that detection gets wrong (shared with `rescue map`)."""
+    """--ascii and --mono, for terminals that detection gets wrong (shared with `rescue demo`
+    and `rescue map`)."""
     parser.add_argument("--ascii", action="store_true",
-                        help="ASCII characters instead of block characters")
-    parser.add_argument("--mono", action="store_true", help="no colours")
+                        help="draw with ASCII characters only (the default for TERM=vt100, "
+                             "vt220, linux, dumb)")
+    parser.add_argument("--mono", action="store_true",
+                        help="no colours: states shown by characters and reverse video (the "
+                             "default for TERM=vt100, vt220, dumb and with NO_COLOR set)")
 
 
 def look_from_args(args: argparse.Namespace):  # -> MapLook, imported lazily with textual

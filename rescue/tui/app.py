@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import ClassVar, cast
 
 from textual.app import App
 from textual.binding import Binding, BindingType
+from textual.filter import LineFilter, NoColor
 from textual.screen import Screen
 from textual.worker import Worker, WorkerCancelled, WorkerFailed, WorkerState
 
@@ -27,6 +28,7 @@ from rescue.engine.jobs import JobControl
 from rescue.engine.restore import RestoreJob
 from rescue.errors import ExitCode
 from rescue.formats import mapfile
+from rescue.tui.glyphs import ASCII_CLASS, KEY_WORDS, MONO_CLASS, AsciiFilter
 from rescue.tui.jobs import BackgroundJob, RunningJob, RunningRestore, one_line
 from rescue.tui.screens.dialogs import HelpScreen, QuitScreen
 from rescue.tui.screens.disks import DisksScreen
@@ -61,6 +63,11 @@ class RescueApp(App[int]):
                  home: str = "jobs") -> None:
         super().__init__()
         self.look = look or MapLook.from_environment()
+        self.set_class(self.look.ascii, ASCII_CLASS)
+        self.set_class(self.look.monochrome, MONO_CLASS)
+        self._look_filters: list[LineFilter] = (
+            ([NoColor()] if self.look.monochrome else [])
+            + ([AsciiFilter()] if self.look.ascii else []))
         self.jobs: list[BackgroundJob] = []
         self.home = home
         self._first_job = job
@@ -75,6 +82,19 @@ class RescueApp(App[int]):
         map_path, loaded = self._map
         if map_path is not None:
             self.open_map(map_path, loaded)
+
+    # ---- look ------------------------------------------------------------------------------
+
+    def get_line_filters(self) -> Sequence[LineFilter]:
+        """Textual's filters, then no colour and ASCII only as the look says."""
+        return [*super().get_line_filters(), *self._look_filters]
+
+    def get_key_display(self, binding: Binding) -> str:
+        """Keys as words on an ASCII terminal: Textual shows enter and backspace as symbols."""
+        shown = super().get_key_display(binding)
+        if self.look.ascii and not shown.isascii():
+            return KEY_WORDS.get(binding.parse_key()[1], shown)
+        return shown
 
     # ---- jobs ------------------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ from dataclasses import replace
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
-from textual.widgets import Button, Checkbox, Input, Label, SelectionList, Static
+from textual.widgets import Button, Input, Label, Static
 
 from rescue.devices.discover import Disk
 from rescue.engine import consent
@@ -22,6 +22,7 @@ from rescue.errors import RescueError
 from rescue.formats.image import detect_format, open_reader
 from rescue.tui.describe import device_line, every_device
 from rescue.tui.screens.wizard import WizardScreen, parse_number, verdict_lines
+from rescue.tui.widgets.toggles import Checkbox, SelectionList
 from rescue.units import human_size
 
 

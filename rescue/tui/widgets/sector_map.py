@@ -62,7 +62,8 @@ MONO_TERMS = ("vt100", "vt102", "vt220", "vt320", "dumb")
 
 @dataclass(frozen=True)
 class MapLook:
-    """How cells are drawn: ASCII characters instead of blocks, and/or no colour."""
+    """How the app draws, chosen once from the terminal: ASCII characters only (the map's
+    cells, and every screen through rescue.tui.glyphs), and/or no colour."""
 
     ascii: bool = False
     monochrome: bool = False
