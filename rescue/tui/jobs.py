@@ -185,7 +185,7 @@ class RunningJob(BackgroundJob[Outcome, Progress]):
             where = f"{item.partition}:" if item.partition is not None else ""
             self.note(f"  {where}{item.path} (lost {lost})")
         if len(report.files) > AFFECTED_SHOWN:
-            self.note(f"  … {len(report.files) - AFFECTED_SHOWN} more: rescue report "
+            self.note(f"  ... {len(report.files) - AFFECTED_SHOWN} more: rescue report "
                       f"{request.dest}")
 
     def outcome_word(self, outcome: Outcome) -> str:

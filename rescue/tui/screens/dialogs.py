@@ -34,7 +34,7 @@ Wizards
   tab          next field        enter    next step (start, at the end)
   ctrl+n       next step         ctrl+b   previous step
   escape       leave without doing anything
-  Browse…      pick a folder: space opens one, enter chooses it,
+  Browse...    pick a folder: space opens one, enter chooses it,
                backspace goes up
 
 Jobs list: enter opens a job.    Job screen and map viewer:

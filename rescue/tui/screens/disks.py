@@ -33,7 +33,7 @@ HEALTH_WORDS = {"good": "good", "warning": "WORN", "failing": "FAILING", "unsupp
 
 
 def health_word(health: Health | None) -> str:
-    return "…" if health is None else HEALTH_WORDS.get(health.status, health.status)
+    return "..." if health is None else HEALTH_WORDS.get(health.status, health.status)
 
 
 def row_cells(item: Device, health: Health | None) -> tuple[str, ...]:
@@ -198,7 +198,7 @@ class DisksScreen(Screen):
             where = (f"{item.model or ''} {item.serial or ''}".strip()
                      if isinstance(item, Disk) else f"partition {item.number} of {item.disk}")
             text = (f"{item.path}  {human_size(item.size)}  {where}\n"
-                    f"{health.summary if health is not None else 'health: checking…'}")
+                    f"{health.summary if health is not None else 'health: checking...'}")
         self.query_one("#detail", Static).update(f"{text}\n{self.hotplug_note}")
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:

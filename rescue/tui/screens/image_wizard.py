@@ -111,7 +111,7 @@ class ImageWizard(WizardScreen):
             yield Label("Image file:")
             with Horizontal(classes="row"):
                 yield Input(id="dest-path")
-                yield Button("Browse…", id="browse")
+                yield Button("Browse...", id="browse")
             yield Static(id="dest-info", markup=False)
         elif step_id == "options":
             yield Label("Format:")
@@ -245,7 +245,7 @@ class ImageWizard(WizardScreen):
             "; a sparse or compressed image usually needs less")
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
-        """Browse…; the finish button is the base class's (Textual calls both handlers)."""
+        """Browse...; the finish button is the base class's (Textual calls both handlers)."""
         if event.button.id == "browse":
             event.stop()
             event.prevent_default()

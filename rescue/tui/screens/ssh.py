@@ -45,10 +45,10 @@ class SshScreen(ModalScreen[None]):
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog"):
             yield Static("Remote access", classes="title")
-            yield Static("reading status…", id="ssh-status")
+            yield Static("reading status...", id="ssh-status")
             yield Input(placeholder="root password for SSH (or leave empty)", password=True,
                         id="ssh-password")
-            yield Input(placeholder="or an authorized key: ssh-ed25519 AAAA…", id="ssh-key")
+            yield Input(placeholder="or an authorized key: ssh-ed25519 AAAA...", id="ssh-key")
             yield Static("enter switches SSH on with what you typed; ctrl+o switches it off.")
         yield Footer()
 

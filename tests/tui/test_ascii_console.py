@@ -1,0 +1,211 @@
+"""The console on a serial terminal (TERM=vt220): every screen and dialog, driven key by key at
+80x24, draws ASCII only, and what colour showed is still there without it (checkboxes
+[x]/[ ], the map's legend in letters)."""
+
+from __future__ import annotations
+
+import os
+import unicodedata
+from pathlib import Path
+from typing import TypeVar, cast
+
+import pytest
+from rich.cells import cell_len
+from textual.pilot import Pilot
+from textual.widgets import Input, Select, SelectionList
+
+from rescue.tui.app import RescueApp, make_home_app
+from rescue.tui.glyphs import STAND_INS, ascii_for, to_ascii
+from rescue.tui.jobs import RunningRestore
+from rescue.tui.screens.browser import ImageBrowser
+from rescue.tui.screens.dialogs import AskPathScreen, HelpScreen, QuitScreen
+from rescue.tui.screens.disks import DisksScreen, InspectScreen
+from rescue.tui.screens.folder_picker import FolderPicker
+from rescue.tui.screens.image_wizard import ImageWizard
+from rescue.tui.screens.job import JobScreen
+from rescue.tui.screens.jobs import JobsScreen
+from rescue.tui.screens.map_viewer import MapViewerScreen
+from rescue.tui.screens.restore import RestoreScreen
+from rescue.tui.screens.restore_wizard import RestoreWizard
+from rescue.tui.screens.ssh import SshScreen
+from rescue.tui.widgets.sector_map import MapLook
+from tests.fixtures.cli import run
+from tests.fixtures.loop import loop_device
+from tests.fixtures.tui import drive, make_file, screen_lines, type_text, wait_until
+
+MIB = 1 << 20
+SLOW_SIM = "sim:size=64M,rate=2M,bad=1M+4k"  # still running while the quit dialog shows
+VT220 = MapLook.from_environment({"TERM": "vt220"})  # ASCII and monochrome
+
+Shown = TypeVar("Shown")
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def accented_ext4(tmp_path: Path) -> Path:
+    """An ext4 image holding files whose names are not ASCII (mkfs -d, no mount needed)."""
+    tree = tmp_path / "tree"
+    (tree / "Fotos – Mai").mkdir(parents=True)
+    (tree / "Fotos – Mai" / "café ☕.jpg").write_bytes(b"j" * 5000)
+    (tree / "東京.txt").write_bytes(b"t\n")
+    image = make_file(str(tmp_path / "fs.img"), 8 * MIB)
+    run("mkfs.ext4", "-q", "-F", "-d", str(tree), image)
+    return Path(image)
+
+
+class Visit:
+    """Drives the app and keeps what the terminal got on each screen, asserted ASCII."""
+
+    def __init__(self, pilot: Pilot) -> None:
+        self.pilot = pilot
+        self.app = cast(RescueApp, pilot.app)
+        self.seen: dict[str, str] = {}
+
+    def check(self, name: str) -> str:
+        text = "\n".join(screen_lines(self.app))
+        wrong = sorted({char for char in text if not char.isascii()})
+        assert not wrong, f"{name}: {wrong} sent to a vt220:\n{text}"
+        self.seen[name] = text
+        return text
+
+    async def wait_for_text(self, text: str) -> None:
+        try:
+            await wait_until(self.pilot, lambda: text in "\n".join(screen_lines(self.app)))
+        except AssertionError:
+            shown = "\n".join(screen_lines(self.app))
+            raise AssertionError(f"{text!r} never shown:\n{shown}") from None
+
+    async def open(self, key: str, kind: type[Shown]) -> Shown:
+        """Press `key`, wait for a screen of `kind`, check it."""
+        await self.pilot.press(key)
+        await wait_until(self.pilot, lambda: isinstance(self.app.screen, kind))
+        await self.pilot.pause(0.5)  # what a screen reads in a thread (SSH status, folders)
+        self.check(kind.__name__)
+        return cast(Shown, self.app.screen)
+
+    async def step(self, name: str, *keys: str) -> str:
+        await self.pilot.press(*keys)
+        await self.pilot.pause()
+        return self.check(name)
+
+
+async def disks_and_dialogs(visit: Visit, target: str) -> None:
+    disks = visit.app.screen
+    assert isinstance(disks, DisksScreen)
+    await wait_until(visit.pilot, lambda: target in disks.paths())
+    disks.table.move_cursor(row=disks.paths().index(target))
+    await visit.step("disks")
+    for key, dialog in (("v", InspectScreen), ("f1", HelpScreen), ("s", SshScreen)):
+        await visit.open(key, dialog)
+        await visit.open("escape", DisksScreen)
+
+
+async def browser(visit: Visit, fs_image: Path) -> None:
+    ask = await visit.open("o", AskPathScreen)
+    ask.query_one(Input).value = str(fs_image)
+    browser = await visit.open("enter", ImageBrowser)
+    await wait_until(visit.pilot, lambda: bool(browser.file_tree.root.children))
+    await visit.pilot.press("enter")  # open the volume: its files are listed
+    await visit.wait_for_text("Fotos - Mai")
+    await visit.pilot.press("down", "down", "enter")
+    await visit.wait_for_text("cafe ??.jpg")  # names outside ASCII, cell for cell
+    visit.check("browser")
+    await visit.open("e", FolderPicker)
+    await visit.pilot.press("escape")
+    await visit.open("escape", DisksScreen)
+
+
+async def image_wizard_and_job(visit: Visit, dest: Path) -> None:
+    wizard = await visit.open("i", ImageWizard)
+    wizard.query_one("#source-path", Input).value = SLOW_SIM
+    await visit.pilot.press("enter")
+    wizard.query_one("#dest-path", Input).value = str(dest)
+    await visit.step("image wizard: destination")
+    await visit.pilot.click("#browse")
+    await wait_until(visit.pilot, lambda: isinstance(visit.app.screen, FolderPicker))
+    await visit.step("folder picker")
+    await visit.pilot.press("escape")
+    wizard.query_one("#dest-path", Input).focus()
+    assert "[ ] Copy backwards" in await visit.step("image wizard: options", "enter")
+    wizard.query_one("#reverse").focus()
+    assert "[x] Copy backwards" in await visit.step("image wizard: ticked", "space")
+    await visit.pilot.press("space")
+    wizard.query_one("#format", Select).focus()
+    await visit.step("image wizard: format list", "enter")
+    assert "[ ] Force" in await visit.step("image wizard: summary", "escape", "ctrl+n")
+    await visit.open("enter", JobScreen)
+    await visit.wait_for_text("copying")
+    assert "# finished  . non-tried" in visit.check("job")  # the legend in letters
+    await visit.open("q", QuitScreen)
+    await visit.pilot.press("n", "c")  # cancel: the map is saved, a toast says so
+    running = visit.app.jobs[0]
+    await wait_until(visit.pilot, lambda: running.done)
+    await wait_until(visit.pilot, lambda: bool(visit.app.screen.query("Toast")))
+    await visit.step("job cancelled, toast")
+    await visit.open("escape", JobsScreen)
+    visit.app.open_map(f"{dest}.map")
+    await wait_until(visit.pilot, lambda: isinstance(visit.app.screen, MapViewerScreen))
+    await visit.step("map viewer")
+
+
+async def restore_wizard_and_job(visit: Visit, raw_image: str, target: str) -> None:
+    await visit.open("d", DisksScreen)
+    restore = await visit.open("r", RestoreWizard)
+    restore.query_one("#image-path", Input).value = raw_image
+    shown = await visit.step("restore wizard: targets", "enter")
+    assert restore.query_one("#target-list", SelectionList).selected == [target]
+    assert f"[x] {target}" in shown and "[ ] " in shown  # marked and not, in letters
+    await visit.step("restore wizard: check", "ctrl+n")
+    await visit.step("restore wizard: confirm", "ctrl+n")
+    restore.query_one("#confirm-fields Input", Input).focus()
+    await type_text(visit.pilot, os.path.basename(target))
+    await visit.open("enter", RestoreScreen)
+    restoring = visit.app.jobs[1]
+    assert isinstance(restoring, RunningRestore)
+    await wait_until(visit.pilot, lambda: restoring.done)
+    await visit.step("restore job")
+
+
+@pytest.mark.slow
+def test_every_screen_and_dialog_is_ascii_on_a_vt220(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    monkeypatch.setenv("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")  # no live SSH tool
+    fs_image = accented_ext4(tmp_path)
+    raw_image = make_file(str(tmp_path / "disk.img"), 2 * MIB, os.urandom(2 * MIB))
+    dest = tmp_path / "out" / "sim.img"
+    dest.parent.mkdir()
+    visits: list[Visit] = []
+    with loop_device(make_file(str(tmp_path / "target.bin"), 4 * MIB)) as target:
+
+        async def scenario(pilot: Pilot) -> None:
+            visit = Visit(pilot)
+            visits.append(visit)
+            await disks_and_dialogs(visit, target)
+            await browser(visit, fs_image)
+            await image_wizard_and_job(visit, dest)
+            await restore_wizard_and_job(visit, raw_image, target)
+
+        drive(make_home_app(VT220), scenario, notifications=True)
+    screens = {kind.__name__ for kind in (
+        DisksScreen, InspectScreen, HelpScreen, SshScreen, AskPathScreen, ImageBrowser,
+        FolderPicker, ImageWizard, JobScreen, QuitScreen, JobsScreen, RestoreWizard,
+        RestoreScreen)}
+    assert screens | {"folder picker", "map viewer", "job cancelled, toast"} <= set(visits[0].seen)
+
+
+WIDE_AND_ODD = "é東☕📁\u0301\u00a0"
+
+
+def test_every_stand_in_is_ascii_and_as_wide() -> None:
+    """A stand-in wider or narrower than its character would shift the rest of the line."""
+    chars = {*STAND_INS, *map(chr, range(0x2500, 0x25a0)), *WIDE_AND_ODD}
+    wrong = {char: ascii_for(char) for char in chars if unicodedata.category(char) != "Cn"
+             and not (ascii_for(char).isascii() and cell_len(ascii_for(char)) == cell_len(char))}
+    assert not wrong
+
+
+def test_text_keeps_ascii_and_its_width() -> None:
+    text = "café → 東京 … │ ok"
+    assert to_ascii(text) == "cafe > ???? . | ok"
+    assert to_ascii("plain") == "plain"

@@ -1,0 +1,50 @@
+"""`rescue demo` in a real terminal (tmux, 80x24): on a vt220, or anywhere with --ascii, every
+character that reaches the terminal is ASCII, on the job screen, the help, the toast at the end
+and the Disks screen."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import rescue
+from tests.tui.test_tmux_demo import wait_for
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux")]
+TREE = Path(rescue.__file__).resolve().parent.parent  # this tree's rescue, not an install's
+SPEC = "sim:size=16M,rate=8M,bad=3M+4k,bad=9M+64k"
+
+
+def ascii_capture(session: str, *texts: str) -> str:
+    shown = wait_for(session, *texts, seconds=60)
+    wrong = sorted({char for char in shown if not char.isascii()})
+    assert not wrong, f"{wrong} reached the terminal:\n{shown}"
+    return shown
+
+
+@pytest.mark.parametrize(("term", "option"), [("vt220", ""), ("xterm-256color", "--ascii")])
+def test_demo_sends_only_ascii(tmp_path: Path, term: str, option: str) -> None:
+    session = f"rescue-ascii-{time.monotonic_ns()}"
+    command = (f"cd {TREE} && TERM={term} PYTHONPATH={TREE} {sys.executable} -m rescue demo "
+               f"{option} --dir {tmp_path} --spec '{SPEC}'; echo EXIT=$?; sleep 60")
+    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "80", "-y", "24",
+                    command], check=True)
+    try:
+        ascii_capture(session, "# finished", "X bad", "enter Zoom")
+        subprocess.run(["tmux", "send-keys", "-t", session, "F1"], check=True)
+        ascii_capture(session, "keys (every screen")
+        subprocess.run(["tmux", "send-keys", "-t", session, "Escape"], check=True)
+        ascii_capture(session, "[unreadable]", ": unreadable")  # the title and the toast
+        subprocess.run(["tmux", "send-keys", "-t", session, "d"], check=True)
+        ascii_capture(session, "DEVICE", "SIZE")
+        subprocess.run(["tmux", "send-keys", "-t", session, "q"], check=True)
+        wait_for(session, "EXIT=1", seconds=20)
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+    assert (tmp_path / "demo.img.map").exists()
