@@ -89,6 +89,10 @@ def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.
         parser.exit(int(ExitCode.USAGE), f"rescue: unknown command '{first}'{guess} "
                                          "(see rescue --help)\n")
     namespace, extras = parser.parse_known_args(args)
+    from rescue.commands.tui import LOOK_OPTIONS  # imported already by build_parser
+
+    if namespace.command is None and set(extras) <= set(LOOK_OPTIONS):
+        return _parse(parser, ["tui", *args])  # a bare `rescue [--ascii] [--mono]`
     if extras:
         command = subparsers.choices.get(namespace.command, parser)
         command.error(f"unrecognized arguments: {' '.join(extras)}")
@@ -102,8 +106,6 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = _parse(parser, argv)
-        if args.command is None:  # a bare `rescue` opens the full-screen app, as `rescue tui`
-            args = _parse(parser, ["tui"])
         return int(args.run(args))
     except RescueError as exc:
         print(f"rescue: {exc}", file=sys.stderr)

@@ -10,14 +10,16 @@ import sys
 
 from rescue.errors import UsageError
 
+LOOK_OPTIONS = ("--ascii", "--mono")  # a bare `rescue` takes them too
+
 
 def add_look_options(parser: argparse.ArgumentParser) -> None:
     """--ascii and --mono, for terminals that detection gets wrong (shared with `rescue demo`
     and `rescue map`)."""
-    parser.add_argument("--ascii", action="store_true",
+    parser.add_argument(LOOK_OPTIONS[0], action="store_true",
                         help="draw with ASCII characters only (the default for TERM=vt100, "
                              "vt220, linux, dumb)")
-    parser.add_argument("--mono", action="store_true",
+    parser.add_argument(LOOK_OPTIONS[1], action="store_true",
                         help="no colours: states shown by characters and reverse video (the "
                              "default for TERM=vt100, vt220, dumb and with NO_COLOR set)")
 
