@@ -209,3 +209,25 @@ def test_text_keeps_ascii_and_its_width() -> None:
     text = "café → 東京 … │ ok"
     assert to_ascii(text) == "cafe > ???? . | ok"
     assert to_ascii("plain") == "plain"
+
+
+def test_without_colour_the_cursor_is_reverse_video_and_no_colour_is_sent() -> None:
+    app = make_home_app(VT220)
+
+    async def scenario(pilot: Pilot) -> None:
+        screen = app.screen
+        assert isinstance(screen, DisksScreen)
+        await wait_until(pilot, lambda: bool(screen.paths()))
+        last = len(screen.paths()) - 1
+        screen.table.move_cursor(row=last)
+        await pilot.pause()
+        strips = app.screen._compositor.render_strips()
+        styles = [segment.style for strip in strips for segment in strip
+                  if segment.style is not None]
+        assert all(style.color is None or style.color.is_default for style in styles)
+        assert all(style.bgcolor is None or style.bgcolor.is_default for style in styles)
+        highlighted = {segment.text.strip() for strip in strips for segment in strip
+                       if segment.style is not None and segment.style.reverse}
+        assert screen.paths()[last].split("/")[-1] in " ".join(highlighted)
+
+    drive(app, scenario)
