@@ -167,6 +167,10 @@ def test_the_cli_says_whether_it_resumes_or_starts_fresh(tmp_path: Path) -> None
     assert refused.stderr.splitlines() == [
         f"rescue: {other} already exists and has no mapfile; use --force to overwrite it"]
     assert not refused.stdout
+    over = rescue("image", "sim:size=1M", other, "--force")
+    assert over.returncode == 0, over.stderr
+    assert over.stdout.splitlines()[0] == f"will start over: {other} exists without a map: " \
+                                          "overwritten"
 
 
 # ---- on a real loop device --------------------------------------------------------------------
