@@ -21,6 +21,7 @@ class BrowserApp(App[None]):
     def __init__(self, image: str) -> None:
         super().__init__()
         self.image = image
+        self.folders: dict[str, str] = {}  # the session's last folders, as the rescue app keeps
 
     def on_mount(self) -> None:
         self.push_screen(ImageBrowser(self.image))
