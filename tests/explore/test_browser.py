@@ -10,7 +10,7 @@ from textual.app import App
 from textual.widgets.tree import TreeNode
 
 from rescue.explore.filesystem import Entry
-from rescue.tui.screens.browser import ImageBrowser, Node
+from rescue.tui.screens.browser import ExtractPicker, ImageBrowser, Node
 from tests.fixtures.cli import run
 from tests.fixtures.tui import SIZE, screen_lines, wait_until
 
@@ -110,3 +110,39 @@ def test_an_unreadable_image_is_one_line_not_a_traceback(tmp_path: Path) -> None
             await wait_until(pilot, lambda: "no file system" in "\n".join(screen_lines(app)))
 
     asyncio.run(scenario())
+
+
+def test_extract_says_what_and_starts_in_the_last_folder_chosen(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    image = make_damaged_ext4(tmp_path)
+    first, elsewhere = tmp_path / "first", tmp_path / "elsewhere"
+    first.mkdir()
+    elsewhere.mkdir()
+    monkeypatch.chdir(first)
+    app = BrowserApp(str(image))
+
+    async def scenario() -> None:
+        async with app.run_test(size=SIZE) as pilot:
+            browser = app.screen
+            assert isinstance(browser, ImageBrowser)
+            await wait_until(pilot, lambda: bool(browser.file_tree.root.children))
+            await pilot.press("enter")
+            await wait_until(pilot, lambda: find_node(browser, b"folder") is not None)
+            browser.file_tree.move_cursor(find_node(browser, b"folder"))
+            await pilot.press("e")
+            await wait_until(pilot, lambda: "/folder/: 1 file(s), 0 folder(s), 12 KiB"
+                             in "\n".join(screen_lines(app)))
+            picker = app.screen
+            assert isinstance(picker, ExtractPicker) and picker.start == str(first)
+            await pilot.press("enter")  # the tree's top: the folder it starts in
+            await wait_until(pilot, lambda: browser.last_report is not None)
+            monkeypatch.chdir(elsewhere)
+            browser.file_tree.move_cursor(find_node(browser, b"fine.txt"))
+            await pilot.press("e")
+            await pilot.pause()
+            picker = app.screen
+            assert isinstance(picker, ExtractPicker) and picker.start == str(first)
+            assert "/fine.txt (5 B)" in "\n".join(screen_lines(app))
+
+    asyncio.run(scenario())
+    assert (first / "folder" / "hurt.bin").read_bytes() == b"h" * 3 * BLOCK

@@ -54,7 +54,7 @@ def image_row(path: str, summary: ImageSummary | None, ours: bool) -> Text:
     size = human_size(summary.size) if summary.size is not None else "-"
     text = Text(f"{name[:36]:<36} {summary.format or '-':<5} {size:>9} ")
     text.append(summary.state, STATE_STYLES.get(summary.state, ""))
-    facts = [summary.created, summary.detail]
+    facts = [summary.created, summary.detail.replace(path, os.path.basename(path))]
     if summary.source:
         facts.append(f"from {summary.source_line()}")
     text.append("\n  " + "  ".join(fact for fact in facts if fact)[:ROW - 2])
@@ -160,7 +160,7 @@ class ImagePicker(ModalScreen[str | None]):
     def show_about(self, path: str) -> None:
         summary = self.summaries.get(path)
         if summary is not None and not summary.readable:
-            about = f"cannot be read: {summary.detail}"
+            about = f"cannot be read: {summary.detail.replace(path, os.path.basename(path))}"
         else:
             about = path
         self.query_one("#about", Static).update(about)

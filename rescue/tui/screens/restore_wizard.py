@@ -78,6 +78,7 @@ class RestoreWizard(WizardScreen):
     DEFAULT_CSS = """
     RestoreWizard .step { overflow-y: auto; }
     RestoreWizard #target-list { height: auto; max-height: 9; }
+    RestoreWizard .row Input { width: 1fr; }
     RestoreWizard #pick-image { margin-top: 1; }
     """
 
