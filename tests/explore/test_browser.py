@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from textual.app import App
+from textual.pilot import Pilot
 from textual.widgets.tree import TreeNode
 
 from rescue.explore.filesystem import Entry
@@ -96,6 +97,15 @@ def test_browse_mark_damage_and_extract(tmp_path: Path, monkeypatch: pytest.Monk
     assert (dest / "folder" / "hurt.bin").read_bytes() == b"h" * 3 * BLOCK  # data kept as is
 
 
+async def first_volume_opened(pilot: Pilot) -> ImageBrowser:
+    """The browser, once it lists the image's volumes, opening the first."""
+    browser = pilot.app.screen
+    assert isinstance(browser, ImageBrowser)
+    await wait_until(pilot, lambda: bool(browser.file_tree.root.children))
+    await pilot.press("enter")
+    return browser
+
+
 def test_an_unreadable_image_is_one_line_not_a_traceback(tmp_path: Path) -> None:
     image = tmp_path / "empty.img"
     image.write_bytes(bytes(1 << 20))
@@ -103,10 +113,7 @@ def test_an_unreadable_image_is_one_line_not_a_traceback(tmp_path: Path) -> None
 
     async def scenario() -> None:
         async with app.run_test(size=SIZE) as pilot:
-            browser = app.screen
-            assert isinstance(browser, ImageBrowser)
-            await wait_until(pilot, lambda: bool(browser.file_tree.root.children))
-            await pilot.press("enter")
+            await first_volume_opened(pilot)
             await wait_until(pilot, lambda: "no file system" in "\n".join(screen_lines(app)))
 
     asyncio.run(scenario())
@@ -123,10 +130,7 @@ def test_extract_says_what_and_starts_in_the_last_folder_chosen(
 
     async def scenario() -> None:
         async with app.run_test(size=SIZE) as pilot:
-            browser = app.screen
-            assert isinstance(browser, ImageBrowser)
-            await wait_until(pilot, lambda: bool(browser.file_tree.root.children))
-            await pilot.press("enter")
+            browser = await first_volume_opened(pilot)
             await wait_until(pilot, lambda: find_node(browser, b"folder") is not None)
             browser.file_tree.move_cursor(find_node(browser, b"folder"))
             await pilot.press("e")
