@@ -105,6 +105,9 @@ def test_the_picker_offers_this_sessions_image_first_then_a_folders(
         await pilot.pause()
         assert isinstance(app.screen, ImageBrowser)
         assert app.screen.image_path == str(shelf / "clean.qcow2")
+        await pilot.press("escape", "r")  # the restore wizard proposes this session's image
+        assert isinstance(app.screen, RestoreWizard)
+        assert app.screen.query_one("#image-path", Input).value == str(made)
 
     drive(app, scenario)
 
