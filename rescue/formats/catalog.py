@@ -9,6 +9,7 @@ says why it cannot be read rather than an error that stops the list.
 from __future__ import annotations
 
 import os
+import stat
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -95,6 +96,10 @@ def summarize(path: str) -> ImageSummary:
     """What the image at `path` is, never raising: a file that cannot be read as an image is
     summarised as unreadable with the reason."""
     try:
+        mode = os.stat(path).st_mode
+        if not (stat.S_ISREG(mode) or stat.S_ISBLK(mode)):  # a FIFO would block the open
+            return ImageSummary(path, UNREADABLE, f"{path} is not a regular file or a block "
+                                "device")
         image_format = detect_format(path)
         reader = open_reader(path, image_format)
         try:

@@ -96,6 +96,9 @@ def test_a_broken_file_is_unreadable_with_its_reason_never_an_error(
         assert word in summary.detail, (name, summary.detail)
     missing = summarize(str(tmp_path / "gone.img"))
     assert missing.state == UNREADABLE and "No such file" in missing.detail
+    os.mkfifo(tmp_path / "pipe.img")  # opening it would wait for a writer forever
+    fifo = summarize(str(tmp_path / "pipe.img"))
+    assert fifo.state == UNREADABLE and "not a regular file" in fifo.detail
 
 
 def test_a_damaged_manifest_leaves_the_image_readable_and_says_so(

@@ -98,6 +98,12 @@ def test_the_picker_offers_this_sessions_image_first_then_a_folders(
         assert "4 KiB unreadable  from 4 MiB (sim:size=4M" in text
         assert "damaged image: broken.qcow2 is named as a qcow2 image" in text
         assert isinstance(app.focused, OptionList)
+        field.value = ""
+        field.focus()
+        await type_text(pilot, str(shelf / "gone.img"))
+        await pilot.press("enter")  # a typed path is checked like a listed one
+        assert app.screen is picker and "cannot be read" in shown(app)
+        picker.images.focus()
         await pilot.press("home", *["down"] * ids.index(str(shelf / "broken.qcow2")), "enter")
         assert app.screen is picker  # a broken file cannot be chosen; its row says why
         assert "cannot be read: damaged image: broken.qcow2" in shown(app)

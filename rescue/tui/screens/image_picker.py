@@ -181,8 +181,8 @@ class ImagePicker(ModalScreen[str | None]):
         self.choose(path)
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
-        """A folder is listed; anything else is taken as the image (its reader says what is
-        wrong with it)."""
+        """A folder is listed; a file is chosen if it is a readable image, else its row's
+        reason is shown."""
         event.stop()
         path = os.path.expanduser(event.value.strip())
         if not path:
@@ -190,8 +190,13 @@ class ImagePicker(ModalScreen[str | None]):
         if os.path.isdir(path):
             self.show_folder(path)
             self.images.focus()
-        else:
+            return
+        summary = summarize(path)
+        if summary.readable:
             self.choose(path)
+        else:
+            self.query_one("#about", Static).update(f"cannot be read: {summary.detail}")
+            self.app.bell()
 
     def choose(self, path: str) -> None:
         host_of(self).folders[IMAGES_FOLDER] = os.path.dirname(os.path.abspath(path))
