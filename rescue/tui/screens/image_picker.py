@@ -84,7 +84,8 @@ class ImagePicker(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog"):
-            yield Static(self.question, markup=False)
+            yield Static(f"{self.question}  (enter chooses, tab goes to the path field)",
+                         markup=False)
             yield Input(placeholder="type an image's path, or a folder to list",
                         id="image-path")
             yield Static(id="folder", markup=False)
