@@ -62,6 +62,7 @@ class RescueApp(App[int]):
         super().__init__()
         self.look = look or MapLook.from_environment()
         self.jobs: list[BackgroundJob] = []
+        self.folders: dict[str, str] = {}  # pickers start where the last one of theirs ended
         self.home = home
         self._first_job = job
         self._map = (map_path, loaded)
