@@ -82,7 +82,7 @@ def format_for(path: str, override: str | None = None) -> str:
     name that promises a signature its bytes lack, which every reader, ours included, calls
     damaged. qcow2 or .img.zst under a raw name is found by its signature, so it is allowed.
     """
-    named = _named_format(path)
+    named = named_format(path)
     if override is None:
         return named or "raw"
     if override not in FORMATS:
@@ -133,7 +133,7 @@ def detect_format(path: str, override: str | None = None) -> str:
         raise FormatError(f"{path} is a directory, not an image") from None
     except OSError as exc:
         raise FormatError(f"cannot open image {path}: {exc.strerror}") from None
-    named = _named_format(path)
+    named = named_format(path)
     if st.st_size < MIN_IMAGE_SIZE:
         what = "empty" if not st.st_size else f"only {st.st_size} bytes long"
         damaged = "damaged image: " if named in ("qcow2", "zst") else ""
@@ -160,7 +160,8 @@ def detect_format(path: str, override: str | None = None) -> str:
                       "raw image, pass --format raw")
 
 
-def _named_format(path: str) -> str | None:
+def named_format(path: str) -> str | None:
+    """The format a file's name promises (by its extension), or None: not named as an image."""
     lower = path.lower()
     return next((fmt for ext, fmt in _EXTENSIONS if lower.endswith(ext)), None)
 

@@ -16,8 +16,9 @@ from rescue.tui.jobs import BackgroundJob, RunningJob, RunningRestore
 
 class JobHost(Protocol):
     jobs: list[BackgroundJob]
+    folders: dict[str, str]  # the last folder chosen for each purpose in this session
 
-    def start_job(self, job: ImageJob) -> RunningJob: ...
+    def start_job(self, job: ImageJob, verify: bool = False) -> RunningJob: ...
 
     def start_restore(self, job: RestoreJob) -> RunningRestore: ...
 

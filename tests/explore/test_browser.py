@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 from textual.app import App
+from textual.pilot import Pilot
 from textual.widgets.tree import TreeNode
 
 from rescue.explore.filesystem import Entry
-from rescue.tui.screens.browser import ImageBrowser, Node
+from rescue.tui.screens.browser import ExtractPicker, ImageBrowser, Node
 from tests.fixtures.cli import run
 from tests.fixtures.tui import SIZE, screen_lines, wait_until
 
@@ -21,6 +22,7 @@ class BrowserApp(App[None]):
     def __init__(self, image: str) -> None:
         super().__init__()
         self.image = image
+        self.folders: dict[str, str] = {}  # the session's last folders, as the rescue app keeps
 
     def on_mount(self) -> None:
         self.push_screen(ImageBrowser(self.image))
@@ -95,6 +97,15 @@ def test_browse_mark_damage_and_extract(tmp_path: Path, monkeypatch: pytest.Monk
     assert (dest / "folder" / "hurt.bin").read_bytes() == b"h" * 3 * BLOCK  # data kept as is
 
 
+async def first_volume_opened(pilot: Pilot) -> ImageBrowser:
+    """The browser, once it lists the image's volumes, opening the first."""
+    browser = pilot.app.screen
+    assert isinstance(browser, ImageBrowser)
+    await wait_until(pilot, lambda: bool(browser.file_tree.root.children))
+    await pilot.press("enter")
+    return browser
+
+
 def test_an_unreadable_image_is_one_line_not_a_traceback(tmp_path: Path) -> None:
     image = tmp_path / "empty.img"
     image.write_bytes(bytes(1 << 20))
@@ -102,10 +113,40 @@ def test_an_unreadable_image_is_one_line_not_a_traceback(tmp_path: Path) -> None
 
     async def scenario() -> None:
         async with app.run_test(size=SIZE) as pilot:
-            browser = app.screen
-            assert isinstance(browser, ImageBrowser)
-            await wait_until(pilot, lambda: bool(browser.file_tree.root.children))
-            await pilot.press("enter")
+            await first_volume_opened(pilot)
             await wait_until(pilot, lambda: "no file system" in "\n".join(screen_lines(app)))
 
     asyncio.run(scenario())
+
+
+def test_extract_says_what_and_starts_in_the_last_folder_chosen(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    image = make_damaged_ext4(tmp_path)
+    first, elsewhere = tmp_path / "first", tmp_path / "elsewhere"
+    first.mkdir()
+    elsewhere.mkdir()
+    monkeypatch.chdir(first)
+    app = BrowserApp(str(image))
+
+    async def scenario() -> None:
+        async with app.run_test(size=SIZE) as pilot:
+            browser = await first_volume_opened(pilot)
+            await wait_until(pilot, lambda: find_node(browser, b"folder") is not None)
+            browser.file_tree.move_cursor(find_node(browser, b"folder"))
+            await pilot.press("e")
+            await wait_until(pilot, lambda: "/folder/: 1 file(s), 0 folder(s), 12 KiB"
+                             in "\n".join(screen_lines(app)))
+            picker = app.screen
+            assert isinstance(picker, ExtractPicker) and picker.start == str(first)
+            await pilot.press("enter")  # the tree's top: the folder it starts in
+            await wait_until(pilot, lambda: browser.last_report is not None)
+            monkeypatch.chdir(elsewhere)
+            browser.file_tree.move_cursor(find_node(browser, b"fine.txt"))
+            await pilot.press("e")
+            await pilot.pause()
+            picker = app.screen
+            assert isinstance(picker, ExtractPicker) and picker.start == str(first)
+            assert "/fine.txt (5 B)" in "\n".join(screen_lines(app))
+
+    asyncio.run(scenario())
+    assert (first / "folder" / "hurt.bin").read_bytes() == b"h" * 3 * BLOCK

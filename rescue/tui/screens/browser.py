@@ -11,7 +11,7 @@ import itertools
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -22,13 +22,14 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Static, Tree
 from textual.widgets.tree import TreeNode
-from textual.worker import Worker, WorkerState
+from textual.worker import Worker, WorkerState, get_current_worker
 
 from rescue.errors import RescueError
 from rescue.explore.extract import Report, extract
 from rescue.explore.filesystem import Entry, FileSystem, mode_string, printable
 from rescue.explore.session import ImageSession
 from rescue.explore.volumes import Volume
+from rescue.tui.host import host_of
 from rescue.tui.screens.folder_picker import FolderPicker
 from rescue.units import human_size
 
@@ -90,11 +91,52 @@ def entry_details(entry: Entry, lost: tuple[tuple[int, int], ...]) -> str:
     return "\n".join(lines)
 
 
-class ExtractPicker(FolderPicker):
-    """The folder picker, asking where extracted files go."""
+EXTRACT_FOLDER = "extract"  # the key of the last folder extracted into, for the session
+COUNTED = 20_000  # entries of a folder counted before extracting it; more are not waited for
 
-    def on_mount(self) -> None:
-        self.query_one("#dialog Static", Static).update("Extract into which folder?")
+
+def extracted_item(data: Node) -> str:
+    """What `e` extracts, by name: a file with its size, a folder or a whole volume (their
+    counts follow once `count_below` has walked them)."""
+    if data.entry is None:
+        return f"{volume_label(data.volume, 0).plain.strip()}, all of it"
+    entry = data.entry
+    if entry.kind == "dir":
+        return f"{entry.display_path}/"
+    return f"{entry.display_path} ({human_size(entry.size)})"
+
+
+def count_below(fs: FileSystem, top: Entry, cancelled: Callable[[], bool]) -> str:
+    """Files, folders and bytes below `top`, counting at most COUNTED entries."""
+    files = folders = size = 0
+    for seen, entry in enumerate(fs.walk(top), 1):
+        if cancelled():
+            break
+        if seen > COUNTED:
+            return f"more than {COUNTED} files and folders"
+        if entry.kind == "dir":
+            folders += 1
+        else:
+            files += 1
+            size += entry.size
+    return f"{files} file(s), {folders} folder(s), {human_size(size)}"
+
+
+class ExtractPicker(FolderPicker):
+    """The folder picker, asking where extracted files go and saying what they are."""
+
+    def __init__(self, start: str, what: str) -> None:
+        super().__init__(start)
+        self.what = what
+
+    def compose_heading(self) -> ComposeResult:
+        yield Static("Extract into which folder?", markup=False)
+        yield Static(f"  {self.what}", id="what", markup=False)
+
+    def counted(self, count: str) -> None:
+        for what in self.query("#what"):
+            if isinstance(what, Static):
+                what.update(f"  {self.what}: {count}")
 
 
 class ImageBrowser(Screen[None]):
@@ -176,6 +218,14 @@ class ImageBrowser(Screen[None]):
         with self.tsk_lock:
             lost = self._filesystem(data.volume).lost(data.entry)
         self.app.call_from_thread(self._show_details, node, entry_details(data.entry, lost))
+
+    def _count(self, data: Node, picker: ExtractPicker) -> None:
+        worker = get_current_worker()
+        with self.tsk_lock:
+            fs = self._filesystem(data.volume)
+            count = count_below(fs, data.entry or fs.lookup("/"), lambda: worker.is_cancelled)
+        if not worker.is_cancelled:
+            self.app.call_from_thread(picker.counted, count)
 
     def _extract(self, data: Node, destination: str) -> None:
         with self.tsk_lock:
@@ -274,16 +324,25 @@ class ImageBrowser(Screen[None]):
                         group="details", exclusive=True, exit_on_error=False)
 
     def action_extract(self) -> None:
+        """Ask where to, starting where the last extraction of this session went, and say
+        what is extracted (a folder's count comes from a worker)."""
         node = self.file_tree.cursor_node
         if node is None or node.data is None:
             return
         data = node.data
+        folders = host_of(self).folders
+        picker = ExtractPicker(folders.get(EXTRACT_FOLDER, os.getcwd()), extracted_item(data))
 
         def chosen(folder: str | None) -> None:
+            self.workers.cancel_group(self, "count")
             if folder:
+                folders[EXTRACT_FOLDER] = folder
                 self.extract_to(data, folder)
 
-        self.app.push_screen(ExtractPicker(os.getcwd()), chosen)
+        self.app.push_screen(picker, chosen)
+        if data.entry is None or data.entry.kind == "dir":
+            self.run_worker(lambda: self._count(data, picker), name="count", thread=True,
+                            group="count", exclusive=True, exit_on_error=False)
 
     def extract_to(self, data: Node, destination: str) -> None:
         """Extract the item behind `data` into `destination`, in a worker."""

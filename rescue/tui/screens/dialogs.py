@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from typing import ClassVar
 
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Footer, Input, Static
+from textual.widgets import Static
 
 HELP = """\
 rescue — keys (every screen works from the keyboard alone)
@@ -87,27 +86,3 @@ class QuitScreen(ModalScreen[bool]):
     def action_answer(self, answer: bool) -> None:
         self.dismiss(answer)
 
-
-class AskPathScreen(ModalScreen[str | None]):
-    """Asks for one path (an image to open, say); dismisses with it, or None."""
-
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "dismiss(None)", "Cancel")]
-
-    def __init__(self, question: str, value: str = "") -> None:
-        super().__init__()
-        self.question = question
-        self.value = value
-
-    def compose(self) -> ComposeResult:
-        with Vertical(id="dialog"):
-            yield Static(self.question, markup=False)
-            yield Input(self.value, id="path")
-            yield Static(id="problem", markup=False)
-        yield Footer()
-
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        path = event.value.strip()
-        if os.path.isfile(path):
-            self.dismiss(path)
-        else:
-            self.query_one("#problem", Static).update(f"{path or 'nothing'}: no such file")

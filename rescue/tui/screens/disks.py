@@ -21,7 +21,7 @@ from rescue.devices.health import Health, check_health
 from rescue.devices.hotplug import HotplugMonitor
 from rescue.tui.describe import Device, describe, every_device, notes
 from rescue.tui.host import JobHost, host_of
-from rescue.tui.screens.dialogs import AskPathScreen
+from rescue.tui.screens.image_picker import ImagePicker
 from rescue.tui.screens.image_wizard import ImageWizard
 from rescue.tui.screens.restore_wizard import RestoreWizard
 from rescue.units import human_size
@@ -242,8 +242,7 @@ class DisksScreen(Screen):
         self.app.push_screen(ImageWizard(item.path if item else "", self.disks))
 
     def action_open_image(self) -> None:
-        self.app.push_screen(AskPathScreen("Image to browse (.img, .qcow2, .img.zst):"),
-                             self._image_chosen)
+        self.app.push_screen(ImagePicker("Which image to browse?"), self._image_chosen)
 
     def _image_chosen(self, path: str | None) -> None:
         if path:

@@ -57,9 +57,13 @@ class FolderPicker(ModalScreen[str | None]):
         super().__init__()
         self.start = start if os.path.isdir(start) else "/"
 
+    def compose_heading(self) -> ComposeResult:
+        """The question above the tree."""
+        yield Static("Where should the image go?", markup=False)
+
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog", classes="picker"):
-            yield Static("Where should the image go?", markup=False)
+            yield from self.compose_heading()
             yield FolderTree(self.start, id="tree")
             yield Static(describe_folder(self.start), id="free", markup=False)
         yield Footer()

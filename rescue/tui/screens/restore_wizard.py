@@ -9,21 +9,34 @@ from __future__ import annotations
 
 import shlex
 from dataclasses import replace
+from typing import Any, ClassVar
 
 from rich.text import Text
 from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, Input, Label, Static
+from textual.widgets.selection_list import Selection
 
+from rescue.devices.describe import Device
 from rescue.devices.discover import Disk
+from rescue.devices.safety import check_write_target
 from rescue.engine import consent
 from rescue.engine.restore import RestoreJob, RestoreRequest, TargetCheck
 from rescue.errors import RescueError
-from rescue.formats.image import detect_format, open_reader
+from rescue.formats.catalog import is_source_disk, summarize
 from rescue.tui.describe import device_line, every_device
+from rescue.tui.screens.image_picker import ImagePicker, session_images
 from rescue.tui.screens.wizard import WizardScreen, parse_number, verdict_lines
 from rescue.tui.widgets.toggles import Checkbox, SelectionList
 from rescue.units import human_size
+
+# the few words a target row gives for each reason of the write-safety policy against it
+REASON_WORDS = {"running-system": "system disk", "swap": "active swap", "read-only": "read-only",
+                "mounted": "mounted", "holder": "in use by RAID/LVM", "busy": "busy",
+                "is-source": "holds the image", "same-disk": "shares a disk with a job",
+                "job-source": "used by a job", "missing": "no medium",
+                "not-writable": "not writable"}
 
 
 def with_command_line(request: RestoreRequest) -> RestoreRequest:
@@ -46,12 +59,29 @@ def describe_check(check: TargetCheck, force: bool) -> Text:
     return text
 
 
+def target_row(item: Device, blocking: list[str], source: bool) -> Selection[str]:
+    """One device of the target list: the devices the policy refuses are shown, with the
+    reason, but cannot be marked; the image's own source disk is named as such."""
+    notes = [*blocking, *(["SOURCE of this image"] if source else [])]
+    line = device_line(item)
+    if notes:
+        line = f"{line[:40]}  [{', '.join(notes)}]"
+    return Selection(Text(line), item.path, disabled=bool(blocking))
+
+
 class RestoreWizard(WizardScreen):
     """Pushed from the Disks screen with the highlighted device proposed as the target."""
 
     TITLE_TEXT = "Restore an image"
     STEPS = (("image", "which image"), ("targets", "onto which disks"),
              ("check", "safety checks"), ("confirm", "type to confirm"))
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("ctrl+o", "pick_image", "List images")]
+    DEFAULT_CSS = """
+    RestoreWizard .step { overflow-y: auto; }
+    RestoreWizard #target-list { height: auto; max-height: 9; }
+    RestoreWizard .row Input { width: 1fr; }
+    RestoreWizard #pick-image { margin-top: 1; }
+    """
 
     def __init__(self, image: str = "", target: str = "", disks: list[Disk] | None = None
                  ) -> None:
@@ -59,17 +89,21 @@ class RestoreWizard(WizardScreen):
         self.image = image
         self.target = target
         self.disks = disks or []
+        self.source: dict[str, Any] = {}  # the image's source disk, as its manifest names it
         self.request: RestoreRequest | None = None
         self.checks: tuple[TargetCheck, ...] = ()
 
     def compose_step(self, step_id: str) -> ComposeResult:
         if step_id == "image":
+            made_here = session_images(self.rescue_app)
             yield Label("Image file to restore (.img, .qcow2, .img.zst):")
-            yield Input(self.image, placeholder="/mnt/backup/sdb.img", id="image-path")
+            yield Input(self.image or (made_here[0] if made_here else ""),
+                        placeholder="/mnt/backup/sdb.img", id="image-path")
+            yield Button("Choose from a list of images (ctrl+o)", id="pick-image")
         elif step_id == "targets":
             yield Static(id="image-info", markup=False)
             yield Label("Targets (space marks; everything on them will be overwritten):")
-            yield SelectionList[str](*self.target_choices(), id="target-list")
+            yield SelectionList[str](id="target-list")
             with Horizontal(classes="row"):
                 yield Label("More targets:")
                 yield Input(id="more-targets", placeholder="/dev/sdc /dev/sdd")
@@ -84,9 +118,47 @@ class RestoreWizard(WizardScreen):
             yield Vertical(id="confirm-fields")
             yield Button("Restore now (overwrites the targets)", id="finish", variant="error")
 
-    def target_choices(self) -> list[tuple[str, str, bool]]:
-        return [(device_line(item), item.path, item.path == self.target)
-                for item in every_device(self.disks)]
+    def target_choices(self) -> list[Selection[str]]:
+        """Every device, judged by the write-safety policy as a target for this image."""
+        rows = []
+        for item in every_device(self.disks):
+            verdict = check_write_target(item.path, protected=[self.image])
+            blocking = list(dict.fromkeys(REASON_WORDS.get(reason.code, reason.code)
+                                          for reason in verdict.reasons))
+            serial, model = (item.serial, item.model) if isinstance(item, Disk) else (None, None)
+            source = is_source_disk(self.source, item.path, serial, model, item.size)
+            rows.append(target_row(item, blocking, source))
+        return rows
+
+    def show_targets(self) -> None:
+        """The target list for the chosen image, keeping what was marked before."""
+        targets = self.query_one("#target-list", SelectionList)
+        marked = set(targets.selected) or {self.target}
+        targets.clear_options()
+        for row in self.target_choices():
+            targets.add_option(row)
+            if row.value in marked and not row.disabled:
+                targets.select(row.value)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "pick_image":
+            return self.step_id == "image"
+        return super().check_action(action, parameters)
+
+    def action_pick_image(self) -> None:
+        def chosen(path: str | None) -> None:
+            if path:
+                self.query_one("#image-path", Input).value = path
+                self.action_next()
+
+        self.app.push_screen(ImagePicker("Which image to restore?"), chosen)
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "pick-image":
+            event.stop()
+            self.action_pick_image()
+        else:
+            super().on_button_pressed(event)
 
     # ---- steps -----------------------------------------------------------------------------
 
@@ -107,17 +179,15 @@ class RestoreWizard(WizardScreen):
     def check_image(self) -> str | None:
         path = self.query_one("#image-path", Input).value.strip()
         if not path:
-            return "name the image to restore"
-        try:
-            image_format = detect_format(path)
-            reader = open_reader(path, image_format)
-        except (RescueError, OSError) as error:
-            return str(error)
-        size = reader.size
-        reader.close()
-        self.image = path
+            return "name the image to restore (ctrl+o lists them)"
+        summary = summarize(path)
+        if not summary.readable:
+            return summary.detail
+        self.image, self.source = path, summary.source
+        made = f"\nmade from {summary.source_line()}" if summary.source else ""
         self.query_one("#image-info", Static).update(
-            f"{image_format} image of {human_size(size)}: {path}")
+            f"{summary.format} image of {human_size(summary.size or 0)}, {summary.state}: "
+            f"{path}{made}")
         return None
 
     def check_targets(self) -> str | None:
@@ -147,7 +217,9 @@ class RestoreWizard(WizardScreen):
         return None
 
     def enter_step(self, step_id: str) -> None:
-        if step_id == "check":
+        if step_id == "targets":
+            self.show_targets()
+        elif step_id == "check":
             self.show_checks()
         elif step_id == "confirm":
             self.query_one("#confirm-help", Static).update(consent.TYPE_TO_CONFIRM)
