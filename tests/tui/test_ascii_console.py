@@ -18,9 +18,10 @@ from rescue.tui.app import RescueApp, make_home_app
 from rescue.tui.glyphs import STAND_INS, ascii_for, to_ascii
 from rescue.tui.jobs import RunningRestore
 from rescue.tui.screens.browser import ImageBrowser
-from rescue.tui.screens.dialogs import AskPathScreen, HelpScreen, QuitScreen
+from rescue.tui.screens.dialogs import HelpScreen, QuitScreen
 from rescue.tui.screens.disks import DisksScreen, InspectScreen
 from rescue.tui.screens.folder_picker import FolderPicker
+from rescue.tui.screens.image_picker import ImagePicker
 from rescue.tui.screens.image_wizard import ImageWizard
 from rescue.tui.screens.job import JobScreen
 from rescue.tui.screens.jobs import JobsScreen
@@ -48,7 +49,8 @@ def accented_ext4(tmp_path: Path) -> Path:
     (tree / "Fotos – Mai").mkdir(parents=True)
     (tree / "Fotos – Mai" / "café ☕.jpg").write_bytes(b"j" * 5000)
     (tree / "東京.txt").write_bytes(b"t\n")
-    image = make_file(str(tmp_path / "fs.img"), 8 * MIB)
+    (tmp_path / "images").mkdir()
+    image = make_file(str(tmp_path / "images" / "fs.img"), 8 * MIB)
     run("mkfs.ext4", "-q", "-F", "-d", str(tree), image)
     return Path(image)
 
@@ -89,20 +91,32 @@ class Visit:
         return self.check(name)
 
 
-async def disks_and_dialogs(visit: Visit, target: str) -> None:
+async def highlight(visit: Visit, target: str) -> None:
+    """The Disks screen's cursor on `target` (rows move as other loop devices come and go)."""
     disks = visit.app.screen
     assert isinstance(disks, DisksScreen)
     await wait_until(visit.pilot, lambda: target in disks.paths())
     disks.table.move_cursor(row=disks.paths().index(target))
-    await visit.step("disks")
+    await visit.pilot.pause()
+
+
+async def disks_and_dialogs(visit: Visit, target: str) -> None:
+    await highlight(visit, target)
+    visit.check("disks")
     for key, dialog in (("v", InspectScreen), ("f1", HelpScreen), ("s", SshScreen)):
         await visit.open(key, dialog)
         await visit.open("escape", DisksScreen)
 
 
 async def browser(visit: Visit, fs_image: Path) -> None:
-    ask = await visit.open("o", AskPathScreen)
-    ask.query_one(Input).value = str(fs_image)
+    picker = await visit.open("o", ImagePicker)
+    picker.query_one("#image-path", Input).focus()
+    picker.query_one("#image-path", Input).value = str(fs_image.parent)
+    await visit.pilot.press("enter")  # the folder's images are listed and summarised
+    await wait_until(visit.pilot, lambda: str(fs_image) in picker.summaries)
+    await visit.step("image list")
+    picker.query_one("#image-path", Input).focus()
+    picker.query_one("#image-path", Input).value = str(fs_image)
     browser = await visit.open("enter", ImageBrowser)
     await wait_until(visit.pilot, lambda: bool(browser.file_tree.root.children))
     await visit.pilot.press("enter")  # open the volume: its files are listed
@@ -126,7 +140,8 @@ async def image_wizard_and_job(visit: Visit, dest: Path) -> None:
     await visit.step("folder picker")
     await visit.pilot.press("escape")
     wizard.query_one("#dest-path", Input).focus()
-    assert "[ ] Copy backwards" in await visit.step("image wizard: options", "enter")
+    options = await visit.step("image wizard: options", "enter")
+    assert "[ ] Copy backwards" in options and "raw, sparse (.img)" in options  # values show
     wizard.query_one("#reverse").focus()
     assert "[x] Copy backwards" in await visit.step("image wizard: ticked", "space")
     await visit.pilot.press("space")
@@ -150,6 +165,7 @@ async def image_wizard_and_job(visit: Visit, dest: Path) -> None:
 
 async def restore_wizard_and_job(visit: Visit, raw_image: str, target: str) -> None:
     await visit.open("d", DisksScreen)
+    await highlight(visit, target)
     restore = await visit.open("r", RestoreWizard)
     restore.query_one("#image-path", Input).value = raw_image
     shown = await visit.step("restore wizard: targets", "enter")
@@ -188,10 +204,11 @@ def test_every_screen_and_dialog_is_ascii_on_a_vt220(tmp_path: Path,
 
         drive(make_home_app(VT220), scenario, notifications=True)
     screens = {kind.__name__ for kind in (
-        DisksScreen, InspectScreen, HelpScreen, SshScreen, AskPathScreen, ImageBrowser,
+        DisksScreen, InspectScreen, HelpScreen, SshScreen, ImagePicker, ImageBrowser,
         FolderPicker, ImageWizard, JobScreen, QuitScreen, JobsScreen, RestoreWizard,
         RestoreScreen)}
-    assert screens | {"folder picker", "map viewer", "job cancelled, toast"} <= set(visits[0].seen)
+    steps = {"image list", "folder picker", "map viewer", "job cancelled, toast"}
+    assert screens | steps <= set(visits[0].seen)
 
 
 WIDE_AND_ODD = "é東☕📁\u0301\u00a0"
