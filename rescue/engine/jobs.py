@@ -183,14 +183,32 @@ class Progress:
 
 
 @dataclass
+class SectorRate:
+    """Sector reads (trimming, scraping, retrying, the edges of bad areas): bytes tried and job
+    time spent, good or failed, the rate that work still to come can be estimated at."""
+
+    nbytes: int = 0
+    seconds: float = 0.0
+
+    def add(self, nbytes: int, seconds: float) -> None:
+        self.nbytes += nbytes
+        self.seconds += seconds
+
+    def rate(self) -> float:
+        return self.nbytes / self.seconds if self.nbytes and self.seconds > 0 else 0.0
+
+
+@dataclass
 class RateMeter:
     """Bytes per second over the last few seconds, and since `started`; and when bytes last
-    came. Times are a job clock's."""
+    came. Times are a job clock's. Shared by a job's rescues (the metadata first, the chosen
+    files, the rest), with the rate of their sector reads, so each estimates from all."""
 
     started: float = 0.0
     window: float = 3.0
     total: int = 0
     last: float | None = None  # when bytes were last added
+    sector_reads: SectorRate = field(default_factory=SectorRate)
     _samples: deque[tuple[float, int]] = field(default_factory=deque)
 
     def add(self, nbytes: int, now: float) -> None:
