@@ -53,6 +53,7 @@ class JobControl:
         self.cancelled = threading.Event()
         self._running = threading.Event()
         self._running.set()
+        self._waiting = threading.Event()  # set while the job's thread waits out a pause
         self.clock = clock or JobClock()
 
     def cancel(self) -> None:
@@ -71,9 +72,21 @@ class JobControl:
     def paused(self) -> bool:
         return not self._running.is_set()
 
+    @property
+    def stopped(self) -> bool:
+        """Paused, and the read the job was in when paused has ended: from now on nothing
+        it shows changes until it resumes."""
+        return self._waiting.is_set()
+
     def wait_if_paused(self) -> None:
-        while not self._running.wait(0.2):
-            pass
+        if self._running.is_set():
+            return
+        self._waiting.set()
+        try:
+            while not self._running.wait(0.2):
+                pass
+        finally:
+            self._waiting.clear()
 
 
 class Phase(StrEnum):
