@@ -179,6 +179,7 @@ def run_job(job: ImageJob, json_lines: bool) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from rescue.engine.imaging import ImageJob, ImageRequest
+    from rescue.engine.resume import outlook
 
     request = ImageRequest(
         source=args.source, dest=args.dest, map_path=args.map_path, image_format=args.format,
@@ -186,7 +187,10 @@ def run(args: argparse.Namespace) -> int:
         first=tuple(args.first), force=args.force, options=rescue_options(args),
         command_line=shlex.join(sys.argv), reads_log=args.log_reads, events_log=args.log_events,
         threads=args.threads)
+    ahead = outlook(request)  # before the job opens (and may create) the image
     job = ImageJob(request)
+    if not args.json:  # each line of --json's output is an object
+        print(ahead.line(), flush=True)
     for warning in job.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     if job.plan is not None and args.mode == "used":

@@ -28,6 +28,7 @@ from rescue.engine.joblogs import JobLogs
 from rescue.engine.jobs import JobControl, Phase, Progress, RateMeter
 from rescue.engine.request import ImageRequest
 from rescue.engine.rescue import Outcome, Rescue, RescueOptions
+from rescue.engine.resume import IDENTITY_FIELDS, identity_mismatch
 from rescue.engine.zststream import StreamImage, ZstStream, staging_path
 from rescue.errors import FormatError, RefusedError, UsageError
 from rescue.formats import mapfile
@@ -51,8 +52,6 @@ from rescue.io.source import BlockSource, Source
 from rescue.rangemap import BAD, FINISHED, NON_SCRAPED, NON_TRIMMED, MapSnapshot, RangeMap
 from rescue.sim import faulty
 
-# what the map records of its source; a resume with a source that differs in any is refused
-IDENTITY_FIELDS = ("size", "logical_sector_size", "physical_sector_size", "model", "serial")
 SAMPLES = 4  # rescued areas re-read and compared with the image on resume
 SAMPLE_CANDIDATES = 16
 SAMPLE_SIZE = 4096
@@ -121,6 +120,15 @@ def _with_file_system(entry: dict[str, Any], found: ProbeResult) -> dict[str, An
     if fs is None:
         return entry
     return {**entry, "fstype": fs.fstype, "label": entry.get("label") or fs.label}
+
+
+def identity_of(source: Source) -> dict[str, Any]:
+    """What the job records of an open source, and compares on resume."""
+    if isinstance(source, BlockSource):
+        return source_identity(source.path, source.size, source.sector_size,
+                               source.physical_sector_size)
+    return {"path": source.path, "size": source.size, "logical_sector_size": source.sector_size,
+            "physical_sector_size": source.physical_sector_size}
 
 
 def source_warnings(source: Source) -> tuple[str, ...]:
@@ -374,12 +382,7 @@ class ImageJob:
             others[f"the {name}"] = path
 
     def _source_identity(self) -> dict[str, Any]:
-        src = self.source
-        if isinstance(src, BlockSource):
-            return source_identity(src.path, src.size, src.sector_size,
-                                   src.physical_sector_size)
-        return {"path": src.path, "size": src.size, "logical_sector_size": src.sector_size,
-                "physical_sector_size": src.physical_sector_size}
+        return identity_of(self.source)
 
     def _check_same_source(self, reader: ImageReader | None) -> None:
         """Resume only from the source the map and the image were made from; then record it
@@ -413,12 +416,10 @@ class ImageJob:
 
     def _compare_identity(self, recorded: list[tuple[str, dict[str, Any] | None]]) -> None:
         for where, identity in recorded:
-            for key in IDENTITY_FIELDS:
-                before, now = (identity or {}).get(key), self.identity.get(key)
-                if before is not None and now is not None and before != now:
-                    raise RefusedError(
-                        f"{self.request.source} is not the source of {where} ({key} "
-                        f"{before!r} recorded, {now!r} now); image it into a new file")
+            mismatch = identity_mismatch(identity, self.identity)
+            if mismatch is not None:
+                raise RefusedError(f"{self.request.source} is not the source of {where} "
+                                   f"({mismatch}); image it into a new file")
 
     def _compare_rescued_data(self, reader: ImageReader) -> None:
         """Two disks of one size and model, or two files, differ in what was rescued: read a

@@ -78,10 +78,12 @@ class RescueApp(App[int]):
 
     # ---- jobs ------------------------------------------------------------------------------
 
-    def start_job(self, job: ImageJob) -> RunningJob:
-        """Run an opened imaging job in a thread worker and show its screen."""
+    def start_job(self, job: ImageJob, verify: bool = False) -> RunningJob:
+        """Run an opened imaging job in a thread worker and show its screen; `verify` checks
+        the image once the rescue has run to its end."""
         request = job.request
         running = RunningJob(job, f"{request.source} → {os.path.basename(request.dest)}")
+        running.verify = verify
         self._start(running, f"started; map {request.mapfile_path}")
         for warning in job.warnings:  # e.g. a partition imaged whole, or a backup superblock
             running.note(f"warning: {warning}")

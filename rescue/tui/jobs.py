@@ -7,8 +7,10 @@ what they run, how they summarise themselves and what exit code their outcome me
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+from dataclasses import replace
 from typing import Generic, TypeVar
 
 from textual.worker import Worker
@@ -17,6 +19,7 @@ from rescue.engine.imaging import ImageJob
 from rescue.engine.jobs import JobControl, Progress
 from rescue.engine.rescue import Outcome
 from rescue.engine.restore import RestoreJob, RestoreProgress, RestoreResult
+from rescue.engine.verify import verify
 from rescue.errors import ExitCode, RescueError
 from rescue.fs.affected import image_damage_report
 from rescue.rangemap import BAD, FINISHED, MapSnapshot
@@ -160,13 +163,28 @@ class RunningJob(BackgroundJob[Outcome, Progress]):
     def __init__(self, job: ImageJob, title: str) -> None:
         super().__init__(title, job.control)
         self.job = job
+        self.verify = False  # `rescue verify` the image once the rescue has run to its end
         self._first_noted = 0  # chosen files (--first) whose outcome the log has
 
     def run(self) -> Outcome:
         outcome = self.job.run()
         if outcome is Outcome.UNREADABLE:
             self.note_affected_files()
+        if self.verify and outcome.finished:
+            self.note_verification()
         return outcome
+
+    def note_verification(self) -> None:
+        """What `rescue verify` says of the finished image, in the job's log."""
+        self.note("verifying the image")
+        dest = self.job.request.dest
+        try:  # named as the job's title names it: the log's lines are one screen wide
+            checked = verify(dest, self.job.format)
+            lines = replace(checked, image=os.path.basename(dest)).lines()
+        except RescueError as exc:
+            lines = [f"not possible ({one_line(exc)})"]
+        for line in lines:
+            self.note(f"verify: {line}")
 
     def note_affected_files(self) -> None:
         """Which files the unreadable sectors hit, as `rescue report` lists them."""

@@ -9,24 +9,28 @@ from __future__ import annotations
 
 import os
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.containers import Horizontal
+from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Button, Checkbox, Input, Label, OptionList, Select, Static
 from textual.widgets.option_list import Option
 
 from rescue.devices.discover import Disk
 from rescue.devices.safety import Verdict, check_write_target
+from rescue.engine.choices import MODES, ORDERS
 from rescue.engine.imaging import (
     ImageJob,
     ImageRequest,
+    identity_of,
     open_source,
     protected_sources,
     source_warnings,
 )
 from rescue.engine.rescue import RescueOptions
+from rescue.engine.resume import Outlook, outlook
 from rescue.errors import RescueError
 from rescue.formats.image import DEFAULT_LEVEL, EXTENSION_OF, LEVELS, format_for
 from rescue.sim.faulty import PREFIX as SIM_PREFIX
@@ -37,6 +41,12 @@ from rescue.units import human_size
 
 FORMAT_CHOICES = (("raw, sparse (.img)", "raw"), ("qcow2, compressed (.qcow2)", "qcow2"),
                   ("zstd seekable (.img.zst)", "zst"))
+MODE_CHOICES = tuple(zip(("every sector (full)", "only what file systems use (used)"), MODES,
+                         strict=True))
+ORDER_CHOICES = tuple(zip(("auto (metadata first if it fails)",
+                           "metadata first, then the rest", "sequential, start to end"), ORDERS,
+                          strict=True))
+OUTLOOK_STYLES = {"resume": "bold", "over": "yellow", "refuse": "bold red"}
 
 
 def with_format_extension(path: str, image_format: str) -> str:
@@ -60,13 +70,19 @@ class ImageChoices:
     source_size: int = 0
     source_warnings: tuple[str, ...] = ()  # e.g. mounted read-write: may change as it is read
     dest: str = ""
+    # what the job records of the source, to tell a map of another source apart
+    identity: dict[str, Any] = field(default_factory=dict)
     image_format: str = "raw"
     level: int = DEFAULT_LEVEL
+    threads: int | None = None  # compression threads; None: one per CPU ("auto")
+    mode: str = "full"
+    order: str = "auto"
     retries: int = 0
     reverse: bool = False
     timeout: float | None = None
     first: tuple[str, ...] = ()  # paths whose files are read right after the metadata
     force: bool = False
+    verify: bool = False  # `rescue verify` the image once imaging ends
 
     def verdict(self) -> Verdict:
         return check_write_target(self.dest, needed_size=self.source_size,
@@ -77,6 +93,7 @@ class ImageChoices:
         image` command that starts (or resumes) the same job."""
         request = ImageRequest(source=self.source, dest=self.dest,
                                image_format=self.image_format, level=self.level,
+                               threads=self.threads, mode=self.mode, order=self.order,
                                first=self.first, force=self.force,
                                options=RescueOptions(retries=self.retries,
                                                      reverse=self.reverse,
@@ -84,10 +101,29 @@ class ImageChoices:
         request.command_line = shlex.join(request.to_argv())
         return request
 
+    def outlook(self) -> Outlook:
+        """Whether the job resumes what the destination holds, starts fresh or over, or is
+        refused; the format by the name until one is chosen."""
+        return outlook(ImageRequest(source=self.source, dest=self.dest, force=self.force),
+                       self.identity)
+
+    def verify_line(self) -> str:
+        return shlex.join(["rescue", "verify", self.dest])
+
 
 class ImageWizard(WizardScreen):
     """Pushed from the Disks screen with the highlighted device as the proposed source."""
 
+    CSS = """
+    ImageWizard #option-fields { height: 1fr; }
+    ImageWizard .field { height: 1; margin-top: 1; }
+    ImageWizard .field Label { margin: 0 1 0 0; width: 40; }
+    ImageWizard .field Label.after { width: auto; margin: 0 1 0 2; }
+    ImageWizard .field Select { width: 1fr; }
+    ImageWizard .field Input { width: 10; }
+    ImageWizard #option-fields Checkbox { margin-top: 1; }
+    ImageWizard .step Label.wide, ImageWizard .step > Label { width: 100%; }
+    """
     TITLE_TEXT = "Image a disk"
     STEPS = (("source", "what to read"), ("dest", "where the image goes"),
              ("options", "format and rescue options"), ("summary", "check and start"))
@@ -102,7 +138,8 @@ class ImageWizard(WizardScreen):
     def compose_step(self, step_id: str) -> ComposeResult:
         if step_id == "source":
             yield Label("Device, partition or file to read (never written); sim:SPEC for a "
-                        "simulated disk:")
+                        "simulated disk. One job reads one source: the whole disk, or one "
+                        "of its partitions.", classes="wide")
             yield Input(self.choices.source, placeholder="/dev/sdb", id="source-path")
             yield Label("or pick one (enter):")
             yield OptionList(*self.source_options(), id="known")
@@ -113,26 +150,46 @@ class ImageWizard(WizardScreen):
                 yield Button("Browse…", id="browse")
             yield Static(id="dest-info", markup=False)
         elif step_id == "options":
-            yield Label("Format:")
-            yield Select(FORMAT_CHOICES, value="raw", allow_blank=False, id="format")
-            with Horizontal(classes="row"):
-                yield Label(f"Compression level ({LEVELS.start}-{LEVELS.stop - 1}):")
-                yield Input(str(DEFAULT_LEVEL), id="level", type="integer")
-            with Horizontal(classes="row"):
-                yield Label("Retry passes over bad sectors:")
-                yield Input("0", id="retries", type="integer")
-            with Horizontal(classes="row"):
-                yield Label("Stop after seconds without a good read:")
-                yield Input(id="timeout", type="number", placeholder="never")
-            yield Checkbox("Copy backwards (reverse)", id="reverse")
-            yield Label("Folders to read first, after the metadata (N:PATH for partition N; "
-                        "quote a name with spaces):")
-            yield Input(id="first", placeholder="/home/ann/thesis 2:/Users/ann/Documents")
+            yield from self.compose_options()
         else:
             yield Static(id="summary")
             yield Checkbox("Force: overwrite an existing image, override reasons marked so",
                            id="force")
             yield Button("Start imaging", id="finish", variant="primary")
+
+    def compose_options(self) -> ComposeResult:
+        """One line per field, so the step fits 80x24; it scrolls if the terminal is smaller."""
+        with VerticalScroll(id="option-fields"):
+            with Horizontal(classes="field"):
+                yield Label("Format:")
+                yield Select(FORMAT_CHOICES, value="raw", allow_blank=False, id="format",
+                             compact=True)
+            with Horizontal(classes="field", id="compression"):
+                yield Label(f"Compression level ({LEVELS.start}-{LEVELS.stop - 1}):")
+                yield Input(str(DEFAULT_LEVEL), id="level", type="integer", compact=True)
+                yield Label("threads:", classes="after")
+                yield Input(id="threads", type="integer", placeholder="auto", compact=True)
+            with Horizontal(classes="field"):
+                yield Label("Read:")
+                yield Select(MODE_CHOICES, value="full", allow_blank=False, id="mode",
+                             compact=True)
+            with Horizontal(classes="field"):
+                yield Label("Order:")
+                yield Select(ORDER_CHOICES, value="auto", allow_blank=False, id="order",
+                             compact=True)
+            with Horizontal(classes="field"):
+                yield Label("Retry passes over bad sectors:")
+                yield Input("0", id="retries", type="integer", compact=True)
+            with Horizontal(classes="field"):
+                yield Label("Stop after seconds without a good read:")
+                yield Input(id="timeout", type="number", placeholder="never", compact=True)
+            yield Checkbox("Copy backwards (reverse)", id="reverse", compact=True)
+            yield Checkbox("Verify the image when imaging ends (rescue verify)", id="verify",
+                           compact=True)
+            yield Label("Folders to read first, after the metadata (N:PATH for partition N; "
+                        "quote a name with spaces):", classes="wide")
+            yield Input(id="first", placeholder="/home/ann/thesis 2:/Users/ann/Documents",
+                        compact=True)
 
     def source_options(self) -> list[Option]:
         return [Option(Text(device_line(item)), id=item.path)
@@ -154,6 +211,7 @@ class ImageWizard(WizardScreen):
             self.show_dest_info()
         elif step_id == "options":
             self.query_one("#format", Select).value = format_for(choices.dest)
+            self.show_compression()
         elif step_id == "summary":
             self.show_summary()
 
@@ -183,6 +241,7 @@ class ImageWizard(WizardScreen):
             return str(error)
         try:
             size, warnings = source.size, source_warnings(source)
+            self.choices.identity = identity_of(source)
         finally:
             source.close()
         if path != self.choices.source:
@@ -208,6 +267,11 @@ class ImageWizard(WizardScreen):
             return str(error)
         choices.level = int(parse_number(self.query_one("#level", Input).value, "the level",
                                          int))
+        threads = self.query_one("#threads", Input).value.strip()
+        choices.threads = int(parse_number(threads, "the threads", int)) if threads else None
+        choices.mode = str(self.query_one("#mode", Select).value)
+        choices.order = str(self.query_one("#order", Select).value)
+        choices.verify = self.query_one("#verify", Checkbox).value
         choices.retries = int(parse_number(self.query_one("#retries", Input).value,
                                            "the retries", int, 0))
         timeout = self.query_one("#timeout", Input).value.strip()
@@ -234,14 +298,22 @@ class ImageWizard(WizardScreen):
         if event.select.id == "format" and isinstance(event.value, str):
             self.choices.dest = with_format_extension(self.choices.dest, event.value)
             self.query_one("#dest-path", Input).value = self.choices.dest
-            self.query_one("#level", Input).disabled = event.value == "raw"
+            self.show_compression()
+
+    def show_compression(self) -> None:
+        """The level and threads only where the format compresses."""
+        chosen = self.query_one("#format", Select).value
+        self.query_one("#compression", Horizontal).display = chosen != "raw"
 
     def show_dest_info(self) -> None:
         dest = os.path.abspath(os.path.expanduser(self.query_one("#dest-path", Input).value))
         folder = dest if os.path.isdir(dest) else os.path.dirname(dest)
-        self.query_one("#dest-info", Static).update(
-            f"{describe_folder(folder)}\nthe source holds {human_size(self.choices.source_size)}"
-            "; a sparse or compressed image usually needs less")
+        ahead = replace(self.choices, dest=dest).outlook()
+        text = Text(f"{describe_folder(folder)}\nthe source holds "
+                    f"{human_size(self.choices.source_size)}; a sparse or compressed image "
+                    "usually needs less\n")
+        text.append(ahead.line(), OUTLOOK_STYLES.get(ahead.kind, ""))
+        self.query_one("#dest-info", Static).update(text)
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         """Browse…; the finish button is the base class's (Textual calls both handlers)."""
@@ -267,9 +339,13 @@ class ImageWizard(WizardScreen):
         for warning in choices.source_warnings:
             text.append(f"! {warning}\n", "yellow")
         text.append(f"write  {choices.dest}\n       map {choices.dest}.map\n")
+        ahead = choices.outlook()
+        text.append(ahead.line() + "\n", OUTLOOK_STYLES.get(ahead.kind, ""))
         options = [f"format {choices.image_format}"]
         if choices.image_format != "raw":
-            options.append(f"level {choices.level}")
+            options.append(f"level {choices.level}, "
+                           f"{choices.threads or 'auto'} threads")
+        options += [f"mode {choices.mode}", f"order {choices.order}"]
         options.append(f"{choices.retries} retry passes")
         if choices.reverse:
             options.append("reverse")
@@ -280,6 +356,8 @@ class ImageWizard(WizardScreen):
         for line, style in verdict_lines(choices.verdict()):
             text.append(line + "\n", style)
         text.append(f"same as: {choices.request().command_line}", "dim")
+        if choices.verify:
+            text.append(f"\nthen:    {choices.verify_line()}", "dim")
         self.query_one("#summary", Static).update(text)
 
     def on_checkbox_changed(self, event: Checkbox.Changed) -> None:
@@ -292,4 +370,4 @@ class ImageWizard(WizardScreen):
     def finish(self) -> None:
         job = ImageJob(self.choices.request())
         self.app.pop_screen()
-        self.rescue_app.start_job(job)
+        self.rescue_app.start_job(job, verify=self.choices.verify)
