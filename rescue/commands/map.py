@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 
 from rescue.commands.tui import add_look_options, look_from_args
-from rescue.errors import ExitCode
+from rescue.errors import ExitCode, UsageError
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -23,20 +23,23 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--svg", metavar="OUT",
                         help="save the map, its legend and totals as an SVG picture in OUT "
                              "instead of opening it")
-    parser.add_argument("--width", type=int, default=80, metavar="CELLS",
+    parser.add_argument("--width", type=int, metavar="CELLS",
                         help="with --svg: cells per row (default 80)")
-    parser.add_argument("--height", type=int, default=20, metavar="CELLS",
+    parser.add_argument("--height", type=int, metavar="CELLS",
                         help="with --svg: rows of cells at most (default 20)")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.svg is None and (args.width or args.height) is not None:
+        raise UsageError("--width and --height size the picture --svg OUT saves")
     if args.svg is not None:
         from rescue.commands.picture import save_svg
         from rescue.formats.mapfile import load
 
-        save_svg(load(args.mapfile), args.svg, f"rescue map {args.mapfile}", args.width,
-                 args.height, look_from_args(args))
+        save_svg(load(args.mapfile), args.svg, f"rescue map {args.mapfile}",
+                 80 if args.width is None else args.width,
+                 20 if args.height is None else args.height, look_from_args(args))
         print(f"map of {args.mapfile} saved as {args.svg}")
         return int(ExitCode.OK)
     from rescue.tui.app import make_app

@@ -92,3 +92,4 @@ def test_bad_requests_are_one_line(tmp_path: Path) -> None:
                          2, "none.map")
     assert_clean_failure(rescue("map", mapfile, "--svg", tmp_path / "no" / "m.svg"),
                          3, "m.svg")
+    assert_clean_failure(rescue("map", mapfile, "--width", "100"), 2, "--svg")
