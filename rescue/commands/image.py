@@ -63,7 +63,7 @@ def status_lines(p: Progress) -> list[str]:
         f"rate: {human_rate(p.current_rate):>12} now {human_rate(p.average_rate):>12} average"
         f"   pos: {human_size(p.position)}",
         f"{p.phase} pass {p.pass_no}{state}   elapsed: {human_duration(p.elapsed)}"
-        f"   last good: {human_duration(p.since_last_good)}   ETA: {human_duration(p.eta)}",
+        f"   last good: {human_duration(p.since_last_good)}   ETA: {p.eta_text}",
     ]
 
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from rescue.formats.mapfile import PHASES
 from rescue.rangemap import BAD, FINISHED, NON_SCRAPED, NON_TRIED, NON_TRIMMED
+from rescue.units import human_duration
 
 if TYPE_CHECKING:
     from rescue.fs.chosen import FileState
@@ -160,6 +161,12 @@ class Progress:
     eta: float | None
     paused: bool = False
     first: FirstProgress | None = None  # the chosen files' stage of an image job (--first)
+
+    @property
+    def eta_text(self) -> str:
+        """The ETA in the words every presenter shows: '-' once the rescue is finished,
+        'unknown' while it cannot be estimated."""
+        return "-" if self.phase is Phase.FINISHED else human_duration(self.eta)
 
     @property
     def rescued(self) -> int:

@@ -191,10 +191,11 @@ class Rescue:
         """Seconds for all the work still to come, not only this pass: the untried bytes at
         the copy rate, plus every sector read still to come (trimming, scraping, each retry
         of the bad areas) at the rate sector reads have gone so far. None when some of that
-        work has no observed rate to go by; 0 only once the rescue is finished. Once it has
-        ended its inputs stand still, and so does the estimate."""
+        work has no observed rate to go by, and once the rescue is finished (nothing is left
+        to estimate, though bad sectors may be). Once the job has ended its inputs stand
+        still, and so does the estimate."""
         if self._phase is Phase.FINISHED:
-            return 0.0
+            return None
         seconds = 0.0
         if totals[NON_TRIED]:
             if copy_rate <= 0:

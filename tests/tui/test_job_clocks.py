@@ -59,7 +59,7 @@ def test_a_paused_job_shows_the_same_clocks_however_long_it_waits(tmp_path: Path
     drive(app, scenario)
 
 
-def test_a_finished_job_shows_the_same_clocks_later_and_no_eta_left(tmp_path: Path) -> None:
+def test_a_finished_job_shows_the_same_clocks_later_and_no_eta(tmp_path: Path) -> None:
     app = app_for(tmp_path, FAST)
 
     async def scenario(pilot: Pilot) -> None:
@@ -71,6 +71,6 @@ def test_a_finished_job_shows_the_same_clocks_later_and_no_eta_left(tmp_path: Pa
         await asyncio.sleep(2.5)
         await pilot.pause()
         assert clocks_shown(screen_lines(app)) == ended
-        assert any("ETA 0s" in line for line in ended)
+        assert any(line.rstrip().endswith("ETA -") for line in ended)
 
     drive(app, scenario)

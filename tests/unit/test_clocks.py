@@ -96,7 +96,8 @@ def test_a_finished_job_keeps_its_numbers(tmp_path: Path) -> None:
     second = rescue.progress()
     assert first.phase is Phase.FINISHED
     assert clocks(second) == clocks(first)
-    assert first.eta == 0.0  # nothing is left to do: exactly none, not unknown
+    assert first.eta is None
+    assert first.eta_text == "-"  # nothing is left to estimate: not "unknown", not "0s"
     assert first.elapsed > 0 and first.average_rate > 0
 
 
