@@ -5,6 +5,7 @@ signature on the failing source: they are read from the rescued image."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,11 @@ def test_the_manifest_knows_the_layout_rescue_disks_knows(
     assert recorded == known
     assert {number: label for number, (_, label) in recorded.items()
             if number in disk.labels} == disk.labels
+    text = rescue("info", str(image)).stdout  # the text view lists the same layout
+    assert f"table:       {disk.table}\n" in text
+    for number, (fstype, label) in known.items():
+        named = f' "{label}"' if label else ""
+        assert re.search(rf"^ +{number} .* {fstype or '-'}{named}$", text, re.M), text
 
 
 def test_a_partition_image_records_its_file_system(gpt_disk: LoopDisk, tmp_path: Path) -> None:
