@@ -20,12 +20,14 @@ from rescue.engine.restore import RestoreJob, RestoreProgress, RestoreResult
 from rescue.errors import ExitCode, RescueError
 from rescue.fs.affected import image_damage_report
 from rescue.rangemap import BAD, FINISHED, MapSnapshot
+from rescue.sim.spec import PREFIX as SIM_PREFIX
 from rescue.units import human_size
 
 Result = TypeVar("Result")
 Shown = TypeVar("Shown")  # the progress a job's screen draws
 
 AFFECTED_SHOWN = 8  # the log lists this many; `rescue report` lists them all
+NO_NAMES_HINT = "the map shows which bytes were lost; `rescue explore IMAGE` mounts what it can"
 
 
 def one_line(error: BaseException) -> str:
@@ -171,13 +173,18 @@ class RunningJob(BackgroundJob[Outcome, Progress]):
     def note_affected_files(self) -> None:
         """Which files the unreadable sectors hit, as `rescue report` lists them."""
         request = self.job.request
+        if request.source.startswith(SIM_PREFIX):
+            self.note("affected files: none to name: the simulated disk holds no file system, "
+                      "so its damage is bytes, not files; the map shows them")
+            return
         try:
             report, _ = image_damage_report(request.dest, request.mapfile_path, self.job.format)
         except RescueError as exc:
-            self.note(f"affected files: not known ({one_line(exc)})")
+            self.note(f"affected files: cannot be named ({one_line(exc)}); {NO_NAMES_HINT}")
             return
         if not report.files and report.warnings:
-            self.note(f"affected files: not known ({report.warnings[0]})")
+            self.note(f"affected files: cannot be named ({report.warnings[0]}); "
+                      f"{NO_NAMES_HINT}")
             return
         self.note(f"affected files: {len(report.files)}")
         for item in report.files[:AFFECTED_SHOWN]:
