@@ -12,6 +12,7 @@ from textual.pilot import Pilot
 from textual.widget import Widget
 from textual.widgets._toast import Toast
 
+from rescue.sim.faulty import DEMO_SPEC
 from rescue.tui.app import make_demo_app, make_home_app
 from rescue.tui.screens.browser import ImageBrowser
 from rescue.tui.screens.disks import DisksScreen
@@ -132,17 +133,17 @@ def test_the_demo_lists_its_simulated_disk_alone(tmp_path: Path) -> None:
     """From the demo, `d` shows the simulated disk and no real one, and offers nothing that
     could open a real device (the image and restore wizards and the image browser take any
     typed path)."""
-    app = make_demo_app(FAST, str(tmp_path / "demo"), look=LOOK)
+    app = make_demo_app(DEMO_SPEC, str(tmp_path / "demo"), look=LOOK)
 
     async def scenario(pilot: Pilot) -> None:
-        await wait_until(pilot, lambda: app.jobs[0].done)
         await pilot.press("d")
         screen = app.screen
         assert isinstance(screen, DisksScreen)
         await wait_until(pilot, lambda: bool(screen.paths()))
-        assert screen.paths() == [FAST]
+        assert screen.paths() == [DEMO_SPEC]
+        await wait_until(pilot, lambda: "no real disk" in screen_lines(app)[-2])
         lines = screen_lines(app)
-        assert "simulated" in lines[0] and "no real disk" in "\n".join(lines)
+        assert "simulated" in lines[0] and "a simulated disk has none" in lines[-3]
         assert not any(key in lines[-1] for key in ("i Image", "r Restore", "o Browse"))
         for key in "iro":
             await pilot.press(key)
@@ -150,7 +151,7 @@ def test_the_demo_lists_its_simulated_disk_alone(tmp_path: Path) -> None:
             assert app.screen is screen
         await pilot.press("g")
         await pilot.pause(0.3)
-        assert screen.paths() == [FAST]
+        assert screen.paths() == [DEMO_SPEC]
 
     drive(app, scenario)
 
