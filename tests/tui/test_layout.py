@@ -58,7 +58,7 @@ def test_the_log_takes_a_share_of_the_screen_and_l_gives_it_all(tmp_path: Path,
         assert "l Log" in screen_lines(app)[-1]
         await pilot.press("l")
         await pilot.pause()
-        assert not sector_map.display
+        assert not sector_map.display and app.focused is log  # the arrows scroll the log
         assert log.size.height >= rows - 7  # all but title, counters and footer
         await wait_until(pilot, lambda: len(app.jobs[0].log) >= 3)
         shown = flat("".join(screen_lines(app)))
@@ -66,6 +66,7 @@ def test_the_log_takes_a_share_of_the_screen_and_l_gives_it_all(tmp_path: Path,
         await pilot.press("l")
         await pilot.pause()
         assert sector_map.display and log.size.height < rows // 2
+        assert app.focused is sector_map  # the arrows move over the map again
 
     drive(app, scenario, size)
 

@@ -151,8 +151,12 @@ class JobScreen(JobScreenBase[Progress], MapScreen):
 
     def action_toggle_log(self) -> None:
         """The whole screen for the log (its early lines, a long list of affected files) and
-        back to the map."""
+        back to the map; the arrows then scroll the log, or move over the map again."""
         self.toggle_class("-tall-log")
+        if self.has_class("-tall-log"):
+            self.query_one(f"#{self.LOG_ID}").focus()
+        else:
+            self.sector_map.focus()
 
     def action_browse(self) -> None:
         host_of(self).open_image(self.running.job.request.dest)
