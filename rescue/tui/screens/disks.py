@@ -207,7 +207,7 @@ class DisksScreen(Screen):
                 table.move_cursor(row=keys.index(keep))
         count = len(self.disks)
         self.query_one("#title", Static).update(
-            f"Disks (demo) — {count} simulated disk{'s' if count != 1 else ''}"
+            f"Disks (demo): {count} simulated disk{'s' if count != 1 else ''}"
             if self.simulated else
             f"Disks — {count} disk{'s' if count != 1 else ''}; the running system's are "
             "marked SYSTEM")
