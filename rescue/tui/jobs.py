@@ -27,7 +27,6 @@ Result = TypeVar("Result")
 Shown = TypeVar("Shown")  # the progress a job's screen draws
 
 AFFECTED_SHOWN = 8  # the log lists this many; `rescue report` lists them all
-NO_NAMES_HINT = "the map shows which bytes were lost; `rescue explore IMAGE` mounts what it can"
 
 
 def one_line(error: BaseException) -> str:
@@ -177,14 +176,15 @@ class RunningJob(BackgroundJob[Outcome, Progress]):
             self.note("affected files: none to name: the simulated disk holds no file system, "
                       "so its damage is bytes, not files; the map shows them")
             return
+        hint = (f"the map shows which bytes were lost; `rescue mount {request.dest} DIR` "
+                "shows what can be read")
         try:
             report, _ = image_damage_report(request.dest, request.mapfile_path, self.job.format)
         except RescueError as exc:
-            self.note(f"affected files: cannot be named ({one_line(exc)}); {NO_NAMES_HINT}")
+            self.note(f"affected files: cannot be named ({one_line(exc)}); {hint}")
             return
         if not report.files and report.warnings:
-            self.note(f"affected files: cannot be named ({report.warnings[0]}); "
-                      f"{NO_NAMES_HINT}")
+            self.note(f"affected files: cannot be named ({report.warnings[0]}); {hint}")
             return
         self.note(f"affected files: {len(report.files)}")
         for item in report.files[:AFFECTED_SHOWN]:

@@ -4,6 +4,7 @@ screen that shows it, and a demo that lists no real disk."""
 
 from __future__ import annotations
 
+import random
 import re
 from pathlib import Path
 
@@ -12,13 +13,16 @@ from textual.pilot import Pilot
 from textual.widget import Widget
 from textual.widgets._toast import Toast
 
+from rescue.engine.imaging import ImageJob, ImageRequest
+from rescue.engine.rescue import Outcome
 from rescue.sim.faulty import DEMO_SPEC
-from rescue.tui.app import make_demo_app, make_home_app
+from rescue.tui.app import RescueApp, make_demo_app, make_home_app
 from rescue.tui.screens.browser import ImageBrowser
 from rescue.tui.screens.disks import DisksScreen
 from rescue.tui.screens.job import JobScreen
 from rescue.tui.screens.jobs import JobsScreen
 from rescue.tui.widgets.sector_map import MapLook, SectorMap
+from tests.fixtures.faultdisk import SECTOR, faulty_device
 from tests.fixtures.tui import drive, make_file, screen_lines, type_text, wait_until
 
 FAST = "sim:size=8M,bad=1M+4k,bad=5M+64k"
@@ -170,3 +174,24 @@ def test_the_simulated_disk_warns_of_nothing_it_cannot_act_on(tmp_path: Path) ->
     assert "unknown file system" not in log and "not known" not in log
     assert "the simulated disk holds no file system: every sector is imaged" in log
     assert "affected files: none to name: the simulated disk holds no file system" in log
+
+
+@pytest.mark.slow
+@pytest.mark.root
+def test_damage_on_a_real_disk_without_a_file_system_says_what_to_do(tmp_path: Path) -> None:
+    """A real (FUSE) disk of noise with a bad sector: no file can be named, and the log says
+    where the damage is shown and how to look at the image by hand."""
+    disk = tmp_path / "noise.img"
+    disk.write_bytes(random.Random(4).randbytes(4 * 1024 * 1024))
+    with faulty_device(str(disk), f"sim:bad={1024 * 1024}+{SECTOR}") as device:
+        dest = str(tmp_path / "out.img")
+        app = RescueApp(ImageJob(ImageRequest(source=device, dest=dest)))
+
+        async def scenario(pilot: Pilot) -> None:
+            await wait_until(pilot, lambda: app.jobs[0].done, timeout=60)
+
+        drive(app, scenario)
+    assert app.jobs[0].outcome is Outcome.UNREADABLE
+    noted = [line for line in app.jobs[0].log if "affected files" in line]
+    assert len(noted) == 1 and "not known" not in noted[0]
+    assert "cannot be named" in noted[0] and f"rescue mount {dest} DIR" in noted[0]
