@@ -122,7 +122,7 @@ def test_d_leaves_an_image_browser_opened_from_disks(tmp_path: Path) -> None:
     async def scenario(pilot: Pilot) -> None:
         await pilot.pause()
         assert isinstance(app.screen, DisksScreen)
-        await pilot.press("o")
+        await pilot.press("o", "tab")  # the image picker's path field
         await type_text(pilot, image)
         await pilot.press("enter")
         await wait_until(pilot, lambda: isinstance(app.screen, ImageBrowser))
