@@ -7,7 +7,8 @@ cd "$(dirname "$0")"
 python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' || {
     echo "rescue: Python 3.11 or newer is needed ($(python3 -V 2>&1))" >&2; exit 2; }
 if [ ! -x .venv/bin/python ]; then
-    python3 -m venv .venv 2>/dev/null || { rm -rf .venv; python3 -m venv --without-pip .venv; }
+    # without ensurepip the first try fails, printing advice to install python3-venv: not needed
+    python3 -m venv .venv >/dev/null 2>&1 || { rm -rf .venv; python3 -m venv --without-pip .venv; }
 fi
 if ! .venv/bin/python -m pip --version >/dev/null 2>&1; then
     # no ensurepip: run pip straight from its wheel on PyPI to install pip into the venv

@@ -51,15 +51,39 @@ class _CommandParser(_Parser):
     stops filling optional positionals at the first option (`rescue ls IMG -R /` failed)."""
 
     _parsing = False
+    _given: list[str] | None = None  # the command's arguments, while they are parsed
 
     def parse_known_args(self, args=None, namespace=None):
         if self._parsing:  # the intermixed parse calls back here for its two passes
             return super().parse_known_args(args, namespace)
-        self._parsing = True
+        self._parsing, self._given = True, None if args is None else list(args)
         try:
             return self.parse_known_intermixed_args(args, namespace)
         finally:
-            self._parsing = False
+            self._parsing, self._given = False, None
+
+    def error(self, message: str) -> NoReturn:
+        """A mistyped option is the problem to name, not the arguments argparse then missed
+        (`rescue image --bogus` said that SOURCE and DEST are required)."""
+        if message.startswith("the following arguments are required") and self._given:
+            unknown = self._unknown_options(self._given)
+            if unknown:
+                message = f"unrecognized arguments: {' '.join(unknown)}"
+        super().error(message)
+
+    def _unknown_options(self, given: list[str]) -> list[str]:
+        """The options among `given` this command does not take, found by a parse that
+        requires nothing."""
+        required = [action for action in self._actions if action.required]
+        self._given = None  # an error of this parse is reported as it is
+        for action in required:
+            action.required = False
+        try:
+            _, extras = argparse.ArgumentParser.parse_known_args(self, given)
+        finally:
+            for action in required:
+                action.required = True
+        return [arg for arg in extras if arg.startswith("-")]
 
 
 def build_parser() -> argparse.ArgumentParser:

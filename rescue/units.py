@@ -27,8 +27,10 @@ def duration_parts(seconds: float) -> tuple[int, int, int, int]:
 
 
 def human_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "n/a"
+    if seconds is None:  # an estimate that cannot be made yet
+        return "unknown"
+    if 0 < seconds < 1:  # a moment, yet not nothing: a little work left is not "0s"
+        return "<1s"
     days, hours, minutes, secs = duration_parts(seconds)
     if days:
         return f"{days}d {hours}h"

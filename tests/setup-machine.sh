@@ -11,4 +11,4 @@ apt-get install -y -qq --no-install-recommends \
     >/dev/null
 # Debian's own python refuses pip installs outside a venv (PEP 668); a test machine takes them
 export PIP_BREAK_SYSTEM_PACKAGES=1
-python3 -m pip install -q --disable-pip-version-check -e '.[test]'
+python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore -e '.[test]'

@@ -50,7 +50,8 @@ def run(args: argparse.Namespace) -> int:
     reporter = ProgressReporter(job.progress, args.json, progress_line,
                                 stream=None if args.json else sys.stderr, redraw=False)
     manifest = run_presented(job.run, job.control, reporter)
-    summary = {"source": args.source, "dest": args.dest, "format": job.fmt,
+    summary = {"source": args.source, "source_format": job.source_format, "dest": args.dest,
+               "format": job.fmt,
                "blake3": manifest.blake3}
     print(json.dumps({"type": "summary", **summary}) if args.json else
           f"{args.dest}: {job.fmt}, blake3 {manifest.blake3}")

@@ -63,15 +63,15 @@ def status_lines(p: Progress) -> list[str]:
         f"rate: {human_rate(p.current_rate):>12} now {human_rate(p.average_rate):>12} average"
         f"   pos: {human_size(p.position)}",
         f"{p.phase} pass {p.pass_no}{state}   elapsed: {human_duration(p.elapsed)}"
-        f"   since last good read: {human_duration(p.since_last_good)}"
-        f"   remaining: {human_duration(p.eta)}",
+        f"   last good: {human_duration(p.since_last_good)}   ETA: {p.eta_text}",
     ]
 
 
 def status_line(p: Progress) -> list[str]:
-    """The status block on one line, for logs: the first three lines of it."""
+    """The status block on one line, for logs (the chosen files' headline aside): the
+    clocks and the ETA as the live block shows them."""
     lines = status_lines(p)[1:] if p.first is not None else status_lines(p)
-    return [" | ".join(lines[:3])]
+    return [" | ".join(lines)]
 
 
 def add_rescue_options(parser: argparse.ArgumentParser) -> None:

@@ -47,6 +47,7 @@ def info_lines(info: dict[str, Any]) -> list[str]:
         source = manifest["source"]
         lines.append(f"source:      {source.get('path')} model {source.get('model') or '-'} "
                      f"serial {source.get('serial') or '-'}")
+        lines += layout_lines(source)
         lines.append(f"created:     {manifest['created']} by {manifest['tool']}, "
                      f"mode {manifest['mode']}")
         summary = manifest.get("rescue") or {}
@@ -77,3 +78,22 @@ def run_verify(args: argparse.Namespace) -> int:
     else:
         print("\n".join(verification.lines()))
     return int(verification.exit_code)
+
+
+def layout_lines(source: dict[str, Any]) -> list[str]:
+    """The source disk's partition table and partitions as recorded at imaging, or the file
+    system of a partition imaged alone: which partition holds what, before opening it."""
+    if "partition_number" in source:
+        return [f"partition:   {source['partition_number']}, {source.get('fstype') or '-'}"
+                f"{_label(source)}"]
+    if "partitions" not in source:
+        return []
+    lines = [f"table:       {source.get('partition_table') or 'none found'}"]
+    lines += [f"  {part['number']:>3}  {human_size(part['start']):>10} +"
+              f"{human_size(part['size']):>10}  {part.get('fstype') or '-'}{_label(part)}"
+              for part in source["partitions"]]
+    return lines
+
+
+def _label(entry: dict[str, Any]) -> str:
+    return f" \"{entry['label']}\"" if entry.get("label") else ""

@@ -8,10 +8,22 @@ import json
 from rescue.commands import add_image_argument
 from rescue.units import human_size
 
+# What to do when damage lies where the files could not be listed: the warnings above say
+# which areas and why (a file system rescue cannot list, or metadata lost in the damage).
+UNKNOWN_FILES = (
+    "the affected files are not known{beyond}: the warnings above say which areas",
+    "could not be listed and why. Where their metadata was not read, run the same",
+    "`rescue image` again (with --retries) to read more of it, then report again.",
+    "A file system rescue cannot list (it lists ext2/3/4, FAT, exFAT and NTFS) can be",
+    "checked with its own tools on the image, its partitions mounted read-only by:",
+    "  rescue mount {image} DIR",
+)
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "report", help="list the files that bad or unread sectors hit (exit 1 if any)",
+        "report", help="list the files that bad or unread sectors hit (exit 1 if any, or if "
+                       "they cannot be known)",
         description="Read the file systems inside IMAGE (ext2/3/4, FAT, exFAT, NTFS) and list "
                     "every file whose data or metadata lies in a range its mapfile does not "
                     "mark rescued, with the bytes it lost.")
@@ -40,9 +52,8 @@ def run(args: argparse.Namespace) -> int:
     for warning in report.warnings:
         print(f"warning: {warning}")
     if not report.files_known:
-        print(f"the affected files are not known{' beyond those listed' if report.files else ''}"
-              ": the warnings above name the areas whose files could not be listed; run the same "
-              "`rescue image` again to read more of the disk, then report again")
+        print("\n".join(UNKNOWN_FILES).format(beyond=" beyond those listed" if report.files
+                                                else "", image=args.image))
     elif not report.files:
         print("no file is affected")
     for f in report.files:

@@ -21,7 +21,13 @@ from rescue.errors import RefusedError
 from rescue.units import human_duration, human_rate, human_size
 
 if TYPE_CHECKING:
-    from rescue.engine.restore import RestoreProgress, RestoreResult, TargetCheck, TargetProgress
+    from rescue.engine.restore import (
+        RestoreJob,
+        RestoreProgress,
+        RestoreResult,
+        TargetCheck,
+        TargetProgress,
+    )
     from rescue.formats.integrity import Verdict
 
 MODES = {"whole": "the whole image", "partition": "one partition",
@@ -98,11 +104,13 @@ def target_lines(progress: RestoreProgress) -> list[str]:
     return [target_line(t) for t in progress.targets]
 
 
-def report(result: RestoreResult, json_lines: bool) -> int:
+def report(job: RestoreJob, result: RestoreResult, json_lines: bool) -> int:
     code = result.outcome.exit_code
     image = result.image
     if json_lines:
         print(json.dumps({"type": "summary", "outcome": result.outcome, "exit_code": int(code),
+                          "image": job.request.image, "format": job.image_format,
+                          "partition": job.request.partition,
                           "checked": image.checked, "damaged": [list(r) for r in image.damaged],
                           "problems": image.problems,
                           "targets": [t.as_dict() for t in result.targets]}))
@@ -160,4 +168,4 @@ def run(args: argparse.Namespace) -> int:
         confirm(checks)
     reporter = ProgressReporter(job.progress, args.json, target_lines)
     result = run_presented(job.run, control, reporter)
-    return report(result, args.json)
+    return report(job, result, args.json)

@@ -19,6 +19,7 @@ from typing import Any
 from rescue.devices import safety
 from rescue.devices.discover import Disk, discover, find
 from rescue.devices.locks import Locks
+from rescue.devices.probe import ProbeResult, probe
 from rescue.engine.choices import MODES, ORDERS
 from rescue.engine.convert import partial_path
 from rescue.engine.digest import DigestingWriter
@@ -45,7 +46,8 @@ from rescue.formats.image import (
 from rescue.formats.manifest import SIDECAR_SUFFIX, Manifest, rescue_summary
 from rescue.fs.chosen import FirstPath
 from rescue.fs.domain import DiskPlan, ResumeReader, SourceReader, plan_disk
-from rescue.io.reader import Unreadable
+from rescue.fs.partitions import SliceReader
+from rescue.io.reader import Reader, Unreadable
 from rescue.io.source import BlockSource, Source
 from rescue.rangemap import BAD, FINISHED, NON_SCRAPED, NON_TRIMMED, MapSnapshot, RangeMap
 from rescue.sim import faulty
@@ -94,6 +96,30 @@ def source_identity(path: str, size: int, sector_size: int, physical_sector_size
             identity.update(partition_number=found.number, fstype=found.fstype,
                             label=found.label, uuid=found.uuid)
     return identity
+
+
+def identity_from_image(identity: dict[str, Any], image: Reader) -> dict[str, Any]:
+    """`identity` with what discovery could not tell without reading the source (the kind of
+    partition table, each partition's file system and label) read from the rescued image
+    instead: reading it costs the failing disk nothing. Unread areas are zeros there and
+    stay unknown."""
+    known = dict(identity)
+    if "partitions" in identity:
+        known["partition_table"] = identity.get("partition_table") or probe(image).table
+        known["partitions"] = [
+            part if part.get("fstype") else
+            _with_file_system(part, probe(SliceReader(image, part["start"], part["size"])))
+            for part in identity["partitions"]]
+    elif "partition_number" in identity and not identity.get("fstype"):
+        known = _with_file_system(known, probe(image))
+    return known
+
+
+def _with_file_system(entry: dict[str, Any], found: ProbeResult) -> dict[str, Any]:
+    fs = found.filesystem
+    if fs is None:
+        return entry
+    return {**entry, "fstype": fs.fstype, "label": entry.get("label") or fs.label}
 
 
 def identity_of(source: Source) -> dict[str, Any]:
@@ -475,7 +501,7 @@ class ImageJob:
     def _store_manifest(self, outcome: Outcome) -> None:
         """Record where the image came from and how the rescue went, inside the image."""
         manifest = Manifest(
-            source=self.identity, mode=self._manifest_mode(),
+            source=self._identity_with_image(), mode=self._manifest_mode(),
             rescue=rescue_summary(list(self.mapfile.rmap.areas()), outcome.value))
         if outcome.finished:  # the image will not change again: hash it
             self.writer.sync()
@@ -486,6 +512,20 @@ class ImageJob:
             manifest.blake3 = manifest.blake3 or self._read_back_fingerprint()
         if self.stream is None:  # an unfinished stream has no room for one
             store_manifest(self.writer, self.image_path, manifest)
+
+    def _identity_with_image(self) -> dict[str, Any]:
+        """The source's identity, completed from the image where discovery left it unknown;
+        as discovered when the image cannot be read (the job's own error tells why)."""
+        try:
+            image = self._open_image()
+        except (FormatError, OSError):
+            return self.identity
+        try:
+            return identity_from_image(self.identity, image)
+        except (FormatError, Unreadable):
+            return self.identity
+        finally:
+            image.close()
 
     def _read_back_fingerprint(self) -> str:
         reader = open_reader(self.image_path, self.format)

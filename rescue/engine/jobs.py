@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from rescue.formats.mapfile import PHASES
 from rescue.rangemap import BAD, FINISHED, NON_SCRAPED, NON_TRIED, NON_TRIMMED
+from rescue.units import human_duration
 
 if TYPE_CHECKING:
     from rescue.fs.chosen import FileState
@@ -53,6 +54,7 @@ class JobControl:
         self.cancelled = threading.Event()
         self._running = threading.Event()
         self._running.set()
+        self._waiting = threading.Event()  # set while the job's thread waits out a pause
         self.clock = clock or JobClock()
 
     def cancel(self) -> None:
@@ -71,9 +73,21 @@ class JobControl:
     def paused(self) -> bool:
         return not self._running.is_set()
 
+    @property
+    def stopped(self) -> bool:
+        """Paused, and the read the job was in when paused has ended: from now on nothing
+        it shows changes until it resumes."""
+        return self._waiting.is_set()
+
     def wait_if_paused(self) -> None:
-        while not self._running.wait(0.2):
-            pass
+        if self._running.is_set():
+            return
+        self._waiting.set()
+        try:
+            while not self._running.wait(0.2):
+                pass
+        finally:
+            self._waiting.clear()
 
 
 class Phase(StrEnum):
@@ -149,6 +163,12 @@ class Progress:
     first: FirstProgress | None = None  # the chosen files' stage of an image job (--first)
 
     @property
+    def eta_text(self) -> str:
+        """The ETA in the words every presenter shows: '-' once the rescue is finished,
+        'unknown' while it cannot be estimated."""
+        return "-" if self.phase is Phase.FINISHED else human_duration(self.eta)
+
+    @property
     def rescued(self) -> int:
         return self.totals[FINISHED]
 
@@ -183,14 +203,32 @@ class Progress:
 
 
 @dataclass
+class SectorRate:
+    """Sector reads (trimming, scraping, retrying, the edges of bad areas): bytes tried and job
+    time spent, good or failed, the rate that work still to come can be estimated at."""
+
+    nbytes: int = 0
+    seconds: float = 0.0
+
+    def add(self, nbytes: int, seconds: float) -> None:
+        self.nbytes += nbytes
+        self.seconds += seconds
+
+    def rate(self) -> float:
+        return self.nbytes / self.seconds if self.nbytes and self.seconds > 0 else 0.0
+
+
+@dataclass
 class RateMeter:
     """Bytes per second over the last few seconds, and since `started`; and when bytes last
-    came. Times are a job clock's."""
+    came. Times are a job clock's. Shared by a job's rescues (the metadata first, the chosen
+    files, the rest), with the rate of their sector reads, so each estimates from all."""
 
     started: float = 0.0
     window: float = 3.0
     total: int = 0
     last: float | None = None  # when bytes were last added
+    sector_reads: SectorRate = field(default_factory=SectorRate)
     _samples: deque[tuple[float, int]] = field(default_factory=deque)
 
     def add(self, nbytes: int, now: float) -> None:

@@ -31,22 +31,6 @@ class Stopped(Exception):
         self.timeout = timeout
 
 
-@dataclass
-class SectorRate:
-    """Sector reads (trimming, scraping, retrying): bytes tried and job time spent, good or
-    failed, the rate that work still to come can be estimated at."""
-
-    nbytes: int = 0
-    seconds: float = 0.0
-
-    def add(self, nbytes: int, seconds: float) -> None:
-        self.nbytes += nbytes
-        self.seconds += seconds
-
-    def rate(self) -> float:
-        return self.nbytes / self.seconds if self.nbytes and self.seconds > 0 else 0.0
-
-
 @dataclass(frozen=True)
 class ReadSettings:
     """What a rescue's options say about reading as such."""
@@ -74,7 +58,6 @@ class MapReads:
         self.lock = threading.Lock()
         self.observer = observer
         self.watch = SourceWatch(source, mapfile, observer)
-        self.sector_rate = SectorRate()
         self.read_errors = 0
         self.pos = mapfile.current_pos
         self._last_save = time.monotonic()
@@ -125,7 +108,7 @@ class MapReads:
         length = min(self.sector, self.rmap.size - offset)
         started = self.clock.now()
         good = self.read(offset, length, on_error=BAD)
-        self.sector_rate.add(length, self.clock.now() - started)
+        self.meter.sector_reads.add(length, self.clock.now() - started)
         return good
 
     def read_clusters(self, begin: int, end: int, cluster: int) -> bool:

@@ -152,6 +152,8 @@ class Rescue:
         self.copying = LearningCopy(self.reads, cluster, self.opt.max_read, self.skip_size,
                                     self.max_skip, self._enter)
         self._phase, self._pass = Phase.of_status(mapfile.current_status), 1
+        if self._phase is Phase.FINISHED:  # a finished map is run again from the top
+            self._phase = Phase.COPYING
         self._ended: float | None = None  # job time when run() returned: progress stays put
 
     # ---- progress, for presenters on other threads -------------------------------------------
@@ -182,14 +184,18 @@ class Rescue:
             current_rate=meter.current(now), average_rate=average,
             elapsed=now - meter.started, since_last_good=meter.since_last(now),
             read_errors=self.reads.read_errors,
-            eta=None if self._ended is not None else self.eta(totals, average),
+            eta=self.eta(totals, average),
             paused=self.control.paused)
 
     def eta(self, totals: dict[str, int], copy_rate: float) -> float | None:
         """Seconds for all the work still to come, not only this pass: the untried bytes at
         the copy rate, plus every sector read still to come (trimming, scraping, each retry
         of the bad areas) at the rate sector reads have gone so far. None when some of that
-        work has no observed rate to go by."""
+        work has no observed rate to go by, and once the rescue is finished (nothing is left
+        to estimate, though bad sectors may be). Once the job has ended its inputs stand
+        still, and so does the estimate."""
+        if self._phase is Phase.FINISHED:
+            return None
         seconds = 0.0
         if totals[NON_TRIED]:
             if copy_rate <= 0:
@@ -197,7 +203,7 @@ class Rescue:
             seconds += totals[NON_TRIED] / copy_rate
         sector_bytes = self._sector_bytes_to_come(totals)
         if sector_bytes:
-            sector_rate = self.reads.sector_rate.rate()
+            sector_rate = self.reads.meter.sector_reads.rate()
             if sector_rate <= 0:
                 return None
             seconds += sector_bytes / sector_rate

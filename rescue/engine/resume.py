@@ -52,7 +52,9 @@ class Outlook:
         if self.kind == "resume":
             when = time.strftime("%Y-%m-%d %H:%M", time.localtime(self.last_run)) \
                 if self.last_run is not None else "unknown"
-            return f"will resume: {self.percent:.1f}% rescued, last run {when}"
+            done = "every byte rescued already" if self.rescued == self.size \
+                else f"{self.percent:.1f}% rescued"
+            return f"will resume: {done}, last run {when}"
         if self.kind == "fresh":
             return f"will start fresh{': ' + self.reason if self.reason else ''}"
         return f"will {'start over' if self.kind == 'over' else 'refuse'}: {self.reason}"

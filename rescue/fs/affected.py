@@ -72,8 +72,9 @@ class DamageReport:
 
     @property
     def exit_code(self) -> ExitCode:
-        """1 when a bad or never-read range hits any file, as `rescue report` documents."""
-        return ExitCode.UNREADABLE if self.files else ExitCode.OK
+        """1 when a bad or never-read range hits any file, as `rescue report` documents, or
+        may hit files nobody could list: a script must not take that for a clean image."""
+        return ExitCode.UNREADABLE if self.files or not self.files_known else ExitCode.OK
 
 
 def _sum(damage: Damage, extents: tuple[Extent, ...]) -> int:

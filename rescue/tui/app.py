@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import ClassVar, cast
 
 from textual.app import App
@@ -28,11 +29,12 @@ from rescue.engine.jobs import JobControl
 from rescue.engine.restore import RestoreJob
 from rescue.errors import ExitCode
 from rescue.formats import mapfile
+from rescue.sim.spec import PREFIX as SIM_PREFIX
 from rescue.tui.glyphs import ASCII_CLASS, KEY_WORDS, MONO_CLASS, AsciiFilter
 from rescue.tui.jobs import BackgroundJob, RunningJob, RunningRestore, one_line
 from rescue.tui.screens.dialogs import HelpScreen, QuitScreen
 from rescue.tui.screens.disks import DisksScreen
-from rescue.tui.screens.job import JobScreen
+from rescue.tui.screens.job import JobScreen, JobScreenBase
 from rescue.tui.screens.jobs import JobsScreen
 from rescue.tui.screens.map_viewer import MapViewerScreen
 from rescue.tui.screens.restore import RestoreScreen
@@ -40,14 +42,14 @@ from rescue.tui.screens.ssh import SshScreen
 from rescue.tui.widgets.sector_map import MapLook
 
 JOB_POLL_SECONDS = 0.5  # phase changes reach the log even while no job screen shows
+NOTE_SECONDS = 4  # a finished job's notification: the jobs list keeps its outcome anyway
 
 
 class RescueApp(App[int]):
     CSS_PATH = "rescue.tcss"
     TITLE = "rescue"
     ENABLE_COMMAND_PALETTE = False  # its footer entry costs columns an 80x24 screen lacks
-    MODES: ClassVar[dict[str, str | Callable[[], Screen]]] = {
-        "jobs": JobsScreen, "disks": DisksScreen}
+    MODES: ClassVar[dict[str, str | Callable[[], Screen]]] = {"jobs": JobsScreen}
     DEFAULT_MODE = "jobs"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("q", "quit", "Quit"),
@@ -60,8 +62,11 @@ class RescueApp(App[int]):
 
     def __init__(self, job: ImageJob | None = None, map_path: str | None = None,
                  loaded: mapfile.Mapfile | None = None, look: MapLook | None = None,
-                 home: str = "jobs") -> None:
+                 home: str = "jobs", simulated: tuple[str, ...] = ()) -> None:
+        """`simulated`: the demo's disks (sim: specs), listed on the Disks screen instead of
+        the machine's own, which are then neither listed nor opened."""
         super().__init__()
+        self.add_mode("disks", partial(DisksScreen, simulated))
         self.look = look or MapLook.from_environment()
         self.set_class(self.look.ascii, ASCII_CLASS)
         self.set_class(self.look.monochrome, MONO_CLASS)
@@ -106,6 +111,9 @@ class RescueApp(App[int]):
         running = RunningJob(job, f"{request.source} → {os.path.basename(request.dest)}")
         running.verify = verify
         self._start(running, f"started; map {request.mapfile_path}")
+        if request.source.startswith(SIM_PREFIX):  # no file system there: nothing to warn of
+            running.note("the simulated disk holds no file system: every sector is imaged")
+            return running
         for warning in job.warnings:  # e.g. a partition imaged whole, or a backup superblock
             running.note(f"warning: {warning}")
         return running
@@ -157,12 +165,19 @@ class RescueApp(App[int]):
         running = next((j for j in self.jobs if j.worker is event.worker), None)
         if event.state == WorkerState.SUCCESS and running is not None:
             running.finished(event.worker.result)
-            self.notify(f"{running.title}: {running.state}")
+            if not self._shows(running):
+                self.notify(f"{running.title}: {running.state}", timeout=NOTE_SECONDS)
         elif event.state == WorkerState.ERROR and event.worker.error is not None:
             if running is not None:
                 running.failed(event.worker.error)
-            self.notify(one_line(event.worker.error), title=event.worker.name,
-                        severity="error", timeout=15)
+            if running is None or not self._shows(running):
+                self.notify(one_line(event.worker.error), title=event.worker.name,
+                            severity="error", timeout=15)
+
+    def _shows(self, running: BackgroundJob) -> bool:
+        """Whether `running`'s own screen shows: its title and log then tell how it ended,
+        and a notification would only cover them."""
+        return isinstance(self.screen, JobScreenBase) and self.screen.running is running
 
     def exit_code(self) -> int:
         """What the app exits with (`rescue demo` on a terminal, `rescue tui`): the first job's
@@ -172,7 +187,11 @@ class RescueApp(App[int]):
     # ---- actions ---------------------------------------------------------------------------
 
     def action_show_jobs(self) -> None:
-        self.switch_mode("jobs")
+        self._show_home_of("jobs")
+
+    def _show_home_of(self, mode: str) -> None:
+        """The screen at the bottom of `mode`'s stack, whatever was opened from it."""
+        self.switch_mode(mode)
         while len(self.screen_stack) > 1:
             self.pop_screen()
 
@@ -185,7 +204,7 @@ class RescueApp(App[int]):
         return True
 
     def action_show_disks(self) -> None:
-        self.switch_mode("disks")
+        self._show_home_of("disks")
 
     def action_remote(self) -> None:
         if not isinstance(self.screen, SshScreen):
@@ -257,5 +276,7 @@ def make_home_app(look: MapLook | None = None) -> RescueApp:
 
 def make_demo_app(spec: str, folder: str, look: MapLook | None = None,
                   command_line: str = "") -> RescueApp:
-    """The app `rescue demo` shows: the simulated disk `spec` imaged into `folder`."""
-    return make_app(ImageRequest.demo(spec, folder, command_line), look=look)
+    """The app `rescue demo` shows: the simulated disk `spec` imaged into `folder`; its Disks
+    screen lists that disk alone."""
+    return RescueApp(ImageJob(ImageRequest.demo(spec, folder, command_line), held_control()),
+                     look=look, simulated=(spec,))

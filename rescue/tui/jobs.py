@@ -23,6 +23,7 @@ from rescue.engine.verify import verify
 from rescue.errors import ExitCode, RescueError
 from rescue.fs.affected import image_damage_report
 from rescue.rangemap import BAD, FINISHED, MapSnapshot
+from rescue.sim.spec import PREFIX as SIM_PREFIX
 from rescue.units import human_size
 
 Result = TypeVar("Result")
@@ -189,13 +190,19 @@ class RunningJob(BackgroundJob[Outcome, Progress]):
     def note_affected_files(self) -> None:
         """Which files the unreadable sectors hit, as `rescue report` lists them."""
         request = self.job.request
+        if request.source.startswith(SIM_PREFIX):
+            self.note("affected files: none to name: the simulated disk holds no file system, "
+                      "so its damage is bytes, not files; the map shows them")
+            return
+        hint = (f"the map shows which bytes were lost; `rescue mount {request.dest} DIR` "
+                "shows what can be read")
         try:
             report, _ = image_damage_report(request.dest, request.mapfile_path, self.job.format)
         except RescueError as exc:
-            self.note(f"affected files: not known ({one_line(exc)})")
+            self.note(f"affected files: cannot be named ({one_line(exc)}); {hint}")
             return
         if not report.files and report.warnings:
-            self.note(f"affected files: not known ({report.warnings[0]})")
+            self.note(f"affected files: cannot be named ({report.warnings[0]}); {hint}")
             return
         self.note(f"affected files: {len(report.files)}")
         for item in report.files[:AFFECTED_SHOWN]:

@@ -102,5 +102,35 @@ def test_damage_not_mapped_to_files_is_not_called_harmless(tmp_path: Path) -> No
               [(0, MIB, "+"), (MIB, SECTOR, "-"), (MIB + SECTOR, 3 * MIB - SECTOR, "+")])
     shown = rescue("report", str(image))
     assert "not mapped to files" in shown.stdout and "no file is affected" not in shown.stdout
-    assert re.search(r"affected files are not known.*rescue image", shown.stdout)
+    assert re.search(r"affected files are not known(.|\n)*rescue image", shown.stdout)
     assert report(image)["files_known"] is False
+    assert shown.returncode == 1  # a script must not take unknown for clean
+
+
+def test_a_file_system_rescue_cannot_list_is_named_with_what_to_do(tmp_path: Path) -> None:
+    """A GPT disk: a Minix partition (recognised, not listed) with a bad sector, an ext4 one
+    intact. The report names the Minix partition, says the files are not known and how to
+    check them, and never that none is affected; the intact ext4 partition raises nothing."""
+    image = tmp_path / "disk.img"
+    with image.open("wb") as f:
+        f.truncate(32 * MIB)
+    run("sgdisk", "-o", "-n1:2048:+12M", "-n2:0:+12M", image)
+    for number, mkfs, offset in ((1, ["mkfs.minix"], MIB), (2, ["mkfs.ext4", "-q", "-F"],
+                                                              13 * MIB)):
+        part = tmp_path / f"p{number}.img"
+        with part.open("wb") as f:
+            f.truncate(12 * MIB)
+        run(*mkfs, part)
+        with image.open("r+b") as f:
+            f.seek(offset)
+            f.write(part.read_bytes())
+    write_map(tmp_path / "disk.img.map", [(0, 2 * MIB, "+"), (2 * MIB, 8 * SECTOR, "-"),
+                                          (2 * MIB + 8 * SECTOR, 30 * MIB - 8 * SECTOR, "+")])
+    shown = rescue("report", str(image))
+    assert shown.returncode == 1, shown.stderr
+    assert re.search(r"partition 1: .*minix.*4096 damaged bytes", shown.stdout)
+    assert "partition 2" not in shown.stdout and "no file is affected" not in shown.stdout
+    assert "affected files are not known" in shown.stdout
+    assert f"rescue mount {image} DIR" in shown.stdout
+    assert all(len(line) <= 80 for line in shown.stdout.splitlines()
+               if not line.startswith("warning:") and str(image) not in line)

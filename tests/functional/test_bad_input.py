@@ -216,6 +216,12 @@ MISTYPED = [
      r"unrecognized arguments: --retires.*did you mean --retries.*rescue image --help"),
     (["image", "/dev/null"], r"required: dest.*rescue image --help"),
     (["info"], r"required: image.*rescue info --help"),
+    # a mistyped option is named, not the operands argparse then missed
+    (["image", "--bogus"], r"unrecognized arguments: --bogus.*rescue image --help"),
+    (["image", "/dev/null", "--retires", "2"],
+     r"unrecognized arguments: --retires.*did you mean --retries"),
+    (["info", "--jsn"], r"unrecognized arguments: --jsn.*did you mean --json"),
+    (["restore", "x.img", "--fore"], r"unrecognized arguments: --fore.*did you mean --force"),
 ]
 
 

@@ -299,6 +299,9 @@ def test_convert_round_trip_keeps_bytes_and_holes(tmp_path: Path) -> None:
         done = convert(source, dest, "--json")
         assert done.returncode == 0, done.stderr
         assert summary(done)["blake3"] == b3sum(data)
+        formats = {".img": "raw", ".qcow2": "qcow2", ".zst": "zst"}
+        assert (summary(done)["source_format"], summary(done)["format"]) == \
+            (formats[source.suffix], formats[dest.suffix])
 
     assert back.read_bytes() == data
     assert back.stat().st_blocks * 512 < 12 * MIB  # the hole came back as a hole

@@ -60,6 +60,7 @@ def test_three_targets_at_once_equal_the_source(sources: dict[str, Path], tmp_pa
     assert result.returncode == 0, result.stderr
     done = summary(result)
     assert done["outcome"] == "restored"
+    assert (done["image"], done["format"]) == (str(sources["gpt.qcow2"]), "qcow2")
     assert [t["phase"] for t in done["targets"]] == ["done"] * 3
     assert all(t["verified"] == DISK and not t["mismatches"] for t in done["targets"])
     for device in devices:

@@ -157,10 +157,10 @@ def test_the_cli_says_whether_it_resumes_or_starts_fresh(tmp_path: Path) -> None
     first = rescue("image", SIM, dest, "--domain", domain)
     assert first.returncode == 0, first.stderr
     assert first.stdout.splitlines()[0] == "will start fresh"
+    last_run = stamp(Path(f"{dest}.map"))  # before the run writes the map again
     again = rescue("image", SIM, dest)
     assert again.returncode == ExitCode.UNREADABLE, again.stderr  # its bad sector
-    assert again.stdout.splitlines()[0] == (
-        f"will resume: 50.0% rescued, last run {stamp(Path(f'{dest}.map'))}")
+    assert again.stdout.splitlines()[0] == f"will resume: 50.0% rescued, last run {last_run}"
     other = tmp_path / "other.img"
     make_file(str(other), MIB, b"not an image of this disk")
     refused = rescue("image", SIM, other)
@@ -171,6 +171,11 @@ def test_the_cli_says_whether_it_resumes_or_starts_fresh(tmp_path: Path) -> None
     assert over.returncode == 0, over.stderr
     assert over.stdout.splitlines()[0] == f"will start over: {other} exists without a map: " \
                                           "overwritten"
+    last_run = stamp(Path(f"{other}.map"))
+    complete = rescue("image", "sim:size=1M", other)
+    assert complete.returncode == 0, complete.stderr
+    assert complete.stdout.splitlines()[0] == (
+        f"will resume: every byte rescued already, last run {last_run}")
 
 
 # ---- on a real loop device --------------------------------------------------------------------

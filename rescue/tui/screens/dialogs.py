@@ -44,6 +44,7 @@ Jobs list: enter opens a job.    Job screen and map viewer:
   p            pause or resume the job (a restore too)
   c            cancel the job (its map is saved; run it again to resume)
   b            browse the finished image's partitions and files
+  l            the job's log on the whole screen, and back to the map
   escape       back to the jobs list
 
 Each cell shows the worst state inside it:

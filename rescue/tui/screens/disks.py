@@ -19,6 +19,7 @@ from textual.widgets import DataTable, Footer, Static
 from rescue.devices.discover import Disk, discover
 from rescue.devices.health import Health, check_health
 from rescue.devices.hotplug import HotplugMonitor
+from rescue.sim.spec import SECTOR, FaultySpec
 from rescue.tui.describe import Device, describe, every_device, notes
 from rescue.tui.host import JobHost, host_of
 from rescue.tui.screens.image_picker import ImagePicker
@@ -30,6 +31,16 @@ from rescue.units import human_size
 COLUMNS = (("DEVICE", 13), ("SIZE", 9), ("TYPE", 6), ("FS", 8), ("HEALTH", 10), ("NOTES", 21))
 HEALTH_WORDS = {"good": "good", "warning": "WORN", "failing": "FAILING", "unsupported": "no SMART",
                 "unavailable": "unknown", "unknown": "unknown"}
+
+
+def simulated_disk(spec: str) -> Disk:
+    """The demo's simulated disk as the Disks screen lists it."""
+    return Disk(path=spec, name="simulated", size=FaultySpec.parse(spec).size,
+                logical_sector_size=SECTOR, physical_sector_size=SECTOR,
+                model="simulated failing disk", vendor=None, serial=None, transport="sim",
+                rotational=None, removable=None, read_only=True, table_type=None, fstype=None,
+                label=None, uuid=None, backing_file=None, mountpoints=(), holders=(),
+                system_roles=())
 
 
 def health_word(health: Health | None) -> str:
@@ -63,7 +74,8 @@ class InspectScreen(ModalScreen[None]):
 
 
 class DisksScreen(Screen):
-    """The home screen; the list follows disks coming and going."""
+    """The home screen; the list follows disks coming and going. Given `simulated` specs
+    (the demo), it lists those disks alone and offers nothing that opens a real device."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("i", "image", "Image"),
@@ -72,9 +84,11 @@ class DisksScreen(Screen):
         Binding("o", "open_image", "Browse"),
         Binding("g", "rediscover", "Refresh"),
     ]
+    REAL_DEVICE_ACTIONS = ("image", "restore", "open_image")  # each can open any path typed
 
-    def __init__(self) -> None:
+    def __init__(self, simulated: tuple[str, ...] = ()) -> None:
         super().__init__()
+        self.simulated = simulated
         self.disks: list[Disk] = []
         self.health: dict[str, Health] = {}
         self._checking: set[str] = set()
@@ -101,7 +115,11 @@ class DisksScreen(Screen):
 
     def on_mount(self) -> None:
         self.table.focus()
-        self.watch_hotplug()
+        if self.simulated:
+            self.hotplug_note = ("demo: simulated disks only; no real disk is listed, read or "
+                                 "written")
+        else:
+            self.watch_hotplug()
         self.action_rediscover()
 
     def on_screen_resume(self) -> None:
@@ -115,7 +133,12 @@ class DisksScreen(Screen):
                         exclusive=True, exit_on_error=False)
 
     def _discover(self) -> None:
-        disks = discover()
+        if self.simulated:
+            disks = [simulated_disk(spec) for spec in self.simulated]
+            self.health = {disk.path: Health(disk.path, "unsupported", "no SMART data: a "
+                                             "simulated disk has none") for disk in disks}
+        else:
+            disks = discover()
         self.app.call_from_thread(self._discovered, disks)
 
     def _discovered(self, disks: list[Disk]) -> None:
@@ -184,6 +207,8 @@ class DisksScreen(Screen):
                 table.move_cursor(row=keys.index(keep))
         count = len(self.disks)
         self.query_one("#title", Static).update(
+            f"Disks (demo): {count} simulated disk{'s' if count != 1 else ''}"
+            if self.simulated else
             f"Disks — {count} disk{'s' if count != 1 else ''}; the running system's are "
             "marked SYSTEM")
         self.show_detail()
@@ -223,6 +248,8 @@ class DisksScreen(Screen):
         return next((disk for disk in self.disks if disk.path == item.disk), None)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in self.REAL_DEVICE_ACTIONS:
+            return not self.simulated
         if action == "inspect":  # a wizard works without a selection: paths can be typed
             return self.selected() is not None or None
         return True

@@ -1,5 +1,5 @@
 """The job screens: what following a job takes (JobScreenBase), and the imaging job's screen
-with its live sector map, counters and log; pause and cancel."""
+with its live sector map, counters and log; pause and cancel, and a tall log on demand."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any, ClassVar, Generic, TextIO
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
-from textual.widgets import Log
+from textual.widgets import RichLog
 
 from rescue.engine.jobs import Progress
 from rescue.tui.host import host_of
@@ -51,6 +51,11 @@ def frame_interval(frames_per_second: float, speed: int | None = None) -> float:
     return max(fastest, 2 * FRAME_BYTES / (speed / 10))
 
 
+def job_log(log_id: str) -> RichLog:
+    """A job's log: long lines (a map's path) wrap instead of hiding behind a scroll bar."""
+    return RichLog(id=log_id, max_lines=200, wrap=True, markup=False, highlight=False)
+
+
 class JobScreenBase(Screen, Generic[Shown]):
     """What the job and restore screens share: the job followed frame by frame, its log,
     pause and cancel. Closing the screen leaves the job running. Subclasses draw the progress
@@ -80,9 +85,10 @@ class JobScreenBase(Screen, Generic[Shown]):
         running = self.running
         self.draw(running.poll())
         if len(running.log) > self._log_shown:
-            log = self.query_one(f"#{self.LOG_ID}", Log)
+            log = self.query_one(f"#{self.LOG_ID}", RichLog)
+            width = log.scrollable_content_region.width or None  # None: not laid out yet
             for line in running.log[self._log_shown:]:
-                log.write_line(line)
+                log.write(line, width=width)
             self._log_shown = len(running.log)
         actions = (running.done, running.cancelling)
         if actions != self._actions:  # rebuilding the footer restyles the screen: not per frame
@@ -110,6 +116,7 @@ class JobScreen(JobScreenBase[Progress], MapScreen):
         Binding("p", "toggle_pause", "Pause/Resume"),
         Binding("c", "cancel", "Cancel job"),
         Binding("b", "browse", "Browse image"),
+        Binding("l", "toggle_log", "Log"),
         Binding("escape", "app.show_jobs", "Jobs"),
     ]
 
@@ -119,7 +126,7 @@ class JobScreen(JobScreenBase[Progress], MapScreen):
         self._drawn: tuple[int, int, str] | None = None  # map version, position, state
 
     def compose_extra(self) -> ComposeResult:
-        yield Log(id=self.LOG_ID, max_lines=200)
+        yield job_log(self.LOG_ID)
 
     def on_mount(self) -> None:
         super().on_mount()
@@ -141,6 +148,15 @@ class JobScreen(JobScreenBase[Progress], MapScreen):
             outcome = self.running.outcome
             return outcome is not None and outcome.finished
         return super().check_action(action, parameters)
+
+    def action_toggle_log(self) -> None:
+        """The whole screen for the log (its early lines, a long list of affected files) and
+        back to the map; the arrows then scroll the log, or move over the map again."""
+        self.toggle_class("-tall-log")
+        if self.has_class("-tall-log"):
+            self.query_one(f"#{self.LOG_ID}").focus()
+        else:
+            self.sector_map.focus()
 
     def action_browse(self) -> None:
         host_of(self).open_image(self.running.job.request.dest)

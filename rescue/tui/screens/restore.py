@@ -7,11 +7,11 @@ from typing import ClassVar
 
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.widgets import Footer, Log, Static
+from textual.widgets import Footer, Static
 
 from rescue.engine.restore import RestoreProgress, TargetProgress
 from rescue.tui.jobs import RunningRestore
-from rescue.tui.screens.job import JobScreenBase
+from rescue.tui.screens.job import JobScreenBase, job_log
 from rescue.tui.widgets.text import show_text
 from rescue.units import human_duration, human_rate, human_size
 
@@ -51,7 +51,7 @@ class RestoreScreen(JobScreenBase[RestoreProgress]):
     def compose(self) -> ComposeResult:
         yield Static(id="title", markup=False)
         yield Static(id="targets", markup=False)
-        yield Log(id=self.LOG_ID, max_lines=200)
+        yield job_log(self.LOG_ID)
         yield Footer()
 
     def on_mount(self) -> None:

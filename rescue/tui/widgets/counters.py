@@ -27,4 +27,4 @@ def progress_text(progress: Progress) -> str:
             f"{progress.phase} pass {progress.pass_no} │ "
             f"{human_rate(progress.current_rate)} avg {human_rate(progress.average_rate)} │ "
             f"last good {human_duration(progress.since_last_good)} │ "
-            f"ETA {human_duration(progress.eta)}{first}")
+            f"ETA {progress.eta_text}{first}")
