@@ -20,7 +20,7 @@ from tests.tui.test_tmux_demo import wait_for
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux")]
 TREE = Path(rescue.__file__).resolve().parent.parent  # this tree's rescue, not an install's
-SPEC = "sim:size=16M,rate=8M,bad=3M+4k,bad=9M+64k"
+SPEC = "sim:size=16M,rate=2M,bad=3M+4k,bad=9M+64k"  # running for seconds
 
 
 def ascii_capture(session: str, *texts: str) -> str:
@@ -51,11 +51,12 @@ def press(session: str, key: str) -> None:
 @pytest.mark.parametrize(("term", "option"), [("vt220", ""), ("xterm-256color", "--ascii")])
 def test_demo_sends_only_ascii(tmp_path: Path, term: str, option: str) -> None:
     with terminal(term, f"demo {option} --dir {tmp_path} --spec '{SPEC}'") as session:
-        ascii_capture(session, "# finished", "X bad", "enter Zoom")
+        ascii_capture(session, "copying", "# finished", "enter Zoom")
         press(session, "F1")
         ascii_capture(session, "keys (every screen")
+        ascii_capture(session, ": unreadable")  # the toast over the help when the job ends
         press(session, "Escape")
-        ascii_capture(session, "[unreadable]", ": unreadable")  # the title and the toast
+        ascii_capture(session, "[unreadable]", "X bad")
         press(session, "d")
         ascii_capture(session, "DEVICE", "SIZE")
         press(session, "q")
