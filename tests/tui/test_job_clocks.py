@@ -21,7 +21,7 @@ from tests.fixtures.tui import drive, screen_lines, wait_until
 LONG = "sim:size=8M,rate=1M,bad=1M+4k,bad=5M+64k"
 FAST = "sim:size=8M,bad=1M+4k,bad=5M+64k"
 LOOK = MapLook(ascii=True, monochrome=False)
-CLOCKS = re.compile(r"\[(\w+)\] (\S+)|│ (.*avg.*)$")
+CLOCKS = re.compile(r"\[(\w+)\] (\S+)|[│|] (.*avg.*)$")  # | in the ASCII look
 
 pytestmark = pytest.mark.timeout(120)
 
