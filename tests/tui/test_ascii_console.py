@@ -12,7 +12,7 @@ from typing import TypeVar, cast
 import pytest
 from rich.cells import cell_len
 from textual.pilot import Pilot
-from textual.widgets import Input, Select, SelectionList
+from textual.widgets import Input, OptionList, Select, SelectionList
 
 from rescue.tui.app import RescueApp, make_home_app
 from rescue.tui.glyphs import STAND_INS, ascii_for, to_ascii
@@ -249,3 +249,49 @@ def test_without_colour_the_cursor_is_reverse_video_and_no_colour_is_sent() -> N
         assert screen.paths()[last].split("/")[-1] in " ".join(highlighted)
 
     drive(app, scenario)
+
+
+
+def reversed_text(app: RescueApp) -> str:
+    strips = app.screen._compositor.render_strips()
+    return " ".join(segment.text.strip() for strip in strips for segment in strip
+                    if segment.style is not None and segment.style.reverse)
+
+
+def test_without_colour_every_list_shows_its_highlighted_option(tmp_path: Path) -> None:
+    """An option list shows its highlight by colour alone in Textual: without colour the
+    highlighted option of each list (the image wizard's sources, the restore targets) is in
+    reverse video, wherever the cursor goes."""
+    raw_image = make_file(str(tmp_path / "disk.img"), 2 * MIB, os.urandom(2 * MIB))
+    with loop_device(make_file(str(tmp_path / "target.bin"), 4 * MIB)) as target:
+
+        async def scenario(pilot: Pilot) -> None:
+            visit = Visit(pilot)
+            await highlight(visit, target)
+            wizard = await visit.open("i", ImageWizard)
+            known = wizard.query_one("#known", OptionList)
+            known.focus()
+            for index in (0, known.option_count - 1):
+                known.highlighted = index
+                await pilot.pause()
+                path = str(known.get_option_at_index(index).prompt).split()[0]
+                assert path in reversed_text(visit.app), path
+            await pilot.press("escape")
+            await wait_until(pilot, lambda: isinstance(visit.app.screen, DisksScreen))
+            restore = await visit.open("r", RestoreWizard)
+            restore.query_one("#image-path", Input).value = raw_image
+            await visit.step("restore wizard: targets", "enter")
+            targets = restore.query_one("#target-list", SelectionList)
+            targets.focus()
+            await pilot.pause()
+            assert target in reversed_text(visit.app)  # the cursor starts on the marked disk
+            await pilot.press("space")  # and space unmarks it at once
+            assert targets.selected == []
+            for index in (0, targets.option_count - 1):
+                targets.highlighted = index
+                await pilot.pause()
+                path = str(targets.get_option_at_index(index).prompt).split()[0]
+                assert path in reversed_text(visit.app), path
+            await pilot.press("escape")
+
+        drive(make_home_app(VT220), scenario)

@@ -16,7 +16,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Footer, Input, OptionList, Static
+from textual.widgets import Footer, Input, Static
 from textual.widgets.option_list import Option
 from textual.worker import get_current_worker
 
@@ -31,6 +31,7 @@ from rescue.formats.catalog import (
 )
 from rescue.tui.host import JobHost, host_of
 from rescue.tui.jobs import RunningJob
+from rescue.tui.widgets.toggles import OptionList
 from rescue.units import human_size
 
 IMAGES_FOLDER = "images"  # the key of the last folder images were chosen from

@@ -15,7 +15,7 @@ from typing import Any
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Horizontal, VerticalScroll
-from textual.widgets import Button, Input, Label, OptionList, Select, Static
+from textual.widgets import Button, Input, Label, Select, Static
 from textual.widgets.option_list import Option
 
 from rescue.devices.discover import Disk
@@ -37,7 +37,7 @@ from rescue.sim.faulty import PREFIX as SIM_PREFIX
 from rescue.tui.describe import device_line, every_device
 from rescue.tui.screens.folder_picker import FolderPicker, describe_folder
 from rescue.tui.screens.wizard import WizardScreen, parse_number, verdict_lines
-from rescue.tui.widgets.toggles import Checkbox
+from rescue.tui.widgets.toggles import Checkbox, OptionList
 from rescue.units import human_size
 
 FORMAT_CHOICES = (("raw, sparse (.img)", "raw"), ("qcow2, compressed (.qcow2)", "qcow2"),

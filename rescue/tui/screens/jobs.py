@@ -5,10 +5,11 @@ from __future__ import annotations
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.screen import Screen
-from textual.widgets import Footer, OptionList, Static
+from textual.widgets import Footer, Static
 from textual.widgets.option_list import Option
 
 from rescue.tui.host import JobHost, host_of
+from rescue.tui.widgets.toggles import OptionList
 
 
 class JobsScreen(Screen):

@@ -135,10 +135,15 @@ class RestoreWizard(WizardScreen):
         targets = self.query_one("#target-list", SelectionList)
         marked = set(targets.selected) or {self.target}
         targets.clear_options()
-        for row in self.target_choices():
+        rows = self.target_choices()
+        for row in rows:
             targets.add_option(row)
             if row.value in marked and not row.disabled:
                 targets.select(row.value)
+        markable = [index for index, row in enumerate(rows) if not row.disabled]
+        # the cursor starts on a marked row, else the first that may be marked: space works
+        targets.highlighted = next((index for index in markable if rows[index].value in marked),
+                                   markable[0] if markable else None)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "pick_image":

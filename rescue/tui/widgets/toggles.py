@@ -1,8 +1,10 @@
-"""Checkboxes and selection lists that read without colour and in ASCII.
+"""Checkboxes, option lists and selection lists that read without colour and in ASCII.
 
-Textual draws both as `▐X▌` whether on or off, the state shown by colour alone, with
+Textual draws checkboxes as `▐X▌` whether on or off, the state shown by colour alone, with
 half-block sides; on an ASCII or monochrome terminal (the app's `-ascii`/`-mono` classes,
-see rescue.tui.glyphs) they are drawn `[x]` and `[ ]` instead, three cells as before.
+see rescue.tui.glyphs) they are drawn `[x]` and `[ ]` instead, three cells as before. An option
+list shows its highlighted option by colour alone too (its styles carry no reverse video), so
+without colour that option's lines are drawn in reverse video.
 """
 
 from __future__ import annotations
@@ -10,10 +12,12 @@ from __future__ import annotations
 from typing import TypeVar
 
 from rich.segment import Segment
+from rich.style import Style
 from textual.content import Content
 from textual.dom import DOMNode
 from textual.strip import Strip
 from textual.widgets import Checkbox as TextualCheckbox
+from textual.widgets import OptionList as TextualOptionList
 from textual.widgets import SelectionList as TextualSelectionList
 from textual.widgets.option_list import OptionDoesNotExist
 
@@ -25,6 +29,25 @@ Value = TypeVar("Value")
 def plain(node: DOMNode) -> bool:
     """Whether the app draws for an ASCII or monochrome terminal."""
     return any(node.app.has_class(name) for name in (ASCII_CLASS, MONO_CLASS))
+
+
+REVERSE = Style(reverse=True)
+
+
+def without_colour(node: DOMNode) -> bool:
+    return node.app.has_class(MONO_CLASS)
+
+
+def cursor_shown(options: TextualOptionList, y: int, line: Strip) -> Strip:
+    """`line` (row `y` on screen) in reverse video when it belongs to the highlighted option
+    and the app draws without colour."""
+    if options.highlighted is None or not without_colour(options):
+        return line
+    try:
+        index, _ = options._lines[options.scroll_offset.y + y]
+    except IndexError:
+        return line
+    return line.apply_style(REVERSE) if index == options.highlighted else line
 
 
 def box(ticked: bool) -> str:
@@ -39,10 +62,15 @@ class Checkbox(TextualCheckbox):
         return Content.styled(box(self.value), self.get_visual_style("toggle--button"))
 
 
+class OptionList(TextualOptionList):
+    def render_line(self, y: int) -> Strip:
+        return cursor_shown(self, y, super().render_line(y))
+
+
 class SelectionList(TextualSelectionList[Value]):
     def render_line(self, y: int) -> Strip:
         """Textual's line with its 3-cell button replaced by the box."""
-        line = super().render_line(y)
+        line = cursor_shown(self, y, super().render_line(y))
         if not plain(self):
             return line
         try:
