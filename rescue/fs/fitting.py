@@ -70,3 +70,36 @@ def _first_problem(text: str) -> str:
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     problems = [line for line in lines if re.match(r"(Problem|Warning|Error|Caution)", line)]
     return (problems or lines or ["no output"])[0]
+
+
+def write_layout(device: str, table: PartitionTable, starts: dict[int, tuple[int, int]]
+                 ) -> None:
+    """Give the partitions of `device` (restored from `table`) their new (start, size) in
+    bytes by number, keeping every other field sfdisk knows (disk and partition GUIDs, types,
+    names, attributes); a DOS extended container follows its logical partitions. Checked
+    afterwards like any fitted table."""
+    sector = table.sector_size
+    if table.kind == "gpt":
+        _tool(["sgdisk", "-e", device], device)  # the backup to the end, so the table reads whole
+    places = {n: (start // sector, size // sector) for n, (start, size) in starts.items()}
+    for container in (p for p in table.partitions if p.is_container):
+        inside = [p for p in table.partitions if p.logical and p.number in places]
+        if inside:
+            first = min(inside, key=lambda p: p.start)
+            begin = (container.start - first.start) // sector + places[first.number][0]
+            end = max(places[p.number][0] + places[p.number][1] for p in inside)
+            places[container.number] = (begin, end - begin)
+    script = []
+    for line in _tool(["sfdisk", "--dump", device], device).splitlines():
+        found = re.match(r"(\S*?)(\d+)\s*:\s*start=\s*\d+,\s*size=\s*\d+(.*)", line)
+        if found and int(found[2]) in places:
+            start, size = places[int(found[2])]
+            line = f"{found[1]}{found[2]} : start={start}, size={size}{found[3]}"
+        if not line.startswith("last-lba:"):  # the new disk's own end
+            script.append(line)
+    _tool(["sfdisk", "--no-reread", "--no-tell-kernel", "-q", device], device,
+          stdin="\n".join(script) + "\n")
+    if table.kind == "gpt":
+        move_gpt_backup(device)
+    else:
+        _tool(["sfdisk", "--verify", device], device)

@@ -2,11 +2,11 @@
 size, which grow or shrink, and where each one starts.
 
 Small and special partitions (EFI system, BIOS boot, swap, Microsoft reserved, anything under
-1 GiB and under an eighth of the disk) and those whose file system cannot be resized keep their
-size: boot loaders and firmware expect them as they are, and a few MiB more or less in them
-helps nobody. The data
-partitions share the rest of the disk in proportion to their old sizes, or as the user sets
-them (`2=60%`, `3=rest`, `2=20G`), never below what their file system needs. Every moved or
+64 MiB, or under 1 GiB and under an eighth of the disk) and those whose file system cannot be
+resized keep their size: boot loaders and firmware expect them as they are, and a few MiB more
+or less in them helps nobody. The data partitions share the rest of the disk in proportion to
+their old sizes, or as the user sets them (`2=60%`, `3=rest`, `2=20G`), never below what their
+file system needs. Every moved or
 resized partition starts on a 1 MiB boundary, and a GPT keeps room for its backup at the end.
 Planning is pure arithmetic: the minimum sizes are measured elsewhere (fs/resizing.py).
 """
@@ -22,7 +22,8 @@ from rescue.fs.partitions import PartitionEntry, PartitionTable
 from rescue.units import human_size, parse_size
 
 MIB = 1 << 20
-SMALL = 1 << 30  # partitions under this keep their size
+SMALL = 1 << 30  # partitions under this and under an eighth of their disk keep their size
+TINY = 64 * MIB  # partitions under this keep their size whatever the disk
 KEPT_TYPES = {
     "c12a7328-f81f-11d2-ba4b-00a0c93ec93b": "EFI system",
     "21686148-6449-6e6f-744e-656564454649": "BIOS boot",
@@ -115,6 +116,14 @@ class LayoutPlan:
         return rows
 
 
+class NoRoom(RefusedError):
+    """The data cannot fit the target; `need` says how much it needs, partition by partition."""
+
+    def __init__(self, target: str, size: int, need: str) -> None:
+        super().__init__(f"{target} holds {human_size(size)} ({size} bytes); {need}")
+        self.need = need
+
+
 Share = str | float | int  # "rest", a fraction of the disk, or bytes
 
 
@@ -141,7 +150,7 @@ def parse_layout(specs: list[str]) -> dict[int, Share]:
         else:
             try:
                 shares[number] = parse_size(value)
-            except ValueError as exc:
+            except UsageError as exc:
                 raise UsageError(f"--layout {spec!r}: {exc}") from None
     if list(shares.values()).count("rest") > 1:
         raise UsageError("--layout: only one partition can take the rest")
@@ -158,10 +167,11 @@ def _up(value: int) -> int:
 
 def kept_type(table: PartitionTable, entry: PartitionEntry) -> str:
     """Why the partition keeps its size whatever its file system: its type, or that it is
-    small (under 1 GiB and under an eighth of its disk); "" when it may change."""
+    small (under 64 MiB, or under 1 GiB and under an eighth of its disk); "" when it may
+    change."""
     if entry.type_id in KEPT_TYPES:
         return KEPT_TYPES[entry.type_id]
-    if entry.size < min(SMALL, table.disk_size // 8):
+    if entry.size < max(TINY, min(SMALL, table.disk_size // 8)):
         return "small"
     return ""
 
@@ -272,9 +282,8 @@ def _require_room(table: PartitionTable, target: str, target_size: int, usable_e
         raise RefusedError(f"--layout gives partition {number} {human_size(sizes[number])}, "
                            f"less than the {human_size(needs[number])} ({needs[number]} bytes) "
                            f"its data needs ({detail})")
-    raise RefusedError(f"{target} holds {human_size(target_size)} ({target_size} bytes); the "
-                       f"image's data needs at least {human_size(needed)} ({needed} bytes) "
-                       f"({detail})")
+    raise NoRoom(target, target_size, f"the image's data needs at least {human_size(needed)} "
+                 f"({needed} bytes) ({detail})")
 
 
 def _place(entries: list[PartitionEntry], sizes: dict[int, int], gaps: dict[int, int],

@@ -1,0 +1,153 @@
+"""`rescue restore` onto a disk of another size: the plan, the grown restore, the refusals.
+
+The source is a PC's 2 GiB disk (FAT32 EFI system partition, ext4 and NTFS about 30 % full),
+imaged with `--mode used` to qcow2. The judges are the file systems' own tools: their minimum
+sizes, their checkers, sgdisk, and the files' SHA-256 read back through read-only mounts.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures.cli import assert_clean_failure, rescue, run
+from tests.fixtures.loop import loop_device
+from tests.fixtures.resize import build, file_hashes
+from tests.fixtures.restore import MIB, digest, target
+
+pytestmark = pytest.mark.slow
+GIB = 1 << 30
+
+
+@pytest.fixture(scope="module")
+def pc(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    folder = tmp_path_factory.mktemp("pc")
+    disk, image, hashes = build(folder)
+    return {"disk": disk, "image": image, "hashes": hashes, "image_sha": digest(image),
+            "folder": folder}
+
+
+@pytest.fixture
+def targets(tmp_path: Path) -> Iterator[ExitStack]:
+    with ExitStack() as stack:
+        yield stack
+
+
+def restore(pc: dict[str, object], device: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return rescue("restore", str(pc["image"]), device, *args, timeout=900)
+
+
+def tool_minimums(disk: Path) -> dict[int, int]:
+    """What resize2fs -P and ntfsresize --info say of the source disk's own partitions."""
+    minimums = {}
+    with loop_device(str(disk), partitions=True, read_only=True) as device:
+        blocks = re.search(r"minimum size of the filesystem: (\d+)",
+                           run("resize2fs", "-P", f"{device}p2"))
+        block = re.search(r"Block size:\s+(\d+)", run("dumpe2fs", "-h", f"{device}p2"))
+        assert blocks and block
+        minimums[2] = int(blocks[1]) * int(block[1])
+        found = re.search(r"resize at (\d+) bytes",
+                          run("ntfsresize", "--info", "--force", "--no-action", f"{device}p3"))
+        assert found
+        minimums[3] = int(found[1])
+    return minimums
+
+
+def plan_of(pc: dict[str, object], device: str, *args: str) -> tuple[dict, int]:
+    result = restore(pc, device, "--dry-run", "--json", *args)
+    check = json.loads(result.stdout.splitlines()[0])["targets"][0]
+    return check, result.returncode
+
+
+def test_plans_for_a_larger_and_a_smaller_disk(pc: dict[str, object], tmp_path: Path,
+                                              targets: ExitStack) -> None:
+    minimums = tool_minimums(pc["disk"])  # type: ignore[arg-type]
+    big = target(targets, tmp_path, "big", 4 * GIB, fill=b"big ")
+    small = target(targets, tmp_path, "small", 1229 * MIB, fill=b"small ")
+    before = digest(tmp_path / "big.target"), digest(tmp_path / "small.target")
+    check, code = plan_of(pc, big)
+    assert code == 0 and check["mode"] == "resize"
+    esp, root, data = check["plan"]["partitions"]
+    assert (esp["action"], esp["new_start"], esp["new_size"]) == ("keep", MIB, 256 * MIB)
+    assert root["action"] == data["action"] == "grow"
+    assert (root["min_size"], data["min_size"]) == (minimums[2], minimums[3])
+    assert all(p["new_start"] % MIB == 0 for p in (root, data))
+    assert data["new_start"] >= root["new_start"] + root["new_size"]
+    assert data["new_start"] + data["new_size"] <= 4 * GIB - 33 * 512
+    assert data["new_start"] + data["new_size"] > 4 * GIB - 8 * MIB  # the disk is used
+    check, code = plan_of(pc, small)
+    assert code == 5 and check["mode"] is None
+    parts = check["plan"]["partitions"]
+    assert [p["action"] for p in parts] == ["keep", "shrink", "shrink"]
+    assert all(p["new_size"] >= minimums[p["number"]] for p in parts[1:])
+    assert parts[2]["new_start"] + parts[2]["new_size"] <= 1229 * MIB - 33 * 512
+    assert (digest(tmp_path / "big.target"), digest(tmp_path / "small.target")) == before
+
+
+def test_layout_sets_the_sizes(pc: dict[str, object], tmp_path: Path,
+                               targets: ExitStack) -> None:
+    device = target(targets, tmp_path, "t", 4 * GIB)
+    check, code = plan_of(pc, device, "--layout", "2=2560M,3=rest")
+    assert code == 0
+    root, data = check["plan"]["partitions"][1:]
+    assert root["new_size"] == 2560 * MIB
+    assert data["new_start"] == root["new_start"] + 2560 * MIB
+    assert data["action"] == "grow" and data["new_start"] + data["new_size"] > 4 * GIB - 8 * MIB
+    check, code = plan_of(pc, device, "--layout", "2=3G,3=rest")  # NTFS would have to shrink
+    assert code == 5 and check["plan"]["partitions"][2]["action"] == "shrink"
+    result = restore(pc, device, "--dry-run", "--layout", "2=300M")
+    assert_clean_failure(result, 5, r"--layout gives partition 2 300 MiB, less than the")
+    result = restore(pc, device, "--dry-run", "--layout", "2=lots")
+    assert_clean_failure(result, 2, r"--layout '2=lots'")
+
+
+def test_growing_onto_a_4_gib_disk(pc: dict[str, object], tmp_path: Path,
+                                   targets: ExitStack) -> None:
+    device = target(targets, tmp_path, "t", 4 * GIB, fill=b"stale ")
+    result = restore(pc, device, "--yes", "--map-dir", str(tmp_path / "maps"))
+    assert result.returncode == 0, result.stderr
+    assert "No problems found" in run("sgdisk", "-v", device)
+    source, restored = (run("sfdisk", "--dump", str(d)) for d in (pc["disk"], device))
+    guid = r"(label-id|uuid|type)=?:? ?([0-9A-F-]{36})"
+    assert re.findall(guid, source) == re.findall(guid, restored)
+    layout = [(int(s), int(n)) for s, n in re.findall(r"start=\s*(\d+), size=\s*(\d+)",
+                                                       restored)]
+    assert all(start * 512 % MIB == 0 for start, _ in layout)
+    assert layout[0] == (2048, 256 * MIB // 512)
+    assert sum(size for _, size in layout) * 512 > 4 * GIB - 16 * MIB
+    checkers = {1: ["fsck.vfat", "-n"], 2: ["e2fsck", "-f", "-n"], 3: ["ntfsfix", "-n"]}
+    with loop_device(device, partitions=True, read_only=True) as loop:
+        for number, checker in checkers.items():
+            assert subprocess.run([*checker, f"{loop}p{number}"],
+                                  capture_output=True).returncode == 0, checker
+            uuids = [run("blkid", "-p", "-o", "value", "-s", "UUID", d).strip()
+                     for d in (f"{loop}p{number}",)]
+            assert uuids[0]
+        sizes = {n: int(run("blockdev", "--getsize64", f"{loop}p{n}")) for n in (2, 3)}
+        ext_blocks = re.search(r"Block count:\s+(\d+)", run("dumpe2fs", "-h", f"{loop}p2"))
+        assert ext_blocks and int(ext_blocks[1]) * 4096 == sizes[2]  # grown to its partition
+    with loop_device(str(pc["disk"]), partitions=True, read_only=True) as old, \
+            loop_device(device, partitions=True, read_only=True) as new:
+        for number in (1, 2, 3):
+            uuid = [run("blkid", "-p", "-o", "value", "-s", "UUID", f"{d}p{number}")
+                    for d in (old, new)]
+            assert uuid[0] == uuid[1]
+    assert file_hashes(device, tmp_path) == pc["hashes"]
+    assert digest(pc["image"]) == pc["image_sha"]  # type: ignore[arg-type]
+
+
+def test_too_small_for_the_data_is_refused_before_any_write(
+        pc: dict[str, object], tmp_path: Path, targets: ExitStack) -> None:
+    device = target(targets, tmp_path, "t", 700 * MIB, fill=b"untouched ")
+    before = digest(tmp_path / "t.target")
+    result = restore(pc, device, "--yes", "--map-dir", str(tmp_path / "maps"))
+    assert_clean_failure(result, 5, r"the image's data needs at least \d+ MiB \(\d+ bytes\) "
+                         r"\(partition 1 fat: keeps 256 MiB .*partition 2 ext: min \d+ MiB")
+    assert digest(tmp_path / "t.target") == before
+    assert digest(pc["image"]) == pc["image_sha"]  # type: ignore[arg-type]
