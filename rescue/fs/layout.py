@@ -41,6 +41,12 @@ class Sizing:
     fs_type: str | None
     minimum: int | None  # bytes it can shrink to; None: it cannot be resized here
     why_kept: str = ""  # why it cannot, e.g. "no resizer for exfat"
+    used_end: int | None = None  # FAT, exFAT: where their last used cluster ends
+
+    @property
+    def least(self) -> int | None:
+        """The smallest it could be, as far as is known, whether or not it is resized here."""
+        return self.minimum if self.minimum is not None else self.used_end
 
 
 @dataclass(frozen=True)
@@ -52,7 +58,7 @@ class PartitionPlan:
     old_size: int
     new_start: int
     new_size: int
-    minimum: int | None  # None when the partition keeps its size whatever the disk
+    minimum: int | None  # the least its file system needs, when known
     note: str  # why it keeps its size, or ""
     logical: bool = False
 
@@ -297,7 +303,7 @@ def _place(entries: list[PartitionEntry], sizes: dict[int, int], gaps: dict[int,
         shifted = shifted or start != p.start or size != p.size
         sizing = sizings.get(p.number, Sizing(None, None))
         plans.append(PartitionPlan(p.number, p.type_id, sizing.fs_type, p.start, p.size, start,
-                                   size, None if p.number in fixed else sizing.minimum,
+                                   size, sizing.least,
                                    notes[p.number] if p.number in fixed else "", p.logical))
         end = start + size
     return tuple(plans)

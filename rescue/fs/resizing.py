@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterator
 
 from rescue.errors import DestinationError, FormatError, UsageError
-from rescue.fs.domain import detect
+from rescue.fs.domain import detect, open_fs
 from rescue.fs.layout import Sizing, kept_type
 from rescue.fs.partitions import PartitionTable, SliceReader
 from rescue.io.reader import Reader
@@ -121,7 +121,11 @@ def measure(reader: Reader, table: PartitionTable, image: str, image_format: str
     with contextlib.ExitStack() as stack:
         exposed = None
         for entry in table.file_systems:
-            kind = detect(SliceReader(reader, entry.start, entry.size))
+            volume = SliceReader(reader, entry.start, entry.size)
+            kind = detect(volume)
+            if kind in ("fat", "exfat"):
+                sizings[entry.number] = Sizing(kind, None, used_end=_used_end(volume))
+                continue
             if kind not in RESIZERS or kept_type(table, entry):
                 sizings[entry.number] = Sizing(kind, None)
                 continue
@@ -129,6 +133,15 @@ def measure(reader: Reader, table: PartitionTable, image: str, image_format: str
             with loop_device(exposed, entry.start, entry.size, read_only=True) as device:
                 sizings[entry.number] = Sizing(kind, minimum_size(kind, device))
     return sizings
+
+
+def _used_end(volume: SliceReader) -> int | None:
+    """Where the last used cluster of a FAT or exFAT file system ends: `fatresize` only cuts
+    free space off the end, so that is as small as it could get; None when unreadable."""
+    try:
+        return max((offset + length for offset, length in open_fs(volume).used()), default=0)
+    except FormatError:
+        return None
 
 
 def grow(kind: str, device: str) -> None:

@@ -77,6 +77,8 @@ def test_plans_for_a_larger_and_a_smaller_disk(pc: dict[str, object], tmp_path: 
     assert (esp["action"], esp["new_start"], esp["new_size"]) == ("keep", MIB, 256 * MIB)
     assert root["action"] == data["action"] == "grow"
     assert (root["min_size"], data["min_size"]) == (minimums[2], minimums[3])
+    # FAT: where its last used cluster ends; 8 MiB of files went in, after its two FATs
+    assert 8 * MIB < esp["min_size"] < 16 * MIB
     assert all(p["new_start"] % MIB == 0 for p in (root, data))
     assert data["new_start"] >= root["new_start"] + root["new_size"]
     assert data["new_start"] + data["new_size"] <= 4 * GIB - 33 * 512
