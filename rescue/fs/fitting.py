@@ -53,6 +53,34 @@ def fit_dos(device: str, table: PartitionTable, disk_size: int) -> None:
     _tool(["sfdisk", "--verify", device], device)
 
 
+def _gpt_script(device: str, places: dict[int, tuple[int, int]]) -> list[str]:
+    """The target's own GPT (restored with the disk's head) with the new places: every field
+    of the image's table stays as sfdisk dumps it."""
+    script = []
+    for line in _tool(["sfdisk", "--dump", device], device).splitlines():
+        found = re.match(r"(\S*?)(\d+)\s*:\s*start=\s*\d+,\s*size=\s*\d+(.*)", line)
+        if found and int(found[2]) in places:
+            start, size = places[int(found[2])]
+            line = f"{found[1]}{found[2]} : start={start}, size={size}{found[3]}"
+        if not line.startswith("last-lba:"):  # the new disk's own end
+            script.append(line)
+    return script
+
+
+def _dos_script(device: str, table: PartitionTable, places: dict[int, tuple[int, int]]
+                ) -> list[str]:
+    """The image's DOS table with the new places, written from what was read of it: the
+    extended boot records lie between the partitions, which are all that was restored."""
+    prefix = f"{device}p" if device[-1:].isdigit() else device
+    script = ["label: dos", f"label-id: {table.disk_id}", "unit: sectors", ""]
+    for entry in table.partitions:
+        start, size = places.get(entry.number, (entry.start // table.sector_size,
+                                                entry.size // table.sector_size))
+        script.append(f"{prefix}{entry.number} : start={start}, size={size}, "
+                      f"type={entry.type_id[2:]}{', bootable' if entry.bootable else ''}")
+    return script
+
+
 def _tool(args: list[str], device: str, stdin: str | None = None) -> str:
     """Run a partition tool; its failure is the device's one-line error."""
     try:
@@ -89,14 +117,8 @@ def write_layout(device: str, table: PartitionTable, starts: dict[int, tuple[int
             begin = (container.start - first.start) // sector + places[first.number][0]
             end = max(places[p.number][0] + places[p.number][1] for p in inside)
             places[container.number] = (begin, end - begin)
-    script = []
-    for line in _tool(["sfdisk", "--dump", device], device).splitlines():
-        found = re.match(r"(\S*?)(\d+)\s*:\s*start=\s*\d+,\s*size=\s*\d+(.*)", line)
-        if found and int(found[2]) in places:
-            start, size = places[int(found[2])]
-            line = f"{found[1]}{found[2]} : start={start}, size={size}{found[3]}"
-        if not line.startswith("last-lba:"):  # the new disk's own end
-            script.append(line)
+    script = _dos_script(device, table, places) if table.kind == "dos" else _gpt_script(
+        device, places)
     _tool(["sfdisk", "--no-reread", "--no-tell-kernel", "-q", device], device,
           stdin="\n".join(script) + "\n")
     if table.kind == "gpt":

@@ -14,7 +14,7 @@ Planning is pure arithmetic: the minimum sizes are measured elsewhere (fs/resizi
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from rescue.errors import RefusedError, UsageError
 from rescue.fs.fitting import GPT_ENTRIES_SECTORS, smallest_disk
@@ -216,8 +216,13 @@ def plan_layout(table: PartitionTable, target: str, target_size: int,
             sizes[p.number] < p.size for p in entries):
         sizes = {p.number: p.size for p in entries}  # what the alignment costs, not a shrink
     _require_room(table, target, target_size, usable_end, entries, fixed, sizes, sizings, gaps)
-    return LayoutPlan(table.kind, table.sector_size, target_size,
-                      _place(entries, sizes, gaps, sizings, notes, fixed))
+    plans = _place(entries, sizes, gaps, sizings, notes, fixed)
+    last = plans[-1] if plans else None
+    if last and last.action == "grow" and last.number not in fixed and not isinstance(
+            shares.get(last.number), int | float):  # what alignment left at the end is its
+        last = replace(last, new_size=max(last.new_size, _down(usable_end) - last.new_start))
+        plans = (*plans[:-1], last)
+    return LayoutPlan(table.kind, table.sector_size, target_size, plans)
 
 
 def _gaps(entries: list[PartitionEntry]) -> dict[int, int]:

@@ -17,9 +17,10 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures.cli import assert_clean_failure, rescue, run
+from tests.fixtures.disks import mounted
 from tests.fixtures.loop import loop_device
 from tests.fixtures.resize import build, file_hashes
-from tests.fixtures.restore import MIB, digest, target
+from tests.fixtures.restore import MIB, blank, digest, target
 
 pytestmark = pytest.mark.slow
 GIB = 1 << 30
@@ -153,3 +154,33 @@ def test_too_small_for_the_data_is_refused_before_any_write(
                          r"\(partition 1 fat: keeps 256 MiB .*partition 2 ext: min \d+ MiB")
     assert digest(tmp_path / "t.target") == before
     assert digest(pc["image"]) == pc["image_sha"]  # type: ignore[arg-type]
+
+
+def test_a_dos_logical_partition_grows_inside_its_container(tmp_path: Path,
+                                                            targets: ExitStack) -> None:
+    """A raw image this time: its partitions are measured through a loop device directly."""
+    disk = tmp_path / "dos.disk"
+    blank(disk, 512 * MIB)
+    run("sfdisk", "-q", str(disk), stdin="label: dos\nstart=2048,size=100M,type=83\n"
+                                          "start=206848,size=300M,type=5\n"
+                                          "start=208896,size=280M,type=83\n")
+    with loop_device(str(disk), partitions=True) as device:
+        for number in (1, 5):
+            run("mkfs.ext4", "-q", "-F", f"{device}p{number}")
+        with mounted(f"{device}p5", tmp_path / "mnt") as mnt:
+            (mnt / "data.bin").write_bytes(b"logical " * (4 * MIB))
+    image = tmp_path / "dos.img"
+    with loop_device(str(disk), read_only=True) as device:
+        assert rescue("image", device, str(image)).returncode == 0
+    device = target(targets, tmp_path, "t", GIB)
+    result = rescue("restore", str(image), device, "--yes", "--map-dir", str(tmp_path / "m"))
+    assert result.returncode == 0, result.stderr
+    run("sfdisk", "--verify", device)
+    with loop_device(device, partitions=True, read_only=True) as loop:
+        sizes = {n: int(run("blockdev", "--getsize64", f"{loop}p{n}")) for n in (1, 5)}
+        assert sizes[1] > 200 * MIB and sizes[5] > 500 * MIB  # both over an eighth: both grow
+        assert sizes[5] == pytest.approx(2.8 * sizes[1], rel=0.01)
+        for number in (1, 5):
+            run("e2fsck", "-f", "-n", f"{loop}p{number}")
+        with mounted(f"{loop}p5", tmp_path / "check", ("mount", "-o", "ro")) as mnt:
+            assert (mnt / "data.bin").read_bytes() == b"logical " * (4 * MIB)
