@@ -79,7 +79,7 @@ def describe(check: TargetCheck) -> str:
 
 def plan_lines(check: TargetCheck) -> list[str]:
     """The target's line, then its partition plan when it gets one."""
-    return [describe(check), *(f"    {line}" for line in check.plan.lines())] if check.plan \
+    return [describe(check), *(f"  {line}" for line in check.plan.lines())] if check.plan \
         else [describe(check)]
 
 

@@ -28,9 +28,9 @@ KEPT_TYPES = {
     "c12a7328-f81f-11d2-ba4b-00a0c93ec93b": "EFI system",
     "21686148-6449-6e6f-744e-656564454649": "BIOS boot",
     "0657fd6d-a4ab-43c4-84e5-0933c84b4f4f": "swap",
-    "e3c9e316-0b5c-4db8-817d-f92df00215ae": "Microsoft reserved",
-    "de94bba4-06d1-4d40-a16a-bfd50179d6ac": "Windows recovery",
-    "0xef": "EFI system", "0x82": "swap", "0x27": "Windows recovery",
+    "e3c9e316-0b5c-4db8-817d-f92df00215ae": "MS reserved",
+    "de94bba4-06d1-4d40-a16a-bfd50179d6ac": "recovery",
+    "0xef": "EFI system", "0x82": "swap", "0x27": "recovery",
 }
 
 
@@ -40,7 +40,6 @@ class Sizing:
 
     fs_type: str | None
     minimum: int | None  # bytes it can shrink to; None: it cannot be resized here
-    why_kept: str = ""  # why it cannot, e.g. "no resizer for exfat"
     used_end: int | None = None  # FAT, exFAT: where their last used cluster ends
 
     @property
@@ -110,15 +109,15 @@ class LayoutPlan:
                 "partitions": [p.as_dict() for p in self.partitions]}
 
     def lines(self) -> list[str]:
-        """The plan as a table of at most 80 columns."""
-        rows = [f"{'nr':>2} {'fs':<6} {'old start':>10} {'old size':>10} {'new start':>10} "
-                f"{'new size':>10} {'min size':>10}  action"]
+        """The plan as a table that fits 78 columns."""
+        rows = [f"{'nr':>2} {'fs':<5} {'old start':>9} {'old size':>9} {'new start':>9} "
+                f"{'new size':>9} {'min size':>9} action"]
         for p in self.partitions:
+            sizes = (p.old_start, p.old_size, p.new_start, p.new_size)
             minimum = human_size(p.minimum) if p.minimum is not None else "-"
-            rows.append(f"{p.number:>2} {(p.fs_type or '?')[:6]:<6} {human_size(p.old_start):>10}"
-                        f" {human_size(p.old_size):>10} {human_size(p.new_start):>10} "
-                        f"{human_size(p.new_size):>10} {minimum:>10}  {p.action}"
-                        f"{' (' + p.note + ')' if p.note else ''}")
+            rows.append(f"{p.number:>2} {(p.fs_type or '?')[:5]:<5} "
+                        f"{' '.join(f'{human_size(v):>9}' for v in sizes)} {minimum:>9} "
+                        f"{p.action}{' (' + p.note + ')' if p.note else ''}")
         return rows
 
 
@@ -186,7 +185,7 @@ def _kept_reason(table: PartitionTable, entry: PartitionEntry, sizing: Sizing) -
     if kept := kept_type(table, entry):
         return kept
     if sizing.minimum is None:
-        return sizing.why_kept or f"no resizer for {sizing.fs_type or 'an unknown file system'}"
+        return "no resizer" if sizing.fs_type else "unknown fs"
     return ""
 
 

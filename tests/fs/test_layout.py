@@ -70,3 +70,14 @@ def test_a_layout_under_the_minimum_is_refused() -> None:
 def test_bad_layouts_are_usage_errors(spec: str) -> None:
     with pytest.raises(UsageError):
         plan_layout(table(), "t", 16 * GIB, SIZINGS, parse_layout([spec]))
+
+
+def test_the_plan_fits_a_serial_console() -> None:
+    msr = "e3c9e316-0b5c-4db8-817d-f92df00215ae"
+    parts = (*table().partitions,
+             PartitionEntry(4, 6401 * MIB, 16 * MIB, msr, "", "u4", False, False))
+    plan = plan_layout(PartitionTable("gpt", 512, 1000 * GIB, parts, "d", ()), "t", 2000 * GIB,
+                       SIZINGS)
+    assert [p.action for p in plan.partitions] == ["keep", "grow", "grow", "move"]
+    assert all(len(line) <= 78 for line in plan.lines())
+    assert plan.lines()[4].endswith("move (MS reserved)")

@@ -84,6 +84,10 @@ def test_plans_for_a_larger_and_a_smaller_disk(pc: dict[str, object], tmp_path: 
     assert data["new_start"] >= root["new_start"] + root["new_size"]
     assert data["new_start"] + data["new_size"] <= 4 * GIB - 33 * 512
     assert data["new_start"] + data["new_size"] > 4 * GIB - 8 * MIB  # the disk is used
+    shown = restore(pc, big, "--dry-run")
+    assert shown.returncode == 0 and all(len(line) <= 80 for line in shown.stdout.splitlines())
+    assert re.search(r"^ +2 ext +257 MiB +880 MiB +257 MiB .* grow$", shown.stdout, re.M)
+    assert shown.stdout.endswith("dry run: nothing was written\n")
     check, code = plan_of(pc, small)
     assert code == 5 and check["mode"] is None
     parts = check["plan"]["partitions"]
