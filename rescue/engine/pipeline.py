@@ -58,6 +58,7 @@ class Span:
     mode: str  # "whole", "partition", "fit" (a smaller disk, table made to fit), "resize"
     table: str | None  # "gpt" or "dos" when the restored bytes start with that table
     dest: int = 0  # "resize": one partition's bytes go to its new start
+    source: str | None = None  # a raw file to read instead of the image (a shrunk copy)
 
 
 class Target:

@@ -9,8 +9,11 @@ first, and a target that needs it is refused with the sizes the data needs.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
+
 from rescue.devices import safety
-from rescue.engine.pipeline import Span
+from rescue.engine.pipeline import Span, Target
 from rescue.errors import RescueError
 from rescue.formats.image import open_reader
 from rescue.fs import fitting, resizing
@@ -50,9 +53,6 @@ class Planner:
             return None, None, safety.Reason("too-small", text, False)
         if not plan.changed:
             return None
-        if shrinking := _shrinking(plan):
-            text = f"{problem.message}; {shrinking}" if problem else shrinking
-            return None, plan, safety.Reason("too-small", text, False)
         moved = sum(move.length for move in plan.moves())
         return Span(0, moved, "resize", self.table.kind), plan, None
 
@@ -67,30 +67,51 @@ class Planner:
         return self._sizings
 
 
-def _shrinking(plan: LayoutPlan) -> str:
-    """Why the plan cannot be carried out yet, or ""."""
-    shrunk = [p for p in plan.partitions if p.action == "shrink"]
-    if not shrunk:
-        return ""
-    p = shrunk[0]
-    return (f"partition {p.number} ({p.fs_type}) would shrink from {_size(p.old_size)} to "
-            f"{_size(p.new_size)} (its minimum is {_size(p.minimum or p.new_size)}); shrinking a "
-            "file system while restoring is not done yet")
+def shrunk_source(image: str, image_format: str, plan: LayoutPlan
+                  ) -> contextlib.AbstractContextManager[str | None]:
+    """The image with the plan's shrinking done in a copy-on-write layer, as a raw file to
+    read the shrunk partitions from; None when nothing shrinks."""
+    shrinks = [(p.fs_type or "", p.old_start, p.old_size, p.new_size)
+               for p in plan.partitions if p.action == "shrink"]
+    if not shrinks:
+        return contextlib.nullcontext()
+    return resizing.shrunk_image(image, image_format, shrinks)
 
 
 def _size(value: int) -> str:
     return f"{human_size(value)} ({value} bytes)"
 
 
-def finish(device: str, table: PartitionTable, plan: LayoutPlan) -> None:
+def finish_target(pieces: list[Target], planner: Planner, plan: LayoutPlan,
+                  done: Callable[[Target], None]) -> None:
+    """A laid-out target whose pieces were all written and read back gets its new table and
+    its file systems resized and checked; each piece is `done` then, or failed with why."""
+    if any(t.failed or t.phase in ("mismatch", "incomplete") for t in pieces):
+        return
+    for piece in pieces:
+        piece.phase = "fixing-table"
+    try:
+        finish(pieces[0].path, planner.image, planner.image_format, planner.table, plan)
+    except (OSError, RescueError) as exc:
+        for piece in pieces:
+            piece.fail(f"{piece.path}: {exc}")
+        return
+    for piece in pieces:
+        done(piece)
+
+
+def finish(device: str, image: str, image_format: str, table: PartitionTable,
+           plan: LayoutPlan) -> None:
     """The new table on `device`, then each grown file system grown to its partition and
     checked by its own checker."""
-    fitting.write_layout(device, table, {p.number: (p.new_start, p.new_size)
-                                         for p in plan.partitions})
+    with resizing.image_file(image, image_format) as source:
+        fitting.write_layout(device, table, source, {p.number: (p.new_start, p.new_size)
+                                                     for p in plan.partitions})
     for part in plan.partitions:
-        if part.action != "grow" or part.fs_type is None:
+        if part.action not in ("grow", "shrink") or part.fs_type is None:
             continue
         with resizing.loop_device(device, part.new_start, part.new_size,
                                   read_only=False) as loop:
-            resizing.grow(part.fs_type, loop)
+            if part.action == "grow":
+                resizing.grow(part.fs_type, loop)
             resizing.check(part.fs_type, loop)

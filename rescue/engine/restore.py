@@ -26,10 +26,11 @@ byte for byte. With `skip_holes`, whole-hole chunks are not sent as data: the ta
 zero them itself (BLKZEROOUT), which thin, flash and loop storage do without transferring zeros
 and which still reads back as zeros, so the result and its verification are the same.
 
-Sizes: a target smaller than the image is refused unless the image holds a partition table and
-every partition fits; then only [0, end of the last partition) is restored and the table is made
-to fit (GPT: `sgdisk -e`; DOS: the extended container is cut to the disk). A GPT image onto a
-larger disk gets its backup header and table moved to the end of the target (`sgdisk -e`).
+Sizes: a disk of another size whose partitions may change size gets them laid out anew
+(engine/relayout.py: grown, or shrunk in a layer over the image). Otherwise a smaller target
+takes the image when every partition fits: [0, end of the last partition) is restored and the
+table made to fit (GPT: `sgdisk -e`; DOS: the extended container is cut to the disk); a GPT
+onto a larger disk gets its backup header and table moved to the end (`sgdisk -e`).
 """
 
 from __future__ import annotations
@@ -56,7 +57,6 @@ from rescue.errors import (
     ExitCode,
     FormatError,
     RefusedError,
-    RescueError,
     UsageError,
 )
 from rescue.formats.base import DamagedData, ImageReader
@@ -70,7 +70,8 @@ from rescue.io.blockdev import geometry, read_chunks, write_error
 from rescue.rangemap import FINISHED, NON_TRIED
 from rescue.units import human_size
 
-Digests = dict[tuple[int, int], bytes]  # (image start of the piece, chunk offset) → BLAKE3
+# (what was read: the image or a shrunk copy, start of the piece, chunk offset) → BLAKE3
+Digests = dict[tuple[str, int, int], bytes]
 
 
 @dataclass(frozen=True)
@@ -348,14 +349,29 @@ class RestoreJob:
             os.makedirs(folder, exist_ok=True)
         except OSError as exc:
             raise DestinationError(f"cannot create map folder {folder}: {exc.strerror}") from None
-        for check in checks:
-            assert check.span is not None
-            spans = [check.span] if check.plan is None else [
-                Span(move.source, move.length, "resize", None, move.dest)
-                for move in check.plan.moves()]
-            self._targets += [Target(check.target, span, self.map_path(check.target, span),
-                                     self.request.command_line, self.control.clock)
-                              for span in spans]
+        with contextlib.ExitStack() as shrunk:
+            for check in checks:
+                assert check.span is not None
+                source = None if check.plan is None else shrunk.enter_context(
+                    relayout.shrunk_source(self.image, self.image_format, check.plan))
+                self._add_targets(check, source)
+            return self._restore_targets(checks)
+
+    def _add_targets(self, check: TargetCheck, shrunk: str | None) -> None:
+        """The target, or the pieces of a target laid out anew (each shrunk partition read
+        from `shrunk`)."""
+        assert check.span is not None
+        spans = [check.span]
+        if check.plan is not None:
+            spans = [Span(move.source, move.length, "resize", None, move.dest,
+                          shrunk if part and part.action == "shrink" else None)
+                     for move, part in zip(check.plan.moves(), (None, *check.plan.partitions),
+                                           strict=True)]
+        self._targets += [Target(check.target, span, self.map_path(check.target, span),
+                                 self.request.command_line, self.control.clock)
+                          for span in spans]
+
+    def _restore_targets(self, checks: tuple[TargetCheck, ...]) -> RestoreResult:
         whole = [t for t in self._targets if t.span.mode != "resize"]
         self._read_length = max((t.size for t in whole), default=0)
         self.phase = "restoring"
@@ -373,7 +389,11 @@ class RestoreJob:
                 self._each_target(lambda t: self._verify(t, digests), "cannot read back")
             if damage is None and not self.control.cancelled.is_set():
                 self._each_target(self._finish_table, "cannot write to")
-                self._relayout(checks)
+                for check in checks:
+                    if check.plan is not None:
+                        relayout.finish_target(
+                            [t for t in self._targets if t.path == check.target], self.planner,
+                            check.plan, self._done)
         self.phase = "finished"
         self._stop_clock()
         return self._result(damage)
@@ -406,13 +426,17 @@ class RestoreJob:
         """Read the targets' span of the image once and feed every target; the writers run in
         their own threads. With verification on, chunks already written by an earlier run are
         read too, only to learn their digests."""
-        start, length = targets[0].span.offset, max(t.size for t in targets)
+        span = targets[0].span
+        start, length = span.offset, max(t.size for t in targets)
+        image, image_format, allocated = (
+            (self.image, self.image_format, self.allocated) if span.source is None
+            else (span.source, "raw", [(0, self.size)]))
         # the whole image goes through: its digest can be compared with the manifest's
         whole = self.gate.expected is not None and start == 0 and length == self.size
         hasher = BackgroundHasher(self.gate.hasher()) if whole else None
         left = len(range(0, length, CHUNK))
         try:
-            with Pipeline(self.image, self.image_format, start, self.allocated,
+            with Pipeline(image, image_format, start, allocated,
                           hashing=self.request.verify, skip_holes=self.request.skip_holes,
                           checkpoint=self.request.checkpoint,
                           threads=self.request.threads or default_threads()) as pipeline:
@@ -424,7 +448,7 @@ class RestoreJob:
                     self.gate.record(chunk.damaged)
                     left -= 1
                     if chunk.digest is not None:
-                        digests[start, chunk.offset] = chunk.digest
+                        digests[span.source or "", start, chunk.offset] = chunk.digest
                     if hasher is not None:
                         self._hash(hasher, chunk)
                     pipeline.deliver(chunk)
@@ -464,8 +488,11 @@ class RestoreJob:
                 self.control.wait_if_paused()
                 size = min(CHUNK, target.size - offset)
                 whole_chunk = size == min(CHUNK, read - offset)
-                if not whole_chunk or chunk_digest(data) != digests.get((start, offset)):
-                    image = image or open_reader(self.image, self.image_format)
+                key = (target.span.source or "", start, offset)
+                if not whole_chunk or chunk_digest(data) != digests.get(key):
+                    image = image or (open_reader(self.image, self.image_format)
+                                      if target.span.source is None
+                                      else open_reader(target.span.source, "raw"))
                     expected = read_checked(image, start + offset, size)[0]
                     self._compare(target, offset, bytes(data), expected)
                 target.verified += size
@@ -510,25 +537,6 @@ class RestoreJob:
             target.phase = "fixing-table"
             fitting.fit_dos(target.path, self.table, target_size)
         self._done(target)
-
-    def _relayout(self, checks: tuple[TargetCheck, ...]) -> None:
-        """Each laid-out target, all its pieces written and read back, gets its new table and
-        its file systems grown and checked."""
-        for check in checks:
-            pieces = [t for t in self._targets if t.path == check.target]
-            if check.plan is None or any(t.failed or t.phase in ("mismatch", "incomplete")
-                                         for t in pieces):
-                continue
-            for piece in pieces:
-                piece.phase = "fixing-table"
-            try:
-                relayout.finish(check.target, self.table, check.plan)
-            except (OSError, RescueError) as exc:
-                for piece in pieces:
-                    piece.fail(f"{check.target}: {exc}")
-                continue
-            for piece in pieces:
-                self._done(piece)
 
     @staticmethod
     def _done(target: Target) -> None:

@@ -53,34 +53,6 @@ def fit_dos(device: str, table: PartitionTable, disk_size: int) -> None:
     _tool(["sfdisk", "--verify", device], device)
 
 
-def _gpt_script(device: str, places: dict[int, tuple[int, int]]) -> list[str]:
-    """The target's own GPT (restored with the disk's head) with the new places: every field
-    of the image's table stays as sfdisk dumps it."""
-    script = []
-    for line in _tool(["sfdisk", "--dump", device], device).splitlines():
-        found = re.match(r"(\S*?)(\d+)\s*:\s*start=\s*\d+,\s*size=\s*\d+(.*)", line)
-        if found and int(found[2]) in places:
-            start, size = places[int(found[2])]
-            line = f"{found[1]}{found[2]} : start={start}, size={size}{found[3]}"
-        if not line.startswith("last-lba:"):  # the new disk's own end
-            script.append(line)
-    return script
-
-
-def _dos_script(device: str, table: PartitionTable, places: dict[int, tuple[int, int]]
-                ) -> list[str]:
-    """The image's DOS table with the new places, written from what was read of it: the
-    extended boot records lie between the partitions, which are all that was restored."""
-    prefix = f"{device}p" if device[-1:].isdigit() else device
-    script = ["label: dos", f"label-id: {table.disk_id}", "unit: sectors", ""]
-    for entry in table.partitions:
-        start, size = places.get(entry.number, (entry.start // table.sector_size,
-                                                entry.size // table.sector_size))
-        script.append(f"{prefix}{entry.number} : start={start}, size={size}, "
-                      f"type={entry.type_id[2:]}{', bootable' if entry.bootable else ''}")
-    return script
-
-
 def _tool(args: list[str], device: str, stdin: str | None = None) -> str:
     """Run a partition tool; its failure is the device's one-line error."""
     try:
@@ -100,15 +72,14 @@ def _first_problem(text: str) -> str:
     return (problems or lines or ["no output"])[0]
 
 
-def write_layout(device: str, table: PartitionTable, starts: dict[int, tuple[int, int]]
-                 ) -> None:
-    """Give the partitions of `device` (restored from `table`) their new (start, size) in
-    bytes by number, keeping every other field sfdisk knows (disk and partition GUIDs, types,
-    names, attributes); a DOS extended container follows its logical partitions. Checked
+def write_layout(device: str, table: PartitionTable, source: str,
+                 starts: dict[int, tuple[int, int]]) -> None:
+    """Give `device` the partition table of `source` (the image's disk bytes as a file, as
+    `table` was read from it) with new (start, size) in bytes by number: every other field
+    sfdisk knows stays (disk and partition GUIDs, types, names, attributes, logical
+    partitions), and a DOS extended container follows its logical partitions. Checked
     afterwards like any fitted table."""
     sector = table.sector_size
-    if table.kind == "gpt":
-        _tool(["sgdisk", "-e", device], device)  # the backup to the end, so the table reads whole
     places = {n: (start // sector, size // sector) for n, (start, size) in starts.items()}
     for container in (p for p in table.partitions if p.is_container):
         inside = [p for p in table.partitions if p.logical and p.number in places]
@@ -117,8 +88,16 @@ def write_layout(device: str, table: PartitionTable, starts: dict[int, tuple[int
             begin = (container.start - first.start) // sector + places[first.number][0]
             end = max(places[p.number][0] + places[p.number][1] for p in inside)
             places[container.number] = (begin, end - begin)
-    script = _dos_script(device, table, places) if table.kind == "dos" else _gpt_script(
-        device, places)
+    prefix = f"{device}p" if device[-1:].isdigit() else device
+    script = []
+    for line in _tool(["sfdisk", "--dump", source], source).splitlines():
+        found = re.match(r"\S*?(\d+)\s*:\s*start=\s*(\d+),\s*size=\s*(\d+)(.*)", line)
+        if found:
+            number = int(found[1])
+            start, size = places.get(number, (int(found[2]), int(found[3])))
+            line = f"{prefix}{number} : start={start}, size={size}{found[4]}"
+        if not line.startswith(("last-lba:", "device:")):  # the new disk's own end
+            script.append(line)
     _tool(["sfdisk", "--no-reread", "--no-tell-kernel", "-q", device], device,
           stdin="\n".join(script) + "\n")
     if table.kind == "gpt":

@@ -217,7 +217,7 @@ def plan_layout(table: PartitionTable, target: str, target_size: int,
     _require_room(table, target, target_size, usable_end, entries, fixed, sizes, sizings, gaps)
     plans = _place(entries, sizes, gaps, sizings, notes, fixed)
     last = plans[-1] if plans else None
-    if last and last.action == "grow" and last.number not in fixed and not isinstance(
+    if last and last.action != "keep" and last.number not in fixed and not isinstance(
             shares.get(last.number), int | float):  # what alignment left at the end is its
         last = replace(last, new_size=max(last.new_size, _down(usable_end) - last.new_start))
         plans = (*plans[:-1], last)

@@ -1,12 +1,12 @@
-"""File systems measured, grown and checked by their own tools.
+"""File systems measured, grown, shrunk and checked by their own tools.
 
-Each file system's own tool knows best how small it can get and how to grow it: `resize2fs`
+Each file system's own tool knows best how small it can get and how to resize it: `resize2fs`
 for ext2/3/4, `ntfsresize` for NTFS. Those tools want a file or a device, so an image's
 partition is shown to them through a read-only loop device at the partition's offset (a qcow2
 image first through a read-only FUSE export by `qemu-storage-daemon`), and nothing of the image
-can change. FAT and exFAT keep their size: no tool here grows them (`fatresize` is not part of
-the system), and a file system is never resized by a tool that is not there.
-"""
+can change; shrinking writes into a qcow2 copy-on-write layer over the image instead. FAT and
+exFAT keep their size: no tool here resizes them (`fatresize` is not part of the system), and
+a file system is never resized by a tool that is not there."""
 
 from __future__ import annotations
 
@@ -65,17 +65,31 @@ def image_file(image: str, image_format: str) -> Iterator[str]:
     if image_format == "raw":
         yield image
         return
-    if image_format != "qcow2":
-        raise UsageError(f"a {image_format} image cannot be measured for resizing; convert it "
-                         "to qcow2 first (rescue convert)")
+    _exportable(image_format)
+    with _exported(image, "qcow2", writable=False) as exported:
+        yield exported
+
+
+def _exportable(image_format: str) -> None:
+    if image_format not in ("raw", "qcow2"):
+        raise UsageError(f"a {image_format} image cannot be resized while restoring; convert "
+                         "it to qcow2 first (rescue convert)")
+
+
+@contextlib.contextmanager
+def _exported(path: str, driver: str, *, writable: bool) -> Iterator[str]:
+    """`path` (a `driver` image) as a raw file through qemu-storage-daemon's FUSE export; a
+    qcow2 overlay brings its backing file, which qemu opens read-only."""
     with tempfile.TemporaryDirectory(prefix="rescue-export-") as folder:
         exported = os.path.join(folder, "disk")
         open(exported, "wb").close()
+        read_only = "off" if writable else "on"
         daemon = subprocess.Popen(
             ["qemu-storage-daemon", "--blockdev",
-             f"driver=file,node-name=file,filename={image},read-only=on",
-             "--blockdev", "driver=qcow2,node-name=disk,file=file,read-only=on",
-             "--export", f"type=fuse,id=exp,node-name=disk,mountpoint={exported},writable=off"],
+             f"driver=file,node-name=file,filename={path},read-only={read_only}",
+             "--blockdev", f"driver={driver},node-name=disk,file=file,read-only={read_only}",
+             "--export", f"type=fuse,id=exp,node-name=disk,mountpoint={exported},"
+                         f"writable={'on' if writable else 'off'}"],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         try:
             _wait_exported(daemon, exported)
@@ -83,6 +97,24 @@ def image_file(image: str, image_format: str) -> Iterator[str]:
         finally:
             daemon.terminate()
             daemon.wait(timeout=30)
+
+
+@contextlib.contextmanager
+def shrunk_image(image: str, image_format: str, shrinks: list[tuple[str, int, int, int]]
+                 ) -> Iterator[str]:
+    """The image's disk bytes with file systems shrunk, each (kind, start, old size, new
+    size), as a raw file: the shrinking writes into a qcow2 copy-on-write layer over the
+    image, in a temporary folder, and the image itself is never written."""
+    _exportable(image_format)
+    with tempfile.TemporaryDirectory(prefix="rescue-shrink-") as folder:
+        overlay = os.path.join(folder, "overlay.qcow2")
+        _run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", os.path.abspath(image),
+              "-F", image_format, overlay], f"a layer over {image}")
+        with _exported(overlay, "qcow2", writable=True) as exported:
+            for kind, start, old_size, new_size in shrinks:
+                with loop_device(exported, start, old_size, read_only=False) as device:
+                    shrink(kind, device, new_size)
+            yield exported
 
 
 def _wait_exported(daemon: subprocess.Popen[str], exported: str) -> None:
@@ -146,15 +178,26 @@ def _used_end(volume: SliceReader) -> int | None:
 
 def grow(kind: str, device: str) -> None:
     """Grow the file system on `device` to the whole device."""
+    _resize(kind, device, None)
+
+
+def shrink(kind: str, device: str, size: int) -> None:
+    """Shrink the file system on `device` to `size` bytes."""
+    _resize(kind, device, size)
+
+
+def _resize(kind: str, device: str, size: int | None) -> None:
+    """The file system's own resizer: to `size` bytes, or to the whole device."""
     what = f"the {kind} file system on {device}"
     if kind == "ext":
         # resize2fs wants a freshly checked file system; preen fixes only what is safe
         done = subprocess.run(["e2fsck", "-f", "-p", device], capture_output=True, text=True)
         if done.returncode >= 4:
             raise DestinationError(f"e2fsck found errors in {what}: {done.stdout.strip()}")
-        _run(["resize2fs", device], what)
+        _run(["resize2fs", device, *([f"{size // 1024}K"] if size else [])], what)
     elif kind == "ntfs":
-        _run(["ntfsresize", "--force", "--no-progress-bar", device], what)
+        _run(["ntfsresize", "--force", "--no-progress-bar",
+              *(["--size", str(size)] if size else []), device], what)
     else:
         raise FormatError(f"no resizer for {kind}")
 

@@ -89,7 +89,7 @@ def test_plans_for_a_larger_and_a_smaller_disk(pc: dict[str, object], tmp_path: 
     assert re.search(r"^ +2 ext +257 MiB +880 MiB +257 MiB .* grow$", shown.stdout, re.M)
     assert shown.stdout.endswith("dry run: nothing was written\n")
     check, code = plan_of(pc, small)
-    assert code == 5 and check["mode"] is None
+    assert code == 0 and check["mode"] == "resize"
     parts = check["plan"]["partitions"]
     assert [p["action"] for p in parts] == ["keep", "shrink", "shrink"]
     assert all(p["new_size"] >= minimums[p["number"]] for p in parts[1:])
@@ -106,17 +106,21 @@ def test_layout_sets_the_sizes(pc: dict[str, object], tmp_path: Path,
     assert root["new_size"] == 2560 * MIB
     assert data["new_start"] == root["new_start"] + 2560 * MIB
     assert data["action"] == "grow" and data["new_start"] + data["new_size"] > 4 * GIB - 8 * MIB
-    check, code = plan_of(pc, device, "--layout", "2=3G,3=rest")  # NTFS would have to shrink
-    assert code == 5 and check["plan"]["partitions"][2]["action"] == "shrink"
+    check, code = plan_of(pc, device, "--layout", "2=3G,3=rest")  # NTFS shrinks
+    assert code == 0 and check["plan"]["partitions"][2]["action"] == "shrink"
     result = restore(pc, device, "--dry-run", "--layout", "2=300M")
     assert_clean_failure(result, 5, r"--layout gives partition 2 300 MiB, less than the")
     result = restore(pc, device, "--dry-run", "--layout", "2=lots")
     assert_clean_failure(result, 2, r"--layout '2=lots'")
 
 
-def test_growing_onto_a_4_gib_disk(pc: dict[str, object], tmp_path: Path,
-                                   targets: ExitStack) -> None:
-    device = target(targets, tmp_path, "t", 4 * GIB, fill=b"stale ")
+@pytest.mark.parametrize(("size", "action"), [(4 * GIB, "grow"), (1229 * MIB, "shrink")])
+def test_restored_onto_a_disk_of_another_size(pc: dict[str, object], tmp_path: Path,
+                                              targets: ExitStack, size: int, action: str
+                                              ) -> None:
+    device = target(targets, tmp_path, "t", size, fill=b"stale ")
+    check, _ = plan_of(pc, device)
+    assert [p["action"] for p in check["plan"]["partitions"]] == ["keep", action, action]
     result = restore(pc, device, "--yes", "--map-dir", str(tmp_path / "maps"))
     assert result.returncode == 0, result.stderr
     assert "No problems found" in run("sgdisk", "-v", device)
@@ -127,7 +131,7 @@ def test_growing_onto_a_4_gib_disk(pc: dict[str, object], tmp_path: Path,
                                                        restored)]
     assert all(start * 512 % MIB == 0 for start, _ in layout)
     assert layout[0] == (2048, 256 * MIB // 512)
-    assert sum(size for _, size in layout) * 512 > 4 * GIB - 16 * MIB
+    assert sum(sectors for _, sectors in layout) * 512 > size - 16 * MIB  # the disk is used
     checkers = {1: ["fsck.vfat", "-n"], 2: ["e2fsck", "-f", "-n"], 3: ["ntfsfix", "-n"]}
     with loop_device(device, partitions=True, read_only=True) as loop:
         for number, checker in checkers.items():
@@ -138,7 +142,7 @@ def test_growing_onto_a_4_gib_disk(pc: dict[str, object], tmp_path: Path,
             assert uuids[0]
         sizes = {n: int(run("blockdev", "--getsize64", f"{loop}p{n}")) for n in (2, 3)}
         ext_blocks = re.search(r"Block count:\s+(\d+)", run("dumpe2fs", "-h", f"{loop}p2"))
-        assert ext_blocks and int(ext_blocks[1]) * 4096 == sizes[2]  # grown to its partition
+        assert ext_blocks and int(ext_blocks[1]) * 4096 == sizes[2]  # resized to its partition
     with loop_device(str(pc["disk"]), partitions=True, read_only=True) as old, \
             loop_device(device, partitions=True, read_only=True) as new:
         for number in (1, 2, 3):
