@@ -315,11 +315,12 @@ class RestoreJob:
 
     def map_path(self, target: str, span: Span) -> str:
         """The target's mapfile: named after image, target and span, so the same command finds
-        it again and a changed image does not."""
+        it again and a changed image does not; a shrunk piece is named after its layer, made
+        anew by every run (the resizers stamp times), so it is never continued."""
         info = os.stat(self.image)
         key = "\0".join(map(str, (self.image, info.st_size, info.st_mtime_ns,
                                   os.path.realpath(target), span.offset, span.length,
-                                  *((span.dest,) if span.dest else ()))))
+                                  *(extra for extra in (span.dest, span.source) if extra))))
         digest = hashlib.sha256(key.encode()).hexdigest()[:16]
         folder = self.request.map_dir or default_map_dir()
         return os.path.join(folder, f"{os.path.basename(target)}-{digest}.map")
