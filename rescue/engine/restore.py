@@ -350,6 +350,8 @@ class RestoreJob:
             os.makedirs(folder, exist_ok=True)
         except OSError as exc:
             raise DestinationError(f"cannot create map folder {folder}: {exc.strerror}") from None
+        if any(c.plan and any(p.action == "shrink" for p in c.plan.partitions) for c in checks):
+            self.phase = "shrinking"  # in a layer over the image, before anything is written
         with contextlib.ExitStack() as shrunk:
             for check in checks:
                 assert check.span is not None

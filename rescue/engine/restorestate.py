@@ -43,7 +43,7 @@ class TargetProgress:
 @dataclass(frozen=True)
 class RestoreProgress:
     image: str
-    phase: str  # checking, restoring, verifying, finished
+    phase: str  # checking, shrinking, restoring, verifying, finished
     elapsed: float
     paused: bool
     targets: tuple[TargetProgress, ...]
