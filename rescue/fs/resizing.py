@@ -11,8 +11,10 @@ a file system is never resized by a tool that is not there."""
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import re
+import signal
 import subprocess
 import tempfile
 import time
@@ -28,6 +30,7 @@ RESIZERS = {"ext": "resize2fs", "ntfs": "ntfsresize"}
 CHECKERS = {"ext": ["e2fsck", "-f", "-n"], "ntfs": ["ntfsfix", "-n"], "fat": ["fsck.vfat", "-n"],
             "exfat": ["fsck.exfat", "-n"]}
 _DAEMON_START = 15.0
+PR_SET_PDEATHSIG = 1
 
 
 def _run(args: list[str], what: str, timeout: float = 3600) -> str:
@@ -90,7 +93,8 @@ def _exported(path: str, driver: str, *, writable: bool) -> Iterator[str]:
              "--blockdev", f"driver={driver},node-name=disk,file=file,read-only={read_only}",
              "--export", f"type=fuse,id=exp,node-name=disk,mountpoint={exported},"
                          f"writable={'on' if writable else 'off'}"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            preexec_fn=_end_with_parent)
         try:
             _wait_exported(daemon, exported)
             yield exported
@@ -115,6 +119,12 @@ def shrunk_image(image: str, image_format: str, shrinks: list[tuple[str, int, in
                 with loop_device(exported, start, old_size, read_only=False) as device:
                     shrink(kind, device, new_size)
             yield exported
+
+
+def _end_with_parent() -> None:
+    """In the daemon, before it runs: the kernel sends it SIGTERM (it then unmounts its
+    export) when the thread that started it dies, `kill -9` included."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _wait_exported(daemon: subprocess.Popen[str], exported: str) -> None:
