@@ -11,10 +11,8 @@ a file system is never resized by a tool that is not there."""
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import re
-import signal
 import subprocess
 import tempfile
 import time
@@ -30,7 +28,6 @@ RESIZERS = {"ext": "resize2fs", "ntfs": "ntfsresize"}
 CHECKERS = {"ext": ["e2fsck", "-f", "-n"], "ntfs": ["ntfsfix", "-n"], "fat": ["fsck.vfat", "-n"],
             "exfat": ["fsck.exfat", "-n"]}
 _DAEMON_START = 15.0
-PR_SET_PDEATHSIG = 1
 
 
 def _run(args: list[str], what: str, timeout: float = 3600) -> str:
@@ -87,14 +84,14 @@ def _exported(path: str, driver: str, *, writable: bool) -> Iterator[str]:
         exported = os.path.join(folder, "disk")
         open(exported, "wb").close()
         read_only = "off" if writable else "on"
-        daemon = subprocess.Popen(
-            ["qemu-storage-daemon", "--blockdev",
+        # the kernel sends the daemon SIGTERM (it then unmounts its export) when the thread
+        # that started it dies, kill -9 included; setpriv sets that up before exec
+        daemon = _start(
+            ["setpriv", "--pdeathsig", "TERM", "qemu-storage-daemon", "--blockdev",
              f"driver=file,node-name=file,filename={path},read-only={read_only}",
              "--blockdev", f"driver={driver},node-name=disk,file=file,read-only={read_only}",
              "--export", f"type=fuse,id=exp,node-name=disk,mountpoint={exported},"
-                         f"writable={'on' if writable else 'off'}"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-            preexec_fn=_end_with_parent)
+                         f"writable={'on' if writable else 'off'}"])
         try:
             _wait_exported(daemon, exported)
             yield exported
@@ -121,10 +118,13 @@ def shrunk_image(image: str, image_format: str, shrinks: list[tuple[str, int, in
             yield exported
 
 
-def _end_with_parent() -> None:
-    """In the daemon, before it runs: the kernel sends it SIGTERM (it then unmounts its
-    export) when the thread that started it dies, `kill -9` included."""
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+def _start(args: list[str]) -> subprocess.Popen[str]:
+    try:
+        return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                text=True)
+    except FileNotFoundError as exc:
+        raise FormatError(f"{exc.filename} is not installed; it is needed to resize a file "
+                          "system of a qcow2 image") from None
 
 
 def _wait_exported(daemon: subprocess.Popen[str], exported: str) -> None:
