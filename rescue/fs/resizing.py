@@ -11,8 +11,10 @@ a file system is never resized by a tool that is not there."""
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import re
+import shutil
 import subprocess
 import tempfile
 import time
@@ -70,6 +72,16 @@ def image_file(image: str, image_format: str) -> Iterator[str]:
         yield exported
 
 
+def _scratch(kind: str) -> tempfile.TemporaryDirectory[str]:
+    """A temporary folder named after this process; those of processes that are gone (a
+    restore killed while it shrank) are removed first, layers can be large."""
+    for stale in glob.glob(os.path.join(tempfile.gettempdir(), f"{kind}-*-*")):
+        pid = os.path.basename(stale).removeprefix(f"{kind}-").split("-", 1)[0]
+        if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+            shutil.rmtree(stale, ignore_errors=True)
+    return tempfile.TemporaryDirectory(prefix=f"{kind}-{os.getpid()}-")
+
+
 def _exportable(image_format: str) -> None:
     if image_format not in ("raw", "qcow2"):
         raise UsageError(f"a {image_format} image cannot be resized while restoring; convert "
@@ -80,7 +92,7 @@ def _exportable(image_format: str) -> None:
 def _exported(path: str, driver: str, *, writable: bool) -> Iterator[str]:
     """`path` (a `driver` image) as a raw file through qemu-storage-daemon's FUSE export; a
     qcow2 overlay brings its backing file, which qemu opens read-only."""
-    with tempfile.TemporaryDirectory(prefix="rescue-export-") as folder:
+    with _scratch("rescue-export") as folder:
         exported = os.path.join(folder, "disk")
         open(exported, "wb").close()
         read_only = "off" if writable else "on"
@@ -107,7 +119,7 @@ def shrunk_image(image: str, image_format: str, shrinks: list[tuple[str, int, in
     size), as a raw file: the shrinking writes into a qcow2 copy-on-write layer over the
     image, in a temporary folder, and the image itself is never written."""
     _exportable(image_format)
-    with tempfile.TemporaryDirectory(prefix="rescue-shrink-") as folder:
+    with _scratch("rescue-shrink") as folder:
         overlay = os.path.join(folder, "overlay.qcow2")
         _run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", os.path.abspath(image),
               "-F", image_format, overlay], f"a layer over {image}")

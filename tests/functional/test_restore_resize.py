@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -218,8 +219,11 @@ def test_a_shrinking_restore_killed_midway_completes_when_run_again(
     while time.monotonic() < deadline and "rescue-shrink-" in run("ps", "-eo", "args"):
         time.sleep(0.1)
     assert "rescue-shrink-" not in run("ps", "-eo", "args")
+    layers = set(Path(tempfile.gettempdir()).glob("rescue-shrink-*"))
+    assert layers  # left by the killed restore
     result = rescue(*args, timeout=900)
     assert result.returncode == 0, result.stderr
+    assert not layers & set(Path(tempfile.gettempdir()).glob("rescue-shrink-*"))  # removed
     with loop_device(device, partitions=True, read_only=True) as loop:
         run("e2fsck", "-f", "-n", f"{loop}p2")
         run("ntfsfix", "-n", f"{loop}p3")
