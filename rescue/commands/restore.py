@@ -31,7 +31,8 @@ if TYPE_CHECKING:
     from rescue.formats.integrity import Verdict
 
 MODES = {"whole": "the whole image", "partition": "one partition",
-         "fit": "the partitions, with a table made to fit"}
+         "fit": "the partitions, with a table made to fit",
+         "resize": "the partitions laid out anew"}
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -52,6 +53,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                              "instead of writing zeros; the result is the same")
     parser.add_argument("--check-image", action="store_true",
                         help="decode the whole image before writing anything (one more read)")
+    parser.add_argument("--layout", action="append", default=[], metavar="N=SIZE",
+                        help="partition sizes on a disk of another size: N=60%% (of the disk), "
+                             "N=20G, N=rest; comma-separated or repeated (default: the data "
+                             "partitions share the disk in proportion)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="show what each target would receive (the partition plan on a "
+                             "disk of another size) and write nothing")
     parser.add_argument("--yes", "-y", action="store_true",
                         help="do not ask for confirmation (for scripts)")
     parser.add_argument("--force", action="store_true",
@@ -75,6 +83,26 @@ def describe(check: TargetCheck) -> str:
             f"{', ' + identity if identity else ''}): {what}")
 
 
+def plan_lines(check: TargetCheck) -> list[str]:
+    """The target's line, then its partition plan when it gets one."""
+    return [describe(check), *(f"  {line}" for line in check.plan.lines())] if check.plan \
+        else [describe(check)]
+
+
+def dry_run(checks: tuple[TargetCheck, ...], refused: list[str], json_lines: bool) -> int:
+    """What each target would receive; refusals as they would be, and nothing written."""
+    if json_lines:
+        print(json.dumps({"type": "plan", "targets": [c.as_dict() for c in checks]}))
+    else:
+        for check in checks:
+            print("\n".join(plan_lines(check)))
+    if refused:
+        raise RefusedError(" | ".join(refused))
+    if not json_lines:
+        print("dry run: nothing was written")
+    return 0
+
+
 def confirm(checks: tuple[TargetCheck, ...], stream: TextIO = sys.stderr) -> None:
     """Ask for each target's name or serial on the terminal; refuse without one."""
     from rescue.engine import consent
@@ -83,7 +111,7 @@ def confirm(checks: tuple[TargetCheck, ...], stream: TextIO = sys.stderr) -> Non
         raise RefusedError(consent.NO_TERMINAL)
     print(consent.OVERWRITTEN, file=stream)
     for check in checks:
-        print(describe(check), file=stream)
+        print("\n".join(plan_lines(check)), file=stream)
     for check in checks:
         stream.write(consent.prompt(check))
         stream.flush()
@@ -157,11 +185,14 @@ def run(args: argparse.Namespace) -> int:
         image=args.image, targets=tuple(args.targets), partition=args.partition,
         image_format=args.image_format, verify=args.verify, skip_holes=args.skip_holes,
         force=args.force, map_dir=args.map_dir, check_image=args.check_image,
-        checkpoint=args.checkpoint, command_line=shlex.join(sys.argv), threads=args.threads)
+        checkpoint=args.checkpoint, command_line=shlex.join(sys.argv), threads=args.threads,
+        layout=tuple(args.layout))
     control = JobControl()
     job = RestoreJob(request, control)
     checks = job.check()
     refused = consent.refusals(checks, args.force)
+    if args.dry_run:
+        return dry_run(checks, refused, args.json)
     if refused:
         raise RefusedError(" | ".join(refused))
     if not args.yes:

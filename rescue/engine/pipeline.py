@@ -50,12 +50,15 @@ def plan(length: int) -> Iterator[tuple[int, int]]:
 
 @dataclass(frozen=True)
 class Span:
-    """What goes onto a target: image bytes [offset, offset + length) to target offset 0."""
+    """What goes onto a target: image bytes [offset, offset + length) to target offset
+    `dest`."""
 
     offset: int
     length: int
-    mode: str  # "whole", "partition", "fit" (a smaller disk, table made to fit)
+    mode: str  # "whole", "partition", "fit" (a smaller disk, table made to fit), "resize"
     table: str | None  # "gpt" or "dos" when the restored bytes start with that table
+    dest: int = 0  # "resize": one partition's bytes go to its new start
+    source: str | None = None  # a raw file to read instead of the image (a shrunk copy)
 
 
 class Target:
@@ -320,13 +323,14 @@ class Pipeline:
         try:
             while (chunk := lane.queue.get()) is not None:
                 size = min(chunk.length, target.size - chunk.offset)
+                where = target.span.dest + chunk.offset
                 try:
                     if not chunk.is_hole:
-                        device.write(chunk.offset, chunk.view(size))
+                        device.write(where, chunk.view(size))
                     elif self.skip_holes:
-                        device.zero(chunk.offset, size)
+                        device.zero(where, size)
                     else:
-                        device.write_zeros(chunk.offset, size)
+                        device.write_zeros(where, size)
                 finally:
                     chunk.release()
                 target.meter.add(size, target.clock.now())

@@ -26,10 +26,11 @@ byte for byte. With `skip_holes`, whole-hole chunks are not sent as data: the ta
 zero them itself (BLKZEROOUT), which thin, flash and loop storage do without transferring zeros
 and which still reads back as zeros, so the result and its verification are the same.
 
-Sizes: a target smaller than the image is refused unless the image holds a partition table and
-every partition fits; then only [0, end of the last partition) is restored and the table is made
-to fit (GPT: `sgdisk -e`; DOS: the extended container is cut to the disk). A GPT image onto a
-larger disk gets its backup header and table moved to the end of the target (`sgdisk -e`).
+Sizes: a disk of another size whose partitions may change size gets them laid out anew
+(engine/relayout.py: grown, or shrunk in a layer over the image). Otherwise a smaller target
+takes the image when every partition fits: [0, end of the last partition) is restored and the
+table made to fit (GPT: `sgdisk -e`; DOS: the extended container is cut to the disk); a GPT
+onto a larger disk gets its backup header and table moved to the end (`sgdisk -e`).
 """
 
 from __future__ import annotations
@@ -44,9 +45,12 @@ from dataclasses import dataclass, replace
 
 from rescue.devices import safety
 from rescue.devices.locks import Locks
+from rescue.engine import relayout
 from rescue.engine.choices import default_map_dir
 from rescue.engine.jobs import JobControl, RateMeter
 from rescue.engine.pipeline import CHUNK, Chunk, Pipeline, Span, Target
+from rescue.engine.relayout import Planner
+from rescue.engine.restorestate import RestoreProgress, TargetProgress, merged
 from rescue.errors import (
     DamagedImageError,
     DestinationError,
@@ -60,10 +64,14 @@ from rescue.formats.fingerprint import BackgroundHasher, chunk_digest
 from rescue.formats.image import default_threads, detect_format, open_reader, require_threads
 from rescue.formats.integrity import ImageGate, Verdict, add_range, read_checked
 from rescue.fs import fitting
+from rescue.fs.layout import LayoutPlan, parse_layout
 from rescue.fs.partitions import PartitionTable, read_partition_table
 from rescue.io.blockdev import geometry, read_chunks, write_error
 from rescue.rangemap import FINISHED, NON_TRIED
 from rescue.units import human_size
+
+# (what was read: the image or a shrunk copy, start of the piece, chunk offset) → BLAKE3
+Digests = dict[tuple[str, int, int], bytes]
 
 
 @dataclass(frozen=True)
@@ -80,12 +88,14 @@ class RestoreRequest:
     command_line: str = ""
     image_format: str | None = None  # --format; detected from the image when None
     threads: int | None = None  # decoding threads; None: one per CPU this process may use
+    layout: tuple[str, ...] = ()  # --layout: partition sizes on a disk of another size
 
     def __post_init__(self) -> None:
         """Refuse what no restore could use, whoever asks; NaN fails the comparison too."""
         if not self.checkpoint >= 0:
             raise UsageError("--checkpoint must not be negative")
         require_threads(self.threads)
+        parse_layout(list(self.layout))
 
     def to_argv(self) -> list[str]:
         """The `rescue restore` command that starts (or continues) this restore: what differs
@@ -105,6 +115,8 @@ class RestoreRequest:
             argv += ["--checkpoint", f"{self.checkpoint:g}"]
         if self.threads is not None:
             argv += ["--threads", str(self.threads)]
+        for spec in self.layout:
+            argv += ["--layout", spec]
         return argv
 
 
@@ -119,6 +131,7 @@ class TargetCheck:
     size: int
     span: Span | None  # None when the target cannot take the image
     verdict: safety.Verdict
+    plan: LayoutPlan | None = None  # the partitions laid out anew for a disk of another size
 
     def allowed(self, force: bool = False) -> bool:
         return self.span is not None and self.verdict.allowed(force)
@@ -132,47 +145,8 @@ class TargetCheck:
                 "model": self.model, "size": self.size,
                 "mode": self.span.mode if self.span else None,
                 "length": self.span.length if self.span else None,
-                "reasons": [r.message for r in self.verdict.reasons]}
-
-
-@dataclass(frozen=True)
-class TargetProgress:
-    """One target at one moment; phase: waiting, writing, verifying, fixing-table, done,
-    mismatch, failed, incomplete, interrupted."""
-
-    target: str
-    phase: str
-    size: int  # bytes restored onto this target
-    written: int  # bytes durable on the target (earlier runs included)
-    verified: int
-    current_rate: float
-    average_rate: float
-    eta: float | None
-    mismatches: tuple[tuple[int, int], ...] = ()
-    error: str | None = None
-    map_path: str = ""
-
-    def as_dict(self) -> dict[str, object]:
-        return {"target": self.target, "phase": self.phase, "size": self.size,
-                "written": self.written, "verified": self.verified,
-                "current_rate": round(self.current_rate),
-                "average_rate": round(self.average_rate),
-                "eta": None if self.eta is None else round(self.eta, 1),
-                "mismatches": [list(m) for m in self.mismatches], "error": self.error,
-                "mapfile": self.map_path}
-
-
-@dataclass(frozen=True)
-class RestoreProgress:
-    image: str
-    phase: str  # checking, restoring, verifying, finished
-    elapsed: float
-    paused: bool
-    targets: tuple[TargetProgress, ...]
-
-    def as_dict(self) -> dict[str, object]:
-        return {"image": self.image, "phase": self.phase, "elapsed": round(self.elapsed, 3),
-                "paused": self.paused, "targets": [t.as_dict() for t in self.targets]}
+                "reasons": [r.message for r in self.verdict.reasons],
+                "plan": self.plan.as_dict() if self.plan else None}
 
 
 class RestoreOutcome(enum.StrEnum):
@@ -226,6 +200,10 @@ class RestoreJob:
             named = request.image in str(exc) or self.image in str(exc)
             raise FormatError(str(exc) if named else f"{request.image}: {exc}") from None
         self.source = self._source_range()
+        if request.layout and (request.partition is not None or self.table.kind is None):
+            raise UsageError("--layout needs a whole-disk image with a partition table")
+        self.planner = Planner(self.image, self.image_format, self.size, self.table,
+                               parse_layout(list(request.layout)))
         self._read_length = 0  # the longest span of any target: what is read from the image
         self._targets: list[Target] = []
         self._checks: tuple[TargetCheck, ...] | None = None
@@ -323,20 +301,26 @@ class RestoreJob:
     def _fit(self, disk: safety.DiskTarget) -> TargetCheck:
         """The policy's verdict on a disk, with the size rules' reason added when the image
         does not fit it."""
-        span, problem = None, None
+        span, problem, plan = None, None, None
         if disk.sector is not None:
             span, problem = self._span_for(disk.path, disk.size, disk.sector)
+            planned = None if self.request.partition is not None else self.planner.planned(
+                disk.path, disk.size, problem)
+            if planned is not None:
+                span, plan, problem = planned
         verdict = disk.verdict if problem is None else replace(
             disk.verdict, reasons=(*disk.verdict.reasons, problem))
         return TargetCheck(disk.path, disk.name, disk.serial, disk.model, disk.size, span,
-                           verdict)
+                           verdict, plan)
 
     def map_path(self, target: str, span: Span) -> str:
         """The target's mapfile: named after image, target and span, so the same command finds
-        it again and a changed image does not."""
+        it again and a changed image does not; a shrunk piece is named after its layer, made
+        anew by every run (the resizers stamp times), so it is never continued."""
         info = os.stat(self.image)
         key = "\0".join(map(str, (self.image, info.st_size, info.st_mtime_ns,
-                                  os.path.realpath(target), span.offset, span.length)))
+                                  os.path.realpath(target), span.offset, span.length,
+                                  *(extra for extra in (span.dest, span.source) if extra))))
         digest = hashlib.sha256(key.encode()).hexdigest()[:16]
         folder = self.request.map_dir or default_map_dir()
         return os.path.join(folder, f"{os.path.basename(target)}-{digest}.map")
@@ -366,18 +350,41 @@ class RestoreJob:
             os.makedirs(folder, exist_ok=True)
         except OSError as exc:
             raise DestinationError(f"cannot create map folder {folder}: {exc.strerror}") from None
-        for check in checks:
-            assert check.span is not None
-            self._targets.append(Target(check.target, check.span,
-                                        self.map_path(check.target, check.span),
-                                        self.request.command_line, self.control.clock))
-        self._read_length = max(t.size for t in self._targets)
+        if any(c.plan and any(p.action == "shrink" for p in c.plan.partitions) for c in checks):
+            self.phase = "shrinking"  # in a layer over the image, before anything is written
+        with contextlib.ExitStack() as shrunk:
+            for check in checks:
+                assert check.span is not None
+                source = None if check.plan is None else shrunk.enter_context(
+                    relayout.shrunk_source(self.image, self.image_format, check.plan))
+                self._add_targets(check, source)
+            return self._restore_targets(checks)
+
+    def _add_targets(self, check: TargetCheck, shrunk: str | None) -> None:
+        """The target, or the pieces of a target laid out anew (each shrunk partition read
+        from `shrunk`)."""
+        assert check.span is not None
+        spans = [check.span]
+        if check.plan is not None:
+            spans = [Span(move.source, move.length, "resize", None, move.dest,
+                          shrunk if part and part.action == "shrink" else None)
+                     for move, part in zip(check.plan.moves(), (None, *check.plan.partitions),
+                                           strict=True)]
+        self._targets += [Target(check.target, span, self.map_path(check.target, span),
+                                 self.request.command_line, self.control.clock)
+                          for span in spans]
+
+    def _restore_targets(self, checks: tuple[TargetCheck, ...]) -> RestoreResult:
+        whole = [t for t in self._targets if t.span.mode != "resize"]
+        self._read_length = max((t.size for t in whole), default=0)
         self.phase = "restoring"
-        digests: dict[int, bytes] = {}
+        digests: Digests = {}
         damage: FormatError | DamagedData | None = None
         with safety.protect(self.image):
-            try:
-                self._write_all(digests)
+            try:  # the image as it is onto all such targets at once, then each moved piece
+                for group in [whole] * bool(whole) + [[t] for t in self._targets
+                                                      if t not in whole]:
+                    self._write_all(digests, group)
             except (FormatError, DamagedData) as exc:  # the image ends early or fails to read
                 damage = exc
             if damage is None and not self.control.cancelled.is_set() and self.request.verify:
@@ -385,6 +392,11 @@ class RestoreJob:
                 self._each_target(lambda t: self._verify(t, digests), "cannot read back")
             if damage is None and not self.control.cancelled.is_set():
                 self._each_target(self._finish_table, "cannot write to")
+                for check in checks:
+                    if check.plan is not None:
+                        relayout.finish_target(
+                            [t for t in self._targets if t.path == check.target], self.planner,
+                            check.plan, self._done)
         self.phase = "finished"
         self._stop_clock()
         return self._result(damage)
@@ -413,21 +425,25 @@ class RestoreJob:
         except (FormatError, DestinationError, DamagedData) as exc:
             target.fail(str(exc))
 
-    def _write_all(self, digests: dict[int, bytes]) -> None:
-        """Read the image once and feed every target; the writers run in their own threads.
-        With verification on, chunks already written by an earlier run are read too, only to
-        learn their digests."""
-        start, length = self.source[0], self._read_length
+    def _write_all(self, digests: Digests, targets: list[Target]) -> None:
+        """Read the targets' span of the image once and feed every target; the writers run in
+        their own threads. With verification on, chunks already written by an earlier run are
+        read too, only to learn their digests."""
+        span = targets[0].span
+        start, length = span.offset, max(t.size for t in targets)
+        image, image_format, allocated = (
+            (self.image, self.image_format, self.allocated) if span.source is None
+            else (span.source, "raw", [(0, self.size)]))
         # the whole image goes through: its digest can be compared with the manifest's
         whole = self.gate.expected is not None and start == 0 and length == self.size
         hasher = BackgroundHasher(self.gate.hasher()) if whole else None
         left = len(range(0, length, CHUNK))
         try:
-            with Pipeline(self.image, self.image_format, start, self.allocated,
+            with Pipeline(image, image_format, start, allocated,
                           hashing=self.request.verify, skip_holes=self.request.skip_holes,
                           checkpoint=self.request.checkpoint,
                           threads=self.request.threads or default_threads()) as pipeline:
-                writing = pipeline.start_writers(self._targets)
+                writing = pipeline.start_writers(targets)
                 for chunk in pipeline.chunks(length, every=self.request.verify or whole):
                     self.control.wait_if_paused()
                     if self.control.cancelled.is_set() or all(t.failed for t in writing):
@@ -435,7 +451,7 @@ class RestoreJob:
                     self.gate.record(chunk.damaged)
                     left -= 1
                     if chunk.digest is not None:
-                        digests[chunk.offset] = chunk.digest
+                        digests[span.source or "", start, chunk.offset] = chunk.digest
                     if hasher is not None:
                         self._hash(hasher, chunk)
                     pipeline.deliver(chunk)
@@ -456,7 +472,7 @@ class RestoreJob:
 
     # ---- after writing -------------------------------------------------------------------
 
-    def _verify(self, target: Target, digests: dict[int, bytes]) -> None:
+    def _verify(self, target: Target, digests: Digests) -> None:
         """Read the target back (O_DIRECT, so the page cache cannot answer) and compare its
         chunks' digests with the image's; a differing chunk is compared sector by sector."""
         if target.rmap.totals()[FINISHED] < target.size:
@@ -465,17 +481,22 @@ class RestoreJob:
         target.phase = "verifying"
         target.meter = RateMeter(self.control.clock.now())
         image: ImageReader | None = None
-        chunks = read_chunks(target.path, target.size, CHUNK)
+        chunks = read_chunks(target.path, target.size, CHUNK, target.span.dest)
+        start = target.span.offset
+        read = target.size if target.span.mode == "resize" else self._read_length
         try:
             for offset, data in chunks:
                 if self.control.cancelled.is_set():
                     return
                 self.control.wait_if_paused()
                 size = min(CHUNK, target.size - offset)
-                whole_chunk = size == min(CHUNK, self._read_length - offset)
-                if not whole_chunk or chunk_digest(data) != digests.get(offset):
-                    image = image or open_reader(self.image, self.image_format)
-                    expected = read_checked(image, self.source[0] + offset, size)[0]
+                whole_chunk = size == min(CHUNK, read - offset)
+                key = (target.span.source or "", start, offset)
+                if not whole_chunk or chunk_digest(data) != digests.get(key):
+                    image = image or (open_reader(self.image, self.image_format)
+                                      if target.span.source is None
+                                      else open_reader(target.span.source, "raw"))
+                    expected = read_checked(image, start + offset, size)[0]
                     self._compare(target, offset, bytes(data), expected)
                 target.verified += size
                 target.meter.add(size, self.control.clock.now())
@@ -502,6 +523,8 @@ class RestoreJob:
 
     def _finish_table(self, target: Target) -> None:
         """Move the GPT backup to the end of the target, or fit a DOS table; then check it."""
+        if target.span.mode == "resize":
+            return  # done once the whole disk has its new table (_relayout)
         if target.phase in ("mismatch", "incomplete") or target.span.table is None:
             self._done(target)
             return
@@ -544,7 +567,8 @@ class RestoreJob:
                               "(resumable once the image is repaired)")
         progress = self.progress().targets
         phases = {p.phase for p in progress}
-        verdict = self.gate.verdict().within(self.source[0], self._read_length)
+        read = max(t.span.offset + t.size for t in self._targets) - self.source[0]
+        verdict = self.gate.verdict().within(self.source[0], read)
         outcome = (RestoreOutcome.FAILED if "failed" in phases
                    else RestoreOutcome.MISMATCH if "mismatch" in phases
                    else RestoreOutcome.INTERRUPTED if cancelled
@@ -553,7 +577,10 @@ class RestoreJob:
 
     def progress(self) -> RestoreProgress:
         now = self.control.clock.now() if self._ended is None else self._ended
-        targets = tuple(self._target_progress(t, now) for t in self._targets) or tuple(
+        pieces: dict[str, list[TargetProgress]] = {}
+        for target in self._targets:
+            pieces.setdefault(target.path, []).append(self._target_progress(target, now))
+        targets = tuple(merged(p) for p in pieces.values()) or tuple(
             TargetProgress(c.target, "waiting", c.span.length if c.span else 0, 0, 0, 0.0,
                            0.0, None) for c in self._checks or ())
         return RestoreProgress(self.request.image, self.phase,

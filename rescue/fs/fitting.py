@@ -70,3 +70,37 @@ def _first_problem(text: str) -> str:
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     problems = [line for line in lines if re.match(r"(Problem|Warning|Error|Caution)", line)]
     return (problems or lines or ["no output"])[0]
+
+
+def write_layout(device: str, table: PartitionTable, source: str,
+                 starts: dict[int, tuple[int, int]]) -> None:
+    """Give `device` the partition table of `source` (the image's disk bytes as a file, as
+    `table` was read from it) with new (start, size) in bytes by number: every other field
+    sfdisk knows stays (disk and partition GUIDs, types, names, attributes, logical
+    partitions), and a DOS extended container follows its logical partitions. Checked
+    afterwards like any fitted table."""
+    sector = table.sector_size
+    places = {n: (start // sector, size // sector) for n, (start, size) in starts.items()}
+    for container in (p for p in table.partitions if p.is_container):
+        inside = [p for p in table.partitions if p.logical and p.number in places]
+        if inside:
+            first = min(inside, key=lambda p: p.start)
+            begin = (container.start - first.start) // sector + places[first.number][0]
+            end = max(places[p.number][0] + places[p.number][1] for p in inside)
+            places[container.number] = (begin, end - begin)
+    prefix = f"{device}p" if device[-1:].isdigit() else device
+    script = []
+    for line in _tool(["sfdisk", "--dump", source], source).splitlines():
+        found = re.match(r"\S*?(\d+)\s*:\s*start=\s*(\d+),\s*size=\s*(\d+)(.*)", line)
+        if found:
+            number = int(found[1])
+            start, size = places.get(number, (int(found[2]), int(found[3])))
+            line = f"{prefix}{number} : start={start}, size={size}{found[4]}"
+        if not line.startswith(("last-lba:", "device:")):  # the new disk's own end
+            script.append(line)
+    _tool(["sfdisk", "--no-reread", "--no-tell-kernel", "-q", device], device,
+          stdin="\n".join(script) + "\n")
+    if table.kind == "gpt":
+        move_gpt_backup(device)
+    else:
+        _tool(["sfdisk", "--verify", device], device)

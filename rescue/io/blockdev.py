@@ -62,11 +62,12 @@ def geometry(path: str) -> tuple[int, int]:
         os.close(fd)
 
 
-def read_chunks(path: str, length: int, chunk: int
+def read_chunks(path: str, length: int, chunk: int, start: int = 0
                 ) -> Generator[tuple[int, memoryview], None, None]:
-    """The first `length` bytes of the device, as (offset, bytes) of `chunk` bytes each, read
-    past the page cache where the device allows it, so a read-back reads the disk and not what
-    was just written to it. Each view is valid until the next; a short read yields less."""
+    """`length` bytes of the device from `start`, as (offset from `start`, bytes) of `chunk`
+    bytes each, read past the page cache where the device allows it, so a read-back reads the
+    disk and not what was just written to it. Each view is valid until the next; a short read
+    yields less."""
     view = memoryview(aligned_buffer(chunk))
     try:
         fd, sector = os.open(path, os.O_RDONLY | os.O_DIRECT | os.O_CLOEXEC), None
@@ -77,7 +78,7 @@ def read_chunks(path: str, length: int, chunk: int
         for offset in range(0, length, chunk):
             size = min(chunk, length - offset)
             request = -(-size // sector) * sector  # O_DIRECT reads whole sectors
-            yield offset, view[:min(os.preadv(fd, [view[:request]], offset), size)]
+            yield offset, view[:min(os.preadv(fd, [view[:request]], start + offset), size)]
     finally:
         os.close(fd)
 

@@ -249,6 +249,10 @@ REFUSED_VALUES = [
     ("convert", ["--threads", "0"], r"--threads must be between 1 and 256, got 0"),
     ("convert", ["--threads", "257"], r"--threads must be between 1 and 256, got 257"),
     ("restore", ["--threads", "0"], r"--threads must be between 1 and 256, got 0"),
+    ("restore", ["--layout", "2=lots"], r"--layout '2=lots': 'lots' is not a size"),
+    ("restore", ["--layout", "2=0%"], r"a percentage is over 0 and at most 100"),
+    ("restore", ["--layout", "2=rest", "--layout", "3=rest"], r"only one partition can take"),
+    ("restore", ["--layout", "2=10G"], r"--layout needs a whole-disk image with a partition"),
 ]
 
 

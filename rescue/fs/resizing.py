@@ -1,0 +1,230 @@
+"""File systems measured, grown, shrunk and checked by their own tools.
+
+Each file system's own tool knows best how small it can get and how to resize it: `resize2fs`
+for ext2/3/4, `ntfsresize` for NTFS. Those tools want a file or a device, so an image's
+partition is shown to them through a read-only loop device at the partition's offset (a qcow2
+image first through a read-only FUSE export by `qemu-storage-daemon`), and nothing of the image
+can change; shrinking writes into a qcow2 copy-on-write layer over the image instead. FAT and
+exFAT keep their size: no tool here resizes them (`fatresize` is not part of the system), and
+a file system is never resized by a tool that is not there."""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+
+from rescue.errors import DestinationError, FormatError, UsageError
+from rescue.fs.domain import detect, open_fs
+from rescue.fs.layout import Sizing, kept_type
+from rescue.fs.partitions import PartitionTable, SliceReader
+from rescue.io.reader import Reader
+
+RESIZERS = {"ext": "resize2fs", "ntfs": "ntfsresize"}
+CHECKERS = {"ext": ["e2fsck", "-f", "-n"], "ntfs": ["ntfsfix", "-n"], "fat": ["fsck.vfat", "-n"],
+            "exfat": ["fsck.exfat", "-n"]}
+_DAEMON_START = 15.0
+
+
+def _run(args: list[str], what: str, timeout: float = 3600) -> str:
+    """A tool's output; its failure is one line naming `what` it was done to."""
+    try:
+        done = subprocess.run(args, capture_output=True, text=True, timeout=timeout,
+                              stdin=subprocess.DEVNULL)
+    except FileNotFoundError:
+        raise DestinationError(f"{args[0]} is not installed; it is needed for {what}") from None
+    if done.returncode:
+        lines = [line for line in (done.stderr + done.stdout).splitlines() if line.strip()]
+        raise DestinationError(f"{args[0]} failed on {what}: {(lines or ['no output'])[-1]}")
+    return done.stdout
+
+
+@contextlib.contextmanager
+def loop_device(path: str, start: int, size: int, *, read_only: bool) -> Iterator[str]:
+    """Bytes [start, start + size) of a file or device as a loop device of their own."""
+    args = ["losetup", "--find", "--show", "--offset", str(start), "--sizelimit", str(size)]
+    device = _run([*args, *(["--read-only"] if read_only else []), path],
+                  f"{path} at byte {start}").strip()
+    try:
+        yield device
+    finally:
+        for _ in range(50):  # a closing tool can hold it busy a moment
+            if subprocess.run(["losetup", "-d", device], capture_output=True).returncode == 0:
+                break
+            time.sleep(0.1)
+
+
+@contextlib.contextmanager
+def image_file(image: str, image_format: str) -> Iterator[str]:
+    """The image's disk bytes as a file, read-only: a raw image is one already, a qcow2 one
+    is exported through FUSE by qemu-storage-daemon."""
+    if image_format == "raw":
+        yield image
+        return
+    _exportable(image_format)
+    with _exported(image, "qcow2", writable=False) as exported:
+        yield exported
+
+
+def _scratch(kind: str) -> tempfile.TemporaryDirectory[str]:
+    """A temporary folder named after this process; those of processes that are gone (a
+    restore killed while it shrank) are removed first, layers can be large."""
+    for stale in glob.glob(os.path.join(tempfile.gettempdir(), f"{kind}-*-*")):
+        pid = os.path.basename(stale).removeprefix(f"{kind}-").split("-", 1)[0]
+        if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+            shutil.rmtree(stale, ignore_errors=True)
+    return tempfile.TemporaryDirectory(prefix=f"{kind}-{os.getpid()}-")
+
+
+def _exportable(image_format: str) -> None:
+    if image_format not in ("raw", "qcow2"):
+        raise UsageError(f"a {image_format} image cannot be resized while restoring; convert "
+                         "it to qcow2 first (rescue convert)")
+
+
+@contextlib.contextmanager
+def _exported(path: str, driver: str, *, writable: bool) -> Iterator[str]:
+    """`path` (a `driver` image) as a raw file through qemu-storage-daemon's FUSE export; a
+    qcow2 overlay brings its backing file, which qemu opens read-only."""
+    with _scratch("rescue-export") as folder:
+        exported = os.path.join(folder, "disk")
+        open(exported, "wb").close()
+        read_only = "off" if writable else "on"
+        # the kernel sends the daemon SIGTERM (it then unmounts its export) when the thread
+        # that started it dies, kill -9 included; setpriv sets that up before exec
+        daemon = _start(
+            ["setpriv", "--pdeathsig", "TERM", "qemu-storage-daemon", "--blockdev",
+             f"driver=file,node-name=file,filename={path},read-only={read_only}",
+             "--blockdev", f"driver={driver},node-name=disk,file=file,read-only={read_only}",
+             "--export", f"type=fuse,id=exp,node-name=disk,mountpoint={exported},"
+                         f"writable={'on' if writable else 'off'}"])
+        try:
+            _wait_exported(daemon, exported)
+            yield exported
+        finally:
+            daemon.terminate()
+            daemon.wait(timeout=30)
+
+
+@contextlib.contextmanager
+def shrunk_image(image: str, image_format: str, shrinks: list[tuple[str, int, int, int]]
+                 ) -> Iterator[str]:
+    """The image's disk bytes with file systems shrunk, each (kind, start, old size, new
+    size), as a raw file: the shrinking writes into a qcow2 copy-on-write layer over the
+    image, in a temporary folder, and the image itself is never written."""
+    _exportable(image_format)
+    with _scratch("rescue-shrink") as folder:
+        overlay = os.path.join(folder, "overlay.qcow2")
+        _run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", os.path.abspath(image),
+              "-F", image_format, overlay], f"a layer over {image}")
+        with _exported(overlay, "qcow2", writable=True) as exported:
+            for kind, start, old_size, new_size in shrinks:
+                with loop_device(exported, start, old_size, read_only=False) as device:
+                    shrink(kind, device, new_size)
+            yield exported
+
+
+def _start(args: list[str]) -> subprocess.Popen[str]:
+    try:
+        return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                text=True)
+    except FileNotFoundError as exc:
+        raise FormatError(f"{exc.filename} is not installed; it is needed to resize a file "
+                          "system of a qcow2 image") from None
+
+
+def _wait_exported(daemon: subprocess.Popen[str], exported: str) -> None:
+    deadline = time.monotonic() + _DAEMON_START
+    while not os.path.ismount(exported):
+        if daemon.poll() is not None or time.monotonic() > deadline:
+            error = daemon.stderr.read().strip() if daemon.stderr and daemon.poll() else ""
+            raise FormatError(f"qemu-storage-daemon could not export the image: "
+                              f"{error or 'it did not start'}")
+        time.sleep(0.05)
+
+
+def minimum_size(kind: str, device: str) -> int:
+    """The fewest bytes the file system on `device` can shrink to, by its own tool."""
+    if kind == "ext":
+        blocks = re.search(r"minimum size of the filesystem: (\d+)",
+                           _run(["resize2fs", "-P", device], f"the ext file system on {device}"))
+        size = re.search(r"Block size:\s+(\d+)",
+                         _run(["dumpe2fs", "-h", device], f"the ext file system on {device}"))
+        if blocks and size:
+            return int(blocks[1]) * int(size[1])
+    elif kind == "ntfs":
+        report = _run(["ntfsresize", "--info", "--force", "--no-action", device],
+                      f"the NTFS on {device}")
+        found = re.search(r"resize at (\d+) bytes", report)
+        if found:
+            return int(found[1])
+    raise FormatError(f"cannot tell how small the {kind} file system on {device} can get")
+
+
+def measure(reader: Reader, table: PartitionTable, image: str, image_format: str
+            ) -> dict[int, Sizing]:
+    """Every partition's file system and, for those that may change size, the size its own
+    tool says it can shrink to; the image is exposed to the tools only when one is needed."""
+    sizings = {}
+    with contextlib.ExitStack() as stack:
+        exposed = None
+        for entry in table.file_systems:
+            volume = SliceReader(reader, entry.start, entry.size)
+            kind = detect(volume)
+            if kind in ("fat", "exfat"):
+                sizings[entry.number] = Sizing(kind, None, used_end=_used_end(volume))
+                continue
+            if kind not in RESIZERS or kept_type(table, entry):
+                sizings[entry.number] = Sizing(kind, None)
+                continue
+            exposed = exposed or stack.enter_context(image_file(image, image_format))
+            with loop_device(exposed, entry.start, entry.size, read_only=True) as device:
+                sizings[entry.number] = Sizing(kind, minimum_size(kind, device))
+    return sizings
+
+
+def _used_end(volume: SliceReader) -> int | None:
+    """Where the last used cluster of a FAT or exFAT file system ends: `fatresize` only cuts
+    free space off the end, so that is as small as it could get; None when unreadable."""
+    try:
+        return max((offset + length for offset, length in open_fs(volume).used()), default=0)
+    except FormatError:
+        return None
+
+
+def grow(kind: str, device: str) -> None:
+    """Grow the file system on `device` to the whole device."""
+    _resize(kind, device, None)
+
+
+def shrink(kind: str, device: str, size: int) -> None:
+    """Shrink the file system on `device` to `size` bytes."""
+    _resize(kind, device, size)
+
+
+def _resize(kind: str, device: str, size: int | None) -> None:
+    """The file system's own resizer: to `size` bytes, or to the whole device."""
+    what = f"the {kind} file system on {device}"
+    if kind == "ext":
+        # resize2fs wants a freshly checked file system; preen fixes only what is safe
+        done = subprocess.run(["e2fsck", "-f", "-p", device], capture_output=True, text=True)
+        if done.returncode >= 4:
+            raise DestinationError(f"e2fsck found errors in {what}: {done.stdout.strip()}")
+        _run(["resize2fs", device, *([f"{size // 1024}K"] if size else [])], what)
+    elif kind == "ntfs":
+        _run(["ntfsresize", "--force", "--no-progress-bar",
+              *(["--size", str(size)] if size else []), device], what)
+    else:
+        raise FormatError(f"no resizer for {kind}")
+
+
+def check(kind: str | None, device: str) -> None:
+    """The file system's own checker, changing nothing; DestinationError when it complains."""
+    if kind in CHECKERS:
+        _run([*CHECKERS[kind], device], f"the {kind} file system on {device}")
