@@ -258,6 +258,15 @@ def reversed_text(app: RescueApp) -> str:
                     if segment.style is not None and segment.style.reverse)
 
 
+async def each_end_reversed(pilot: Pilot, options: OptionList) -> None:
+    """The first and the last option, highlighted in turn, are each shown in reverse video."""
+    for index in (0, options.option_count - 1):
+        options.highlighted = index
+        await pilot.pause()
+        path = str(options.get_option_at_index(index).prompt).split()[0]
+        assert path in reversed_text(cast(RescueApp, pilot.app)), path
+
+
 def test_without_colour_every_list_shows_its_highlighted_option(tmp_path: Path) -> None:
     """An option list shows its highlight by colour alone in Textual: without colour the
     highlighted option of each list (the image wizard's sources, the restore targets) is in
@@ -271,11 +280,7 @@ def test_without_colour_every_list_shows_its_highlighted_option(tmp_path: Path) 
             wizard = await visit.open("i", ImageWizard)
             known = wizard.query_one("#known", OptionList)
             known.focus()
-            for index in (0, known.option_count - 1):
-                known.highlighted = index
-                await pilot.pause()
-                path = str(known.get_option_at_index(index).prompt).split()[0]
-                assert path in reversed_text(visit.app), path
+            await each_end_reversed(pilot, known)
             await pilot.press("escape")
             await wait_until(pilot, lambda: isinstance(visit.app.screen, DisksScreen))
             restore = await visit.open("r", RestoreWizard)
@@ -287,11 +292,7 @@ def test_without_colour_every_list_shows_its_highlighted_option(tmp_path: Path) 
             assert target in reversed_text(visit.app)  # the cursor starts on the marked disk
             await pilot.press("space")  # and space unmarks it at once
             assert targets.selected == []
-            for index in (0, targets.option_count - 1):
-                targets.highlighted = index
-                await pilot.pause()
-                path = str(targets.get_option_at_index(index).prompt).split()[0]
-                assert path in reversed_text(visit.app), path
+            await each_end_reversed(pilot, targets)
             await pilot.press("escape")
 
         drive(make_home_app(VT220), scenario)
