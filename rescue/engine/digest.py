@@ -15,18 +15,19 @@ from rescue.formats.fingerprint import BackgroundHasher, Blake3
 
 
 class DigestingWriter:
-    """Passes writes through to `writer` and hashes them while they come in order.
+    """Passes writes through to `writer` and hashes them while they come in order, on
+    `threads` threads (see Blake3).
 
     It declares what `writer` declares, less what it cannot pass on: in-order writing (runs
     of zeros) and abandoning, which an imaging job, its only user, never asks of it.
     """
 
-    def __init__(self, writer: ImageWriter) -> None:
+    def __init__(self, writer: ImageWriter, threads: int = 1) -> None:
         self.writer = writer
         self.size = writer.size
         self.capabilities = replace(writer.capabilities, sequential=False, abandon=False)
         self._cursor = 0
-        self._hasher: BackgroundHasher | None = BackgroundHasher(Blake3())
+        self._hasher: BackgroundHasher | None = BackgroundHasher(Blake3(threads))
 
     def set_manifest(self, data: bytes) -> None:
         """Store the manifest in the image, where the writer declares it keeps one."""

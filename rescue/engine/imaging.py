@@ -183,7 +183,7 @@ class ImageJob:
             writer = self._open_writer(domain, metadata_first)
             # a fresh image can be hashed as it is written; a resumed one cannot
             fresh = not self.mapfile.rmap.totals()[FINISHED]
-            self.digesting = DigestingWriter(writer) if fresh else None
+            self.digesting = DigestingWriter(writer, self._hash_threads()) if fresh else None
             self.writer: ImageWriter = self.digesting or writer
         except BaseException:
             self.logs.close()
@@ -252,6 +252,11 @@ class ImageJob:
                                 self.mapfile.rmap, domain,
                                 threads=self.request.threads or default_threads())
         return self.stream
+
+    def _hash_threads(self) -> int:
+        """A raw image leaves the cores idle while the disk is read: the image's hash takes
+        them all. Compressed formats keep them busy compressing: one hashing thread."""
+        return (self.request.threads or default_threads()) if self.format == "raw" else 1
 
     def _open_image(self) -> ImageReader:
         if self.stream is not None:

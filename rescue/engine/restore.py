@@ -481,18 +481,18 @@ class RestoreJob:
         target.phase = "verifying"
         target.meter = RateMeter(self.control.clock.now())
         image: ImageReader | None = None
-        chunks = read_chunks(target.path, target.size, CHUNK, target.span.dest)
+        chunks = read_chunks(target.path, target.size, CHUNK, chunk_digest, target.span.dest)
         start = target.span.offset
         read = target.size if target.span.mode == "resize" else self._read_length
         try:
-            for offset, data in chunks:
+            for offset, data, digest in chunks:
                 if self.control.cancelled.is_set():
                     return
                 self.control.wait_if_paused()
                 size = min(CHUNK, target.size - offset)
                 whole_chunk = size == min(CHUNK, read - offset)
                 key = (target.span.source or "", start, offset)
-                if not whole_chunk or chunk_digest(data) != digests.get(key):
+                if not whole_chunk or digest != digests.get(key):
                     image = image or (open_reader(self.image, self.image_format)
                                       if target.span.source is None
                                       else open_reader(target.span.source, "raw"))

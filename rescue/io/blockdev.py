@@ -16,7 +16,10 @@ import mmap
 import os
 import stat
 import struct
-from collections.abc import Generator
+from collections import deque
+from collections.abc import Callable, Generator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TypeVar
 
 BLKGETSIZE64 = 0x80081272  # size in bytes
 BLKSSZGET = 0x1268  # logical sector size
@@ -32,6 +35,9 @@ LOST_ERRORS = frozenset({errno.ENXIO, errno.ENODEV, errno.ENOMEDIUM, errno.ESHUT
 _NO_ZEROOUT = frozenset({errno.EOPNOTSUPP, errno.EINVAL, errno.ENOTTY})
 
 ZEROS_SIZE = 4 << 20  # zeros are written in pieces of this size
+READ_BACK_WORKERS = 4  # reads in flight while a target is read back
+
+Digest = TypeVar("Digest")
 
 
 def ioctl_int(fd: int, request: int, fmt: str) -> int:
@@ -62,24 +68,42 @@ def geometry(path: str) -> tuple[int, int]:
         os.close(fd)
 
 
-def read_chunks(path: str, length: int, chunk: int, start: int = 0
-                ) -> Generator[tuple[int, memoryview], None, None]:
-    """`length` bytes of the device from `start`, as (offset from `start`, bytes) of `chunk`
-    bytes each, read past the page cache where the device allows it, so a read-back reads the
-    disk and not what was just written to it. Each view is valid until the next; a short read
-    yields less."""
-    view = memoryview(aligned_buffer(chunk))
+def read_chunks(path: str, length: int, chunk: int, digest: Callable[[memoryview], Digest],
+                start: int = 0, workers: int = READ_BACK_WORKERS
+                ) -> Generator[tuple[int, memoryview, Digest], None, None]:
+    """`length` bytes of the device from `start`, as (offset from `start`, bytes, their
+    `digest`) of `chunk` bytes each, in order, read past the page cache where the device
+    allows it, so a read-back reads the disk and not what was just written to it. `workers`
+    reads (each digested on its thread) are in flight at once: a disk answers several reads
+    sooner than the same reads one after another. Each view is valid until the next; a short
+    read yields less."""
     try:
-        fd, sector = os.open(path, os.O_RDONLY | os.O_DIRECT | os.O_CLOEXEC), None
+        fd, sector = os.open(path, os.O_RDONLY | os.O_DIRECT | os.O_CLOEXEC), 0
     except OSError:
         fd, sector = os.open(path, os.O_RDONLY | os.O_CLOEXEC), 1
+
+    def read(offset: int, buffer: memoryview) -> tuple[int, memoryview, int, Digest]:
+        size = min(chunk, length - offset)
+        request = -(-size // sector) * sector  # O_DIRECT reads whole sectors
+        got = min(os.preadv(fd, [buffer[:request]], start + offset), size)
+        return offset, buffer, got, digest(buffer[:got])
+
+    free = [memoryview(aligned_buffer(chunk)) for _ in range(workers + 1)]
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="read-back")
+    pending: deque[Future[tuple[int, memoryview, int, Digest]]] = deque()
     try:
         sector = sector or ioctl_int(fd, BLKSSZGET, "i")
-        for offset in range(0, length, chunk):
-            size = min(chunk, length - offset)
-            request = -(-size // sector) * sector  # O_DIRECT reads whole sectors
-            yield offset, view[:min(os.preadv(fd, [view[:request]], start + offset), size)]
+        offsets = iter(range(0, length, chunk))
+        while True:
+            while free and (offset := next(offsets, None)) is not None:
+                pending.append(pool.submit(read, offset, free.pop()))
+            if not pending:
+                return
+            offset, lent, got, hashed = pending.popleft().result()
+            yield offset, lent[:got], hashed
+            free.append(lent)  # the consumer is done with it
     finally:
+        pool.shutdown(cancel_futures=True)
         os.close(fd)
 
 
