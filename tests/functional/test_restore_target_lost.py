@@ -10,6 +10,7 @@ map does not already claim. `qemu-img compare` judges the restored bytes against
 from __future__ import annotations
 
 import errno
+import json
 import re
 import signal
 import subprocess
@@ -250,3 +251,31 @@ def test_ctrl_c_keeps_both_maps_and_the_same_command_continues(
     same_as_image(image, plain)
     same_as_image(image, logged.device)
     assert not list(maps.glob("*.map"))
+
+
+def test_a_target_that_drops_writes_is_caught_by_the_read_back(
+        image: Path, tmp_path: Path, stack: ExitStack) -> None:
+    """The disk acknowledges every write but keeps none in 16 KiB across a chunk boundary,
+    as a disk with failing media or a lying cache does. The read-back (several reads in flight)
+    finds exactly those sectors, the map gives them back to be written, and the same command
+    writes only their chunks again, and again finds them lost."""
+    lost_start, lost_length = 8 * MIB - 8192, 16384
+    backing = blank(tmp_path / "liar.target", SIZE, fill=b"stale ")
+    liar = stack.enter_context(failing_disk(str(backing), "sim:",
+                                            lose_writes=f"{lost_start}+{lost_length}"))
+    maps = tmp_path / "maps"
+    args = restore_args(image, maps, liar.device)
+    first = rescue(*args)
+    assert_clean_failure(first, 1, rf"{liar.device}: verify found 1 differing ranges")
+    assert f"{lost_start:#x}+{lost_length:#x}" in first.stderr
+    assert finished_ranges(maps, liar.device) == [
+        (0, lost_start), (lost_start + lost_length, SIZE - lost_start - lost_length)]
+
+    writes_before = len(liar.writes())
+    again = rescue(*args, "--json")
+    assert again.returncode == 1, again.stderr
+    summary = json.loads(again.stdout.splitlines()[-1])
+    assert [t["mismatches"] for t in summary["targets"]] == [[[lost_start, lost_length]]]
+    chunk = pipeline.CHUNK  # a restore writes whole chunks: those holding the lost bytes
+    first, end = lost_start // chunk * chunk, -(-(lost_start + lost_length) // chunk) * chunk
+    assert covered(liar.writes()[writes_before:]) == [(first, end - first)]
