@@ -95,7 +95,8 @@ def used_map(reader: Reader, path: str | None = None, offset: int = 0) -> UsedMa
         return UsedMap(fs.fs_type, size, used, metadata, "native", fs.warnings)
     if kind is None:
         return UsedMap(None, size, whole, whole, "whole",
-                       ("unknown file system; imaging the whole area",))
+                       ("unknown file system, so its free blocks cannot be told apart: imaging the "
+                        "whole area, nothing skipped",))
     if path is None:
         return UsedMap(kind, size, whole, whole, "whole",
                        (f"{kind} needs partclone and a file path; imaging the whole area",))

@@ -58,7 +58,7 @@ def entry_label(entry: Entry, lost: tuple[tuple[int, int], ...]) -> Text:
 
 def volume_label(volume: Volume, unreadable: int) -> Text:
     where = "whole image" if volume.number == 0 else f"partition {volume.number}"
-    text = f"{where}: {volume.fstype or 'unknown'} {human_size(volume.size)}"
+    text = f"{where}: {volume.fstype or 'unknown file system'} {human_size(volume.size)}"
     if volume.label:
         text += f" {printable(volume.label.encode())!r}"
     if unreadable:

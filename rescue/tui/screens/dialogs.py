@@ -35,6 +35,8 @@ Wizards
   escape       leave without doing anything
   Browse...    pick a folder: space opens one, enter chooses it,
                backspace goes up
+  ctrl+o       pick an image from a list (restore wizard): this session's
+               first, then the folder's, each with its source and state
 
 Jobs list: enter opens a job.    Job screen and map viewer:
   arrows       move the cursor over the sector map
