@@ -112,3 +112,26 @@ def test_a_target_too_small_is_refused_with_the_size_the_data_needs(
             await pilot.press("escape")
 
         drive(app, scenario)
+
+
+def test_many_targets_scroll_by_keys(image: str, tmp_path: Path) -> None:
+    """Three targets' plans and refusal do not fit 24 rows: the keys scroll to the last."""
+    with ExitStack() as stack:
+        big = target(stack, tmp_path, "big", 4 * GIB)
+        others = [target(stack, tmp_path, name, size)
+                  for name, size in (("smaller", 1229 * MIB), ("tiny", 700 * MIB))]
+        plan, _ = dry_run(image, big)
+        app = home_app()
+
+        async def scenario(pilot: Pilot) -> None:
+            await to_checks(pilot, image, big, " ".join(others))
+            assert on_screen(app, plan), "\n".join(screen_lines(app))  # beside the scroll bar
+            end = "partition 3 ntfs: min"  # the end of the last target's refusal
+            assert end not in shown(app)  # below the screen
+            await pilot.press("tab")  # from the sizes field to the plans
+            await pilot.press("end")
+            assert end in shown(app), "\n".join(screen_lines(app))
+            assert "[ ] Force: override the reasons marked so" in shown(app)
+            await pilot.press("escape")
+
+        drive(app, scenario)

@@ -56,8 +56,8 @@ def describe_check(check: TargetCheck, force: bool) -> Text:
     if check.span is not None:
         text.append(f"  receives {human_size(check.span.length)} ({check.span.mode}"
                     f"{', table ' + check.span.table if check.span.table else ''})\n")
-    for line in check.plan.lines() if check.plan else ():
-        text.append(f"  {line}\n")
+    for line in check.plan.lines() if check.plan else ():  # 78 columns: beside a scroll bar
+        text.append(f"{line}\n")
     for line, style in verdict_lines(check.verdict):
         text.append(f"  {line}\n", style)
     if check.allowed(force):
