@@ -14,10 +14,10 @@ from collections.abc import Callable
 
 from rescue.devices import safety
 from rescue.engine.pipeline import Span, Target
-from rescue.errors import RescueError
+from rescue.errors import RescueError, UsageError
 from rescue.formats.image import open_reader
 from rescue.fs import fitting, resizing
-from rescue.fs.layout import LayoutPlan, NoRoom, Share, Sizing, plan_layout
+from rescue.fs.layout import LayoutPlan, NoRoom, Share, Sizing, parse_layout, plan_layout
 from rescue.fs.partitions import PartitionTable
 from rescue.units import human_size
 
@@ -27,10 +27,22 @@ class Planner:
     first target that needs it."""
 
     def __init__(self, image: str, image_format: str, image_size: int, table: PartitionTable,
-                 shares: dict[int, Share]) -> None:
+                 layout: tuple[str, ...] = (), partition: int | None = None) -> None:
+        """`layout`: the --layout values; `partition`: the one partition restored, if any."""
+        if layout and (partition is not None or table.kind is None):
+            raise UsageError("--layout needs a whole-disk image with a partition table")
         self.image, self.image_format, self.image_size = image, image_format, image_size
-        self.table, self.shares = table, shares
+        self.table, self.partition = table, partition
+        self.shares: dict[int, Share] = parse_layout(list(layout))
         self._sizings: dict[int, Sizing] | None = None
+
+    def relaid(self, layout: tuple[str, ...]) -> Planner:
+        """The same image planned with other sizes; what was measured is kept, since the
+        measuring reads every file system of the image."""
+        planner = Planner(self.image, self.image_format, self.image_size, self.table, layout,
+                          self.partition)
+        planner._sizings = self._sizings
+        return planner
 
     def planned(self, target: str, size: int, problem: safety.Reason | None
                 ) -> tuple[Span | None, LayoutPlan | None, safety.Reason | None] | None:

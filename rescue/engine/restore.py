@@ -200,10 +200,8 @@ class RestoreJob:
             named = request.image in str(exc) or self.image in str(exc)
             raise FormatError(str(exc) if named else f"{request.image}: {exc}") from None
         self.source = self._source_range()
-        if request.layout and (request.partition is not None or self.table.kind is None):
-            raise UsageError("--layout needs a whole-disk image with a partition table")
         self.planner = Planner(self.image, self.image_format, self.size, self.table,
-                               parse_layout(list(request.layout)))
+                               request.layout, request.partition)
         self._read_length = 0  # the longest span of any target: what is read from the image
         self._targets: list[Target] = []
         self._checks: tuple[TargetCheck, ...] | None = None
@@ -294,9 +292,14 @@ class RestoreJob:
 
     def check(self) -> tuple[TargetCheck, ...]:
         """Per-target verdicts of the safety policy and the size rules; writes nothing."""
-        disks = safety.check_disk_targets(self.request.targets, protected=[self.image])
-        self._checks = tuple(self._fit(disk) for disk in disks)
+        self._checks = tuple(self._fit(disk) for disk in safety.check_disk_targets(
+            self.request.targets, protected=[self.image]))
         return self._checks
+
+    def relay_out(self, sizes: tuple[str, ...]) -> tuple[TargetCheck, ...]:
+        """The targets judged with other --layout sizes; the image is not measured again."""
+        self.request, self.planner = replace(self.request, layout=sizes), self.planner.relaid(sizes)
+        return self.check()
 
     def _fit(self, disk: safety.DiskTarget) -> TargetCheck:
         """The policy's verdict on a disk, with the size rules' reason added when the image
@@ -354,7 +357,6 @@ class RestoreJob:
             self.phase = "shrinking"  # in a layer over the image, before anything is written
         with contextlib.ExitStack() as shrunk:
             for check in checks:
-                assert check.span is not None
                 source = None if check.plan is None else shrunk.enter_context(
                     relayout.shrunk_source(self.image, self.image_format, check.plan))
                 self._add_targets(check, source)

@@ -3,6 +3,10 @@
 Restoring overwrites whole disks, so nothing starts until the user has typed each target's
 kernel name or serial: a highlighted row chosen by a stray enter is not consent. The checks run
 again right before the restore starts, since disks may have been mounted in the meantime.
+
+A target of another size gets its partitions laid out anew: the check step shows each such
+target's plan, and its sizes field takes what `rescue restore --layout` takes, replanning as it
+is typed; the request it builds is the command line's.
 """
 
 from __future__ import annotations
@@ -52,6 +56,8 @@ def describe_check(check: TargetCheck, force: bool) -> Text:
     if check.span is not None:
         text.append(f"  receives {human_size(check.span.length)} ({check.span.mode}"
                     f"{', table ' + check.span.table if check.span.table else ''})\n")
+    for line in check.plan.lines() if check.plan else ():  # 78 columns: beside a scroll bar
+        text.append(f"{line}\n")
     for line, style in verdict_lines(check.verdict):
         text.append(f"  {line}\n", style)
     if check.allowed(force):
@@ -91,7 +97,9 @@ class RestoreWizard(WizardScreen):
         self.disks = disks or []
         self.source: dict[str, Any] = {}  # the image's source disk, as its manifest names it
         self.request: RestoreRequest | None = None
+        self.job: RestoreJob | None = None  # judges the targets; replans as sizes are typed
         self.checks: tuple[TargetCheck, ...] = ()
+        self.layout_problem: str | None = None  # why the typed partition sizes cannot be
 
     def compose_step(self, step_id: str) -> ComposeResult:
         if step_id == "image":
@@ -111,6 +119,9 @@ class RestoreWizard(WizardScreen):
                 yield Label("Only partition number:")
                 yield Input(id="partition", type="integer", placeholder="all")
         elif step_id == "check":
+            with Horizontal(classes="row", id="layout-row"):
+                yield Label("Partition sizes:")
+                yield Input(id="layout", placeholder="2=60%,3=rest  (empty: in proportion)")
             yield Static(id="checks")
             yield Checkbox("Force: override the reasons marked so", id="force")
         else:
@@ -178,7 +189,7 @@ class RestoreWizard(WizardScreen):
             return self.check_targets()
         if step_id == "check":
             problems = consent.refusals(self.checks, self.force)
-            return problems[0] if problems else None
+            return self.layout_problem or (problems[0] if problems else None)
         return self.check_confirmation()
 
     def check_image(self) -> str | None:
@@ -206,13 +217,38 @@ class RestoreWizard(WizardScreen):
                          if partition_text else None)
         except ValueError as error:
             return str(error)
-        self.request = with_command_line(RestoreRequest(
-            image=self.image, targets=tuple(dict.fromkeys(chosen)), partition=partition))
         try:
-            self.checks = RestoreJob(self.request).check()
+            self.request = with_command_line(RestoreRequest(
+                image=self.image, targets=tuple(dict.fromkeys(chosen)), partition=partition,
+                layout=self.sizes if partition is None else ()))
+            self.job = RestoreJob(self.request)
+            self.checks = self.job.check()
         except RescueError as error:
             return str(error)
+        self.layout_problem = None
+        self.query_one("#layout-row").display = (
+            partition is None and self.job.table.kind is not None)
         return None
+
+    @property
+    def sizes(self) -> tuple[str, ...]:
+        """The typed partition sizes, as `--layout` values."""
+        typed = self.query_one("#layout", Input).value.strip()
+        return (typed,) if typed else ()
+
+    def replan(self) -> None:
+        """Judge the targets again with the typed sizes; a value the command line refuses is
+        refused in the same words, and the start waits until it is fixed."""
+        assert self.job is not None and self.request is not None
+        try:
+            self.checks = self.job.relay_out(self.sizes)
+        except RescueError as error:
+            self.layout_problem = str(error)
+        else:
+            self.layout_problem = None
+            self.request = with_command_line(replace(self.request, layout=self.sizes))
+        self.set_problem(self.layout_problem or "")
+        self.show_checks()
 
     def check_confirmation(self) -> str | None:
         for check, field in zip(self.checks, self.query("#confirm-fields Input"), strict=True):
@@ -241,6 +277,10 @@ class RestoreWizard(WizardScreen):
         for check in self.checks:
             text.append_text(describe_check(check, self.force))
         self.query_one("#checks", Static).update(text)
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        if event.input.id == "layout" and self.job is not None and self.step_id == "check":
+            self.replan()
 
     def on_checkbox_changed(self, event: Checkbox.Changed) -> None:
         if event.checkbox.id == "force":
