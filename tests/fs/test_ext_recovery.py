@@ -242,8 +242,9 @@ def test_copies_behind_an_encryption_header_are_not_used(built: dict[str, Built]
         f.write(b"LUKS\xba\xbe\x00\x02")
     with DiskReader(str(image)) as reader:
         result = used_map(reader)
-    assert (result.method, result.warnings) == ("whole", ("unknown file system; imaging the "
-                                                          "whole area",))
+    assert (result.method, result.warnings) == (
+        "whole", ("unknown file system, so its free blocks cannot be told apart: imaging the "
+                  "whole area, nothing skipped",))
 
 
 # ---- inline-data directories ------------------------------------------------------------------
