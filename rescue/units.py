@@ -15,6 +15,20 @@ def human_size(n: float) -> str:
     return f"{n:.0f} B" if step == 0 else f"{n:.3g} {units[step]}"
 
 
+def human_percent(part: float, whole: float, digits: int = 1, *, of_nothing: float = 100.0) -> str:
+    """`part` of `whole` in percent, never rounded to a false 100 or 0: 4 KiB bad on 16 MiB
+    reads 99.9 %, not 100.0 %, and one good sector of a dead disk reads 0.1 %, not 0.0 %."""
+    step = 10.0 ** -digits
+    if whole <= 0:
+        return f"{of_nothing:.{digits}f}"
+    value = 100.0 * part / whole
+    if part < whole:
+        value = min(value, 100.0 - step)
+    if part > 0:
+        value = max(value, step)
+    return f"{value:.{digits}f}"
+
+
 def human_rate(bytes_per_second: float) -> str:
     return f"{human_size(bytes_per_second)}/s"
 

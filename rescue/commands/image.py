@@ -16,7 +16,7 @@ from rescue.commands import add_threads_argument, size_argument
 from rescue.commands.status import ProgressReporter, run_presented
 from rescue.engine.choices import MODES, ORDERS
 from rescue.formats.image import DEFAULT_LEVEL, FORMATS
-from rescue.units import human_duration, human_rate, human_size
+from rescue.units import human_duration, human_percent, human_rate, human_size
 
 if TYPE_CHECKING:
     from rescue.commands.status import News
@@ -53,10 +53,10 @@ class FirstNews:
 
 def status_lines(p: Progress) -> list[str]:
     """The live status block, ddrescue's fields, 80 columns wide at most."""
-    pct = 100 * p.rescued / p.domain_size if p.domain_size else 100.0
     state = " (paused)" if p.paused else ""
     return [*([p.first.headline] if p.first is not None else []),
-        f"rescued: {human_size(p.rescued):>10} ({pct:5.1f}%)   bad: {human_size(p.bad):>10}"
+        f"rescued: {human_size(p.rescued):>10} ({human_percent(p.rescued, p.domain_size):>5}%)"
+        f"   bad: {human_size(p.bad):>10}"
         f"   read errors: {p.read_errors}",
         f"non-tried: {human_size(p.non_tried):>10}   non-trimmed: {human_size(p.non_trimmed):>10}"
         f"   non-scraped: {human_size(p.non_scraped):>10}",

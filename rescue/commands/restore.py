@@ -18,7 +18,7 @@ from rescue.commands import add_image_argument, add_threads_argument
 from rescue.commands.status import ProgressReporter, run_presented
 from rescue.engine.choices import default_map_dir
 from rescue.errors import RefusedError
-from rescue.units import human_duration, human_rate, human_size
+from rescue.units import human_duration, human_percent, human_rate, human_size
 
 if TYPE_CHECKING:
     from rescue.engine.restore import (
@@ -121,10 +121,9 @@ def confirm(checks: tuple[TargetCheck, ...], stream: TextIO = sys.stderr) -> Non
 
 def target_line(t: TargetProgress) -> str:
     done = t.verified if t.phase == "verifying" else t.written
-    pct = 100 * done / t.size if t.size else 100.0
     error = f"  {t.error}" if t.error else ""
     return (f"{t.target}: {t.phase:<12} {human_size(done):>10} of {human_size(t.size):<10} "
-            f"({pct:5.1f}%)  {human_rate(t.current_rate):>12}  "
+            f"({human_percent(done, t.size):>5}%)  {human_rate(t.current_rate):>12}  "
             f"remaining {human_duration(t.eta)}{error}")
 
 

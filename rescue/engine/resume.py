@@ -18,6 +18,7 @@ from rescue.errors import RescueError
 from rescue.formats import mapfile
 from rescue.formats.image import format_for
 from rescue.rangemap import FINISHED
+from rescue.units import human_percent
 
 # what the map records of its source; a resume with a source that differs in any is refused
 IDENTITY_FIELDS = ("size", "logical_sector_size", "physical_sector_size", "model", "serial")
@@ -44,16 +45,12 @@ class Outlook:
     last_run: float | None = None
     reason: str = ""
 
-    @property
-    def percent(self) -> float:
-        return 100 * self.rescued / self.size if self.size else 0.0
-
     def line(self) -> str:
         if self.kind == "resume":
             when = time.strftime("%Y-%m-%d %H:%M", time.localtime(self.last_run)) \
                 if self.last_run is not None else "unknown"
             done = "every byte rescued already" if self.rescued == self.size \
-                else f"{self.percent:.1f}% rescued"
+                else f"{human_percent(self.rescued, self.size, of_nothing=0.0)}% rescued"
             return f"will resume: {done}, last run {when}"
         if self.kind == "fresh":
             return f"will start fresh{': ' + self.reason if self.reason else ''}"

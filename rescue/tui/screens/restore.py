@@ -13,14 +13,14 @@ from rescue.engine.restore import RestoreProgress, TargetProgress
 from rescue.tui.jobs import RunningRestore
 from rescue.tui.screens.job import JobScreenBase, job_log
 from rescue.tui.widgets.text import show_text
-from rescue.units import human_duration, human_rate, human_size
+from rescue.units import human_duration, human_percent, human_rate, human_size
 
 
 def target_line(target: TargetProgress) -> str:
     """One target in two lines that fit 80 columns."""
-    percent = 100.0 * target.written / target.size if target.size else 100.0
     line = (f"{target.target}  {target.phase}  written {human_size(target.written)} of "
-            f"{human_size(target.size)} ({percent:.1f}%)  read back "
+            f"{human_size(target.size)} ({human_percent(target.written, target.size)}%)  "
+            f"read back "
             f"{human_size(target.verified)}\n   {human_rate(target.current_rate)} avg "
             f"{human_rate(target.average_rate)}  ETA {human_duration(target.eta)}")
     if target.mismatches:

@@ -6,13 +6,13 @@ from collections.abc import Mapping
 
 from rescue.engine.jobs import Progress
 from rescue.rangemap import BAD, FINISHED, NON_SCRAPED, NON_TRIED, NON_TRIMMED
-from rescue.units import human_duration, human_rate, human_size
+from rescue.units import human_duration, human_percent, human_rate, human_size
 
 
 def totals_text(totals: Mapping[str, int], size: int) -> str:
     """Two lines: rescued and bad with percentages, then what is still to be read."""
-    percent = 100.0 * totals[FINISHED] / size if size else 0.0
-    return (f"rescued {human_size(totals[FINISHED])} ({percent:.2f}%)   "
+    percent = human_percent(totals[FINISHED], size, 2, of_nothing=0.0)
+    return (f"rescued {human_size(totals[FINISHED])} ({percent}%)   "
             f"bad {human_size(totals[BAD])}   of {human_size(size)}\n"
             f"non-tried {human_size(totals[NON_TRIED])}   "
             f"non-trimmed {human_size(totals[NON_TRIMMED])}   "
