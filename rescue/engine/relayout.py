@@ -93,7 +93,7 @@ def shrunk_source(image: str, image_format: str, plan: LayoutPlan
                   ) -> contextlib.AbstractContextManager[str | None]:
     """The image with the plan's shrinking done in a copy-on-write layer, as a raw file to
     read the shrunk partitions from; None when nothing shrinks."""
-    shrinks = [(p.fs_type or "", p.old_start, p.old_size, p.new_size)
+    shrinks = [(p.fs_type or "", p.number, p.old_start, p.old_size, p.new_size)
                for p in plan.partitions if p.action == "shrink"]
     if not shrinks:
         return contextlib.nullcontext()
@@ -130,25 +130,27 @@ def finish(device: str, image: str, image_format: str, table: PartitionTable,
     """The new table on `device`, then each grown file system grown to its partition, and
     every resized one checked by its own checker and compared with the image's by its files;
     DestinationError naming the files when any differ."""
+    places = {p.number: (p.new_start, p.new_size) for p in plan.partitions}
+    resized = [p for p in plan.partitions if p.action in ("grow", "shrink") and p.fs_type]
+    grown = [p for p in resized if p.action == "grow"]
     with resizing.image_file(image, image_format) as source:
-        fitting.write_layout(device, table, source, {p.number: (p.new_start, p.new_size)
-                                                     for p in plan.partitions})
-    for part in plan.partitions:
-        if part.action not in ("grow", "shrink") or part.fs_type is None:
-            continue
+        fitting.write_layout(device, table, source, places)
+        for part in grown:
+            resizing.resize(part.fs_type or "", device, part.number, part.new_start,
+                            part.new_size, None)
+        if any(p.fs_type == "fat" for p in grown):  # fatresize wrote its own table entries
+            fitting.write_layout(device, table, source, places)
+    for part in resized:
         with resizing.loop_device(device, part.new_start, part.new_size,
                                   read_only=False) as loop:
-            if part.action == "grow":
-                resizing.grow(part.fs_type, loop)
             resizing.check(part.fs_type, loop)
     compared = []
-    for part in plan.partitions:
-        if part.action in ("grow", "shrink"):
-            comparison = compare_partition(device, image, image_format, part)
-            if problem := comparison.problem():
-                raise DestinationError(f"partition {part.number} ({part.fs_type}) was "
-                                       f"resized, but {problem}")
-            compared.append(comparison)
+    for part in resized:
+        comparison = compare_partition(device, image, image_format, part)
+        if problem := comparison.problem():
+            raise DestinationError(f"partition {part.number} ({part.fs_type}) was resized, "
+                                   f"but {problem}")
+        compared.append(comparison)
     return compared
 
 
