@@ -15,7 +15,7 @@ when asked for the partition's exact size (it is asked for 1 MiB less) and turns
 FAT32 or back when the size calls for it. The type never changes: the planner keeps a FAT
 within the cluster counts its type allows at its cluster size (`fat_sizing`), and fatresize's
 question whether to convert is answered "No", so a conversion it would need anyway is
-cancelled and the restore fails with its words instead."""
+cancelled and the restore fails with its words instead (`FATRESIZE_ANSWERS`)."""
 
 from __future__ import annotations
 
@@ -42,6 +42,11 @@ MIB = 1 << 20
 # the cluster counts FAT16 and FAT32 allow; a resize stays this many clusters inside them
 FAT_CLUSTERS = {16: (4085, 65524), 32: (65525, 0x0FFFFFF5)}
 FAT_MARGIN = 256
+# libparted's questions: "Fix/Ignore" a GPT that does not span the disk (the planned table is
+# written back after it anyway), "Yes/No/Cancel" to make a FAT16 a FAT32. An answer a question
+# does not take is asked again with the next one; the end of them cancels, so a conversion
+# fatresize needs ("OK/Cancel") is never agreed to.
+FATRESIZE_ANSWERS = "Ignore\nNo\n" * 3
 CHECKERS = {"ext": ["e2fsck", "-f", "-n"], "ntfs": ["ntfsfix", "-n"], "fat": ["fsck.vfat", "-n"],
             "exfat": ["fsck.exfat", "-n"]}
 _DAEMON_START = 15.0
@@ -261,7 +266,7 @@ def _fatresize(disk: str, number: int, start: int, size: int) -> None:
     what = f"the FAT file system of partition {number} of {disk}"
     with loop_device(disk, 0, None, read_only=False) as device:
         _run(["fatresize", "--size", str(size - MIB), "--partition", str(number), device],
-             what, answers="No\n")
+             what, answers=FATRESIZE_ANSWERS)
     reader = RawReader(disk)
     try:
         made = FatFS(SliceReader(reader, start, size)).size
