@@ -161,6 +161,8 @@ def report(job: RestoreJob, result: RestoreResult, json_lines: bool) -> int:
                   "command to continue", file=sys.stderr)
         else:
             print(f"{t.target}: {target_summary(t, image)}")
+            if files := t.files_line():
+                print(f"{t.target}: {files}")
     return int(code)
 
 

@@ -77,6 +77,7 @@ class Target:
         self.error: str | None = None
         self.mismatches: list[tuple[int, int]] = []
         self.verified = 0
+        self.compared: tuple[int, int, int] | None = None  # files listed, hashed, bytes hashed
         self.meter = RateMeter(clock.now())
         self.started = time.time()
 

@@ -1,10 +1,11 @@
 """A restore onto a disk of another size, partitions laid out anew (fs/layout.py).
 
 The partitions are written at their planned starts, each read back like any restore, and only
-then does the target get its new partition table and its grown file systems: a grown file
-system is checked by its own checker, since its bytes rightly differ from the image's.
-Shrinking is not done: it needs the file system shrunk in a copy-on-write layer over the image
-first, and a target that needs it is refused with the sizes the data needs.
+then does the target get its new partition table and its resized file systems (shrunk in a
+copy-on-write layer over the image before writing, grown on the target after). A resized file
+system rightly differs from the image byte for byte, so it is checked by its own checker and
+then compared file by file with the image's partition (fs/filesample.py): the same listing,
+and a sample of files with the same SHA-256; any difference fails the target.
 """
 
 from __future__ import annotations
@@ -14,11 +15,20 @@ from collections.abc import Callable
 
 from rescue.devices import safety
 from rescue.engine.pipeline import Span, Target
-from rescue.errors import RescueError, UsageError
+from rescue.errors import DestinationError, RescueError, UsageError
 from rescue.formats.image import open_reader
 from rescue.fs import fitting, resizing
-from rescue.fs.layout import LayoutPlan, NoRoom, Share, Sizing, parse_layout, plan_layout
-from rescue.fs.partitions import PartitionTable
+from rescue.fs.filesample import FileComparison, compare_files
+from rescue.fs.layout import (
+    LayoutPlan,
+    NoRoom,
+    PartitionPlan,
+    Share,
+    Sizing,
+    parse_layout,
+    plan_layout,
+)
+from rescue.fs.partitions import PartitionTable, SliceReader
 from rescue.units import human_size
 
 
@@ -83,7 +93,7 @@ def shrunk_source(image: str, image_format: str, plan: LayoutPlan
                   ) -> contextlib.AbstractContextManager[str | None]:
     """The image with the plan's shrinking done in a copy-on-write layer, as a raw file to
     read the shrunk partitions from; None when nothing shrinks."""
-    shrinks = [(p.fs_type or "", p.old_start, p.old_size, p.new_size)
+    shrinks = [(p.fs_type or "", p.number, p.old_start, p.old_size, p.new_size)
                for p in plan.partitions if p.action == "shrink"]
     if not shrinks:
         return contextlib.nullcontext()
@@ -103,27 +113,55 @@ def finish_target(pieces: list[Target], planner: Planner, plan: LayoutPlan,
     for piece in pieces:
         piece.phase = "fixing-table"
     try:
-        finish(pieces[0].path, planner.image, planner.image_format, planner.table, plan)
+        compared = finish(pieces[0].path, planner.image, planner.image_format, planner.table,
+                          plan)
     except (OSError, RescueError) as exc:
         for piece in pieces:
             piece.fail(f"{piece.path}: {exc}")
         return
+    pieces[0].compared = (sum(c.listed for c in compared), sum(c.hashed for c in compared),
+                          sum(c.size for c in compared)) if compared else None
     for piece in pieces:
         done(piece)
 
 
 def finish(device: str, image: str, image_format: str, table: PartitionTable,
-           plan: LayoutPlan) -> None:
-    """The new table on `device`, then each grown file system grown to its partition and
-    checked by its own checker."""
+           plan: LayoutPlan) -> list[FileComparison]:
+    """The new table on `device`, then each grown file system grown to its partition, and
+    every resized one checked by its own checker and compared with the image's by its files;
+    DestinationError naming the files when any differ."""
+    places = {p.number: (p.new_start, p.new_size) for p in plan.partitions}
+    resized = [p for p in plan.partitions if p.action in ("grow", "shrink") and p.fs_type]
+    grown = [p for p in resized if p.action == "grow"]
     with resizing.image_file(image, image_format) as source:
-        fitting.write_layout(device, table, source, {p.number: (p.new_start, p.new_size)
-                                                     for p in plan.partitions})
-    for part in plan.partitions:
-        if part.action not in ("grow", "shrink") or part.fs_type is None:
-            continue
+        fitting.write_layout(device, table, source, places)
+        for part in grown:
+            resizing.resize(part.fs_type or "", device, part.number, part.new_start,
+                            part.new_size, None)
+        if any(p.fs_type == "fat" for p in grown):  # fatresize wrote its own table entries
+            fitting.write_layout(device, table, source, places)
+    for part in resized:
         with resizing.loop_device(device, part.new_start, part.new_size,
                                   read_only=False) as loop:
-            if part.action == "grow":
-                resizing.grow(part.fs_type, loop)
             resizing.check(part.fs_type, loop)
+    compared = []
+    for part in resized:
+        comparison = compare_partition(device, image, image_format, part)
+        if problem := comparison.problem():
+            raise DestinationError(f"partition {part.number} ({part.fs_type}) was resized, "
+                                   f"but {problem}")
+        compared.append(comparison)
+    return compared
+
+
+def compare_partition(device: str, image: str, image_format: str, part: PartitionPlan
+                      ) -> FileComparison:
+    """The resized partition on `device` compared by its files with the image's own (the
+    image itself, never the layer it was shrunk in)."""
+    source, target = open_reader(image, image_format), open_reader(device, "raw")
+    try:
+        return compare_files(SliceReader(source, part.old_start, part.old_size),
+                             SliceReader(target, part.new_start, part.new_size))
+    finally:
+        source.close()
+        target.close()

@@ -597,4 +597,4 @@ class RestoreJob:
         eta = remaining / rate if rate > 0 and active else None
         return TargetProgress(target.path, target.phase, target.size, written, target.verified,
                               rate, target.meter.average(now), eta, tuple(target.mismatches),
-                              target.error, target.map_path)
+                              target.error, target.map_path, target.compared)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from rescue.units import human_size
+
 # the phase a merged target shows: the first of these that any of its pieces is in
 _PHASES = ("failed", "mismatch", "incomplete", "interrupted", "writing", "verifying",
            "fixing-table", "waiting", "done")
@@ -29,6 +31,16 @@ class TargetProgress:
     mismatches: tuple[tuple[int, int], ...] = ()
     error: str | None = None
     map_path: str = ""
+    # after a resize: files listed and compared, files and bytes hashed on both sides
+    compared: tuple[int, int, int] | None = None
+
+    def files_line(self) -> str | None:
+        """What the file comparison after a resize found alike, or None without one."""
+        if self.compared is None:
+            return None
+        listed, hashed, size = self.compared
+        return (f"files after resize: {listed} as in the image, {hashed} "
+                f"({human_size(size)}) with the same SHA-256")
 
     def as_dict(self) -> dict[str, object]:
         return {"target": self.target, "phase": self.phase, "size": self.size,
@@ -37,7 +49,9 @@ class TargetProgress:
                 "average_rate": round(self.average_rate),
                 "eta": None if self.eta is None else round(self.eta, 1),
                 "mismatches": [list(m) for m in self.mismatches], "error": self.error,
-                "mapfile": self.map_path}
+                "mapfile": self.map_path,
+                "files_compared": None if self.compared is None else dict(
+                    zip(("listed", "hashed", "bytes"), self.compared, strict=True))}
 
 
 @dataclass(frozen=True)
@@ -65,4 +79,5 @@ def merged(pieces: list[TargetProgress]) -> TargetProgress:
         sum(p.verified for p in pieces), sum(p.current_rate for p in pieces),
         sum(p.average_rate for p in pieces), sum(etas) if etas else None,
         tuple(m for p in pieces for m in p.mismatches),
-        next((p.error for p in pieces if p.error), None), pieces[0].map_path)
+        next((p.error for p in pieces if p.error), None), pieces[0].map_path,
+        next((p.compared for p in pieces if p.compared), None))

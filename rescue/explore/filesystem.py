@@ -1,8 +1,9 @@
 """File systems inside an image, read by The Sleuth Kit (pytsk3) through our image readers.
 
 TSK reads ext2/3/4, FAT12/16/32, exFAT and NTFS (and more). It sees the image through
-`_ImageView`, so qcow2, .img.zst and raw images all work and holes read as zeros. Everything
-TSK returns comes from untrusted bytes: names are raw bytes, sizes and times may be absurd.
+`ImageView` (fs/tskview.py), so qcow2, .img.zst and raw images all work and holes read as
+zeros. Everything TSK returns comes from untrusted bytes: names are raw bytes, sizes and
+times may be absurd.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from rescue.errors import FormatError, UsageError
 from rescue.explore.damage import Run, lost_ranges, merge
 from rescue.explore.volumes import Volume
 from rescue.formats.base import ImageReader
+from rescue.fs.tskview import ImageView
 from rescue.rangemap import RangeMap
 
 _KINDS = {
@@ -53,23 +55,6 @@ _RUN_HOLES = pytsk3.TSK_FS_ATTR_RUN_FLAG_SPARSE | pytsk3.TSK_FS_ATTR_RUN_FLAG_FI
 _DATA_STREAMS = frozenset({
     (int(pytsk3.TSK_FS_ATTR_TYPE_DEFAULT), b""), (int(pytsk3.TSK_FS_ATTR_TYPE_NTFS_DATA), b""),
     (int(pytsk3.TSK_FS_ATTR_TYPE_NTFS_IDXALLOC), _NTFS_DIRECTORY_INDEX)})
-
-
-class _ImageView(pytsk3.Img_Info):
-    """TSK's image layer answered by our reader: any image format, holes as zeros."""
-
-    def __init__(self, reader: ImageReader) -> None:
-        self._reader = reader
-        super().__init__(url="", type=pytsk3.TSK_IMG_TYPE_EXTERNAL)
-
-    def read(self, offset: int, size: int) -> bytes:
-        return self._reader.read(offset, size)
-
-    def get_size(self) -> int:
-        return self._reader.size
-
-    def close(self) -> None:
-        """The reader belongs to whoever opened it; TSK must not close it."""
 
 
 @dataclass(frozen=True)
@@ -132,7 +117,7 @@ class FileSystem:
         self.volume = volume
         self._unreadable = unreadable
         try:
-            self._fs = pytsk3.FS_Info(_ImageView(reader), offset=volume.start)
+            self._fs = pytsk3.FS_Info(ImageView(reader), offset=volume.start)
         except _TSK_ERRORS:
             where = ("the image" if volume.number == 0 else f"partition {volume.number}")
             raise FormatError(f"no file system The Sleuth Kit can read in {where}"

@@ -6,7 +6,7 @@ Small and special partitions (EFI system, BIOS boot, swap, Microsoft reserved, a
 resized keep their size: boot loaders and firmware expect them as they are, and a few MiB more
 or less in them helps nobody. The data partitions share the rest of the disk in proportion to
 their old sizes, or as the user sets them (`2=60%`, `3=rest`, `2=20G`), never below what their
-file system needs. Every moved or
+file system needs and never above what it can grow to (a FAT16 stays FAT16). Every moved or
 resized partition starts on a 1 MiB boundary, and a GPT keeps room for its backup at the end.
 Planning is pure arithmetic: the minimum sizes are measured elsewhere (fs/resizing.py).
 """
@@ -41,6 +41,7 @@ class Sizing:
     fs_type: str | None
     minimum: int | None  # bytes it can shrink to; None: it cannot be resized here
     used_end: int | None = None  # FAT, exFAT: where their last used cluster ends
+    maximum: int | None = None  # FAT16: the most it holds before it would have to be FAT32
 
     @property
     def least(self) -> int | None:
@@ -219,7 +220,8 @@ def plan_layout(table: PartitionTable, target: str, target_size: int,
     last = plans[-1] if plans else None
     if last and last.action != "keep" and last.number not in fixed and not isinstance(
             shares.get(last.number), int | float):  # what alignment left at the end is its
-        last = replace(last, new_size=max(last.new_size, _down(usable_end) - last.new_start))
+        end = _capped(_down(usable_end) - last.new_start, sizings.get(last.number))
+        last = replace(last, new_size=max(last.new_size, end))
         plans = (*plans[:-1], last)
     return LayoutPlan(table.kind, table.sector_size, target_size, plans)
 
@@ -232,6 +234,13 @@ def _gaps(entries: list[PartitionEntry]) -> dict[int, int]:
         gaps[entry.number] = max(0, entry.start - end)
         end = entry.end
     return gaps
+
+
+def _capped(size: int, sizing: Sizing | None) -> int:
+    """`size`, or less when the file system cannot grow that far."""
+    if sizing is None or sizing.maximum is None:
+        return size
+    return min(size, _down(sizing.maximum))
 
 
 def _share_out(entries: list[PartitionEntry], fixed: set[int], shares: dict[int, Share],
@@ -256,17 +265,21 @@ def _share_out(entries: list[PartitionEntry], fixed: set[int], shares: dict[int,
             if p.number not in sizes and p not in rest:
                 sizes[p.number] = p.size
                 left -= p.size
-        sizes[rest[0].number] = max(_down(left), 0)
-    while pending:  # a partition whose share falls under its minimum gets the minimum
+        sizes[rest[0].number] = _capped(max(_down(left), 0), sizings.get(rest[0].number))
+    while pending:  # a share under its minimum gets the minimum, over its maximum the maximum
         total = sum(p.size for p in pending)
-        short = [p for p in pending if left * p.size // total < minimum[p.number]]
-        if not short:
+        portion = {p.number: left * p.size // total for p in pending}
+        bounded = {p.number: minimum[p.number] for p in pending
+                   if portion[p.number] < minimum[p.number]} or {
+            p.number: _capped(portion[p.number], sizings.get(p.number)) for p in pending
+            if _capped(portion[p.number], sizings.get(p.number)) < portion[p.number]}
+        if not bounded:
             for p in pending:
-                sizes[p.number] = _down(left * p.size // total)
+                sizes[p.number] = _down(portion[p.number])
             break
-        for p in short:
-            sizes[p.number] = minimum[p.number]
-            left -= minimum[p.number]
+        for p in [p for p in pending if p.number in bounded]:
+            sizes[p.number] = bounded[p.number]
+            left -= bounded[p.number]
             pending.remove(p)
     return sizes
 
@@ -281,6 +294,13 @@ def _require_room(table: PartitionTable, target: str, target_size: int, usable_e
     overhead = sum(gaps.values()) + (target_size - usable_end) + MIB * len(entries)
     needed = sum(needs.values()) + overhead
     small = [p.number for p in entries if sizes[p.number] < needs[p.number]]
+    for p in entries:
+        most = sizings[p.number].maximum if p.number in sizings else None
+        if most is not None and sizes[p.number] > _down(most):
+            raise RefusedError(f"--layout gives partition {p.number} "
+                               f"{human_size(sizes[p.number])}, more than the "
+                               f"{human_size(_down(most))} its {sizings[p.number].fs_type} "
+                               "file system can grow to without changing its type")
     if needed <= target_size and not small:
         return
     detail = "; ".join(

@@ -81,3 +81,20 @@ def test_the_plan_fits_a_serial_console() -> None:
     assert [p.action for p in plan.partitions] == ["keep", "grow", "grow", "move"]
     assert all(len(line) <= 78 for line in plan.lines())
     assert plan.lines()[4].endswith("move (MS reserved)")
+
+
+def test_a_fat16_grows_no_further_than_its_type_holds() -> None:
+    """FAT16 past 65524 clusters would have to become FAT32: it gets its maximum, and the
+    others share what it leaves."""
+    sizings = {**SIZINGS, 3: Sizing("fat", 512 * MIB, maximum=3 * GIB)}
+    plan = plan_layout(table(), "t", 16 * GIB, sizings)
+    root, data = plan.partitions[1:]
+    assert data.new_size == 3 * GIB and data.action == "grow"
+    assert root.new_size > 12 * GIB - 300 * MIB  # the rest of the disk
+    sizings[2] = Sizing("fat", 512 * MIB, maximum=5 * GIB)  # both capped: the disk end stays
+    capped = plan_layout(table(), "t", 16 * GIB, sizings)
+    assert [p.new_size for p in capped.partitions[1:]] == [5 * GIB, 3 * GIB]
+    with pytest.raises(RefusedError, match=r"gives partition 3 4 GiB, more than the 3 GiB"):
+        plan_layout(table(), "t", 16 * GIB, sizings, parse_layout(["3=4G"]))
+    rest = plan_layout(table(), "t", 16 * GIB, sizings, parse_layout(["2=4G", "3=rest"]))
+    assert rest.partitions[2].new_size == 3 * GIB

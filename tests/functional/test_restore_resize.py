@@ -8,16 +8,20 @@ sizes, their checkers, sgdisk, and the files' SHA-256 read back through read-onl
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 
+from rescue.cli import main
+from rescue.errors import ExitCode
+from rescue.fs import resizing
 from tests.fixtures.cli import assert_clean_failure, rescue, rescue_process, run
 from tests.fixtures.disks import mounted
 from tests.fixtures.loop import loop_device
@@ -228,4 +232,64 @@ def test_a_shrinking_restore_killed_midway_completes_when_run_again(
         run("e2fsck", "-f", "-n", f"{loop}p2")
         run("ntfsfix", "-n", f"{loop}p3")
     assert file_hashes(device, tmp_path) == pc["hashes"]
+    assert digest(pc["image"]) == pc["image_sha"]  # type: ignore[arg-type]
+
+
+def test_a_resized_restore_compares_the_files_with_the_image(
+        pc: dict[str, object], tmp_path: Path, targets: ExitStack) -> None:
+    device = target(targets, tmp_path, "t", 3 * GIB)
+    result = restore(pc, device, "--yes", "--json", "--map-dir", str(tmp_path / "maps"))
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout.splitlines()[-1])
+    resized = sum(number in (2, 3) for number, _ in pc["hashes"])  # type: ignore[attr-defined]
+    compared = summary["targets"][0]["files_compared"]
+    assert compared["listed"] == compared["hashed"] == resized  # few files: all hashed
+    assert compared["bytes"] > 0.29 * (880 + 907) * MIB  # each about 30 % full
+    shown = restore(pc, device, "--yes", "--map-dir", str(tmp_path / "maps2"))
+    assert shown.returncode == 0, shown.stderr
+    assert re.search(rf"^{device}: files after resize: {resized} as in the image, "
+                     rf"{resized} \(\d+ MiB\) with the same SHA-256$", shown.stdout, re.M)
+
+
+def _corrupt_content(loop: str, name: str) -> None:
+    """One 4 KiB block of the file's data overwritten, as a bad resizer could leave it."""
+    block = int(run("debugfs", "-R", f"bmap /{name} 3", loop).split()[-1])
+    with open(loop, "r+b") as disk:
+        disk.seek(block * 4096)
+        disk.write(b"not what the image holds " * 160)
+        disk.flush()
+        os.fsync(disk.fileno())
+
+
+def _remove(loop: str, name: str) -> None:
+    """The file gone from its directory, blocks freed, the file system still consistent."""
+    run("debugfs", "-w", "-R", f"rm /{name}", loop)
+
+
+@pytest.mark.parametrize(("damage", "why"), [(_corrupt_content, "content"),
+                                             (_remove, "missing")])
+def test_a_file_changed_by_the_resize_fails_the_restore_naming_it(
+        pc: dict[str, object], tmp_path: Path, targets: ExitStack,
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        damage: Callable[[str, str], None], why: str) -> None:
+    """The real restore, with the ext4 file system damaged on the target right after its
+    own checker passed it: only the file comparison can find it."""
+    checked = resizing.check
+
+    def check_then_damage(kind: str | None, device: str) -> None:
+        checked(kind, device)
+        if kind == "ext":
+            damage(device, "file-004.bin")
+
+    monkeypatch.setattr(resizing, "check", check_then_damage)
+    device = target(targets, tmp_path, "t", 3 * GIB)
+    code = main(["restore", str(pc["image"]), device, "--yes", "--json",
+                 "--map-dir", str(tmp_path / "maps")])
+    out = capsys.readouterr().out
+    summary = json.loads(out.splitlines()[-1])
+    assert code == summary["exit_code"] == ExitCode.DESTINATION
+    assert summary["outcome"] == "failed"
+    error = summary["targets"][0]["error"]
+    assert re.search(rf"partition 2 \(ext\) was resized, but 1 of its \d+ files differ from "
+                     rf"the image's: /file-004.bin \({why}\)", error), error
     assert digest(pc["image"]) == pc["image_sha"]  # type: ignore[arg-type]

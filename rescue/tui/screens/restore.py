@@ -25,6 +25,8 @@ def target_line(target: TargetProgress) -> str:
             f"{human_rate(target.average_rate)}  ETA {human_duration(target.eta)}")
     if target.mismatches:
         line += f"  {len(target.mismatches)} mismatching ranges"
+    if files := target.files_line():
+        line += f"\n   {files}"
     if target.error:
         line += f"\n   {target.error}"
     return line
