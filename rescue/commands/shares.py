@@ -1,0 +1,41 @@
+"""Share URLs wherever a command takes an image: each one's folder is mounted for the
+command's length and the command sees a local path."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from contextlib import ExitStack
+
+from rescue.errors import UsageError
+from rescue.stores.mount import ShareMount, mounted
+from rescue.stores.url import StoreUrl, is_store_url, parse
+
+# a mount of an image outlives the command: its share would have to as well
+KEPT_MOUNTS = ("mount",)
+
+
+def run_on_shares(args: argparse.Namespace, run: Callable[[argparse.Namespace], int]) -> int:
+    """`run(args)` with every share URL among `args` mounted and replaced by its local path;
+    `args.shares` maps each replaced argument to its URL and mount."""
+    given = {key: value for key, value in vars(args).items()
+             if isinstance(value, str) and is_store_url(value)}
+    args.shares = {}
+    if not given:
+        return run(args)
+    if args.command in KEPT_MOUNTS:
+        raise UsageError(f"{args.command}: an image on a share cannot stay mounted after the "
+                         "command; copy it here first (rescue convert URL FILE)")
+    urls = {key: parse(value) for key, value in given.items()}  # all checked before mounting
+    with ExitStack() as stack:
+        for key, url in urls.items():
+            share = stack.enter_context(mounted(url))
+            setattr(args, key, share.local(url))
+            args.shares[key] = (url, share)
+        return run(args)
+
+
+def share_of(args: argparse.Namespace, key: str) -> tuple[StoreUrl, ShareMount] | None:
+    """The URL and mount behind the argument `key`, if it was a share URL."""
+    shares: dict[str, tuple[StoreUrl, ShareMount]] = getattr(args, "shares", {})
+    return shares.get(key)
