@@ -4,10 +4,10 @@ command's length and the command sees a local path."""
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import ExitStack
 
-from rescue.errors import UsageError
+from rescue.errors import RescueError, UsageError
 from rescue.stores.mount import ShareMount, mounted
 from rescue.stores.url import StoreUrl, is_store_url, parse
 
@@ -32,7 +32,17 @@ def run_on_shares(args: argparse.Namespace, run: Callable[[argparse.Namespace], 
             share = stack.enter_context(mounted(url))
             setattr(args, key, share.local(url))
             args.shares[key] = (url, share)
-        return run(args)
+        try:
+            return run(args)
+        except RescueError as error:  # named as the user named it, not by the mount point
+            error.args = (_as_urls(str(error), args.shares.values()),)
+            raise
+
+
+def _as_urls(text: str, shares: Iterable[tuple[StoreUrl, ShareMount]]) -> str:
+    for url, share in shares:
+        text = text.replace(share.path, str(url.parent))
+    return text
 
 
 def share_of(args: argparse.Namespace, key: str) -> tuple[StoreUrl, ShareMount] | None:

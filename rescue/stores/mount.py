@@ -158,8 +158,9 @@ class _Smb(_Backend):
             except OSError as error:
                 if time.monotonic() > deadline or error.errno in (errno.EACCES, errno.EPERM):
                     self.unmount()
-                    raise ShareError(f"cannot reach {self.url.scheme}://{self.url.host}/"
-                                     f"{self.url.share}: {error.strerror}") from None
+                    share_url = StoreUrl("smb", self.url.host, f"/{self.url.share}",
+                                         self.url.user, self.url.port)
+                    raise ShareError(f"cannot reach {share_url}: {error.strerror}") from None
                 time.sleep(0.5)
 
 

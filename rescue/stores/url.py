@@ -52,8 +52,9 @@ class StoreUrl:
         return self.path.strip("/").split("/")[0]
 
 
-def parse(text: str) -> StoreUrl:
-    """The URL `text` names; a malformed one is a usage error saying what is wrong."""
+def parse(text: str, folder: bool = False) -> StoreUrl:
+    """The URL `text` names, a file (an image) or with `folder` a folder, which may be a whole
+    share; a malformed one is a usage error saying what is wrong."""
     if not is_store_url(text):
         raise UsageError(f"{text!r} is not a share URL (ssh://, smb:// or nfs://)")
     try:
@@ -72,7 +73,8 @@ def parse(text: str) -> StoreUrl:
     path = posixpath.normpath(unquote(parts.path) or "/")
     if parts.query or parts.fragment:
         raise UsageError(f"{text}: a share URL takes no '?' or '#' part")
-    if scheme == "smb" and len(path.strip("/").split("/")) < 2:
+    parts_needed = 1 if folder else 2  # the share, and a file inside it
+    if scheme == "smb" and (path == "/" or len(path.strip("/").split("/")) < parts_needed):
         raise UsageError(f"{text}: name the share and a path inside it (smb://server/share/file)")
     if scheme == "nfs" and path == "/":
         raise UsageError(f"{text}: name the export and a path inside it (nfs://server/export/file)")

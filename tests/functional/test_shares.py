@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -14,6 +15,8 @@ from pathlib import Path
 import pytest
 
 from rescue.errors import ExitCode
+from rescue.stores.mount import ShareError, probe
+from rescue.stores.url import parse
 from tests.fixtures.cli import assert_clean_failure, rescue, rescue_process, run
 from tests.fixtures.loop import loop_device
 from tests.fixtures.shares import SMB_PASSWORD, Server, SshServer, smb_server, ssh_server
@@ -168,7 +171,8 @@ def test_a_wrong_smb_password_is_one_line(servers: dict[str, Server], share_env:
                                           monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RESCUE_SMB_PASSWORD", "not-the-password")
     result = rescue("info", servers["smb"].place("nothing.qcow2")[0])
-    assert_clean_failure(result, ExitCode.USAGE, r"cannot reach smb://127\.0\.0\.1")
+    assert_clean_failure(result, ExitCode.USAGE,
+                         r"cannot reach smb://nobody@127\.0\.0\.1:\d+/data: ")
     assert _no_share_mounts()
 
 
@@ -183,3 +187,40 @@ def test_nfs_without_a_kernel_client_says_what_is_missing(share_env: Path) -> No
     assert_clean_failure(result, ExitCode.USAGE,
                          r"cannot mount nfs://127\.0\.0\.1/export: (mount\.nfs is missing|"
                          r"this kernel has no NFS client)")
+
+
+def test_interrupting_a_job_on_a_share_unmounts_it(servers: dict[str, Server],
+                                                   share_env: Path) -> None:
+    url, remote = servers["ssh"].place("interrupted.qcow2")
+    job = rescue_process("image", SLOW_SOURCE, url, "--checkpoint", "1")
+    _wait_for_growth(remote, 4 << 20)
+    job.send_signal(signal.SIGINT)
+    _, stderr = job.communicate(timeout=60)
+    assert job.returncode == ExitCode.INTERRUPTED, stderr
+    assert _no_share_mounts()
+    assert Path(f"{remote}.map").exists()  # the map went beside the image before the unmount
+
+
+@pytest.mark.parametrize("scheme", ["ssh", "smb"])
+def test_probe_answers_for_a_folder_and_refuses_a_missing_one(
+        scheme: str, servers: dict[str, Server], share_env: Path) -> None:
+    folder, _ = servers[scheme].place("")
+    found = probe(parse(folder.rstrip("/"), folder=True))
+    if scheme == "ssh":  # sshfs passes the server's statvfs on
+        assert found.space is not None and 0 < found.space[0] <= found.space[1]
+    missing = r"(no such folder on the share|No such file or directory)$"
+    with pytest.raises(ShareError, match=missing):
+        probe(parse(f"{folder}no-such-folder", folder=True))
+    assert _no_share_mounts()
+
+
+def test_a_streamed_image_to_smb_equals_a_local_one(servers: dict[str, Server],
+                                                     share_env: Path, tmp_path: Path) -> None:
+    url, remote = servers["smb"].place("streamed.img.zst")
+    source = "sim:size=8M,seed=2,bad=3M+64k"
+    assert rescue("image", source, url).returncode == ExitCode.UNREADABLE
+    assert rescue("image", source, tmp_path / "local.img.zst").returncode == ExitCode.UNREADABLE
+    assert rescue("verify", url).returncode == ExitCode.OK
+    decoded = [subprocess.run(["zstd", "-dc", image], capture_output=True, check=True).stdout
+               for image in (remote, tmp_path / "local.img.zst")]
+    assert len(decoded[0]) == 8 << 20 and decoded[0] == decoded[1]

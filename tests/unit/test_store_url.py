@@ -49,3 +49,9 @@ def test_malformed_urls_say_what_is_wrong(text: str, said: str) -> None:
     with pytest.raises(UsageError, match=re.escape(said)) as raised:
         parse(text)
     assert "hunter2" not in str(raised.value) and ":pw@" not in str(raised.value)
+
+
+def test_a_folder_may_be_a_whole_share() -> None:
+    assert parse("smb://nas/backup", folder=True) == StoreUrl("smb", "nas", "/backup")
+    with pytest.raises(UsageError, match="name the share"):
+        parse("smb://nas/", folder=True)
