@@ -4,10 +4,15 @@ a server killed mid-job and started again; the password never written down."""
 
 from __future__ import annotations
 
+import fcntl
 import os
+import pty
+import select
 import shutil
 import signal
 import subprocess
+import sys
+import termios
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +22,14 @@ import pytest
 from rescue.errors import ExitCode
 from rescue.stores.mount import ShareError, probe
 from rescue.stores.url import parse
-from tests.fixtures.cli import assert_clean_failure, rescue, rescue_process, run
+from tests.fixtures.cli import (
+    CLI_ENV,
+    REPO_ROOT,
+    assert_clean_failure,
+    rescue,
+    rescue_process,
+    run,
+)
 from tests.fixtures.loop import loop_device
 from tests.fixtures.shares import SMB_PASSWORD, Server, SshServer, smb_server, ssh_server
 
@@ -224,3 +236,46 @@ def test_a_streamed_image_to_smb_equals_a_local_one(servers: dict[str, Server],
     decoded = [subprocess.run(["zstd", "-dc", image], capture_output=True, check=True).stdout
                for image in (remote, tmp_path / "local.img.zst")]
     assert len(decoded[0]) == 8 << 20 and decoded[0] == decoded[1]
+
+
+def test_the_smb_password_is_asked_on_the_terminal_unechoed(
+        servers: dict[str, Server], share_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    url, _ = servers["smb"].place("asked.img")
+    assert rescue("image", "sim:size=1M,seed=5", url).returncode == ExitCode.OK
+    monkeypatch.delenv("RESCUE_SMB_PASSWORD")
+    screen, code = _on_terminal(["info", url], answer=SMB_PASSWORD, after="password for")
+    assert code == ExitCode.OK, screen
+    assert "password for nobody on 127.0.0.1/data" in screen and "raw" in screen
+    assert SMB_PASSWORD not in screen
+
+
+def _on_terminal(args: list[str], answer: str, after: str) -> tuple[str, int]:
+    """Run the CLI on a terminal of its own, type `answer` once `after` is shown; all it
+    showed, and its exit code."""
+    controller, terminal = pty.openpty()
+
+    def take_terminal() -> None:
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    job = subprocess.Popen([sys.executable, "-m", "rescue", *args], cwd=REPO_ROOT,
+                           env={**os.environ, **CLI_ENV}, stdin=terminal, stdout=terminal,
+                           stderr=terminal, start_new_session=True, preexec_fn=take_terminal)
+    os.close(terminal)
+    shown, answered = b"", False
+    while True:
+        ready, _, _ = select.select([controller], [], [], 60)
+        if not ready:
+            job.kill()
+            break
+        try:
+            chunk = os.read(controller, 4096)
+        except OSError:  # the terminal closed with the program
+            break
+        if not chunk:
+            break
+        shown += chunk
+        if not answered and after.encode() in shown:
+            os.write(controller, f"{answer}\n".encode())
+            answered = True
+    os.close(controller)
+    return shown.decode(errors="replace"), job.wait(timeout=60)
