@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from rescue.errors import DestinationError, RescueError
 from rescue.stores.mount import ShareMount
-from rescue.stores.state import copy_beside, local_map_path, newer_to_local
+from rescue.stores.state import MapMirror, local_map_path, newer_to_local
 from rescue.stores.url import StoreUrl
 
 
@@ -19,11 +19,23 @@ def run_on_share(args: argparse.Namespace, url: StoreUrl, share: ShareMount,
     """`run(args)` until it ends with the share in place; exit 3 when a lost share is not
     back within --reconnect-timeout. Each new run resumes from the map, as a rerun would."""
     beside = args.map_path or f"{args.dest}.map"
-    local = beside
-    if beside.startswith(share.path + "/"):  # a map on the share: kept here as well
-        local = local_map_path(url)
-        newer_to_local(beside, local)
-        args.map_path = local
+    if not beside.startswith(share.path + "/"):  # the user's own map, not on the share
+        return _resuming(args, url, share, run, beside)
+    local = local_map_path(url)  # the map on the share is kept here as well
+    newer_to_local(beside, local)
+    args.map_path = local
+    with MapMirror(local, beside, args.checkpoint) as mirror:
+        try:
+            return _resuming(args, url, share, run, local)
+        finally:
+            problem = None if share.lost() else mirror.copy()
+            if problem:
+                print(f"warning: {problem}", file=sys.stderr)
+
+
+def _resuming(args: argparse.Namespace, url: StoreUrl, share: ShareMount,
+              run: Callable[[argparse.Namespace], int], kept: str) -> int:
+    """`run(args)` again after each loss of the share, once it is back."""
     while True:
         try:
             return run(args)
@@ -37,13 +49,9 @@ def run_on_share(args: argparse.Namespace, url: StoreUrl, share: ShareMount,
             if not share.reconnect(args.reconnect_timeout):
                 raise DestinationError(
                     f"{url.parent}: share lost and not back within {args.reconnect_timeout:g} "
-                    f"s; the map is kept at {local}: run the same command again to resume"
+                    f"s; the map is kept at {kept}: run the same command again to resume"
                 ) from None
             _say(args, f"share back: resuming {url}")
-        finally:
-            problem = None if local == beside or share.lost() else copy_beside(local, beside)
-            if problem:
-                print(f"warning: {problem}", file=sys.stderr)
 
 
 def _say(args: argparse.Namespace, line: str) -> None:

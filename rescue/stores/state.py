@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import threading
 
 from rescue.stores.url import StoreUrl
 
@@ -50,3 +51,43 @@ def copy_beside(local: str, remote: str) -> str | None:
         return f"the map could not be copied beside the image ({error.strerror}); it is " \
                f"kept at {local}"
     return None
+
+
+class MapMirror:
+    """Copies the local map beside the image each time the job saved it anew, checked every
+    `interval` seconds while the job runs: a rescue stick keeps its own state in RAM, and a
+    stick that restarts must find a map beside the image to resume from."""
+
+    def __init__(self, local: str, remote: str, interval: float) -> None:
+        self.local, self.remote, self.interval = local, remote, interval
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._copied: int | None = None  # the mtime of the local map last copied
+        self._thread = threading.Thread(target=self._run, name="rescue-map-mirror",
+                                        daemon=True)
+
+    def __enter__(self) -> MapMirror:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def copy(self) -> str | None:
+        """Copy the map if it changed since the last copy; what went wrong, if it could not."""
+        with self._lock:
+            try:
+                saved = os.stat(self.local).st_mtime_ns
+            except FileNotFoundError:
+                return None
+            if saved == self._copied:
+                return None
+            problem = copy_beside(self.local, self.remote)
+            if problem is None:
+                self._copied = saved
+            return problem
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.copy()  # a share that is away is told by the job, not here

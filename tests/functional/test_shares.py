@@ -279,3 +279,19 @@ def _on_terminal(args: list[str], answer: str, after: str) -> tuple[str, int]:
             answered = True
     os.close(controller)
     return shown.decode(errors="replace"), job.wait(timeout=60)
+
+
+def test_the_map_beside_the_image_follows_the_job_while_it_runs(
+        servers: dict[str, Server], share_env: Path) -> None:
+    url, remote = servers["ssh"].place("followed.qcow2")
+    beside = Path(f"{remote}.map")
+    job = rescue_process("image", SLOW_SOURCE, url, "--checkpoint", "1")
+    try:
+        deadline = time.monotonic() + 30
+        while not beside.exists() and job.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert beside.exists() and job.poll() is None  # a stick that reboots finds it there
+    finally:
+        _, stderr = job.communicate(timeout=120)
+    assert job.returncode == ExitCode.OK, stderr
+    assert beside.read_text().splitlines()[-1].endswith("+")  # and the final one after
