@@ -4,8 +4,9 @@ command's length and the command sees a local path."""
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Iterable
-from contextlib import ExitStack
+import signal
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack, contextmanager
 
 from rescue.errors import RescueError, UsageError
 from rescue.stores.mount import ShareMount, mounted
@@ -28,6 +29,7 @@ def run_on_shares(args: argparse.Namespace, run: Callable[[argparse.Namespace], 
                          "command; copy it here first (rescue convert URL FILE)")
     urls = {key: parse(value) for key, value in given.items()}  # all checked before mounting
     with ExitStack() as stack:
+        stack.enter_context(_interrupted_by(signal.SIGTERM, signal.SIGHUP))
         for key, url in urls.items():
             share = stack.enter_context(mounted(url))
             setattr(args, key, share.local(url))
@@ -37,6 +39,22 @@ def run_on_shares(args: argparse.Namespace, run: Callable[[argparse.Namespace], 
         except RescueError as error:  # named as the user named it, not by the mount point
             error.args = (_as_urls(str(error), args.shares.values()),)
             raise
+
+
+@contextmanager
+def _interrupted_by(*signals: signal.Signals) -> Iterator[None]:
+    """These signals interrupt the command as ^C does, so its shares are unmounted on the way
+    out (a job's own handlers take over while it runs): by default they end Python at once,
+    leaving the mounts behind."""
+    def interrupt(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in signals}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _as_urls(text: str, shares: Iterable[tuple[StoreUrl, ShareMount]]) -> str:

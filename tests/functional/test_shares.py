@@ -4,6 +4,7 @@ a server killed mid-job and started again; the password never written down."""
 
 from __future__ import annotations
 
+import argparse
 import fcntl
 import os
 import pty
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from rescue.commands.shares import run_on_shares
 from rescue.errors import ExitCode
 from rescue.stores.mount import ShareError, probe
 from rescue.stores.url import parse
@@ -295,3 +297,23 @@ def test_the_map_beside_the_image_follows_the_job_while_it_runs(
         _, stderr = job.communicate(timeout=120)
     assert job.returncode == ExitCode.OK, stderr
     assert beside.read_text().splitlines()[-1].endswith("+")  # and the final one after
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_a_signal_outside_a_job_still_unmounts_the_share(
+        sig: signal.Signals, servers: dict[str, Server], share_env: Path) -> None:
+    url, _ = servers["ssh"].place("signalled.img")
+    mounted_then: list[bool] = []
+
+    def signalled(args: argparse.Namespace) -> int:
+        mounted_then.append(not _no_share_mounts())
+        os.kill(os.getpid(), sig)
+        time.sleep(10)  # interrupted long before
+        return 0
+
+    args = argparse.Namespace(command="info", image=url)
+    before = signal.getsignal(sig)
+    with pytest.raises(KeyboardInterrupt):
+        run_on_shares(args, signalled)
+    assert mounted_then == [True] and _no_share_mounts()
+    assert signal.getsignal(sig) == before  # the command's handler is gone with it
