@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import argparse
 import signal
+import sys
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, redirect_stderr, redirect_stdout
+from typing import Any, TextIO, cast
 
 from rescue.errors import RescueError, UsageError
 from rescue.stores.mount import ShareMount, mounted
@@ -34,6 +36,9 @@ def run_on_shares(args: argparse.Namespace, run: Callable[[argparse.Namespace], 
             share = stack.enter_context(mounted(url))
             setattr(args, key, share.local(url))
             args.shares[key] = (url, share)
+        named = list(args.shares.values())
+        stack.enter_context(redirect_stdout(cast(TextIO, _NamedByUrl(sys.stdout, named))))
+        stack.enter_context(redirect_stderr(cast(TextIO, _NamedByUrl(sys.stderr, named))))
         try:
             return run(args)
         except RescueError as error:  # named as the user named it, not by the mount point
@@ -55,6 +60,22 @@ def _interrupted_by(*signals: signal.Signals) -> Iterator[None]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+class _NamedByUrl:
+    """A stream on which each share's mount point is written as the share's URL: the user
+    reads `image: ssh://nas/srv/sdb.qcow2`, not a private mount point."""
+
+    def __init__(self, stream: TextIO, shares: list[tuple[StoreUrl, ShareMount]]) -> None:
+        self._stream = stream
+        self._shares = shares
+
+    def write(self, text: str) -> int:
+        self._stream.write(_as_urls(text, self._shares))
+        return len(text)
+
+    def __getattr__(self, name: str) -> Any:  # flush, isatty, fileno, encoding ...
+        return getattr(self._stream, name)
 
 
 def _as_urls(text: str, shares: Iterable[tuple[StoreUrl, ShareMount]]) -> str:

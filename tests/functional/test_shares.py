@@ -97,7 +97,8 @@ def test_image_to_a_share_equals_a_local_image_and_reads_back(
     assert Path(f"{remote}.map").read_text().splitlines()[-1].endswith("+")  # beside the image
     assert list((share_env / "rescue" / "maps").glob("*.map"))  # and kept here
     info = rescue("info", url)
-    assert info.returncode == ExitCode.OK and "qcow2" in info.stdout, info.stderr
+    assert info.returncode == ExitCode.OK, info.stderr
+    assert f"image:       {url} (qcow2)" in info.stdout  # named as given, not by a mount point
     verified = rescue("verify", url)
     assert verified.returncode == ExitCode.OK, verified.stdout + verified.stderr
     listed = rescue("ls", url, "/docs")
