@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import getpass
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -81,6 +82,7 @@ class _Backend(ABC):
 
     url: StoreUrl  # the folder to mount
     work: str  # the private directory: the mount point and the helper's files
+    secret: str | None = None  # a password, once asked; never written by us
 
     @property
     def mountpoint(self) -> str:
@@ -97,6 +99,13 @@ class _Backend(ABC):
 
     def unmount(self) -> None:
         _fuse_unmount(self.mountpoint)
+
+    def space(self, folder: str) -> tuple[int, int] | None:
+        """Free and total bytes where `folder` lies; None where the client cannot say."""
+        stat = os.statvfs(folder)
+        if not stat.f_blocks:
+            return None
+        return stat.f_bavail * stat.f_frsize, stat.f_blocks * stat.f_frsize
 
 
 class _Ssh(_Backend):
@@ -136,14 +145,38 @@ class _Smb(_Backend):
         with open(os.path.join(conf, "smbnetfs.conf"), "w", encoding="utf-8") as netfs:
             netfs.write('show_$_shares "true"\nsmbnetfs_debug 0\nsmb_debug_level 0\n'
                         'include "smbnetfs.auth"\n')
-        auth = os.open(os.path.join(conf, "smbnetfs.auth"), os.O_WRONLY | os.O_CREAT, 0o600)
+        auth = os.open(os.path.join(conf, "smbnetfs.auth"),
+                       os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(auth, "w", encoding="utf-8") as file:
             if url.user:  # one server per private HOME: its one account
-                file.write(f'auth "{url.user}" "{smb_password(url)}"\n')
+                file.write(f'auth "{url.user}" "{self._password()}"\n')
         env = {**os.environ, "HOME": home}
         _run(["smbnetfs", self.mountpoint, "-o",
               "nosuid,nodev,big_writes,max_write=1048576"], f"cannot mount {url}", env)
         self._wait_for_share()
+
+    def _password(self) -> str:
+        """Asked once, kept in memory only: mounting again after a loss asks nobody."""
+        if self.secret is None:
+            self.secret = smb_password(self.url)
+        return self.secret
+
+    def space(self, folder: str) -> tuple[int, int] | None:
+        """smbnetfs reports no sizes: smbclient asks the server."""
+        argv = ["smbclient", f"//{self.url.host}/{self.url.share}", "-c", "du"]
+        argv += ["-p", str(self.url.port)] if self.url.port else []
+        argv += ["-U", self.url.user] if self.url.user else ["-N"]
+        env = {**os.environ, "PASSWD": self._password()} if self.url.user else None
+        try:
+            said = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=30,
+                                  stdin=subprocess.DEVNULL).stdout
+        except (FileNotFoundError, subprocess.TimeoutExpired):
+            return None
+        found = re.search(r"(\d+) blocks of size (\d+)\. (\d+) blocks available", said)
+        if found is None:
+            return None
+        blocks, size, free = (int(number) for number in found.groups())
+        return free * size, blocks * size
 
     def _wait_for_share(self) -> None:
         """smbnetfs mounts at once and connects on first use: a wrong password or a server
@@ -257,11 +290,8 @@ class ShareMount:
         return True
 
     def free_space(self) -> tuple[int, int] | None:
-        """Free and total bytes on the share; None where its client cannot say (smbnetfs)."""
-        stat = os.statvfs(self.path)
-        if not stat.f_blocks:
-            return None
-        return stat.f_bavail * stat.f_frsize, stat.f_blocks * stat.f_frsize
+        """Free and total bytes on the share; None where the server does not say."""
+        return self._backend.space(self.path)
 
     def close(self) -> None:
         try:

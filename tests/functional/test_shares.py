@@ -221,8 +221,11 @@ def test_probe_answers_for_a_folder_and_refuses_a_missing_one(
         scheme: str, servers: dict[str, Server], share_env: Path) -> None:
     folder, _ = servers[scheme].place("")
     found = probe(parse(folder.rstrip("/"), folder=True))
-    if scheme == "ssh":  # sshfs passes the server's statvfs on
-        assert found.space is not None and 0 < found.space[0] <= found.space[1]
+    served = os.statvfs(servers[scheme].root)  # the served folder's file system, seen here
+    assert found.space is not None
+    free, total = found.space
+    assert total == served.f_blocks * served.f_frsize
+    assert abs(free - served.f_bavail * served.f_frsize) < 256 << 20  # others write meanwhile
     missing = r"(no such folder on the share|No such file or directory)$"
     with pytest.raises(ShareError, match=missing):
         probe(parse(f"{folder}no-such-folder", folder=True))
