@@ -3,6 +3,7 @@ of what was rescued with it."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -26,7 +27,8 @@ def local_map_path(image: StoreUrl) -> str:
     os.makedirs(folder, mode=0o700, exist_ok=True)
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{image.scheme}_{image.host}_{image.port or ''}"
                                               f"{image.path}")
-    return os.path.join(folder, f"{name}.map")
+    unique = hashlib.sha256(str(image).encode()).hexdigest()[:8]  # a/b and a_b both read a_b
+    return os.path.join(folder, f"{name}-{unique}.map")
 
 
 def newer_to_local(remote: str, local: str) -> None:

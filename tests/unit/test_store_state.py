@@ -17,6 +17,8 @@ def test_each_url_has_its_own_local_map_under_the_state_dir(
     first = local_map_path(parse("ssh://nas:2222/srv/a/disk.qcow2"))
     second = local_map_path(parse("smb://nas/srv/a/disk.qcow2"))
     assert first != second
+    assert local_map_path(parse("ssh://nas/srv/a_b.img")) != local_map_path(
+        parse("ssh://nas/srv/a/b.img"))
     assert all(Path(path).parent == tmp_path / "rescue" / "maps" for path in (first, second))
     assert (tmp_path / "rescue" / "maps").stat().st_mode & 0o777 == 0o700
 
