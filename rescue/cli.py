@@ -130,7 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = _parse(parser, argv)
-        return int(args.run(args))
+        from rescue.commands.shares import run_on_shares
+
+        return int(run_on_shares(args, args.run))
     except RescueError as exc:
         print(f"rescue: {exc}", file=sys.stderr)
         return int(exc.exit_code)

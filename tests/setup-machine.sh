@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what rescue and its tests need on a Debian machine (run as root): the peer tools the
 # tests use as judges, loop/FUSE helpers, what the boot test builds and boots a Debian disk with
-# (mmdebstrap, GRUB, QEMU, OVMF), and the Python package with its test extras.
+# (mmdebstrap, GRUB, QEMU, OVMF), the file servers and clients the share tests image to (sshd
+# and sshfs, Samba and smbnetfs), and the Python package with its test extras.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
@@ -10,6 +11,7 @@ apt-get install -y -qq --no-install-recommends \
     gddrescue qemu-utils zstd b3sum e2fsprogs dosfstools mtools exfatprogs ntfs-3g fuse3 \
     smartmontools partclone fdisk gdisk util-linux mount tmux procps exfat-fuse python3-pip \
     qemu-system-common fatresize \
+    openssh-server openssh-client sshfs samba smbclient smbnetfs \
     mmdebstrap qemu-system-x86 ovmf grub-efi-amd64-bin \
     >/dev/null
 # Debian's own python refuses pip installs outside a venv (PEP 668); a test machine takes them

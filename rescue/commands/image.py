@@ -13,6 +13,8 @@ import sys
 from typing import TYPE_CHECKING
 
 from rescue.commands import add_threads_argument, size_argument
+from rescue.commands.onshare import run_on_share
+from rescue.commands.shares import share_of
 from rescue.commands.status import ProgressReporter, run_presented
 from rescue.engine.choices import MODES, ORDERS
 from rescue.formats.image import DEFAULT_LEVEL, FORMATS
@@ -148,6 +150,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--log-events", metavar="FILE",
                         help="append each pass begun and how the run ended to FILE, in GNU "
                              "ddrescue's --log-events format")
+    parser.add_argument("--reconnect-timeout", type=float, default=300.0, metavar="SECONDS",
+                        help="when DEST is on a share that drops, wait this long for it to "
+                             "come back and resume; exit 3 if it does not (default 300)")
     add_rescue_options(parser)
     parser.set_defaults(run=run)
 
@@ -178,6 +183,14 @@ def run_job(job: ImageJob, json_lines: bool) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Image into DEST; on a share, with the map kept here too and a lost share waited for."""
+    on_share = share_of(args, "dest")
+    if on_share is None:
+        return run_image(args)
+    return run_on_share(args, *on_share, run_image)
+
+
+def run_image(args: argparse.Namespace) -> int:
     from rescue.engine.imaging import ImageJob, ImageRequest
     from rescue.engine.resume import outlook
 

@@ -28,6 +28,7 @@ evicted, or at `sync`. Rewriting a cluster always allocates new space and frees 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 import sys
@@ -752,11 +753,16 @@ class Qcow2Writer(_Image, AbandonableWriter):
             self._reftable = (0, 0)
             self._l1_location = (0, 0)
             self._commit()
+            os.close(fd)  # renamed closed: an SMB share refuses to rename an open file
+            fd = -1
             os.rename(part, path)
+            self._fd = fd = os.open(path, os.O_RDWR)
             self._fsync_directory(path)
         except BaseException:
-            os.close(fd)
-            os.unlink(part)
+            if fd >= 0:
+                os.close(fd)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(part)
             raise
 
     def _reopen(self, path: str, size: int) -> None:

@@ -170,7 +170,8 @@ class ZstSeekWriter(AbandonableWriter):
         self._closed = False
         end = sum(compressed for compressed, _, _ in self._entries)
         try:
-            self._file = open(path, "r+b" if kept else "wb")  # noqa: SIM115 - the writer's own
+            # read-write: an SMB client truncates only a file it may also read
+            self._file = open(path, "r+b" if kept else "w+b")  # noqa: SIM115 - the writer's own
             self._file.truncate(end)  # a torn frame, or frames not wanted, are cut off
             self._file.seek(end)
         except OSError as error:
