@@ -1,0 +1,297 @@
+"""`rescue mount` serves each partition's files itself: a disk with ext4, FAT, exFAT and NTFS
+partitions, mounted by a user without root, shows every file with the content, names, sizes,
+times and modes its file system holds; nothing can be written; and a file over sectors the
+image lacks fails to read exactly where they are, never as zeros."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import json
+import mmap
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from rescue.errors import UsageError
+from rescue.explore.mount import is_our_mount, server_pids, unmount_image
+from tests.fixtures.cli import REPO_ROOT, rescue, run
+from tests.fixtures.explore import (
+    POSIX_MODES,
+    TIME_RESOLUTION_NS,
+    make_filesystem,
+    make_gpt_disk,
+    make_tree,
+    tree_records,
+)
+from tests.fixtures.faultdisk import faulty_device
+
+pytestmark = [pytest.mark.slow, pytest.mark.root]
+
+KINDS = ("ext4", "vfat", "exfat", "ntfs")  # partitions 1, 2, 3, 4
+BIG = "big/over-a-mebibyte.bin"
+BIG_SIZE = (3 << 20) + 12_345
+# Reads at odd places of the big file: (offset, length), across block and page edges.
+ODD_READS = ((0, 1), (1, 4095), (4095, 2), (65_537, 131_071), ((1 << 20) - 3, 7),
+             (BIG_SIZE - 5, 5), (BIG_SIZE - 5, 100), (BIG_SIZE, 10))
+USER = "nobody"
+# Run as USER inside the mount: every entry's record (as tree_records gives it, plus owner
+# and link count), the odd reads of the big file, and what writing gets.
+INSPECT = """
+import errno, hashlib, json, os, sys
+from pathlib import Path
+from tests.fixtures.explore import tree_records
+root, reads = Path(sys.argv[1]), json.loads(sys.argv[2])
+out = {"records": tree_records(root), "owners": {}, "reads": {}, "writes": []}
+for path in root.rglob("*"):
+    info = path.lstat()
+    out["owners"][str(path.relative_to(root))] = [info.st_uid, info.st_nlink]
+big = os.open(root / sys.argv[3], os.O_RDONLY)
+for offset, length in reads:
+    out["reads"][f"{offset}+{length}"] = hashlib.sha256(os.pread(big, length, offset)).hexdigest()
+for attempt in (lambda: open(root / "new", "w"), lambda: os.mkdir(root / "new-dir"),
+                lambda: os.chmod(root / "readme.txt", 0o777),
+                lambda: open(root / "readme.txt", "r+b"), lambda: os.unlink(root / "readme.txt")):
+    try:
+        attempt()
+        out["writes"].append(0)
+    except OSError as error:
+        out["writes"].append(error.errno)
+vfs = os.statvfs(root)
+out["statvfs"] = [vfs.f_bsize, vfs.f_blocks, vfs.f_bfree, vfs.f_namemax]
+print(json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def shared_dir() -> Iterator[Path]:
+    """A folder USER may read (pytest's tmp_path is root's alone), removed at the end."""
+    directory = Path(tempfile.mkdtemp(prefix="rescue-files-", dir="/tmp"))
+    directory.chmod(0o755)
+    yield directory
+    shutil.rmtree(directory)
+
+
+@pytest.fixture(scope="module")
+def user_python(shared_dir: Path) -> Iterator[list[str]]:
+    """How USER runs this Python with the tree under test: the interpreter itself when USER
+    can reach it, else its installation bound read-only to a path USER can reach (a Python
+    under /root is out of its reach)."""
+    if os.stat("/dev/fuse").st_mode & 0o006 != 0o006:
+        pytest.skip("/dev/fuse is not open to other users (tests/setup-machine.sh opens it "
+                    "0666, as the kernel makes it)")
+    env = ["env", f"PYTHONPATH={REPO_ROOT}", "TZ=UTC", "HOME=/"]
+    probe = ["setpriv", f"--reuid={USER}", "--regid=nogroup", "--clear-groups"]
+    # through env: setpriv itself still reaches what root can when it runs the program
+    if subprocess.run([*probe, "env", sys.executable, "-c", ""],
+                      capture_output=True).returncode == 0:
+        yield [*probe, *env, sys.executable]
+        return
+    bound = shared_dir / "python"
+    bound.mkdir()
+    run("mount", "--bind", sys.base_prefix, bound)
+    try:
+        run("mount", "-o", "remount,bind,ro", bound)
+        executable = bound / Path(sys.executable).relative_to(sys.base_prefix)
+        yield [*probe, *env, f"LD_LIBRARY_PATH={bound / 'lib'}", str(executable)]
+    finally:
+        run("umount", bound)
+
+
+@pytest.fixture(scope="module")
+def four_kinds_disk(shared_dir: Path) -> tuple[Path, dict[str, Path]]:
+    """A GPT disk with KINDS as its partitions, each filled by its own driver with a tree of
+    nested folders, non-ASCII names and a file over a mebibyte (ext4 also with a symlink)."""
+    trees, parts = {}, []
+    for kind in KINDS:
+        tree = shared_dir / f"tree-{kind}"
+        tree.mkdir()
+        make_tree(tree, symlinks=kind == "ext4")
+        (tree / "big").mkdir()
+        (tree / BIG).write_bytes(os.urandom(BIG_SIZE))
+        os.utime(tree / BIG, ns=(1_400_000_000_000_000_000, 1_400_000_000_000_000_000))
+        os.utime(tree / "big", ns=(1_400_000_002_000_000_000, 1_400_000_002_000_000_000))
+        part = shared_dir / f"{kind}.fs"
+        make_filesystem(kind, tree, part)
+        trees[kind] = tree
+        parts.append(part)
+    disk = shared_dir / "four.img"
+    make_gpt_disk(parts, disk)
+    for part in parts:
+        part.unlink()
+    disk.chmod(0o644)
+    return disk, trees
+
+
+def expected(kind: str, source: Path, uid: int) -> tuple[dict[str, list[object]],
+                                                           dict[str, list[int]]]:
+    """What the mount must show of `source` in a `kind` file system: its records at that
+    file system's time resolution (modes 0755/0644 where it keeps none), and each entry's
+    owner (as stored, or the mounting user where none is kept) and link count."""
+    resolution = TIME_RESOLUTION_NS[kind]
+    records, owners = {}, {}
+    for path, (entry_kind, mode, mtime, content) in tree_records(source).items():
+        if kind not in POSIX_MODES and entry_kind != "symlink":
+            mode = 0o755 if entry_kind == "dir" else 0o644
+        records[path] = [entry_kind, mode, mtime - mtime % resolution, content]
+        links = (source / path).lstat().st_nlink if kind in POSIX_MODES else 1
+        owners[path] = [0 if kind in POSIX_MODES else uid, links]
+    return records, owners
+
+
+@contextlib.contextmanager
+def mounted_by(user_python: list[str], image: Path, directory: Path,
+               *options: str) -> Iterator[dict[str, object]]:
+    """`rescue mount` run by USER; yields its --json answer and unmounts (as USER) after."""
+    directory.mkdir()
+    shutil.chown(directory, USER)
+    done = subprocess.run([*user_python, "-m", "rescue", "mount", str(image), str(directory),
+                           "--json", *options], capture_output=True, text=True, cwd="/")
+    assert done.returncode == 0, done.stderr
+    try:
+        yield json.loads(done.stdout)
+    finally:
+        undone = subprocess.run([*user_python, "-m", "rescue", "umount", str(directory)],
+                                capture_output=True, text=True, cwd="/")
+        with contextlib.suppress(UsageError):
+            unmount_image(str(directory))
+        assert undone.returncode == 0, undone.stderr
+
+
+def test_a_user_without_root_reads_every_file_of_four_file_systems(
+        four_kinds_disk: tuple[Path, dict[str, Path]], user_python: list[str],
+        shared_dir: Path) -> None:
+    disk, trees = four_kinds_disk
+    directory = shared_dir / "mnt"
+    uid = int(run("id", "-u", USER))
+    with mounted_by(user_python, disk, directory) as shown:
+        assert [(p["partition"], p["fstype"], p["via"], p["loop"]) for p in shown["partitions"]
+                ] == [(n, kind, "fuse", None) for n, kind in enumerate(KINDS, start=1)]
+        assert is_our_mount(str(directory))
+        with pytest.raises(PermissionError):  # the owner only: not even root gets in
+            os.listdir(directory)
+        for number, kind in enumerate(KINDS, start=1):
+            source = trees[kind]
+            inspected = subprocess.run(
+                [*user_python, "-c", INSPECT, str(directory / f"p{number}"),
+                 json.dumps(ODD_READS), BIG], capture_output=True, text=True, cwd="/")
+            assert inspected.returncode == 0, inspected.stderr
+            got = json.loads(inspected.stdout)
+            records, owners = expected(kind, source, uid)
+            if kind == "ext4":
+                for name in ("records", "owners"):
+                    got[name].pop("lost+found")
+            assert got["records"] == records, kind
+            assert got["owners"] == owners, kind
+            content = (source / BIG).read_bytes()
+            assert got["reads"] == {
+                f"{offset}+{length}": hashlib.sha256(
+                    content[offset:offset + length]).hexdigest() for offset, length in ODD_READS}
+            assert got["writes"] == [errno.EROFS] * 5, kind
+            block, blocks, free, namemax = got["statvfs"]
+            assert block * blocks == 64 << 20 and free == 0 and namemax == 255, kind
+    assert not is_our_mount(str(directory)) and server_pids(str(directory)) == []
+
+
+def test_kernel_mounts_need_root(four_kinds_disk: tuple[Path, dict[str, Path]],
+                                 user_python: list[str], shared_dir: Path) -> None:
+    directory = shared_dir / "kernel-mnt"
+    directory.mkdir()
+    shutil.chown(directory, USER)
+    refused = subprocess.run([*user_python, "-m", "rescue", "mount", str(four_kinds_disk[0]),
+                              str(directory), "--kernel"], capture_output=True, text=True,
+                             cwd="/")
+    assert refused.returncode == 2
+    assert refused.stderr.startswith("rescue: --kernel") and "Traceback" not in refused.stderr
+    assert not is_our_mount(str(directory))
+
+
+# -- damage --------------------------------------------------------------------------------
+
+BLOCK = 4096
+FILE_BLOCKS = 64
+
+
+@pytest.fixture(scope="module")
+def partly_rescued(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, bytes, list[
+        tuple[int, int]]]:
+    """An ext4 image made by `rescue image` from a device with bad sectors in two places of
+    one file, its map beside it: (image, the file's true content, its lost byte ranges)."""
+    work = tmp_path_factory.mktemp("damaged")
+    tree = work / "tree"
+    tree.mkdir()
+    content = os.urandom(FILE_BLOCKS * BLOCK)
+    (tree / "big.bin").write_bytes(content)
+    (tree / "intact.txt").write_bytes(b"fine\n")
+    backing = work / "fs.img"
+    with open(backing, "wb") as f:
+        f.truncate(16 << 20)
+    run("mkfs.ext4", "-q", "-F", "-b", str(BLOCK), "-d", tree, backing)
+    blocks = [int(b) for b in run("debugfs", "-R", "blocks /big.bin", backing).split()]
+    # one sector inside block 2, and the whole of blocks 40-41 (debugfs says where they are)
+    bad = [(2, 1024, 512), (40, 0, 2 * BLOCK)]
+    spec = ",".join(f"bad={blocks[index] * BLOCK + at}+{length}" for index, at, length in bad)
+    image = work / "fs.qcow2"
+    with faulty_device(str(backing), f"sim:{spec}") as device:
+        imaging = rescue("image", device, image)
+    assert imaging.returncode == 1, imaging.stderr
+    lost = [(index * BLOCK + at, index * BLOCK + at + length) for index, at, length in bad]
+    return image, content, lost
+
+
+def test_bytes_the_image_lacks_read_as_eio_and_the_rest_reads(
+        partly_rescued: tuple[Path, bytes, list[tuple[int, int]]], tmp_path: Path) -> None:
+    image, content, lost = partly_rescued
+    directory = tmp_path / "mnt"
+    directory.mkdir()
+    try:
+        result = rescue("mount", image, directory)
+        assert result.returncode == 0, result.stderr
+        path = directory / "fs" / "big.bin"
+        assert path.stat().st_size == len(content)
+        assert (directory / "fs" / "intact.txt").read_bytes() == b"fine\n"
+        with pytest.raises(OSError) as whole:
+            path.read_bytes()
+        assert whole.value.errno == errno.EIO
+        handle = os.open(path, os.O_RDONLY)
+        try:
+            good = [(0, lost[0][0]), (lost[0][1], lost[1][0]), (lost[1][1], len(content))]
+            for start, end in good:  # every good byte, to the edge of the lost ones
+                for offset, length in ((start, end - start), (end - 1, 1), (start, 1)):
+                    assert os.pread(handle, length, offset) == content[offset:offset + length]
+            for start, end in lost:  # any read touching lost bytes, even by one byte
+                for offset, length in ((start, 1), (end - 1, 1), (start - 1, 2), (end - 1, 2),
+                                       (start - 100, end - start + 200), (start, end - start)):
+                    with pytest.raises(OSError) as failed:
+                        os.pread(handle, length, offset)
+                    assert failed.value.errno == errno.EIO, (offset, length)
+        finally:
+            os.close(handle)
+    finally:
+        with contextlib.suppress(UsageError):
+            unmount_image(str(directory))
+
+
+def test_an_intact_file_is_a_regular_cached_file(
+        partly_rescued: tuple[Path, bytes, list[tuple[int, int]]], tmp_path: Path) -> None:
+    """Only damaged files bypass the page cache: an intact one can be mapped into memory."""
+    image = partly_rescued[0]
+    directory = tmp_path / "mnt"
+    directory.mkdir()
+    try:
+        assert rescue("mount", image, directory).returncode == 0
+        intact = directory / "fs" / "intact.txt"
+        assert stat.S_ISREG(intact.stat().st_mode)
+        with open(intact, "rb") as f, mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) as mapped:
+            assert mapped[:] == b"fine\n"
+    finally:
+        with contextlib.suppress(UsageError):
+            unmount_image(str(directory))
