@@ -27,6 +27,8 @@ from tests.fixtures.cli import REPO_ROOT, rescue, run
 from tests.fixtures.explore import (
     POSIX_MODES,
     TIME_RESOLUTION_NS,
+    ext4_blocks,
+    make_ext4,
     make_filesystem,
     make_gpt_disk,
     make_tree,
@@ -226,16 +228,11 @@ def partly_rescued(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, byte
     """An ext4 image made by `rescue image` from a device with bad sectors in two places of
     one file, its map beside it: (image, the file's true content, its lost byte ranges)."""
     work = tmp_path_factory.mktemp("damaged")
-    tree = work / "tree"
-    tree.mkdir()
     content = os.urandom(FILE_BLOCKS * BLOCK)
-    (tree / "big.bin").write_bytes(content)
-    (tree / "intact.txt").write_bytes(b"fine\n")
     backing = work / "fs.img"
-    with open(backing, "wb") as f:
-        f.truncate(16 << 20)
-    run("mkfs.ext4", "-q", "-F", "-b", str(BLOCK), "-d", tree, backing)
-    blocks = [int(b) for b in run("debugfs", "-R", "blocks /big.bin", backing).split()]
+    make_ext4({"big.bin": content, "intact.txt": b"fine\n"}, backing, size=16 << 20,
+              block=BLOCK)
+    blocks = ext4_blocks(backing, "big.bin")
     # one sector inside block 2, and the whole of blocks 40-41 (debugfs says where they are)
     bad = [(2, 1024, 512), (40, 0, 2 * BLOCK)]
     spec = ",".join(f"bad={blocks[index] * BLOCK + at}+{length}" for index, at, length in bad)
