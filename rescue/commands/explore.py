@@ -62,7 +62,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                      help="mount the partitions with the kernel's drivers (root only), not "
                      "through FUSE: faster, but the kernel parses the untrusted image")
     mnt.add_argument("--allow-other", action="store_true",
-                     help="let other users in too (by default only you and root)")
+                     help="let other users in too (by default only you)")
     mnt.add_argument("--json", action="store_true",
                      help="print the disk and the mounted partitions as JSON")
     mnt.set_defaults(run=run_mount)

@@ -78,8 +78,8 @@ def fuse_mount_options(image: str, *, allow_other: bool) -> dict[str, Any]:
     # Mounting through the set-user-ID fusermount3 works without access to /dev/fuse, so any
     # user can mount; and it unmounts DIR should the server die.
     options["auto_unmount"] = True
-    if allow_other:
-        options["allow_other"] = True
+    if allow_other:  # others, then, only as the stored owners and modes let them, as a kernel
+        options.update(allow_other=True, default_permissions=True)  # mount would
     return options
 
 

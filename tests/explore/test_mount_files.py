@@ -216,6 +216,30 @@ def test_kernel_mounts_need_root(four_kinds_disk: tuple[Path, dict[str, Path]],
     assert not is_our_mount(str(directory))
 
 
+def test_other_users_get_in_only_as_the_stored_modes_let_them(
+        four_kinds_disk: tuple[Path, dict[str, Path]], user_python: list[str],
+        shared_dir: Path) -> None:
+    """With --allow-other the kernel checks the stored owners and modes, as for a kernel
+    mount: USER reads a file open to all, not root's 0640 one."""
+    disk, trees = four_kinds_disk
+    directory = shared_dir / "shared-mnt"
+    directory.mkdir()
+    try:
+        result = rescue("mount", disk, directory, "--allow-other")
+        assert result.returncode == 0, result.stderr
+        ext4 = directory / "p1"
+        assert stat.S_IMODE((ext4 / "readme.txt").stat().st_mode) == 0o640
+        assert stat.S_IMODE((ext4 / "docs/deep/notes.txt").stat().st_mode) == 0o444
+        probe = [*user_python[:4], "cat"]
+        denied = subprocess.run([*probe, ext4 / "readme.txt"], capture_output=True, text=True)
+        assert denied.returncode != 0 and "Permission denied" in denied.stderr
+        allowed = subprocess.run([*probe, ext4 / "docs/deep/notes.txt"], capture_output=True)
+        assert allowed.stdout == (trees["ext4"] / "docs/deep/notes.txt").read_bytes()
+    finally:
+        with contextlib.suppress(UsageError):
+            unmount_image(str(directory))
+
+
 # -- damage --------------------------------------------------------------------------------
 
 BLOCK = 4096
