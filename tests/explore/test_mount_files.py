@@ -25,13 +25,16 @@ from rescue.errors import UsageError
 from rescue.explore.mount import is_our_mount, server_pids, unmount_image
 from tests.fixtures.cli import REPO_ROOT, rescue, run
 from tests.fixtures.explore import (
+    HOSTILE_NODES,
     POSIX_MODES,
+    SETUID_PROGRAM,
     TIME_RESOLUTION_NS,
     ext4_blocks,
     make_ext4,
     make_filesystem,
     make_gpt_disk,
     make_tree,
+    make_untrusted_filesystem,
     tree_records,
 )
 from tests.fixtures.faultdisk import faulty_device
@@ -235,6 +238,46 @@ def test_other_users_get_in_only_as_the_stored_modes_let_them(
         assert denied.returncode != 0 and "Permission denied" in denied.stderr
         allowed = subprocess.run([*probe, ext4 / "docs/deep/notes.txt"], capture_output=True)
         assert allowed.stdout == (trees["ext4"] / "docs/deep/notes.txt").read_bytes()
+    finally:
+        with contextlib.suppress(UsageError):
+            unmount_image(str(directory))
+
+
+def test_an_untrusted_image_served_gives_nobody_a_program_or_a_device(
+        shared_dir: Path) -> None:
+    """The file view of partitions holding a set-user-ID root program and 0666 device nodes:
+    the program cannot run and no node opens, for USER or root."""
+    parts = [shared_dir / f"untrusted-{kind}.fs" for kind in KINDS]
+    for kind, part in zip(KINDS, parts, strict=True):
+        make_untrusted_filesystem(kind, part)
+    disk = shared_dir / "untrusted.img"
+    make_gpt_disk(parts, disk)
+    directory = shared_dir / "untrusted-mnt"
+    directory.mkdir()
+    try:
+        result = rescue("mount", disk, directory, "--allow-other")
+        assert result.returncode == 0, result.stderr
+        user = ["setpriv", f"--reuid={USER}", "--regid=nogroup", "--clear-groups"]
+        nodes = 0
+        for number, kind in enumerate(KINDS, start=1):
+            program = directory / f"p{number}" / SETUID_PROGRAM
+            assert program.read_bytes() == Path("/usr/bin/id").read_bytes(), kind
+            for runner in ([], user):
+                ran = subprocess.run([*runner, "env", program], capture_output=True, text=True)
+                assert ran.returncode != 0 and "euid=0" not in ran.stdout, (kind, ran)
+            for name, (node_kind, _major, _minor) in HOSTILE_NODES.items():
+                node = directory / f"p{number}" / name
+                if not os.path.lexists(node):
+                    continue
+                mode = node.lstat().st_mode
+                if kind == "ntfs":  # ntfs-3g keeps a node as an Interix file: TSK sees a file
+                    assert stat.S_ISREG(mode) and len(node.read_bytes()) < 64
+                    continue
+                nodes += 1
+                assert (stat.S_ISCHR if node_kind == "c" else stat.S_ISBLK)(mode)
+                with pytest.raises(PermissionError):
+                    os.close(os.open(node, os.O_RDONLY))
+        assert nodes == len(HOSTILE_NODES)  # ext4's
     finally:
         with contextlib.suppress(UsageError):
             unmount_image(str(directory))
