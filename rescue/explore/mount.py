@@ -49,6 +49,7 @@ from rescue.io.reader import Unreadable
 DISK_NAME = "disk"
 SUBTYPE = "rescue"
 MODULE = "rescue.explore.mount"
+VIEWS = ("files", "kernel", "raw")  # what DIR/pN hold: files, kernel mounts, or nothing
 _START_TIMEOUT = 15.0
 _STOP_TIMEOUT = 10.0
 # The options of every mount of an image's contents, whoever makes it: no write, and nothing
@@ -71,13 +72,14 @@ def kernel_mount_options(extra: Sequence[str] = ()) -> str:
     return ",".join((*UNTRUSTED, *extra))
 
 
-def fuse_mount_options(image: str, *, allow_other: bool) -> dict[str, Any]:
-    """libfuse options of the raw-disk view: UNTRUSTED, and other users only when asked."""
+def fuse_mount_options(image: str, *, allow_other: bool, view: str) -> dict[str, Any]:
+    """libfuse options of the FUSE view: UNTRUSTED, and other users only when asked."""
     options: dict[str, Any] = dict.fromkeys(UNTRUSTED, True)
     options.update(fsname=f"rescue:{image}", subtype=SUBTYPE)
-    # Mounting through the set-user-ID fusermount3 works without access to /dev/fuse, so any
-    # user can mount; and it unmounts DIR should the server die.
-    options["auto_unmount"] = True
+    # auto_unmount mounts through the set-user-ID fusermount3, which works without access to
+    # /dev/fuse, so any user can mount, and it unmounts DIR should the server die. Not under
+    # kernel mounts: its lazy unmount would hide their loop devices from `rescue umount`.
+    options["auto_unmount"] = view != "kernel"
     if allow_other:  # others, then, only as the stored owners and modes let them, as a kernel
         options.update(allow_other=True, default_permissions=True)  # mount would
     return options
@@ -185,18 +187,19 @@ class ImageFS(fuse.Operations):
 
 
 def serve(image: str, mountpoint: str, image_format: str | None = None, *,
-          allow_other: bool = False, files: bool = False) -> None:
-    """Run the FUSE server in the foreground until DIR is unmounted (or SIGTERM); with
-    `files`, each volume's files are served at its directory."""
+          allow_other: bool = False, view: str = "raw") -> None:
+    """Run the FUSE server in the foreground until DIR is unmounted (or SIGTERM). `view` is
+    one of VIEWS: "files" serves each volume's files at its directory, "kernel" leaves them
+    empty for the kernel mounts, "raw" too."""
     reader = open_reader(image, image_format)
     try:
         volumes = read_layout(reader).volumes
         views = (open_views(reader, volumes, unreadable_map(image, reader.size),
-                            mounting_user())[0] if files else {})
+                            mounting_user())[0] if view == "files" else {})
         operations = ImageFS(reader, volumes, views)
         try:
             fuse.FUSE(operations, mountpoint, raw_fi=True, foreground=True, nothreads=True,
-                      **fuse_mount_options(image, allow_other=allow_other))
+                      **fuse_mount_options(image, allow_other=allow_other, view=view))
         except RuntimeError:  # libfuse reports a signal-ended loop as a failure
             if not operations.served:
                 raise
@@ -297,16 +300,15 @@ class MountResult:
 
 
 def _start_server(image: str, image_format: str, directory: str, allow_other: bool,
-                  files: bool) -> int:
+                  view: str) -> int:
     """Start the detached FUSE server; return its pid once DIR/disk answers."""
     package_root = os.path.dirname(os.path.dirname(os.path.abspath(rescue.__file__)))
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
-    command = [sys.executable, "-m", MODULE, image, directory, "--format", image_format]
+    command = [sys.executable, "-m", MODULE, image, directory, "--format", image_format,
+               "--view", view]
     if allow_other:
         command.append("--allow-other")
-    if files:
-        command.append("--files")
     with tempfile.TemporaryFile() as errors:
         process = subprocess.Popen(
             command, stdin=subprocess.DEVNULL,
@@ -397,8 +399,8 @@ def mount_image(image: str, directory: str, *, partitions: bool = True,
                            if partitions and not kernel else ({}, []))
     finally:
         reader.close()
-    pid = _start_server(os.path.realpath(image), image_format, directory, allow_other,
-                        bool(views))
+    view = "kernel" if kernel and partitions else "files" if views else "raw"
+    pid = _start_server(os.path.realpath(image), image_format, directory, allow_other, view)
     result = MountResult(directory, os.path.join(directory, DISK_NAME), pid)
     result.warnings += problems
     result.mounted += [(volume, os.path.join(directory, volume_dir(volume)), None)
@@ -490,11 +492,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("mountpoint")
     parser.add_argument("--format", choices=FORMATS)
     parser.add_argument("--allow-other", action="store_true")
-    parser.add_argument("--files", action="store_true")
+    parser.add_argument("--view", choices=VIEWS, default="raw")
     args = parser.parse_args(argv)
     try:
         serve(args.image, args.mountpoint, args.format, allow_other=args.allow_other,
-              files=args.files)
+              view=args.view)
     except RescueError as error:
         print(f"rescue: {error}", file=sys.stderr)
         return int(error.exit_code)

@@ -12,17 +12,25 @@ import json
 import mmap
 import os
 import shutil
+import signal
 import stat
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from rescue.errors import UsageError
-from rescue.explore.mount import is_our_mount, server_pids, unmount_image
+from rescue.explore.mount import (
+    is_our_mount,
+    loops_backed_by,
+    mounts_below,
+    server_pids,
+    unmount_image,
+)
 from tests.fixtures.cli import REPO_ROOT, rescue, run
 from tests.fixtures.explore import (
     HOSTILE_NODES,
@@ -359,3 +367,34 @@ def test_an_intact_file_is_a_regular_cached_file(
     finally:
         with contextlib.suppress(UsageError):
             unmount_image(str(directory))
+
+
+@pytest.mark.parametrize("options", [(), ("--kernel",)], ids=["files", "kernel"])
+def test_a_killed_server_leaves_nothing_that_umount_does_not_clean(
+        partly_rescued: tuple[Path, bytes, list[tuple[int, int]]], tmp_path: Path,
+        options: tuple[str, ...]) -> None:
+    """The file view unmounts itself when its server dies; under kernel mounts the tree stays
+    for `rescue umount` to find, loop devices and all."""
+    directory = tmp_path / "mnt"
+    directory.mkdir()
+    path = str(directory)
+    try:
+        result = rescue("mount", partly_rescued[0], directory, "--json", *options)
+        assert result.returncode == 0, result.stderr
+        shown = json.loads(result.stdout)
+        assert [p["via"] for p in shown["partitions"]] == ["kernel" if options else "fuse"]
+        os.kill(shown["pid"], signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while server_pids(path) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if options:
+            assert mounts_below(path) and loops_backed_by(path)
+            assert rescue("umount", directory).returncode == 0
+        else:
+            while is_our_mount(path) and time.monotonic() < deadline:
+                time.sleep(0.05)
+        assert not is_our_mount(path) and mounts_below(path) == []
+        assert loops_backed_by(path) == [] and server_pids(path) == []
+    finally:
+        with contextlib.suppress(UsageError):
+            unmount_image(path)
