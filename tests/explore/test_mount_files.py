@@ -32,6 +32,7 @@ from rescue.explore.mount import (
     unmount_image,
 )
 from tests.fixtures.cli import REPO_ROOT, rescue, run
+from tests.fixtures.disks import mounted
 from tests.fixtures.explore import (
     HOSTILE_NODES,
     POSIX_MODES,
@@ -46,6 +47,7 @@ from tests.fixtures.explore import (
     tree_records,
 )
 from tests.fixtures.faultdisk import faulty_device
+from tests.fixtures.loop import loop_device
 
 pytestmark = [pytest.mark.slow, pytest.mark.root]
 
@@ -56,6 +58,11 @@ BIG_SIZE = (3 << 20) + 12_345
 ODD_READS = ((0, 1), (1, 4095), (4095, 2), (65_537, 131_071), ((1 << 20) - 3, 7),
              (BIG_SIZE - 5, 5), (BIG_SIZE - 5, 100), (BIG_SIZE, 10))
 USER = "nobody"
+Records = dict[str, list[object]]
+# Each file system's own driver, read-only; FAT has none in this kernel: mtools reads it.
+OWN_DRIVERS = {"ext4": ("mount", "-o", "ro,noload"), "ntfs": ("ntfs-3g", "-o", "ro"),
+               "exfat": ("mount.exfat-fuse", "-o", "ro")}
+FourKinds = tuple[Path, dict[str, Path], dict[str, Records]]
 # Run as USER inside the mount: every entry's record (as tree_records gives it, plus owner
 # and link count), the odd reads of the big file, and what writing gets.
 INSPECT = """
@@ -120,10 +127,11 @@ def user_python(shared_dir: Path) -> Iterator[list[str]]:
 
 
 @pytest.fixture(scope="module")
-def four_kinds_disk(shared_dir: Path) -> tuple[Path, dict[str, Path]]:
+def four_kinds_disk(shared_dir: Path) -> FourKinds:
     """A GPT disk with KINDS as its partitions, each filled by its own driver with a tree of
-    nested folders, non-ASCII names and a file over a mebibyte (ext4 also with a symlink)."""
-    trees, parts = {}, []
+    nested folders, non-ASCII names and a file over a mebibyte (ext4 also with a symlink);
+    with each tree and what each file system's own driver shows of it."""
+    trees, parts, judged = {}, [], {}
     for kind in KINDS:
         tree = shared_dir / f"tree-{kind}"
         tree.mkdir()
@@ -134,6 +142,7 @@ def four_kinds_disk(shared_dir: Path) -> tuple[Path, dict[str, Path]]:
         os.utime(tree / "big", ns=(1_400_000_002_000_000_000, 1_400_000_002_000_000_000))
         part = shared_dir / f"{kind}.fs"
         make_filesystem(kind, tree, part)
+        judged[kind] = own_driver_records(kind, part)
         trees[kind] = tree
         parts.append(part)
     disk = shared_dir / "four.img"
@@ -141,7 +150,25 @@ def four_kinds_disk(shared_dir: Path) -> tuple[Path, dict[str, Path]]:
     for part in parts:
         part.unlink()
     disk.chmod(0o644)
-    return disk, trees
+    return disk, trees, judged
+
+
+def own_driver_records(kind: str, part: Path) -> Records:
+    """Every entry's (kind, mtime, sha256 or target) as the file system's own driver shows
+    it (its modes are its own invention on FAT, exFAT and NTFS)."""
+    if kind == "vfat":
+        copy = part.with_suffix(".mtools")
+        copy.mkdir()
+        run("mcopy", "-s", "-p", "-m", "-i", part, "::/*", copy, env={"TZ": "UTC"})
+        shown = tree_records(copy)
+        shutil.rmtree(copy)
+    else:
+        with loop_device(str(part), read_only=True) as device, \
+                mounted(device, part.with_suffix(".own"), OWN_DRIVERS[kind]) as mountpoint:
+            shown = tree_records(mountpoint)
+    shown.pop("lost+found", None)
+    return {path: [entry_kind, mtime, content]
+            for path, (entry_kind, _mode, mtime, content) in shown.items()}
 
 
 def expected(kind: str, source: Path, uid: int) -> tuple[dict[str, list[object]],
@@ -180,9 +207,9 @@ def mounted_by(user_python: list[str], image: Path, directory: Path,
 
 
 def test_a_user_without_root_reads_every_file_of_four_file_systems(
-        four_kinds_disk: tuple[Path, dict[str, Path]], user_python: list[str],
+        four_kinds_disk: FourKinds, user_python: list[str],
         shared_dir: Path) -> None:
-    disk, trees = four_kinds_disk
+    disk, trees, judged = four_kinds_disk
     directory = shared_dir / "mnt"
     uid = int(run("id", "-u", USER))
     with mounted_by(user_python, disk, directory) as shown:
@@ -203,6 +230,8 @@ def test_a_user_without_root_reads_every_file_of_four_file_systems(
                 for name in ("records", "owners"):
                     got[name].pop("lost+found")
             assert got["records"] == records, kind
+            assert {path: [entry_kind, mtime, content] for path, (entry_kind, _mode, mtime, content)
+                    in got["records"].items()} == judged[kind], kind
             assert got["owners"] == owners, kind
             content = (source / BIG).read_bytes()
             assert got["reads"] == {
@@ -214,7 +243,7 @@ def test_a_user_without_root_reads_every_file_of_four_file_systems(
     assert not is_our_mount(str(directory)) and server_pids(str(directory)) == []
 
 
-def test_kernel_mounts_need_root(four_kinds_disk: tuple[Path, dict[str, Path]],
+def test_kernel_mounts_need_root(four_kinds_disk: FourKinds,
                                  user_python: list[str], shared_dir: Path) -> None:
     directory = shared_dir / "kernel-mnt"
     directory.mkdir()
@@ -228,11 +257,11 @@ def test_kernel_mounts_need_root(four_kinds_disk: tuple[Path, dict[str, Path]],
 
 
 def test_other_users_get_in_only_as_the_stored_modes_let_them(
-        four_kinds_disk: tuple[Path, dict[str, Path]], user_python: list[str],
+        four_kinds_disk: FourKinds, user_python: list[str],
         shared_dir: Path) -> None:
     """With --allow-other the kernel checks the stored owners and modes, as for a kernel
     mount: USER reads a file open to all, not root's 0640 one."""
-    disk, trees = four_kinds_disk
+    disk, trees, _ = four_kinds_disk
     directory = shared_dir / "shared-mnt"
     directory.mkdir()
     try:
