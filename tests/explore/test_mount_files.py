@@ -38,8 +38,6 @@ from tests.fixtures.explore import (
     POSIX_MODES,
     SETUID_PROGRAM,
     TIME_RESOLUTION_NS,
-    ext4_blocks,
-    make_ext4,
     make_filesystem,
     make_gpt_disk,
     make_tree,
@@ -326,25 +324,37 @@ BLOCK = 4096
 FILE_BLOCKS = 64
 
 
-@pytest.fixture(scope="module")
-def partly_rescued(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, bytes, list[
-        tuple[int, int]]]:
-    """An ext4 image made by `rescue image` from a device with bad sectors in two places of
-    one file, its map beside it: (image, the file's true content, its lost byte ranges)."""
-    work = tmp_path_factory.mktemp("damaged")
+DAMAGE_KINDS = ("ext4", "vfat", "ntfs")
+# Bad sectors in two places of one file: (its block, from byte, length): one sector inside
+# block 2, and the whole of block 40.
+BAD_IN_FILE = ((2, 1024, 512), (40, 0, BLOCK))
+
+
+@pytest.fixture(scope="module", params=DAMAGE_KINDS)
+def partly_rescued(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+                   ) -> tuple[Path, bytes, list[tuple[int, int]]]:
+    """An image of a file system made by `rescue image` from a device with BAD_IN_FILE sectors
+    failing, its map beside it: (image, the file's true content, its lost byte ranges)."""
+    work = tmp_path_factory.mktemp(f"damaged-{request.param}")
+    tree = work / "tree"
+    tree.mkdir()
     content = os.urandom(FILE_BLOCKS * BLOCK)
+    (tree / "big.bin").write_bytes(content)
+    (tree / "intact.txt").write_bytes(b"fine\n")
     backing = work / "fs.img"
-    make_ext4({"big.bin": content, "intact.txt": b"fine\n"}, backing, size=16 << 20,
-              block=BLOCK)
-    blocks = ext4_blocks(backing, "big.bin")
-    # one sector inside block 2, and the whole of blocks 40-41 (debugfs says where they are)
-    bad = [(2, 1024, 512), (40, 0, 2 * BLOCK)]
-    spec = ",".join(f"bad={blocks[index] * BLOCK + at}+{length}" for index, at, length in bad)
+    make_filesystem(request.param, tree, backing)
+    raw = backing.read_bytes()
+    spec = []
+    for block, at, length in BAD_IN_FILE:  # where the file's block lies: its unique bytes
+        where = raw.find(content[block * BLOCK:(block + 1) * BLOCK])
+        assert where >= 0 and raw.count(content[block * BLOCK:(block + 1) * BLOCK]) == 1
+        spec.append(f"bad={where + at}+{length}")
     image = work / "fs.qcow2"
-    with faulty_device(str(backing), f"sim:{spec}") as device:
+    with faulty_device(str(backing), f"sim:{','.join(spec)}") as device:
         imaging = rescue("image", device, image)
     assert imaging.returncode == 1, imaging.stderr
-    lost = [(index * BLOCK + at, index * BLOCK + at + length) for index, at, length in bad]
+    lost = [(block * BLOCK + at, block * BLOCK + at + length)
+            for block, at, length in BAD_IN_FILE]
     return image, content, lost
 
 
@@ -381,6 +391,7 @@ def test_bytes_the_image_lacks_read_as_eio_and_the_rest_reads(
             unmount_image(str(directory))
 
 
+@pytest.mark.parametrize("partly_rescued", ["ext4"], indirect=True)
 def test_an_intact_file_is_a_regular_cached_file(
         partly_rescued: tuple[Path, bytes, list[tuple[int, int]]], tmp_path: Path) -> None:
     """Only damaged files bypass the page cache: an intact one can be mapped into memory."""
@@ -398,6 +409,7 @@ def test_an_intact_file_is_a_regular_cached_file(
             unmount_image(str(directory))
 
 
+@pytest.mark.parametrize("partly_rescued", ["ext4"], indirect=True)
 @pytest.mark.parametrize("options", [(), ("--kernel",)], ids=["files", "kernel"])
 def test_a_killed_server_leaves_nothing_that_umount_does_not_clean(
         partly_rescued: tuple[Path, bytes, list[tuple[int, int]]], tmp_path: Path,
