@@ -61,7 +61,7 @@ class FileView:
             return cached
         try:
             names = {served_name(child.name): child for child in self.fs.children(directory)}
-        except FormatError:
+        except (FormatError, OSError, RuntimeError):  # TSK failing inside a damaged directory
             raise fuse.FuseOSError(errno.EIO) from None
         self._listings[directory.inode] = names
         if len(self._listings) > _LISTINGS_KEPT:
