@@ -17,3 +17,6 @@ apt-get install -y -qq --no-install-recommends \
 # Debian's own python refuses pip installs outside a venv (PEP 668); a test machine takes them
 export PIP_BREAK_SYSTEM_PACKAGES=1
 python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore -e '.[test]'
+# Users other than root mount through FUSE (`rescue mount` is tested as one): the kernel makes
+# /dev/fuse 0666, but a container's /dev may keep it root's alone
+chmod 0666 /dev/fuse

@@ -15,8 +15,9 @@ UNKNOWN_FILES = (
     "could not be listed and why. Where their metadata was not read, run the same",
     "`rescue image` again (with --retries) to read more of it, then report again.",
     "A file system rescue cannot list (it lists ext2/3/4, FAT, exFAT and NTFS) can be",
-    "checked with its own tools on the image, its partitions mounted read-only by:",
-    "  rescue mount {image} DIR",
+    "checked with its own tools on the image, its partitions mounted read-only by the",
+    "kernel (as root) by:",
+    "  rescue mount {image} DIR --kernel",
 )
 
 

@@ -73,6 +73,23 @@ class Entry:
     atime_ns: int
     ctime_ns: int
     target: bytes | None  # a symlink's target
+    links: int = 1  # hard links as stored; 1 where the file system keeps no count
+
+
+class OpenFile:
+    """A file kept open for reads at any offset: the lookup TSK does to open it is paid once."""
+
+    def __init__(self, handle: pytsk3.File, entry: Entry) -> None:
+        self._handle = handle
+        self.entry = entry
+
+    def read(self, offset: int, length: int) -> bytes:
+        """Up to `length` bytes at `offset`; fewer where metadata cannot back the size."""
+        try:
+            return bytes(self._handle.read_random(offset, length))
+        except _TSK_ERRORS:
+            raise FormatError(f"cannot read {self.entry.display_path} at byte {offset}"
+                              ) from None
 
 
 def printable(raw: bytes, *, name: bool = False) -> str:
@@ -223,7 +240,8 @@ class FileSystem:
             size=max(0, int(meta.size)), mode=mode, uid=uid, gid=gid,
             mtime_ns=_nanoseconds(meta.mtime, meta.mtime_nano),
             atime_ns=_nanoseconds(meta.atime, meta.atime_nano),
-            ctime_ns=_nanoseconds(meta.ctime, meta.ctime_nano), target=target)
+            ctime_ns=_nanoseconds(meta.ctime, meta.ctime_nano), target=target,
+            links=max(1, int(meta.nlink)))
 
     def _data(self, entry: Entry) -> tuple[list[Run], tuple[tuple[int, int], ...]]:
         """Where the entry's data lies in the image (its data stream, and for an NTFS
@@ -266,20 +284,20 @@ class FileSystem:
         runs, unbacked = self._data(entry)
         return merge((*lost_ranges(runs, self._unreadable), *unbacked))
 
+    def open(self, entry: Entry) -> OpenFile:
+        try:
+            return OpenFile(self._fs.open_meta(inode=entry.inode), entry)
+        except _TSK_ERRORS:
+            raise FormatError(f"cannot open {entry.display_path}") from None
+
     def read_chunks(self, entry: Entry, chunk: int = 1 << 20) -> Iterator[tuple[bytes, int]]:
         """The file's content in pieces, each with how many of its bytes TSK returned: TSK
         stops short where metadata cannot back the size, and the rest of the piece is zeros.
         Bytes in unreadable parts of the image read as the image holds them (zeros)."""
-        try:
-            handle = self._fs.open_meta(inode=entry.inode)
-        except _TSK_ERRORS:
-            raise FormatError(f"cannot open {entry.display_path}") from None
+        opened = self.open(entry)
         for offset in range(0, entry.size, chunk):
             length = min(chunk, entry.size - offset)
-            try:
-                data = handle.read_random(offset, length)
-            except _TSK_ERRORS:
-                raise FormatError(f"cannot read {entry.display_path} at byte {offset}") from None
+            data = opened.read(offset, length)
             yield data + bytes(length - len(data)), len(data)
 
 

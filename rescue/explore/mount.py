@@ -1,10 +1,12 @@
-"""`rescue mount`: an image as a read-only raw disk through FUSE, and its partitions mounted.
+"""`rescue mount`: an image as a read-only raw disk and its partitions' files, through FUSE.
 
 Layout under DIR (the FUSE mount point):
     DIR/disk      the image's logical bytes (holes read as zeros), read-only
-    DIR/pN        one empty directory per partition (DIR/fs for a table-less image); as root,
-                  each recognised file system is mounted there read-only from a loop device
-                  set to the partition's offset and size
+    DIR/pN        one directory per partition (DIR/fs for a table-less image) holding its files,
+                  served by this process through The Sleuth Kit (`fileview`): no root and no
+                  kernel driver needed. With `kernel`, DIR/pN is empty and, as root, the file
+                  system is mounted there instead from a loop device set to the partition's
+                  offset and size
 
 The image is untrusted input (set-user-ID programs, device nodes), so every mount made here
 takes its options from one policy, `UNTRUSTED`: read-only, nosuid, nodev, noexec. The FUSE view
@@ -36,6 +38,9 @@ import mfusepy as fuse
 
 import rescue
 from rescue.errors import RescueError, UsageError
+from rescue.explore.damage import unreadable_map
+from rescue.explore.filesystem import Entry
+from rescue.explore.fileview import FileView, ServedFile, mounting_user, open_views
 from rescue.explore.volumes import Volume, read_layout, volume_dir
 from rescue.formats.base import ImageReader
 from rescue.formats.image import FORMATS, detect_format, open_reader
@@ -44,6 +49,7 @@ from rescue.io.reader import Unreadable
 DISK_NAME = "disk"
 SUBTYPE = "rescue"
 MODULE = "rescue.explore.mount"
+VIEWS = ("files", "kernel", "raw")  # what DIR/pN hold: files, kernel mounts, or nothing
 _START_TIMEOUT = 15.0
 _STOP_TIMEOUT = 10.0
 # The options of every mount of an image's contents, whoever makes it: no write, and nothing
@@ -66,35 +72,56 @@ def kernel_mount_options(extra: Sequence[str] = ()) -> str:
     return ",".join((*UNTRUSTED, *extra))
 
 
-def fuse_mount_options(image: str, *, allow_other: bool) -> dict[str, Any]:
-    """libfuse options of the raw-disk view: UNTRUSTED, and other users only when asked."""
+def fuse_mount_options(image: str, *, allow_other: bool, view: str) -> dict[str, Any]:
+    """libfuse options of the FUSE view: UNTRUSTED, and other users only when asked."""
     options: dict[str, Any] = dict.fromkeys(UNTRUSTED, True)
     options.update(fsname=f"rescue:{image}", subtype=SUBTYPE)
-    if allow_other:
-        options["allow_other"] = True
+    # auto_unmount mounts through the set-user-ID fusermount3, which works without access to
+    # /dev/fuse, so any user can mount, and it unmounts DIR should the server die. Not under
+    # kernel mounts: its lazy unmount would hide their loop devices from `rescue umount`.
+    options["auto_unmount"] = view != "kernel"
+    if allow_other:  # others, then, only as the stored owners and modes let them, as a kernel
+        options.update(allow_other=True, default_permissions=True)  # mount would
     return options
 
 
-class RawDiskFS(fuse.Operations):
-    """Serves `/disk` from an image reader and one empty directory per volume.
+class ImageFS(fuse.Operations):
+    """Serves `/disk` from an image reader and one directory per volume: the volume's files
+    (`FileView`) when it has a view, else empty (a mount point for `--kernel`).
 
-    Single-threaded (see `serve`): the image readers keep small caches that are not
+    Single-threaded (see `serve`): the image readers and TSK keep caches that are not
     thread-safe, and the loop devices above read sequentially anyway.
     """
 
     use_ns = True
 
-    def __init__(self, reader: ImageReader, volumes: Sequence[Volume]) -> None:
+    def __init__(self, reader: ImageReader, volumes: Sequence[Volume],
+                 views: dict[str, FileView] | None = None) -> None:
         self.reader = reader
         self.directories = [volume_dir(volume) for volume in volumes]
+        self.views = views or {}
         self.stamp = time.time_ns()
         self.served = False
+        self.open_files: dict[int, ServedFile] = {}
+        self.next_handle = 1  # 0 is the raw disk
 
     def init(self, path: str) -> None:
         self.served = True
 
+    def _inside(self, path: str) -> tuple[FileView, Entry] | None:
+        """The view and entry a path below DIR/pN names; None for the top level."""
+        top, _, inner = path.lstrip("/").partition("/")
+        view = self.views.get(top)
+        return None if view is None else (view, view.entry(inner))
+
     def getattr(self, path: str, fh: Any = None) -> dict[str, Any]:
-        times = {"st_atime": self.stamp, "st_mtime": self.stamp, "st_ctime": self.stamp}
+        inside = self._inside(path)
+        if inside is not None:
+            view, entry = inside
+            return view.attributes(entry)
+        uid, gid = mounting_user()
+        times = {"st_atime": self.stamp, "st_mtime": self.stamp, "st_ctime": self.stamp,
+                 "st_uid": uid, "st_gid": gid}
         name = path.lstrip("/")
         if name == "" or name in self.directories:
             return {"st_mode": stat.S_IFDIR | 0o555, "st_nlink": 2, **times}
@@ -104,38 +131,75 @@ class RawDiskFS(fuse.Operations):
         raise fuse.FuseOSError(errno.ENOENT)
 
     def readdir(self, path: str, fh: Any) -> list[str]:
+        inside = self._inside(path)
+        if inside is not None:
+            view, entry = inside
+            return view.names(entry)
         if path != "/":
             return [".", ".."]
         return [".", "..", DISK_NAME, *self.directories]
 
+    def readlink(self, path: str) -> str:
+        inside = self._inside(path)
+        if inside is None:
+            raise fuse.FuseOSError(errno.EINVAL)
+        view, entry = inside
+        return view.readlink(entry)
+
     def open(self, path: str, fi: Any) -> int:
-        if path != f"/{DISK_NAME}":
-            raise fuse.FuseOSError(errno.ENOENT)
         if fi.flags & os.O_ACCMODE != os.O_RDONLY:
             raise fuse.FuseOSError(errno.EROFS)
+        inside = self._inside(path)
+        if inside is not None:
+            view, entry = inside
+            served = view.open(entry)
+            # A damaged file bypasses the page cache, so EIO answers exactly the read that
+            # touches its lost bytes rather than the whole pages around them.
+            fi.direct_io = int(served.damaged)
+            fi.fh = self.next_handle
+            self.open_files[fi.fh] = served
+            self.next_handle += 1
+            return 0
+        if path != f"/{DISK_NAME}":
+            raise fuse.FuseOSError(errno.ENOENT)
         fi.fh = 0
         return 0
 
     def read(self, path: str, size: int, offset: int, fi: Any) -> bytes:
+        served = self.open_files.get(fi.fh)
+        if served is not None:
+            return served.read(offset, size)
         try:
             return self.reader.read(offset, max(0, min(size, self.reader.size - offset)))
         except Unreadable:  # a damaged compressed cluster reads as an I/O error
             raise fuse.FuseOSError(errno.EIO) from None
 
+    def release(self, path: str, fi: Any) -> int:
+        self.open_files.pop(fi.fh, None)
+        return 0
+
     def statfs(self, path: str) -> dict[str, int]:
+        top = path.lstrip("/").partition("/")[0]
+        if top in self.views:
+            return self.views[top].statfs()
         return {"f_bsize": 4096, "f_frsize": 4096, "f_blocks": (self.reader.size + 4095) // 4096,
                 "f_bfree": 0, "f_bavail": 0, "f_namemax": 255}
 
 
 def serve(image: str, mountpoint: str, image_format: str | None = None, *,
-          allow_other: bool = False) -> None:
-    """Run the FUSE server in the foreground until DIR is unmounted (or SIGTERM)."""
+          allow_other: bool = False, view: str = "raw") -> None:
+    """Run the FUSE server in the foreground until DIR is unmounted (or SIGTERM). `view` is
+    one of VIEWS: "files" serves each volume's files at its directory, "kernel" leaves them
+    empty for the kernel mounts, "raw" too."""
     reader = open_reader(image, image_format)
     try:
-        operations = RawDiskFS(reader, read_layout(reader).volumes)
+        volumes = read_layout(reader).volumes
+        views = (open_views(reader, volumes, unreadable_map(image, reader.size),
+                            mounting_user())[0] if view == "files" else {})
+        operations = ImageFS(reader, volumes, views)
         try:
             fuse.FUSE(operations, mountpoint, raw_fi=True, foreground=True, nothreads=True,
-                      **fuse_mount_options(image, allow_other=allow_other))
+                      **fuse_mount_options(image, allow_other=allow_other, view=view))
         except RuntimeError:  # libfuse reports a signal-ended loop as a failure
             if not operations.served:
                 raise
@@ -230,16 +294,19 @@ class MountResult:
     directory: str
     disk: str
     pid: int
-    mounted: list[tuple[Volume, str, str]] = field(default_factory=list)  # volume, dir, loop
+    # volume, its directory, and the loop device under its kernel mount (None: FUSE serves it)
+    mounted: list[tuple[Volume, str, str | None]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
 
-def _start_server(image: str, image_format: str, directory: str, allow_other: bool) -> int:
+def _start_server(image: str, image_format: str, directory: str, allow_other: bool,
+                  view: str) -> int:
     """Start the detached FUSE server; return its pid once DIR/disk answers."""
     package_root = os.path.dirname(os.path.dirname(os.path.abspath(rescue.__file__)))
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
-    command = [sys.executable, "-m", MODULE, image, directory, "--format", image_format]
+    command = [sys.executable, "-m", MODULE, image, directory, "--format", image_format,
+               "--view", view]
     if allow_other:
         command.append("--allow-other")
     with tempfile.TemporaryFile() as errors:
@@ -311,10 +378,14 @@ def _detach(loop: str) -> None:
 
 
 def mount_image(image: str, directory: str, *, partitions: bool = True,
-                image_format: str | None = None, allow_other: bool = False) -> MountResult:
-    """Mount `image` at `directory` (which must exist and be empty): FUSE raw disk, then, as
-    root, every partition with a recognised file system. Only the caller (and root) may enter
-    `directory` unless `allow_other`."""
+                image_format: str | None = None, allow_other: bool = False,
+                kernel: bool = False) -> MountResult:
+    """Mount `image` at `directory` (which must exist and be empty): FUSE raw disk and each
+    partition's files; with `kernel` (root only) the partitions are mounted by the kernel's
+    drivers instead. Only the caller (and root) may enter `directory` unless `allow_other`."""
+    if kernel and os.geteuid() != 0:
+        raise UsageError("--kernel mounts with the kernel's drivers, which needs root; "
+                         "without it the files are served through FUSE")
     directory = os.path.realpath(directory)
     if not os.path.isdir(directory):
         raise UsageError(f"{directory} is not a directory")
@@ -323,31 +394,37 @@ def mount_image(image: str, directory: str, *, partitions: bool = True,
     image_format = detect_format(image, image_format)
     reader = open_reader(image, image_format)
     try:
-        layout = read_layout(reader)
+        volumes = read_layout(reader).volumes
+        views, problems = (open_views(reader, volumes, None, mounting_user())
+                           if partitions and not kernel else ({}, []))
     finally:
         reader.close()
-    pid = _start_server(os.path.realpath(image), image_format, directory, allow_other)
+    view = "kernel" if kernel and partitions else "files" if views else "raw"
+    pid = _start_server(os.path.realpath(image), image_format, directory, allow_other, view)
     result = MountResult(directory, os.path.join(directory, DISK_NAME), pid)
-    if not partitions:
-        return result
-    if os.geteuid() != 0:
-        result.warnings.append("partitions are mounted only as root; the raw disk is there")
-        return result
-    try:
-        for volume in layout.volumes:
-            if volume.fstype is None:
-                continue
-            target = os.path.join(directory, volume_dir(volume))
-            loop, problem = _mount_volume(result.disk, volume, target)
-            if loop is None:
-                result.warnings.append(f"{volume_dir(volume)} ({volume.fstype}) not mounted: "
-                                       f"{problem}")
-            else:
-                result.mounted.append((volume, target, loop))
-    except BaseException:
-        unmount_image(directory)
-        raise
+    result.warnings += problems
+    result.mounted += [(volume, os.path.join(directory, volume_dir(volume)), None)
+                       for volume in volumes if volume_dir(volume) in views]
+    if kernel and partitions:
+        try:
+            _mount_with_kernel(result, volumes)
+        except BaseException:
+            unmount_image(directory)
+            raise
     return result
+
+
+def _mount_with_kernel(result: MountResult, volumes: Sequence[Volume]) -> None:
+    for volume in volumes:
+        if volume.fstype is None:
+            continue
+        target = os.path.join(result.directory, volume_dir(volume))
+        loop, problem = _mount_volume(result.disk, volume, target)
+        if loop is None:
+            result.warnings.append(f"{volume_dir(volume)} ({volume.fstype}) not mounted: "
+                                   f"{problem}")
+        else:
+            result.mounted.append((volume, target, loop))
 
 
 # -- rescue umount -----------------------------------------------------------------------------
@@ -415,9 +492,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("mountpoint")
     parser.add_argument("--format", choices=FORMATS)
     parser.add_argument("--allow-other", action="store_true")
+    parser.add_argument("--view", choices=VIEWS, default="raw")
     args = parser.parse_args(argv)
     try:
-        serve(args.image, args.mountpoint, args.format, allow_other=args.allow_other)
+        serve(args.image, args.mountpoint, args.format, allow_other=args.allow_other,
+              view=args.view)
     except RescueError as error:
         print(f"rescue: {error}", file=sys.stderr)
         return int(error.exit_code)

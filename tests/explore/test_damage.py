@@ -17,7 +17,8 @@ from rescue.explore.volumes import read_layout
 from rescue.formats.base import DamagedData
 from rescue.formats.qcow2 import Qcow2Reader
 from rescue.rangemap import RangeMap
-from tests.fixtures.cli import rescue, run
+from tests.fixtures.cli import rescue
+from tests.fixtures.explore import ext4_blocks, make_ext4
 from tests.fixtures.faultdisk import faulty_device
 
 BLOCK = 4096
@@ -27,17 +28,11 @@ BAD_IN_BLOCK = (1024, 2048)  # sectors 2 and 3 of the file's third block fail to
 @pytest.mark.slow
 @pytest.mark.root
 def test_file_over_bad_sectors_is_extracted_with_a_report(tmp_path: Path) -> None:
-    tree = tmp_path / "tree"
-    tree.mkdir()
     content = os.urandom(64 * BLOCK)
-    (tree / "big.bin").write_bytes(content)
-    (tree / "intact.txt").write_bytes(b"fine\n")
     backing = tmp_path / "fs.img"
-    with open(backing, "wb") as f:
-        f.truncate(16 << 20)
-    run("mkfs.ext4", "-q", "-F", "-b", str(BLOCK), "-d", tree, backing)
-    # debugfs is the judge of where the file lives
-    blocks = [int(b) for b in run("debugfs", "-R", "blocks /big.bin", backing).split()]
+    make_ext4({"big.bin": content, "intact.txt": b"fine\n"}, backing, size=16 << 20,
+              block=BLOCK)
+    blocks = ext4_blocks(backing, "big.bin")  # debugfs is the judge of where the file lives
     bad_start = blocks[2] * BLOCK + BAD_IN_BLOCK[0]
     bad_length = BAD_IN_BLOCK[1] - BAD_IN_BLOCK[0]
     image = tmp_path / "fs.qcow2"
@@ -91,14 +86,9 @@ class FailingReader:
 
 
 def test_an_image_that_fails_to_read_skips_the_file_and_says_so(tmp_path: Path) -> None:
-    tree = tmp_path / "tree"
-    tree.mkdir()
-    (tree / "big.bin").write_bytes(os.urandom(64 * BLOCK))
     image = tmp_path / "fs.img"
-    with open(image, "wb") as f:
-        f.truncate(8 << 20)
-    run("mkfs.ext4", "-q", "-F", "-b", str(BLOCK), "-d", tree, image)
-    blocks = [int(b) for b in run("debugfs", "-R", "blocks /big.bin", image).split()]
+    make_ext4({"big.bin": os.urandom(64 * BLOCK)}, image, size=8 << 20, block=BLOCK)
+    blocks = ext4_blocks(image, "big.bin")
     reader = FailingReader(image, blocks[60] * BLOCK)  # far from what opening reads
     volume = read_layout(reader).volumes[0]
     fs = FileSystem(reader, volume, None)

@@ -1,0 +1,159 @@
+"""The files of one file system in an image, served through FUSE by `rescue mount`.
+
+The Sleuth Kit parses the file system in this process, so neither root nor a kernel driver is
+needed, and a hostile image meets only the same reader `rescue ls` and `extract` use. Bytes of
+a file the image lacks (unreadable in its map, or beyond what the metadata can place) are never
+served as zeros: a read that touches them fails with EIO, reads of the rest succeed.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any
+
+import mfusepy as fuse
+
+from rescue.errors import FormatError, UsageError
+from rescue.explore.filesystem import Entry, FileSystem, OpenFile
+from rescue.explore.volumes import Volume, volume_dir
+from rescue.formats.base import ImageReader
+from rescue.rangemap import RangeMap
+
+_KIND_BITS = {"file": stat.S_IFREG, "dir": stat.S_IFDIR, "symlink": stat.S_IFLNK,
+              "char": stat.S_IFCHR, "block": stat.S_IFBLK, "fifo": stat.S_IFIFO,
+              "socket": stat.S_IFSOCK}
+# Directory listings kept, most recently used last: a path is looked up component by component
+# through them, so a deep tree is walked without asking TSK again for each `stat`.
+_LISTINGS_KEPT = 512
+_NAME_MAX = 255
+
+
+def served_name(raw: bytes) -> str:
+    """A stored name as a FUSE name: bytes kept (undecodable ones as surrogates), and a "/"
+    that a damaged file system put inside a name written as \\x2f so it stays one name."""
+    return raw.replace(b"/", b"\\x2f").decode("utf-8", "surrogateescape")
+
+
+def touches(lost: Sequence[tuple[int, int]], start: int, end: int) -> bool:
+    """Whether [start, end) meets any of the (sorted, merged) lost ranges."""
+    return any(begin < end and start < stop for begin, stop in lost)
+
+
+class FileView:
+    """One file system's tree as FUSE sees it below its directory (DIR/pN)."""
+
+    def __init__(self, fs: FileSystem, owner: tuple[int, int]) -> None:
+        self.fs = fs
+        self.root = fs.lookup("/")
+        # FAT, exFAT and NTFS (as TSK reads them) keep no owners: the files are the user's who
+        # mounted them, so that user may read them.
+        self.owner = None if fs.posix_modes else owner
+        self._listings: OrderedDict[int, dict[str, Entry]] = OrderedDict()
+
+    def listing(self, directory: Entry) -> dict[str, Entry]:
+        cached = self._listings.get(directory.inode)
+        if cached is not None:
+            self._listings.move_to_end(directory.inode)
+            return cached
+        try:
+            names = {served_name(child.name): child for child in self.fs.children(directory)}
+        except (FormatError, OSError, RuntimeError):  # TSK failing inside a damaged directory
+            raise fuse.FuseOSError(errno.EIO) from None
+        self._listings[directory.inode] = names
+        if len(self._listings) > _LISTINGS_KEPT:
+            self._listings.popitem(last=False)
+        return names
+
+    def entry(self, inner: str) -> Entry:
+        """The entry at a path inside this view ("" is its root)."""
+        found = self.root
+        for name in inner.split("/"):
+            if not name:
+                continue
+            if found.kind != "dir":
+                raise fuse.FuseOSError(errno.ENOTDIR)
+            child = self.listing(found).get(name)
+            if child is None:
+                raise fuse.FuseOSError(errno.ENOENT)
+            found = child
+        return found
+
+    def attributes(self, entry: Entry) -> dict[str, Any]:
+        uid, gid = self.owner or (entry.uid, entry.gid)
+        return {"st_mode": _KIND_BITS.get(entry.kind, stat.S_IFREG) | entry.mode,
+                "st_nlink": entry.links, "st_uid": uid, "st_gid": gid,
+                "st_size": entry.size, "st_blocks": (entry.size + 511) // 512,
+                "st_blksize": self.fs.block_size, "st_mtime": entry.mtime_ns,
+                "st_atime": entry.atime_ns, "st_ctime": entry.ctime_ns}
+
+    def names(self, entry: Entry) -> list[str]:
+        if entry.kind != "dir":
+            raise fuse.FuseOSError(errno.ENOTDIR)
+        return [".", "..", *self.listing(entry)]
+
+    def readlink(self, entry: Entry) -> str:
+        if entry.target is None:
+            raise fuse.FuseOSError(errno.EINVAL)
+        return entry.target.decode("utf-8", "surrogateescape")
+
+    def open(self, entry: Entry) -> ServedFile:
+        if entry.kind != "file":
+            raise fuse.FuseOSError(errno.EACCES)
+        try:
+            return ServedFile(self.fs.open(entry), self.fs.lost(entry))
+        except FormatError:
+            raise fuse.FuseOSError(errno.EIO) from None
+
+    def statfs(self) -> dict[str, int]:
+        block = self.fs.block_size
+        return {"f_bsize": block, "f_frsize": block, "f_blocks": self.fs.volume.size // block,
+                "f_bfree": 0, "f_bavail": 0, "f_namemax": _NAME_MAX}
+
+
+class ServedFile:
+    """An open regular file: its TSK handle and the byte ranges it lacks."""
+
+    def __init__(self, opened: OpenFile, lost: tuple[tuple[int, int], ...]) -> None:
+        self.opened = opened
+        self.lost = lost
+
+    @property
+    def damaged(self) -> bool:
+        return bool(self.lost)
+
+    def read(self, offset: int, size: int) -> bytes:
+        size = max(0, min(size, self.opened.entry.size - offset))
+        if size == 0:
+            return b""
+        if touches(self.lost, offset, offset + size):
+            raise fuse.FuseOSError(errno.EIO)
+        try:
+            data = self.opened.read(offset, size)
+        except FormatError:
+            raise fuse.FuseOSError(errno.EIO) from None
+        if len(data) != size:  # metadata that cannot back the size: no zeros for it
+            raise fuse.FuseOSError(errno.EIO)
+        return data
+
+
+def open_views(reader: ImageReader, volumes: Sequence[Volume], unreadable: RangeMap | None,
+               owner: tuple[int, int]) -> tuple[dict[str, FileView], list[str]]:
+    """A view of each volume whose file system TSK reads, by its directory name; and a line for
+    each volume with a file system it cannot (that directory stays empty)."""
+    views, problems = {}, []
+    for volume in volumes:
+        if volume.fstype is None:
+            continue
+        try:
+            views[volume_dir(volume)] = FileView(FileSystem(reader, volume, unreadable), owner)
+        except (FormatError, UsageError, fuse.FuseOSError) as error:
+            problems.append(f"{volume_dir(volume)} ({volume.fstype}) not served: {error}")
+    return views, problems
+
+
+def mounting_user() -> tuple[int, int]:
+    return os.getuid(), os.getgid()
