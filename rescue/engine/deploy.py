@@ -223,13 +223,13 @@ class SendJob:
     # ---- sending -------------------------------------------------------------------------
 
     def run(self) -> SendResult:
+        command = sender_command(self.request.port, self.request.interface,
+                                 self.request.min_receivers, self.request.max_wait)
         expected = self._expected_digest()
         listener = self._listen()
         try:
-            process = subprocess.Popen(
-                sender_command(self.request.port, self.request.interface,
-                               self.request.min_receivers, self.request.max_wait),
-                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            process = subprocess.Popen(command, stdin=subprocess.PIPE,
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             log = ToolLog(process, r"New connection from (\S+)|(Starting transfer)", self._joined)
             assert process.stdin is not None
             self.wire = _CountingPipe(process.stdin)
