@@ -28,6 +28,9 @@ HEADER_LIMIT = 64 << 10  # a header line longer than this is no deployment of ou
 DEFAULT_PORT = 9000  # udpcast's own default port base; it uses this port and the next
 REPORT_OFFSET = 2  # the back channel listens on the port base + 2
 RECEIVE_TIMEOUT = 60  # seconds without data after which a receiver gives the stream up
+# udp-receiver's socket buffer: with the default, a receiver busy writing drops a quarter of
+# the packets and the sender sends them again (measured on veth: 24% re-sent, 0% with 4 MiB)
+RECEIVE_BUFFER = 4 << 20
 
 
 @dataclass(frozen=True)
@@ -119,7 +122,7 @@ def sender_command(port: int, interface: str | None, min_receivers: int,
 def receiver_command(port: int, interface: str | None) -> list[str]:
     """udp-receiver writing the stream to stdout; it gives up when the sender goes silent."""
     argv = [require_udpcast("udp-receiver"), "--nokbd", "--portbase", str(port),
-            "--receive-timeout", str(RECEIVE_TIMEOUT)]
+            "--receive-timeout", str(RECEIVE_TIMEOUT), "--rcvbuf", str(RECEIVE_BUFFER)]
     return argv + (["--interface", interface] if interface else [])
 
 
