@@ -77,7 +77,8 @@ class ReceiveScreen(Screen):
         except RescueError as error:
             self.error = str(error)
         if self.check is not None:
-            self.query_one("#verdict", Static).update(describe_check(self.check, False))
+            self.query_one("#verdict", Static).update(describe_check(self.check, False,
+                                                                          receives=False))
         refused = self.error or (None if self.check is None or self.check.allowed() else
                                  "refused: " + " | ".join(consent.refusals([self.check],
                                                                            False)))
