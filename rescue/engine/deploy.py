@@ -125,9 +125,12 @@ class SendResult:
     seconds: float  # from the start of the transfer to udp-sender's end
     image_ok: bool | None  # the image's digest matched its manifest's as it was sent
     problem: str | None = None  # why the stream stopped early
+    interrupted: bool = False
 
     @property
     def exit_code(self) -> ExitCode:
+        if self.interrupted:
+            return ExitCode.INTERRUPTED
         if self.image_ok is False:
             return ExitCode.UNREADABLE
         ok = self.receivers and all(r.ok for r in self.receivers) and self.problem is None
@@ -236,6 +239,9 @@ class SendJob:
             assert process.stdin is not None
             self.wire = _CountingPipe(process.stdin)
             problem, image_ok = None, None
+            ended = threading.Event()
+            threading.Thread(target=self._stop_on_cancel, args=(process, ended), daemon=True,
+                             name="deploy-cancel").start()
             try:
                 image_ok = self._stream(expected)
             except (BrokenPipeError, ConnectionResetError):
@@ -244,8 +250,11 @@ class SendJob:
                 with contextlib.suppress(OSError):
                     process.stdin.close()
                 status = process.wait()
+                ended.set()
                 log.join(5)
-            if status != 0 and problem is None:
+            if self.control.cancelled.is_set():
+                problem = "interrupted; the receivers did not get the whole image"
+            elif status != 0 and problem is None:
                 problem = f"udp-sender failed: {log.last or f'exit status {status}'}"
             seconds = time.monotonic() - (self.started or time.monotonic())
             self.phase = "collecting"
@@ -253,7 +262,16 @@ class SendJob:
         finally:
             listener.close()
             self.phase = "finished"
-        return SendResult(receivers, self.size, self.wire.count, seconds, image_ok, problem)
+        return SendResult(receivers, self.size, self.wire.count, seconds, image_ok, problem,
+                          self.control.cancelled.is_set())
+
+    def _stop_on_cancel(self, process: subprocess.Popen[bytes], ended: threading.Event) -> None:
+        """Cancelling stops udp-sender, which may be waiting for receivers with the stream
+        blocked on its full pipe."""
+        while not ended.wait(0.2):
+            if self.control.cancelled.is_set():
+                process.terminate()
+                return
 
     def _joined(self, match: re.Match[str]) -> None:
         address, starting = match.groups()
@@ -331,7 +349,8 @@ class SendJob:
                         channel.closed = True  # silent too long: counted as failed
                 pending = [c for c in self._channels if not c.finished]
                 missing = self._expected() > len(self._channels)
-            if not pending and (not missing or now > deadline):
+            if self.control.cancelled.is_set() or (
+                    not pending and (not missing or now > deadline)):
                 break
             time.sleep(0.2)
         with self._lock:

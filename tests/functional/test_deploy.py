@@ -23,7 +23,8 @@ import pytest
 
 from tests.fixtures.cli import CLI_ENV, REPO_ROOT, summary
 from tests.fixtures.multicast import Host, lan, netns_available
-from tests.fixtures.restore import DISK, GPT_LAYOUT, MIB, cmp, digest, imaged_disk, target
+from tests.fixtures.restore import DISK, GPT_LAYOUT, MIB, cmp, digest, imaged_disk, run, target
+from tests.functional.test_restore import assert_partitions_equal
 
 pytestmark = [pytest.mark.slow, pytest.mark.root,
               pytest.mark.skipif(not netns_available(), reason="needs root and ip netns")]
@@ -200,3 +201,32 @@ def test_a_target_too_small_is_failed_and_left_as_it_was(sources: dict[str, Path
         assert done.returncode == 3
         assert "too small" in summary(done)["error"]
     assert digest(small) == before
+
+
+def test_a_larger_gpt_disk_gets_the_image_and_its_backup_table_at_the_end(
+        sources: dict[str, Path], tmp_path: Path, stack: ExitStack) -> None:
+    with lan(2) as (sender, host):
+        device = target(stack, tmp_path, "larger", 80 * MIB, fill=b"old data ")
+        receiving = receive(host, device, PORT)
+        time.sleep(1)
+        result = finished(send(sender, sources["gpt.qcow2"], PORT))
+        assert result.returncode == 0, result.stderr
+        assert finished(receiving).returncode == 0
+    assert "No problems found" in run("sgdisk", "-v", device)
+    with open(device, "rb") as disk:  # the backup header now sits in the disk's last sector
+        disk.seek(80 * MIB - 512)
+        assert disk.read(8) == b"EFI PART"
+    assert_partitions_equal(sources["gpt"], device)
+
+
+def test_an_interrupted_sender_stops_udp_sender_and_says_so(sources: dict[str, Path]) -> None:
+    with lan(1) as (sender,):
+        sending = rescue_in(sender, "deploy", "send", str(sources["gpt.qcow2"]), "--interface",
+                            sender.interface, "--min-receivers", "2")
+        time.sleep(3)  # waiting for receivers that never come
+        sending.send_signal(signal.SIGTERM)  # to rescue alone, not its process group
+        result = finished(sending, timeout=30)
+        assert result.returncode == 130, result.stderr
+        assert result.stderr.splitlines() == [
+            "rescue: interrupted; the receivers did not get the whole image"]
+        assert not run("ip", "netns", "pids", sender.namespace).split()
