@@ -14,9 +14,11 @@ over the back channel every second, so a receiver that dies is noticed by its si
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 import subprocess
+import tempfile
 import threading
 from dataclasses import dataclass, replace
 from typing import IO
@@ -34,15 +36,16 @@ from rescue.engine.deploywire import (
     receiver_command,
 )
 from rescue.engine.jobs import JobControl
-from rescue.engine.pipeline import CHUNK, Span
+from rescue.engine.pipeline import CHUNK, Chunk, Span, Target, Writers
 from rescue.engine.restore import TargetCheck
 from rescue.errors import DestinationError, ExitCode, FormatError, RefusedError
 from rescue.formats.integrity import DIGESTS
 from rescue.fs import fitting
-from rescue.io.blockdev import BlockTarget, aligned_buffer, read_chunks, write_error
+from rescue.io.blockdev import read_chunks, write_error
 from rescue.units import human_size
 
 HEARTBEAT = 1.0  # seconds between progress reports to the sender
+CHECKPOINT = 5.0  # seconds between syncs of the target while it is written, as a restore's
 CONNECT_TIMEOUT = 10.0
 
 
@@ -178,7 +181,7 @@ class ReceiveJob:
         if header.compression == "zstd":
             data = zstandard.ZstdDecompressor().stream_reader(stream, read_across_frames=True)
         self._update(phase="writing")
-        self._write(data, header.size)
+        self._write(data, header)
         self._update(phase="verifying")
         if self._read_back(header) != header.expected:
             self._update(fingerprint="failed")
@@ -203,36 +206,34 @@ class ReceiveJob:
             self._channel = channel
         self._send(self.report)
 
-    def _write(self, data: IO[bytes], size: int) -> None:
-        """The stream onto the target in chunks, then synced; a short stream fails."""
-        target = self.request.target
-        buffer = aligned_buffer(CHUNK)
-        view = memoryview(buffer)
-        try:
-            device = BlockTarget(target, direct=True, exclusive=True)
-        except OSError as exc:
-            raise _Failed(write_error(target, exc, "cannot open")) from None
-        try:
-            written = 0
-            while written < size:
-                wanted = min(CHUNK, size - written)
-                got = _fill(data, view[:wanted])
-                if got:
-                    device.write(written, view[:got])
-                    written += got
-                    self._update(written=written)
-                if got < wanted:
-                    raise _Failed(self._short(written, size))
-            device.sync()
-            device.reread_partitions()
-        except OSError as exc:
-            raise _Failed(write_error(target, exc, "cannot write to")) from None
-        except zstandard.ZstdError as exc:
-            raise _Failed(f"the stream is corrupt at {written} bytes ({exc})") from None
-        finally:
-            device.close()
-            view.release()
-            buffer.close()
+    def _write(self, data: IO[bytes], header: Header) -> None:
+        """The stream onto the target through the restore's writer: a thread of its own that
+        writes while the next chunk arrives, syncing as it goes; a short stream fails. Its
+        map only serves the writer (a multicast stream cannot be resumed) and goes with it."""
+        size = header.size
+        with tempfile.TemporaryDirectory(prefix="rescue-deploy-") as folder, \
+                Writers(skip_holes=False, checkpoint=CHECKPOINT) as writers:
+            target = Target(self.request.target, Span(0, size, "whole", header.table),
+                            os.path.join(folder, "target.map"), "", self.control.clock)
+            writers.start_writers([target])
+            received = 0
+            try:
+                while received < size and not target.failed:
+                    wanted = min(CHUNK, size - received)
+                    buffer = writers.pool.take()
+                    got = _fill(data, memoryview(buffer)[:wanted])
+                    if got:
+                        writers.deliver(Chunk(received, got, None, buffer, writers.pool))
+                    else:
+                        writers.pool.give(buffer)
+                    received += got
+                    self._update(written=received)
+                    if got < wanted:
+                        raise _Failed(self._short(received, size))
+            except zstandard.ZstdError as exc:
+                raise _Failed(f"the stream is corrupt at {received} bytes ({exc})") from None
+        if target.error is not None:
+            raise _Failed(target.error)
 
     def _short(self, written: int, size: int) -> str:
         if self.control.cancelled.is_set():
