@@ -89,6 +89,7 @@ class ReceiveJob:
         self.image = ""
         self._channel: socket.socket | None = None
         self._process: subprocess.Popen[bytes] | None = None
+        self._sender_known = threading.Event()  # udp-receiver's log named the sender
         self._lock = threading.Lock()
 
     def check(self) -> TargetCheck:
@@ -139,6 +140,7 @@ class ReceiveJob:
 
     def _connected(self, match: re.Match[str]) -> None:
         self.sender = match.group(1)
+        self._sender_known.set()
 
     def _beat(self, stop: threading.Event) -> None:
         """Progress to the sender every second; cancelling stops udp-receiver."""
@@ -194,8 +196,9 @@ class ReceiveJob:
                 raise _Failed(str(exc)) from None
 
     def _call_back(self, header: Header) -> None:
-        """Open the back channel to the sender udp-receiver connected to."""
-        if self.sender is None:
+        """Open the back channel to the sender udp-receiver connected to (its log, read on
+        another thread, names it before the stream's first bytes)."""
+        if not self._sender_known.wait(CONNECT_TIMEOUT) or self.sender is None:
             raise _Failed("udp-receiver did not name its sender")
         try:
             channel = socket.create_connection((self.sender, header.report_port),

@@ -22,8 +22,10 @@ from dataclasses import asdict, dataclass
 from typing import IO
 
 from rescue.errors import FormatError, UsageError
+from rescue.formats.integrity import DIGESTS
 
 MAGIC = b"RESCUE-DEPLOY/1\n"
+COMPRESSIONS = ("zstd", "none")
 HEADER_LIMIT = 64 << 10  # a header line longer than this is no deployment of ours
 DEFAULT_PORT = 9000  # udpcast's own default port base; it uses this port and the next
 REPORT_OFFSET = 2  # the back channel listens on the port base + 2
@@ -59,9 +61,14 @@ class Header:
                               "or joined after it began)")
         line = stream.readline(HEADER_LIMIT)
         try:
-            return cls(**json.loads(line))
+            header = cls(**json.loads(line))
         except (ValueError, TypeError) as exc:
             raise FormatError(f"the deployment header is unreadable ({exc})") from None
+        if header.digest not in DIGESTS or header.compression not in COMPRESSIONS:
+            raise FormatError(f"the deployment header names a digest ({header.digest}) or "
+                              f"a compression ({header.compression}) this version does not "
+                              "know")
+        return header
 
 
 @dataclass(frozen=True)

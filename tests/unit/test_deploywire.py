@@ -27,6 +27,8 @@ def test_a_header_reads_back_as_written_and_leaves_the_data_behind() -> None:
     (MAGIC + b"{not json\n", "header is unreadable"),
     (MAGIC + b'{"image": "x"}\n', "header is unreadable"),  # fields missing
     (MAGIC + b"[1, 2]\n", "header is unreadable"),
+    (HEADER.encode().replace(b"BLAKE3", b"MD5"), "digest \\(MD5\\)"),
+    (HEADER.encode().replace(b'"zstd"', b'"xz"'), "compression \\(xz\\)"),
 ])
 def test_streams_that_are_not_ours_are_refused(stream: bytes, says: str) -> None:
     with pytest.raises(FormatError, match=says):
