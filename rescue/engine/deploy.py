@@ -16,6 +16,7 @@ failed.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import socket
@@ -23,7 +24,7 @@ import subprocess
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import IO, cast
 
@@ -39,11 +40,11 @@ from rescue.engine.deploywire import (
     sender_command,
 )
 from rescue.engine.jobs import JobControl
+from rescue.engine.pipeline import Decoders
 from rescue.errors import ExitCode, FormatError, UsageError
-from rescue.formats.base import ImageReader
-from rescue.formats.fingerprint import READ_SIZE, hash_image
-from rescue.formats.image import detect_format, open_reader
-from rescue.formats.integrity import ImageGate, read_checked
+from rescue.formats.fingerprint import READ_SIZE, BackgroundHasher, hash_image
+from rescue.formats.image import default_threads, detect_format, open_reader
+from rescue.formats.integrity import ImageGate
 from rescue.fs.partitions import read_partition_table
 
 # level 1 compresses a mixed disk as small as level 3 does (to 29%), at 350 MiB/s on one
@@ -298,18 +299,20 @@ class SendJob:
                       self.request.port + REPORT_OFFSET)
 
     def _stream(self, header: Header) -> bool | None:
-        """Header, then the image's bytes in order; whether its digest matched the manifest's
-        as it went (None: the digest was computed here, nothing to compare)."""
+        """Header, then the image's bytes in order, decoded on the restore's decoder threads
+        and hashed on a thread of its own while this one compresses; whether the image's
+        digest matched its manifest's (None: the digest was computed here, nothing to
+        compare)."""
         assert self.wire is not None
         self.wire.write(header.encode())
-        hasher = self.gate.hasher() if self.gate.expected else None
-        reader = open_reader(self.image, self.image_format)
+        hasher = BackgroundHasher(self.gate.hasher()) if self.gate.expected else None
+        decoders = Decoders(self.image, self.image_format, default_threads())
         out: _CountingPipe | zstandard.ZstdCompressionWriter = self.wire
         if self.request.compress:
             out = zstandard.ZstdCompressor(level=ZSTD_LEVEL).stream_writer(
                 cast(IO[bytes], self.wire), size=self.size, closefd=False)
         try:
-            for piece in self._pieces(reader):
+            for piece in decoders.stream(self._pieces(decoders)):
                 if self.control.cancelled.is_set():
                     raise BrokenPipeError("cancelled")
                 out.write(piece)
@@ -319,20 +322,30 @@ class SendJob:
             if isinstance(out, zstandard.ZstdCompressionWriter):
                 out.close()
             self.wire.flush()
+            return None if hasher is None else self.gate.compare(hasher.hexdigest())
+        finally:
+            decoders.close()
+            if hasher is not None:
+                hasher.close()
+
+    def _pieces(self, decoders: Decoders) -> Iterator[Callable[[], bytes]]:
+        """The image's pieces in order, as work for the decoders; holes cost no reading."""
+        reader = open_reader(self.image, self.image_format)
+        try:
+            extents = list(reader.extents())
         finally:
             reader.close()
-        return None if hasher is None else self.gate.compare(hasher.hexdigest())
-
-    def _pieces(self, reader: ImageReader) -> Iterator[bytes]:
-        for offset, length, allocated in reader.extents():
+        for offset, length, allocated in extents:
             for pos in range(offset, offset + length, READ_SIZE):
                 size = min(READ_SIZE, offset + length - pos)
-                if not allocated:
-                    yield ZEROS[:size]
-                    continue
-                data, damaged = read_checked(reader, pos, size)
-                self.gate.record(damaged)
-                yield data
+                yield functools.partial(self._decode, decoders, pos, size, allocated)
+
+    def _decode(self, decoders: Decoders, offset: int, size: int, allocated: bool) -> bytes:
+        if not allocated:
+            return ZEROS[:size]
+        data, damaged = decoders.read(offset, size)
+        self.gate.record(damaged)
+        return data
 
     # ---- after sending -------------------------------------------------------------------
 

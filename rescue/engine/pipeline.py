@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from types import TracebackType
+from typing import TypeVar
 
 from rescue.engine.jobs import JobClock, RateMeter
 from rescue.errors import DestinationError, FormatError
@@ -37,6 +38,8 @@ from rescue.formats.image import open_reader
 from rescue.formats.integrity import add_range, read_checked
 from rescue.io.blockdev import BlockTarget, aligned_buffer, write_error
 from rescue.rangemap import FINISHED, RangeMap
+
+Decoded = TypeVar("Decoded")  # what a decoding job returns: a chunk, or bytes to send
 
 CHUNK = 4 << 20  # unit of reading, hashing, writing and verifying
 QUEUE_CHUNKS = 6  # per target: at most this many chunks wait to be written
@@ -195,8 +198,9 @@ class Decoders:
                               f"before its size")
         return data, damaged
 
-    def stream(self, jobs: Iterator[Callable[[], Chunk]]) -> Iterator[Chunk]:
-        pending: deque[Future[Chunk]] = deque()
+    def stream(self, jobs: Iterator[Callable[[], Decoded]]) -> Iterator[Decoded]:
+        """The jobs' results in order, computed `window` ahead on the pool."""
+        pending: deque[Future[Decoded]] = deque()
         for work in jobs:
             pending.append(self.pool.submit(work))
             if len(pending) >= self.window:
