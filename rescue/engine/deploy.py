@@ -351,7 +351,8 @@ class SendJob:
 
     def _collect(self) -> tuple[ReceiverResult, ...]:
         """Wait for every receiver's result: a silent channel fails after the report timeout,
-        and so does the wait for receivers that joined (or should have) but never called."""
+        and so does the wait for receivers that joined but never called (one that never joined
+        will not call)."""
         timeout = self.request.report_timeout
         deadline = time.monotonic() + timeout
         while True:
@@ -361,7 +362,7 @@ class SendJob:
                     if not channel.finished and now - channel.heard > timeout:
                         channel.closed = True  # silent too long: counted as failed
                 pending = [c for c in self._channels if not c.finished]
-                missing = self._expected() > len(self._channels)
+                missing = len(self.joined) > len(self._channels)  # joined, not called yet
             if self.control.cancelled.is_set() or (
                     not pending and (not missing or now > deadline)):
                 break
