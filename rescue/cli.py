@@ -14,8 +14,8 @@ from typing import NoReturn
 from rescue import __version__
 from rescue.errors import ExitCode, RescueError
 
-COMMANDS = ("image", "demo", "map", "disks", "info", "convert", "restore", "explore", "report",
-            "tui", "sim")
+COMMANDS = ("image", "demo", "map", "disks", "info", "convert", "restore", "deploy", "explore",
+            "report", "tui", "sim")
 
 EPILOG = """exit codes:
   0  everything rescued / done          1  finished, but some sectors are unreadable
@@ -54,7 +54,10 @@ class _CommandParser(_Parser):
     _given: list[str] | None = None  # the command's arguments, while they are parsed
 
     def parse_known_args(self, args=None, namespace=None):
-        if self._parsing:  # the intermixed parse calls back here for its two passes
+        # the intermixed parse calls back here for its two passes; a command with actions of
+        # its own (`deploy send`) leaves the intermixing to their parsers, which argparse needs
+        if self._parsing or any(isinstance(action, argparse._SubParsersAction)
+                                for action in self._actions):
             return super().parse_known_args(args, namespace)
         self._parsing, self._given = True, None if args is None else list(args)
         try:

@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from types import TracebackType
+from typing import TypeVar
 
 from rescue.engine.jobs import JobClock, RateMeter
 from rescue.errors import DestinationError, FormatError
@@ -37,6 +38,8 @@ from rescue.formats.image import open_reader
 from rescue.formats.integrity import add_range, read_checked
 from rescue.io.blockdev import BlockTarget, aligned_buffer, write_error
 from rescue.rangemap import FINISHED, RangeMap
+
+Decoded = TypeVar("Decoded")  # what a decoding job returns: a chunk, or bytes to send
 
 CHUNK = 4 << 20  # unit of reading, hashing, writing and verifying
 QUEUE_CHUNKS = 6  # per target: at most this many chunks wait to be written
@@ -196,8 +199,9 @@ class Decoders:
                               f"before its size")
         return data, damaged
 
-    def stream(self, jobs: Iterator[Callable[[], Chunk]]) -> Iterator[Chunk]:
-        pending: deque[Future[Chunk]] = deque()
+    def stream(self, jobs: Iterator[Callable[[], Decoded]]) -> Iterator[Decoded]:
+        """The jobs' results in order, computed `window` ahead on the pool."""
+        pending: deque[Future[Decoded]] = deque()
         for work in jobs:
             pending.append(self.pool.submit(work))
             if len(pending) >= self.window:
@@ -220,20 +224,17 @@ class _Lane:
         self.thread: threading.Thread | None = None
 
 
-class Pipeline:
-    """Image bytes [start, start + length) decoded once and fed, in order, to every
-    target's writer; leaving the `with` block ends the writers and waits for them."""
+class Writers:
+    """One writer thread per target, each draining its own bounded queue of chunks delivered
+    in order; leaving the `with` block ends the writers and waits for them. Whoever produces
+    the chunks (the image's decoders, a deployment's stream) takes their buffers from `pool`."""
 
-    def __init__(self, image: str, image_format: str, start: int,
-                 allocated: list[tuple[int, int]], *, hashing: bool, skip_holes: bool,
-                 checkpoint: float, threads: int) -> None:
-        self.image_offset, self.allocated = start, allocated
-        self.hashing, self.skip_holes, self.checkpoint = hashing, skip_holes, checkpoint
-        self.decoders = Decoders(image, image_format, threads)
+    def __init__(self, *, skip_holes: bool, checkpoint: float) -> None:
+        self.skip_holes, self.checkpoint = skip_holes, checkpoint
         self.pool = BufferPool()
         self.lanes: list[_Lane] = []
 
-    def __enter__(self) -> Pipeline:
+    def __enter__(self) -> Writers:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
@@ -243,7 +244,6 @@ class Pipeline:
         for lane in self.lanes:
             assert lane.thread is not None
             lane.thread.join()
-        self.decoders.close()
 
     def start_writers(self, targets: list[Target]) -> list[Target]:
         """Open every target and start its writer; those that cannot be opened fail.
@@ -263,40 +263,12 @@ class Pipeline:
             self.lanes.append(lane)
         return [lane.target for lane in self.lanes]
 
-    def chunks(self, length: int, every: bool) -> Iterator[Chunk]:
-        """The decoded chunks, in order; those no writer needs are skipped unless `every`."""
-        def jobs() -> Iterator[Callable[[], Chunk]]:
-            for offset, size in plan(length):
-                if every or any(offset in lane.target.todo for lane in self.lanes):
-                    yield functools.partial(self._decode, offset, size)
-
-        return self.decoders.stream(jobs())
-
     def deliver(self, chunk: Chunk) -> None:
         """Queue the chunk for every writer that still needs it, then let go of it."""
         for lane in self.lanes:
             if chunk.offset in lane.target.todo:
                 self._put(lane, chunk)
         chunk.release()
-
-    def _decode(self, offset: int, size: int) -> Chunk:
-        """Runs in a decoder thread: the copy into the shared buffer and the digests are
-        done here, in parallel, and not by the one thread that feeds the targets."""
-        if self._is_hole(self.image_offset + offset, size):
-            return Chunk(offset, size, zero_chunk_digest(size) if self.hashing else None)
-        data, damaged = self.decoders.read(self.image_offset + offset, size)
-        buffer = self.pool.take()
-        buffer[:size] = data
-        digest = chunk_digest(data) if self.hashing else None
-        return Chunk(offset, size, digest, buffer, self.pool, damaged)
-
-    def _is_hole(self, offset: int, length: int) -> bool:
-        """Whether image bytes [offset, offset+length) hold no allocated data."""
-        runs = self.allocated
-        i = bisect.bisect_right(runs, (offset, float("inf"))) - 1
-        if i >= 0 and runs[i][0] + runs[i][1] > offset:
-            return False
-        return i + 1 >= len(runs) or runs[i + 1][0] >= offset + length
 
     def _put(self, lane: _Lane, chunk: Chunk | None) -> None:
         """Queue a chunk, held for the lane's writer; a full queue waits (back-pressure), a
@@ -360,3 +332,51 @@ class Pipeline:
             lane.target.rmap.set(offset, length, FINISHED)
         pending.clear()
         lane.target.save_map()
+
+
+class Pipeline(Writers):
+    """Image bytes [start, start + length) decoded once and fed, in order, to every
+    target's writer."""
+
+    def __init__(self, image: str, image_format: str, start: int,
+                 allocated: list[tuple[int, int]], *, hashing: bool, skip_holes: bool,
+                 checkpoint: float, threads: int) -> None:
+        super().__init__(skip_holes=skip_holes, checkpoint=checkpoint)
+        self.image_offset, self.allocated, self.hashing = start, allocated, hashing
+        self.decoders = Decoders(image, image_format, threads)
+
+    def __enter__(self) -> Pipeline:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        super().__exit__(kind, error, trace)
+        self.decoders.close()
+
+    def chunks(self, length: int, every: bool) -> Iterator[Chunk]:
+        """The decoded chunks, in order; those no writer needs are skipped unless `every`."""
+        def jobs() -> Iterator[Callable[[], Chunk]]:
+            for offset, size in plan(length):
+                if every or any(offset in lane.target.todo for lane in self.lanes):
+                    yield functools.partial(self._decode, offset, size)
+
+        return self.decoders.stream(jobs())
+
+    def _decode(self, offset: int, size: int) -> Chunk:
+        """Runs in a decoder thread: the copy into the shared buffer and the digests are
+        done here, in parallel, and not by the one thread that feeds the targets."""
+        if self._is_hole(self.image_offset + offset, size):
+            return Chunk(offset, size, zero_chunk_digest(size) if self.hashing else None)
+        data, damaged = self.decoders.read(self.image_offset + offset, size)
+        buffer = self.pool.take()
+        buffer[:size] = data
+        digest = chunk_digest(data) if self.hashing else None
+        return Chunk(offset, size, digest, buffer, self.pool, damaged)
+
+    def _is_hole(self, offset: int, length: int) -> bool:
+        """Whether image bytes [offset, offset+length) hold no allocated data."""
+        runs = self.allocated
+        i = bisect.bisect_right(runs, (offset, float("inf"))) - 1
+        if i >= 0 and runs[i][0] + runs[i][1] > offset:
+            return False
+        return i + 1 >= len(runs) or runs[i + 1][0] >= offset + length

@@ -25,6 +25,8 @@ Disks
   i            image it (opens the image wizard)
   r            restore an image onto it (opens the restore wizard, which
                asks you to type the target's name or serial)
+  e            receive a multicast deployment onto it (`rescue deploy send
+               IMAGE` on another machine); asks for its name or serial too
   o            open an image: browse its partitions and files, extract
   v or enter   inspect it: model, serial, health, partitions, mounts
   g            discover again (hotplug is followed anyway)

@@ -24,6 +24,7 @@ from rescue.tui.describe import Device, describe, every_device, notes
 from rescue.tui.host import JobHost, host_of
 from rescue.tui.screens.image_picker import ImagePicker
 from rescue.tui.screens.image_wizard import ImageWizard
+from rescue.tui.screens.receive import ReceiveScreen
 from rescue.tui.screens.restore_wizard import RestoreWizard
 from rescue.units import human_size
 
@@ -83,8 +84,10 @@ class DisksScreen(Screen):
         Binding("v", "inspect", "Inspect"),
         Binding("o", "open_image", "Browse"),
         Binding("g", "rediscover", "Refresh"),
+        Binding("e", "receive", "Receive", show=False),  # the footer is full at 80 columns
     ]
-    REAL_DEVICE_ACTIONS = ("image", "restore", "open_image")  # each can open any path typed
+    # each can open any path typed, or writes a real disk
+    REAL_DEVICE_ACTIONS = ("image", "restore", "open_image", "receive")
 
     def __init__(self, simulated: tuple[str, ...] = ()) -> None:
         super().__init__()
@@ -278,3 +281,8 @@ class DisksScreen(Screen):
     def action_restore(self) -> None:
         item = self.selected()
         self.app.push_screen(RestoreWizard(target=item.path if item else "", disks=self.disks))
+
+    def action_receive(self) -> None:
+        item = self.selected()
+        if item is not None:
+            self.app.push_screen(ReceiveScreen(item.path))

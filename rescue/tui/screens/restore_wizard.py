@@ -48,12 +48,14 @@ def with_command_line(request: RestoreRequest) -> RestoreRequest:
     return replace(request, command_line=shlex.join(request.to_argv()))
 
 
-def describe_check(check: TargetCheck, force: bool) -> Text:
+def describe_check(check: TargetCheck, force: bool, receives: bool = True) -> Text:
+    """The target, what it receives (unless that is not known yet: a deployment learns it
+    from the stream), its plan and the policy's verdict."""
     text = Text()
     identity = " ".join(part for part in (check.model, check.serial) if part)
     text.append(f"{check.target} ({check.name}) {human_size(check.size)} {identity}\n".rstrip()
                 + "\n", "bold")
-    if check.span is not None:
+    if check.span is not None and receives:
         text.append(f"  receives {human_size(check.span.length)} ({check.span.mode}"
                     f"{', table ' + check.span.table if check.span.table else ''})\n")
     for line in check.plan.lines() if check.plan else ():  # 78 columns: beside a scroll bar
