@@ -10,7 +10,9 @@ it the others, but memory never grows past the queues. A target that fails is dr
 reason while the others go on.
 
 Durability: a writer marks a range written in its target's map only after an fsync of the
-target, every `checkpoint` seconds and at the end, so what a map claims is on the disk.
+target, every `checkpoint` seconds and at the end, so what a map claims is on the disk. A
+target read back while it is written (engine/readback.py) is synced every `FOLLOW_SYNC` bytes
+too, and its watermark moved to what that sync made durable: the read-back follows it.
 """
 
 from __future__ import annotations
@@ -35,11 +37,12 @@ from rescue.formats.base import ImageReader, Ranges
 from rescue.formats.fingerprint import chunk_digest, zero_chunk_digest
 from rescue.formats.image import open_reader
 from rescue.formats.integrity import add_range, read_checked
-from rescue.io.blockdev import BlockTarget, aligned_buffer, write_error
+from rescue.io.blockdev import BlockTarget, Watermark, aligned_buffer, write_error
 from rescue.rangemap import FINISHED, RangeMap
 
 CHUNK = 4 << 20  # unit of reading, hashing, writing and verifying
 QUEUE_CHUNKS = 6  # per target: at most this many chunks wait to be written
+FOLLOW_SYNC = 8 * CHUNK  # a target read back while written is synced after this many bytes
 
 
 def plan(length: int) -> Iterator[tuple[int, int]]:
@@ -79,6 +82,7 @@ class Target:
         self.verified = 0
         self.meter = RateMeter(clock.now())
         self.started = time.time()
+        self.written: Watermark | None = None  # set when it is read back while written
 
     @property
     def failed(self) -> bool:
@@ -104,6 +108,8 @@ class Target:
         if self.error is None:
             self.error = message
             self.phase = "failed"
+        if self.written is not None:  # nothing more will be written: a read-back stops
+            self.written.end()
 
 
 class BufferPool:
@@ -320,6 +326,7 @@ class Pipeline:
         target, device = lane.target, lane.device
         pending: list[tuple[int, int]] = []
         last = time.monotonic()
+        unsynced = 0  # bytes written since the last sync
         try:
             while (chunk := lane.queue.get()) is not None:
                 size = min(chunk.length, target.size - chunk.offset)
@@ -335,9 +342,13 @@ class Pipeline:
                     chunk.release()
                 target.meter.add(size, target.clock.now())
                 add_range(pending, chunk.offset, size)
+                unsynced += size
                 if time.monotonic() - last >= self.checkpoint:
                     self._sync(lane, pending)
-                    last = time.monotonic()
+                    last, unsynced = time.monotonic(), 0
+                elif target.written is not None and unsynced >= FOLLOW_SYNC:
+                    self._sync(lane, pending, save=False)
+                    unsynced = 0
             self._sync(lane, pending)
             device.reread_partitions()
         except OSError as exc:
@@ -346,16 +357,23 @@ class Pipeline:
             target.fail(str(exc))
         finally:
             device.close()
+            if target.written is not None:
+                target.written.end()
             while target.failed and (chunk := lane.queue.get()) is not None:
                 chunk.release()  # drain, so the reader is never blocked by a dropped target
 
     @staticmethod
-    def _sync(lane: _Lane, pending: list[tuple[int, int]]) -> None:
-        """fsync first, then claim the ranges: the map never claims what is not durable."""
+    def _sync(lane: _Lane, pending: list[tuple[int, int]], save: bool = True) -> None:
+        """fsync first, then claim the ranges: the map never claims what is not durable. The
+        map file is saved at checkpoints only; a sync between them moves the watermark."""
         if not pending:
             return
         lane.device.sync()
+        target = lane.target
         for offset, length in pending:
-            lane.target.rmap.set(offset, length, FINISHED)
+            target.rmap.set(offset, length, FINISHED)
+        if target.written is not None:  # every chunk is written in order: durable up to here
+            target.written.advance(pending[-1][0] + pending[-1][1])
         pending.clear()
-        lane.target.save_map()
+        if save:
+            target.save_map()
