@@ -174,3 +174,25 @@ def test_a_loop_device_over_memory_does_not_spin(tmp_path: Path, stack: ExitStac
     Path("/sys/block", os.path.basename(device), "queue", "rotational").write_text("1")
     assert rotational(device) is True and rotational(partition) is True
     assert rotational(str(tmp_path)) is True
+
+
+@pytest.mark.parametrize("gone_after", [FOLLOW_SYNC // 2, FOLLOW_SYNC + 6 * MIB, SIZE])
+def test_a_disk_lost_while_read_back_during_the_writing_fails_cleanly_and_resumes(
+        image: tuple[Path, Path], tmp_path: Path, stack: ExitStack, gone_after: int) -> None:
+    """The disk stops answering part-way (its reads and writes count): the restore ends with
+    one line, its map claims only what was synced, and once the disk is back the same command
+    finishes it."""
+    disk, qcow2 = image
+    backing = blank(tmp_path / "target", SIZE, fill=b"stale ")
+    lost = stack.enter_context(failing_disk(str(backing), f"sim:gone={gone_after}"))
+    args = ("restore", str(qcow2), lost.device, "--yes", "--map-dir", str(tmp_path / "maps"),
+            "--read-back", "during")
+    result = rescue(*args)
+    assert lost.gone
+    assert_clean_failure(result, 3, rf"(cannot write to|cannot read back) {lost.device}: "
+                                    "Input/output error")
+    lost.heal()
+    again = rescue(*args)
+    assert again.returncode == 0, again.stderr
+    assert "read back as written" in again.stdout
+    cmp(disk, lost.device, SIZE)
