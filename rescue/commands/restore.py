@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from rescue.commands import add_image_argument, add_threads_argument
 from rescue.commands.status import ProgressReporter, run_presented
-from rescue.engine.choices import default_map_dir
+from rescue.engine.choices import READ_BACKS, default_map_dir
 from rescue.errors import RefusedError
 from rescue.units import human_duration, human_percent, human_rate, human_size
 
@@ -40,14 +40,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "restore", help="write an image onto one or more disks, then verify them",
         description="Restore IMAGE (raw, .qcow2 or .img.zst) onto every TARGET at once, reading "
                     "the image once. Each target is checked by the write-safety policy and "
-                    "read back afterwards. Run the same command again to continue an "
-                    "interrupted restore.")
+                    "read back (while it is written, unless it is a spinning disk). Run the "
+                    "same command again to continue an interrupted restore.")
     add_image_argument(parser, help="image file to restore (never written)")
     parser.add_argument("targets", nargs="+", metavar="TARGET", help="disk or partition")
     parser.add_argument("--partition", "-p", type=int, metavar="N",
                         help="restore only partition N of a whole-disk image")
     parser.add_argument("--no-verify", dest="verify", action="store_false",
                         help="do not read the targets back after writing")
+    parser.add_argument("--read-back", choices=READ_BACKS, default="auto",
+                        help="when each target is read back: during the writing, following "
+                             "what is synced, or after it (auto: during, unless the disk "
+                             "spins or the restore continues an earlier one)")
     parser.add_argument("--skip-holes", action="store_true",
                         help="let the target zero the image's holes itself (BLKZEROOUT) "
                              "instead of writing zeros; the result is the same")
@@ -187,7 +191,7 @@ def run(args: argparse.Namespace) -> int:
         image_format=args.image_format, verify=args.verify, skip_holes=args.skip_holes,
         force=args.force, map_dir=args.map_dir, check_image=args.check_image,
         checkpoint=args.checkpoint, command_line=shlex.join(sys.argv), threads=args.threads,
-        layout=tuple(args.layout))
+        layout=tuple(args.layout), read_back=args.read_back)
     control = JobControl()
     job = RestoreJob(request, control)
     checks = job.check()

@@ -7,6 +7,7 @@ import os
 
 MODES = ("full", "used")  # imaging: every sector, or only what the file systems use
 ORDERS = ("auto", "metadata-first", "sequential")  # imaging: what is read first
+READ_BACKS = ("auto", "during", "after")  # restore: when a target is read back
 
 
 def default_map_dir() -> str:

@@ -2,15 +2,17 @@
 
 A small pool of decoders reads the image in chunks (qcow2 and .img.zst decoding is CPU work that
 runs in parallel threads); every chunk goes, in order, into one bounded queue per target, and
-one writer thread per target drains its queue. A decoder copies its chunk once into a
-page-aligned buffer (and hashes it, when asked), and every target's writer hands that same
-buffer to an O_DIRECT write, so one more target costs its writes and no more copies or hashing
-(the writes release the GIL). A slow target fills its queue and so slows the reader, and with
-it the others, but memory never grows past the queues. A target that fails is dropped with its
-reason while the others go on.
+one writer thread per target drains its queue, keeping several writes in flight. A decoder
+copies its chunk once into a page-aligned buffer (and hashes it, when asked), and every
+target's writer hands that same buffer to an O_DIRECT write, so one more target costs its
+writes and no more copies or hashing (the writes release the GIL). A slow target fills its
+queue and so slows the reader, and with it the others, but memory never grows past the
+queues. A target that fails is dropped with its reason while the others go on.
 
 Durability: a writer marks a range written in its target's map only after an fsync of the
-target, every `checkpoint` seconds and at the end, so what a map claims is on the disk.
+target, every `checkpoint` seconds and at the end, so what a map claims is on the disk. A
+target read back while it is written (engine/readback.py) is synced every `FOLLOW_SYNC` bytes
+too, and its watermark moved to what that sync made durable: the read-back follows it.
 """
 
 from __future__ import annotations
@@ -36,13 +38,15 @@ from rescue.formats.base import ImageReader, Ranges
 from rescue.formats.fingerprint import chunk_digest, zero_chunk_digest
 from rescue.formats.image import open_reader
 from rescue.formats.integrity import add_range, read_checked
-from rescue.io.blockdev import BlockTarget, aligned_buffer, write_error
+from rescue.io.blockdev import BlockTarget, Watermark, aligned_buffer, write_error
 from rescue.rangemap import FINISHED, RangeMap
 
 Decoded = TypeVar("Decoded")  # what a decoding job returns: a chunk, or bytes to send
 
 CHUNK = 4 << 20  # unit of reading, hashing, writing and verifying
 QUEUE_CHUNKS = 6  # per target: at most this many chunks wait to be written
+WRITES_IN_FLIGHT = 4  # per target
+FOLLOW_SYNC = 8 * CHUNK  # a target read back while written is synced after this many bytes
 
 
 def plan(length: int) -> Iterator[tuple[int, int]]:
@@ -83,6 +87,7 @@ class Target:
         self.compared: tuple[int, int, int] | None = None  # files listed, hashed, bytes hashed
         self.meter = RateMeter(clock.now())
         self.started = time.time()
+        self.written: Watermark | None = None  # set when it is read back while written
 
     @property
     def failed(self) -> bool:
@@ -108,6 +113,8 @@ class Target:
         if self.error is None:
             self.error = message
             self.phase = "failed"
+        if self.written is not None:  # nothing more will be written: a read-back stops
+            self.written.end()
 
 
 class BufferPool:
@@ -215,6 +222,46 @@ class Decoders:
             reader.close()
 
 
+class _InFlight:
+    """A target's writes sent to the device and not yet counted. `WRITES_IN_FLIGHT` go at
+    once: a disk takes several requests sooner than the same ones one after another (a loop
+    device over a virtual disk here wrote 2.5 times as fast with four). They complete in any
+    order but are counted in the order sent, so the ranges a sync claims all completed
+    before it."""
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+        self.pool = ThreadPoolExecutor(WRITES_IN_FLIGHT, thread_name_prefix="restore-write")
+        self.sent: deque[tuple[Future[None], int, int]] = deque()
+        self.done: list[tuple[int, int]] = []  # written, not yet synced
+        self.unsynced = 0  # their bytes
+
+    def send(self, write: Callable[[], None], offset: int, size: int) -> None:
+        """Send the write of target bytes [offset, offset + size); raises OSError of an earlier
+        one."""
+        self.sent.append((self.pool.submit(write), offset, size))
+        if len(self.sent) >= WRITES_IN_FLIGHT:
+            self._count_oldest()
+
+    def _count_oldest(self) -> None:
+        future, offset, size = self.sent.popleft()
+        future.result()
+        self.target.meter.add(size, self.target.clock.now())
+        add_range(self.done, offset, size)
+        self.unsynced += size
+
+    def drain(self) -> list[tuple[int, int]]:
+        """Wait for every write sent; the ranges written since the last drain, handed over."""
+        while self.sent:
+            self._count_oldest()
+        done, self.done, self.unsynced = self.done, [], 0
+        return done
+
+    def close(self) -> None:
+        """Wait for the writes still running (after a failure), so the device may close."""
+        self.pool.shutdown(wait=True)
+
+
 class _Lane:
     """One target's queue and the writer thread that drains it."""
 
@@ -272,7 +319,8 @@ class Writers:
 
     def _put(self, lane: _Lane, chunk: Chunk | None) -> None:
         """Queue a chunk, held for the lane's writer; a full queue waits (back-pressure), a
-        failed target is skipped."""
+        failed target is skipped. The end (None) waits for room while the writer lives: a
+        failed target's writer drains its queue until it comes."""
         target = lane.target
         if chunk is not None:
             if chunk.offset >= target.size or target.failed:
@@ -283,7 +331,8 @@ class Writers:
                 lane.queue.put(chunk, timeout=0.2)
                 return
             except queue.Full:
-                if target.failed or (lane.thread and not lane.thread.is_alive()):
+                writer_gone = lane.thread is not None and not lane.thread.is_alive()
+                if writer_gone or (target.failed and chunk is not None):
                     if chunk is not None:
                         chunk.release()
                     return
@@ -291,47 +340,61 @@ class Writers:
     def _write(self, lane: _Lane) -> None:
         """The writer thread: drain the queue onto the device, syncing every checkpoint."""
         target, device = lane.target, lane.device
-        pending: list[tuple[int, int]] = []
+        flight = _InFlight(target)
         last = time.monotonic()
+        ended = False  # the end (None) was taken from the queue
         try:
             while (chunk := lane.queue.get()) is not None:
                 size = min(chunk.length, target.size - chunk.offset)
-                where = target.span.dest + chunk.offset
-                try:
-                    if not chunk.is_hole:
-                        device.write(where, chunk.view(size))
-                    elif self.skip_holes:
-                        device.zero(where, size)
-                    else:
-                        device.write_zeros(where, size)
-                finally:
-                    chunk.release()
-                target.meter.add(size, target.clock.now())
-                add_range(pending, chunk.offset, size)
+                flight.send(functools.partial(self._put_chunk, device, chunk,
+                                              target.span.dest + chunk.offset, size),
+                            chunk.offset, size)
                 if time.monotonic() - last >= self.checkpoint:
-                    self._sync(lane, pending)
+                    self._sync(lane, flight)
                     last = time.monotonic()
-            self._sync(lane, pending)
+                elif target.written is not None and flight.unsynced >= FOLLOW_SYNC:
+                    self._sync(lane, flight, save=False)
+            ended = True
+            self._sync(lane, flight)
             device.reread_partitions()
         except OSError as exc:
             target.fail(write_error(target.path, exc, "cannot write to"))
         except DestinationError as exc:
             target.fail(str(exc))
         finally:
+            flight.close()
             device.close()
-            while target.failed and (chunk := lane.queue.get()) is not None:
+            if target.written is not None:
+                target.written.end()
+            while target.failed and not ended and (chunk := lane.queue.get()) is not None:
                 chunk.release()  # drain, so the reader is never blocked by a dropped target
 
+    def _put_chunk(self, device: BlockTarget, chunk: Chunk, where: int, size: int) -> None:
+        """Runs on a lane's write thread: the chunk's bytes (or zeros) at `where`."""
+        try:
+            if not chunk.is_hole:
+                device.write(where, chunk.view(size))
+            elif self.skip_holes:
+                device.zero(where, size)
+            else:
+                device.write_zeros(where, size)
+        finally:
+            chunk.release()
+
     @staticmethod
-    def _sync(lane: _Lane, pending: list[tuple[int, int]]) -> None:
-        """fsync first, then claim the ranges: the map never claims what is not durable."""
-        if not pending:
-            return
-        lane.device.sync()
-        for offset, length in pending:
-            lane.target.rmap.set(offset, length, FINISHED)
-        pending.clear()
-        lane.target.save_map()
+    def _sync(lane: _Lane, flight: _InFlight, save: bool = True) -> None:
+        """Every write sent completed, then fsync, then claim the ranges: the map never claims
+        what is not durable. The map file is saved at checkpoints only; a sync between them
+        moves the watermark."""
+        pending, target = flight.drain(), lane.target
+        if pending:
+            lane.device.sync()
+            for offset, length in pending:
+                target.rmap.set(offset, length, FINISHED)
+            if target.written is not None:  # the chunks go in order: durable up to here
+                target.written.advance(pending[-1][0] + pending[-1][1])
+        if save:
+            target.save_map()
 
 
 class Pipeline(Writers):

@@ -3,8 +3,9 @@
 The story of a restore: the image is opened and its structure and partition table checked;
 every target is judged by the write-safety policy and the size rules; the image is read once
 and written onto every target in parallel (engine/pipeline.py); each target is read back and
-compared with the image; a partition table restored onto a disk of another size is made to fit
-it (fs/fitting.py). A target that fails is dropped with its reason while the others finish.
+compared with the image (engine/readback.py: while it is written, where the disk does not
+spin); a partition table restored onto a disk of another size is made to fit it
+(fs/fitting.py). A target that fails is dropped with its reason while the others finish.
 
 Durability follows the imaging rule: a range is marked written ('+') in the target's mapfile only
 after an fsync of the target, so a restore interrupted at any moment (even `kill -9`) continues
@@ -46,9 +47,10 @@ from dataclasses import dataclass, replace
 from rescue.devices import safety
 from rescue.devices.locks import Locks
 from rescue.engine import relayout
-from rescue.engine.choices import default_map_dir
-from rescue.engine.jobs import JobControl, RateMeter
+from rescue.engine.choices import READ_BACKS, default_map_dir
+from rescue.engine.jobs import JobControl
 from rescue.engine.pipeline import CHUNK, Chunk, Pipeline, Span, Target
+from rescue.engine.readback import Digests, ReadBack, follows_writer
 from rescue.engine.relayout import Planner
 from rescue.engine.restorestate import RestoreProgress, TargetProgress, merged
 from rescue.errors import (
@@ -60,18 +62,15 @@ from rescue.errors import (
     UsageError,
 )
 from rescue.formats.base import DamagedData, ImageReader
-from rescue.formats.fingerprint import BackgroundHasher, chunk_digest
+from rescue.formats.fingerprint import BackgroundHasher
 from rescue.formats.image import default_threads, detect_format, open_reader, require_threads
-from rescue.formats.integrity import ImageGate, Verdict, add_range, read_checked
+from rescue.formats.integrity import ImageGate, Verdict, add_range
 from rescue.fs import fitting
 from rescue.fs.layout import LayoutPlan, parse_layout
 from rescue.fs.partitions import PartitionTable, read_partition_table
-from rescue.io.blockdev import geometry, read_chunks, write_error
+from rescue.io.blockdev import geometry, write_error
 from rescue.rangemap import FINISHED, NON_TRIED
 from rescue.units import human_size
-
-# (what was read: the image or a shrunk copy, start of the piece, chunk offset) → BLAKE3
-Digests = dict[tuple[str, int, int], bytes]
 
 
 @dataclass(frozen=True)
@@ -89,6 +88,7 @@ class RestoreRequest:
     image_format: str | None = None  # --format; detected from the image when None
     threads: int | None = None  # decoding threads; None: one per CPU this process may use
     layout: tuple[str, ...] = ()  # --layout: partition sizes on a disk of another size
+    read_back: str = "auto"  # --read-back: during the writing, after it, or as the disk suits
 
     def __post_init__(self) -> None:
         """Refuse what no restore could use, whoever asks; NaN fails the comparison too."""
@@ -96,6 +96,8 @@ class RestoreRequest:
             raise UsageError("--checkpoint must not be negative")
         require_threads(self.threads)
         parse_layout(list(self.layout))
+        if self.read_back not in READ_BACKS:
+            raise UsageError(f"--read-back must be one of {', '.join(READ_BACKS)}")
 
     def to_argv(self) -> list[str]:
         """The `rescue restore` command that starts (or continues) this restore: what differs
@@ -117,6 +119,8 @@ class RestoreRequest:
             argv += ["--threads", str(self.threads)]
         for spec in self.layout:
             argv += ["--layout", spec]
+        if self.read_back != RestoreRequest.read_back:
+            argv += ["--read-back", self.read_back]
         return argv
 
 
@@ -202,7 +206,6 @@ class RestoreJob:
         self.source = self._source_range()
         self.planner = Planner(self.image, self.image_format, self.size, self.table,
                                request.layout, request.partition)
-        self._read_length = 0  # the longest span of any target: what is read from the image
         self._targets: list[Target] = []
         self._checks: tuple[TargetCheck, ...] | None = None
 
@@ -378,20 +381,22 @@ class RestoreJob:
 
     def _restore_targets(self, checks: tuple[TargetCheck, ...]) -> RestoreResult:
         whole = [t for t in self._targets if t.span.mode != "resize"]
-        self._read_length = max((t.size for t in whole), default=0)
-        self.phase = "restoring"
         digests: Digests = {}
+        reading = ReadBack(self.image, self.image_format, digests, self.control)
+        reading.read_length = max((t.size for t in whole), default=0)
+        self.phase = "restoring"
         damage: FormatError | DamagedData | None = None
         with safety.protect(self.image):
             try:  # the image as it is onto all such targets at once, then each moved piece
                 for group in [whole] * bool(whole) + [[t] for t in self._targets
                                                       if t not in whole]:
-                    self._write_all(digests, group)
+                    self._write_all(digests, group, reading)
             except (FormatError, DamagedData) as exc:  # the image ends early or fails to read
                 damage = exc
             if damage is None and not self.control.cancelled.is_set() and self.request.verify:
                 self.phase = "verifying"
-                self._each_target(lambda t: self._verify(t, digests), "cannot read back")
+                self._each_target(reading.after, "cannot read back",
+                                  [t for t in self._targets if t.written is None])
             if damage is None and not self.control.cancelled.is_set():
                 self._each_target(self._finish_table, "cannot write to")
                 for check in checks:
@@ -408,11 +413,12 @@ class RestoreJob:
         if self._ended is None:
             self._ended = self.control.clock.now()
 
-    def _each_target(self, work: Callable[[Target], None], failing: str) -> None:
-        """Run `work` on every live target at once; an I/O error fails that target with
-        `failing` (what it could not do) and its reason."""
+    def _each_target(self, work: Callable[[Target], None], failing: str,
+                     targets: list[Target] | None = None) -> None:
+        """Run `work` on every live target (of `targets`) at once; an I/O error fails that
+        target with `failing` (what it could not do) and its reason."""
         threads = [threading.Thread(target=self._guarded, args=(work, t, failing), name=t.path)
-                   for t in self._targets if not t.failed]
+                   for t in (self._targets if targets is None else targets) if not t.failed]
         for thread in threads:
             thread.start()
         for thread in threads:
@@ -427,10 +433,11 @@ class RestoreJob:
         except (FormatError, DestinationError, DamagedData) as exc:
             target.fail(str(exc))
 
-    def _write_all(self, digests: Digests, targets: list[Target]) -> None:
+    def _write_all(self, digests: Digests, targets: list[Target], reading: ReadBack) -> None:
         """Read the targets' span of the image once and feed every target; the writers run in
-        their own threads. With verification on, chunks already written by an earlier run are
-        read too, only to learn their digests."""
+        their own threads, and so do the read-backs of targets read back while written. With
+        verification on, chunks already written by an earlier run are read too, only to learn
+        their digests."""
         span = targets[0].span
         start, length = span.offset, max(t.size for t in targets)
         image, image_format, allocated = (
@@ -440,11 +447,15 @@ class RestoreJob:
         whole = self.gate.expected is not None and start == 0 and length == self.size
         hasher = BackgroundHasher(self.gate.hasher()) if whole else None
         left = len(range(0, length, CHUNK))
+        following = [t for t in targets if self.request.verify
+                     and follows_writer(t, self.request.read_back)]
+        readers: list[threading.Thread] = []
         try:
             with Pipeline(image, image_format, start, allocated,
                           hashing=self.request.verify, skip_holes=self.request.skip_holes,
                           checkpoint=self.request.checkpoint,
                           threads=self.request.threads or default_threads()) as pipeline:
+                readers = reading.follow(following)
                 writing = pipeline.start_writers(targets)
                 for chunk in pipeline.chunks(length, every=self.request.verify or whole):
                     self.control.wait_if_paused()
@@ -460,8 +471,22 @@ class RestoreJob:
             if hasher is not None and not left:
                 self.gate.compare(hasher.hexdigest())
         finally:
+            self._end_reading(following, readers, reading)
             if hasher is not None:
                 hasher.close()
+
+    @staticmethod
+    def _end_reading(following: list[Target], readers: list[threading.Thread],
+                     reading: ReadBack) -> None:
+        """Once the writers ended: wait for the read-backs that follow them, then settle."""
+        following = [t for t in following if t.written is not None]
+        for target in following:
+            if target.phase == "writing":
+                target.phase = "verifying"
+        for thread in readers:
+            thread.join()
+        for target in following:
+            reading.settle(target)
 
     @staticmethod
     def _hash(hasher: BackgroundHasher, chunk: Chunk) -> None:
@@ -473,55 +498,6 @@ class RestoreJob:
             hasher.update(chunk.view(chunk.length), release=chunk.release)
 
     # ---- after writing -------------------------------------------------------------------
-
-    def _verify(self, target: Target, digests: Digests) -> None:
-        """Read the target back (O_DIRECT, so the page cache cannot answer) and compare its
-        chunks' digests with the image's; a differing chunk is compared sector by sector."""
-        if target.rmap.totals()[FINISHED] < target.size:
-            target.phase = "incomplete"
-            return
-        target.phase = "verifying"
-        target.meter = RateMeter(self.control.clock.now())
-        image: ImageReader | None = None
-        chunks = read_chunks(target.path, target.size, CHUNK, chunk_digest, target.span.dest)
-        start = target.span.offset
-        read = target.size if target.span.mode == "resize" else self._read_length
-        try:
-            for offset, data, digest in chunks:
-                if self.control.cancelled.is_set():
-                    return
-                self.control.wait_if_paused()
-                size = min(CHUNK, target.size - offset)
-                whole_chunk = size == min(CHUNK, read - offset)
-                key = (target.span.source or "", start, offset)
-                if not whole_chunk or digest != digests.get(key):
-                    image = image or (open_reader(self.image, self.image_format)
-                                      if target.span.source is None
-                                      else open_reader(target.span.source, "raw"))
-                    expected = read_checked(image, start + offset, size)[0]
-                    self._compare(target, offset, bytes(data), expected)
-                target.verified += size
-                target.meter.add(size, self.control.clock.now())
-        finally:
-            chunks.close()
-            if image is not None:
-                image.close()
-        if target.mismatches:
-            for offset, length in target.mismatches:
-                target.rmap.set(offset, length, NON_TRIED)  # written again on the next run
-            target.save_map()
-            target.phase = "mismatch"
-
-    @staticmethod
-    def _compare(target: Target, offset: int, written: bytes, expected: bytes) -> None:
-        """Record the exact sectors that differ."""
-        if written == expected:
-            return
-        step = 512
-        for pos in range(0, len(expected), step):
-            if written[pos:pos + step] != expected[pos:pos + step]:
-                length = min(step, len(expected) - pos)
-                add_range(target.mismatches, offset + pos, length)
 
     def _finish_table(self, target: Target) -> None:
         """Move the GPT backup to the end of the target, or fit a DOS table; then check it."""
@@ -593,6 +569,8 @@ class RestoreJob:
         rate = target.meter.current(now)
         verify_total = target.size if self.request.verify else 0
         remaining = (target.size - written) + (verify_total - target.verified)
+        if target.written is not None:  # read back while written: the two overlap
+            remaining = target.size - min(written, target.verified)
         active = target.phase in ("writing", "verifying", "waiting")
         eta = remaining / rate if rate > 0 and active else None
         return TargetProgress(target.path, target.phase, target.size, written, target.verified,

@@ -16,6 +16,7 @@ import mmap
 import os
 import stat
 import struct
+import threading
 from collections import deque
 from collections.abc import Callable, Generator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -68,15 +69,60 @@ def geometry(path: str) -> tuple[int, int]:
         os.close(fd)
 
 
+def rotational(path: str) -> bool:
+    """Whether the block device spins, as the kernel says (a partition asks its disk); unknown
+    counts as spinning, where reads interleaved with writes cost seeks."""
+    try:
+        device = os.stat(path).st_rdev
+        node = f"/sys/dev/block/{os.major(device)}:{os.minor(device)}"
+        queue = f"{node}/queue" if os.path.isdir(f"{node}/queue") else f"{node}/../queue"
+        with open(f"{queue}/rotational") as flag:
+            return flag.read().strip() != "0"
+    except (OSError, ValueError):
+        return True
+
+
+class Watermark:
+    """How many bytes from its start a target holds durably: a writer advances it after each
+    fsync, and a read-back may follow it up to there while the writing goes on."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._end = 0
+        self._ended = False  # the writer stopped: it moves no further
+
+    def advance(self, end: int) -> None:
+        with self._changed:
+            self._end = max(self._end, end)
+            self._changed.notify_all()
+
+    def end(self) -> None:
+        with self._changed:
+            self._ended = True
+            self._changed.notify_all()
+
+    def reached(self, end: int) -> bool:
+        with self._changed:
+            return self._end >= end
+
+    def wait(self, end: int) -> bool:
+        """Wait until `end` is durable (True) or the writer stopped short of it (False)."""
+        with self._changed:
+            self._changed.wait_for(lambda: self._end >= end or self._ended)
+            return self._end >= end
+
+
 def read_chunks(path: str, length: int, chunk: int, digest: Callable[[memoryview], Digest],
-                start: int = 0, workers: int = READ_BACK_WORKERS
+                start: int = 0, workers: int = READ_BACK_WORKERS,
+                written: Watermark | None = None
                 ) -> Generator[tuple[int, memoryview, Digest], None, None]:
     """`length` bytes of the device from `start`, as (offset from `start`, bytes, their
     `digest`) of `chunk` bytes each, in order, read past the page cache where the device
     allows it, so a read-back reads the disk and not what was just written to it. `workers`
     reads (each digested on its thread) are in flight at once: a disk answers several reads
-    sooner than the same reads one after another. Each view is valid until the next; a short
-    read yields less."""
+    sooner than the same reads one after another. With `written`, a chunk is read only once
+    the watermark has passed it; the chunks end early where the writer stopped short. Each
+    view is valid until the next; a short read yields less."""
     try:
         fd, sector = os.open(path, os.O_RDONLY | os.O_DIRECT | os.O_CLOEXEC), 0
     except OSError:
@@ -91,12 +137,20 @@ def read_chunks(path: str, length: int, chunk: int, digest: Callable[[memoryview
     free = [memoryview(aligned_buffer(chunk)) for _ in range(workers + 1)]
     pool = ThreadPoolExecutor(workers, thread_name_prefix="read-back")
     pending: deque[Future[tuple[int, memoryview, int, Digest]]] = deque()
+
+    def durable(offset: int) -> bool:
+        """Whether the chunk at `offset` may be read; with no read in flight, waits for it."""
+        end = min(offset + chunk, length)
+        return written is None or (written.reached(end) if pending else written.wait(end))
+
     try:
         sector = sector or ioctl_int(fd, BLKSSZGET, "i")
         offsets = iter(range(0, length, chunk))
+        upcoming = next(offsets, None)
         while True:
-            while free and (offset := next(offsets, None)) is not None:
-                pending.append(pool.submit(read, offset, free.pop()))
+            while free and upcoming is not None and durable(upcoming):
+                pending.append(pool.submit(read, upcoming, free.pop()))
+                upcoming = next(offsets, None)
             if not pending:
                 return
             offset, lent, got, hashed = pending.popleft().result()

@@ -56,9 +56,12 @@ def lost_disk(stack: ExitStack, folder: Path, name: str, gone_after: int | None 
 
 
 def restore_args(image: Path, maps: Path, *targets: str) -> tuple[str, ...]:
-    """The command line; checkpointing after every chunk so the maps record each one."""
+    """The command line; checkpointing after every chunk so the maps record each one, and
+    reading back after the writing: a disk's gone= counts reads as well as writes, and these
+    tests place the loss by what was written (test_restore_readback.py loses a disk while it
+    is read back during the writing)."""
     return ("restore", str(image), *targets, "--yes", "--map-dir", str(maps),
-            "--checkpoint", "0")
+            "--checkpoint", "0", "--read-back", "after")
 
 
 def same_as_image(image: Path, device: str) -> None:

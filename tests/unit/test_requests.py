@@ -43,13 +43,14 @@ def test_image_request_argv_parses_back_to_the_same_request(request_: ImageReque
 def test_restore_request_argv_parses_back_to_the_same_request() -> None:
     request = RestoreRequest("img.qcow2", ("/dev/sdb", "/dev/sdc"), partition=2, verify=False,
                              skip_holes=True, force=True, map_dir="/x", check_image=True,
-                             checkpoint=2.0, image_format="qcow2", threads=1)
+                             checkpoint=2.0, image_format="qcow2", threads=1, read_back="after")
     args = build_parser().parse_args(request.to_argv()[1:])
     again = RestoreRequest(image=args.image, targets=tuple(args.targets),
                            partition=args.partition, verify=args.verify,
                            skip_holes=args.skip_holes, force=args.force, map_dir=args.map_dir,
                            check_image=args.check_image, checkpoint=args.checkpoint,
-                           image_format=args.image_format, threads=args.threads)
+                           image_format=args.image_format, threads=args.threads,
+                           read_back=args.read_back)
     assert again == request
 
 
@@ -99,6 +100,11 @@ def test_threads_default_to_the_cpus_this_process_may_use() -> None:
 def test_a_raw_image_takes_any_level_since_it_compresses_nothing() -> None:
     assert ImageRequest(source="/dev/sdb", dest="disk.img", level=0).level == 0
     assert ImageRequest(source="/dev/sdb", dest="disk", image_format="raw", level=99).level == 99
+
+
+def test_a_restore_request_refuses_an_unknown_read_back() -> None:
+    with pytest.raises(UsageError, match="--read-back must be one of auto, during, after"):
+        RestoreRequest("img.qcow2", ("/dev/sdb",), read_back="later")
 
 
 @pytest.mark.parametrize("checkpoint", [-1.0, float("nan")])
