@@ -8,8 +8,10 @@ RESCUE-DATA partition with a rescue-ssh.conf. Each boot gets two virtual disks, 
 source full of known bytes and an ext4 destination, and checks, on the serial console: rescue
 starts by itself there and on tty1 (read from its screen memory), the TUI opens and quits,
 `rescue disks --json` lists both disks, `rescue image` copies the source to a file on the
-destination byte for byte, the network came up by DHCP, and SSH lets the test's key in
-(switched on by `rescue-ssh enable` on the CD, by the stick's file on the stick). Every wait
+destination byte for byte, the network came up by DHCP, SSH lets the test's key in
+(switched on by `rescue-ssh enable` on the CD, by the stick's file on the stick), and
+`rescue image` writes a qcow2 into a share on the test host over SSH (an sshd on the host's
+loopback, reached from the guest at SHARE_HOST through QEMU's guestfwd). Every wait
 has a timeout and QEMU is always stopped. The serial transcript of each boot is kept beside
 the ISO as boot-test-FIRMWARE.log.
 """
@@ -39,6 +41,7 @@ T = TypeVar("T")
 HERE = Path(__file__).resolve().parent
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
+SSHD = "/usr/sbin/sshd"
 MIB = 1 << 20
 SOURCE_SIZE = 64 * MIB
 DEST_SIZE = 256 * MIB
@@ -47,6 +50,7 @@ BOOT_TIMEOUT = 480.0  # UEFI firmware, GRUB's 5 s menu and a TCG kernel boot
 TUI_TIMEOUT = 180.0  # Python and Textual starting under TCG
 ALT_SCREEN = "\x1b[?1049h"  # a full-screen app took over the terminal
 ROOT_PASSWORD = "boot-test-password"
+SHARE_HOST = "10.0.2.100"  # the guest's address for the host's share server (guestfwd)
 TUI_QUIT_KEYS = ("q", "y", "\x11")  # quit; confirm quitting with jobs running; ctrl+q
 ANSI_ESCAPE = re.compile(r"\x1b(\[[0-9;?]*[ -/]*[@-~]|[()][0-9A-Za-z]|[=>78])")
 LAUNCHER_START = "starting rescue; quit it for a shell"
@@ -136,6 +140,7 @@ class Machine:
     ssh_key: Path
     public_key: str
     ssh_preset: bool  # SSH switched on at boot by a rescue-ssh.conf on the stick
+    share: Path  # the folder the host's sshd serves to the guest
 
 
 def free_port() -> int:
@@ -192,13 +197,54 @@ def make_stick(iso: Path, path: Path, ssh_conf: str) -> None:
     run_tool("mcopy", "-i", f"{path}@@{start * 512}", str(conf), "::rescue-ssh.conf")
 
 
-def prepare(firmware: str, iso: Path, work: Path, public_key: str) -> tuple[list[str], int]:
-    """QEMU's command line for one boot and its forwarded SSH port; the stick is made here."""
+class ShareServer:
+    """An sshd on the host's loopback that lets the test's key in as the user running the
+    test: the network share the live system images into. Its own config, host key and
+    authorized keys in `work`; nothing of the host's sshd is touched."""
+
+    def __init__(self, work: Path, public_key: str) -> None:
+        self.port = free_port()
+        host_key = work / "share_host_key"
+        run_tool("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(host_key))
+        keys = work / "share_authorized_keys"
+        keys.write_text(public_key + "\n")
+        config = work / "share_sshd_config"
+        config.write_text(f"Port {self.port}\nListenAddress 127.0.0.1\nHostKey {host_key}\n"
+                          f"AuthorizedKeysFile {keys}\nPidFile {work / 'share_sshd.pid'}\n"
+                          "StrictModes no\nUsePAM no\nPasswordAuthentication no\n"
+                          "PermitRootLogin prohibit-password\n"
+                          "Subsystem sftp internal-sftp\n")
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege-separation root
+        self.process = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 30
+        while True:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise CheckFailed("the share's sshd did not start: "
+                                  + (self.process.stderr.read().decode() if
+                                     self.process.stderr else ""))
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+
+
+def prepare(firmware: str, iso: Path, work: Path, public_key: str,
+            share_port: int) -> tuple[list[str], int]:
+    """QEMU's command line for one boot and its forwarded SSH port; the stick is made here.
+    The guest reaches the host's share server at SHARE_HOST:22, one `nc` per connection."""
     port = free_port()
+    share = f"guestfwd=tcp:{SHARE_HOST}:22-cmd:nc 127.0.0.1 {share_port}"
     command = [
         "qemu-system-x86_64", "-machine", "q35", "-accel", "tcg", "-smp", "2", "-m", "2048",
         "-display", "none", "-serial", "stdio", "-monitor", "none", "-no-reboot",
-        "-netdev", f"user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{port}-:22",
+        "-netdev", f"user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{port}-:22,{share}",
         "-device", "virtio-net-pci,netdev=net0",
         "-drive", f"if=none,id=src,format=raw,readonly=on,file={work / 'source.img'}",
         "-device", "virtio-blk-pci,drive=src,serial=RESCUE-SRC",
@@ -387,6 +433,36 @@ class BootChecks:
             raise CheckFailed(f"SSH login failed ({login.returncode}): {login.stderr.strip()}")
         self.passed(f"SSH ({how}): root has a password; key login ran `rescue --version`")
 
+    def share(self) -> None:
+        """`rescue image` into an ssh:// share on the test host: the guest gets the test's
+        key (over the SSH login just checked), images the source disk into the host's share
+        folder, and the host compares the qcow2 with the source disk."""
+        machine = self.machine
+        copy = subprocess.run(
+            ["scp", "-q", "-i", str(machine.ssh_key), "-P", str(machine.ssh_port),
+             "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
+             "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
+             str(machine.ssh_key), "root@127.0.0.1:/root/share_key"],
+            capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+        if copy.returncode != 0:
+            raise CheckFailed(f"copying the share key in failed: {copy.stderr.strip()}")
+        user = os.environ.get("USER") or "root"
+        url = f"ssh://{user}@{SHARE_HOST}{machine.share}/source.qcow2"
+        status, output = self.console.run(
+            "RESCUE_SSH_OPTS='-i /root/share_key -o StrictHostKeyChecking=no "
+            f"-o UserKnownHostsFile=/dev/null' rescue image /dev/vda {url}", 900)
+        check_no_traceback(output, "imaging into the share")
+        if status != 0:
+            raise CheckFailed(f"imaging into {url} gave status {status}:\n{output[-3000:]}")
+        image = machine.share / "source.qcow2"
+        compare = subprocess.run(["qemu-img", "compare", "-f", "raw", "-F", "qcow2",
+                                  str(machine.share.parent / "source.img"), str(image)],
+                                 capture_output=True, text=True)
+        if compare.returncode != 0:
+            raise CheckFailed(f"the share's image differs from the source disk: "
+                              f"{compare.stdout.strip()} {compare.stderr.strip()}")
+        self.passed(f"`rescue image /dev/vda {url}`: the host's qcow2 equals the disk")
+
 
 def run_checks(firmware: str, iso: Path, work: Path, log_path: Path, started: float) -> None:
     """Make the disks (and the stick), boot, run every check; QEMU is stopped in any case."""
@@ -395,9 +471,17 @@ def run_checks(firmware: str, iso: Path, work: Path, log_path: Path, started: fl
     public_key = key.with_suffix(".pub").read_text().strip()
     source_sha256 = make_source(work / "source.img")
     make_dest(work / "dest.img")
-    command, port = prepare(firmware, iso, work, public_key)
-    machine = Machine(source_sha256, port, key, public_key, ssh_preset=firmware == "uefi")
-    console = SerialConsole(command, log_path)
+    share = work / "share"
+    share.mkdir()
+    server = ShareServer(work, public_key)
+    command, port = prepare(firmware, iso, work, public_key, server.port)
+    machine = Machine(source_sha256, port, key, public_key, ssh_preset=firmware == "uefi",
+                      share=share)
+    try:
+        console = SerialConsole(command, log_path)
+    except BaseException:
+        server.stop()
+        raise
     try:
         checks = BootChecks(console, machine, started)
         checks.autostart()
@@ -408,8 +492,10 @@ def run_checks(firmware: str, iso: Path, work: Path, log_path: Path, started: fl
         checks.image()
         checks.network()
         checks.ssh()
+        checks.share()
     finally:
         console.stop()
+        server.stop()
 
 
 def boot_and_check(firmware: str, iso: Path, log_dir: Path) -> bool:
@@ -436,8 +522,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"boot_test: no ISO at {args.iso}; build it with iso-build/build.sh",
               file=sys.stderr)
         return 2
-    for tool in ("qemu-system-x86_64", "sgdisk", "partx", "mkfs.vfat", "mcopy", "mkfs.ext4",
-                 "ssh", "ssh-keygen"):
+    for tool in ("qemu-system-x86_64", "qemu-img", "sgdisk", "partx", "mkfs.vfat", "mcopy",
+                 "mkfs.ext4", "ssh", "scp", "ssh-keygen", SSHD, "nc"):
         if not shutil.which(tool):
             print(f"boot_test: {tool} is missing", file=sys.stderr)
             return 2

@@ -6,4 +6,5 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends \
     mmdebstrap squashfs-tools xorriso grub-common grub-pc-bin grub-efi-amd64-bin mtools \
-    dosfstools e2fsprogs gdisk fdisk qemu-system-x86 ovmf openssh-client >/dev/null
+    dosfstools e2fsprogs gdisk fdisk qemu-system-x86 ovmf openssh-client \
+    openssh-server netcat-openbsd >/dev/null
