@@ -31,7 +31,7 @@ from rescue.errors import ExitCode
 from rescue.formats import mapfile
 from rescue.sim.spec import PREFIX as SIM_PREFIX
 from rescue.tui.glyphs import ASCII_CLASS, KEY_WORDS, MONO_CLASS, AsciiFilter
-from rescue.tui.jobs import BackgroundJob, RunningJob, RunningRestore, one_line
+from rescue.tui.jobs import BackgroundJob, OnShare, RunningJob, RunningRestore, one_line
 from rescue.tui.screens.dialogs import HelpScreen, QuitScreen
 from rescue.tui.screens.disks import DisksScreen
 from rescue.tui.screens.job import JobScreen, JobScreenBase
@@ -104,13 +104,17 @@ class RescueApp(App[int]):
 
     # ---- jobs ------------------------------------------------------------------------------
 
-    def start_job(self, job: ImageJob, verify: bool = False) -> RunningJob:
+    def start_job(self, job: ImageJob, verify: bool = False,
+                  share: OnShare | None = None) -> RunningJob:
         """Run an opened imaging job in a thread worker and show its screen; `verify` checks
-        the image once the rescue has run to its end."""
+        the image once the rescue has run to its end; `share`, mounted, is let go after."""
         request = job.request
-        running = RunningJob(job, f"{request.source} → {os.path.basename(request.dest)}")
+        running = RunningJob(job, f"{request.source} → {os.path.basename(request.dest)}",
+                             share)
         running.verify = verify
         self._start(running, f"started; map {request.mapfile_path}")
+        if share is not None:
+            running.note(f"image on {share.url}; its map is kept here and copied beside it")
         if request.source.startswith(SIM_PREFIX):  # no file system there: nothing to warn of
             running.note("the simulated disk holds no file system: every sector is imaged")
             return running

@@ -11,14 +11,15 @@ from textual.screen import Screen
 
 from rescue.engine.imaging import ImageJob
 from rescue.engine.restore import RestoreJob
-from rescue.tui.jobs import BackgroundJob, RunningJob, RunningRestore
+from rescue.tui.jobs import BackgroundJob, OnShare, RunningJob, RunningRestore
 
 
 class JobHost(Protocol):
     jobs: list[BackgroundJob]
     folders: dict[str, str]  # the last folder chosen for each purpose in this session
 
-    def start_job(self, job: ImageJob, verify: bool = False) -> RunningJob: ...
+    def start_job(self, job: ImageJob, verify: bool = False,
+                  share: OnShare | None = None) -> RunningJob: ...
 
     def start_restore(self, job: RestoreJob) -> RunningRestore: ...
 

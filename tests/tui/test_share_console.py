@@ -1,0 +1,167 @@
+"""Images on a network share from the console, against a real sshd on 127.0.0.1: the image
+wizard's share fields, "Test connection" (the room there, or one line saying why not), and an
+imaging job to ssh:// that equals a local image, survives the server going away mid-job and
+leaves nothing mounted."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from textual.pilot import Pilot
+from textual.widgets import Select, Static
+
+from rescue.engine.rescue import Outcome
+from rescue.tui.app import RescueApp, make_home_app
+from rescue.tui.jobs import RunningJob
+from rescue.tui.screens.image_wizard import ImageWizard
+from rescue.tui.screens.job import JobScreen
+from rescue.tui.widgets.sector_map import MapLook
+from tests.fixtures.cli import rescue, run
+from tests.fixtures.shares import SshServer, free_port, ssh_server
+from tests.fixtures.tui import drive, wait_until
+from tests.tui.test_wizards import set_field, shown
+
+pytestmark = [pytest.mark.slow, pytest.mark.root, pytest.mark.timeout(240)]
+
+SOURCE = "sim:size=16M,seed=5"
+SLOW_SOURCE = "sim:size=40M,seed=7,rate=8M"  # five seconds of imaging: time to pull the plug
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServer]:
+    server = ssh_server(tmp_path_factory.mktemp("sshd"))
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+@pytest.fixture
+def ssh_env(sshd: SshServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SshServer:
+    """The test key for the mounts; the local copies of maps under tmp_path."""
+    monkeypatch.setenv("RESCUE_SSH_OPTS", sshd.ssh_opts)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    return sshd
+
+
+def no_share_mounts() -> bool:
+    return "rescue-share-" not in Path("/proc/self/mounts").read_text()
+
+
+def status(app: RescueApp) -> str:
+    return str(app.screen.query_one("#share-status", Static).content)
+
+
+async def share_step(pilot: Pilot, source: str, address: str, path: str) -> ImageWizard:
+    """The image wizard at its destination step, the share chosen and its fields filled."""
+    await pilot.press("i")
+    wizard = pilot.app.screen
+    assert isinstance(wizard, ImageWizard)
+    await set_field(pilot, "#source-path", source)
+    await pilot.press("enter")
+    assert wizard.step_id == "dest"
+    wizard.query_one("#dest-where", Select).value = "share"
+    await pilot.pause()
+    await set_field(pilot, "#share-address", address)
+    await set_field(pilot, "#share-user", "root")
+    await set_field(pilot, "#share-path", path)
+    return wizard
+
+
+def test_test_connection_reports_the_room_on_the_share(ssh_env: SshServer) -> None:
+    app = make_home_app(MapLook(ascii=True, monochrome=True))
+
+    async def scenario(pilot: Pilot) -> None:
+        await share_step(pilot, SOURCE, f"127.0.0.1:{ssh_env.port}",
+                         f"{ssh_env.root}/room.img")
+        await pilot.click("#share-test")
+        await wait_until(pilot, lambda: "connected" in status(app))
+        assert "free of" in status(app)
+        assert "an image of 16 MiB fits" in status(app)
+        assert "connected:" in shown(app)  # on the screen, at 80x24
+        assert no_share_mounts()  # the test unmounted what it mounted
+
+    drive(app, scenario)
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1:{closed}", "no-such-host.invalid"])
+def test_a_wrong_address_shows_one_error_line(ssh_env: SshServer, address: str) -> None:
+    app = make_home_app(MapLook(ascii=True, monochrome=True))
+
+    async def scenario(pilot: Pilot) -> None:
+        await share_step(pilot, SOURCE, address.format(closed=free_port()), "/tmp/x.img")
+        await pilot.click("#share-test")
+        await wait_until(pilot, lambda: status(app).startswith("cannot mount"))
+        line = status(app)
+        assert "\n" not in line and "Traceback" not in line
+        assert "ssh://root@" in line
+        assert no_share_mounts()
+
+    drive(app, scenario)
+
+
+def test_an_image_job_to_ssh_equals_a_local_image(ssh_env: SshServer, tmp_path: Path) -> None:
+    app = make_home_app(MapLook(ascii=True, monochrome=True))
+    url, remote = ssh_env.place("console.img")
+
+    async def scenario(pilot: Pilot) -> None:
+        wizard = await share_step(pilot, SOURCE, f"127.0.0.1:{ssh_env.port}", str(remote))
+        await pilot.press("enter")
+        assert wizard.step_id == "options", shown(app)
+        await pilot.press("ctrl+n")
+        assert wizard.step_id == "summary"
+        command = wizard.choices.request().command_line
+        assert command == f"rescue image {SOURCE} {url} --format raw"
+        assert f"same as: rescue image {SOURCE} ssh://root@127.0.0.1" in shown(app)
+        await pilot.press("enter")
+        assert isinstance(app.screen, JobScreen)
+        running = app.jobs[0]
+        assert isinstance(running, RunningJob)
+        await wait_until(pilot, lambda: running.done, timeout=120)
+        assert running.outcome is Outcome.RESCUED, running.log
+
+    drive(app, scenario)
+    local = tmp_path / "local.img"
+    assert rescue("image", SOURCE, local).returncode == 0
+    run("qemu-img", "compare", "-f", "raw", "-F", "raw", local, remote)
+    assert Path(f"{remote}.map").read_text().splitlines()[-1].endswith("+")
+    assert no_share_mounts()
+
+
+def test_a_server_killed_mid_image_is_waited_for_in_the_job_screen(
+        ssh_env: SshServer, tmp_path: Path) -> None:
+    app = make_home_app(MapLook(ascii=True, monochrome=True))
+    _, remote = ssh_env.place("killed.img")
+
+    async def scenario(pilot: Pilot) -> None:
+        await share_step(pilot, SLOW_SOURCE, f"127.0.0.1:{ssh_env.port}", str(remote))
+        await pilot.press("enter")
+        wizard = app.screen
+        assert isinstance(wizard, ImageWizard)
+        await pilot.press("ctrl+n")
+        await pilot.press("enter")
+        running = app.jobs[0]
+        assert isinstance(running, RunningJob)
+        await wait_until(pilot, lambda: remote.exists() and remote.stat().st_blocks * 512
+                         > 8 << 20, timeout=60)
+        ssh_env.kill()
+        await wait_until(pilot, lambda: any("share lost, reconnecting" in line
+                                            for line in running.log), timeout=60)
+        await wait_until(pilot, lambda: "share lost, reconnecting" in shown(app))
+        time.sleep(1)
+        ssh_env.start()
+        await wait_until(pilot, lambda: running.done, timeout=180)
+        assert running.outcome is Outcome.RESCUED, running.log
+
+    try:
+        drive(app, scenario)
+    finally:
+        if ssh_env.process is None:
+            ssh_env.start()
+    local = tmp_path / "local.img"
+    assert rescue("image", SLOW_SOURCE.replace("rate=8M", "rate=0"), local).returncode == 0
+    run("qemu-img", "compare", "-f", "raw", "-F", "raw", local, remote)
+    assert no_share_mounts()
