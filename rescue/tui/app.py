@@ -30,6 +30,7 @@ from rescue.engine.restore import RestoreJob
 from rescue.errors import ExitCode
 from rescue.formats import mapfile
 from rescue.sim.spec import PREFIX as SIM_PREFIX
+from rescue.stores.mount import ShareMount
 from rescue.tui.glyphs import ASCII_CLASS, KEY_WORDS, MONO_CLASS, AsciiFilter
 from rescue.tui.jobs import BackgroundJob, OnShare, RunningJob, RunningRestore, one_line
 from rescue.tui.screens.dialogs import HelpScreen, QuitScreen
@@ -75,6 +76,7 @@ class RescueApp(App[int]):
             + ([AsciiFilter()] if self.look.ascii else []))
         self.jobs: list[BackgroundJob] = []
         self.folders: dict[str, str] = {}  # pickers start where the last one of theirs ended
+        self.shares: list[ShareMount] = []  # opened to read an image on them
         self.home = home
         self._first_job = job
         self._map = (map_path, loaded)
@@ -245,9 +247,12 @@ class RescueApp(App[int]):
                     await running.worker.wait()
 
     def on_unmount(self) -> None:
-        """Leaving by any other way still stops every job, each saving its map."""
+        """Leaving by any other way still stops every job, each saving its map; the shares
+        opened to read images are let go."""
         for running in self.jobs:
             running.cancel()
+        while self.shares:
+            self.shares.pop().close()
 
 
 def make_app(request: ImageRequest | None = None, map_path: str | None = None,

@@ -28,6 +28,7 @@ from rescue.tui.screens.jobs import JobsScreen
 from rescue.tui.screens.map_viewer import MapViewerScreen
 from rescue.tui.screens.restore import RestoreScreen
 from rescue.tui.screens.restore_wizard import RestoreWizard
+from rescue.tui.screens.share_dialog import ShareDialog
 from rescue.tui.screens.ssh import SshScreen
 from rescue.tui.widgets.sector_map import MapLook
 from tests.fixtures.cli import run
@@ -110,6 +111,9 @@ async def disks_and_dialogs(visit: Visit, target: str) -> None:
 
 async def browser(visit: Visit, fs_image: Path) -> None:
     picker = await visit.open("o", ImagePicker)
+    await visit.open("ctrl+s", ShareDialog)  # an image on a network share
+    await visit.pilot.press("escape")
+    await wait_until(visit.pilot, lambda: isinstance(visit.app.screen, ImagePicker))
     picker.query_one("#image-path", Input).focus()
     picker.query_one("#image-path", Input).value = str(fs_image.parent)
     await visit.pilot.press("enter")  # the folder's images are listed and summarised
@@ -224,7 +228,8 @@ def test_every_screen_and_dialog_is_ascii_on_a_vt220(tmp_path: Path,
         drive(make_home_app(VT220), scenario, notifications=True)
     screens = {kind.__name__ for kind in (
         DisksScreen, InspectScreen, HelpScreen, SshScreen, ImagePicker, ImageBrowser,
-        FolderPicker, ImageWizard, JobScreen, QuitScreen, RestoreWizard, RestoreScreen)}
+        FolderPicker, ImageWizard, JobScreen, QuitScreen, RestoreWizard, RestoreScreen,
+        ShareDialog)}
     steps = {"image list", "folder picker", "map viewer", "jobs list, toast",
              "image wizard: network share"}
     assert screens | steps <= set(visits[0].seen)

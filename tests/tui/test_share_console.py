@@ -16,12 +16,15 @@ from textual.widgets import Select, Static
 from rescue.engine.rescue import Outcome
 from rescue.tui.app import RescueApp, make_home_app
 from rescue.tui.jobs import RunningJob
+from rescue.tui.screens.browser import ImageBrowser
+from rescue.tui.screens.image_picker import ImagePicker
 from rescue.tui.screens.image_wizard import ImageWizard
 from rescue.tui.screens.job import JobScreen
+from rescue.tui.screens.share_dialog import ShareDialog
 from rescue.tui.widgets.sector_map import MapLook
 from tests.fixtures.cli import rescue, run
 from tests.fixtures.shares import SshServer, free_port, ssh_server
-from tests.fixtures.tui import drive, wait_until
+from tests.fixtures.tui import drive, make_file, wait_until
 from tests.tui.test_wizards import set_field, shown
 
 pytestmark = [pytest.mark.slow, pytest.mark.root, pytest.mark.timeout(240)]
@@ -165,3 +168,32 @@ def test_a_server_killed_mid_image_is_waited_for_in_the_job_screen(
     assert rescue("image", SLOW_SOURCE.replace("rate=8M", "rate=0"), local).returncode == 0
     run("qemu-img", "compare", "-f", "raw", "-F", "raw", local, remote)
     assert no_share_mounts()
+
+
+def test_an_image_on_the_share_opens_from_the_picker_and_is_let_go_at_quit(
+        ssh_env: SshServer) -> None:
+    _, remote = ssh_env.place("browse.img")
+    run("mkfs.ext4", "-q", "-F", make_file(str(remote), 8 << 20))
+    app = make_home_app(MapLook(ascii=True, monochrome=True))
+
+    async def scenario(pilot: Pilot) -> None:
+        await pilot.press("o")
+        assert isinstance(app.screen, ImagePicker)
+        await pilot.press("ctrl+s")
+        assert isinstance(app.screen, ShareDialog)
+        await set_field(pilot, "#share-address", f"127.0.0.1:{ssh_env.port}")
+        await set_field(pilot, "#share-user", "root")
+        await set_field(pilot, "#share-path", f"{remote}.missing")
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: "no such image" in status(app))
+        await wait_until(pilot, no_share_mounts)  # the folder without it is let go again
+        await set_field(pilot, "#share-path", str(remote))
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: isinstance(app.screen, ImageBrowser))
+        browser = app.screen
+        assert isinstance(browser, ImageBrowser)
+        assert browser.image_path.endswith("/browse.img") and not no_share_mounts()
+        await wait_until(pilot, lambda: bool(browser.file_tree.root.children))
+
+    drive(app, scenario)
+    assert no_share_mounts()  # the app let the share go as it quit
