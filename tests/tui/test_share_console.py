@@ -1,10 +1,11 @@
-"""Images on a network share from the console, against a real sshd on 127.0.0.1: the image
-wizard's share fields, "Test connection" (the room there, or one line saying why not), and an
+"""Images on a network share from the console, against a real sshd and smbd on 127.0.0.1: the
+image wizard's share fields, "Test connection" (the room there, or one line saying why not), an
 imaging job to ssh:// that equals a local image, survives the server going away mid-job and
-leaves nothing mounted."""
+leaves nothing mounted, smb's password written nowhere, and an image opened from the picker."""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +24,14 @@ from rescue.tui.screens.job import JobScreen
 from rescue.tui.screens.share_dialog import ShareDialog
 from rescue.tui.widgets.sector_map import MapLook
 from tests.fixtures.cli import rescue, run
-from tests.fixtures.shares import SshServer, free_port, ssh_server
+from tests.fixtures.shares import (
+    SMB_PASSWORD,
+    SMB_USER,
+    SshServer,
+    free_port,
+    smb_server,
+    ssh_server,
+)
 from tests.fixtures.tui import drive, make_file, wait_until
 from tests.tui.test_wizards import set_field, shown
 
@@ -197,3 +205,46 @@ def test_an_image_on_the_share_opens_from_the_picker_and_is_let_go_at_quit(
 
     drive(app, scenario)
     assert no_share_mounts()  # the app let the share go as it quit
+
+
+def test_the_smb_password_reaches_the_mount_and_is_written_nowhere(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    monkeypatch.delenv("RESCUE_SMB_PASSWORD", raising=False)
+    server = smb_server(tmp_path / "smbd")
+    app = make_home_app(MapLook(ascii=True, monochrome=True))
+    url, remote = server.place("smb.img")
+
+    async def scenario(pilot: Pilot) -> None:
+        wizard = await share_step(pilot, SOURCE, f"127.0.0.1:{server.port}", "data/smb.img")
+        wizard.query_one("#share-type", Select).value = "smb"
+        await set_field(pilot, "#share-user", SMB_USER)
+        await set_field(pilot, "#share-password", "wrong-password")
+        await pilot.click("#share-test")
+        await wait_until(pilot, lambda: status(app).startswith("cannot"))
+        await set_field(pilot, "#share-password", SMB_PASSWORD)
+        await pilot.click("#share-test")
+        await wait_until(pilot, lambda: "connected" in status(app))
+        assert SMB_PASSWORD not in shown(app)
+        await pilot.press("ctrl+n", "ctrl+n")
+        assert wizard.choices.request().command_line == (
+            f"rescue image {SOURCE} {url} --format raw")
+        await pilot.press("enter")
+        running = app.jobs[0]
+        assert isinstance(running, RunningJob)
+        await wait_until(pilot, lambda: running.done, timeout=120)
+        assert running.outcome is Outcome.RESCUED, running.log
+        assert not any(SMB_PASSWORD in line for line in running.log)
+
+    try:
+        drive(app, scenario)
+    finally:
+        server.kill()
+    assert "RESCUE_SMB_PASSWORD" not in os.environ  # set only while a mount ran
+    written = [remote, Path(f"{remote}.map"), *(tmp_path / "state").rglob("*")]
+    assert all(SMB_PASSWORD.encode() not in path.read_bytes()
+               for path in written if path.is_file())
+    local = tmp_path / "local.img"
+    assert rescue("image", SOURCE, local).returncode == 0
+    run("qemu-img", "compare", "-f", "raw", "-F", "raw", local, remote)
+    assert no_share_mounts()
