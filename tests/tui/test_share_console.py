@@ -110,6 +110,11 @@ def test_a_wrong_address_shows_one_error_line(ssh_env: SshServer, address: str) 
         assert "\n" not in line and "Traceback" not in line
         assert "ssh://root@" in line
         assert no_share_mounts()
+        await pilot.press("ctrl+n", "ctrl+n", "enter")  # started anyway: refused in one line
+        problem = app.screen.query_one("#problem", Static)
+        await wait_until(pilot, lambda: str(problem.content).startswith("cannot mount"))
+        assert isinstance(app.screen, ImageWizard) and not app.jobs
+        assert no_share_mounts()
 
     drive(app, scenario)
 
@@ -127,8 +132,8 @@ def test_an_image_job_to_ssh_equals_a_local_image(ssh_env: SshServer, tmp_path: 
         command = wizard.choices.request().command_line
         assert command == f"rescue image {SOURCE} {url} --format raw"
         assert f"same as: rescue image {SOURCE} ssh://root@127.0.0.1" in shown(app)
-        await pilot.press("enter")
-        assert isinstance(app.screen, JobScreen)
+        await pilot.press("enter")  # the share is mounted in a thread, then the job shows
+        await wait_until(pilot, lambda: isinstance(app.screen, JobScreen))
         running = app.jobs[0]
         assert isinstance(running, RunningJob)
         await wait_until(pilot, lambda: running.done, timeout=120)
@@ -154,6 +159,7 @@ def test_a_server_killed_mid_image_is_waited_for_in_the_job_screen(
         assert isinstance(wizard, ImageWizard)
         await pilot.press("ctrl+n")
         await pilot.press("enter")
+        await wait_until(pilot, lambda: bool(app.jobs))
         running = app.jobs[0]
         assert isinstance(running, RunningJob)
         await wait_until(pilot, lambda: remote.exists() and remote.stat().st_blocks * 512
@@ -230,6 +236,7 @@ def test_the_smb_password_reaches_the_mount_and_is_written_nowhere(
         assert wizard.choices.request().command_line == (
             f"rescue image {SOURCE} {url} --format raw")
         await pilot.press("enter")
+        await wait_until(pilot, lambda: bool(app.jobs))
         running = app.jobs[0]
         assert isinstance(running, RunningJob)
         await wait_until(pilot, lambda: running.done, timeout=120)

@@ -36,7 +36,7 @@ from rescue.formats.image import DEFAULT_LEVEL, EXTENSION_OF, LEVELS, format_for
 from rescue.sim.faulty import PREFIX as SIM_PREFIX
 from rescue.stores.url import StoreUrl
 from rescue.tui.describe import device_line, every_device
-from rescue.tui.jobs import open_on_share
+from rescue.tui.jobs import OnShare, open_on_share
 from rescue.tui.screens.folder_picker import FolderPicker, describe_folder
 from rescue.tui.screens.wizard import WizardScreen, parse_number, verdict_lines
 from rescue.tui.widgets.share_form import ShareForm, smb_password
@@ -227,6 +227,8 @@ class ImageWizard(WizardScreen):
             self.share_form.needed = choices.source_size
             self.show_where()
             self.show_dest_info()
+            if self.on_share:  # after the step's first field, hidden now, took the focus
+                self.call_after_refresh(self.share_form.query_one("#share-address").focus)
         elif step_id == "options":
             self.query_one("#format", Select).value = format_for(choices.dest)
             self.show_compression()
@@ -439,12 +441,30 @@ class ImageWizard(WizardScreen):
     def finish(self) -> None:
         request, share = self.choices.request(), self.choices.share
         if share is None:
-            job, on_share = ImageJob(request), None
-        else:
-            with smb_password(self.share_form.password):
-                try:
-                    job, on_share = open_on_share(request, share)
-                except OSError as error:
-                    raise RescueError(f"{share}: {error.strerror}") from None
+            self.start(ImageJob(request), None)
+            return
+        self.set_problem(f"mounting {share.parent}...")
+        password = self.share_form.password
+        self.run_worker(lambda: self.open_share(request, share, password), name="mount share",
+                        thread=True, group="share-open", exclusive=True, exit_on_error=False)
+
+    def open_share(self, request: ImageRequest, share: StoreUrl, password: str) -> None:
+        """In a thread (a server that does not answer must not hold the screen): mount the
+        share and open the job, or say why not on the last step."""
+        try:
+            with smb_password(password):
+                job, on_share = open_on_share(request, share)
+        except (RescueError, OSError) as error:
+            line = str(error) if isinstance(error, RescueError) else \
+                f"{share}: {error.strerror}"
+            self.app.call_from_thread(self.refused, line)
+            return
+        self.app.call_from_thread(self.start, job, on_share)
+
+    def refused(self, line: str) -> None:
+        self.set_problem(line)
+        self.app.bell()
+
+    def start(self, job: ImageJob, on_share: OnShare | None) -> None:
         self.app.pop_screen()
         self.rescue_app.start_job(job, verify=self.choices.verify, share=on_share)
