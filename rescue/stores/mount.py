@@ -19,7 +19,7 @@ import sys
 import tempfile
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -306,6 +306,14 @@ class ShareMount:
                 break
             time.sleep(0.1)
         shutil.rmtree(self._backend.work, ignore_errors=True)
+
+
+def as_urls(text: str, mounts: Iterable[ShareMount]) -> str:
+    """`text` with each mount's local folder written as its URL: the user reads
+    `ssh://nas/srv/sdb.qcow2`, the name they gave, not a private mount point."""
+    for mount in mounts:
+        text = text.replace(mount.path, str(mount.url))
+    return text
 
 
 @contextmanager

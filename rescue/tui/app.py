@@ -30,7 +30,7 @@ from rescue.engine.restore import RestoreJob
 from rescue.errors import ExitCode
 from rescue.formats import mapfile
 from rescue.sim.spec import PREFIX as SIM_PREFIX
-from rescue.stores.mount import ShareMount
+from rescue.stores.mount import ShareMount, as_urls
 from rescue.tui.glyphs import ASCII_CLASS, KEY_WORDS, MONO_CLASS, AsciiFilter
 from rescue.tui.jobs import BackgroundJob, OnShare, RunningJob, RunningRestore, one_line
 from rescue.tui.screens.dialogs import HelpScreen, QuitScreen
@@ -129,7 +129,8 @@ class RescueApp(App[int]):
         request = job.request
         running = RunningRestore(job, f"{os.path.basename(request.image)} → "
                                       f"{', '.join(request.targets)}")
-        self._start(running, f"started: {request.image} onto {', '.join(request.targets)}")
+        image = as_urls(request.image, self.shares)  # an image on a share by its URL
+        self._start(running, f"started: {image} onto {', '.join(request.targets)}")
         return running
 
     def _start(self, running: BackgroundJob, first_note: str) -> None:

@@ -16,14 +16,18 @@ from textual.widgets import Select, Static
 
 from rescue.engine.rescue import Outcome
 from rescue.tui.app import RescueApp, make_home_app
-from rescue.tui.jobs import RunningJob
+from rescue.tui.jobs import RunningJob, RunningRestore
 from rescue.tui.screens.browser import ImageBrowser
+from rescue.tui.screens.disks import DisksScreen
 from rescue.tui.screens.image_picker import ImagePicker
 from rescue.tui.screens.image_wizard import ImageWizard
 from rescue.tui.screens.job import JobScreen
+from rescue.tui.screens.restore import RestoreScreen
+from rescue.tui.screens.restore_wizard import RestoreWizard
 from rescue.tui.screens.share_dialog import ShareDialog
 from rescue.tui.widgets.sector_map import MapLook
 from tests.fixtures.cli import rescue, run
+from tests.fixtures.loop import loop_device
 from tests.fixtures.shares import (
     SMB_PASSWORD,
     SMB_USER,
@@ -254,4 +258,47 @@ def test_the_smb_password_reaches_the_mount_and_is_written_nowhere(
     local = tmp_path / "local.img"
     assert rescue("image", SOURCE, local).returncode == 0
     run("qemu-img", "compare", "-f", "raw", "-F", "raw", local, remote)
+    assert no_share_mounts()
+
+
+def test_a_restore_from_an_image_on_the_share_names_it_by_its_url(
+        ssh_env: SshServer, tmp_path: Path) -> None:
+    url, remote = ssh_env.place("restore.img")
+    make_file(str(remote), 2 << 20, os.urandom(2 << 20))
+    app = make_home_app(MapLook(ascii=True, monochrome=True))
+    with loop_device(make_file(str(tmp_path / "target.bin"), 4 << 20)) as target:
+
+        async def scenario(pilot: Pilot) -> None:
+            disks = app.screen
+            assert isinstance(disks, DisksScreen)
+            await wait_until(pilot, lambda: target in disks.paths())
+            disks.table.move_cursor(row=disks.paths().index(target))
+            await pilot.pause()
+            await pilot.press("r")
+            wizard = app.screen
+            assert isinstance(wizard, RestoreWizard)
+            await pilot.press("ctrl+o")
+            await wait_until(pilot, lambda: isinstance(app.screen, ImagePicker))
+            await pilot.press("ctrl+s")
+            await set_field(pilot, "#share-address", f"127.0.0.1:{ssh_env.port}")
+            await set_field(pilot, "#share-user", "root")
+            await set_field(pilot, "#share-path", str(remote))
+            await pilot.press("enter")
+            await wait_until(pilot, lambda: app.screen is wizard and wizard.step_id == "targets")
+            assert url in str(wizard.query_one("#image-info", Static).content)
+            await pilot.press("ctrl+n", "ctrl+n")
+            assert wizard.request is not None
+            assert wizard.request.command_line.startswith(f"rescue restore {url} {target}")
+            wizard.query_one("#confirm-fields Input").focus()
+            await pilot.press(*os.path.basename(target), "enter")
+            await wait_until(pilot, lambda: isinstance(app.screen, RestoreScreen))
+            restoring = app.jobs[0]
+            assert isinstance(restoring, RunningRestore)
+            await wait_until(pilot, lambda: restoring.done, timeout=60)
+            assert restoring.error is None, restoring.log
+            assert f"started: {url} onto {target}" in restoring.log[0]
+
+        drive(app, scenario)
+        with open(target, "rb") as disk:
+            assert disk.read(2 << 20) == remote.read_bytes()
     assert no_share_mounts()
