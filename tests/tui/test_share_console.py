@@ -15,6 +15,8 @@ from textual.pilot import Pilot
 from textual.widgets import Select, Static
 
 from rescue.engine.rescue import Outcome
+from rescue.formats import mapfile
+from rescue.rangemap import FINISHED
 from rescue.tui.app import RescueApp, make_home_app
 from rescue.tui.jobs import RunningJob, RunningRestore
 from rescue.tui.screens.browser import ImageBrowser
@@ -302,3 +304,28 @@ def test_a_restore_from_an_image_on_the_share_names_it_by_its_url(
         with open(target, "rb") as disk:
             assert disk.read(2 << 20) == remote.read_bytes()
     assert no_share_mounts()
+
+
+def test_quitting_mid_job_leaves_the_map_beside_the_image_and_nothing_mounted(
+        ssh_env: SshServer) -> None:
+    app = make_home_app(MapLook(ascii=True, monochrome=True))
+    url, remote = ssh_env.place("quit.img")
+
+    async def scenario(pilot: Pilot) -> None:
+        await share_step(pilot, SLOW_SOURCE, f"127.0.0.1:{ssh_env.port}", str(remote))
+        await pilot.press("ctrl+n", "ctrl+n", "enter")
+        await wait_until(pilot, lambda: bool(app.jobs))
+        await wait_until(pilot, lambda: remote.exists() and remote.stat().st_blocks * 512
+                         > 4 << 20, timeout=60)
+        assert not no_share_mounts()
+        await pilot.press("q")
+        await pilot.pause()
+        await pilot.press("y")  # cancel the job and quit
+        await wait_until(pilot, lambda: app.jobs[0].done)
+
+    drive(app, scenario)
+    assert no_share_mounts()
+    beside = Path(f"{remote}.map")
+    assert beside.exists() and f"rescue image {SLOW_SOURCE} {url}" in beside.read_text()
+    rescued = mapfile.load(str(beside)).rmap.totals()[FINISHED]
+    assert 4 << 20 <= rescued < 40 << 20  # what was written by then, the rest to resume
