@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from textual.pilot import Pilot
-from textual.widgets import Select, Static
+from textual.widgets import Input, Select, Static
 
 from rescue.engine.rescue import Outcome
 from rescue.formats import mapfile
@@ -329,3 +329,24 @@ def test_quitting_mid_job_leaves_the_map_beside_the_image_and_nothing_mounted(
     assert beside.exists() and f"rescue image {SLOW_SOURCE} {url}" in beside.read_text()
     rescued = mapfile.load(str(beside)).rmap.totals()[FINISHED]
     assert 4 << 20 <= rescued < 40 << 20  # what was written by then, the rest to resume
+
+
+def test_the_format_renames_the_image_on_the_share() -> None:
+    """No server needed: the share is mounted only when the job starts."""
+    app = make_home_app(MapLook(ascii=True, monochrome=True))
+
+    async def scenario(pilot: Pilot) -> None:
+        wizard = await share_step(pilot, SOURCE, "nas.invalid:2222", "srv/images/sdb.img")
+        await pilot.press("enter")
+        assert wizard.step_id == "options"
+        wizard.query_one("#format", Select).value = "qcow2"
+        await pilot.pause()
+        assert wizard.choices.dest == "ssh://root@nas.invalid:2222/srv/images/sdb.qcow2"
+        assert str(wizard.share_form.query_one("#share-path", Input).value) == \
+            "/srv/images/sdb.qcow2"
+        await pilot.press("ctrl+n")
+        assert wizard.choices.request().command_line.startswith(
+            f"rescue image {SOURCE} ssh://root@nas.invalid:2222/srv/images/sdb.qcow2 "
+            "--format qcow2")
+
+    drive(app, scenario)
