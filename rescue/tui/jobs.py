@@ -174,7 +174,7 @@ class OnShare:
 def open_on_share(request: ImageRequest, url: StoreUrl) -> tuple[ImageJob, OnShare]:
     """Mount the share holding `url` and open the job writing there (its map kept here too);
     the share is let go again if the job cannot be opened."""
-    mount = ShareMount(url.parent)
+    mount = ShareMount(url.parent, interactive=False)  # the console owns the terminal
     try:
         local = mount.local(url)
         beside = request.map_path or f"{local}.map"

@@ -6,6 +6,10 @@ leaves nothing mounted, smb's password written nowhere, and an image opened from
 from __future__ import annotations
 
 import os
+import pty
+import select
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,7 +32,7 @@ from rescue.tui.screens.restore import RestoreScreen
 from rescue.tui.screens.restore_wizard import RestoreWizard
 from rescue.tui.screens.share_dialog import ShareDialog
 from rescue.tui.widgets.sector_map import MapLook
-from tests.fixtures.cli import rescue, run
+from tests.fixtures.cli import REPO_ROOT, rescue, run
 from tests.fixtures.loop import loop_device
 from tests.fixtures.shares import (
     SMB_PASSWORD,
@@ -350,3 +354,54 @@ def test_the_format_renames_the_image_on_the_share() -> None:
             "--format qcow2")
 
     drive(app, scenario)
+
+
+PROBE_ON_A_TERMINAL = """
+import sys
+from rescue.stores.mount import probe
+from rescue.stores.url import parse
+try:
+    probe(parse(sys.argv[1], folder=True), interactive=False)
+except Exception as error:
+    print("refused:", error)
+"""
+
+
+def probe_on_a_terminal(url: str, env: dict[str, str]) -> str:
+    """What the console's probe does with a terminal as its stdin, as the console has: it
+    must fail in words, not ask there (a prompt would wait until the timeout)."""
+    controller, terminal = pty.openpty()
+    job = subprocess.Popen([sys.executable, "-c", PROBE_ON_A_TERMINAL, url], cwd=REPO_ROOT,
+                           stdin=terminal, stdout=terminal, stderr=terminal,
+                           env={**os.environ, **env}, start_new_session=True)
+    os.close(terminal)
+    shown = b""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([controller], [], [], 0.5)
+        if ready:
+            try:
+                shown += os.read(controller, 4096)
+            except OSError:
+                break
+        elif job.poll() is not None:
+            break
+    job.kill()
+    job.wait()
+    os.close(controller)
+    return shown.decode(errors="replace")
+
+
+def test_the_console_mounts_never_ask_on_its_terminal(ssh_env: SshServer,
+                                                      tmp_path: Path) -> None:
+    stranger = f"-i {ssh_env.key} -o UserKnownHostsFile={tmp_path / 'known'}"  # host unknown
+    shown = probe_on_a_terminal(f"ssh://root@127.0.0.1:{ssh_env.port}{ssh_env.root}",
+                                {"RESCUE_SSH_OPTS": stranger, "PYTHONPATH": str(REPO_ROOT)})
+    assert "refused: cannot mount" in shown and "continue connecting" not in shown, shown
+    server = smb_server(tmp_path / "smbd")
+    try:
+        shown = probe_on_a_terminal(f"{server.prefix}", {"PYTHONPATH": str(REPO_ROOT)})
+    finally:
+        server.kill()
+    assert "a password is needed" in shown and "password for" not in shown, shown
+    assert no_share_mounts()

@@ -68,7 +68,7 @@ class ShareDialog(ModalScreen[str | None]):
         """In a thread: mount the folder; the image must be there."""
         try:
             with smb_password(password):
-                mount = ShareMount(url.parent)
+                mount = ShareMount(url.parent, interactive=False)
         except (RescueError, OSError) as error:
             self.app.call_from_thread(self.form.say, str(error).splitlines()[0])
             return

@@ -134,7 +134,7 @@ class ShareForm(Vertical):
         """In a thread: mount, measure, unmount; the one line it ends with is shown."""
         try:
             with smb_password(password):
-                line = probe_line(probe(folder), self.needed)
+                line = probe_line(probe(folder, interactive=False), self.needed)
         except (RescueError, OSError) as error:
             line = str(error).splitlines()[0] if str(error) else type(error).__name__
         self.app.call_from_thread(self.say, line)
