@@ -18,6 +18,7 @@ from rescue.commands.shares import share_of
 from rescue.commands.status import ProgressReporter, run_presented
 from rescue.engine.choices import MODES, ORDERS
 from rescue.formats.image import DEFAULT_LEVEL, FORMATS
+from rescue.stores.onshare import RECONNECT_TIMEOUT
 from rescue.units import human_duration, human_percent, human_rate, human_size
 
 if TYPE_CHECKING:
@@ -150,7 +151,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--log-events", metavar="FILE",
                         help="append each pass begun and how the run ended to FILE, in GNU "
                              "ddrescue's --log-events format")
-    parser.add_argument("--reconnect-timeout", type=float, default=300.0, metavar="SECONDS",
+    parser.add_argument("--reconnect-timeout", type=float, default=RECONNECT_TIMEOUT,
+                        metavar="SECONDS",
                         help="when DEST is on a share that drops, wait this long for it to "
                              "come back and resume; exit 3 if it does not (default 300)")
     add_rescue_options(parser)

@@ -1,5 +1,5 @@
-"""`rescue image` onto a share: the map is kept on this machine as well as beside the image,
-and a share that drops is waited for, mounted again and the job resumed from the map."""
+"""`rescue image` onto a share: the job runs in `rescue.stores.onshare`'s loop (the map kept
+here too, a dropped share waited for and the job resumed), its status lines said here."""
 
 from __future__ import annotations
 
@@ -8,9 +8,8 @@ import json
 import sys
 from collections.abc import Callable
 
-from rescue.errors import DestinationError, RescueError
 from rescue.stores.mount import ShareMount
-from rescue.stores.state import MapMirror, local_map_path, newer_to_local
+from rescue.stores.onshare import kept_map, resume_on_share
 from rescue.stores.url import StoreUrl
 
 
@@ -19,44 +18,16 @@ def run_on_share(args: argparse.Namespace, url: StoreUrl, share: ShareMount,
     """`run(args)` until it ends with the share in place; exit 3 when a lost share is not
     back within --reconnect-timeout. Each new run resumes from the map, as a rerun would."""
     beside = args.map_path or f"{args.dest}.map"
-    if not beside.startswith(share.path + "/"):  # the user's own map, not on the share
-        return _resuming(args, url, share, run, beside)
-    local = local_map_path(url)  # the map on the share is kept here as well
-    newer_to_local(beside, local)
-    args.map_path = local
-    with MapMirror(local, beside, args.checkpoint) as mirror:
-        try:
-            return _resuming(args, url, share, run, local)
-        finally:
-            problem = None if share.lost() else mirror.copy()
-            if problem:
-                print(f"warning: {problem}", file=sys.stderr)
-
-
-def _resuming(args: argparse.Namespace, url: StoreUrl, share: ShareMount,
-              run: Callable[[argparse.Namespace], int], kept: str) -> int:
-    """`run(args)` again after each loss of the share, once it is back."""
-    while True:
-        try:
-            return run(args)
-        except (RescueError, OSError) as error:
-            if not share.lost():
-                if isinstance(error, OSError):  # closing a file the share failed to write
-                    raise DestinationError(f"{url}: {error.strerror}") from error
-                raise
-            reason = error.strerror if isinstance(error, OSError) else str(error)
-            _say(args, f"share lost, reconnecting: {url.parent} ({reason})")
-            if not share.reconnect(args.reconnect_timeout):
-                raise DestinationError(
-                    f"{url.parent}: share lost and not back within {args.reconnect_timeout:g} "
-                    f"s; the map is kept at {kept}: run the same command again to resume"
-                ) from None
-            _say(args, f"share back: resuming {url}")
+    kept = kept_map(url, share, beside)
+    args.map_path = kept
+    return resume_on_share(url, share, beside, kept, lambda: run(args),
+                           lambda line: _say(args, line), args.checkpoint,
+                           args.reconnect_timeout)
 
 
 def _say(args: argparse.Namespace, line: str) -> None:
-    """A status line: on stderr, or as a JSON event with --json."""
-    if args.json:
+    """A status line: on stderr, or as a JSON event with --json (a warning always on stderr)."""
+    if args.json and not line.startswith("warning: "):
         print(json.dumps({"type": "share", "message": line}), flush=True)
     else:
         print(line, file=sys.stderr, flush=True)

@@ -6,12 +6,12 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, redirect_stderr, redirect_stdout
 from typing import Any, TextIO, cast
 
 from rescue.errors import RescueError, UsageError
-from rescue.stores.mount import ShareMount, mounted
+from rescue.stores.mount import ShareMount, as_urls, mounted
 from rescue.stores.url import StoreUrl, is_store_url, parse
 
 # a mount of an image outlives the command: its share would have to as well
@@ -36,13 +36,13 @@ def run_on_shares(args: argparse.Namespace, run: Callable[[argparse.Namespace], 
             share = stack.enter_context(mounted(url))
             setattr(args, key, share.local(url))
             args.shares[key] = (url, share)
-        named = list(args.shares.values())
+        named = [share for _, share in args.shares.values()]
         stack.enter_context(redirect_stdout(cast(TextIO, _NamedByUrl(sys.stdout, named))))
         stack.enter_context(redirect_stderr(cast(TextIO, _NamedByUrl(sys.stderr, named))))
         try:
             return run(args)
         except RescueError as error:  # named as the user named it, not by the mount point
-            error.args = (_as_urls(str(error), args.shares.values()),)
+            error.args = (as_urls(str(error), named),)
             raise
 
 
@@ -66,22 +66,16 @@ class _NamedByUrl:
     """A stream on which each share's mount point is written as the share's URL: the user
     reads `image: ssh://nas/srv/sdb.qcow2`, not a private mount point."""
 
-    def __init__(self, stream: TextIO, shares: list[tuple[StoreUrl, ShareMount]]) -> None:
+    def __init__(self, stream: TextIO, shares: list[ShareMount]) -> None:
         self._stream = stream
         self._shares = shares
 
     def write(self, text: str) -> int:
-        self._stream.write(_as_urls(text, self._shares))
+        self._stream.write(as_urls(text, self._shares))
         return len(text)
 
     def __getattr__(self, name: str) -> Any:  # flush, isatty, fileno, encoding ...
         return getattr(self._stream, name)
-
-
-def _as_urls(text: str, shares: Iterable[tuple[StoreUrl, ShareMount]]) -> str:
-    for url, share in shares:
-        text = text.replace(share.path, str(url.parent))
-    return text
 
 
 def share_of(args: argparse.Namespace, key: str) -> tuple[StoreUrl, ShareMount] | None:

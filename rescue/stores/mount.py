@@ -19,7 +19,7 @@ import sys
 import tempfile
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -83,6 +83,8 @@ class _Backend(ABC):
     url: StoreUrl  # the folder to mount
     work: str  # the private directory: the mount point and the helper's files
     secret: str | None = None  # a password, once asked; never written by us
+    # whether a prompt may be shown on the terminal: not under the console, which owns it
+    interactive: bool = True
 
     @property
     def mountpoint(self) -> str:
@@ -92,6 +94,10 @@ class _Backend(ABC):
     def folder(self) -> str:
         """The URL's folder inside the mount."""
         return self.mountpoint
+
+    @property
+    def may_ask(self) -> bool:
+        return self.interactive and sys.stdin.isatty()
 
     @abstractmethod
     def mount(self) -> None:
@@ -114,7 +120,7 @@ class _Ssh(_Backend):
         user = f"{url.user}@" if url.user else ""
         host = f"[{url.host}]" if ":" in url.host else url.host
         ssh = ["ssh", *shlex.split(os.environ.get(SSH_OPTS_ENV, ""))]
-        if not sys.stdin.isatty():  # a script cannot answer a password prompt: fail instead
+        if not self.may_ask:  # a script cannot answer a password prompt: fail instead
             ssh += ["-o", "BatchMode=yes"]
         argv = ["sshfs", f"{user}{host}:{url.path}", self.mountpoint,
                 "-o", "nosuid,nodev,ServerAliveInterval=5,ServerAliveCountMax=3",
@@ -158,7 +164,7 @@ class _Smb(_Backend):
     def _password(self) -> str:
         """Asked once, kept in memory only: mounting again after a loss asks nobody."""
         if self.secret is None:
-            self.secret = smb_password(self.url)
+            self.secret = smb_password(self.url, self.may_ask)
         return self.secret
 
     def space(self, folder: str) -> tuple[int, int] | None:
@@ -226,12 +232,12 @@ def _kernel_has(fstype: str) -> bool:
 BACKENDS: dict[str, type[_Backend]] = {"ssh": _Ssh, "smb": _Smb, "nfs": _Nfs}
 
 
-def smb_password(url: StoreUrl) -> str:
+def smb_password(url: StoreUrl, may_ask: bool) -> str:
     """RESCUE_SMB_PASSWORD for scripts, else asked on the terminal; never stored by us."""
     password = os.environ.get(SMB_PASSWORD_ENV)
     if password is not None:
         return password
-    if not sys.stdin.isatty():
+    if not may_ask:
         raise ShareError(f"{url}: a password is needed: set {SMB_PASSWORD_ENV} or run on a "
                          "terminal")
     return getpass.getpass(f"password for {url.user} on {url.host}/{url.share}: ")
@@ -239,11 +245,13 @@ def smb_password(url: StoreUrl) -> str:
 
 class ShareMount:
     """The folder of a store URL, mounted until `close()`; `lost()` says the share is gone,
-    `remount()` brings it back."""
+    `remount()` brings it back. Not `interactive`: no password asked on the terminal (the
+    console draws there), a missing one is an error instead."""
 
-    def __init__(self, folder: StoreUrl) -> None:
+    def __init__(self, folder: StoreUrl, interactive: bool = True) -> None:
         self.url = folder
-        self._backend = BACKENDS[folder.scheme](folder, _private_dir("rescue-share-"))
+        self._backend = BACKENDS[folder.scheme](folder, _private_dir("rescue-share-"),
+                                                interactive=interactive)
         os.mkdir(self._backend.mountpoint, 0o700)
         try:
             self._backend.mount()
@@ -308,6 +316,14 @@ class ShareMount:
         shutil.rmtree(self._backend.work, ignore_errors=True)
 
 
+def as_urls(text: str, mounts: Iterable[ShareMount]) -> str:
+    """`text` with each mount's local folder written as its URL: the user reads
+    `ssh://nas/srv/sdb.qcow2`, the name they gave, not a private mount point."""
+    for mount in mounts:
+        text = text.replace(mount.path, str(mount.url))
+    return text
+
+
 @contextmanager
 def mounted(url: StoreUrl) -> Iterator[ShareMount]:
     """The folder holding `url`, mounted for the length of the `with` block."""
@@ -326,10 +342,10 @@ class Probe:
     space: tuple[int, int] | None  # free and total bytes, when the share says
 
 
-def probe(url: StoreUrl) -> Probe:
+def probe(url: StoreUrl, interactive: bool = True) -> Probe:
     """Test a connection to the folder `url` names and report its free space (for the
     console's network-share step, before a job is started)."""
-    share = ShareMount(url)
+    share = ShareMount(url, interactive)
     try:
         if not os.path.isdir(share.path):
             raise ShareError(f"{url}: no such folder on the share")

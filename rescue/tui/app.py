@@ -30,8 +30,9 @@ from rescue.engine.restore import RestoreJob
 from rescue.errors import ExitCode
 from rescue.formats import mapfile
 from rescue.sim.spec import PREFIX as SIM_PREFIX
+from rescue.stores.mount import ShareMount, as_urls
 from rescue.tui.glyphs import ASCII_CLASS, KEY_WORDS, MONO_CLASS, AsciiFilter
-from rescue.tui.jobs import BackgroundJob, RunningJob, RunningRestore, one_line
+from rescue.tui.jobs import BackgroundJob, OnShare, RunningJob, RunningRestore, one_line
 from rescue.tui.screens.dialogs import HelpScreen, QuitScreen
 from rescue.tui.screens.disks import DisksScreen
 from rescue.tui.screens.job import JobScreen, JobScreenBase
@@ -75,6 +76,7 @@ class RescueApp(App[int]):
             + ([AsciiFilter()] if self.look.ascii else []))
         self.jobs: list[BackgroundJob] = []
         self.folders: dict[str, str] = {}  # pickers start where the last one of theirs ended
+        self.shares: list[ShareMount] = []  # opened to read an image on them
         self.home = home
         self._first_job = job
         self._map = (map_path, loaded)
@@ -104,13 +106,17 @@ class RescueApp(App[int]):
 
     # ---- jobs ------------------------------------------------------------------------------
 
-    def start_job(self, job: ImageJob, verify: bool = False) -> RunningJob:
+    def start_job(self, job: ImageJob, verify: bool = False,
+                  share: OnShare | None = None) -> RunningJob:
         """Run an opened imaging job in a thread worker and show its screen; `verify` checks
-        the image once the rescue has run to its end."""
+        the image once the rescue has run to its end; `share`, mounted, is let go after."""
         request = job.request
-        running = RunningJob(job, f"{request.source} → {os.path.basename(request.dest)}")
+        running = RunningJob(job, f"{request.source} → {os.path.basename(request.dest)}",
+                             share)
         running.verify = verify
         self._start(running, f"started; map {request.mapfile_path}")
+        if share is not None:
+            running.note(f"image on {share.url}; its map is kept here and copied beside it")
         if request.source.startswith(SIM_PREFIX):  # no file system there: nothing to warn of
             running.note("the simulated disk holds no file system: every sector is imaged")
             return running
@@ -123,7 +129,8 @@ class RescueApp(App[int]):
         request = job.request
         running = RunningRestore(job, f"{os.path.basename(request.image)} → "
                                       f"{', '.join(request.targets)}")
-        self._start(running, f"started: {request.image} onto {', '.join(request.targets)}")
+        image = as_urls(request.image, self.shares)  # an image on a share by its URL
+        self._start(running, f"started: {image} onto {', '.join(request.targets)}")
         return running
 
     def _start(self, running: BackgroundJob, first_note: str) -> None:
@@ -241,9 +248,12 @@ class RescueApp(App[int]):
                     await running.worker.wait()
 
     def on_unmount(self) -> None:
-        """Leaving by any other way still stops every job, each saving its map."""
+        """Leaving by any other way still stops every job, each saving its map; the shares
+        opened to read images are let go."""
         for running in self.jobs:
             running.cancel()
+        while self.shares:
+            self.shares.pop().close()
 
 
 def make_app(request: ImageRequest | None = None, map_path: str | None = None,

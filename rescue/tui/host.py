@@ -11,14 +11,17 @@ from textual.screen import Screen
 
 from rescue.engine.imaging import ImageJob
 from rescue.engine.restore import RestoreJob
-from rescue.tui.jobs import BackgroundJob, RunningJob, RunningRestore
+from rescue.stores.mount import ShareMount
+from rescue.tui.jobs import BackgroundJob, OnShare, RunningJob, RunningRestore
 
 
 class JobHost(Protocol):
     jobs: list[BackgroundJob]
     folders: dict[str, str]  # the last folder chosen for each purpose in this session
+    shares: list[ShareMount]  # shares opened to read an image, unmounted when the app quits
 
-    def start_job(self, job: ImageJob, verify: bool = False) -> RunningJob: ...
+    def start_job(self, job: ImageJob, verify: bool = False,
+                  share: OnShare | None = None) -> RunningJob: ...
 
     def start_restore(self, job: RestoreJob) -> RunningRestore: ...
 

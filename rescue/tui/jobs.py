@@ -10,12 +10,12 @@ from __future__ import annotations
 import os
 import threading
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Generic, TypeVar
 
 from textual.worker import Worker
 
-from rescue.engine.imaging import ImageJob
+from rescue.engine.imaging import ImageJob, ImageRequest
 from rescue.engine.jobs import JobControl, Progress
 from rescue.engine.rescue import Outcome
 from rescue.engine.restore import RestoreJob, RestoreProgress, RestoreResult
@@ -24,6 +24,9 @@ from rescue.errors import ExitCode, RescueError
 from rescue.fs.affected import image_damage_report
 from rescue.rangemap import BAD, FINISHED, MapSnapshot
 from rescue.sim.spec import PREFIX as SIM_PREFIX
+from rescue.stores.mount import ShareMount
+from rescue.stores.onshare import RECONNECT_TIMEOUT, kept_map, resume_on_share
+from rescue.stores.url import StoreUrl
 from rescue.units import human_size
 
 Result = TypeVar("Result")
@@ -158,22 +161,70 @@ class BackgroundJob(Generic[Result, Shown]):
         self.note(f"error: {one_line(error)}")
 
 
-class RunningJob(BackgroundJob[Outcome, Progress]):
-    """An imaging job: the engine's ImageJob."""
+@dataclass
+class OnShare:
+    """The share an imaging job writes its image to, mounted for the job's length."""
 
-    def __init__(self, job: ImageJob, title: str) -> None:
+    url: StoreUrl  # the image, as the user named it
+    mount: ShareMount
+    beside: str  # the map beside the image, on the share
+    kept: str  # the map the job writes, on this machine
+
+
+def open_on_share(request: ImageRequest, url: StoreUrl) -> tuple[ImageJob, OnShare]:
+    """Mount the share holding `url` and open the job writing there (its map kept here too);
+    the share is let go again if the job cannot be opened."""
+    mount = ShareMount(url.parent, interactive=False)  # the console owns the terminal
+    try:
+        local = mount.local(url)
+        beside = request.map_path or f"{local}.map"
+        kept = kept_map(url, mount, beside)
+        job = ImageJob(replace(request, dest=local, map_path=kept))
+    except BaseException:
+        mount.close()
+        raise
+    return job, OnShare(url, mount, beside, kept)
+
+
+class RunningJob(BackgroundJob[Outcome, Progress]):
+    """An imaging job: the engine's ImageJob; on a share, run as `rescue image URL` runs it."""
+
+    def __init__(self, job: ImageJob, title: str, share: OnShare | None = None) -> None:
         super().__init__(title, job.control)
         self.job = job
+        self.share = share
         self.verify = False  # `rescue verify` the image once the rescue has run to its end
         self._first_noted = 0  # chosen files (--first) whose outcome the log has
+        self._attempts = 0
 
     def run(self) -> Outcome:
-        outcome = self.job.run()
-        if outcome is Outcome.UNREADABLE:
-            self.note_affected_files()
-        if self.verify and outcome.finished:
-            self.note_verification()
-        return outcome
+        try:
+            outcome = self.rescue()
+            if outcome is Outcome.UNREADABLE:
+                self.note_affected_files()
+            if self.verify and outcome.finished:
+                self.note_verification()
+            return outcome
+        finally:
+            if self.share is not None:
+                self.share.mount.close()
+
+    def rescue(self) -> Outcome:
+        """The job; on a share, resumed each time the share comes back after a loss."""
+        share = self.share
+        if share is None:
+            return self.job.run()
+        return resume_on_share(share.url, share.mount, share.beside, share.kept,
+                               self._attempt, self.note,
+                               self.job.request.options.checkpoint_interval,
+                               RECONNECT_TIMEOUT)
+
+    def _attempt(self) -> Outcome:
+        """One run of the job; after the first, a new one resuming from the map."""
+        if self._attempts:
+            self.job = ImageJob(self.job.request, self.control)
+        self._attempts += 1
+        return self.job.run()
 
     def note_verification(self) -> None:
         """What `rescue verify` says of the finished image, in the job's log."""

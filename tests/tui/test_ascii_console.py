@@ -28,6 +28,7 @@ from rescue.tui.screens.jobs import JobsScreen
 from rescue.tui.screens.map_viewer import MapViewerScreen
 from rescue.tui.screens.restore import RestoreScreen
 from rescue.tui.screens.restore_wizard import RestoreWizard
+from rescue.tui.screens.share_dialog import ShareDialog
 from rescue.tui.screens.ssh import SshScreen
 from rescue.tui.widgets.sector_map import MapLook
 from tests.fixtures.cli import run
@@ -110,6 +111,9 @@ async def disks_and_dialogs(visit: Visit, target: str) -> None:
 
 async def browser(visit: Visit, fs_image: Path) -> None:
     picker = await visit.open("o", ImagePicker)
+    await visit.open("ctrl+s", ShareDialog)  # an image on a network share
+    await visit.pilot.press("escape")
+    await wait_until(visit.pilot, lambda: isinstance(visit.app.screen, ImagePicker))
     picker.query_one("#image-path", Input).focus()
     picker.query_one("#image-path", Input).value = str(fs_image.parent)
     await visit.pilot.press("enter")  # the folder's images are listed and summarised
@@ -135,6 +139,7 @@ async def image_wizard_and_job(visit: Visit, dest: Path) -> None:
     await visit.pilot.press("enter")
     wizard.query_one("#dest-path", Input).value = str(dest)
     await visit.step("image wizard: destination")
+    await network_share_fields(visit, wizard)
     await visit.pilot.click("#browse")
     await wait_until(visit.pilot, lambda: isinstance(visit.app.screen, FolderPicker))
     await visit.step("folder picker")
@@ -163,6 +168,22 @@ async def image_wizard_and_job(visit: Visit, dest: Path) -> None:
     visit.app.open_map(f"{dest}.map")
     await wait_until(visit.pilot, lambda: isinstance(visit.app.screen, MapViewerScreen))
     await visit.step("map viewer")
+
+
+async def network_share_fields(visit: Visit, wizard: ImageWizard) -> None:
+    """The share's fields, smb's masked password among them, and a test that cannot connect
+    saying why in one line; then back to the local file."""
+    wizard.query_one("#dest-where", Select).value = "share"
+    wizard.query_one("#share-type", Select).value = "smb"
+    await visit.pilot.pause()
+    wizard.query_one("#share-password", Input).focus()
+    await type_text(visit.pilot, "s3cret")
+    await visit.pilot.click("#share-test")
+    shown = await visit.step("image wizard: network share")
+    assert "Password (smb):" in shown and "s3cret" not in shown and "******" in shown
+    assert "name the server's address" in shown
+    wizard.query_one("#dest-where", Select).value = "local"
+    await visit.pilot.pause()
 
 
 async def restore_wizard_and_job(visit: Visit, raw_image: str, target: str) -> None:
@@ -207,8 +228,10 @@ def test_every_screen_and_dialog_is_ascii_on_a_vt220(tmp_path: Path,
         drive(make_home_app(VT220), scenario, notifications=True)
     screens = {kind.__name__ for kind in (
         DisksScreen, InspectScreen, HelpScreen, SshScreen, ImagePicker, ImageBrowser,
-        FolderPicker, ImageWizard, JobScreen, QuitScreen, RestoreWizard, RestoreScreen)}
-    steps = {"image list", "folder picker", "map viewer", "jobs list, toast"}
+        FolderPicker, ImageWizard, JobScreen, QuitScreen, RestoreWizard, RestoreScreen,
+        ShareDialog)}
+    steps = {"image list", "folder picker", "map viewer", "jobs list, toast",
+             "image wizard: network share"}
     assert screens | steps <= set(visits[0].seen)
 
 

@@ -31,6 +31,7 @@ from rescue.formats.catalog import (
 )
 from rescue.tui.host import JobHost, host_of
 from rescue.tui.jobs import RunningJob
+from rescue.tui.screens.share_dialog import ShareDialog
 from rescue.tui.widgets.toggles import OptionList
 from rescue.units import human_size
 
@@ -68,6 +69,7 @@ class ImagePicker(ModalScreen[str | None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "dismiss(None)", "Cancel"),
         Binding("backspace", "parent", "Parent folder", key_display="backspace"),
+        Binding("ctrl+s", "share", "Network share"),
     ]
     DEFAULT_CSS = """
     ImagePicker { align: center middle; }
@@ -203,6 +205,14 @@ class ImagePicker(ModalScreen[str | None]):
     def choose(self, path: str) -> None:
         host_of(self).folders[IMAGES_FOLDER] = os.path.dirname(os.path.abspath(path))
         self.dismiss(path)
+
+    def action_share(self) -> None:
+        """An image on a network share, mounted for the session."""
+        def opened(path: str | None) -> None:
+            if path:
+                self.choose(path)
+
+        self.app.push_screen(ShareDialog(), opened)
 
     def action_parent(self) -> None:
         """Backspace in the list (in the field, it edits the field)."""

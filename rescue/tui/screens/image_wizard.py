@@ -14,7 +14,7 @@ from typing import Any
 
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.containers import Horizontal, VerticalScroll
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Button, Input, Label, Select, Static
 from textual.widgets.option_list import Option
 
@@ -31,12 +31,15 @@ from rescue.engine.imaging import (
 )
 from rescue.engine.rescue import RescueOptions
 from rescue.engine.resume import Outlook, outlook
-from rescue.errors import RescueError
+from rescue.errors import RescueError, UsageError
 from rescue.formats.image import DEFAULT_LEVEL, EXTENSION_OF, LEVELS, format_for
 from rescue.sim.faulty import PREFIX as SIM_PREFIX
+from rescue.stores.url import StoreUrl
 from rescue.tui.describe import device_line, every_device
+from rescue.tui.jobs import OnShare, open_on_share
 from rescue.tui.screens.folder_picker import FolderPicker, describe_folder
 from rescue.tui.screens.wizard import WizardScreen, parse_number, verdict_lines
+from rescue.tui.widgets.share_form import ShareForm, smb_password
 from rescue.tui.widgets.toggles import Checkbox, OptionList
 from rescue.units import human_size
 
@@ -44,6 +47,7 @@ FORMAT_CHOICES = (("raw, sparse (.img)", "raw"), ("qcow2, compressed (.qcow2)", 
                   ("zstd seekable (.img.zst)", "zst"))
 MODE_CHOICES = tuple(zip(("every sector (full)", "only what file systems use (used)"), MODES,
                          strict=True))
+WHERE_CHOICES = (("a file on this machine", "local"), ("a network share (ssh, smb, nfs)", "share"))
 ORDER_CHOICES = tuple(zip(("auto (metadata first if it fails)",
                            "metadata first, then the rest", "sequential, start to end"), ORDERS,
                           strict=True))
@@ -70,7 +74,8 @@ class ImageChoices:
     source: str = ""
     source_size: int = 0
     source_warnings: tuple[str, ...] = ()  # e.g. mounted read-write: may change as it is read
-    dest: str = ""
+    dest: str = ""  # a local path, or the URL of `share`
+    share: StoreUrl | None = None  # the image on a network share
     # what the job records of the source, to tell a map of another source apart
     identity: dict[str, Any] = field(default_factory=dict)
     image_format: str = "raw"
@@ -86,6 +91,10 @@ class ImageChoices:
     verify: bool = False  # `rescue verify` the image once imaging ends
 
     def verdict(self) -> Verdict:
+        """Nothing of this machine stands against an image on a share: its room is told by
+        the share step's connection test."""
+        if self.share is not None:
+            return Verdict(self.dest, ())
         return check_write_target(self.dest, needed_size=self.source_size,
                                   protected=protected_sources(self.source))
 
@@ -145,11 +154,17 @@ class ImageWizard(WizardScreen):
             yield Label("or pick one (enter):")
             yield OptionList(*self.source_options(), id="known")
         elif step_id == "dest":
-            yield Label("Image file:")
-            with Horizontal(classes="row"):
-                yield Input(id="dest-path")
-                yield Button("Browse...", id="browse")
-            yield Static(id="dest-info", markup=False)
+            with Vertical(id="dest-local"):
+                yield Label("Image file:")
+                with Horizontal(classes="row"):
+                    yield Input(id="dest-path")
+                    yield Button("Browse...", id="browse")
+                yield Static(id="dest-info", markup=False)
+            with Horizontal(classes="field"):
+                yield Label("Write the image to:")
+                yield Select(WHERE_CHOICES, value="local", allow_blank=False, id="dest-where",
+                             compact=True)
+            yield ShareForm(id="dest-share")
         elif step_id == "options":
             yield from self.compose_options()
         else:
@@ -209,7 +224,11 @@ class ImageWizard(WizardScreen):
             dest = self.query_one("#dest-path", Input)
             if not dest.value:
                 dest.value = default_destination(choices.source, self.folder)
+            self.share_form.needed = choices.source_size
+            self.show_where()
             self.show_dest_info()
+            if self.on_share:  # after the step's first field, hidden now, took the focus
+                self.call_after_refresh(self.share_form.query_one("#share-address").focus)
         elif step_id == "options":
             self.query_one("#format", Select).value = format_for(choices.dest)
             self.show_compression()
@@ -251,13 +270,36 @@ class ImageWizard(WizardScreen):
         self.choices.source_warnings = warnings
         return None
 
+    @property
+    def share_form(self) -> ShareForm:
+        return self.query_one("#dest-share", ShareForm)
+
+    @property
+    def on_share(self) -> bool:
+        return self.query_one("#dest-where", Select).value == "share"
+
     def check_dest(self) -> str | None:
+        if self.on_share:
+            return self.check_share()
+        self.choices.share = None
         dest = os.path.abspath(os.path.expanduser(self.query_one("#dest-path", Input).value))
         if os.path.isdir(dest):
             return f"{dest} is a folder: name the image file inside it"
         self.choices.dest = dest
         hard = [reason for reason in self.choices.verdict().reasons if not reason.overridable]
         return hard[0].message if hard else None
+
+    def check_share(self) -> str | None:
+        """The image the share fields name; whether the share answers is the connection
+        test's to say, or the job's when it starts."""
+        try:
+            url = self.share_form.url()
+        except (UsageError, ValueError) as error:
+            return str(error)
+        if not url.name or url.path.endswith("/"):
+            return "name the image file at the end of the path on the share"
+        self.choices.share, self.choices.dest = url, str(url)
+        return None
 
     def check_options(self) -> str | None:
         choices = self.choices
@@ -296,10 +338,32 @@ class ImageWizard(WizardScreen):
             self.show_dest_info()
 
     def on_select_changed(self, event: Select.Changed) -> None:
+        if event.select.id == "dest-where":
+            self.show_where()
         if event.select.id == "format" and isinstance(event.value, str):
             self.choices.dest = with_format_extension(self.choices.dest, event.value)
-            self.query_one("#dest-path", Input).value = self.choices.dest
+            if self.choices.share is None:
+                self.query_one("#dest-path", Input).value = self.choices.dest
+            else:
+                self.check_share_renamed(event.value)
             self.show_compression()
+
+    def check_share_renamed(self, image_format: str) -> None:
+        """The file on the share takes the chosen format's extension too."""
+        share = self.choices.share
+        assert share is not None
+        path = with_format_extension(share.path, image_format)
+        self.share_form.set_path(path)
+        self.choices.share = StoreUrl(share.scheme, share.host, path, share.user, share.port)
+        self.choices.dest = str(self.choices.share)
+
+    def show_where(self) -> None:
+        """The local file's fields, or the share's."""
+        self.query_one("#dest-local").display = not self.on_share
+        self.share_form.display = self.on_share
+        if self.on_share and not self.share_form.query_one("#share-path", Input).value:
+            name = os.path.basename(self.query_one("#dest-path", Input).value)
+            self.share_form.set_path(name)
 
     def show_compression(self) -> None:
         """The level and threads only where the format compresses."""
@@ -339,9 +403,15 @@ class ImageWizard(WizardScreen):
         text.append(f"read   {choices.source} ({human_size(choices.source_size)})\n")
         for warning in choices.source_warnings:
             text.append(f"! {warning}\n", "yellow")
-        text.append(f"write  {choices.dest}\n       map {choices.dest}.map\n")
-        ahead = choices.outlook()
-        text.append(ahead.line() + "\n", OUTLOOK_STYLES.get(ahead.kind, ""))
+        text.append(f"write  {choices.dest}\n")
+        if choices.share is None:
+            text.append(f"       map {choices.dest}.map\n")
+            ahead = choices.outlook()
+            text.append(ahead.line() + "\n", OUTLOOK_STYLES.get(ahead.kind, ""))
+        else:
+            text.append("       map beside it (.map), kept on this machine too\n"
+                        "mounted when the job starts; a map there is resumed, a lost share "
+                        "waited for\n")
         options = [f"format {choices.image_format}"]
         if choices.image_format != "raw":
             options.append(f"level {choices.level}, "
@@ -369,6 +439,32 @@ class ImageWizard(WizardScreen):
     # ---- start -----------------------------------------------------------------------------
 
     def finish(self) -> None:
-        job = ImageJob(self.choices.request())
+        request, share = self.choices.request(), self.choices.share
+        if share is None:
+            self.start(ImageJob(request), None)
+            return
+        self.set_problem(f"mounting {share.parent}...")
+        password = self.share_form.password
+        self.run_worker(lambda: self.open_share(request, share, password), name="mount share",
+                        thread=True, group="share-open", exclusive=True, exit_on_error=False)
+
+    def open_share(self, request: ImageRequest, share: StoreUrl, password: str) -> None:
+        """In a thread (a server that does not answer must not hold the screen): mount the
+        share and open the job, or say why not on the last step."""
+        try:
+            with smb_password(password):
+                job, on_share = open_on_share(request, share)
+        except (RescueError, OSError) as error:
+            line = str(error) if isinstance(error, RescueError) else \
+                f"{share}: {error.strerror}"
+            self.app.call_from_thread(self.refused, line)
+            return
+        self.app.call_from_thread(self.start, job, on_share)
+
+    def refused(self, line: str) -> None:
+        self.set_problem(line)
+        self.app.bell()
+
+    def start(self, job: ImageJob, on_share: OnShare | None) -> None:
         self.app.pop_screen()
-        self.rescue_app.start_job(job, verify=self.choices.verify)
+        self.rescue_app.start_job(job, verify=self.choices.verify, share=on_share)

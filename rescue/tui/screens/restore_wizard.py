@@ -12,6 +12,7 @@ is typed; the request it builds is the command line's.
 from __future__ import annotations
 
 import shlex
+from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any, ClassVar
 
@@ -29,6 +30,7 @@ from rescue.engine import consent
 from rescue.engine.restore import RestoreJob, RestoreRequest, TargetCheck
 from rescue.errors import RescueError
 from rescue.formats.catalog import is_source_disk, summarize
+from rescue.stores.mount import ShareMount, as_urls
 from rescue.tui.describe import device_line, every_device
 from rescue.tui.screens.image_picker import ImagePicker, session_images
 from rescue.tui.screens.wizard import WizardScreen, parse_number, verdict_lines
@@ -43,9 +45,11 @@ REASON_WORDS = {"running-system": "system disk", "swap": "active swap", "read-on
                 "not-writable": "not writable"}
 
 
-def with_command_line(request: RestoreRequest) -> RestoreRequest:
-    """`request` recording the `rescue restore` command that does the same."""
-    return replace(request, command_line=shlex.join(request.to_argv()))
+def with_command_line(request: RestoreRequest,
+                      shares: Iterable[ShareMount] = ()) -> RestoreRequest:
+    """`request` recording the `rescue restore` command that does the same; an image on one
+    of the console's `shares` by its URL."""
+    return replace(request, command_line=as_urls(shlex.join(request.to_argv()), shares))
 
 
 def describe_check(check: TargetCheck, force: bool, receives: bool = True) -> Text:
@@ -205,7 +209,7 @@ class RestoreWizard(WizardScreen):
         made = f"\nmade from {summary.source_line()}" if summary.source else ""
         self.query_one("#image-info", Static).update(
             f"{summary.format} image of {human_size(summary.size or 0)}, {summary.state}: "
-            f"{path}{made}")
+            f"{as_urls(path, self.rescue_app.shares)}{made}")
         return None
 
     def check_targets(self) -> str | None:
@@ -222,7 +226,7 @@ class RestoreWizard(WizardScreen):
         try:
             self.request = with_command_line(RestoreRequest(
                 image=self.image, targets=tuple(dict.fromkeys(chosen)), partition=partition,
-                layout=self.sizes if partition is None else ()))
+                layout=self.sizes if partition is None else ()), self.rescue_app.shares)
             self.job = RestoreJob(self.request)
             self.checks = self.job.check()
         except RescueError as error:
@@ -248,7 +252,8 @@ class RestoreWizard(WizardScreen):
             self.layout_problem = str(error)
         else:
             self.layout_problem = None
-            self.request = with_command_line(replace(self.request, layout=self.sizes))
+            self.request = with_command_line(replace(self.request, layout=self.sizes),
+                                             self.rescue_app.shares)
         self.set_problem(self.layout_problem or "")
         self.show_checks()
 
@@ -302,7 +307,8 @@ class RestoreWizard(WizardScreen):
     def finish(self) -> None:
         """Judge the targets again and start; the typed names were checked just before."""
         assert self.request is not None
-        job = RestoreJob(with_command_line(replace(self.request, force=self.force)))
+        job = RestoreJob(with_command_line(replace(self.request, force=self.force),
+                                           self.rescue_app.shares))
         refused = consent.refusals(job.check(), self.force)
         if refused:
             self.set_problem(refused[0])
