@@ -12,6 +12,12 @@ from rescue.errors import UsageError
 
 SCHEMES = ("ssh", "smb", "nfs")
 _LOOKS_LIKE = re.compile(r"^(ssh|smb|nfs)://", re.IGNORECASE)
+# A server is a DNS name or an address, a user a login name (smb: DOMAIN\\user or DOMAIN;user).
+# Neither may start with "-": the mount tools take such an argument for an option, and
+# sshfs's `-oProxyCommand=...` runs a command.
+_HOST = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*|[0-9A-Fa-f:.]+")
+_USER = re.compile(r"[A-Za-z0-9_.][A-Za-z0-9_.$\\;-]*")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def is_store_url(text: str) -> bool:
@@ -70,7 +76,15 @@ def parse(text: str, folder: bool = False) -> StoreUrl:
                             else "use a key (RESCUE_SSH_OPTS='-i KEY')"))
     if not parts.hostname:
         raise UsageError(f"{text}: no server named (e.g. {scheme}://server/path)")
+    user = unquote(parts.username) if parts.username else None
+    if not _HOST.fullmatch(parts.hostname):
+        raise UsageError(f"{text}: {parts.hostname!r} is not a server name or address")
+    if user is not None and not _USER.fullmatch(user):
+        raise UsageError(f"{text}: {user!r} is not a user name (letters, digits, '.', '_', "
+                         "'-', not first)")
     path = posixpath.normpath(unquote(parts.path) or "/")
+    if _CONTROL.search(path):
+        raise UsageError(f"{text}: the path holds a control character")
     if parts.query or parts.fragment:
         raise UsageError(f"{text}: a share URL takes no '?' or '#' part")
     parts_needed = 1 if folder else 2  # the share, and a file inside it
@@ -78,5 +92,4 @@ def parse(text: str, folder: bool = False) -> StoreUrl:
         raise UsageError(f"{text}: name the share and a path inside it (smb://server/share/file)")
     if scheme == "nfs" and path == "/":
         raise UsageError(f"{text}: name the export and a path inside it (nfs://server/export/file)")
-    user = unquote(parts.username) if parts.username else None
     return StoreUrl(scheme, parts.hostname, path, user, port)

@@ -44,11 +44,23 @@ def test_local_paths_are_not_urls(text: str) -> None:
     ("nfs://filer/", "name the export and a path inside it"),
     ("ssh://nas:99999/x.img", "out of range"),
     ("ssh://nas/x.img?y=1", "takes no '?' or '#' part"),
+    # what the mount tools would take for an option (sshfs -oProxyCommand=... runs a command)
+    ("ssh://-oProxyCommand=touch${IFS}x/srv/x.img", "is not a server name or address"),
+    ("ssh://-oProxyCommand=id@nas/x.img", "is not a user name"),
+    ("smb://-h/share/x.img", "is not a server name or address"),
+    ("ssh://na$(id)s/x.img", "is not a server name or address"),
+    ("ssh://a%20b@nas/x.img", "is not a user name"),
+    ("ssh://nas/a%0Ab.img", "the path holds a control character"),
 ])
 def test_malformed_urls_say_what_is_wrong(text: str, said: str) -> None:
     with pytest.raises(UsageError, match=re.escape(said)) as raised:
         parse(text)
     assert "hunter2" not in str(raised.value) and ":pw@" not in str(raised.value)
+
+
+def test_domain_users_of_smb() -> None:
+    assert parse("smb://CORP%5Cann@nas/s/x.img").user == "CORP\\ann"
+    assert parse("smb://CORP;ann@nas/s/x.img").user == "CORP;ann"
 
 
 def test_a_folder_may_be_a_whole_share() -> None:
