@@ -127,7 +127,15 @@ class _Ssh(_Backend):
                 "-o", "ssh_command=" + " ".join(ssh)]
         if url.port:
             argv += ["-p", str(url.port)]
-        _run(argv, f"cannot mount {url}")
+        try:
+            _run(argv, f"cannot mount {url}")
+        except ShareError as failed:
+            # sshfs says only "read: Connection reset by peer" whatever went wrong; ssh itself,
+            # with the same configuration, says why (refused, unknown host, key not accepted)
+            port = ["-p", str(url.port)] if url.port else []
+            _run([*ssh, "-o", "BatchMode=yes", "-o", "ConnectTimeout=15", *port,
+                  f"{user}{url.host}", "true"], f"cannot mount {url}", timeout=30)
+            raise failed
 
 
 class _Smb(_Backend):

@@ -33,7 +33,14 @@ from tests.fixtures.cli import (
     run,
 )
 from tests.fixtures.loop import loop_device
-from tests.fixtures.shares import SMB_PASSWORD, Server, SshServer, smb_server, ssh_server
+from tests.fixtures.shares import (
+    SMB_PASSWORD,
+    Server,
+    SshServer,
+    free_port,
+    smb_server,
+    ssh_server,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.root]
 
@@ -188,6 +195,19 @@ def test_a_wrong_smb_password_is_one_line(servers: dict[str, Server], share_env:
     result = rescue("info", servers["smb"].place("nothing.qcow2")[0])
     assert_clean_failure(result, ExitCode.USAGE,
                          r"cannot reach smb://nobody@127\.0\.0\.1:\d+/data: ")
+    assert _no_share_mounts()
+
+
+@pytest.mark.parametrize(("where", "said"), [
+    ("127.0.0.1:{port}", r"ssh: connect to host 127\.0\.0\.1 port \d+: Connection refused"),
+    ("no-such-host.invalid", r"ssh: Could not resolve hostname no-such-host\.invalid"),
+])
+def test_an_ssh_share_that_cannot_be_mounted_says_why(share_env: Path, where: str,
+                                                      said: str) -> None:
+    """sshfs alone says "read: Connection reset by peer" whatever went wrong."""
+    url = f"ssh://{where.format(port=free_port())}/srv/disk.qcow2"
+    result = rescue("info", url)
+    assert_clean_failure(result, ExitCode.USAGE, r"cannot mount ssh://\S+/srv: " + said)
     assert _no_share_mounts()
 
 
