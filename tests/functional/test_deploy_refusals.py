@@ -23,7 +23,8 @@ pytestmark = pytest.mark.root
 def test_a_mounted_disk_is_refused(tmp_path: Path) -> None:
     with ExitStack() as stack:
         device = target(stack, tmp_path, "mounted", 16 * MIB)
-        run("mkfs.ext4", "-q", "-F", device)
+        # no lazy init: ext4 would zero its inode tables in the background while mounted
+        run("mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0", device)
         stack.enter_context(mounted_here(device))
         before = digest(device)
         result = rescue("deploy", "receive", device, "--yes")

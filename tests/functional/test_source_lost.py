@@ -48,6 +48,9 @@ SIZE = 96 * MIB
 BAD = (8 * MIB + 3 * SECTOR, 16 * SECTOR)  # read before the source goes: stays bad
 BAD_CLUSTER = (8 * MIB, 64 << 10)  # what the copy passes mark non-trimmed around it
 GONE_AT = 32 * MIB  # bytes served before the source goes away
+# the served disk's speed: slow enough that the rescue is still reading when the test, which
+# polls the read log, kills the server at GONE_AT (at full speed it may read it all first)
+RATE = 64 * MIB
 EXIT_WITHIN = 10.0  # seconds from the source going away to the exit
 
 
@@ -88,7 +91,7 @@ class KillableServer:
         with open(stderr, "wb") as err:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "tests.fixtures.faultdisk", str(self.backing),
-                 self.mountpoint, f"sim:size={SIZE},bad={BAD[0]}+{BAD[1]}", "--log",
+                 self.mountpoint, f"sim:size={SIZE},bad={BAD[0]}+{BAD[1]},rate={RATE}", "--log",
                  str(self.log)],
                 cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                 stderr=err, start_new_session=True)
