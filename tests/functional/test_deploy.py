@@ -44,6 +44,12 @@ def sources(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {**imaged_disk(folder, "gpt", DISK, GPT_LAYOUT, 1, "qcow2"), "random.img": big}
 
 
+@pytest.fixture(autouse=True)
+def own_tmpdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A receiver's scratch folder in the test's own: one this test kills cannot clean up."""
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+
+
 @pytest.fixture
 def stack() -> Iterator[ExitStack]:
     with ExitStack() as stack:
