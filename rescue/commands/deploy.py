@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from rescue.commands import add_image_argument
 from rescue.commands.restore import confirm
 from rescue.commands.status import ProgressReporter, run_presented
+from rescue.engine.choices import READ_BACKS
 from rescue.engine.deploywire import DEFAULT_PORT, Report
 from rescue.errors import RefusedError
 from rescue.units import human_rate, human_size
@@ -78,6 +79,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     receive.add_argument("target", metavar="TARGET", help="disk to overwrite")
     receive.add_argument("--yes", "-y", action="store_true",
                          help="do not ask for confirmation (for scripts and boot entries)")
+    receive.add_argument("--read-back", choices=READ_BACKS, default="auto",
+                         help="when TARGET is read back: during the writing, following what "
+                              "is synced, or after it (auto: during, unless the disk spins)")
     _network_options(receive)
     receive.set_defaults(run=run_receive)
 
@@ -137,7 +141,8 @@ def run_receive(args: argparse.Namespace) -> int:
     from rescue.engine.jobs import JobControl
 
     control = JobControl()
-    job = ReceiveJob(ReceiveRequest(args.target, args.interface, args.port), control)
+    job = ReceiveJob(ReceiveRequest(args.target, args.interface, args.port,
+                                            args.read_back), control)
     check = job.check()
     refused = consent.refusals([check], False)
     if refused:

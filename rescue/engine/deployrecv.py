@@ -6,10 +6,13 @@ receiver joins: a room's transfer must not wait on someone typing. Once the head
 target must hold the image's logical size, or the receiver writes nothing and reports failed.
 
 The stream is written in order with the restore's block target (O_DIRECT, the disk claimed so
-nothing mounts it meanwhile), synced, then read back past the page cache and hashed: the disk
-counts as done only when that digest is the image's. udpcast cannot tell a receiver that lost
-its place from one that kept it, the read-back can. Progress and the result go to the sender
-over the back channel every second, so a receiver that dies is noticed by its silence.
+nothing mounts it meanwhile), synced, and read back past the page cache and hashed: the disk
+counts as done only when that digest is the image's. As in a restore, a disk that does not
+spin is read back while it is written, following what is synced (the network sets the pace,
+so the proof costs no time of its own); a spinning one after the writing. udpcast cannot
+tell a receiver that lost its place from one that kept it, the read-back can. Progress and
+the result go to the sender over the back channel every second, so a receiver that dies is
+noticed by its silence.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import socket
 import subprocess
 import tempfile
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import IO
 
@@ -27,6 +31,7 @@ import zstandard
 
 from rescue.devices import safety
 from rescue.devices.locks import Locks
+from rescue.engine.choices import READ_BACKS
 from rescue.engine.deploywire import (
     DEFAULT_PORT,
     Header,
@@ -38,10 +43,16 @@ from rescue.engine.deploywire import (
 from rescue.engine.jobs import JobControl
 from rescue.engine.pipeline import CHUNK, Chunk, Span, Target, Writers
 from rescue.engine.restore import TargetCheck
-from rescue.errors import DestinationError, ExitCode, FormatError, RefusedError
+from rescue.errors import (
+    DestinationError,
+    ExitCode,
+    FormatError,
+    RefusedError,
+    UsageError,
+)
 from rescue.formats.integrity import DIGESTS
 from rescue.fs import fitting
-from rescue.io.blockdev import read_chunks, write_error
+from rescue.io.blockdev import Watermark, read_chunks, rotational, write_error
 from rescue.units import human_size
 
 HEARTBEAT = 1.0  # seconds between progress reports to the sender
@@ -54,9 +65,16 @@ class ReceiveRequest:
     target: str
     interface: str | None = None
     port: int = DEFAULT_PORT
+    read_back: str = "auto"  # during the writing, after it, or as the disk suits
 
     def __post_init__(self) -> None:
         check_port(self.port)
+        if self.read_back not in READ_BACKS:
+            raise UsageError(f"--read-back must be one of {', '.join(READ_BACKS)}")
+
+    def reads_back_during(self) -> bool:
+        return self.read_back == "during" or (
+            self.read_back == "auto" and not rotational(self.target))
 
 
 @dataclass(frozen=True)
@@ -183,9 +201,17 @@ class ReceiveJob:
         if header.compression == "zstd":
             data = zstandard.ZstdDecompressor().stream_reader(stream, read_across_frames=True)
         self._update(phase="writing")
-        self._write(data, header)
-        self._update(phase="verifying")
-        if self._read_back(header) != header.expected:
+        written = Watermark() if self.request.reads_back_during() else None
+        with ThreadPoolExecutor(1, thread_name_prefix="deploy-read-back") as reading:
+            digest = reading.submit(self._read_back, header, written) if written else None
+            try:
+                self._write(data, header, written)
+            finally:
+                if written is not None:  # however the writing ended, the read-back stops there
+                    written.end()
+            self._update(phase="verifying")
+            digest = digest or reading.submit(self._read_back, header, None)
+        if digest.result() != header.expected:
             self._update(fingerprint="failed")
             raise _Failed(f"{check.target} does not read back as the image: its "
                           f"{header.digest} differs")
@@ -209,15 +235,17 @@ class ReceiveJob:
             self._channel = channel
         self._send(self.report)
 
-    def _write(self, data: IO[bytes], header: Header) -> None:
+    def _write(self, data: IO[bytes], header: Header, written: Watermark | None) -> None:
         """The stream onto the target through the restore's writer: a thread of its own that
-        writes while the next chunk arrives, syncing as it goes; a short stream fails. Its
-        map only serves the writer (a multicast stream cannot be resumed) and goes with it."""
+        writes while the next chunk arrives, syncing as it goes (advancing `written`, which a
+        read-back follows); a short stream fails. Its map only serves the writer (a multicast
+        stream cannot be resumed) and goes with it."""
         size = header.size
         with tempfile.TemporaryDirectory(prefix="rescue-deploy-") as folder, \
                 Writers(skip_holes=False, checkpoint=CHECKPOINT) as writers:
             target = Target(self.request.target, Span(0, size, "whole", header.table),
                             os.path.join(folder, "target.map"), "", self.control.clock)
+            target.written = written
             writers.start_writers([target])
             received = 0
             try:
@@ -244,11 +272,13 @@ class ReceiveJob:
         return (f"the stream ended at {human_size(written)} of {human_size(size)} "
                 "(the sender stopped or dropped this receiver)")
 
-    def _read_back(self, header: Header) -> str:
-        """The target's first `size` bytes, read past the page cache and hashed."""
+    def _read_back(self, header: Header, written: Watermark | None) -> str:
+        """The target's first `size` bytes, read past the page cache and hashed; with
+        `written`, each chunk once it is synced, ending early where the writer stopped."""
         hasher = DIGESTS[header.digest]()
         verified = 0
-        chunks = read_chunks(self.request.target, header.size, CHUNK, lambda _: None)
+        chunks = read_chunks(self.request.target, header.size, CHUNK, lambda _: None,
+                             written=written)
         try:
             for _, data, _ in chunks:
                 if self.control.cancelled.is_set():

@@ -100,8 +100,9 @@ def test_three_receivers_each_hold_the_image(sources: dict[str, Path], tmp_path:
     port = PORT
     with lan(4) as (sender, *hosts):
         devices = [target(stack, tmp_path, f"r{i}", DISK, fill=b"old data ") for i in range(3)]
-        receivers = [receive(host, device, port) for host, device in zip(hosts, devices,
-                                                                           strict=True)]
+        # one reads back while it writes, one after, one as its disk suits
+        receivers = [receive(host, device, port, "--read-back", when) for host, device, when
+                     in zip(hosts, devices, ("during", "after", "auto"), strict=True)]
         time.sleep(1)
         result = finished(send(sender, sources["gpt.qcow2"], port, "--min-receivers", "3"))
         assert result.returncode == 0, result.stderr
@@ -122,8 +123,8 @@ def test_a_receiver_killed_mid_stream_is_failed_and_the_others_finish(
     port = PORT
     with lan(4) as (sender, *hosts):
         devices = [target(stack, tmp_path, f"k{i}", BIG) for i in range(3)]
-        receivers = [receive(host, device, port) for host, device in zip(hosts, devices,
-                                                                           strict=True)]
+        receivers = [receive(host, device, port, "--read-back", "during") for host, device
+                     in zip(hosts, devices, strict=True)]
         time.sleep(1)
         sending = send(sender, sources["random.img"], port, "--min-receivers", "3")
         wait_until_writing(receivers[0])
