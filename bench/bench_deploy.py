@@ -12,11 +12,15 @@ hashes nothing beforehand), then written onto loop devices by
   deployment does), and the same stream zstd-compressed (`zstd -1` / `zstd -d`).
 
 Prints the times, each receiver's throughput (every receiver gets the whole image in that
-time), the bytes on the wire, and the ratios. The loop devices' backing files live in /dev/shm
-and are rewritten before each run, so no run pays for first-touch allocation. Medians of
-`--repeat` interleaved rounds, because the machines are shared.
+time), the bytes on the wire, and the ratios, for each of `--rates`: links shaped to a switch
+port's rate (1 Gbit/s, a room's LAN) and unshaped ("none": a veth moves TCP at memory speed in
+64 KiB segments, and the four "machines" share this machine's cores, which no room does). The
+loop devices' backing files live in /dev/shm and are rewritten before each run, so no run pays
+for first-touch allocation. Medians of `--repeat` interleaved rounds, because the machines
+are shared.
 
-Run as root: python bench/bench_deploy.py [--size 512M] [--repeat 3] [--workdir DIR]
+Run as root: python bench/bench_deploy.py [--size 512M] [--repeat 3] [--rates 1gbit,none]
+[--workdir DIR]
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 
 from common import REPO, make_mixed_disk, report
@@ -115,11 +120,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="512M")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--rates", default="1gbit,none",
+                        help="link rates to measure at, tc's notation; none: unshaped")
     parser.add_argument("--workdir", default=None)
     args = parser.parse_args()
     size = parse_size(args.size)
-    times: dict[str, list[float]] = {}
-    wire: dict[str, int] = {}
     with tempfile.TemporaryDirectory(dir=args.workdir, prefix="bench-deploy-") as work, \
             ExitStack() as stack:
         disk = os.path.join(work, "disk.img")
@@ -134,30 +139,40 @@ def main() -> None:
             stack.callback(lambda p=path: os.path.exists(p) and os.unlink(p))
         refill(backings, size)
         devices = [stack.enter_context(loop_device(path)) for path in backings]
-        sender, *hosts = stack.enter_context(lan(4))
-        runs = {
-            "deploy, 3 receivers, zstd": lambda: deploy(sender, hosts, devices, image),
-            "deploy, 3 receivers, --no-compress": lambda: deploy(
-                sender, hosts, devices, image, "--no-compress"),
-            "deploy, 1 receiver, zstd": lambda: deploy(sender, hosts[:1], devices[:1], image),
-            "unicast TCP + dd + b3sum, 1 target": lambda: unicast(
-                sender, hosts[0], devices[0], disk, False),
-            "unicast TCP zstd -1 + dd + b3sum, 1 target": lambda: unicast(
-                sender, hosts[0], devices[0], disk, True),
-        }
-        for _ in range(args.repeat):
-            for name, work_once in runs.items():
-                refill(backings, size)
-                seconds, wire[name] = work_once()
-                times.setdefault(name, []).append(seconds)
+        for rate in args.rates.split(","):
+            with lan(4, None if rate == "none" else rate) as (sender, *hosts):
+                measure(f"links {rate}", size, args.repeat, backings, {
+                    "deploy, 3 receivers, zstd": lambda: deploy(sender, hosts, devices, image),
+                    "deploy, 3 receivers, --no-compress": lambda: deploy(
+                        sender, hosts, devices, image, "--no-compress"),
+                    "deploy, 1 receiver, zstd": lambda: deploy(sender, hosts[:1], devices[:1],
+                                                               image),
+                    "unicast TCP + dd + b3sum, 1 target": lambda: unicast(
+                        sender, hosts[0], devices[0], disk, False),
+                    "unicast TCP zstd -1 + dd + b3sum, 1 target": lambda: unicast(
+                        sender, hosts[0], devices[0], disk, True),
+                })
+
+
+def measure(title: str, size: int, repeat: int, backings: list[str],
+            runs: dict[str, Callable[[], tuple[float, int]]]) -> None:
+    """Each run `repeat` times, interleaved, onto freshly written targets; medians and
+    ratios printed under `title`."""
+    times: dict[str, list[float]] = {}
+    wire: dict[str, int] = {}
+    for _ in range(repeat):
+        for name, work_once in runs.items():
+            refill(backings, size)
+            seconds, wire[name] = work_once()
+            times.setdefault(name, []).append(seconds)
     medians = {name: statistics.median(values) for name, values in times.items()}
-    report(f"one {human_size(size)} image, median of {args.repeat}", [
+    report(f"{title}: one {human_size(size)} image, median of {repeat}", [
         (name, f"{medians[name]:6.2f} s  {human_rate(size / medians[name]):>12} per receiver  "
                f"{human_size(wire[name]):>10} on the wire") for name in medians])
     single = medians["unicast TCP + dd + b3sum, 1 target"]
     three = medians["deploy, 3 receivers, zstd"]
-    report("ratios", [
-        ("3 receivers by deploy vs 1 by unicast (time)", f"{three / single:.2f}x"),
+    report(f"{title}: ratios", [
+        ("3 receivers by deploy vs 1 by unicast (time; goal <= 1.2)", f"{three / single:.2f}x"),
         ("3 receivers by deploy vs 3 unicasts one after another (time)",
          f"{three / (3 * single):.2f}x"),
         ("wire bytes, zstd vs --no-compress",
