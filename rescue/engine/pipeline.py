@@ -37,7 +37,7 @@ from rescue.formats import mapfile
 from rescue.formats.base import ImageReader, Ranges
 from rescue.formats.fingerprint import chunk_digest, zero_chunk_digest
 from rescue.formats.image import open_reader
-from rescue.formats.integrity import add_range, read_checked
+from rescue.formats.integrity import add_range, read_checked, read_checked_into
 from rescue.io.blockdev import BlockTarget, Watermark, aligned_buffer, write_error
 from rescue.rangemap import FINISHED, RangeMap
 
@@ -205,6 +205,13 @@ class Decoders:
             raise FormatError(f"image {self.path} ends at {offset + len(data):#x}, "
                               f"before its size")
         return data, damaged
+
+    def read_into(self, offset: int, view: memoryview) -> Ranges:
+        """`read` into `view`, which the image must fill; the damaged ranges."""
+        reader = self._reader()
+        if offset + len(view) > reader.size:
+            raise FormatError(f"image {self.path} ends at {reader.size:#x}, before its size")
+        return read_checked_into(reader, offset, view)
 
     def stream(self, jobs: Iterator[Callable[[], Decoded]]) -> Iterator[Decoded]:
         """The jobs' results in order, computed `window` ahead on the pool."""
@@ -430,10 +437,11 @@ class Pipeline(Writers):
         done here, in parallel, and not by the one thread that feeds the targets."""
         if self._is_hole(self.image_offset + offset, size):
             return Chunk(offset, size, zero_chunk_digest(size) if self.hashing else None)
-        data, damaged = self.decoders.read(self.image_offset + offset, size)
         buffer = self.pool.take()
-        buffer[:size] = data
-        digest = chunk_digest(data) if self.hashing else None
+        view = memoryview(buffer)[:size]
+        damaged = self.decoders.read_into(self.image_offset + offset, view)
+        digest = chunk_digest(view) if self.hashing else None
+        view.release()
         return Chunk(offset, size, digest, buffer, self.pool, damaged)
 
     def _is_hole(self, offset: int, length: int) -> bool:

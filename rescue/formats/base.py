@@ -143,6 +143,11 @@ class CheckedReader(ImageReader, Protocol):
         returned as a damaged range (clipped to the request) instead of raising."""
         ...
 
+    def read_checked_into(self, offset: int, view: memoryview) -> Ranges:
+        """`read_checked` into `view`, as much of it as the image holds; the damaged
+        ranges."""
+        ...
+
 
 def keeps_manifest(writer: ImageWriter) -> TypeGuard[ManifestWriter]:
     return writer.capabilities.manifest

@@ -37,6 +37,14 @@ def read_checked(reader: ImageReader, offset: int, length: int) -> tuple[bytes, 
     return reader.read(offset, length), []
 
 
+def read_checked_into(reader: ImageReader, offset: int, view: memoryview) -> Ranges:
+    """`read_checked` into `view`, which the image must fill."""
+    if checks_itself(reader):
+        return reader.read_checked_into(offset, view)
+    view[:] = reader.read(offset, len(view))
+    return []
+
+
 def add_range(ranges: Ranges, offset: int, length: int) -> None:
     """Append a range, merged with the last one when they touch or overlap (in order)."""
     if ranges and ranges[-1][0] + ranges[-1][1] >= offset:

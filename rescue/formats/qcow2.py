@@ -307,6 +307,8 @@ class _Image:
         self._l1 = self._read_l1() if self._header.l1_offset else [0] * self._header.l1_size
         self._l2_cache: OrderedDict[int, array] = OrderedDict()
         self._l2_cache_limit = 64
+        self._zeros = bytes(self.cluster_size)  # what an unallocated cluster reads as
+        self._local = threading.local()  # a zstd context each: they are not thread-safe
 
     def _read_l1(self) -> list[int]:
         count = self._header.l1_size
@@ -370,8 +372,7 @@ class _Image:
                 if self._header.ours and not zstandard.get_frame_parameters(
                         payload).has_checksum:
                     raise FormatError("its zstd frame lost its checksum flag")
-                data = zstandard.ZstdDecompressor().decompress(
-                    payload, max_output_size=self.cluster_size)
+                data = self._zstd().decompress(payload, max_output_size=self.cluster_size)
             else:
                 inflater = zlib.decompressobj(-15)
                 data = inflater.decompress(payload, self.cluster_size)
@@ -387,6 +388,14 @@ class _Image:
             raise FormatError(f"{self.path}: damaged compressed {where}: it holds "
                               f"{len(data)} bytes")
         return data
+
+    def _zstd(self) -> zstandard.ZstdDecompressor:
+        """This thread's decompression context, kept: a new one per cluster cost a third of
+        the decompression itself."""
+        context = getattr(self._local, "zstd", None)
+        if context is None:
+            context = self._local.zstd = zstandard.ZstdDecompressor()
+        return context
 
     def _read_logical(self, offset: int, length: int) -> bytes:
         """Bytes of the logical address space, the VM-state area past the disk included."""
@@ -550,8 +559,16 @@ class Qcow2Reader(_Image, FdReader):
     def read_checked(self, offset: int, length: int) -> tuple[bytes, list[tuple[int, int]]]:
         """Logical bytes, a cluster that fails to decode read as zeros and returned as a
         damaged range (clipped to the request)."""
-        length = max(0, min(length, self.size - offset))
-        out = bytearray(length)
+        out = bytearray(max(0, min(length, self.size - offset)))
+        damaged = self.read_checked_into(offset, memoryview(out))
+        return bytes(out), damaged
+
+    def read_checked_into(self, offset: int, view: memoryview) -> list[tuple[int, int]]:
+        """`read_checked` into `view` (as much of it as the image holds), allocating
+        nothing: a restore's decoders fill their pooled buffers straight from each
+        cluster's decompressed bytes, where a fresh buffer and a copy of it cost as much as
+        the decompression."""
+        length = max(0, min(len(view), self.size - offset))
         damaged: list[tuple[int, int]] = []
         position = 0
         while position < length:
@@ -565,10 +582,12 @@ class Qcow2Reader(_Image, FdReader):
                 else:
                     damaged.append((offset + position, count))
                 data = None
-            if data is not None:
-                out[position:position + count] = data[within:within + count]
+            if data is None:
+                view[position:position + count] = self._zeros[:count]
+            else:
+                view[position:position + count] = memoryview(data)[within:within + count]
             position += count
-        return bytes(out), damaged
+        return damaged
 
     def check_structure(self) -> tuple[list[tuple[int, int]], list[str]]:
         """What `qemu-img check` checks, from the tables alone: every reference recounted and

@@ -277,18 +277,39 @@ def test_reports_truncated_data(tmp_path: Path, mixed: tuple[bytes, Path],
     assert damaged and damaged[-1][0] + damaged[-1][1] == len(data)
 
 
-def test_flipped_bytes_name_the_damaged_range(small_image: Path) -> None:
-    with Qcow2Reader(str(small_image)) as reader:  # a cluster of random data: a long payload
-        start, offset = next(
+def random_cluster(image: Path) -> tuple[int, int]:
+    """The logical and the stored offset of the first cluster of random data (a long
+    payload)."""
+    with Qcow2Reader(str(image)) as reader:
+        return next(
             (index * CLUSTER, offset) for index in range(2 * MIB // CLUSTER)
             for offset, length in [reader._geometry.compressed_range(reader._entry(index))]
             if length > CLUSTER // 2)
+
+
+def test_flipped_bytes_name_the_damaged_range(small_image: Path) -> None:
+    start, offset = random_cluster(small_image)
     patch(small_image, offset + 1000, b"\xff\x00\xff\x00")
     with Qcow2Reader(str(small_image)) as reader:
         with pytest.raises(DamagedData, match=f"logical offset {start} "):
             reader.read(start + 100, 10)
         assert reader.read(0, start) == mixed_content(2 * MIB, seed=9)[:start]
         assert verify_image(reader.path, reader).damaged == [(start, CLUSTER)]
+
+
+def test_reading_into_a_used_buffer_gives_what_read_checked_gives(small_image: Path) -> None:
+    """The restore decodes into pooled buffers that still hold the last chunk: holes and
+    damaged clusters must overwrite it with zeros, and the damage must be the same."""
+    start, stored = random_cluster(small_image)
+    patch(small_image, stored + 1000, b"\xff\x00\xff\x00")
+    with Qcow2Reader(str(small_image)) as reader:
+        for offset, length in [(0, reader.size), (start - 100, 3 * CLUSTER), (123, 4567)]:
+            expected, damaged = reader.read_checked(offset, length)
+            buffer = bytearray(b"\xee" * length)
+            assert reader.read_checked_into(offset, memoryview(buffer)) == damaged
+            assert buffer == expected
+        assert damaged == [] and reader.read_checked(0, reader.size)[1] == [(start, CLUSTER)]
+        assert reader.read_checked(0, reader.size)[0].count(0) > CLUSTER  # holes among them
 
 
 def test_flipped_bytes_in_zlib_clusters_are_found_by_crc(tmp_path: Path) -> None:
