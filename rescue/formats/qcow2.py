@@ -44,7 +44,13 @@ from heapq import heappop, heappush
 import zstandard
 
 from rescue.errors import DestinationError, FormatError, UsageError
-from rescue.formats.base import AbandonableWriter, Capabilities, DamagedData, FdReader
+from rescue.formats.base import (
+    AbandonableWriter,
+    Capabilities,
+    DamagedData,
+    FdReader,
+    ImageReader,
+)
 from rescue.formats.buffers import Buffers
 from rescue.formats.manifest import MAX_SIZE as MANIFEST_MAX_SIZE
 
@@ -78,6 +84,8 @@ RESCUE_EXT = struct.Struct(
     "I4x"  # manifest CRC-32 u32, padding
 )
 RESCUE_EXT_VERSION = 1
+BACKING_FORMAT_EXT = 0xE2792ACA  # the backing file's format name, as QEMU writes it
+MAX_BACKING_NAME = 1023  # QEMU's limit on the backing file name
 FLAG_DEFLATE_CRC = 1  # deflate streams are followed by a big-endian CRC-32 of the cluster
 
 INCOMPAT_DIRTY = 1 << 0
@@ -192,6 +200,8 @@ class _Header:
     manifest_crc: int = 0
     flags: int = 0
     ours: bool = False
+    backing_file: str = ""  # an overlay's older image, as its header names it
+    backing_format: str = ""
 
 
 def _pread(fd: int, length: int, offset: int, what: str) -> bytes:
@@ -213,14 +223,13 @@ def _parse_header(fd: int, path: str) -> _Header:
         raise FormatError(f"{path} is not a qcow2 image (wrong magic)")
     if len(head) < HEADER_V2.size:
         raise FormatError(f"{path}: truncated qcow2 image: header is incomplete")
-    (_, version, backing_offset, _, cluster_bits, size, crypt_method, l1_size, l1_offset,
-     rt_offset, rt_clusters, nb_snapshots, snapshots_offset) = HEADER_V2.unpack_from(head)
+    (_, version, backing_offset, backing_length, cluster_bits, size, crypt_method, l1_size,
+     l1_offset, rt_offset, rt_clusters, nb_snapshots, snapshots_offset
+     ) = HEADER_V2.unpack_from(head)
     if version not in SUPPORTED_VERSIONS:
         raise FormatError(f"{path}: qcow2 version {version} is not supported")
     if not 9 <= cluster_bits <= MAX_CLUSTER_BITS:
         raise FormatError(f"{path}: invalid qcow2 cluster_bits {cluster_bits}")
-    if backing_offset:
-        raise FormatError(f"{path}: qcow2 images with a backing file are not supported")
     if crypt_method:
         raise FormatError(f"{path}: encrypted qcow2 images are not supported")
     incompatible, refcount_order, header_length, compression_code = 0, 4, HEADER_V2.size, 0
@@ -254,10 +263,22 @@ def _parse_header(fd: int, path: str) -> _Header:
     header = _Header(version, cluster_bits, size, l1_size, l1_offset, rt_offset, rt_clusters,
                      nb_snapshots, incompatible, refcount_order,
                      COMPRESSION_TYPES[compression_code])
+    header.backing_file = _backing_name(fd, path, backing_offset, backing_length,
+                                        1 << cluster_bits)
     if version >= 3:
         cluster = os.pread(fd, 1 << cluster_bits, 0) if cluster_bits > 12 else head
         _parse_extensions(cluster, (header_length + 7) & ~7, 1 << cluster_bits, header, path)
     return header
+
+
+def _backing_name(fd: int, path: str, offset: int, length: int, cluster_size: int) -> str:
+    """The backing file an overlay names (empty for a standalone image), where QEMU allows it:
+    inside the first cluster, at most MAX_BACKING_NAME bytes."""
+    if not offset:
+        return ""
+    if not 0 < length <= MAX_BACKING_NAME or offset + length > cluster_size:
+        raise FormatError(f"{path}: qcow2 backing file name is damaged")
+    return os.fsdecode(_pread(fd, length, offset, "the backing file name"))
 
 
 def _check_tables(path: str, cluster_size: int, header_length: int,
@@ -288,6 +309,8 @@ def _parse_extensions(head: bytes, position: int, cluster_size: int, header: _He
             (_, header.flags, header.manifest_offset, header.manifest_length,
              header.manifest_crc) = RESCUE_EXT.unpack_from(head, position)
             header.ours = True
+        elif kind == BACKING_FORMAT_EXT:
+            header.backing_format = head[position:position + length].decode(errors="replace")
         position += (length + 7) & ~7
     raise FormatError(f"{path}: qcow2 header extensions have no end marker")
 
@@ -307,6 +330,7 @@ class _Image:
         self._l1 = self._read_l1() if self._header.l1_offset else [0] * self._header.l1_size
         self._l2_cache: OrderedDict[int, array] = OrderedDict()
         self._l2_cache_limit = 64
+        self.backing: ImageReader | None = None  # an overlay's older image, opened by its owner
 
     def _read_l1(self) -> list[int]:
         count = self._header.l1_size
@@ -341,6 +365,11 @@ class _Image:
         if self._header.version >= 3 and entry & OFLAG_ZERO:
             return False
         return bool(entry & OFFSET_MASK)
+
+    def _unallocated(self, entry: int) -> bool:
+        """An entry that says nothing of its cluster: in an overlay, the backing file's bytes
+        show through (a zero cluster does not let them)."""
+        return not self._is_data(entry) and not (self._header.version >= 3 and entry & OFLAG_ZERO)
 
     def _decode(self, entry: int, logical: int) -> bytes | None:
         """The cluster's bytes, or None when it reads as zeros; damage raises FormatError."""
@@ -402,7 +431,15 @@ class _Image:
         return bytes(out)
 
     def _cluster_bytes(self, index: int) -> bytes | None:
-        return self._decode(self._entry(index), index * self.cluster_size)
+        """The cluster's bytes (None: zeros); inside the disk, an unallocated cluster of an
+        overlay reads as its backing file (the VM-state area past the disk is the image's own)."""
+        entry, logical = self._entry(index), index * self.cluster_size
+        if self.backing is None or logical >= self.size or not self._unallocated(entry):
+            return self._decode(entry, logical)
+        try:
+            return self.backing.read(logical, self.cluster_size).ljust(self.cluster_size, b"\0")
+        except DamagedData as error:
+            raise FormatError(f"{self.path}: its backing file is damaged there: {error}") from error
 
     def _refblock_offsets(self) -> list[int]:
         """Where the refcount blocks are, from the refcount table (trailing empty slots cut)."""
@@ -457,6 +494,10 @@ class _Image:
 class Qcow2Reader(_Image, FdReader):
     """Random-access view of a qcow2 image (ours or QEMU's, v2 or v3, zlib or zstd)."""
 
+    # an overlay alone reads its unallocated clusters as zeros, not as its older image: only a
+    # reader that opens the backing chain (qcow2chain) may open one
+    reads_backing_chain = False
+
     def __init__(self, path: str) -> None:
         try:
             fd = os.open(path, os.O_RDONLY)
@@ -464,6 +505,9 @@ class Qcow2Reader(_Image, FdReader):
             raise FormatError(f"cannot open {path}: {error.strerror}") from error
         try:
             super().__init__(fd, path)
+            if self._header.backing_file and not self.reads_backing_chain:
+                raise FormatError(f"{path} has a backing file ({self._header.backing_file}); "
+                                  "it is read only with its backing chain")
             self._check_tables_in_file()
         except BaseException:
             os.close(fd)
@@ -523,7 +567,8 @@ class Qcow2Reader(_Image, FdReader):
     def extents(self) -> Iterator[tuple[int, int, bool]]:
         """(offset, length, allocated) runs covering [0, size); zero clusters count as holes."""
         start, state = 0, False
-        for offset, _, allocated in self._cluster_states():
+        for offset, _, entry in self._cluster_states():
+            allocated = self._is_data(entry)
             if allocated != state:
                 if offset > start:
                     yield start, offset - start, state
@@ -531,21 +576,21 @@ class Qcow2Reader(_Image, FdReader):
         if self.size > start:
             yield start, self.size - start, state
 
-    def _cluster_states(self) -> Iterator[tuple[int, int, bool]]:
-        """(offset, length, holds data) of every cluster of the disk; whole holes of L2 size
-        at once."""
+    def _cluster_states(self) -> Iterator[tuple[int, int, int]]:
+        """(offset, length, L2 entry) of every cluster of the disk; whole holes of L2 size
+        at once (entry 0)."""
         geometry = self._geometry
         for l1_index in range(_ceil_div(self.size, geometry.l2_coverage)):
             base = l1_index * geometry.l2_coverage
             table = self._l2_table(l1_index)
             if table is None:
-                yield base, min(geometry.l2_coverage, self.size - base), False
+                yield base, min(geometry.l2_coverage, self.size - base), 0
                 continue
             for i, entry in enumerate(table):
                 offset = base + i * self.cluster_size
                 if offset >= self.size:
                     break
-                yield offset, min(self.cluster_size, self.size - offset), self._is_data(entry)
+                yield offset, min(self.cluster_size, self.size - offset), entry
 
     def read_checked(self, offset: int, length: int) -> tuple[bytes, list[tuple[int, int]]]:
         """Logical bytes, a cluster that fails to decode read as zeros and returned as a
@@ -678,9 +723,19 @@ class _Partial:
     dirty: bool = False  # changed since last handed to the compressors
 
 
+@dataclass(frozen=True)
+class Backing:
+    """The older image an overlay is written over: its name as the header records it, and
+    how to open it (each compressing thread opens its own: a reader is not thread-safe)."""
+
+    name: str
+    open: Callable[[], ImageReader]
+
+
 # (first logical cluster index, raw bytes of whole clusters: a buffer of `_buffers`, or bytes)
 _Job = list[tuple[int, bytes | memoryview]]
-_Result = list[tuple[int, bytes | None]]  # (logical cluster index, stored payload or None: zeros)
+# (logical cluster index, stored payload, or the L2 entry of a cluster that needs none)
+_Result = list[tuple[int, bytes | int]]
 
 
 class Qcow2Writer(_Image, AbandonableWriter):
@@ -688,23 +743,30 @@ class Qcow2Writer(_Image, AbandonableWriter):
 
     `Qcow2Writer(path, size)` creates a new image, or, when `path` already holds an image this
     module wrote, reopens it to continue. A reopened image keeps its own cluster size and
-    compression; `size` must match it.
+    compression; `size` must match it. With `backing`, the image is an overlay: a cluster equal
+    to the backing file's stays unallocated, one that became zeros is a zero cluster.
     """
 
     capabilities = Capabilities(manifest=True, checksums=True, abandon=True)
 
     def __init__(self, path: str, size: int, *, cluster_size: int = DEFAULT_CLUSTER_SIZE,
-                 compression: str = "zstd", level: int = 3, threads: int = 2) -> None:
+                 compression: str = "zstd", level: int = 3, threads: int = 2,
+                 backing: Backing | None = None) -> None:
         if threads < 1:
             raise UsageError(f"threads must be at least 1, got {threads}")
         self._level = level
         self._local = threading.local()
         self._closed = False
         self._l2_dirty: dict[int, array] = {}  # changed L2 tables, kept until the next commit
+        self._backing = backing
+        self._backing_readers: list[ImageReader] = []
+        self._backing_lock = threading.Lock()
         if os.path.exists(path) and os.path.getsize(path) > 0:
             self._reopen(path, size)
         else:
             self._create(path, size, cluster_size, compression)
+        self._disk_clusters = _ceil_div(self.size, self.cluster_size)
+        self.backing = self._thread_backing()
         self._zero = bytes(self.cluster_size)
         self._all_sectors = (1 << (self.cluster_size // SECTOR)) - 1
         self._batch = max(1, (1 << 20) // self.cluster_size)
@@ -739,7 +801,9 @@ class Qcow2Writer(_Image, AbandonableWriter):
                          l1_offset=0, refcount_table_offset=0, refcount_table_clusters=0,
                          nb_snapshots=0, incompatible=0, refcount_order=REFCOUNT_ORDER,
                          compression=compression, ours=True,
-                         flags=FLAG_DEFLATE_CRC if compression == "zlib" else 0)
+                         flags=FLAG_DEFLATE_CRC if compression == "zlib" else 0,
+                         backing_file=self._backing.name if self._backing else "",
+                         backing_format="qcow2" if self._backing else "")
         part = path + ".part"
         try:
             fd = os.open(part, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -790,10 +854,23 @@ class Qcow2Writer(_Image, AbandonableWriter):
                 raise FormatError(f"{path} cannot be continued: it has {problems[0]}")
             if size != header.size:
                 raise FormatError(f"{path} holds a {header.size}-byte image, not {size} bytes")
+            self._check_same_backing(path)
             self._rebuild_refcounts()
         except BaseException:
             os.close(fd)
             raise
+
+    def _check_same_backing(self, path: str) -> None:
+        """An image continues over the backing file it was begun over, or over none."""
+        begun, given = self._header.backing_file, self._backing.name if self._backing else ""
+        if begun == given:
+            return
+        if not given:
+            raise FormatError(f"{path} is an incremental image over {begun}; continue it "
+                              f"with --base {begun}")
+        if not begun:
+            raise FormatError(f"{path} was begun as a full image; continue it without --base")
+        raise FormatError(f"{path} was begun over {begun}, not {given}")
 
     def _init_allocation(self, refcounts: array, committed: array) -> None:
         """Allocation state: a cluster is reusable only when neither the image in memory nor
@@ -898,7 +975,7 @@ class Qcow2Writer(_Image, AbandonableWriter):
         if queued is not None:
             at = (index - queued[0]) * self.cluster_size
             return queued[1][at:at + self.cluster_size]
-        return self._decode(self._entry(index), index * self.cluster_size) or self._zero
+        return self._cluster_bytes(index) or self._zero
 
     def set_manifest(self, data: bytes) -> None:
         """Store an opaque blob with the image; it becomes durable at the next `sync`."""
@@ -932,16 +1009,43 @@ class Qcow2Writer(_Image, AbandonableWriter):
 
     def _compress_job(self, job: _Job) -> _Result:
         """Runs in a pool thread: each cluster of each run compressed (the codecs let go of
-        the GIL); zero clusters become holes."""
-        compress, cs, zero = self._codec(), self.cluster_size, self._zero
+        the GIL), unless it needs no payload (`_entry_without_payload`)."""
+        compress, cs, backing = self._codec(), self.cluster_size, self._thread_backing()
         results: _Result = []
         for index, data in job:
             view = memoryview(data)
             for at in range(0, len(data), cs):
-                piece = view[at:at + cs]
-                results.append((index + at // cs, None if zero.startswith(piece)
-                                else compress(piece)))
+                piece, cluster = view[at:at + cs], index + at // cs
+                entry = self._entry_without_payload(cluster, piece, backing)
+                results.append((cluster, compress(piece) if entry is None else entry))
         return results
+
+    def _entry_without_payload(self, index: int, piece: memoryview,
+                               backing: ImageReader | None) -> int | None:
+        """The L2 entry of a cluster stored without data, or None: it must be stored. Zeros
+        are a hole; in an overlay, bytes equal to the backing file's are a hole (they show
+        through) and zeros over other bytes a zero cluster."""
+        zeros = self._zero.startswith(piece)
+        if backing is None or index >= self._disk_clusters:
+            return 0 if zeros else None
+        try:
+            below = backing.read(index * self.cluster_size, self.cluster_size)
+        except DamagedData:
+            below = None  # a damaged base cluster is never inherited
+        if below is not None and piece[:len(below)] == below and not any(piece[len(below):]):
+            return 0
+        return OFLAG_ZERO if zeros else None
+
+    def _thread_backing(self) -> ImageReader | None:
+        """This thread's reader of the backing file, opened on first use."""
+        if self._backing is None:
+            return None
+        reader: ImageReader | None = getattr(self._local, "backing", None)
+        if reader is None:
+            reader = self._local.backing = self._backing.open()
+            with self._backing_lock:
+                self._backing_readers.append(reader)
+        return reader
 
     def _codec(self) -> Callable[[bytes | memoryview], bytes]:
         """This thread's compressor (zstandard compressors must not be shared by threads)."""
@@ -977,11 +1081,11 @@ class Qcow2Writer(_Image, AbandonableWriter):
         writes: list[tuple[int, list[bytes]]] = []  # runs of payloads that are contiguous
         for index, payload in results:
             old = self._entry(index)
-            if payload is None and not old:
+            if isinstance(payload, int) and payload == old:
                 continue
             table = self._l2_for_write(index // self._geometry.l2_entries)
-            if payload is None:
-                new = 0
+            if isinstance(payload, int):
+                new = payload
             else:
                 offset = self._place(len(payload))
                 new = self._geometry.compressed_entry(offset, len(payload))
@@ -1218,17 +1322,27 @@ class Qcow2Writer(_Image, AbandonableWriter):
             raise DestinationError(f"cannot write {self.path}: {error.strerror}") from error
 
     def _header_bytes(self) -> bytes:
+        """The header, its extensions, then an overlay's backing file name (as QEMU lays
+        them out)."""
         header, cs = self._header, self.cluster_size
-        fixed = HEADER_V2.pack(MAGIC, VERSION, 0, 0, header.cluster_bits, self.size, 0,
-                               len(self._l1), self._l1_location[0], self._reftable[0],
-                               self._reftable[1], 0, 0)
         incompatible = INCOMPAT_COMPRESSION if self.compression == "zstd" else 0
         v3 = HEADER_V3.pack(incompatible, 0, 0, REFCOUNT_ORDER, HEADER_LENGTH)
         compression = bytes([COMPRESSION_CODES[self.compression]]).ljust(8, b"\0")
         ours = RESCUE_EXT.pack(RESCUE_EXT_VERSION, header.flags, header.manifest_offset,
                                header.manifest_length, header.manifest_crc)
-        data = (fixed + v3 + compression + EXTENSION.pack(RESCUE_EXT_MAGIC, len(ours)) + ours
-                + EXTENSION.pack(EXT_END, 0))
+        name, backing_format = os.fsencode(header.backing_file), header.backing_format.encode()
+        # padded to 8 bytes, so the next extension starts where QEMU looks for it
+        extensions = EXTENSION.pack(RESCUE_EXT_MAGIC, len(ours)) + ours.ljust(
+            (len(ours) + 7) & ~7, b"\0")
+        if name:
+            extensions += (EXTENSION.pack(BACKING_FORMAT_EXT, len(backing_format))
+                           + backing_format.ljust((len(backing_format) + 7) & ~7, b"\0"))
+        rest = v3 + compression + extensions + EXTENSION.pack(EXT_END, 0)
+        name_offset = HEADER_V2.size + len(rest) if name else 0
+        fixed = HEADER_V2.pack(MAGIC, VERSION, name_offset, len(name), header.cluster_bits,
+                               self.size, 0, len(self._l1), self._l1_location[0],
+                               self._reftable[0], self._reftable[1], 0, 0)
+        data = fixed + rest + name
         assert len(data) <= SECTOR <= cs  # one sector: the switch-over write is atomic
         return data
 
@@ -1273,4 +1387,6 @@ class Qcow2Writer(_Image, AbandonableWriter):
             return
         self._closed = True
         self._pool.shutdown(wait=True, cancel_futures=True)
+        for reader in self._backing_readers:
+            reader.close()
         os.close(self._fd)
