@@ -36,7 +36,7 @@ import threading
 import zlib
 from array import array
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from heapq import heappop, heappush
@@ -269,6 +269,19 @@ def _parse_header(fd: int, path: str) -> _Header:
         cluster = os.pread(fd, 1 << cluster_bits, 0) if cluster_bits > 12 else head
         _parse_extensions(cluster, (header_length + 7) & ~7, 1 << cluster_bits, header, path)
     return header
+
+
+def merged_runs(pieces: Iterable[tuple[int, int, bool]], size: int
+                ) -> Iterator[tuple[int, int, bool]]:
+    """Contiguous (offset, length, allocated) pieces from 0 as the fewest runs up to `size`."""
+    start, state = 0, False
+    for offset, _, allocated in pieces:
+        if allocated != state:
+            if offset > start:
+                yield start, offset - start, state
+            start, state = offset, allocated
+    if size > start:
+        yield start, size - start, state
 
 
 def _backing_name(fd: int, path: str, offset: int, length: int, cluster_size: int) -> str:
@@ -566,15 +579,8 @@ class Qcow2Reader(_Image, FdReader):
 
     def extents(self) -> Iterator[tuple[int, int, bool]]:
         """(offset, length, allocated) runs covering [0, size); zero clusters count as holes."""
-        start, state = 0, False
-        for offset, _, entry in self._cluster_states():
-            allocated = self._is_data(entry)
-            if allocated != state:
-                if offset > start:
-                    yield start, offset - start, state
-                start, state = offset, allocated
-        if self.size > start:
-            yield start, self.size - start, state
+        return merged_runs(((offset, length, self._is_data(entry))
+                            for offset, length, entry in self._cluster_states()), self.size)
 
     def _cluster_states(self) -> Iterator[tuple[int, int, int]]:
         """(offset, length, L2 entry) of every cluster of the disk; whole holes of L2 size

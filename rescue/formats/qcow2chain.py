@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from rescue.errors import FormatError, UsageError
-from rescue.formats.qcow2 import MAGIC, Backing, Qcow2Reader, Qcow2Writer
+from rescue.formats.qcow2 import MAGIC, Backing, Qcow2Reader, Qcow2Writer, merged_runs
 
 MAX_DEPTH = 256  # overlays in one chain: far above any real use, below the open-file limit
 MAX_RECORDED_NAME = 256  # the base's name must fit the header's one sector beside the rest
@@ -84,23 +84,17 @@ class Qcow2ChainReader(Qcow2Reader):
         """Allocated where this overlay holds data, or where it leaves the cluster to a
         backing file that holds data there."""
         if self.backing_reader is None:
-            yield from super().extents()
-            return
-        below = list(self.backing_reader.extents())
+            return super().extents()
+        return merged_runs(self._pieces(list(self.backing_reader.extents())), self.size)
+
+    def _pieces(self, below: list[tuple[int, int, bool]]) -> Iterator[tuple[int, int, bool]]:
+        """Each cluster's state, from the backing file's extents where it shows through."""
         starts = [start for start, _, _ in below]
-        run_start, run_state = 0, False
         for offset, length, entry in self._cluster_states():
             if self._unallocated(entry):
-                pieces = _clip(below, starts, offset, offset + length)
+                yield from _clip(below, starts, offset, offset + length)
             else:
-                pieces = [(offset, length, self._is_data(entry))]
-            for start, _, allocated in pieces:
-                if allocated != run_state:
-                    if start > run_start:
-                        yield run_start, start - run_start, run_state
-                    run_start, run_state = start, allocated
-        if self.size > run_start:
-            yield run_start, self.size - run_start, run_state
+                yield offset, length, self._is_data(entry)
 
     def check_structure(self) -> tuple[list[tuple[int, int]], list[str]]:
         """Every file of the chain checked: a damaged backing file damages the chain."""
