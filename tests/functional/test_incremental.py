@@ -158,6 +158,7 @@ def test_restore_ls_verify_info_convert_read_the_chain(history: History,
     done = rescue("convert", newest.image, flat)
     assert done.returncode == 0, done.stderr
     assert "backing-filename" not in json.loads(qemu_img("info", "--output=json", flat))
+    assert "base" not in json.loads(rescue("info", flat, "--json").stdout)["manifest"]
     assert_same_disk(flat, newest.disk)
 
 
@@ -259,3 +260,30 @@ def _rescued(image: Path) -> int:
     with contextlib.suppress(FileNotFoundError, ValueError):
         return sum(size for _, size, state in map_blocks(Path(f"{image}.map")) if state == "+")
     return 0
+
+
+def test_used_mode_leaves_free_blocks_to_the_base(history: History, tmp_path: Path) -> None:
+    """A file rewritten then deleted leaves new bytes in free blocks: a full run stores
+    them, a used-blocks run does not, and the file system the chain holds is whole."""
+    disk = tmp_path / "disk.raw"
+    shutil.copyfile(history.disk, disk)
+    change_files(disk, {"f30.bin": file_bytes("v4-30"), "f31.bin": file_bytes("v4-31")})
+    with loop_device(str(disk)) as device, mounted_here(device) as mountpoint:
+        (mountpoint / "f30.bin").unlink()
+    base = history.generations[2].image
+    full, used = tmp_path / "full.qcow2", tmp_path / "used.qcow2"
+    image_disk(disk, full, "--base", str(base))
+    image_disk(disk, used, "--base", str(base), "--mode", "used")
+    # the freed MiB, less the two clusters at its ends that it may share with used blocks
+    assert allocated_clusters(full) - allocated_clusters(used) >= MIB // 65536 - 2
+    assert json.loads(qemu_img("info", "--output=json", used))["backing-filename"] == str(base)
+    assert_check_clean(used)
+    verified = rescue("verify", used)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    flat = tmp_path / "flat.img"
+    assert rescue("convert", used, flat).returncode == 0
+    run("e2fsck", "-fn", flat)
+    done = rescue("extract", used, "/f31.bin", tmp_path / "out")
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "out" / "f31.bin").read_bytes() == file_bytes("v4-31")
+    assert "f30.bin" not in rescue("ls", used, "/").stdout
