@@ -22,6 +22,10 @@ MAX_DEPTH = 256  # overlays in one chain: far above any real use, below the open
 MAX_RECORDED_NAME = 256  # the base's name must fit the header's one sector beside the rest
 
 
+class BaseChanged(FormatError):
+    """A backing file rewritten since an overlay was made over it."""
+
+
 class Qcow2ChainReader(Qcow2Reader):
     """A qcow2 image read through its backing chain: the disk the newest overlay describes."""
 
@@ -64,7 +68,7 @@ class Qcow2ChainReader(Qcow2Reader):
         recorded = base.get("blake3") if isinstance(base, dict) else None
         current = _manifest_field(self.backing_reader, "blake3")
         if recorded and current and recorded != current:
-            raise FormatError(f"{self.backing_reader.path} changed since {self.path} was made "
+            raise BaseChanged(f"{self.backing_reader.path} changed since {self.path} was made "
                               "over it (its fingerprint differs); the chain no longer reads "
                               "the imaged disk")
 
@@ -176,8 +180,24 @@ def check_base(path: str, overlay: str, size: int) -> Base:
             blake3 = _manifest_field(reader, "blake3")
     except FormatError as error:
         raise UsageError(f"the base image cannot be read: {error}") from None
+    if os.path.isfile(overlay) and os.path.getsize(overlay):
+        _check_continued_chain(overlay)
     name = _recorded_name(path, overlay)
     return Base(path, name, blake3 if isinstance(blake3, str) else None)
+
+
+def _check_continued_chain(overlay: str) -> None:
+    """An overlay being continued still reads over its base: not one rewritten since an
+    earlier run of it ended (its manifest recorded the base's fingerprint then)."""
+    with open(overlay, "rb") as f:
+        if f.read(len(MAGIC)) != MAGIC:
+            return  # not an image: opening it for writing says so
+    try:
+        Qcow2ChainReader(overlay).close()
+    except BaseChanged as error:
+        raise UsageError(str(error)) from None
+    except FormatError:
+        pass  # opening it for writing says what else is wrong with it
 
 
 def _recorded_name(path: str, overlay: str) -> str:

@@ -197,8 +197,9 @@ def test_a_base_rewritten_since_is_refused(history: History, tmp_path: Path) -> 
     for made in (base, tmp_path / "old.qcow2.map"):
         made.unlink()
     assert rescue("image", "sim:size=64M,seed=6", base).returncode == 0
-    assert_clean_failure(rescue("info", overlay), ExitCode.USAGE,
-                         r"old\.qcow2 changed since .*new\.qcow2 was made over it")
+    for command in (["info", overlay], ["image", history.disk, overlay, "--base", base]):
+        assert_clean_failure(rescue(*command), ExitCode.USAGE,
+                             r"old\.qcow2 changed since .*new\.qcow2 was made over it")
 
 
 def test_reads_chains_qemu_made(tmp_path: Path) -> None:
