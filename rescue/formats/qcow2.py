@@ -30,8 +30,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import struct
-import sys
 import threading
 import zlib
 from array import array
@@ -53,222 +51,49 @@ from rescue.formats.base import (
 )
 from rescue.formats.buffers import Buffers
 from rescue.formats.manifest import MAX_SIZE as MANIFEST_MAX_SIZE
-
-MAGIC = b"QFI\xfb"
-VERSION = 3
-SUPPORTED_VERSIONS = (2, 3)
-
-# Header fields, big-endian (qcow2.txt "Header").
-HEADER_V2 = struct.Struct(
-    ">4sI"  # magic, version
-    "QI"  # backing_file_offset u64, backing_file_size u32
-    "IQ"  # cluster_bits u32, size u64
-    "II"  # crypt_method u32, l1_size u32
-    "QQ"  # l1_table_offset u64, refcount_table_offset u64
-    "II"  # refcount_table_clusters u32, nb_snapshots u32
-    "Q"  # snapshots_offset u64
+from rescue.formats.qcow2header import (
+    BACKING_FORMAT_EXT,
+    COMPRESSION_CODES,
+    DEFAULT_CLUSTER_SIZE,
+    EXT_END,
+    EXTENSION,
+    FLAG_DEFLATE_CRC,
+    HEADER_LENGTH,
+    HEADER_V2,
+    HEADER_V3,
+    INCOMPAT_COMPRESSION,
+    INCOMPAT_CORRUPT,
+    INCOMPAT_DIRTY,
+    L1_RESERVED,
+    L2_RESERVED,
+    MAGIC,
+    MAX_CLUSTER_BITS,
+    MAX_L1_ENTRIES,
+    MAX_REFCOUNT,
+    MIN_CLUSTER_BITS,
+    OFFSET_MASK,
+    OFLAG_COMPRESSED,
+    OFLAG_COPIED,
+    OFLAG_ZERO,
+    REFCOUNT_ORDER,
+    RESCUE_EXT,
+    RESCUE_EXT_MAGIC,
+    RESCUE_EXT_VERSION,
+    SECTOR,
+    VERSION,
+    Geometry,
+    Header,
+    ceil_div,
+    parse_header,
+    read_at,
+    to_disk,
+    to_host,
 )
-HEADER_V3 = struct.Struct(
-    ">QQQ"  # incompatible, compatible, autoclear feature bits
-    "II"  # refcount_order u32, header_length u32
-)
-V3_HEADER_LENGTH = HEADER_V2.size + HEADER_V3.size  # 104
-COMPRESSION_TYPE_OFFSET = V3_HEADER_LENGTH  # one byte, then padding to a multiple of 8
-HEADER_LENGTH = V3_HEADER_LENGTH + 8  # 112, as QEMU writes it
-EXTENSION = struct.Struct(">II")  # type u32, data length u32; data padded to 8 bytes
-EXT_END = 0
-RESCUE_EXT_MAGIC = 0x52534355  # "RSCU": ours; QEMU keeps unknown extensions as they are
-RESCUE_EXT = struct.Struct(
-    ">HH"  # format version u16, flags u16
-    "QQ"  # manifest logical offset u64 (past the disk end), manifest length u64
-    "I4x"  # manifest CRC-32 u32, padding
-)
-RESCUE_EXT_VERSION = 1
-BACKING_FORMAT_EXT = 0xE2792ACA  # the backing file's format name, as QEMU writes it
-MAX_BACKING_NAME = 1023  # QEMU's limit on the backing file name
-FLAG_DEFLATE_CRC = 1  # deflate streams are followed by a big-endian CRC-32 of the cluster
-
-INCOMPAT_DIRTY = 1 << 0
-INCOMPAT_CORRUPT = 1 << 1
-INCOMPAT_DATA_FILE = 1 << 2
-INCOMPAT_COMPRESSION = 1 << 3
-INCOMPAT_EXTENDED_L2 = 1 << 4
-COMPRESSION_TYPES = {0: "zlib", 1: "zstd"}  # header codes; they never change
-COMPRESSION_CODES = {name: code for code, name in COMPRESSION_TYPES.items()}
-
-OFLAG_COPIED = 1 << 63  # L1/L2: refcount is exactly one
-OFLAG_COMPRESSED = 1 << 62  # L2: compressed cluster descriptor
-OFLAG_ZERO = 1  # L2 (v3): reads as zeros
-OFFSET_MASK = 0x00FFFFFFFFFFFE00  # L1/L2 standard entries: bits 9-55
-L1_RESERVED = 0x7F000000000001FF  # L1 entries: bits 0-8 and 56-62 must be zero
-L2_RESERVED = 0x3F000000000001FE  # standard L2 entries: bits 1-8 and 56-61 must be zero
-REFCOUNT_ORDER = 4  # 16-bit refcounts
-MAX_REFCOUNT = 0xFFFF
-SECTOR = 512
-MIN_CLUSTER_BITS = 12  # 4 KiB; QEMU accepts 512 bytes, which only wastes metadata
-MAX_CLUSTER_BITS = 21  # 2 MiB, QEMU's limit, compressed clusters included
-MAX_SNAPSHOTS = 65536  # QEMU's limit: a header claiming more is damaged
-DEFAULT_CLUSTER_SIZE = 65536
-MAX_L1_ENTRIES = 32 * 1024 * 1024 // 8  # QEMU's QCOW_MAX_L1_SIZE
-
-_BIG_ENDIAN_HOST = sys.byteorder == "big"
 
 
 def sniff(head: bytes, tail: bytes) -> bool:
     """Whether a file is a qcow2 image (any writer, any version), from its first bytes."""
     return head.startswith(MAGIC)
-
-
-def _to_host(raw: bytes, typecode: str) -> array:
-    """Big-endian table bytes as a native array."""
-    table = array(typecode, raw)
-    if not _BIG_ENDIAN_HOST:
-        table.byteswap()
-    return table
-
-
-def _to_disk(table: array) -> bytes:
-    if _BIG_ENDIAN_HOST:
-        return table.tobytes()
-    swapped = array(table.typecode, table)
-    swapped.byteswap()
-    return swapped.tobytes()
-
-
-def _ceil_div(a: int, b: int) -> int:
-    return -(-a // b)
-
-
-@dataclass(frozen=True)
-class _Geometry:
-    """Sizes derived from cluster_bits, shared by every table computation."""
-
-    cluster_bits: int
-
-    @property
-    def cluster_size(self) -> int:
-        return 1 << self.cluster_bits
-
-    @property
-    def l2_entries(self) -> int:
-        return self.cluster_size // 8
-
-    @property
-    def l2_coverage(self) -> int:
-        """Logical bytes one L2 table maps."""
-        return self.cluster_size * self.l2_entries
-
-    @property
-    def refblock_entries(self) -> int:
-        return self.cluster_size * 8 >> REFCOUNT_ORDER
-
-    @property
-    def csize_shift(self) -> int:
-        """Compressed descriptor: bits below hold the host offset, above the sector count."""
-        return 62 - (self.cluster_bits - 8)
-
-    @property
-    def csize_mask(self) -> int:
-        return (1 << (self.cluster_bits - 8)) - 1
-
-    def compressed_range(self, entry: int) -> tuple[int, int]:
-        """(host offset, byte count) of a compressed descriptor, as QEMU computes them."""
-        offset = entry & ((1 << self.csize_shift) - 1)
-        sectors = ((entry >> self.csize_shift) & self.csize_mask) + 1
-        return offset, sectors * SECTOR - (offset & (SECTOR - 1))
-
-    def compressed_entry(self, offset: int, length: int) -> int:
-        sectors = (offset + length - 1) // SECTOR - offset // SECTOR + 1
-        return OFLAG_COMPRESSED | (sectors - 1) << self.csize_shift | offset
-
-
-@dataclass
-class _Header:
-    version: int
-    cluster_bits: int
-    size: int
-    l1_size: int
-    l1_offset: int
-    refcount_table_offset: int
-    refcount_table_clusters: int
-    nb_snapshots: int
-    incompatible: int
-    refcount_order: int
-    compression: str
-    manifest_offset: int = 0
-    manifest_length: int = 0
-    manifest_crc: int = 0
-    flags: int = 0
-    ours: bool = False
-    backing_file: str = ""  # an overlay's older image, as its header names it
-    backing_format: str = ""
-
-
-def _pread(fd: int, length: int, offset: int, what: str) -> bytes:
-    """Exactly `length` bytes or a FormatError naming what is missing."""
-    try:
-        data = os.pread(fd, length, offset)
-    except OSError as error:
-        raise FormatError(f"cannot read {what} at offset {offset}: {error.strerror}") from error
-    if len(data) != length:
-        raise FormatError(f"truncated qcow2 image: {what} at offset {offset} lies past the end "
-                          "of the file")
-    return data
-
-
-def _parse_header(fd: int, path: str) -> _Header:
-    """Read and validate the header; refuse every feature this module cannot honour."""
-    head = os.pread(fd, 4096, 0)
-    if len(head) < 4 or head[:4] != MAGIC:
-        raise FormatError(f"{path} is not a qcow2 image (wrong magic)")
-    if len(head) < HEADER_V2.size:
-        raise FormatError(f"{path}: truncated qcow2 image: header is incomplete")
-    (_, version, backing_offset, backing_length, cluster_bits, size, crypt_method, l1_size,
-     l1_offset, rt_offset, rt_clusters, nb_snapshots, snapshots_offset
-     ) = HEADER_V2.unpack_from(head)
-    if version not in SUPPORTED_VERSIONS:
-        raise FormatError(f"{path}: qcow2 version {version} is not supported")
-    if not 9 <= cluster_bits <= MAX_CLUSTER_BITS:
-        raise FormatError(f"{path}: invalid qcow2 cluster_bits {cluster_bits}")
-    if crypt_method:
-        raise FormatError(f"{path}: encrypted qcow2 images are not supported")
-    incompatible, refcount_order, header_length, compression_code = 0, 4, HEADER_V2.size, 0
-    if version >= 3:
-        if len(head) < V3_HEADER_LENGTH:
-            raise FormatError(f"{path}: truncated qcow2 image: header is incomplete")
-        incompatible, _, _, refcount_order, header_length = HEADER_V3.unpack_from(
-            head, HEADER_V2.size)
-        if header_length < V3_HEADER_LENGTH or header_length > len(head):
-            raise FormatError(f"{path}: invalid qcow2 header length {header_length}")
-        if incompatible & INCOMPAT_COMPRESSION:
-            if header_length <= COMPRESSION_TYPE_OFFSET:
-                raise FormatError(f"{path}: compression type flagged but missing from header")
-            compression_code = head[COMPRESSION_TYPE_OFFSET]
-    if incompatible & INCOMPAT_DATA_FILE:
-        raise FormatError(f"{path}: qcow2 images with an external data file are not supported")
-    if incompatible & INCOMPAT_EXTENDED_L2:
-        raise FormatError(f"{path}: qcow2 extended L2 entries (subclusters) are not supported")
-    unknown = incompatible & ~(INCOMPAT_DIRTY | INCOMPAT_CORRUPT | INCOMPAT_COMPRESSION)
-    if unknown:
-        raise FormatError(f"{path}: unknown qcow2 incompatible features 0x{unknown:x}")
-    if compression_code not in COMPRESSION_TYPES:
-        raise FormatError(f"{path}: unknown qcow2 compression type {compression_code}")
-    if refcount_order > 6:
-        raise FormatError(f"{path}: invalid qcow2 refcount order {refcount_order}")
-    if l1_size > MAX_L1_ENTRIES or l1_size * (1 << cluster_bits) * (1 << cluster_bits) // 8 < size:
-        raise FormatError(f"{path}: qcow2 L1 table of {l1_size} entries cannot map {size} bytes")
-    _check_tables(path, 1 << cluster_bits, header_length, (
-        ("L1 table", l1_offset), ("refcount table", rt_offset),
-        ("snapshot table", snapshots_offset)), nb_snapshots)
-    header = _Header(version, cluster_bits, size, l1_size, l1_offset, rt_offset, rt_clusters,
-                     nb_snapshots, incompatible, refcount_order,
-                     COMPRESSION_TYPES[compression_code])
-    header.backing_file = _backing_name(fd, path, backing_offset, backing_length,
-                                        1 << cluster_bits)
-    if version >= 3:
-        cluster = os.pread(fd, 1 << cluster_bits, 0) if cluster_bits > 12 else head
-        _parse_extensions(cluster, (header_length + 7) & ~7, 1 << cluster_bits, header, path)
-    return header
 
 
 def merged_runs(pieces: Iterable[tuple[int, int, bool]], size: int
@@ -284,59 +109,15 @@ def merged_runs(pieces: Iterable[tuple[int, int, bool]], size: int
         yield start, size - start, state
 
 
-def _backing_name(fd: int, path: str, offset: int, length: int, cluster_size: int) -> str:
-    """The backing file an overlay names (empty for a standalone image), where QEMU allows it:
-    inside the first cluster, at most MAX_BACKING_NAME bytes."""
-    if not offset:
-        return ""
-    if not 0 < length <= MAX_BACKING_NAME or offset + length > cluster_size:
-        raise FormatError(f"{path}: qcow2 backing file name is damaged")
-    return os.fsdecode(_pread(fd, length, offset, "the backing file name"))
-
-
-def _check_tables(path: str, cluster_size: int, header_length: int,
-                  tables: tuple[tuple[str, int], ...], nb_snapshots: int) -> None:
-    """What QEMU refuses to open, refused here too: an image that rescue calls intact must
-    open in qemu-img and QEMU."""
-    if header_length > cluster_size:
-        raise FormatError(f"{path}: qcow2 header of {header_length} bytes exceeds its cluster")
-    if nb_snapshots > MAX_SNAPSHOTS:
-        raise FormatError(f"{path}: qcow2 snapshot table of {nb_snapshots} entries is damaged")
-    for name, offset in tables:
-        if offset % cluster_size:
-            raise FormatError(f"{path}: qcow2 {name} offset {offset:#x} is not cluster aligned")
-
-
-def _parse_extensions(head: bytes, position: int, cluster_size: int, header: _Header,
-                      path: str) -> None:
-    """Walk the header extensions; only ours matters, the rest QEMU's business."""
-    limit = min(len(head), cluster_size)
-    while position + EXTENSION.size <= limit:
-        kind, length = EXTENSION.unpack_from(head, position)
-        position += EXTENSION.size
-        if kind == EXT_END:
-            return
-        if position + length > limit:
-            raise FormatError(f"{path}: qcow2 header extension 0x{kind:x} runs past the header")
-        if kind == RESCUE_EXT_MAGIC and length >= RESCUE_EXT.size:
-            (_, header.flags, header.manifest_offset, header.manifest_length,
-             header.manifest_crc) = RESCUE_EXT.unpack_from(head, position)
-            header.ours = True
-        elif kind == BACKING_FORMAT_EXT:
-            header.backing_format = head[position:position + length].decode(errors="replace")
-        position += (length + 7) & ~7
-    raise FormatError(f"{path}: qcow2 header extensions have no end marker")
-
-
 class _Image:
     """What reader and writer share: header, L1/L2 lookup, and decoding one cluster."""
 
-    def __init__(self, fd: int, path: str, header: _Header | None = None) -> None:
+    def __init__(self, fd: int, path: str, header: Header | None = None) -> None:
         """Open the image behind `fd`; a writer creating one passes its `header` instead."""
         self._fd = fd
         self.path = path
-        self._header = _parse_header(fd, path) if header is None else header
-        self._geometry = _Geometry(self._header.cluster_bits)
+        self._header = parse_header(fd, path) if header is None else header
+        self._geometry = Geometry(self._header.cluster_bits)
         self.size = self._header.size
         self.cluster_size = self._geometry.cluster_size
         self.compression = self._header.compression
@@ -347,8 +128,8 @@ class _Image:
 
     def _read_l1(self) -> list[int]:
         count = self._header.l1_size
-        raw = _pread(self._fd, count * 8, self._header.l1_offset, "the L1 table") if count else b""
-        return [entry & OFFSET_MASK for entry in _to_host(raw, "Q")]
+        raw = read_at(self._fd, count * 8, self._header.l1_offset, "the L1 table") if count else b""
+        return [entry & OFFSET_MASK for entry in to_host(raw, "Q")]
 
     def _l2_table(self, l1_index: int) -> array | None:
         """The L2 table behind an L1 entry (cached), or None if that range is a hole."""
@@ -361,7 +142,7 @@ class _Image:
         offset = self._l1[l1_index]
         if offset % self.cluster_size:
             raise FormatError(f"{self.path}: qcow2 L2 table offset 0x{offset:x} is not aligned")
-        table = _to_host(_pread(self._fd, self.cluster_size, offset, "an L2 table"), "Q")
+        table = to_host(read_at(self._fd, self.cluster_size, offset, "an L2 table"), "Q")
         self._l2_cache[l1_index] = table
         if len(self._l2_cache) > self._l2_cache_limit:
             self._l2_cache.popitem(last=False)
@@ -404,7 +185,7 @@ class _Image:
         offset = entry & OFFSET_MASK
         if offset % self.cluster_size:
             raise FormatError(f"{self.path}: {where} has an unaligned host offset 0x{offset:x}")
-        return _pread(self._fd, self.cluster_size, offset, where)
+        return read_at(self._fd, self.cluster_size, offset, where)
 
     def _decompress(self, payload: bytes, where: str) -> bytes:
         try:
@@ -461,8 +242,8 @@ class _Image:
         if header.refcount_table_offset + length > os.fstat(self._fd).st_size:
             raise FormatError(f"{self.path}: truncated qcow2 image: the refcount table at offset "
                               f"{header.refcount_table_offset} lies past the end of the file")
-        table = _pread(self._fd, length, header.refcount_table_offset, "the refcount table")
-        offsets = [entry & OFFSET_MASK for entry in _to_host(table, "Q")]
+        table = read_at(self._fd, length, header.refcount_table_offset, "the refcount table")
+        offsets = [entry & OFFSET_MASK for entry in to_host(table, "Q")]
         while offsets and not offsets[-1]:
             offsets.pop()
         return offsets
@@ -545,8 +326,8 @@ class Qcow2Reader(_Image, FdReader):
 
         length = header.refcount_table_clusters * cs
         check(header.refcount_table_offset, length, "the refcount table")
-        table = _pread(self._fd, length, header.refcount_table_offset, "the refcount table")
-        for offset in _to_host(table, "Q"):
+        table = read_at(self._fd, length, header.refcount_table_offset, "the refcount table")
+        for offset in to_host(table, "Q"):
             if offset & OFFSET_MASK:
                 check(offset & OFFSET_MASK, cs, "a refcount block")
         for offset in self._l1:
@@ -586,7 +367,7 @@ class Qcow2Reader(_Image, FdReader):
         """(offset, length, L2 entry) of every cluster of the disk; whole holes of L2 size
         at once (entry 0)."""
         geometry = self._geometry
-        for l1_index in range(_ceil_div(self.size, geometry.l2_coverage)):
+        for l1_index in range(ceil_div(self.size, geometry.l2_coverage)):
             base = l1_index * geometry.l2_coverage
             table = self._l2_table(l1_index)
             if table is None:
@@ -632,7 +413,7 @@ class Qcow2Reader(_Image, FdReader):
         cs = self.cluster_size
         file_size = os.fstat(self._fd).st_size
         refblocks = self._refblock_offsets()
-        stored = self._stored_refcounts(refblocks, _ceil_div(file_size, cs))
+        stored = self._stored_refcounts(refblocks, ceil_div(file_size, cs))
         counts = array("I", bytes(4 * len(stored)))
         flagged: set[int] = set()
         problems: list[str] = []
@@ -674,8 +455,8 @@ class Qcow2Reader(_Image, FdReader):
         stored = array("I", bytes(4 * clusters))
         for block, offset in enumerate(refblocks):
             if offset and block * per_block < clusters:
-                raw = _pread(self._fd, self.cluster_size, offset, "a refcount block")
-                values = _to_host(raw, typecode)[:clusters - block * per_block]
+                raw = read_at(self._fd, self.cluster_size, offset, "a refcount block")
+                values = to_host(raw, typecode)[:clusters - block * per_block]
                 stored[block * per_block:block * per_block + len(values)] = array(
                     "I", (min(v, 0xFFFFFFFF) for v in values))
         return stored
@@ -691,9 +472,9 @@ class Qcow2Reader(_Image, FdReader):
         return bool(entry & L2_RESERVED) or bool(entry & OFLAG_COPIED) != (refcount == 1)
 
     def _l1_problems(self, stored: array) -> list[str]:
-        raw = _pread(self._fd, self._header.l1_size * 8, self._header.l1_offset, "the L1 table")
+        raw = read_at(self._fd, self._header.l1_size * 8, self._header.l1_offset, "the L1 table")
         problems = []
-        for index, entry in enumerate(_to_host(raw, "Q")):
+        for index, entry in enumerate(to_host(raw, "Q")):
             cluster = (entry & OFFSET_MASK) // self.cluster_size
             refcount = stored[cluster] if cluster < len(stored) else 0
             if entry & L1_RESERVED or (entry and bool(entry & OFLAG_COPIED) != (refcount == 1)):
@@ -771,7 +552,7 @@ class Qcow2Writer(_Image, AbandonableWriter):
             self._reopen(path, size)
         else:
             self._create(path, size, cluster_size, compression)
-        self._disk_clusters = _ceil_div(self.size, self.cluster_size)
+        self._disk_clusters = ceil_div(self.size, self.cluster_size)
         self.backing = self._thread_backing()
         self._zero = bytes(self.cluster_size)
         self._all_sectors = (1 << (self.cluster_size // SECTOR)) - 1
@@ -799,11 +580,11 @@ class Qcow2Writer(_Image, AbandonableWriter):
             raise UsageError(f"compression must be zstd or zlib, got {compression!r}")
         if size < 0 or size % SECTOR:
             raise UsageError(f"image size must be a multiple of {SECTOR} bytes, got {size}")
-        geometry = _Geometry(cluster_bits)
-        l1_size = _ceil_div(size, geometry.l2_coverage)
+        geometry = Geometry(cluster_bits)
+        l1_size = ceil_div(size, geometry.l2_coverage)
         if l1_size > MAX_L1_ENTRIES:
             raise UsageError(f"{size} bytes is too large for {cluster_size}-byte clusters")
-        header = _Header(version=VERSION, cluster_bits=cluster_bits, size=size, l1_size=l1_size,
+        header = Header(version=VERSION, cluster_bits=cluster_bits, size=size, l1_size=l1_size,
                          l1_offset=0, refcount_table_offset=0, refcount_table_clusters=0,
                          nb_snapshots=0, incompatible=0, refcount_order=REFCOUNT_ORDER,
                          compression=compression, ours=True,
@@ -895,7 +676,7 @@ class Qcow2Writer(_Image, AbandonableWriter):
         disagree (leaks from an interrupted foreign writer, say) are rewritten at the next sync."""
         header, geometry, cs = self._header, self._geometry, self.cluster_size
         file_size = os.fstat(self._fd).st_size
-        counts = array("H", bytes(2 * _ceil_div(file_size, cs)))
+        counts = array("H", bytes(2 * ceil_div(file_size, cs)))
 
         def count(offset: int, length: int, what: str) -> None:
             if offset + length > file_size + cs:
@@ -910,13 +691,13 @@ class Qcow2Writer(_Image, AbandonableWriter):
         for offset, length, index in self._references(self._refblocks):
             count(offset, length, "metadata" if index is None else "compressed data")
         self._reftable = (header.refcount_table_offset, header.refcount_table_clusters)
-        self._l1_location = (header.l1_offset, _ceil_div(header.l1_size * 8, cs))
+        self._l1_location = (header.l1_offset, ceil_div(header.l1_size * 8, cs))
         self._init_allocation(counts, array("H", counts))
         entries = geometry.refblock_entries
-        for block in range(_ceil_div(len(counts), entries)):
+        for block in range(ceil_div(len(counts), entries)):
             mine = self._refblock_bytes(block)
             offset = self._refblocks[block] if block < len(self._refblocks) else 0
-            on_disk = _pread(self._fd, cs, offset, "a refcount block") if offset else bytes(cs)
+            on_disk = read_at(self._fd, cs, offset, "a refcount block") if offset else bytes(cs)
             if mine != on_disk:
                 self._dirty_blocks.add(block)
 
@@ -993,9 +774,9 @@ class Qcow2Writer(_Image, AbandonableWriter):
     def _store_manifest(self, data: bytes) -> None:
         """Write the blob past the disk end (the VM-state area), zeroing the old one's rest."""
         header = self._header
-        offset = _ceil_div(self.size, self._geometry.l2_coverage) * self._geometry.l2_coverage
+        offset = ceil_div(self.size, self._geometry.l2_coverage) * self._geometry.l2_coverage
         span = max(len(data), header.manifest_length)
-        span = _ceil_div(span, self.cluster_size) * self.cluster_size
+        span = ceil_div(span, self.cluster_size) * self.cluster_size
         self._write_logical(offset, memoryview(data + bytes(span - len(data))))
         header.manifest_offset, header.manifest_length = offset, len(data)
         header.manifest_crc = zlib.crc32(data)
@@ -1189,7 +970,7 @@ class Qcow2Writer(_Image, AbandonableWriter):
                     self._incref(cluster)
                 self._cursor = cursor + length
                 return cursor
-        start = self._allocate(_ceil_div(length, cs)) * cs
+        start = self._allocate(ceil_div(length, cs)) * cs
         self._cursor = start + length
         return start
 
@@ -1260,20 +1041,20 @@ class Qcow2Writer(_Image, AbandonableWriter):
             self._l1[l1_index] = 0
             if any(table):
                 self._l1[l1_index] = self._allocate(1) * cs
-                writes.append((self._l1[l1_index], _to_disk(table)))
-        needed = _ceil_div(self.size, self._geometry.l2_coverage)
+                writes.append((self._l1[l1_index], to_disk(table)))
+        needed = ceil_div(self.size, self._geometry.l2_coverage)
         while len(self._l1) > needed and not self._l1[-1]:
             self._l1.pop()
         if self._l2_dirty or self._l1_dirty or (self._l1 and not self._l1_location[0]):
             old, clusters = self._l1_location
             for cluster in range(old // cs, old // cs + clusters if old else 0):
                 self._decref(cluster)
-            clusters = _ceil_div(len(self._l1) * 8, cs)
+            clusters = ceil_div(len(self._l1) * 8, cs)
             offset = self._allocate(clusters) * cs if clusters else 0
             self._l1_location = (offset, clusters)
             entries = array("Q", (e | OFLAG_COPIED if e else 0 for e in self._l1))
             if clusters:
-                writes.append((offset, _to_disk(entries).ljust(clusters * cs, b"\0")))
+                writes.append((offset, to_disk(entries).ljust(clusters * cs, b"\0")))
         return writes
 
     def _relocate_refcounts(self) -> list[tuple[int, bytes]]:
@@ -1290,7 +1071,7 @@ class Qcow2Writer(_Image, AbandonableWriter):
                     self._decref(self._refblocks[block] // cs)
                 self._refblocks[block] = self._allocate(1) * cs
                 moved.add(block)
-            needed = _ceil_div(_ceil_div(len(self._refcounts), entries) * 8, cs)
+            needed = ceil_div(ceil_div(len(self._refcounts), entries) * 8, cs)
             if table_moved and self._reftable[1] >= needed and self._dirty_blocks <= moved:
                 break
             if not table_moved or self._reftable[1] < needed:
@@ -1301,13 +1082,13 @@ class Qcow2Writer(_Image, AbandonableWriter):
                 table_moved = True
         writes = [(self._refblocks[block], self._refblock_bytes(block)) for block in moved]
         table = array("Q", self._refblocks)
-        writes.append((self._reftable[0], _to_disk(table).ljust(self._reftable[1] * cs, b"\0")))
+        writes.append((self._reftable[0], to_disk(table).ljust(self._reftable[1] * cs, b"\0")))
         return writes
 
     def _refblock_bytes(self, block: int) -> bytes:
         entries = self._geometry.refblock_entries
         counts = self._refcounts[block * entries:(block + 1) * entries]
-        return _to_disk(counts).ljust(self.cluster_size, b"\0")
+        return to_disk(counts).ljust(self.cluster_size, b"\0")
 
     def _trim(self) -> None:
         """Give back free clusters at the end of the file (only after a commit: the committed
