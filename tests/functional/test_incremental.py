@@ -176,6 +176,11 @@ def test_base_problems_are_one_clear_line(history: History, tmp_path: Path) -> N
         assert not (tmp_path / "new.qcow2").exists()
     assert_clean_failure(rescue("image", history.disk, tmp_path / "new.img", "--base", base),
                          ExitCode.USAGE, r"--base makes a qcow2 overlay")
+    other = tmp_path / "other.qcow2"
+    assert rescue("image", "sim:size=8M,seed=4", other).returncode == 0
+    assert_clean_failure(rescue("image", "sim:size=8M,seed=3", small, "--base", other),
+                         ExitCode.USAGE, r"small\.qcow2 was begun as a full image; continue it "
+                         "without --base")
 
 
 def test_broken_chains_are_one_clear_line(history: History, tmp_path: Path) -> None:
