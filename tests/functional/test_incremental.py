@@ -247,6 +247,7 @@ def test_an_interrupted_base_run_resumes(tmp_path: Path) -> None:
     finally:
         process.send_signal(signal.SIGKILL)
         process.wait()
+    assert_check_clean(overlay)  # the last checkpoint, whole
     assert_clean_failure(rescue("image", spec, overlay), ExitCode.USAGE,
                          r"continue it with --base base\.qcow2")
     resumed = rescue("image", spec, overlay, "--base", base)
