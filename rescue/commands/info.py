@@ -59,9 +59,9 @@ def info_lines(info: dict[str, Any]) -> list[str]:
                          f"{human_size(summary.get('rescued', 0))} rescued, "
                          f"{human_size(summary.get('bad', 0))} bad in "
                          f"{summary.get('bad_areas', 0)} area(s)")
-        if manifest.get("base"):
-            lines.append(f"base:        {manifest['base'].get('file')}, blake3 "
-                         f"{manifest['base'].get('blake3') or '-'}")
+        if manifest.get("base"):  # two lines: 80 columns
+            lines += [f"base:        {manifest['base'].get('file')}",
+                      f"base blake3: {manifest['base'].get('blake3') or '-'}"]
         if manifest.get("blake3"):
             lines.append(f"blake3:      {manifest['blake3']}")
         if manifest.get("fingerprint"):
