@@ -154,6 +154,10 @@ def test_restore_ls_verify_info_convert_read_the_chain(history: History,
     info = json.loads(rescue("info", newest.image, "--json").stdout)
     assert info["backing_chain"] == [str(g.image) for g in reversed(history.generations)]
     assert info["manifest"]["base"]["file"] == "gen1.qcow2"
+    shown = rescue("info", newest.image).stdout.splitlines()
+    chain = [line for line in shown if line.startswith(("chain:", " " * 13 + "over "))]
+    assert [line.split()[-1] for line in chain] == [
+        str(g.image) for g in reversed(history.generations)]
     flat = tmp_path / "flat.qcow2"
     done = rescue("convert", newest.image, flat)
     assert done.returncode == 0, done.stderr
