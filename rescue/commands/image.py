@@ -126,6 +126,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--level", type=int, default=DEFAULT_LEVEL,
                         help=f"compression level (default {DEFAULT_LEVEL})")
     add_threads_argument(parser, "compression (.qcow2, .img.zst)")
+    parser.add_argument("--base", metavar="OLD.qcow2",
+                        help="incremental image: DEST (.qcow2) becomes an overlay over this "
+                             "older image of the same disk and stores only the clusters that "
+                             "changed since")
     parser.add_argument("--domain", metavar="MAPFILE",
                         help="read only what this mapfile marks finished ('+')")
     parser.add_argument("--mode", choices=MODES, default="full",
@@ -201,7 +205,7 @@ def run_image(args: argparse.Namespace) -> int:
         level=args.level, domain_path=args.domain, mode=args.mode, order=args.order,
         first=tuple(args.first), force=args.force, options=rescue_options(args),
         command_line=shlex.join(sys.argv), reads_log=args.log_reads, events_log=args.log_events,
-        threads=args.threads)
+        threads=args.threads, base=args.base)
     ahead = outlook(request)  # before the job opens (and may create) the image
     job = ImageJob(request)
     if not args.json:  # each line of --json's output is an object

@@ -42,6 +42,9 @@ def info_lines(info: dict[str, Any]) -> list[str]:
     ratio = f", {info['ratio']:.1%} of the allocated data" if info["ratio"] else ""
     lines.append(f"allocated:   {human_size(info['allocated'])}, stored in "
                  f"{human_size(info['stored'])}{ratio}")
+    chain = info.get("backing_chain") or []
+    lines += [f"{'chain:' if i == 0 else '':<13}{'over ' if i else ''}{path}"
+              for i, path in enumerate(chain)]
     manifest = info["manifest"]
     if manifest:
         source = manifest["source"]
@@ -56,6 +59,9 @@ def info_lines(info: dict[str, Any]) -> list[str]:
                          f"{human_size(summary.get('rescued', 0))} rescued, "
                          f"{human_size(summary.get('bad', 0))} bad in "
                          f"{summary.get('bad_areas', 0)} area(s)")
+        if manifest.get("base"):  # two lines: 80 columns
+            lines += [f"base:        {manifest['base'].get('file')}",
+                      f"base blake3: {manifest['base'].get('blake3') or '-'}"]
         if manifest.get("blake3"):
             lines.append(f"blake3:      {manifest['blake3']}")
         if manifest.get("fingerprint"):

@@ -125,6 +125,7 @@ class Conversion:
             try:
                 manifest.blake3 = self._copy(reader, writer, recorded_digest(manifest))
                 manifest.fingerprint = manifest.sha256 = None  # a new image records BLAKE3
+                manifest.base = None  # the chain is flattened: the new image stands alone
                 store_manifest(writer, self.dest, manifest)
                 writer.close()
             except BaseException:

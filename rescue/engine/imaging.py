@@ -44,6 +44,7 @@ from rescue.formats.image import (
     store_manifest,
 )
 from rescue.formats.manifest import SIDECAR_SUFFIX, Manifest, rescue_summary
+from rescue.formats.qcow2chain import Base, check_base, open_overlay_writer
 from rescue.fs.chosen import FirstPath
 from rescue.fs.domain import DiskPlan, ResumeReader, SourceReader, plan_disk
 from rescue.fs.partitions import SliceReader
@@ -166,6 +167,7 @@ class ImageJob:
             self.mapfile = self._load_or_create_map()
             self._check_files()
             self._check_logs()
+            self.base = self._check_base()
             self.identity = self._source_identity()
             rescued = self._rescued_image()  # opened once: an unfinished stream is walked
             try:
@@ -181,8 +183,10 @@ class ImageJob:
                     rescued.close()
             self.logs.open()  # before the image: a log that cannot be written leaves no image
             writer = self._open_writer(domain, metadata_first)
-            # a fresh image can be hashed as it is written; a resumed one cannot
-            fresh = not self.mapfile.rmap.totals()[FINISHED]
+            # a fresh image can be hashed as it is written; a resumed one cannot, nor an
+            # overlay whose unwritten (unused) blocks read from its base rather than as zeros
+            fresh = not self.mapfile.rmap.totals()[FINISHED] and not (
+                self.base is not None and request.mode == "used")
             self.digesting = DigestingWriter(writer, self._hash_threads()) if fresh else None
             self.writer: ImageWriter = self.digesting or writer
         except BaseException:
@@ -240,6 +244,10 @@ class ImageJob:
     def _open_writer(self, domain: RangeMap | None, metadata_first: bool) -> ImageWriter:
         """qcow2 or raw take writes in any order, and continue what they find; an .img.zst
         is streamed, and may skip what this job never writes (outside its domain)."""
+        if self.base is not None:
+            return open_overlay_writer(self.image_path, self.source.size, self.base,
+                                       self.request.level,
+                                       self.request.threads or default_threads())
         if self.staging_path is None:
             return open_writer(self.image_path, self.format, self.source.size,
                                self.request.level, self.request.threads)
@@ -274,6 +282,8 @@ class ImageJob:
                                 or req.first):
             raise UsageError("--domain cannot be combined with --mode used, "
                              "--order metadata-first or --first")
+        if req.base is not None and self.format != "qcow2":
+            raise UsageError("--base makes a qcow2 overlay: the new image must be a .qcow2")
         if req.first and req.order == "sequential":
             raise UsageError("--first reads the metadata first; it cannot be combined with "
                              "--order sequential")
@@ -304,6 +314,15 @@ class ImageJob:
         source = SourceReader(self.source)
         reader = source if image is None else ResumeReader(image, source, self.mapfile.rmap)
         return plan_disk(reader, path, self.source.sector_size)
+
+    def _check_base(self) -> Base | None:
+        """The older image an overlay is made over, read-locked: nothing may rewrite it
+        while the overlay relies on it."""
+        if self.request.base is None:
+            return None
+        base = check_base(self.request.base, self.image_path, self.source.size)
+        self.locks.read(base.path)
+        return base
 
     def _check_safety(self) -> None:
         """The write-safety policy on everything this job writes, before it takes its own
@@ -507,7 +526,8 @@ class ImageJob:
         """Record where the image came from and how the rescue went, inside the image."""
         manifest = Manifest(
             source=self._identity_with_image(), mode=self._manifest_mode(),
-            rescue=rescue_summary(list(self.mapfile.rmap.areas()), outcome.value))
+            rescue=rescue_summary(list(self.mapfile.rmap.areas()), outcome.value),
+            base=self.base.as_manifest() if self.base else None)
         if outcome.finished:  # the image will not change again: hash it
             self.writer.sync()
             manifest.blake3 = self.digesting.fingerprint() if self.digesting else None

@@ -31,6 +31,7 @@ class ImageRequest:
     reads_log: str | None = None  # GNU ddrescue's --log-reads, appended to
     events_log: str | None = None  # GNU ddrescue's --log-events, appended to
     threads: int | None = None  # compression threads; None: one per CPU this process may use
+    base: str | None = None  # an older qcow2 image of the disk: store only what changed since
 
     def __post_init__(self) -> None:
         """The options checked themselves (RescueOptions); the level counts where the image's
@@ -52,6 +53,8 @@ class ImageRequest:
             argv += ["--level", str(self.level)]
         if self.threads is not None:
             argv += ["--threads", str(self.threads)]
+        if self.base is not None:
+            argv += ["--base", self.base]
         if self.domain_path is not None:
             argv += ["--domain", self.domain_path]
         if self.mode != "full":

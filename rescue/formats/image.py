@@ -197,9 +197,9 @@ def open_reader(path: str, fmt: str | None = None) -> ImageReader:
     `fmt` is --format, or a format `detect_format` already gave."""
     fmt = detect_format(path, fmt)
     if fmt == "qcow2":
-        from rescue.formats.qcow2 import Qcow2Reader
+        from rescue.formats.qcow2chain import Qcow2ChainReader
 
-        return Qcow2Reader(path)
+        return Qcow2ChainReader(path)  # an incremental image reads through its backing files
     if fmt == "zst":
         from rescue.formats.zstseek import ZstSeekReader
 

@@ -32,10 +32,11 @@ class Manifest:
     blake3: str | None = None  # BLAKE3 of the whole logical image once complete (fingerprint.py)
     fingerprint: str | None = None  # older images: SHA-256 over their 1 MiB chunks' SHA-256s
     sha256: str | None = None  # oldest images: plain SHA-256 of the image
+    base: dict[str, Any] | None = None  # an incremental image's base: its file and blake3
     version: int = VERSION
 
     def to_bytes(self) -> bytes:
-        fields = {k: v for k, v in asdict(self).items() if v is not None or k not in _RETIRED}
+        fields = {k: v for k, v in asdict(self).items() if v is not None or k not in _OPTIONAL}
         return json.dumps(fields, indent=1, sort_keys=True).encode()
 
     @classmethod
@@ -53,11 +54,12 @@ class Manifest:
             raise FormatError(f"{where}: the manifest is damaged") from None
 
 
-_RETIRED = ("fingerprint", "sha256")  # digests only older images hold: not written when absent
+# not written when absent: digests only older images hold, the base of an incremental image
+_OPTIONAL = ("fingerprint", "sha256", "base")
 _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "source": (dict,), "mode": (str,), "created": (str,), "tool": (str,), "rescue": (dict,),
     "blake3": (str, type(None)), "fingerprint": (str, type(None)), "sha256": (str, type(None)),
-    "version": (int,)}
+    "base": (dict, type(None)), "version": (int,)}
 _SUMMARY_COUNTS = ("rescued", "bad", "bad_areas", "non_tried", "non_trimmed", "non_scraped")
 _SECTOR_SIZES = ("logical_sector_size", "physical_sector_size")
 

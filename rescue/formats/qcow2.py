@@ -30,13 +30,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-import struct
-import sys
 import threading
 import zlib
 from array import array
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from heapq import heappop, heappush
@@ -44,66 +42,53 @@ from heapq import heappop, heappush
 import zstandard
 
 from rescue.errors import DestinationError, FormatError, UsageError
-from rescue.formats.base import AbandonableWriter, Capabilities, DamagedData, FdReader
+from rescue.formats.base import (
+    AbandonableWriter,
+    Capabilities,
+    DamagedData,
+    FdReader,
+    ImageReader,
+)
 from rescue.formats.buffers import Buffers
 from rescue.formats.manifest import MAX_SIZE as MANIFEST_MAX_SIZE
-
-MAGIC = b"QFI\xfb"
-VERSION = 3
-SUPPORTED_VERSIONS = (2, 3)
-
-# Header fields, big-endian (qcow2.txt "Header").
-HEADER_V2 = struct.Struct(
-    ">4sI"  # magic, version
-    "QI"  # backing_file_offset u64, backing_file_size u32
-    "IQ"  # cluster_bits u32, size u64
-    "II"  # crypt_method u32, l1_size u32
-    "QQ"  # l1_table_offset u64, refcount_table_offset u64
-    "II"  # refcount_table_clusters u32, nb_snapshots u32
-    "Q"  # snapshots_offset u64
+from rescue.formats.qcow2header import (
+    BACKING_FORMAT_EXT,
+    COMPRESSION_CODES,
+    DEFAULT_CLUSTER_SIZE,
+    EXT_END,
+    EXTENSION,
+    FLAG_DEFLATE_CRC,
+    HEADER_LENGTH,
+    HEADER_V2,
+    HEADER_V3,
+    INCOMPAT_COMPRESSION,
+    INCOMPAT_CORRUPT,
+    INCOMPAT_DIRTY,
+    L1_RESERVED,
+    L2_RESERVED,
+    MAGIC,
+    MAX_CLUSTER_BITS,
+    MAX_L1_ENTRIES,
+    MAX_REFCOUNT,
+    MIN_CLUSTER_BITS,
+    OFFSET_MASK,
+    OFLAG_COMPRESSED,
+    OFLAG_COPIED,
+    OFLAG_ZERO,
+    REFCOUNT_ORDER,
+    RESCUE_EXT,
+    RESCUE_EXT_MAGIC,
+    RESCUE_EXT_VERSION,
+    SECTOR,
+    VERSION,
+    Geometry,
+    Header,
+    ceil_div,
+    parse_header,
+    read_at,
+    to_disk,
+    to_host,
 )
-HEADER_V3 = struct.Struct(
-    ">QQQ"  # incompatible, compatible, autoclear feature bits
-    "II"  # refcount_order u32, header_length u32
-)
-V3_HEADER_LENGTH = HEADER_V2.size + HEADER_V3.size  # 104
-COMPRESSION_TYPE_OFFSET = V3_HEADER_LENGTH  # one byte, then padding to a multiple of 8
-HEADER_LENGTH = V3_HEADER_LENGTH + 8  # 112, as QEMU writes it
-EXTENSION = struct.Struct(">II")  # type u32, data length u32; data padded to 8 bytes
-EXT_END = 0
-RESCUE_EXT_MAGIC = 0x52534355  # "RSCU": ours; QEMU keeps unknown extensions as they are
-RESCUE_EXT = struct.Struct(
-    ">HH"  # format version u16, flags u16
-    "QQ"  # manifest logical offset u64 (past the disk end), manifest length u64
-    "I4x"  # manifest CRC-32 u32, padding
-)
-RESCUE_EXT_VERSION = 1
-FLAG_DEFLATE_CRC = 1  # deflate streams are followed by a big-endian CRC-32 of the cluster
-
-INCOMPAT_DIRTY = 1 << 0
-INCOMPAT_CORRUPT = 1 << 1
-INCOMPAT_DATA_FILE = 1 << 2
-INCOMPAT_COMPRESSION = 1 << 3
-INCOMPAT_EXTENDED_L2 = 1 << 4
-COMPRESSION_TYPES = {0: "zlib", 1: "zstd"}  # header codes; they never change
-COMPRESSION_CODES = {name: code for code, name in COMPRESSION_TYPES.items()}
-
-OFLAG_COPIED = 1 << 63  # L1/L2: refcount is exactly one
-OFLAG_COMPRESSED = 1 << 62  # L2: compressed cluster descriptor
-OFLAG_ZERO = 1  # L2 (v3): reads as zeros
-OFFSET_MASK = 0x00FFFFFFFFFFFE00  # L1/L2 standard entries: bits 9-55
-L1_RESERVED = 0x7F000000000001FF  # L1 entries: bits 0-8 and 56-62 must be zero
-L2_RESERVED = 0x3F000000000001FE  # standard L2 entries: bits 1-8 and 56-61 must be zero
-REFCOUNT_ORDER = 4  # 16-bit refcounts
-MAX_REFCOUNT = 0xFFFF
-SECTOR = 512
-MIN_CLUSTER_BITS = 12  # 4 KiB; QEMU accepts 512 bytes, which only wastes metadata
-MAX_CLUSTER_BITS = 21  # 2 MiB, QEMU's limit, compressed clusters included
-MAX_SNAPSHOTS = 65536  # QEMU's limit: a header claiming more is damaged
-DEFAULT_CLUSTER_SIZE = 65536
-MAX_L1_ENTRIES = 32 * 1024 * 1024 // 8  # QEMU's QCOW_MAX_L1_SIZE
-
-_BIG_ENDIAN_HOST = sys.byteorder == "big"
 
 
 def sniff(head: bytes, tail: bytes) -> bool:
@@ -111,196 +96,28 @@ def sniff(head: bytes, tail: bytes) -> bool:
     return head.startswith(MAGIC)
 
 
-def _to_host(raw: bytes, typecode: str) -> array:
-    """Big-endian table bytes as a native array."""
-    table = array(typecode, raw)
-    if not _BIG_ENDIAN_HOST:
-        table.byteswap()
-    return table
-
-
-def _to_disk(table: array) -> bytes:
-    if _BIG_ENDIAN_HOST:
-        return table.tobytes()
-    swapped = array(table.typecode, table)
-    swapped.byteswap()
-    return swapped.tobytes()
-
-
-def _ceil_div(a: int, b: int) -> int:
-    return -(-a // b)
-
-
-@dataclass(frozen=True)
-class _Geometry:
-    """Sizes derived from cluster_bits, shared by every table computation."""
-
-    cluster_bits: int
-
-    @property
-    def cluster_size(self) -> int:
-        return 1 << self.cluster_bits
-
-    @property
-    def l2_entries(self) -> int:
-        return self.cluster_size // 8
-
-    @property
-    def l2_coverage(self) -> int:
-        """Logical bytes one L2 table maps."""
-        return self.cluster_size * self.l2_entries
-
-    @property
-    def refblock_entries(self) -> int:
-        return self.cluster_size * 8 >> REFCOUNT_ORDER
-
-    @property
-    def csize_shift(self) -> int:
-        """Compressed descriptor: bits below hold the host offset, above the sector count."""
-        return 62 - (self.cluster_bits - 8)
-
-    @property
-    def csize_mask(self) -> int:
-        return (1 << (self.cluster_bits - 8)) - 1
-
-    def compressed_range(self, entry: int) -> tuple[int, int]:
-        """(host offset, byte count) of a compressed descriptor, as QEMU computes them."""
-        offset = entry & ((1 << self.csize_shift) - 1)
-        sectors = ((entry >> self.csize_shift) & self.csize_mask) + 1
-        return offset, sectors * SECTOR - (offset & (SECTOR - 1))
-
-    def compressed_entry(self, offset: int, length: int) -> int:
-        sectors = (offset + length - 1) // SECTOR - offset // SECTOR + 1
-        return OFLAG_COMPRESSED | (sectors - 1) << self.csize_shift | offset
-
-
-@dataclass
-class _Header:
-    version: int
-    cluster_bits: int
-    size: int
-    l1_size: int
-    l1_offset: int
-    refcount_table_offset: int
-    refcount_table_clusters: int
-    nb_snapshots: int
-    incompatible: int
-    refcount_order: int
-    compression: str
-    manifest_offset: int = 0
-    manifest_length: int = 0
-    manifest_crc: int = 0
-    flags: int = 0
-    ours: bool = False
-
-
-def _pread(fd: int, length: int, offset: int, what: str) -> bytes:
-    """Exactly `length` bytes or a FormatError naming what is missing."""
-    try:
-        data = os.pread(fd, length, offset)
-    except OSError as error:
-        raise FormatError(f"cannot read {what} at offset {offset}: {error.strerror}") from error
-    if len(data) != length:
-        raise FormatError(f"truncated qcow2 image: {what} at offset {offset} lies past the end "
-                          "of the file")
-    return data
-
-
-def _parse_header(fd: int, path: str) -> _Header:
-    """Read and validate the header; refuse every feature this module cannot honour."""
-    head = os.pread(fd, 4096, 0)
-    if len(head) < 4 or head[:4] != MAGIC:
-        raise FormatError(f"{path} is not a qcow2 image (wrong magic)")
-    if len(head) < HEADER_V2.size:
-        raise FormatError(f"{path}: truncated qcow2 image: header is incomplete")
-    (_, version, backing_offset, _, cluster_bits, size, crypt_method, l1_size, l1_offset,
-     rt_offset, rt_clusters, nb_snapshots, snapshots_offset) = HEADER_V2.unpack_from(head)
-    if version not in SUPPORTED_VERSIONS:
-        raise FormatError(f"{path}: qcow2 version {version} is not supported")
-    if not 9 <= cluster_bits <= MAX_CLUSTER_BITS:
-        raise FormatError(f"{path}: invalid qcow2 cluster_bits {cluster_bits}")
-    if backing_offset:
-        raise FormatError(f"{path}: qcow2 images with a backing file are not supported")
-    if crypt_method:
-        raise FormatError(f"{path}: encrypted qcow2 images are not supported")
-    incompatible, refcount_order, header_length, compression_code = 0, 4, HEADER_V2.size, 0
-    if version >= 3:
-        if len(head) < V3_HEADER_LENGTH:
-            raise FormatError(f"{path}: truncated qcow2 image: header is incomplete")
-        incompatible, _, _, refcount_order, header_length = HEADER_V3.unpack_from(
-            head, HEADER_V2.size)
-        if header_length < V3_HEADER_LENGTH or header_length > len(head):
-            raise FormatError(f"{path}: invalid qcow2 header length {header_length}")
-        if incompatible & INCOMPAT_COMPRESSION:
-            if header_length <= COMPRESSION_TYPE_OFFSET:
-                raise FormatError(f"{path}: compression type flagged but missing from header")
-            compression_code = head[COMPRESSION_TYPE_OFFSET]
-    if incompatible & INCOMPAT_DATA_FILE:
-        raise FormatError(f"{path}: qcow2 images with an external data file are not supported")
-    if incompatible & INCOMPAT_EXTENDED_L2:
-        raise FormatError(f"{path}: qcow2 extended L2 entries (subclusters) are not supported")
-    unknown = incompatible & ~(INCOMPAT_DIRTY | INCOMPAT_CORRUPT | INCOMPAT_COMPRESSION)
-    if unknown:
-        raise FormatError(f"{path}: unknown qcow2 incompatible features 0x{unknown:x}")
-    if compression_code not in COMPRESSION_TYPES:
-        raise FormatError(f"{path}: unknown qcow2 compression type {compression_code}")
-    if refcount_order > 6:
-        raise FormatError(f"{path}: invalid qcow2 refcount order {refcount_order}")
-    if l1_size > MAX_L1_ENTRIES or l1_size * (1 << cluster_bits) * (1 << cluster_bits) // 8 < size:
-        raise FormatError(f"{path}: qcow2 L1 table of {l1_size} entries cannot map {size} bytes")
-    _check_tables(path, 1 << cluster_bits, header_length, (
-        ("L1 table", l1_offset), ("refcount table", rt_offset),
-        ("snapshot table", snapshots_offset)), nb_snapshots)
-    header = _Header(version, cluster_bits, size, l1_size, l1_offset, rt_offset, rt_clusters,
-                     nb_snapshots, incompatible, refcount_order,
-                     COMPRESSION_TYPES[compression_code])
-    if version >= 3:
-        cluster = os.pread(fd, 1 << cluster_bits, 0) if cluster_bits > 12 else head
-        _parse_extensions(cluster, (header_length + 7) & ~7, 1 << cluster_bits, header, path)
-    return header
-
-
-def _check_tables(path: str, cluster_size: int, header_length: int,
-                  tables: tuple[tuple[str, int], ...], nb_snapshots: int) -> None:
-    """What QEMU refuses to open, refused here too: an image that rescue calls intact must
-    open in qemu-img and QEMU."""
-    if header_length > cluster_size:
-        raise FormatError(f"{path}: qcow2 header of {header_length} bytes exceeds its cluster")
-    if nb_snapshots > MAX_SNAPSHOTS:
-        raise FormatError(f"{path}: qcow2 snapshot table of {nb_snapshots} entries is damaged")
-    for name, offset in tables:
-        if offset % cluster_size:
-            raise FormatError(f"{path}: qcow2 {name} offset {offset:#x} is not cluster aligned")
-
-
-def _parse_extensions(head: bytes, position: int, cluster_size: int, header: _Header,
-                      path: str) -> None:
-    """Walk the header extensions; only ours matters, the rest QEMU's business."""
-    limit = min(len(head), cluster_size)
-    while position + EXTENSION.size <= limit:
-        kind, length = EXTENSION.unpack_from(head, position)
-        position += EXTENSION.size
-        if kind == EXT_END:
-            return
-        if position + length > limit:
-            raise FormatError(f"{path}: qcow2 header extension 0x{kind:x} runs past the header")
-        if kind == RESCUE_EXT_MAGIC and length >= RESCUE_EXT.size:
-            (_, header.flags, header.manifest_offset, header.manifest_length,
-             header.manifest_crc) = RESCUE_EXT.unpack_from(head, position)
-            header.ours = True
-        position += (length + 7) & ~7
-    raise FormatError(f"{path}: qcow2 header extensions have no end marker")
+def merged_runs(pieces: Iterable[tuple[int, int, bool]], size: int
+                ) -> Iterator[tuple[int, int, bool]]:
+    """Contiguous (offset, length, allocated) pieces from 0 as the fewest runs up to `size`."""
+    start, state = 0, False
+    for offset, _, allocated in pieces:
+        if allocated != state:
+            if offset > start:
+                yield start, offset - start, state
+            start, state = offset, allocated
+    if size > start:
+        yield start, size - start, state
 
 
 class _Image:
     """What reader and writer share: header, L1/L2 lookup, and decoding one cluster."""
 
-    def __init__(self, fd: int, path: str, header: _Header | None = None) -> None:
+    def __init__(self, fd: int, path: str, header: Header | None = None) -> None:
         """Open the image behind `fd`; a writer creating one passes its `header` instead."""
         self._fd = fd
         self.path = path
-        self._header = _parse_header(fd, path) if header is None else header
-        self._geometry = _Geometry(self._header.cluster_bits)
+        self._header = parse_header(fd, path) if header is None else header
+        self._geometry = Geometry(self._header.cluster_bits)
         self.size = self._header.size
         self.cluster_size = self._geometry.cluster_size
         self.compression = self._header.compression
@@ -309,11 +126,12 @@ class _Image:
         self._l2_cache_limit = 64
         self._zeros = bytes(self.cluster_size)  # what an unallocated cluster reads as
         self._local = threading.local()  # a zstd context each: they are not thread-safe
+        self.backing: ImageReader | None = None  # an overlay's older image, opened by its owner
 
     def _read_l1(self) -> list[int]:
         count = self._header.l1_size
-        raw = _pread(self._fd, count * 8, self._header.l1_offset, "the L1 table") if count else b""
-        return [entry & OFFSET_MASK for entry in _to_host(raw, "Q")]
+        raw = read_at(self._fd, count * 8, self._header.l1_offset, "the L1 table") if count else b""
+        return [entry & OFFSET_MASK for entry in to_host(raw, "Q")]
 
     def _l2_table(self, l1_index: int) -> array | None:
         """The L2 table behind an L1 entry (cached), or None if that range is a hole."""
@@ -326,7 +144,7 @@ class _Image:
         offset = self._l1[l1_index]
         if offset % self.cluster_size:
             raise FormatError(f"{self.path}: qcow2 L2 table offset 0x{offset:x} is not aligned")
-        table = _to_host(_pread(self._fd, self.cluster_size, offset, "an L2 table"), "Q")
+        table = to_host(read_at(self._fd, self.cluster_size, offset, "an L2 table"), "Q")
         self._l2_cache[l1_index] = table
         if len(self._l2_cache) > self._l2_cache_limit:
             self._l2_cache.popitem(last=False)
@@ -343,6 +161,11 @@ class _Image:
         if self._header.version >= 3 and entry & OFLAG_ZERO:
             return False
         return bool(entry & OFFSET_MASK)
+
+    def _unallocated(self, entry: int) -> bool:
+        """An entry that says nothing of its cluster: in an overlay, the backing file's bytes
+        show through (a zero cluster does not let them)."""
+        return not self._is_data(entry) and not (self._header.version >= 3 and entry & OFLAG_ZERO)
 
     def _decode(self, entry: int, logical: int) -> bytes | None:
         """The cluster's bytes, or None when it reads as zeros; damage raises FormatError."""
@@ -364,7 +187,7 @@ class _Image:
         offset = entry & OFFSET_MASK
         if offset % self.cluster_size:
             raise FormatError(f"{self.path}: {where} has an unaligned host offset 0x{offset:x}")
-        return _pread(self._fd, self.cluster_size, offset, where)
+        return read_at(self._fd, self.cluster_size, offset, where)
 
     def _decompress(self, payload: bytes, where: str) -> bytes:
         try:
@@ -411,7 +234,15 @@ class _Image:
         return bytes(out)
 
     def _cluster_bytes(self, index: int) -> bytes | None:
-        return self._decode(self._entry(index), index * self.cluster_size)
+        """The cluster's bytes (None: zeros); inside the disk, an unallocated cluster of an
+        overlay reads as its backing file (the VM-state area past the disk is the image's own)."""
+        entry, logical = self._entry(index), index * self.cluster_size
+        if self.backing is None or logical >= self.size or not self._unallocated(entry):
+            return self._decode(entry, logical)
+        try:
+            return self.backing.read(logical, self.cluster_size).ljust(self.cluster_size, b"\0")
+        except DamagedData as error:
+            raise FormatError(f"{self.path}: its backing file is damaged there: {error}") from error
 
     def _refblock_offsets(self) -> list[int]:
         """Where the refcount blocks are, from the refcount table (trailing empty slots cut)."""
@@ -420,8 +251,8 @@ class _Image:
         if header.refcount_table_offset + length > os.fstat(self._fd).st_size:
             raise FormatError(f"{self.path}: truncated qcow2 image: the refcount table at offset "
                               f"{header.refcount_table_offset} lies past the end of the file")
-        table = _pread(self._fd, length, header.refcount_table_offset, "the refcount table")
-        offsets = [entry & OFFSET_MASK for entry in _to_host(table, "Q")]
+        table = read_at(self._fd, length, header.refcount_table_offset, "the refcount table")
+        offsets = [entry & OFFSET_MASK for entry in to_host(table, "Q")]
         while offsets and not offsets[-1]:
             offsets.pop()
         return offsets
@@ -466,6 +297,10 @@ class _Image:
 class Qcow2Reader(_Image, FdReader):
     """Random-access view of a qcow2 image (ours or QEMU's, v2 or v3, zlib or zstd)."""
 
+    # an overlay alone reads its unallocated clusters as zeros, not as its older image: only a
+    # reader that opens the backing chain (qcow2chain) may open one
+    reads_backing_chain = False
+
     def __init__(self, path: str) -> None:
         try:
             fd = os.open(path, os.O_RDONLY)
@@ -473,6 +308,9 @@ class Qcow2Reader(_Image, FdReader):
             raise FormatError(f"cannot open {path}: {error.strerror}") from error
         try:
             super().__init__(fd, path)
+            if self._header.backing_file and not self.reads_backing_chain:
+                raise FormatError(f"{path} has a backing file ({self._header.backing_file}); "
+                                  "it is read only with its backing chain")
             self._check_tables_in_file()
         except BaseException:
             os.close(fd)
@@ -497,8 +335,8 @@ class Qcow2Reader(_Image, FdReader):
 
         length = header.refcount_table_clusters * cs
         check(header.refcount_table_offset, length, "the refcount table")
-        table = _pread(self._fd, length, header.refcount_table_offset, "the refcount table")
-        for offset in _to_host(table, "Q"):
+        table = read_at(self._fd, length, header.refcount_table_offset, "the refcount table")
+        for offset in to_host(table, "Q"):
             if offset & OFFSET_MASK:
                 check(offset & OFFSET_MASK, cs, "a refcount block")
         for offset in self._l1:
@@ -531,30 +369,24 @@ class Qcow2Reader(_Image, FdReader):
 
     def extents(self) -> Iterator[tuple[int, int, bool]]:
         """(offset, length, allocated) runs covering [0, size); zero clusters count as holes."""
-        start, state = 0, False
-        for offset, _, allocated in self._cluster_states():
-            if allocated != state:
-                if offset > start:
-                    yield start, offset - start, state
-                start, state = offset, allocated
-        if self.size > start:
-            yield start, self.size - start, state
+        return merged_runs(((offset, length, self._is_data(entry))
+                            for offset, length, entry in self._cluster_states()), self.size)
 
-    def _cluster_states(self) -> Iterator[tuple[int, int, bool]]:
-        """(offset, length, holds data) of every cluster of the disk; whole holes of L2 size
-        at once."""
+    def _cluster_states(self) -> Iterator[tuple[int, int, int]]:
+        """(offset, length, L2 entry) of every cluster of the disk; whole holes of L2 size
+        at once (entry 0)."""
         geometry = self._geometry
-        for l1_index in range(_ceil_div(self.size, geometry.l2_coverage)):
+        for l1_index in range(ceil_div(self.size, geometry.l2_coverage)):
             base = l1_index * geometry.l2_coverage
             table = self._l2_table(l1_index)
             if table is None:
-                yield base, min(geometry.l2_coverage, self.size - base), False
+                yield base, min(geometry.l2_coverage, self.size - base), 0
                 continue
             for i, entry in enumerate(table):
                 offset = base + i * self.cluster_size
                 if offset >= self.size:
                     break
-                yield offset, min(self.cluster_size, self.size - offset), self._is_data(entry)
+                yield offset, min(self.cluster_size, self.size - offset), entry
 
     def read_checked(self, offset: int, length: int) -> tuple[bytes, list[tuple[int, int]]]:
         """Logical bytes, a cluster that fails to decode read as zeros and returned as a
@@ -600,7 +432,7 @@ class Qcow2Reader(_Image, FdReader):
         cs = self.cluster_size
         file_size = os.fstat(self._fd).st_size
         refblocks = self._refblock_offsets()
-        stored = self._stored_refcounts(refblocks, _ceil_div(file_size, cs))
+        stored = self._stored_refcounts(refblocks, ceil_div(file_size, cs))
         counts = array("I", bytes(4 * len(stored)))
         flagged: set[int] = set()
         problems: list[str] = []
@@ -642,8 +474,8 @@ class Qcow2Reader(_Image, FdReader):
         stored = array("I", bytes(4 * clusters))
         for block, offset in enumerate(refblocks):
             if offset and block * per_block < clusters:
-                raw = _pread(self._fd, self.cluster_size, offset, "a refcount block")
-                values = _to_host(raw, typecode)[:clusters - block * per_block]
+                raw = read_at(self._fd, self.cluster_size, offset, "a refcount block")
+                values = to_host(raw, typecode)[:clusters - block * per_block]
                 stored[block * per_block:block * per_block + len(values)] = array(
                     "I", (min(v, 0xFFFFFFFF) for v in values))
         return stored
@@ -659,9 +491,9 @@ class Qcow2Reader(_Image, FdReader):
         return bool(entry & L2_RESERVED) or bool(entry & OFLAG_COPIED) != (refcount == 1)
 
     def _l1_problems(self, stored: array) -> list[str]:
-        raw = _pread(self._fd, self._header.l1_size * 8, self._header.l1_offset, "the L1 table")
+        raw = read_at(self._fd, self._header.l1_size * 8, self._header.l1_offset, "the L1 table")
         problems = []
-        for index, entry in enumerate(_to_host(raw, "Q")):
+        for index, entry in enumerate(to_host(raw, "Q")):
             cluster = (entry & OFFSET_MASK) // self.cluster_size
             refcount = stored[cluster] if cluster < len(stored) else 0
             if entry & L1_RESERVED or (entry and bool(entry & OFLAG_COPIED) != (refcount == 1)):
@@ -697,9 +529,19 @@ class _Partial:
     dirty: bool = False  # changed since last handed to the compressors
 
 
+@dataclass(frozen=True)
+class Backing:
+    """The older image an overlay is written over: its name as the header records it, and
+    how to open it (each compressing thread opens its own: a reader is not thread-safe)."""
+
+    name: str
+    open: Callable[[], ImageReader]
+
+
 # (first logical cluster index, raw bytes of whole clusters: a buffer of `_buffers`, or bytes)
 _Job = list[tuple[int, bytes | memoryview]]
-_Result = list[tuple[int, bytes | None]]  # (logical cluster index, stored payload or None: zeros)
+# (logical cluster index, stored payload, or the L2 entry of a cluster that needs none)
+_Result = list[tuple[int, bytes | int]]
 
 
 class Qcow2Writer(_Image, AbandonableWriter):
@@ -707,23 +549,30 @@ class Qcow2Writer(_Image, AbandonableWriter):
 
     `Qcow2Writer(path, size)` creates a new image, or, when `path` already holds an image this
     module wrote, reopens it to continue. A reopened image keeps its own cluster size and
-    compression; `size` must match it.
+    compression; `size` must match it. With `backing`, the image is an overlay: a cluster equal
+    to the backing file's stays unallocated, one that became zeros is a zero cluster.
     """
 
     capabilities = Capabilities(manifest=True, checksums=True, abandon=True)
 
     def __init__(self, path: str, size: int, *, cluster_size: int = DEFAULT_CLUSTER_SIZE,
-                 compression: str = "zstd", level: int = 3, threads: int = 2) -> None:
+                 compression: str = "zstd", level: int = 3, threads: int = 2,
+                 backing: Backing | None = None) -> None:
         if threads < 1:
             raise UsageError(f"threads must be at least 1, got {threads}")
         self._level = level
         self._local = threading.local()
         self._closed = False
         self._l2_dirty: dict[int, array] = {}  # changed L2 tables, kept until the next commit
+        self._backing = backing
+        self._backing_readers: list[ImageReader] = []
+        self._backing_lock = threading.Lock()
         if os.path.exists(path) and os.path.getsize(path) > 0:
             self._reopen(path, size)
         else:
             self._create(path, size, cluster_size, compression)
+        self._disk_clusters = ceil_div(self.size, self.cluster_size)
+        self.backing = self._thread_backing()
         self._zero = bytes(self.cluster_size)
         self._all_sectors = (1 << (self.cluster_size // SECTOR)) - 1
         self._batch = max(1, (1 << 20) // self.cluster_size)
@@ -750,15 +599,17 @@ class Qcow2Writer(_Image, AbandonableWriter):
             raise UsageError(f"compression must be zstd or zlib, got {compression!r}")
         if size < 0 or size % SECTOR:
             raise UsageError(f"image size must be a multiple of {SECTOR} bytes, got {size}")
-        geometry = _Geometry(cluster_bits)
-        l1_size = _ceil_div(size, geometry.l2_coverage)
+        geometry = Geometry(cluster_bits)
+        l1_size = ceil_div(size, geometry.l2_coverage)
         if l1_size > MAX_L1_ENTRIES:
             raise UsageError(f"{size} bytes is too large for {cluster_size}-byte clusters")
-        header = _Header(version=VERSION, cluster_bits=cluster_bits, size=size, l1_size=l1_size,
+        header = Header(version=VERSION, cluster_bits=cluster_bits, size=size, l1_size=l1_size,
                          l1_offset=0, refcount_table_offset=0, refcount_table_clusters=0,
                          nb_snapshots=0, incompatible=0, refcount_order=REFCOUNT_ORDER,
                          compression=compression, ours=True,
-                         flags=FLAG_DEFLATE_CRC if compression == "zlib" else 0)
+                         flags=FLAG_DEFLATE_CRC if compression == "zlib" else 0,
+                         backing_file=self._backing.name if self._backing else "",
+                         backing_format="qcow2" if self._backing else "")
         part = path + ".part"
         try:
             fd = os.open(part, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -809,10 +660,23 @@ class Qcow2Writer(_Image, AbandonableWriter):
                 raise FormatError(f"{path} cannot be continued: it has {problems[0]}")
             if size != header.size:
                 raise FormatError(f"{path} holds a {header.size}-byte image, not {size} bytes")
+            self._check_same_backing(path)
             self._rebuild_refcounts()
         except BaseException:
             os.close(fd)
             raise
+
+    def _check_same_backing(self, path: str) -> None:
+        """An image continues over the backing file it was begun over, or over none."""
+        begun, given = self._header.backing_file, self._backing.name if self._backing else ""
+        if begun == given:
+            return
+        if not given:
+            raise FormatError(f"{path} is an incremental image over {begun}; continue it "
+                              f"with --base {begun}")
+        if not begun:
+            raise FormatError(f"{path} was begun as a full image; continue it without --base")
+        raise FormatError(f"{path} was begun over {begun}, not {given}")
 
     def _init_allocation(self, refcounts: array, committed: array) -> None:
         """Allocation state: a cluster is reusable only when neither the image in memory nor
@@ -831,7 +695,7 @@ class Qcow2Writer(_Image, AbandonableWriter):
         disagree (leaks from an interrupted foreign writer, say) are rewritten at the next sync."""
         header, geometry, cs = self._header, self._geometry, self.cluster_size
         file_size = os.fstat(self._fd).st_size
-        counts = array("H", bytes(2 * _ceil_div(file_size, cs)))
+        counts = array("H", bytes(2 * ceil_div(file_size, cs)))
 
         def count(offset: int, length: int, what: str) -> None:
             if offset + length > file_size + cs:
@@ -846,13 +710,13 @@ class Qcow2Writer(_Image, AbandonableWriter):
         for offset, length, index in self._references(self._refblocks):
             count(offset, length, "metadata" if index is None else "compressed data")
         self._reftable = (header.refcount_table_offset, header.refcount_table_clusters)
-        self._l1_location = (header.l1_offset, _ceil_div(header.l1_size * 8, cs))
+        self._l1_location = (header.l1_offset, ceil_div(header.l1_size * 8, cs))
         self._init_allocation(counts, array("H", counts))
         entries = geometry.refblock_entries
-        for block in range(_ceil_div(len(counts), entries)):
+        for block in range(ceil_div(len(counts), entries)):
             mine = self._refblock_bytes(block)
             offset = self._refblocks[block] if block < len(self._refblocks) else 0
-            on_disk = _pread(self._fd, cs, offset, "a refcount block") if offset else bytes(cs)
+            on_disk = read_at(self._fd, cs, offset, "a refcount block") if offset else bytes(cs)
             if mine != on_disk:
                 self._dirty_blocks.add(block)
 
@@ -917,7 +781,7 @@ class Qcow2Writer(_Image, AbandonableWriter):
         if queued is not None:
             at = (index - queued[0]) * self.cluster_size
             return queued[1][at:at + self.cluster_size]
-        return self._decode(self._entry(index), index * self.cluster_size) or self._zero
+        return self._cluster_bytes(index) or self._zero
 
     def set_manifest(self, data: bytes) -> None:
         """Store an opaque blob with the image; it becomes durable at the next `sync`."""
@@ -929,9 +793,9 @@ class Qcow2Writer(_Image, AbandonableWriter):
     def _store_manifest(self, data: bytes) -> None:
         """Write the blob past the disk end (the VM-state area), zeroing the old one's rest."""
         header = self._header
-        offset = _ceil_div(self.size, self._geometry.l2_coverage) * self._geometry.l2_coverage
+        offset = ceil_div(self.size, self._geometry.l2_coverage) * self._geometry.l2_coverage
         span = max(len(data), header.manifest_length)
-        span = _ceil_div(span, self.cluster_size) * self.cluster_size
+        span = ceil_div(span, self.cluster_size) * self.cluster_size
         self._write_logical(offset, memoryview(data + bytes(span - len(data))))
         header.manifest_offset, header.manifest_length = offset, len(data)
         header.manifest_crc = zlib.crc32(data)
@@ -951,16 +815,43 @@ class Qcow2Writer(_Image, AbandonableWriter):
 
     def _compress_job(self, job: _Job) -> _Result:
         """Runs in a pool thread: each cluster of each run compressed (the codecs let go of
-        the GIL); zero clusters become holes."""
-        compress, cs, zero = self._codec(), self.cluster_size, self._zero
+        the GIL), unless it needs no payload (`_entry_without_payload`)."""
+        compress, cs, backing = self._codec(), self.cluster_size, self._thread_backing()
         results: _Result = []
         for index, data in job:
             view = memoryview(data)
             for at in range(0, len(data), cs):
-                piece = view[at:at + cs]
-                results.append((index + at // cs, None if zero.startswith(piece)
-                                else compress(piece)))
+                piece, cluster = view[at:at + cs], index + at // cs
+                entry = self._entry_without_payload(cluster, piece, backing)
+                results.append((cluster, compress(piece) if entry is None else entry))
         return results
+
+    def _entry_without_payload(self, index: int, piece: memoryview,
+                               backing: ImageReader | None) -> int | None:
+        """The L2 entry of a cluster stored without data, or None: it must be stored. Zeros
+        are a hole; in an overlay, bytes equal to the backing file's are a hole (they show
+        through) and zeros over other bytes a zero cluster."""
+        zeros = self._zero.startswith(piece)
+        if backing is None or index >= self._disk_clusters:
+            return 0 if zeros else None
+        try:
+            below = backing.read(index * self.cluster_size, self.cluster_size)
+        except DamagedData:
+            below = None  # a damaged base cluster is never inherited
+        if below is not None and piece[:len(below)] == below and not any(piece[len(below):]):
+            return 0
+        return OFLAG_ZERO if zeros else None
+
+    def _thread_backing(self) -> ImageReader | None:
+        """This thread's reader of the backing file, opened on first use."""
+        if self._backing is None:
+            return None
+        reader: ImageReader | None = getattr(self._local, "backing", None)
+        if reader is None:
+            reader = self._local.backing = self._backing.open()
+            with self._backing_lock:
+                self._backing_readers.append(reader)
+        return reader
 
     def _codec(self) -> Callable[[bytes | memoryview], bytes]:
         """This thread's compressor (zstandard compressors must not be shared by threads)."""
@@ -996,11 +887,11 @@ class Qcow2Writer(_Image, AbandonableWriter):
         writes: list[tuple[int, list[bytes]]] = []  # runs of payloads that are contiguous
         for index, payload in results:
             old = self._entry(index)
-            if payload is None and not old:
+            if isinstance(payload, int) and payload == old:
                 continue
             table = self._l2_for_write(index // self._geometry.l2_entries)
-            if payload is None:
-                new = 0
+            if isinstance(payload, int):
+                new = payload
             else:
                 offset = self._place(len(payload))
                 new = self._geometry.compressed_entry(offset, len(payload))
@@ -1098,7 +989,7 @@ class Qcow2Writer(_Image, AbandonableWriter):
                     self._incref(cluster)
                 self._cursor = cursor + length
                 return cursor
-        start = self._allocate(_ceil_div(length, cs)) * cs
+        start = self._allocate(ceil_div(length, cs)) * cs
         self._cursor = start + length
         return start
 
@@ -1169,20 +1060,20 @@ class Qcow2Writer(_Image, AbandonableWriter):
             self._l1[l1_index] = 0
             if any(table):
                 self._l1[l1_index] = self._allocate(1) * cs
-                writes.append((self._l1[l1_index], _to_disk(table)))
-        needed = _ceil_div(self.size, self._geometry.l2_coverage)
+                writes.append((self._l1[l1_index], to_disk(table)))
+        needed = ceil_div(self.size, self._geometry.l2_coverage)
         while len(self._l1) > needed and not self._l1[-1]:
             self._l1.pop()
         if self._l2_dirty or self._l1_dirty or (self._l1 and not self._l1_location[0]):
             old, clusters = self._l1_location
             for cluster in range(old // cs, old // cs + clusters if old else 0):
                 self._decref(cluster)
-            clusters = _ceil_div(len(self._l1) * 8, cs)
+            clusters = ceil_div(len(self._l1) * 8, cs)
             offset = self._allocate(clusters) * cs if clusters else 0
             self._l1_location = (offset, clusters)
             entries = array("Q", (e | OFLAG_COPIED if e else 0 for e in self._l1))
             if clusters:
-                writes.append((offset, _to_disk(entries).ljust(clusters * cs, b"\0")))
+                writes.append((offset, to_disk(entries).ljust(clusters * cs, b"\0")))
         return writes
 
     def _relocate_refcounts(self) -> list[tuple[int, bytes]]:
@@ -1199,7 +1090,7 @@ class Qcow2Writer(_Image, AbandonableWriter):
                     self._decref(self._refblocks[block] // cs)
                 self._refblocks[block] = self._allocate(1) * cs
                 moved.add(block)
-            needed = _ceil_div(_ceil_div(len(self._refcounts), entries) * 8, cs)
+            needed = ceil_div(ceil_div(len(self._refcounts), entries) * 8, cs)
             if table_moved and self._reftable[1] >= needed and self._dirty_blocks <= moved:
                 break
             if not table_moved or self._reftable[1] < needed:
@@ -1210,13 +1101,13 @@ class Qcow2Writer(_Image, AbandonableWriter):
                 table_moved = True
         writes = [(self._refblocks[block], self._refblock_bytes(block)) for block in moved]
         table = array("Q", self._refblocks)
-        writes.append((self._reftable[0], _to_disk(table).ljust(self._reftable[1] * cs, b"\0")))
+        writes.append((self._reftable[0], to_disk(table).ljust(self._reftable[1] * cs, b"\0")))
         return writes
 
     def _refblock_bytes(self, block: int) -> bytes:
         entries = self._geometry.refblock_entries
         counts = self._refcounts[block * entries:(block + 1) * entries]
-        return _to_disk(counts).ljust(self.cluster_size, b"\0")
+        return to_disk(counts).ljust(self.cluster_size, b"\0")
 
     def _trim(self) -> None:
         """Give back free clusters at the end of the file (only after a commit: the committed
@@ -1237,17 +1128,27 @@ class Qcow2Writer(_Image, AbandonableWriter):
             raise DestinationError(f"cannot write {self.path}: {error.strerror}") from error
 
     def _header_bytes(self) -> bytes:
+        """The header, its extensions, then an overlay's backing file name (as QEMU lays
+        them out)."""
         header, cs = self._header, self.cluster_size
-        fixed = HEADER_V2.pack(MAGIC, VERSION, 0, 0, header.cluster_bits, self.size, 0,
-                               len(self._l1), self._l1_location[0], self._reftable[0],
-                               self._reftable[1], 0, 0)
         incompatible = INCOMPAT_COMPRESSION if self.compression == "zstd" else 0
         v3 = HEADER_V3.pack(incompatible, 0, 0, REFCOUNT_ORDER, HEADER_LENGTH)
         compression = bytes([COMPRESSION_CODES[self.compression]]).ljust(8, b"\0")
         ours = RESCUE_EXT.pack(RESCUE_EXT_VERSION, header.flags, header.manifest_offset,
                                header.manifest_length, header.manifest_crc)
-        data = (fixed + v3 + compression + EXTENSION.pack(RESCUE_EXT_MAGIC, len(ours)) + ours
-                + EXTENSION.pack(EXT_END, 0))
+        name, backing_format = os.fsencode(header.backing_file), header.backing_format.encode()
+        # padded to 8 bytes, so the next extension starts where QEMU looks for it
+        extensions = EXTENSION.pack(RESCUE_EXT_MAGIC, len(ours)) + ours.ljust(
+            (len(ours) + 7) & ~7, b"\0")
+        if name:
+            extensions += (EXTENSION.pack(BACKING_FORMAT_EXT, len(backing_format))
+                           + backing_format.ljust((len(backing_format) + 7) & ~7, b"\0"))
+        rest = v3 + compression + extensions + EXTENSION.pack(EXT_END, 0)
+        name_offset = HEADER_V2.size + len(rest) if name else 0
+        fixed = HEADER_V2.pack(MAGIC, VERSION, name_offset, len(name), header.cluster_bits,
+                               self.size, 0, len(self._l1), self._l1_location[0],
+                               self._reftable[0], self._reftable[1], 0, 0)
+        data = fixed + rest + name
         assert len(data) <= SECTOR <= cs  # one sector: the switch-over write is atomic
         return data
 
@@ -1292,4 +1193,6 @@ class Qcow2Writer(_Image, AbandonableWriter):
             return
         self._closed = True
         self._pool.shutdown(wait=True, cancel_futures=True)
+        for reader in self._backing_readers:
+            reader.close()
         os.close(self._fd)

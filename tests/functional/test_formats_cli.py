@@ -407,8 +407,11 @@ def truncated_qcow2(workdir: Path, small: Path) -> Path:
 
 
 def backed_qcow2(workdir: Path, small: Path) -> Path:
-    top = workdir / "top.qcow2"
-    tool("qemu-img", "create", "-q", "-f", "qcow2", "-b", str(small), "-F", "qcow2", str(top))
+    """An overlay whose backing file is gone: a chain that cannot be read."""
+    top, gone = workdir / "top.qcow2", workdir / "gone.qcow2"
+    gone.write_bytes(small.read_bytes())
+    tool("qemu-img", "create", "-q", "-f", "qcow2", "-b", str(gone), "-F", "qcow2", str(top))
+    gone.unlink()
     return top
 
 
