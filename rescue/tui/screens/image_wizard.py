@@ -97,8 +97,10 @@ class ImageChoices:
         the share step's connection test."""
         if self.share is not None:
             return Verdict(self.dest, ())
+        compressed = self.image_format != "raw" or format_for(self.dest) != "raw"
         return check_write_target(self.dest, needed_size=self.source_size,
-                                  protected=protected_sources(self.source))
+                                  protected=protected_sources(self.source),
+                                  compressed=compressed)
 
     def request(self) -> ImageRequest:
         """The engine's request, which checks the choices; its command line is the `rescue
