@@ -299,8 +299,8 @@ class ReceiveHome(DisksScreen):
     HEADING = "Receive a deployment"
 
     def title_text(self, count: int) -> str:
-        return (f"{self.HEADING}: pick the disk it writes ({count} found) and press Enter; "
-                "the running system's are marked SYSTEM")
+        return (f"{self.HEADING}: pick the disk it writes, then Enter ({count} disk"
+                f"{'s' if count != 1 else ''} found)")
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         event.prevent_default()  # the Disks screen's inspection is not what Enter means here
