@@ -422,22 +422,41 @@ class _FileCheck:
 
 
     def _largest_file(self) -> None:
-        """Refused before the job starts, not failed at 4 GiB in the middle of a rescue: a
-        raw image takes the source's size; a compressed one may, so --force takes the risk."""
-        mount = self.state.mount_of(self.directory)
-        fstype = mount.fstype if mount is not None else ""
-        largest = LARGEST_FILE.get(fstype)
-        if largest is None or self.needed_size is None or self.needed_size <= largest:
-            return
-        limit = human_size(largest + 1)
-        image, way_out = (("a compressed image of this source may reach",
-                           f"or take the risk that it stays under {limit}") if self.compressed
-                          else ("a raw image of this source takes", "or compressed (.qcow2, "
-                                f".img.zst) with --force if it will stay under {limit}"))
-        message = (f"{self.directory} is on {fstype}, which holds no file of {limit} or more, "
-                   f"and {image} {human_size(self.needed_size)}: write it to another file "
-                   f"system (ext4, exFAT, NTFS), {way_out}")
-        self.reasons.append(Reason("file-size-limit", message, self.compressed))
+        reason = largest_file_reason(self.state, self.directory, self.needed_size,
+                                     self.compressed)
+        if reason is not None:
+            self.reasons.append(reason)
+
+
+def require_file_fits(path: str, size: int, *, compressed: bool, force: bool) -> None:
+    """Refuse an image file of up to `size` bytes where its file system holds less: for a job
+    that learns the size only after the rest of the policy passed (a conversion)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    reason = largest_file_reason(SystemState.read(), directory, size, compressed)
+    if reason is not None:
+        refusal = Verdict(path, (reason,)).refusal(force)
+        if refusal is not None:
+            raise RefusedError(refusal)
+
+
+def largest_file_reason(state: SystemState, directory: str, needed_size: int | None,
+                        compressed: bool) -> Reason | None:
+    """Refused before the job starts, not failed at 4 GiB in the middle of a rescue: a
+    raw image takes the source's size; a compressed one may, so --force takes the risk."""
+    mount = state.mount_of(directory)
+    fstype = mount.fstype if mount is not None else ""
+    largest = LARGEST_FILE.get(fstype)
+    if largest is None or needed_size is None or needed_size <= largest:
+        return None
+    limit = human_size(largest + 1)
+    image, way_out = (("a compressed image of this source may reach",
+                       f"or take the risk that it stays under {limit}") if compressed
+                      else ("a raw image of this source takes", "or compressed (.qcow2, "
+                            f".img.zst) with --force if it will stay under {limit}"))
+    message = (f"{directory} is on {fstype}, which holds no file of {limit} or more, "
+               f"and {image} {human_size(needed_size)}: write it to another file "
+               f"system (ext4, exFAT, NTFS), {way_out}")
+    return Reason("file-size-limit", message, compressed)
 
 
 def _same_file(first: str, second: str) -> bool:

@@ -127,3 +127,15 @@ def test_the_wizard_says_so_on_the_destination_step(fat32: Path) -> None:
 
     drive(app, scenario)
     assert list(fat32.glob("disk*")) == []
+
+
+@pytest.mark.parametrize("name", ["copy.img", "copy.qcow2"])
+def test_a_conversion_that_may_pass_4_gib_is_refused_before_anything_is_written(
+        fat32: Path, tmp_path: Path, name: str) -> None:
+    """A 5 GiB disk in a qcow2 of a few hundred KiB: its logical size is what a raw copy
+    takes, and what a compressed one may reach."""
+    source = tmp_path / "big.qcow2"
+    run("qemu-img", "create", "-q", "-f", "qcow2", source, "5G")
+    result = rescue("convert", source, fat32 / name)
+    assert_clean_failure(result, ExitCode.REFUSED, f"{fat32} is on fuse.fusefat, which {LIMIT}")
+    assert [entry.name for entry in fat32.iterdir() if entry.name.startswith("copy")] == []
