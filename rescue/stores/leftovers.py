@@ -84,13 +84,16 @@ class Owned:
                 start_new_session=True)
 
     def release(self) -> None:
-        """After our own unmount and removal: the guard finds nothing left to do."""
+        """After our own unmount and removal: the guard finds nothing left to do. Releasing
+        twice does nothing more."""
         if self._guard is not None:
             assert self._guard.stdin is not None
             self._guard.stdin.close()
             self._guard.wait()
             self._guard = None
-        os.close(self._lock)
+        if self._lock >= 0:
+            os.close(self._lock)
+            self._lock = -1
 
 
 def sweep(base: str) -> None:

@@ -22,7 +22,7 @@ import pytest
 
 from rescue.commands.shares import run_on_shares
 from rescue.errors import ExitCode
-from rescue.stores.mount import ShareError, mounted, probe
+from rescue.stores.mount import ShareError, ShareMount, mounted, probe
 from rescue.stores.url import parse
 from tests.fixtures.cli import (
     CLI_ENV,
@@ -437,3 +437,13 @@ def test_a_mount_whose_owner_and_guard_were_killed_is_swept_by_the_next_mount(
         assert _mounts_under(runtime) == [other.path]
     _rerun_resumes_to_a_local_image(url, remote, tmp_path)
     assert _mounts_under(runtime) == [] and list(runtime.iterdir()) == []
+
+
+def test_a_share_closed_twice_is_let_go_once(servers: dict[str, Server], share_env: Path,
+                                             runtime: Path) -> None:
+    """The console and a job's end may both let go of one share."""
+    share = ShareMount(parse(servers["ssh"].place("twice.img")[0]).parent)
+    assert _mounts_under(runtime)
+    share.close()
+    share.close()
+    assert _until_nothing_left_in(runtime) == []
