@@ -11,6 +11,18 @@ import sys
 from rescue.errors import UsageError
 
 LOOK_OPTIONS = ("--ascii", "--mono")  # a bare `rescue` takes them too
+CMDLINE = "/proc/cmdline"
+RECEIVE_MODE = "rescue.mode=receive"  # the stick's boot-menu entry "receive a deployment"
+
+
+def booted_to_receive(cmdline: str = CMDLINE) -> bool:
+    """Whether the kernel was started with `rescue.mode=receive`: the stick's console then
+    opens on receiving a deployment. No such file (not Linux) means no."""
+    try:
+        with open(cmdline, encoding="utf-8", errors="replace") as handle:
+            return RECEIVE_MODE in handle.read().split()
+    except OSError:
+        return False
 
 
 def add_look_options(parser: argparse.ArgumentParser) -> None:
@@ -41,6 +53,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "image, follow jobs on live sector maps. Works keyboard-only at 80x24, "
                     "over SSH and on serial consoles.")
     add_look_options(parser)
+    parser.add_argument("--receive", action="store_true",
+                        help="open on receiving a deployment: pick the disk it writes, type "
+                             "its name, wait for `rescue deploy send` (what the stick's boot "
+                             "entry 'receive a deployment' opens)")
     parser.set_defaults(run=run)
 
 
@@ -49,8 +65,15 @@ def run(args: argparse.Namespace) -> int:
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         raise UsageError("the full-screen app needs a terminal; see `rescue --help` for the "
                          "commands")
-    from rescue.tui.app import make_home_app
-
-    app = make_home_app(look_from_args(args))
+    app = home_app(args)
     app.run()
     return app.exit_code()
+
+
+def home_app(args: argparse.Namespace, cmdline: str = CMDLINE):  # -> RescueApp, lazily
+    """The app `args` ask for; a stick booted to receive opens on receiving, whatever the
+    options."""
+    from rescue.tui.app import make_home_app
+
+    receive = args.receive or booted_to_receive(cmdline)
+    return make_home_app(look_from_args(args), receive=receive)

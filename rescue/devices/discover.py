@@ -245,6 +245,19 @@ class SystemState:
                 found.add(name)
         return found
 
+    def mount_of(self, path: str) -> Mount | None:
+        """The mount whose file system holds `path`: of the mounts of its device, the
+        deepest one above it (a bind mount of the same file system has the same type)."""
+        try:
+            device = os.stat(path).st_dev
+        except OSError:
+            return None
+        real = os.path.realpath(path)
+        above = [mount for mount in self.mounts
+                 if (mount.major, mount.minor) == (os.major(device), os.minor(device))
+                 and (real + "/").startswith(mount.mountpoint.rstrip("/") + "/")]
+        return max(above, key=lambda mount: len(mount.mountpoint), default=None)
+
     def system_devices(self) -> dict[str, set[str]]:
         """Kernel name → what of the running system it carries directly: "root",
         "live-medium", "boot" or "swap"."""

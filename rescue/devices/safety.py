@@ -33,6 +33,10 @@ from rescue.io.blockdev import geometry
 from rescue.units import human_size
 
 BLKROGET = 0x125E  # _IO(0x12, 94): read-only flag of a block device
+FAT_LARGEST_FILE = 2**32 - 1  # FAT32 (and FAT16) keep a file's size in 32 bits
+# the largest file a file system holds, by its type in mountinfo (FAT through FUSE too)
+LARGEST_FILE = {"vfat": FAT_LARGEST_FILE, "msdos": FAT_LARGEST_FILE,
+                "fuse.fusefat": FAT_LARGEST_FILE}
 
 
 @dataclass(frozen=True)
@@ -82,10 +86,11 @@ def protect(path: str) -> Iterator[None]:
 
 
 def check_write_target(path: str, *, needed_size: int | None = None,
-                       protected: Iterable[str] = ()) -> Verdict:
+                       protected: Iterable[str] = (), compressed: bool = False) -> Verdict:
     """Judge a write to `path` (a block device, or an image file that may not exist yet).
     `protected` are the sources of the job asking; what other jobs (in any process) read or
-    write comes from their locks."""
+    write comes from their locks. `compressed`: an image file may stay well below
+    `needed_size`, so a file-size limit under it may be overridden."""
     state = SystemState.read()
     sources = list(protected)
     try:
@@ -99,16 +104,17 @@ def check_write_target(path: str, *, needed_size: int | None = None,
     if info is None and path.startswith("/dev/"):
         return Verdict(path, (Reason("missing", f"{path} does not exist", False),))
     if info is None or stat.S_ISREG(info.st_mode):
-        return _FileCheck(path, info, state, needed_size, sources).verdict()
+        return _FileCheck(path, info, state, needed_size, sources, compressed).verdict()
     return Verdict(path, (Reason("not-writable",
                                  f"{path} is neither a block device nor a regular file", False),))
 
 
 def require_writable(path: str, *, needed_size: int | None = None,
-                     protected: Iterable[str] = (), force: bool = False) -> None:
+                     protected: Iterable[str] = (), force: bool = False,
+                     compressed: bool = False) -> None:
     """Raise RefusedError with one line naming every blocking reason."""
-    refusal = check_write_target(path, needed_size=needed_size,
-                                 protected=protected).refusal(force)
+    refusal = check_write_target(path, needed_size=needed_size, protected=protected,
+                                 compressed=compressed).refusal(force)
     if refusal is not None:
         raise RefusedError(refusal)
 
@@ -349,9 +355,9 @@ class _FileCheck:
     """The reasons against writing to an image file (existing or about to be created)."""
 
     def __init__(self, path: str, info: os.stat_result | None, state: SystemState,
-                 needed_size: int | None, sources: list[str]) -> None:
-        self.path, self.info, self.tree = path, info, state.tree
-        self.needed_size, self.sources = needed_size, sources
+                 needed_size: int | None, sources: list[str], compressed: bool) -> None:
+        self.path, self.info, self.state, self.tree = path, info, state, state.tree
+        self.needed_size, self.sources, self.compressed = needed_size, sources, compressed
         self.directory = os.path.dirname(os.path.abspath(path))
         self.reasons: list[Reason] = []
         self.warnings: list[Reason] = []
@@ -367,6 +373,7 @@ class _FileCheck:
         if container is not None:
             _other_jobs(_dev(container), self.path, self.reasons)
         self._free_space()
+        self._largest_file()
         return Verdict(self.path, tuple(self.reasons), tuple(self.warnings))
 
     def _writable(self) -> None:
@@ -412,6 +419,44 @@ class _FileCheck:
             self.warnings.append(Reason("free-space", f"{self.directory} has "
                                         f"{human_size(available)} free, the image may need up to "
                                         f"{human_size(self.needed_size)}", True))
+
+
+    def _largest_file(self) -> None:
+        reason = largest_file_reason(self.state, self.directory, self.needed_size,
+                                     self.compressed)
+        if reason is not None:
+            self.reasons.append(reason)
+
+
+def require_file_fits(path: str, size: int, *, compressed: bool, force: bool) -> None:
+    """Refuse an image file of up to `size` bytes where its file system holds less: for a job
+    that learns the size only after the rest of the policy passed (a conversion)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    reason = largest_file_reason(SystemState.read(), directory, size, compressed)
+    if reason is not None:
+        refusal = Verdict(path, (reason,)).refusal(force)
+        if refusal is not None:
+            raise RefusedError(refusal)
+
+
+def largest_file_reason(state: SystemState, directory: str, needed_size: int | None,
+                        compressed: bool) -> Reason | None:
+    """Refused before the job starts, not failed at 4 GiB in the middle of a rescue: a
+    raw image takes the source's size; a compressed one may, so --force takes the risk."""
+    mount = state.mount_of(directory)
+    fstype = mount.fstype if mount is not None else ""
+    largest = LARGEST_FILE.get(fstype)
+    if largest is None or needed_size is None or needed_size <= largest:
+        return None
+    limit = human_size(largest + 1)
+    image, way_out = (("a compressed image of this source may reach",
+                       f"or take the risk that it stays under {limit}") if compressed
+                      else ("a raw image of this source takes", "or compressed (.qcow2, "
+                            f".img.zst) with --force if it will stay under {limit}"))
+    message = (f"{directory} is on {fstype}, which holds no file of {limit} or more, "
+               f"and {image} {human_size(needed_size)}: write it to another file "
+               f"system (ext4, exFAT, NTFS), {way_out}")
+    return Reason("file-size-limit", message, compressed)
 
 
 def _same_file(first: str, second: str) -> bool:

@@ -103,11 +103,21 @@ class Conversion:
                 self.locks.write(dest)
             self.source_format = detect_format(source, source_format)
             self.reader: ImageReader = open_reader(source, self.source_format)
+            if not (locked or self.in_place):  # its size known now: FAT32 holds under 4 GiB
+                self._require_file_fits(force)
         except BaseException:
             self.locks.release()
             raise
         self._done = 0
         self._started = time.monotonic()
+
+    def _require_file_fits(self, force: bool) -> None:
+        try:
+            safety.require_file_fits(self.dest, self.reader.size,
+                                     compressed=self.fmt != "raw", force=force)
+        except BaseException:
+            self.reader.close()
+            raise
 
     def progress(self) -> ConvertProgress:
         return ConvertProgress(self._done, self.reader.size, time.monotonic() - self._started)

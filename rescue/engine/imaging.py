@@ -333,7 +333,7 @@ class ImageJob:
             raise UsageError(f"destination folder {folder} does not exist")
         protected = protected_sources(self.request.source)
         safety.require_writable(req.dest, needed_size=self.source.size, protected=protected,
-                                force=req.force)
+                                force=req.force, compressed=self.format != "raw")
         safety.require_writable(req.mapfile_path, protected=protected, force=req.force)
         if os.path.abspath(req.mapfile_path) == os.path.abspath(self.image_path) or (
                 os.path.exists(req.mapfile_path) and os.path.exists(self.image_path)

@@ -2,7 +2,8 @@
 for smb://, the kernel's NFS client for nfs://.
 
 Each mount lives in a private directory (mode 0700) with nosuid,nodev, and is unmounted when
-the job ends, also on an error or ^C. A lost share (the server went away, the network dropped)
+the job ends, also on an error or ^C, and by its guard when rescue is killed
+(`leftovers.py`). A lost share (the server went away, the network dropped)
 is told apart from a full or broken one, so an imaging job can wait for it and mount it again.
 """
 
@@ -16,7 +17,6 @@ import shlex
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from rescue.errors import UsageError
+from rescue.stores import leftovers
 from rescue.stores.url import StoreUrl
 
 SSH_OPTS_ENV = "RESCUE_SSH_OPTS"
@@ -37,15 +38,6 @@ LOST_ERRNOS = {errno.ENOTCONN, errno.ECONNABORTED, errno.ECONNRESET, errno.ECONN
 
 class ShareError(UsageError):
     """A share that cannot be mounted: the tool missing, the server not answering, refused."""
-
-
-def _private_dir(prefix: str) -> str:
-    """A fresh directory only this user can enter, in the runtime directory (RAM on most
-    systems) where there is one: a password a mount helper must read from a file stays off
-    the disks. Not under /dev, where every path is taken for a device."""
-    runtime = os.environ.get("XDG_RUNTIME_DIR") or "/run"
-    base = runtime if os.path.isdir(runtime) and os.access(runtime, os.W_OK) else None
-    return tempfile.mkdtemp(prefix=prefix, dir=base)  # mkdtemp makes it 0700
 
 
 def _run(argv: list[str], what: str, env: dict[str, str] | None = None,
@@ -62,12 +54,6 @@ def _run(argv: list[str], what: str, env: dict[str, str] | None = None,
         said = next((line.strip() for line in (done.stderr + done.stdout).splitlines()
                      if line.strip()), f"exit status {done.returncode}")
         raise ShareError(f"{what}: {said}")
-
-
-def _fuse_unmount(path: str) -> None:
-    """Let go of a FUSE mount, lazily when its server is gone (nothing can be flushed)."""
-    tool = shutil.which("fusermount3") or shutil.which("fusermount") or "fusermount"
-    subprocess.run([tool, "-u", "-z", path], capture_output=True, check=False)
 
 
 def _is_mounted(path: str) -> bool:
@@ -88,7 +74,7 @@ class _Backend(ABC):
 
     @property
     def mountpoint(self) -> str:
-        return os.path.join(self.work, "mnt")
+        return os.path.join(self.work, leftovers.MOUNTPOINT)
 
     @property
     def folder(self) -> str:
@@ -104,7 +90,7 @@ class _Backend(ABC):
         """Mount the share at `mountpoint`, or raise ShareError saying why not."""
 
     def unmount(self) -> None:
-        _fuse_unmount(self.mountpoint)
+        leftovers.unmount(self.mountpoint)
 
     def space(self, folder: str) -> tuple[int, int] | None:
         """Free and total bytes where `folder` lies; None where the client cannot say."""
@@ -223,9 +209,6 @@ class _Nfs(_Backend):
         _run(["mount", "-t", "nfs", "-o", options, f"{url.host}:{url.path}", self.mountpoint],
              f"cannot mount {url}")
 
-    def unmount(self) -> None:
-        subprocess.run(["umount", "-l", self.mountpoint], capture_output=True, check=False)
-
 
 def _kernel_has(fstype: str) -> bool:
     """Whether the kernel knows `fstype` now, or can load it."""
@@ -258,7 +241,8 @@ class ShareMount:
 
     def __init__(self, folder: StoreUrl, interactive: bool = True) -> None:
         self.url = folder
-        self._backend = BACKENDS[folder.scheme](folder, _private_dir("rescue-share-"),
+        self._owned = leftovers.Owned()  # first sweeps what a killed rescue left mounted
+        self._backend = BACKENDS[folder.scheme](folder, self._owned.work,
                                                 interactive=interactive)
         os.mkdir(self._backend.mountpoint, 0o700)
         try:
@@ -266,6 +250,7 @@ class ShareMount:
         except BaseException:
             self._remove_dir()
             raise
+        self._owned.guard()
 
     @property
     def path(self) -> str:
@@ -322,6 +307,7 @@ class ShareMount:
                 break
             time.sleep(0.1)
         shutil.rmtree(self._backend.work, ignore_errors=True)
+        self._owned.release()
 
 
 def as_urls(text: str, mounts: Iterable[ShareMount]) -> str:

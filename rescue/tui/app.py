@@ -34,7 +34,7 @@ from rescue.stores.mount import ShareMount, as_urls
 from rescue.tui.glyphs import ASCII_CLASS, KEY_WORDS, MONO_CLASS, AsciiFilter
 from rescue.tui.jobs import BackgroundJob, OnShare, RunningJob, RunningRestore, one_line
 from rescue.tui.screens.dialogs import HelpScreen, QuitScreen
-from rescue.tui.screens.disks import DisksScreen
+from rescue.tui.screens.disks import DisksScreen, ReceiveHome
 from rescue.tui.screens.job import JobScreen, JobScreenBase
 from rescue.tui.screens.jobs import JobsScreen
 from rescue.tui.screens.map_viewer import MapViewerScreen
@@ -68,6 +68,7 @@ class RescueApp(App[int]):
         the machine's own, which are then neither listed nor opened."""
         super().__init__()
         self.add_mode("disks", partial(DisksScreen, simulated))
+        self.add_mode("receive", ReceiveHome)
         self.look = look or MapLook.from_environment()
         self.set_class(self.look.ascii, ASCII_CLASS)
         self.set_class(self.look.monochrome, MONO_CLASS)
@@ -205,7 +206,7 @@ class RescueApp(App[int]):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """Keep the footer short at 80 columns: no key for the screen already shown."""
         if action == "show_disks":
-            return not isinstance(self.screen, DisksScreen)
+            return type(self.screen) is not DisksScreen  # from ReceiveHome too
         if action == "show_jobs":  # job screens bind escape to it too: hide it only here
             return not isinstance(self.screen, JobsScreen)
         return True
@@ -279,9 +280,10 @@ def held_control() -> JobControl:
     return control
 
 
-def make_home_app(look: MapLook | None = None) -> RescueApp:
-    """The app a bare `rescue` opens: the Disks screen first."""
-    return RescueApp(look=look, home="disks")
+def make_home_app(look: MapLook | None = None, receive: bool = False) -> RescueApp:
+    """The app a bare `rescue` opens: the Disks screen first, or with `receive` the disks to
+    receive a deployment onto (a stick booted for that)."""
+    return RescueApp(look=look, home="receive" if receive else "disks")
 
 
 def make_demo_app(spec: str, folder: str, look: MapLook | None = None,

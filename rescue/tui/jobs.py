@@ -169,9 +169,11 @@ class OnShare:
     mount: ShareMount
     beside: str  # the map beside the image, on the share
     kept: str  # the map the job writes, on this machine
+    reconnect_timeout: float = RECONNECT_TIMEOUT  # seconds a lost share is waited for
 
 
-def open_on_share(request: ImageRequest, url: StoreUrl) -> tuple[ImageJob, OnShare]:
+def open_on_share(request: ImageRequest, url: StoreUrl,
+                  reconnect_timeout: float = RECONNECT_TIMEOUT) -> tuple[ImageJob, OnShare]:
     """Mount the share holding `url` and open the job writing there (its map kept here too);
     the share is let go again if the job cannot be opened."""
     mount = ShareMount(url.parent, interactive=False)  # the console owns the terminal
@@ -183,7 +185,7 @@ def open_on_share(request: ImageRequest, url: StoreUrl) -> tuple[ImageJob, OnSha
     except BaseException:
         mount.close()
         raise
-    return job, OnShare(url, mount, beside, kept)
+    return job, OnShare(url, mount, beside, kept, reconnect_timeout)
 
 
 class RunningJob(BackgroundJob[Outcome, Progress]):
@@ -217,7 +219,7 @@ class RunningJob(BackgroundJob[Outcome, Progress]):
         return resume_on_share(share.url, share.mount, share.beside, share.kept,
                                self._attempt, self.note,
                                self.job.request.options.checkpoint_interval,
-                               RECONNECT_TIMEOUT)
+                               share.reconnect_timeout)
 
     def _attempt(self) -> Outcome:
         """One run of the job; after the first, a new one resuming from the map."""

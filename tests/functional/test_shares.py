@@ -22,7 +22,7 @@ import pytest
 
 from rescue.commands.shares import run_on_shares
 from rescue.errors import ExitCode
-from rescue.stores.mount import ShareError, probe
+from rescue.stores.mount import ShareError, ShareMount, mounted, probe
 from rescue.stores.url import parse
 from tests.fixtures.cli import (
     CLI_ENV,
@@ -341,3 +341,109 @@ def test_a_signal_outside_a_job_still_unmounts_the_share(
         run_on_shares(args, signalled)
     assert mounted_then == [True] and _no_share_mounts()
     assert signal.getsignal(sig) == before  # the command's handler is gone with it
+
+
+def _mounts_under(folder: Path) -> list[str]:
+    """Mount points below `folder`, as /proc/self/mountinfo lists them."""
+    points = (line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines())
+    return [point for point in points if point.startswith(f"{folder}/")]
+
+
+def _until_nothing_left_in(folder: Path, timeout: float = 15.0) -> list[str]:
+    """What is still mounted or kept in `folder` once it emptied or `timeout` passed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = _mounts_under(folder) + [entry.name for entry in folder.iterdir()]
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def runtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A runtime directory of the test's own, where rescue makes its private mount points:
+    other jobs on this machine mount shares in /run at the same time."""
+    folder = tmp_path / "runtime"
+    folder.mkdir(mode=0o700)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(folder))
+    return folder
+
+
+def _killed_mid_image(url: str, remote: Path, runtime: Path) -> int:
+    """Start `rescue image` onto `url`, SIGKILL it once the image grows; its pid."""
+    job = rescue_process("image", SLOW_SOURCE, url, "--checkpoint", "1")
+    _wait_for_growth(remote, 8 << 20)
+    assert _mounts_under(runtime)
+    job.kill()
+    job.communicate(timeout=30)
+    return job.pid
+
+
+def _rerun_resumes_to_a_local_image(url: str, remote: Path, tmp_path: Path) -> None:
+    resumed = rescue("image", SLOW_SOURCE, url)
+    assert resumed.returncode == ExitCode.OK, resumed.stderr
+    assert "will resume" in resumed.stdout
+    local = tmp_path / "local.qcow2"
+    assert rescue("image", SLOW_SOURCE.replace("rate=8M", "rate=0"), local).returncode == 0
+    run("qemu-img", "compare", local, remote)
+
+
+@pytest.mark.parametrize("scheme", ["ssh", "smb"])
+def test_a_job_killed_with_sigkill_leaves_no_mount_behind(
+        scheme: str, servers: dict[str, Server], share_env: Path, runtime: Path,
+        tmp_path: Path) -> None:
+    url, remote = servers[scheme].place(f"sigkill-{scheme}.qcow2")
+    _killed_mid_image(url, remote, runtime)
+    # at once, not at the next mount; nor its private folder (smb's password file)
+    assert _until_nothing_left_in(runtime) == []
+    _rerun_resumes_to_a_local_image(url, remote, tmp_path)
+    assert _mounts_under(runtime) == [] and list(runtime.iterdir()) == []
+
+
+def _guards_of(runtime: Path) -> list[int]:
+    """The processes whose command line names a folder in `runtime` and that are no FUSE
+    helper: what rescue leaves watching its mounts."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if entry.name.isdigit() and any(str(runtime).encode() in arg for arg in argv) \
+                and not any(arg.endswith((b"sshfs", b"smbnetfs")) for arg in argv):
+            found.append(int(entry.name))
+    return found
+
+
+def test_a_mount_whose_owner_and_guard_were_killed_is_swept_by_the_next_mount(
+        servers: dict[str, Server], share_env: Path, runtime: Path, tmp_path: Path) -> None:
+    """Killed all at once (an OOM kill of the whole group, a container stopped), nothing
+    unmounted: the next share mount takes away what a dead rescue left, and only that."""
+    url, remote = servers["ssh"].place("swept.qcow2")
+    job = rescue_process("image", SLOW_SOURCE, url, "--checkpoint", "1")
+    _wait_for_growth(remote, 8 << 20)
+    guards = _guards_of(runtime)
+    assert guards
+    for pid in guards:
+        os.kill(pid, signal.SIGKILL)
+    job.kill()
+    job.communicate(timeout=30)
+    time.sleep(1)
+    assert _mounts_under(runtime)  # the FUSE helper still serves it: nobody cleaned up
+    alive = servers["ssh"].place("alive.img")[0]
+    with mounted(parse(alive)) as other:  # a live one of this process is not swept
+        assert len(_mounts_under(runtime)) == 1
+        assert rescue("info", url).returncode == ExitCode.OK
+        assert _mounts_under(runtime) == [other.path]
+    _rerun_resumes_to_a_local_image(url, remote, tmp_path)
+    assert _mounts_under(runtime) == [] and list(runtime.iterdir()) == []
+
+
+def test_a_share_closed_twice_is_let_go_once(servers: dict[str, Server], share_env: Path,
+                                             runtime: Path) -> None:
+    """The console and a job's end may both let go of one share."""
+    share = ShareMount(parse(servers["ssh"].place("twice.img")[0]).parent)
+    assert _mounts_under(runtime)
+    share.close()
+    share.close()
+    assert _until_nothing_left_in(runtime) == []

@@ -92,6 +92,19 @@ async def share_step(pilot: Pilot, source: str, address: str, path: str) -> Imag
     return wizard
 
 
+async def start_then_kill_the_server(pilot: Pilot, server: SshServer,
+                                     remote: Path) -> RunningJob:
+    """Start the job from the wizard's summary and kill the server once 8 MiB are on it."""
+    await pilot.press("enter")
+    await wait_until(pilot, lambda: bool(pilot.app.jobs))
+    running = pilot.app.jobs[0]
+    assert isinstance(running, RunningJob)
+    await wait_until(pilot, lambda: remote.exists() and remote.stat().st_blocks * 512
+                     > 8 << 20, timeout=60)
+    server.kill()
+    return running
+
+
 def test_test_connection_reports_the_room_on_the_share(ssh_env: SshServer) -> None:
     app = make_home_app(MapLook(ascii=True, monochrome=True))
 
@@ -157,6 +170,58 @@ def test_an_image_job_to_ssh_equals_a_local_image(ssh_env: SshServer, tmp_path: 
     assert no_share_mounts()
 
 
+@pytest.mark.parametrize("wrong", ["0", "-5", "", "2.5", "abc"])
+def test_the_wait_for_a_lost_share_must_be_whole_seconds_above_zero(
+        ssh_env: SshServer, wrong: str) -> None:
+    app = make_home_app(MapLook(ascii=True, monochrome=True))
+
+    async def scenario(pilot: Pilot) -> None:
+        wizard = await share_step(pilot, SOURCE, f"127.0.0.1:{ssh_env.port}", "/tmp/w.img")
+        assert wizard.query_one("#share-reconnect", Input).value == "300"  # the CLI's default
+        await set_field(pilot, "#share-reconnect", wrong)
+        await pilot.press("ctrl+n")
+        assert wizard.step_id == "dest"
+        problem = str(wizard.query_one("#problem", Static).content)
+        assert problem.startswith("wait if lost: a whole number of seconds above 0")
+        assert "wait if lost: a whole number" in shown(app)
+
+    drive(app, scenario)
+
+
+def test_the_wait_for_a_lost_share_reaches_the_summary_the_command_and_the_job(
+        ssh_env: SshServer, tmp_path: Path) -> None:
+    """2 s typed: shown, in the repeat command, and the job gives up after 2 s as
+    `rescue image --reconnect-timeout 2` does, its map kept for that command."""
+    app = make_home_app(MapLook(ascii=True, monochrome=True))
+    url, remote = ssh_env.place("impatient.img")
+
+    async def scenario(pilot: Pilot) -> None:
+        wizard = await share_step(pilot, SLOW_SOURCE, f"127.0.0.1:{ssh_env.port}", str(remote))
+        await set_field(pilot, "#share-reconnect", "2", typed=True)
+        await pilot.press("ctrl+n", "ctrl+n")
+        assert wizard.step_id == "summary", shown(app)
+        assert "a lost share waited for up to 2 s" in shown(app)
+        command = wizard.choices.request().command_line
+        assert command == f"rescue image {SLOW_SOURCE} {url} --format raw --reconnect-timeout 2"
+        assert "--reconnect-timeout 2" in shown(app)
+        running = await start_then_kill_the_server(pilot, ssh_env, remote)
+        await wait_until(pilot, lambda: running.done, timeout=60)
+        assert any("share lost and not back within 2 s" in line for line in running.log), \
+            running.log
+
+    try:
+        drive(app, scenario)
+    finally:
+        if ssh_env.process is None:
+            ssh_env.start()
+    assert no_share_mounts()
+    kept = list((tmp_path / "state" / "rescue" / "maps").glob("*.map"))
+    assert len(kept) == 1  # the map the job kept here, which the same command takes up
+    again = rescue("image", SLOW_SOURCE, url, "--reconnect-timeout", "2")
+    assert again.returncode == 0, again.stderr
+    assert str(kept[0]) in again.stdout.splitlines()[0]
+
+
 def test_a_server_killed_mid_image_is_waited_for_in_the_job_screen(
         ssh_env: SshServer, tmp_path: Path) -> None:
     app = make_home_app(MapLook(ascii=True, monochrome=True))
@@ -168,13 +233,7 @@ def test_a_server_killed_mid_image_is_waited_for_in_the_job_screen(
         wizard = app.screen
         assert isinstance(wizard, ImageWizard)
         await pilot.press("ctrl+n")
-        await pilot.press("enter")
-        await wait_until(pilot, lambda: bool(app.jobs))
-        running = app.jobs[0]
-        assert isinstance(running, RunningJob)
-        await wait_until(pilot, lambda: remote.exists() and remote.stat().st_blocks * 512
-                         > 8 << 20, timeout=60)
-        ssh_env.kill()
+        running = await start_then_kill_the_server(pilot, ssh_env, remote)
         await wait_until(pilot, lambda: any("share lost, reconnecting" in line
                                             for line in running.log), timeout=60)
         await wait_until(pilot, lambda: "share lost, reconnecting" in shown(app))

@@ -88,6 +88,7 @@ class DisksScreen(Screen):
     ]
     # each can open any path typed, or writes a real disk
     REAL_DEVICE_ACTIONS = ("image", "restore", "open_image", "receive")
+    HEADING = "Disks"
 
     def __init__(self, simulated: tuple[str, ...] = ()) -> None:
         super().__init__()
@@ -100,7 +101,7 @@ class DisksScreen(Screen):
         self.events_seen = 0
 
     def compose(self) -> ComposeResult:
-        yield Static("Disks", id="title", markup=False)
+        yield Static(self.HEADING, id="title", markup=False)
         table: DataTable[str] = DataTable(id="disks", cursor_type="row", zebra_stripes=False)
         for heading, width in COLUMNS:
             table.add_column(heading, width=width, key=heading)
@@ -208,13 +209,14 @@ class DisksScreen(Screen):
             keys = [key for key, _ in rows]
             if keep in keys:
                 table.move_cursor(row=keys.index(keep))
-        count = len(self.disks)
-        self.query_one("#title", Static).update(
-            f"Disks (demo): {count} simulated disk{'s' if count != 1 else ''}"
-            if self.simulated else
-            f"Disks — {count} disk{'s' if count != 1 else ''}; the running system's are "
-            "marked SYSTEM")
+        self.query_one("#title", Static).update(self.title_text(len(self.disks)))
         self.show_detail()
+
+    def title_text(self, count: int) -> str:
+        if self.simulated:
+            return f"Disks (demo): {count} simulated disk{'s' if count != 1 else ''}"
+        return (f"Disks — {count} disk{'s' if count != 1 else ''}; the running system's are "
+                "marked SYSTEM")
 
     def show_detail(self) -> None:
         item = self.selected()
@@ -286,3 +288,20 @@ class DisksScreen(Screen):
         item = self.selected()
         if item is not None:
             self.app.push_screen(ReceiveScreen(item.path))
+
+
+class ReceiveHome(DisksScreen):
+    """The console of a stick booted to receive a deployment (`rescue.mode=receive`): the
+    disks, where Enter opens the receiver for the one chosen. Nothing is written before that
+    disk's name is typed on the receiver's screen."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("enter,e", "receive", "Receive")]
+    HEADING = "Receive a deployment"
+
+    def title_text(self, count: int) -> str:
+        return (f"{self.HEADING}: pick the disk it writes, then Enter ({count} disk"
+                f"{'s' if count != 1 else ''} found)")
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        event.prevent_default()  # the Disks screen's inspection is not what Enter means here
+        self.action_receive()

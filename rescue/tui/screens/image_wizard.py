@@ -34,6 +34,7 @@ from rescue.engine.resume import Outlook, outlook
 from rescue.errors import RescueError, UsageError
 from rescue.formats.image import DEFAULT_LEVEL, EXTENSION_OF, LEVELS, format_for
 from rescue.sim.faulty import PREFIX as SIM_PREFIX
+from rescue.stores.onshare import RECONNECT_TIMEOUT
 from rescue.stores.url import StoreUrl
 from rescue.tui.describe import device_line, every_device
 from rescue.tui.jobs import OnShare, open_on_share
@@ -76,6 +77,7 @@ class ImageChoices:
     source_warnings: tuple[str, ...] = ()  # e.g. mounted read-write: may change as it is read
     dest: str = ""  # a local path, or the URL of `share`
     share: StoreUrl | None = None  # the image on a network share
+    reconnect_timeout: int = int(RECONNECT_TIMEOUT)  # seconds a lost share is waited for
     # what the job records of the source, to tell a map of another source apart
     identity: dict[str, Any] = field(default_factory=dict)
     image_format: str = "raw"
@@ -95,8 +97,10 @@ class ImageChoices:
         the share step's connection test."""
         if self.share is not None:
             return Verdict(self.dest, ())
+        compressed = self.image_format != "raw" or format_for(self.dest) != "raw"
         return check_write_target(self.dest, needed_size=self.source_size,
-                                  protected=protected_sources(self.source))
+                                  protected=protected_sources(self.source),
+                                  compressed=compressed)
 
     def request(self) -> ImageRequest:
         """The engine's request, which checks the choices; its command line is the `rescue
@@ -108,7 +112,10 @@ class ImageChoices:
                                options=RescueOptions(retries=self.retries,
                                                      reverse=self.reverse,
                                                      timeout=self.timeout))
-        request.command_line = shlex.join(request.to_argv())
+        argv = request.to_argv()
+        if self.share is not None and self.reconnect_timeout != RECONNECT_TIMEOUT:
+            argv += ["--reconnect-timeout", str(self.reconnect_timeout)]
+        request.command_line = shlex.join(argv)
         return request
 
     def outlook(self) -> Outlook:
@@ -164,7 +171,7 @@ class ImageWizard(WizardScreen):
                 yield Label("Write the image to:")
                 yield Select(WHERE_CHOICES, value="local", allow_blank=False, id="dest-where",
                              compact=True)
-            yield ShareForm(id="dest-share")
+            yield ShareForm(id="dest-share", writes=True)
         elif step_id == "options":
             yield from self.compose_options()
         else:
@@ -298,6 +305,10 @@ class ImageWizard(WizardScreen):
             return str(error)
         if not url.name or url.path.endswith("/"):
             return "name the image file at the end of the path on the share"
+        try:
+            self.choices.reconnect_timeout = self.share_form.reconnect_timeout()
+        except ValueError as error:
+            return str(error)
         self.choices.share, self.choices.dest = url, str(url)
         return None
 
@@ -411,7 +422,7 @@ class ImageWizard(WizardScreen):
         else:
             text.append("       map beside it (.map), kept on this machine too\n"
                         "mounted when the job starts; a map there is resumed, a lost share "
-                        "waited for\n")
+                        f"waited for up to {choices.reconnect_timeout} s\n")
         options = [f"format {choices.image_format}"]
         if choices.image_format != "raw":
             options.append(f"level {choices.level}, "
@@ -453,7 +464,7 @@ class ImageWizard(WizardScreen):
         share and open the job, or say why not on the last step."""
         try:
             with smb_password(password):
-                job, on_share = open_on_share(request, share)
+                job, on_share = open_on_share(request, share, self.choices.reconnect_timeout)
         except (RescueError, OSError) as error:
             line = str(error) if isinstance(error, RescueError) else \
                 f"{share}: {error.strerror}"

@@ -1,6 +1,7 @@
 """Where an image lies on a network share: type, address, user, path and (for smb) a password,
 one line each so the form fits 80x24, and "Test connection", which mounts the share, says how
-much room it has (and whether an image of `needed` bytes fits) and unmounts it.
+much room it has (and whether an image of `needed` bytes fits) and unmounts it. For an image
+written there, also how long a lost share is waited for (`rescue image --reconnect-timeout`).
 
 The password is handed to the mount through the environment the stores code reads
 (RESCUE_SMB_PASSWORD), only while a mount runs: never on a command line, in a log or a map.
@@ -18,6 +19,7 @@ from textual.widgets import Button, Input, Label, Select, Static
 
 from rescue.errors import RescueError
 from rescue.stores.mount import SMB_PASSWORD_ENV, Probe, probe
+from rescue.stores.onshare import RECONNECT_TIMEOUT
 from rescue.stores.url import StoreUrl, parse
 from rescue.units import human_size
 
@@ -56,9 +58,11 @@ class ShareForm(Vertical):
     """The fields of a share; `url()` is the image they name, or a UsageError. Styled in
     rescue.tcss: the app's rules for wizard steps would otherwise win over its own."""
 
-    def __init__(self, needed: int = 0, id: str | None = None) -> None:
+    def __init__(self, needed: int = 0, id: str | None = None, writes: bool = False) -> None:
+        """`writes`: an image is written there, so a lost share is waited for."""
         super().__init__(id=id)
         self.needed = needed  # bytes the image may take: the source's size
+        self.writes = writes
 
     def compose(self) -> ComposeResult:
         with Horizontal(classes="share-row"):
@@ -77,6 +81,11 @@ class ShareForm(Vertical):
         with Horizontal(id="share-password-row", classes="share-row"):
             yield Label("Password (smb):")
             yield Input(id="share-password", password=True, compact=True)
+        if self.writes:
+            with Horizontal(classes="share-row"):
+                yield Label("Wait if lost (seconds):")
+                yield Input(f"{RECONNECT_TIMEOUT:g}", id="share-reconnect", type="integer",
+                            compact=True)
         with Horizontal(id="share-test-row", classes="share-row"):
             yield Button("Test connection", id="share-test")
         yield Static(id="share-status", markup=False)
@@ -100,6 +109,15 @@ class ShareForm(Vertical):
         if not address:
             raise ValueError("name the server's address (host or host:port)")
         return parse(f"{self.scheme}://{user + '@' if user else ''}{address}/{path}")
+
+    def reconnect_timeout(self) -> int:
+        """Seconds a lost share is waited for before the job stops (a ValueError when the
+        field holds no positive whole number)."""
+        text = self.query_one("#share-reconnect", Input).value.strip()
+        if not text.isdigit() or int(text) <= 0:
+            raise ValueError("wait if lost: a whole number of seconds above 0 (the job stops "
+                             "with its map kept when the share is not back by then)")
+        return int(text)
 
     def set_path(self, path: str) -> None:
         self.query_one("#share-path", Input).value = path
