@@ -1,0 +1,174 @@
+"""Clonezilla archives built here as Clonezilla builds them (partclone images of a real GPT
+disk's ext4 and NTFS partitions, gzip/zstd/xz/uncompressed, split into 1 MiB pieces): restored
+onto loop devices and judged by partclone's own restore, e2fsck, ntfs-3g and the files'
+hashes; listed, extracted and described; and damaged."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures.cli import assert_clean_failure, rescue
+from tests.fixtures.clonezilla import (
+    DISK_SIZE,
+    KINDS,
+    NAME,
+    TOOLS,
+    SavedDisk,
+    copy_archive,
+    pieces,
+    save_archive,
+    saved_disk,
+)
+from tests.fixtures.filesystems import extracted_hashes, fsck_clean, tree_hashes
+from tests.fixtures.restore import MIB, partitions, target
+
+pytestmark = pytest.mark.slow
+DECOMPRESS = {"gz": "zcat", "zst": "zstd -dc", "xz": "xzcat", "uncomp": "cat"}
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory: pytest.TempPathFactory) -> SavedDisk:
+    """The source disk and its archive: ext4 gzip-compressed, NTFS zstd-compressed."""
+    return saved_disk(tmp_path_factory.mktemp("clonezilla"), {1: "gz", 2: "zst"})
+
+
+@pytest.fixture
+def targets() -> Iterator[ExitStack]:
+    with ExitStack() as stack:
+        yield stack
+
+
+def partclone_restored(archive: Path, number: int, compression: str, out: Path) -> float:
+    """Clonezilla's own restore of one partition into the file `out`; its time in seconds."""
+    size = 40 * MIB
+    with open(out, "wb") as f:
+        f.truncate(size)
+    begun = time.monotonic()
+    subprocess.run(f"cat {' '.join(map(str, pieces(archive, number)))} | "
+                   f"{DECOMPRESS[compression]} | {TOOLS[KINDS[number]]} -r -s - -O {out} "
+                   "-L /dev/null", shell=True, check=True, capture_output=True)
+    return time.monotonic() - begun
+
+
+def partition_hashes(kind: str, device: str, folder: Path) -> dict[str, str]:
+    copy = folder / f"{kind}.copy"
+    subprocess.run(["dd", f"if={device}", f"of={copy}", "bs=1M"], check=True,
+                   capture_output=True)
+    return extracted_hashes(kind, copy)
+
+
+def test_restore_equals_partclones_own_restore(saved: SavedDisk, tmp_path: Path,
+                                               targets: ExitStack) -> None:
+    device = target(targets, tmp_path, "t", DISK_SIZE, fill=b"old data ")
+    begun = time.monotonic()
+    result = rescue("restore", saved.archive, device, "--yes")
+    ours = time.monotonic() - begun
+    assert result.returncode == 0, result.stderr
+    assert "read back as written" in result.stdout
+    subprocess.run(["partx", "-a", device], capture_output=True)
+    theirs = 0.0
+    assert partitions(device) == [(n, start // 512, size // 512)
+                                  for n, (start, size) in sorted(saved.starts.items())]
+    for number, kind in KINDS.items():
+        compression = "gz" if number == 1 else "zst"
+        peer = tmp_path / f"peer{number}.img"
+        theirs += partclone_restored(saved.archive, number, compression, peer)
+        part = f"{device}p{number}"
+        same = subprocess.run(["cmp", str(peer), part], capture_output=True, text=True)
+        assert same.returncode == 0, same.stdout + same.stderr
+        assert partition_hashes(kind, part, tmp_path) == saved.hashes[number]
+    clean, said = fsck_clean("ext4", Path(f"{device}p1"))
+    assert clean, said
+    print(f"\nrestore of a {DISK_SIZE // MIB} MiB archive: rescue {ours:.2f} s (with read-back),"
+          f" decompressor | partclone -r for both partitions {theirs:.2f} s")
+
+
+def test_every_compression_reads_the_saved_blocks(saved: SavedDisk, tmp_path: Path) -> None:
+    """xz and uncompressed archives, split in pieces of another size, read the same disk."""
+    archive = save_archive(saved.image, tmp_path / "xz", {1: "xz", 2: "uncomp"}, piece="700K")
+    assert len(pieces(archive, 1)) > 1 and len(pieces(archive, 2)) > 1
+    outputs = {}
+    for folder in (saved.archive, archive):
+        out = tmp_path / f"{folder.name}.img"
+        result = rescue("convert", folder, out)
+        assert result.returncode == 0, result.stderr
+        outputs[folder.name] = out.read_bytes()
+    assert outputs["xz"] == outputs["archive"]
+    start, size = saved.starts[1]
+    peer = tmp_path / "peer.img"
+    partclone_restored(archive, 1, "xz", peer)
+    assert outputs["xz"][start:start + size] == peer.read_bytes()
+
+
+def test_ls_and_extract_give_the_saved_files(saved: SavedDisk, tmp_path: Path) -> None:
+    listing = rescue("ls", saved.archive)
+    assert listing.returncode == 0, listing.stderr
+    assert " ext4 " in listing.stdout and " ntfs " in listing.stdout
+    for number in KINDS:
+        out = tmp_path / f"out{number}"
+        result = rescue("extract", saved.archive, f"{number}:/", out)
+        assert result.returncode == 0, result.stderr
+        got = {k: v for k, v in tree_hashes(out).items() if not k.startswith("lost+found")}
+        assert got == saved.hashes[number]
+
+
+def test_info_says_what_the_archive_holds(saved: SavedDisk) -> None:
+    result = rescue("info", saved.archive, "--json")
+    assert result.returncode == 0, result.stderr
+    info = json.loads(result.stdout)
+    assert (info["format"], info["archive"], info["disk"], info["table"]) == (
+        "clonezilla", "Clonezilla", NAME, "gpt")
+    assert [(p["name"], p["start"], p["size"], p["file_system"], p["compression"])
+            for p in info["partitions"]] == [
+        (f"{NAME}{n}", *saved.starts[n], KINDS[n], "gz" if n == 1 else "zst") for n in KINDS]
+    assert info["size"] == DISK_SIZE
+    text = rescue("info", saved.archive).stdout
+    assert "archive:     Clonezilla, disk sda, table gpt" in text
+
+
+def _flip(piece: Path, at: float) -> None:
+    with open(piece, "r+b") as f:
+        f.seek(int(os.path.getsize(piece) * at))
+        byte = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([byte[0] ^ 0x55]))
+
+
+BROKEN = r"(cannot be decompressed|fail their checksum|ends early)"
+DAMAGE = {  # partition, its compression, the damage done to its pieces
+    "gzip-byte": (1, "gz", lambda ps: _flip(ps[1], 0.5)),
+    "zstd-byte": (2, "zst", lambda ps: _flip(ps[0], 0.6)),
+    "missing-piece": (1, "gz", lambda ps: ps[-1].unlink()),
+    "truncated-piece": (2, "zst", lambda ps: os.truncate(ps[1], 1000)),
+    "partclone-block": (1, "uncomp", lambda ps: _flip(ps[1], 0.3)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DAMAGE))
+def test_damaged_archive_is_one_clear_line(saved: SavedDisk, tmp_path: Path,
+                                           targets: ExitStack, case: str) -> None:
+    number, compression, damage = DAMAGE[case]
+    said = rf"partition {NAME}{number} of the Clonezilla archive: .*{BROKEN}"
+    if compression in ("gz", "zst"):
+        archive = copy_archive(saved.archive, tmp_path / "damaged")
+    else:
+        archive = save_archive(saved.image, tmp_path / "damaged", {1: compression})
+    damage(pieces(archive, number))
+    verdict = rescue("verify", archive)
+    assert verdict.returncode == 1 and "damaged" in verdict.stdout, verdict.stdout
+    device = target(targets, tmp_path, "t", DISK_SIZE)
+    result = rescue("restore", archive, device, "--yes", "--check-image")
+    assert_clean_failure(result, 1, said)
+    assert "nothing was written" in result.stderr
+    out = tmp_path / "disk.img"
+    converted = rescue("convert", archive, out)
+    assert converted.returncode != 0 and re.search(said, converted.stderr), converted.stderr
