@@ -92,8 +92,9 @@ def read_archive(folder: str) -> Archive:
     fields, entries = _parse_sfdisk(dump)
     sector = int(fields.get("sector-size", "512"))
     size = _disk_size(folder, disk, sector, fields, entries)
-    archive = Archive(folder, disk, sector, size, fields.get("label", ""))
-    archive.head = _table_copies(folder, disk, size, dump)
+    label = fields.get("label", "")
+    archive = Archive(folder, disk, sector, size, label)
+    archive.head = _table_copies(folder, disk, size, label, dump)
     saved = set(_words(folder, "parts"))
     images = _images(folder)
     for name, (start, length) in entries.items():
@@ -147,7 +148,7 @@ def _disk_size(folder: str, disk: str, sector: int, fields: dict[str, str],
     """The source disk's size: parted's listing says it; else a GPT's last usable sector
     and its backup; else the end of the last partition."""
     parted = _text(folder, f"{disk}-pt.parted") or ""
-    found = re.search(r"^Disk /dev/\S+: (\d+)s$", parted, re.MULTILINE)
+    found = re.search(r"^Disk \S+: (\d+)s$", parted, re.MULTILINE)
     if found:
         return int(found.group(1)) * sector
     if "last-lba" in fields:
@@ -155,38 +156,61 @@ def _disk_size(folder: str, disk: str, sector: int, fields: dict[str, str],
     return max((start + length for start, length in entries.values()), default=0) * sector
 
 
-def _table_copies(folder: str, disk: str, size: int, dump: str) -> list[tuple[int, bytes]]:
-    """(offset, bytes) of the raw table copies; when the folder has none, the table sfdisk
-    writes from its dump onto a sparse scratch file of the disk's size."""
-    copies: list[tuple[int, bytes]] = []
-    for name, at_end in (("mbr", False), ("hidden-data-after-mbr", False),
-                         ("gpt-1st", False), ("gpt-2nd", True)):
+def _table_copies(folder: str, disk: str, size: int, label: str, dump: str
+                  ) -> list[tuple[int, bytes]]:
+    """(offset, bytes) of the partition table, later pieces laid over earlier ones.
+
+    A GPT is taken from its raw copies where the folder has them. An MBR table is written by
+    sfdisk from the dump, as Clonezilla restores one, because its raw copy lacks the extended
+    boot records of logical partitions; the saved boot code (the first 446 bytes) and the
+    data hidden between the MBR and the first partition are laid over it.
+    """
+    def saved(name: str) -> bytes | None:
         try:
             with open(os.path.join(folder, f"{disk}-{name}"), "rb") as f:
-                data = f.read()
+                return f.read()
         except FileNotFoundError:
-            continue
-        offset = size - len(data) if at_end else 512 if name.startswith("hidden") else 0
-        copies.append((offset, data))
-    return copies or _tables_from_dump(dump, size)
+            return None
+
+    first, second = saved("gpt-1st"), saved("gpt-2nd")
+    if label == "gpt" and first and second:
+        return [(0, first), (size - len(second), second)]
+    copies = _tables_from_dump(dump, size)
+    boot, hidden = saved("mbr"), saved("hidden-data-after-mbr")
+    if label == "dos" and boot:
+        copies.append((0, boot[:446]))
+    if label == "dos" and hidden:
+        copies.append((512, hidden))
+    return copies
 
 
 def _tables_from_dump(dump: str, size: int) -> list[tuple[int, bytes]]:
+    """What sfdisk writes from the dump onto a sparse scratch file of the disk's size: every
+    sector it wrote (the MBR and extended boot records, or both GPTs), found as the file's
+    data between its holes."""
     lines = [line for line in dump.splitlines() if not line.startswith("device:")]
     with tempfile.NamedTemporaryFile(prefix="rescue-table-") as scratch:
         scratch.truncate(size)
-        result = subprocess.run(["sfdisk", "--quiet", "--no-reread", "--no-tell-kernel",
-                                 scratch.name], input="\n".join(lines) + "\n",
-                                capture_output=True, text=True, timeout=60)
+        try:
+            result = subprocess.run(["sfdisk", "--quiet", "--no-reread", "--no-tell-kernel",
+                                     scratch.name], input="\n".join(lines) + "\n",
+                                    capture_output=True, text=True, timeout=60)
+        except OSError as exc:
+            raise FormatError(f"cannot run sfdisk to lay out the archive's table: "
+                              f"{exc.strerror}") from None
         if result.returncode:
             raise FormatError(f"sfdisk cannot write the archive's table: "
                               f"{result.stderr.strip()}")
-        head_size = min(size, 1 << 20)
-        scratch.seek(0)
-        head = scratch.read(head_size)
-        scratch.seek(max(head_size, size - _GPT_TAIL_SECTORS * 512))
-        tail_at = scratch.tell()
-        return [(0, head), (tail_at, scratch.read())]
+        written: list[tuple[int, bytes]] = []
+        fd, position = scratch.fileno(), 0
+        while position < size:
+            try:
+                start = os.lseek(fd, position, os.SEEK_DATA)
+            except OSError:  # ENXIO: nothing written past `position`
+                break
+            position = os.lseek(fd, start, os.SEEK_HOLE)
+            written.append((start, os.pread(fd, position - start, start)))
+        return written
 
 
 def _images(folder: str) -> dict[str, tuple[str, str, str, tuple[str, ...]]]:

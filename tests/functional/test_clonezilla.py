@@ -10,7 +10,7 @@ import os
 import re
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -19,7 +19,6 @@ import pytest
 from tests.fixtures.cli import assert_clean_failure, rescue
 from tests.fixtures.clonezilla import (
     DISK_SIZE,
-    KINDS,
     NAME,
     TOOLS,
     SavedDisk,
@@ -36,9 +35,24 @@ DECOMPRESS = {"gz": "zcat", "zst": "zstd -dc", "xz": "xzcat", "uncomp": "cat"}
 
 
 @pytest.fixture(scope="module")
-def saved(tmp_path_factory: pytest.TempPathFactory) -> SavedDisk:
-    """The source disk and its archive: ext4 gzip-compressed, NTFS zstd-compressed."""
-    return saved_disk(tmp_path_factory.mktemp("clonezilla"), {1: "gz", 2: "zst"})
+def disks(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], SavedDisk]:
+    """The GPT or DOS source disk and its archive, built once a module: the first partition
+    gzip-compressed, the other zstd-compressed."""
+    built: dict[str, SavedDisk] = {}
+
+    def disk(table: str) -> SavedDisk:
+        if table not in built:
+            numbers = (1, 2) if table == "gpt" else (1, 5)
+            built[table] = saved_disk(tmp_path_factory.mktemp(table), table,
+                                      dict(zip(numbers, ("gz", "zst"), strict=True)))
+        return built[table]
+
+    return disk
+
+
+@pytest.fixture
+def saved(disks: Callable[[str], SavedDisk]) -> SavedDisk:
+    return disks("gpt")
 
 
 @pytest.fixture
@@ -47,14 +61,16 @@ def targets() -> Iterator[ExitStack]:
         yield stack
 
 
-def partclone_restored(archive: Path, number: int, compression: str, out: Path) -> float:
-    """Clonezilla's own restore of one partition into the file `out`; its time in seconds."""
-    size = 40 * MIB
-    with open(out, "wb") as f:
-        f.truncate(size)
+def partclone_restored(archive: Path, number: int, kind: str, out: Path | str) -> float:
+    """Clonezilla's own restore of one partition into `out` (a file is made 40 MiB long);
+    its time in seconds."""
+    if not str(out).startswith("/dev/"):
+        with open(out, "wb") as f:
+            f.truncate(40 * MIB)
+    compression = pieces(archive, number)[0].suffixes[-2].lstrip(".")
     begun = time.monotonic()
     subprocess.run(f"cat {' '.join(map(str, pieces(archive, number)))} | "
-                   f"{DECOMPRESS[compression]} | {TOOLS[KINDS[number]]} -r -s - -O {out} "
+                   f"{DECOMPRESS[compression]} | {TOOLS[kind]} -r -s - -O {out} "
                    "-L /dev/null", shell=True, check=True, capture_output=True)
     return time.monotonic() - begun
 
@@ -66,35 +82,43 @@ def partition_hashes(kind: str, device: str, folder: Path) -> dict[str, str]:
     return extracted_hashes(kind, copy)
 
 
-def test_restore_equals_partclones_own_restore(saved: SavedDisk, tmp_path: Path,
-                                               targets: ExitStack) -> None:
-    device = target(targets, tmp_path, "t", DISK_SIZE, fill=b"old data ")
+@pytest.mark.parametrize("table", ["gpt", "dos"])
+def test_restore_equals_partclones_own_restore(disks: Callable[[str], SavedDisk], table: str,
+                                               tmp_path: Path, targets: ExitStack) -> None:
+    """Two targets at once; each partition equal to what partclone restores from the same
+    pieces, its files equal by hash, ext4 clean by e2fsck; the table as the source's, the
+    DOS one with its logical partition."""
+    saved = disks(table)
+    devices = [target(targets, tmp_path, f"t{i}", DISK_SIZE, fill=b"old data ")
+               for i in range(2)]
     begun = time.monotonic()
-    result = rescue("restore", saved.archive, device, "--yes")
+    result = rescue("restore", saved.archive, *devices, "--yes")
     ours = time.monotonic() - begun
     assert result.returncode == 0, result.stderr
-    assert "read back as written" in result.stdout
-    subprocess.run(["partx", "-a", device], capture_output=True)
+    assert result.stdout.count("read back as written") == 2, result.stdout
     theirs = 0.0
-    assert partitions(device) == [(n, start // 512, size // 512)
-                                  for n, (start, size) in sorted(saved.starts.items())]
-    for number, kind in KINDS.items():
-        compression = "gz" if number == 1 else "zst"
-        peer = tmp_path / f"peer{number}.img"
-        theirs += partclone_restored(saved.archive, number, compression, peer)
-        part = f"{device}p{number}"
-        same = subprocess.run(["cmp", str(peer), part], capture_output=True, text=True)
-        assert same.returncode == 0, same.stdout + same.stderr
-        assert partition_hashes(kind, part, tmp_path) == saved.hashes[number]
-    clean, said = fsck_clean("ext4", Path(f"{device}p1"))
-    assert clean, said
-    print(f"\nrestore of a {DISK_SIZE // MIB} MiB archive: rescue {ours:.2f} s (with read-back),"
-          f" decompressor | partclone -r for both partitions {theirs:.2f} s")
+    for device in devices:
+        subprocess.run(["partx", "-a", device], capture_output=True)
+        assert partitions(device) == [(n, saved.starts[n][0] // 512, saved.starts[n][1] // 512)
+                                      for n in sorted(saved.kinds)]
+        for number, kind in saved.kinds.items():
+            peer = tmp_path / f"peer{number}.img"
+            theirs += partclone_restored(saved.archive, number, kind, peer)
+            part = f"{device}p{number}"
+            same = subprocess.run(["cmp", str(peer), part], capture_output=True, text=True)
+            assert same.returncode == 0, same.stdout + same.stderr
+            assert partition_hashes(kind, part, tmp_path) == saved.hashes[number]
+            if kind == "ext4":
+                clean, said = fsck_clean("ext4", Path(part))
+                assert clean, said
+    print(f"\n{table}: restore onto two targets {ours:.2f} s (with read-back); "
+          f"decompressor | partclone -r, both partitions twice, into files {theirs:.2f} s")
 
 
 def test_every_compression_reads_the_saved_blocks(saved: SavedDisk, tmp_path: Path) -> None:
     """xz and uncompressed archives, split in pieces of another size, read the same disk."""
-    archive = save_archive(saved.image, tmp_path / "xz", {1: "xz", 2: "uncomp"}, piece="700K")
+    archive = save_archive(saved.image, tmp_path / "xz", {1: "xz", 2: "uncomp"}, saved.kinds,
+                           piece="700K")
     assert len(pieces(archive, 1)) > 1 and len(pieces(archive, 2)) > 1
     outputs = {}
     for folder in (saved.archive, archive):
@@ -105,7 +129,7 @@ def test_every_compression_reads_the_saved_blocks(saved: SavedDisk, tmp_path: Pa
     assert outputs["xz"] == outputs["archive"]
     start, size = saved.starts[1]
     peer = tmp_path / "peer.img"
-    partclone_restored(archive, 1, "xz", peer)
+    partclone_restored(archive, 1, "ext4", peer)
     assert outputs["xz"][start:start + size] == peer.read_bytes()
 
 
@@ -113,7 +137,7 @@ def test_ls_and_extract_give_the_saved_files(saved: SavedDisk, tmp_path: Path) -
     listing = rescue("ls", saved.archive)
     assert listing.returncode == 0, listing.stderr
     assert " ext4 " in listing.stdout and " ntfs " in listing.stdout
-    for number in KINDS:
+    for number in saved.kinds:
         out = tmp_path / f"out{number}"
         result = rescue("extract", saved.archive, f"{number}:/", out)
         assert result.returncode == 0, result.stderr
@@ -129,7 +153,8 @@ def test_info_says_what_the_archive_holds(saved: SavedDisk) -> None:
         "clonezilla", "Clonezilla", NAME, "gpt")
     assert [(p["name"], p["start"], p["size"], p["file_system"], p["compression"])
             for p in info["partitions"]] == [
-        (f"{NAME}{n}", *saved.starts[n], KINDS[n], "gz" if n == 1 else "zst") for n in KINDS]
+        (f"{NAME}{n}", *saved.starts[n], saved.kinds[n], "gz" if n == 1 else "zst")
+        for n in saved.kinds]
     assert info["size"] == DISK_SIZE
     text = rescue("info", saved.archive).stdout
     assert "archive:     Clonezilla, disk sda, table gpt" in text
@@ -161,7 +186,8 @@ def test_damaged_archive_is_one_clear_line(saved: SavedDisk, tmp_path: Path,
     if compression in ("gz", "zst"):
         archive = copy_archive(saved.archive, tmp_path / "damaged")
     else:
-        archive = save_archive(saved.image, tmp_path / "damaged", {1: compression})
+        archive = save_archive(saved.image, tmp_path / "damaged", {1: compression},
+                               saved.kinds)
     damage(pieces(archive, number))
     verdict = rescue("verify", archive)
     assert verdict.returncode == 1 and "damaged" in verdict.stdout, verdict.stdout
@@ -172,3 +198,19 @@ def test_damaged_archive_is_one_clear_line(saved: SavedDisk, tmp_path: Path,
     out = tmp_path / "disk.img"
     converted = rescue("convert", archive, out)
     assert converted.returncode != 0 and re.search(said, converted.stderr), converted.stderr
+
+
+def test_gpt_without_raw_copies_is_written_from_the_dump(saved: SavedDisk,
+                                                          tmp_path: Path) -> None:
+    """An archive with sfdisk's dump alone reads with the source's own GPT, both copies."""
+    archive = save_archive(saved.image, tmp_path / "dump", {1: "gz", 2: "zst"}, saved.kinds,
+                           raw_gpt=False)
+    assert not list(archive.glob("*-gpt-*"))
+    out = tmp_path / "disk.img"
+    result = rescue("convert", archive, out)
+    assert result.returncode == 0, result.stderr
+    disk, source = out.read_bytes(), saved.image.read_bytes()
+    assert disk[:34 * 512] == source[:34 * 512]
+    assert disk[-33 * 512:] == source[-33 * 512:]
+    checked = subprocess.run(["sgdisk", "-v", str(out)], capture_output=True, text=True)
+    assert "No problems found" in checked.stdout, checked.stdout
