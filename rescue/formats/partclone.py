@@ -146,7 +146,7 @@ def blocks(stream: Stream, header: Header, runs: list[tuple[int, int]]
                 in_group += take
                 pending.append((first + done, data))
                 if in_group == per_check:
-                    _check(stream, header, running, first + done + take - 1)
+                    _check(stream, header, running, pending)
                     yield from pending
                     pending, in_group = [], 0
                     running = _ALL_ONES if header.reseed else running
@@ -154,19 +154,22 @@ def blocks(stream: Stream, header: Header, runs: list[tuple[int, int]]
                 yield first + done, data
             done += take
     if pending:
-        _check(stream, header, running, runs[-1][0] + runs[-1][1] - 1)
+        _check(stream, header, running, pending)
         yield from pending
     if stream.read(1):
         raise ChecksumError("the partclone image goes on past its last block")
 
 
-def _check(stream: Stream, header: Header, running: int, last_block: int) -> None:
-    saved = read_exact(stream, header.checksum_size, f"the checksum after block {last_block}")
+def _check(stream: Stream, header: Header, running: int,
+           group: list[tuple[int, bytes]]) -> None:
+    """The checksum saved after a group of blocks, compared with the group's."""
+    first = group[0][0]
+    last = group[-1][0] + len(group[-1][1]) // header.block_size - 1
+    saved = read_exact(stream, header.checksum_size, f"the checksum after block {last}")
     if int.from_bytes(saved[:4], "little") != running:
-        start = last_block * header.block_size
-        raise ChecksumError(f"the saved blocks up to block {last_block} (bytes up to "
-                            f"{start + header.block_size:#x} of the file system) fail their "
-                            "checksum")
+        raise ChecksumError(f"saved blocks {first} to {last} (bytes {first * header.block_size:#x}"
+                            f" to {(last + 1) * header.block_size - 1:#x} of the file system) "
+                            "fail their checksum")
 
 
 def _text(field: bytes) -> str:
