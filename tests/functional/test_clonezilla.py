@@ -217,3 +217,18 @@ def test_gpt_without_raw_copies_is_written_from_the_dump(saved: SavedDisk,
     assert disk[-33 * 512:] == source[-33 * 512:]
     checked = subprocess.run(["sgdisk", "-v", str(out)], capture_output=True, text=True)
     assert "No problems found" in checked.stdout, checked.stdout
+
+
+def test_mount_shows_the_disk_and_its_files(saved: SavedDisk, tmp_path: Path) -> None:
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    result = rescue("mount", saved.archive, mnt)
+    assert result.returncode == 0, result.stderr
+    try:
+        for number in saved.kinds:
+            got = {k: v for k, v in tree_hashes(mnt / f"p{number}").items()
+                   if not k.startswith(("lost+found", "$", "System Volume Information"))}
+            assert got == saved.hashes[number]
+        assert (mnt / "disk").stat().st_size == DISK_SIZE
+    finally:
+        assert rescue("umount", mnt).returncode == 0
