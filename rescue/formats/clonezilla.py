@@ -90,13 +90,23 @@ def read_archive(folder: str) -> Archive:
     if dump is None:
         raise FormatError(f"{folder} lacks {disk}-pt.sf, the disk's partition table")
     fields, entries = _parse_sfdisk(dump)
-    sector = int(fields.get("sector-size", "512"))
+    sector = int(fields.get("sector-size", "512")) if fields.get("sector-size", "512"
+                                                                ).isdigit() else 0
+    if sector not in (512, 1024, 2048, 4096):
+        raise FormatError(f"{disk}-pt.sf of {folder} gives no sector size rescue knows")
     size = _disk_size(folder, disk, sector, fields, entries)
     label = fields.get("label", "")
     archive = Archive(folder, disk, sector, size, label)
     archive.head = _table_copies(folder, disk, size, label, dump)
     saved = set(_words(folder, "parts"))
     images = _images(folder)
+    if os.path.exists(os.path.join(folder, "lvm_vg_dev.list")):
+        raise FormatError(f"{folder} holds LVM volumes, which rescue does not lay out again; "
+                          "restore it with Clonezilla")
+    strangers = sorted(set(images) - set(entries))
+    if strangers:
+        raise FormatError(f"{folder} holds images of {', '.join(strangers)}, which are not "
+                          f"partitions of {disk}; restore it with Clonezilla")
     for name, (start, length) in entries.items():
         if name in saved and name not in images:
             raise FormatError(f"{folder} names partition {name} in its parts file but holds "

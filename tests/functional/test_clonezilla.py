@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -232,3 +233,27 @@ def test_mount_shows_the_disk_and_its_files(saved: SavedDisk, tmp_path: Path) ->
         assert (mnt / "disk").stat().st_size == DISK_SIZE
     finally:
         assert rescue("umount", mnt).returncode == 0
+
+
+REFUSED = {  # what is done to a copy of the archive, and what the one line says
+    "lvm": (lambda a: (a / "lvm_vg_dev.list").write_text("vg0 /dev/sda2\n"), r"LVM volumes"),
+    "volume-image": (lambda a: [shutil.copy(p, a / p.name.replace(f"{NAME}1.", "vg0-root."))
+                                for p in pieces(a, 1)], r"images of vg0-root, which are not"),
+    "parts-without-image": (lambda a: [p.unlink() for p in pieces(a, 2)],
+                            rf"names partition {NAME}2 in its parts file but holds no image"),
+    "ntfsclone": (lambda a: [p.rename(a / p.name.replace("ntfs-ptcl-img", "ntfs-img"))
+                             for p in pieces(a, 2)], r"ntfsclone image"),
+    "no-table": (lambda a: (a / f"{NAME}-pt.sf").unlink(), rf"lacks {NAME}-pt.sf"),
+    "two-disks": (lambda a: (a / "disk").write_text("sda sdb\n"), r"holds 2 disks"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REFUSED))
+def test_an_archive_rescue_cannot_lay_out_is_refused(saved: SavedDisk, tmp_path: Path,
+                                                      case: str) -> None:
+    """Never a disk with a hole where the archive's data was: one line, exit 2."""
+    archive = copy_archive(saved.archive, tmp_path / "odd")
+    change, said = REFUSED[case]
+    change(archive)
+    for command in (("info", archive), ("ls", archive), ("convert", archive, tmp_path / "o.img")):
+        assert_clean_failure(rescue(*command), 2, said)
