@@ -41,6 +41,8 @@ _IMAGE_NAME = re.compile(r"^(?P<part>[^.]+)\.(?P<fs>[^.-]+)-(?P<kind>ptcl-img|im
 _DECOMPRESSORS = ("gz", "zst", "xz", "bz2", "uncomp")
 _GPT_TAIL_SECTORS = 33  # the backup entries (32 sectors of 512) and the backup header
 _CHUNK = 1 << 20
+# (partition offset, data to put there, offset below which all is in place and checked)
+Unpacking = Iterator[tuple[int, bytes, int]]
 
 
 def sniff_folder(path: str) -> bool:
@@ -317,7 +319,7 @@ class _Unpacked:
     """One partition's saved bytes in an unlinked sparse scratch file, filled in order by a
     thread; `ready` is the partition offset below which every byte is in place and checked."""
 
-    def __init__(self, partition: SavedPartition, blocks: Callable[[], Iterator[tuple[int, bytes]]]
+    def __init__(self, partition: SavedPartition, blocks: Callable[[], Unpacking]
                  ) -> None:
         self.partition = partition
         self.file = tempfile.TemporaryFile(prefix="rescue-clonezilla-")  # noqa: SIM115
@@ -329,13 +331,14 @@ class _Unpacked:
                                        name=f"unpack-{partition.name}")
         self.thread.start()
 
-    def _fill(self, blocks: Callable[[], Iterator[tuple[int, bytes]]]) -> None:
+    def _fill(self, blocks: Callable[[], Unpacking]) -> None:
         fd = self.file.fileno()
         try:
-            for offset, data in blocks():
-                os.pwrite(fd, data, offset)
+            for offset, data, checked in blocks():
+                if data:
+                    os.pwrite(fd, data, offset)
                 with self.changed:
-                    self.ready = offset + len(data)
+                    self.ready = max(self.ready, min(checked, self.partition.size))
                     self.changed.notify_all()
             failure: Exception | None = None
         except (partclone.ChecksumError, FormatError, OSError) as exc:
@@ -363,7 +366,7 @@ _SHARED: dict[tuple[str, int], _Unpacked] = {}
 _SHARED_LOCK = threading.Lock()
 
 
-def _unpacked(partition: SavedPartition, blocks: Callable[[], Iterator[tuple[int, bytes]]]
+def _unpacked(partition: SavedPartition, blocks: Callable[[], Unpacking]
               ) -> _Unpacked:
     """The process's one scratch copy of this partition image, started on first use."""
     first = partition.pieces[0]
@@ -399,30 +402,30 @@ class _Saved:
                          for start, length in self.runs if start < partition.size]
         self.copy: _Unpacked | None = None
 
-    def _blocks(self) -> Iterator[tuple[int, bytes]]:
+    def _blocks(self) -> Unpacking:
+        """(partition offset, data, offset below which all is in place and checked)."""
         stream = _Decompressed(self.partition.pieces, self.partition.compression)
         try:
             if self.header is None:
                 yield from self._dd(stream)
                 return
             header, bitmap = partclone.read_header(stream)
-            limit = self.partition.size
-            for first, data in partclone.blocks(stream, header,
-                                                partclone.used_runs(header, bitmap)):
-                offset = first * header.block_size
-                if offset < limit:
-                    yield offset, data[:limit - offset]
+            size, limit = header.block_size, self.partition.size
+            for first, data, checked in partclone.blocks(stream, header,
+                                                         partclone.used_runs(header, bitmap)):
+                offset = first * size
+                yield offset, data[:max(0, limit - offset)], checked * size
         finally:
             stream.close()
 
-    def _dd(self, stream: _Decompressed) -> Iterator[tuple[int, bytes]]:
+    def _dd(self, stream: _Decompressed) -> Unpacking:
         offset = 0
         while offset < self.partition.size:
             data = stream.read(min(_CHUNK, self.partition.size - offset))
             if not data:
                 raise partclone.ChecksumError(f"the dd image ends at byte {offset:#x}, before "
                                               "the partition's end")
-            yield offset, data
+            yield offset, data, offset + len(data)
             offset += len(data)
 
     def check(self) -> Ranges:

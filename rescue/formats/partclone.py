@@ -130,46 +130,46 @@ def used_runs(header: Header, bitmap: bytes) -> list[tuple[int, int]]:
 
 
 def blocks(stream: Stream, header: Header, runs: list[tuple[int, int]]
-           ) -> Iterator[tuple[int, bytes]]:
-    """(first block, data of consecutive blocks) for every saved block in order, each group
-    checked against its checksum before any of it is handed out."""
+           ) -> Iterator[tuple[int, bytes, int]]:
+    """(first block, data of consecutive blocks, checked) for every saved block in order, as
+    it is read: `checked` is the block below which everything handed out so far has passed
+    its checksum. A group's blocks are handed out before its checksum is read, so memory
+    stays one batch whatever the group's size; a last item with no data closes the image."""
     size = header.block_size
     per_check = header.blocks_per_checksum if header.checksum_mode else 0
-    running, in_group, pending = _ALL_ONES, 0, []
+    running, in_group, group_first, last = _ALL_ONES, 0, 0, 0
     for first, count in runs:
         done = 0
         while done < count:
             take = min(count - done, BATCH_BLOCKS, per_check - in_group if per_check else count)
             data = read_exact(stream, take * size, f"block {first + done}")
-            if per_check:
+            last = first + done + take
+            if not per_check:
+                yield first + done, data, last
+            else:
+                group_first = group_first if in_group else first + done
                 running = crc32(data, running)
                 in_group += take
-                pending.append((first + done, data))
                 if in_group == per_check:
-                    _check(stream, header, running, pending)
-                    yield from pending
-                    pending, in_group = [], 0
+                    _check(stream, header, running, group_first, last)
+                    in_group = 0
                     running = _ALL_ONES if header.reseed else running
-            else:
-                yield first + done, data
+                yield first + done, data, group_first if in_group else last
             done += take
-    if pending:
-        _check(stream, header, running, pending)
-        yield from pending
+    if in_group:
+        _check(stream, header, running, group_first, last)
     if stream.read(1):
         raise ChecksumError("the partclone image goes on past its last block")
+    yield last, b"", header.total_blocks
 
 
-def _check(stream: Stream, header: Header, running: int,
-           group: list[tuple[int, bytes]]) -> None:
-    """The checksum saved after a group of blocks, compared with the group's."""
-    first = group[0][0]
-    last = group[-1][0] + len(group[-1][1]) // header.block_size - 1
-    saved = read_exact(stream, header.checksum_size, f"the checksum after block {last}")
+def _check(stream: Stream, header: Header, running: int, first: int, end: int) -> None:
+    """The checksum saved after blocks [first, end), compared with theirs."""
+    saved = read_exact(stream, header.checksum_size, f"the checksum after block {end - 1}")
     if int.from_bytes(saved[:4], "little") != running:
-        raise ChecksumError(f"saved blocks {first} to {last} (bytes {first * header.block_size:#x}"
-                            f" to {(last + 1) * header.block_size - 1:#x} of the file system) "
-                            "fail their checksum")
+        size = header.block_size
+        raise ChecksumError(f"saved blocks {first} to {end - 1} (bytes {first * size:#x} to "
+                            f"{end * size - 1:#x} of the file system) fail their checksum")
 
 
 def _text(field: bytes) -> str:

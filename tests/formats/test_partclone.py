@@ -42,7 +42,14 @@ def read_all(image: bytes) -> tuple[partclone.Header, list[tuple[int, int]], dic
     stream = io.BytesIO(image)
     header, bitmap = partclone.read_header(stream)
     runs = partclone.used_runs(header, bitmap)
-    return header, runs, dict(partclone.blocks(stream, header, runs))
+    blocks, checked = {}, 0
+    for first, data, below in partclone.blocks(stream, header, runs):
+        assert checked <= below <= first + len(data) // header.block_size or not data
+        checked = below
+        if data:
+            blocks[first] = data
+    assert checked == header.total_blocks
+    return header, runs, blocks
 
 
 @pytest.mark.parametrize(("kind", "size", "options"), [
