@@ -117,21 +117,27 @@ def test_restore_equals_partclones_own_restore(disks: Callable[[str], SavedDisk]
 
 
 def test_every_compression_reads_the_saved_blocks(saved: SavedDisk, tmp_path: Path) -> None:
-    """xz and uncompressed archives, split in pieces of another size, read the same disk."""
+    """xz and uncompressed pieces of another size read the same disk; a partition saved by
+    partclone.dd reads whole, its free blocks too."""
     archive = save_archive(saved.image, tmp_path / "xz", {1: "xz", 2: "uncomp"}, saved.kinds,
-                           piece="700K")
+                           piece="700K", as_dd=(2,))
     assert len(pieces(archive, 1)) > 1 and len(pieces(archive, 2)) > 1
+    assert pieces(archive, 2)[0].name == f"{NAME}2.dd-ptcl-img.uncomp.aa"
     outputs = {}
     for folder in (saved.archive, archive):
         out = tmp_path / f"{folder.name}.img"
         result = rescue("convert", folder, out)
         assert result.returncode == 0, result.stderr
         outputs[folder.name] = out.read_bytes()
-    assert outputs["xz"] == outputs["archive"]
     start, size = saved.starts[1]
+    assert outputs["xz"][:start + size] == outputs["archive"][:start + size]
     peer = tmp_path / "peer.img"
     partclone_restored(archive, 1, "ext4", peer)
     assert outputs["xz"][start:start + size] == peer.read_bytes()
+    start, size = saved.starts[2]
+    with open(saved.image, "rb") as f:
+        f.seek(start)
+        assert outputs["xz"][start:start + size] == f.read(size)
 
 
 def test_ls_and_extract_give_the_saved_files(saved: SavedDisk, tmp_path: Path) -> None:
