@@ -49,7 +49,8 @@ def saved_archive(work: str, size: int, fill: int, compression: str) -> str:
                 f.write(content(offset, min(CHUNK, fill - offset), 3))
         stack.close()
         dump = subprocess.run(["sfdisk", "-d", device], capture_output=True, text=True,
-                              check=True).stdout.replace(device, "/dev/sda")
+                              check=True).stdout
+        dump = dump.replace(f"{device}p", "/dev/sda").replace(device, "/dev/sda")
         for name, text in (("disk", "sda\n"), ("parts", "sda1\n"), ("sda-pt.sf", dump),
                            ("clonezilla-img", "")):
             with open(os.path.join(archive, name), "w") as f:
@@ -71,6 +72,22 @@ def clonezilla_way(archive: str, device: str, compression: str) -> list[str]:
     return ["sh", "-c", f"sfdisk -q {device} < {archive}/sda-pt.sf; partx -a {device}; "
             f"cat {archive}/sda1.ext4-ptcl-img.{compression}.* | {unpack} | "
             f"partclone.ext4 -r -s - -o {device}p1 -L /dev/null && partx -d {device}"]
+
+
+def check_restored(device: str, fill: int, work: str) -> None:
+    """The last restore's file, read by debugfs, is the one written: no figure of a restore
+    that wrote something else is printed."""
+    subprocess.run(["partx", "-a", device], capture_output=True)
+    try:
+        out = os.path.join(work, "restored.bin")
+        subprocess.run(["debugfs", "-R", f"dump /content.bin {out}", f"{device}p1"],
+                       check=True, capture_output=True)
+        with open(out, "rb") as f:
+            for offset in range(0, fill, CHUNK):
+                if f.read(CHUNK) != content(offset, min(CHUNK, fill - offset), 3):
+                    raise SystemExit(f"the restored file differs at {offset}")
+    finally:
+        subprocess.run(["partx", "-d", device], capture_output=True)
 
 
 def main() -> None:
@@ -102,6 +119,7 @@ def main() -> None:
                          rescue_cmd("restore", archive, device, "--yes", "--map-dir", maps))):
                     subprocess.run(["rm", "-rf", maps])
                     runs.setdefault(name, []).append(timed(cmd, drop=False))
+            check_restored(device, fill, work)
     report(f"{args.size} disk, {args.fill} of data in ext4, archive {stored / MiB:.0f} MiB "
            f"({args.compression}), median of {args.repeat}",
            [(name, f"{statistics.median(times):.2f} s") for name, times in runs.items()])

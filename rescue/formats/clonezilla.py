@@ -227,7 +227,7 @@ def _tables_from_dump(dump: str, size: int) -> list[tuple[int, bytes]]:
 
 def _images(folder: str) -> dict[str, tuple[str, str, str, tuple[str, ...]]]:
     """Partition name -> (file system, kind, compression, pieces in order)."""
-    found: dict[str, tuple[str, str, str, list[str]]] = {}
+    found: dict[str, tuple[str, str, str, list[tuple[str, str]]]] = {}
     for name in os.listdir(folder):
         match = _IMAGE_NAME.match(name)
         if not match:
@@ -242,9 +242,30 @@ def _images(folder: str) -> dict[str, tuple[str, str, str, tuple[str, ...]]]:
                               f"rescue does not read (it reads {', '.join(_DECOMPRESSORS)})")
         saved = "dd" if fs == "dd" else "partclone"
         entry = found.setdefault(part, ("" if saved == "dd" else fs, saved, compression, []))
-        entry[3].append(os.path.join(folder, name))
-    return {part: (fs, kind, compression, tuple(sorted(pieces, key=lambda p: (len(p), p))))
+        entry[3].append((match.group("piece") or "", os.path.join(folder, name)))
+    return {part: (fs, kind, compression, _in_order(pieces))
             for part, (fs, kind, compression, pieces) in found.items()}
+
+
+def _in_order(pieces: list[tuple[str, str]]) -> tuple[str, ...]:
+    """The paths of the pieces `split` cut an image into, given as (suffix, path), in split's
+    order, or a FormatError naming the first one missing."""
+    ordered = sorted(pieces, key=lambda piece: (len(piece[0]), piece[0]))
+    for index, (suffix, path) in enumerate(ordered):
+        if suffix and _piece_number(suffix) != index:
+            stem = os.path.basename(path)[:-len(suffix) - 1]
+            raise FormatError(f"{os.path.dirname(path)} lacks piece {index + 1} of {stem} "
+                              f"(the pieces go on with .{suffix})")
+    return tuple(path for _, path in ordered)
+
+
+def _piece_number(suffix: str) -> int:
+    """Where GNU split puts a suffix: aa..yz, then zaaa..zyzz, then zzaaaa, and so on."""
+    widened = (len(suffix) - 2) // 2
+    number = 0
+    for letter in suffix[widened:]:
+        number = number * 26 + ord(letter) - ord("a")
+    return sum(25 * 26 ** (i + 1) for i in range(widened)) + number
 
 
 class _Pieces(io.RawIOBase):
@@ -283,6 +304,8 @@ class _Decompressed:
         self.raw = _Pieces(pieces)
         buffered = io.BufferedReader(self.raw, _CHUNK)
         self.stream: io.BufferedIOBase | io.RawIOBase
+        self.failures: tuple[type[Exception], ...] = (OSError, EOFError, zlib.error,
+                                                      lzma.LZMAError, ValueError)
         if compression == "gz":
             self.stream = gzip.GzipFile(fileobj=buffered, mode="rb")
         elif compression == "xz":
@@ -294,21 +317,17 @@ class _Decompressed:
 
             self.stream = zstandard.ZstdDecompressor().stream_reader(  # type: ignore[assignment]
                 buffered, read_across_frames=True)
+            self.failures += (zstandard.ZstdError,)
         else:
             self.stream = buffered
 
     def read(self, size: int) -> bytes:
         try:
             return self.stream.read(size) or b""
-        except (OSError, EOFError, zlib.error, lzma.LZMAError, ValueError) as exc:
+        except self.failures as exc:
             raise partclone.ChecksumError(
                 f"{self.raw.current} cannot be decompressed ({exc or type(exc).__name__})"
             ) from None
-        except Exception as exc:  # zstandard's ZstdError derives from Exception alone
-            if type(exc).__name__ != "ZstdError":
-                raise
-            raise partclone.ChecksumError(f"{self.raw.current} cannot be decompressed "
-                                          f"({exc})") from None
 
     def close(self) -> None:
         self.stream.close()

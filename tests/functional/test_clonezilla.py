@@ -251,6 +251,9 @@ REFUSED = {  # what is done to a copy of the archive, and what the one line says
                              for p in pieces(a, 2)], r"ntfsclone image"),
     "no-table": (lambda a: (a / f"{NAME}-pt.sf").unlink(), rf"lacks {NAME}-pt.sf"),
     "two-disks": (lambda a: (a / "disk").write_text("sda sdb\n"), r"holds 2 disks"),
+    "piece-missing-between": (lambda a: pieces(a, 1)[1].unlink(),
+                              rf"lacks piece 2 of {NAME}1.ext4-ptcl-img.gz \(the pieces go on "
+                              r"with .ac\)"),
 }
 
 
