@@ -71,7 +71,8 @@ def clonezilla_way(archive: str, device: str, compression: str) -> list[str]:
     unpack = COMPRESS[compression][1]
     return ["sh", "-c", f"sfdisk -q {device} < {archive}/sda-pt.sf; partx -a {device}; "
             f"cat {archive}/sda1.ext4-ptcl-img.{compression}.* | {unpack} | "
-            f"partclone.ext4 -r -s - -o {device}p1 -L /dev/null && partx -d {device}"]
+            f"partclone.ext4 -r -s - -o {device}p1 -L /dev/null; status=$?; "
+            f"partx -d {device}; exit $status"]
 
 
 def check_restored(device: str, fill: int, work: str) -> None:

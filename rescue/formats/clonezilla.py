@@ -11,9 +11,11 @@ A compressed stream can only be read in order, so each partition's image is deco
 on the first read that needs it, by a thread that writes its blocks into an unlinked sparse
 file in $TMPDIR (as large as the partition's saved blocks, gone when the process ends) and
 moves a watermark past every block whose checksum it has verified. A read waits for the
-watermark: a restore, which reads in order, follows right behind the decompression; a file
-taken out of the partition waits at most once. Every reader of the same archive in the process
-shares these files, so a restore's decoding threads decompress each partition once.
+watermark, so a reader in order follows right behind the decompression, and a file taken out
+of the partition waits at most once. `check_structure` waits for every partition: `verify` and
+`restore` know of any damage, and say where it is, before they write. Every reader of the same
+archive in the process shares these files, so a restore's decoding threads and its read-back
+decompress nothing again.
 """
 
 from __future__ import annotations
