@@ -17,7 +17,7 @@ done
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends \
     gddrescue qemu-utils zstd b3sum e2fsprogs dosfstools mtools exfatprogs ntfs-3g fuse3 \
-    smartmontools partclone fdisk gdisk util-linux mount tmux procps exfat-fuse python3-pip \
+    smartmontools partclone parted fdisk gdisk util-linux mount tmux procps exfat-fuse python3-pip \
     qemu-system-common fatresize fusefat udpcast iproute2 \
     openssh-server openssh-client sshfs samba smbclient smbnetfs \
     mmdebstrap qemu-system-x86 ovmf grub-efi-amd64-bin \

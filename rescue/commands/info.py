@@ -45,6 +45,8 @@ def info_lines(info: dict[str, Any]) -> list[str]:
     chain = info.get("backing_chain") or []
     lines += [f"{'chain:' if i == 0 else '':<13}{'over ' if i else ''}{path}"
               for i, path in enumerate(chain)]
+    if info.get("archive"):
+        lines += archive_lines(info)
     manifest = info["manifest"]
     if manifest:
         source = manifest["source"]
@@ -98,6 +100,19 @@ def layout_lines(source: dict[str, Any]) -> list[str]:
     lines += [f"  {part['number']:>3}  {human_size(part['start']):>10} +"
               f"{human_size(part['size']):>10}  {part.get('fstype') or '-'}{_label(part)}"
               for part in source["partitions"]]
+    return lines
+
+
+def archive_lines(info: dict[str, Any]) -> list[str]:
+    """What a Clonezilla folder says of the disk it saved, and how each partition was kept."""
+    lines = [f"archive:     {info['archive']}, disk {info['disk']}, "
+             f"table {info.get('table') or 'none'}"]
+    for part in info["partitions"]:
+        saved = (f"{part['saved_as']} image, {part['compression']}, {part['pieces']} piece(s)"
+                 if part["saved_as"] != "none" else "not saved")
+        lines.append(f"  {part['name']:<10} {human_size(part['start']):>10} +"
+                     f"{human_size(part['size']):>10}  {part.get('file_system') or '-':<6} "
+                     f"{saved}")
     return lines
 
 

@@ -17,7 +17,7 @@ def describe(path: str, image_format: str | None = None) -> dict[str, Any]:
     try:
         allocated = sum(length for _, length, used in reader.extents() if used)
         manifest = read_manifest(path, reader)
-        stored = os.stat(path).st_blocks * 512
+        stored = _stored(path)
         info: dict[str, Any] = {
             "image": path, "format": fmt, "size": reader.size, "allocated": allocated,
             "stored": stored, "ratio": round(stored / allocated, 4) if allocated else None,
@@ -33,3 +33,11 @@ def describe(path: str, image_format: str | None = None) -> dict[str, Any]:
                            "non_tried": totals["?"], "non_trimmed": totals["*"],
                            "non_scraped": totals["/"]}
     return info
+
+
+def _stored(path: str) -> int:
+    """Bytes the image takes on its disk; a Clonezilla archive's are its folder's files."""
+    if not os.path.isdir(path):
+        return os.stat(path).st_blocks * 512
+    with os.scandir(path) as entries:
+        return sum(entry.stat().st_blocks * 512 for entry in entries if entry.is_file())

@@ -43,7 +43,7 @@ from rescue.explore.filesystem import Entry
 from rescue.explore.fileview import FileView, ServedFile, mounting_user, open_views
 from rescue.explore.volumes import Volume, read_layout, volume_dir
 from rescue.formats.base import ImageReader
-from rescue.formats.image import FORMATS, detect_format, open_reader
+from rescue.formats.image import ARCHIVE, FORMATS, detect_format, open_reader
 from rescue.io.reader import Unreadable
 
 DISK_NAME = "disk"
@@ -490,7 +490,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      description="FUSE server of `rescue mount` (foreground)")
     parser.add_argument("image")
     parser.add_argument("mountpoint")
-    parser.add_argument("--format", choices=FORMATS)
+    parser.add_argument("--format", choices=(*FORMATS, ARCHIVE))
     parser.add_argument("--allow-other", action="store_true")
     parser.add_argument("--view", choices=VIEWS, default="raw")
     args = parser.parse_args(argv)

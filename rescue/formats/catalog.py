@@ -17,6 +17,7 @@ from typing import Any
 from rescue.errors import RescueError
 from rescue.formats import mapfile
 from rescue.formats.base import ImageReader
+from rescue.formats.clonezilla import sniff_folder
 from rescue.formats.image import detect_format, named_format, open_reader, read_manifest
 from rescue.formats.manifest import Manifest
 from rescue.rangemap import FINISHED
@@ -66,13 +67,14 @@ class Listing:
 
 
 def list_images(folder: str, limit: int = MAX_LISTED) -> Listing:
-    """The files in `folder` named as images (.img, .qcow2, .img.zst, ...), newest first. Only
-    names and dates are read here; `summarize` opens each."""
+    """The files in `folder` named as images (.img, .qcow2, .img.zst, ...) and the Clonezilla
+    archives among its subfolders, newest first. Only names and dates are read here (and
+    whether a subfolder holds Clonezilla's marker files); `summarize` opens each."""
     found: list[tuple[float, str]] = []
     try:
         with os.scandir(folder) as entries:
             for entry in entries:
-                if named_format(entry.name) is None or not _is_file(entry):
+                if not ((named_format(entry.name) and _is_file(entry)) or _is_archive(entry)):
                     continue
                 try:
                     found.append((entry.stat().st_mtime, entry.path))
@@ -92,14 +94,23 @@ def _is_file(entry: os.DirEntry[str]) -> bool:
         return False
 
 
+def _is_archive(entry: os.DirEntry[str]) -> bool:
+    """A subfolder Clonezilla or Rescuezilla wrote."""
+    try:
+        return entry.is_dir() and sniff_folder(entry.path)
+    except OSError:
+        return False
+
+
 def summarize(path: str) -> ImageSummary:
     """What the image at `path` is, never raising: a file that cannot be read as an image is
     summarised as unreadable with the reason."""
     try:
         mode = os.stat(path).st_mode
-        if not (stat.S_ISREG(mode) or stat.S_ISBLK(mode)):  # a FIFO would block the open
-            return ImageSummary(path, UNREADABLE, f"{path} is not a regular file or a block "
-                                "device")
+        archive = stat.S_ISDIR(mode) and sniff_folder(path)
+        if not (stat.S_ISREG(mode) or stat.S_ISBLK(mode) or archive):  # a FIFO would block
+            return ImageSummary(path, UNREADABLE, f"{path} is not a regular file, a block "
+                                "device or a Clonezilla archive")
         image_format = detect_format(path)
         reader = open_reader(path, image_format)
         try:
@@ -123,10 +134,22 @@ def _summary(path: str, image_format: str, reader: ImageReader) -> ImageSummary:
         state, detail = _from_manifest(manifest, size)
         return ImageSummary(path, state, detail, image_format, size,
                             _date(manifest.created) or _mtime(path), manifest.source)
+    details = reader.details()
+    if details.get("archive"):
+        return ImageSummary(path, UNKNOWN, _archive_detail(details), image_format, size,
+                            _mtime(path))
     state, detail, source = _from_map(path, size)
     if manifest_problem:
         detail = manifest_problem
     return ImageSummary(path, state, detail, image_format, size, _mtime(path), source)
+
+
+def _archive_detail(details: dict[str, Any]) -> str:
+    """A Clonezilla archive in a few words: each saved partition and its file system."""
+    parts = details.get("partitions")
+    saved = [f"{p['name']} {p['file_system'] or p['saved_as']}" for p in parts
+             if p["saved_as"] != "none"] if isinstance(parts, list) else []
+    return f"{details['archive']}: {', '.join(saved)}"
 
 
 def _from_manifest(manifest: Manifest, size: int) -> tuple[str, str]:

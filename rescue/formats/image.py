@@ -23,6 +23,7 @@ from rescue.formats.base import (
 from rescue.formats.manifest import Manifest, read_sidecar, write_sidecar
 
 FORMATS = ("raw", "qcow2", "zst")
+ARCHIVE = "clonezilla"  # read only: a Clonezilla or Rescuezilla folder, found by its files
 COMPRESSED = ("qcow2", "zst")  # the formats whose writers compress, at a level of LEVELS
 LEVELS = range(1, 20)  # zstd's compression levels
 DEFAULT_LEVEL = 3
@@ -121,6 +122,12 @@ def detect_format(path: str, override: str | None = None) -> str:
     """
     if override is not None and override not in FORMATS:
         raise UsageError(f"unknown format {override!r}; choose one of {', '.join(FORMATS)}")
+    if os.path.isdir(path):
+        from rescue.formats.clonezilla import sniff_folder
+
+        if sniff_folder(path):
+            return ARCHIVE
+        raise FormatError(f"{path} is a directory, not an image nor a Clonezilla archive")
     try:
         with open(path, "rb") as f:
             st = os.fstat(f.fileno())
@@ -129,8 +136,6 @@ def detect_format(path: str, override: str | None = None) -> str:
             if not stat.S_ISREG(st.st_mode):
                 raise FormatError(f"{path} is not a regular file or a block device")
             head, tail = _ends(f)
-    except IsADirectoryError:
-        raise FormatError(f"{path} is a directory, not an image") from None
     except OSError as exc:
         raise FormatError(f"cannot open image {path}: {exc.strerror}") from None
     named = named_format(path)
@@ -193,9 +198,13 @@ def _our_format(head: bytes, tail: bytes) -> str | None:
 
 
 def open_reader(path: str, fmt: str | None = None) -> ImageReader:
-    """Random access to any image rescue reads: qcow2, seekable zstd, raw file or device.
-    `fmt` is --format, or a format `detect_format` already gave."""
-    fmt = detect_format(path, fmt)
+    """Random access to any image rescue reads: qcow2, seekable zstd, raw file or device, a
+    Clonezilla folder. `fmt` is --format, or a format `detect_format` already gave."""
+    fmt = detect_format(path, fmt) if fmt != ARCHIVE else fmt
+    if fmt == ARCHIVE:
+        from rescue.formats.clonezilla import ClonezillaReader
+
+        return ClonezillaReader(path)
     if fmt == "qcow2":
         from rescue.formats.qcow2chain import Qcow2ChainReader
 

@@ -24,6 +24,7 @@ from rescue.tui.screens.image_picker import ImagePicker
 from rescue.tui.screens.restore_wizard import RestoreWizard
 from rescue.tui.widgets.sector_map import MapLook
 from tests.fixtures.cli import rescue, run
+from tests.fixtures.clonezilla import saved_disk
 from tests.fixtures.disks import mounted
 from tests.fixtures.loop import loop_device
 from tests.fixtures.tui import drive, make_file, screen_lines, type_text, wait_until
@@ -214,5 +215,35 @@ def test_restore_targets_show_refused_devices_unmarkable_and_fit_80x24(
         assert visible(app, button) and "Restore now" in shown(app)
         await pilot.press("escape")
         assert not app.jobs
+
+    drive(app, scenario)
+
+
+@pytest.mark.root
+def test_the_picker_lists_and_opens_a_clonezilla_archive(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Clonezilla folder among a folder's entries is listed as an image with its size, and
+    chosen like one, listed or typed."""
+    saved = saved_disk(tmp_path, "gpt", {1: "gz", 2: "zst"})
+    (tmp_path / "plain folder").mkdir()
+    monkeypatch.chdir(tmp_path)
+    app = home_app()
+
+    async def scenario(pilot: Pilot) -> None:
+        picker = await open_picker(pilot)
+        assert picker.folder == str(tmp_path)
+        ids = [picker.images.get_option_at_index(i).id
+               for i in range(picker.images.option_count)]
+        assert str(saved.archive) in ids and str(tmp_path / "plain folder") not in ids
+        assert picker.summaries[str(saved.archive)].format == "clonezilla"
+        assert "96 MiB" in shown(app)
+        assert "Clonezilla: sda1 ext4, sda2 ntfs" in shown(app)
+        field = picker.query_one("#image-path", Input)
+        field.focus()
+        await type_text(pilot, str(saved.archive))
+        await pilot.press("enter")  # typed, the archive is chosen, not listed as a folder
+        await pilot.pause()
+        assert isinstance(app.screen, ImageBrowser)
+        assert app.screen.image_path == str(saved.archive)
 
     drive(app, scenario)

@@ -29,6 +29,7 @@ from rescue.formats.catalog import (
     list_images,
     summarize,
 )
+from rescue.formats.clonezilla import sniff_folder
 from rescue.tui.host import JobHost, host_of
 from rescue.tui.jobs import RunningJob
 from rescue.tui.screens.share_dialog import ShareDialog
@@ -185,13 +186,13 @@ class ImagePicker(ModalScreen[str | None]):
         self.choose(path)
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
-        """A folder is listed; a file is chosen if it is a readable image, else its row's
-        reason is shown."""
+        """A folder is listed; a file or a Clonezilla archive is chosen if it is a readable
+        image, else its row's reason is shown."""
         event.stop()
         path = os.path.expanduser(event.value.strip())
         if not path:
             return
-        if os.path.isdir(path):
+        if os.path.isdir(path) and not sniff_folder(path):
             self.show_folder(path)
             self.images.focus()
             return
