@@ -53,6 +53,7 @@ class Capabilities:
     sequential: bool = False  # writes only in order; a run of zeros goes to write_zeros
     abandon: bool = False  # can stop at its last sync without finishing the file: abandon
     device: bool = False  # writes a block device in place: nothing can be kept beside it
+    fills: bool = False  # decodes straight into a caller's buffer: read_checked_into
 
 
 class ImageWriter(Protocol):
@@ -143,6 +144,10 @@ class CheckedReader(ImageReader, Protocol):
         returned as a damaged range (clipped to the request) instead of raising."""
         ...
 
+
+class FillingReader(CheckedReader, Protocol):
+    """A checked reader that decodes into a caller's buffer, allocating nothing."""
+
     def read_checked_into(self, offset: int, view: memoryview) -> Ranges:
         """`read_checked` into `view`, as much of it as the image holds; the damaged
         ranges."""
@@ -167,6 +172,10 @@ def holds_manifest(reader: ImageReader) -> TypeGuard[ManifestReader]:
 
 def checks_itself(reader: ImageReader) -> TypeGuard[CheckedReader]:
     return reader.capabilities.checks
+
+
+def fills_buffers(reader: ImageReader) -> TypeGuard[FillingReader]:
+    return reader.capabilities.checks and reader.capabilities.fills
 
 
 class FdReader:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from rescue.errors import FormatError
-from rescue.formats.base import ImageHasher, ImageReader, Ranges, checks_itself
+from rescue.formats.base import ImageHasher, ImageReader, Ranges, checks_itself, fills_buffers
 from rescue.formats.fingerprint import (
     READ_SIZE,
     BackgroundHasher,
@@ -38,11 +38,13 @@ def read_checked(reader: ImageReader, offset: int, length: int) -> tuple[bytes, 
 
 
 def read_checked_into(reader: ImageReader, offset: int, view: memoryview) -> Ranges:
-    """`read_checked` into `view`, which the image must fill."""
-    if checks_itself(reader):
+    """`read_checked` into `view`, which the image must fill: straight from the decoder where
+    the format can, else through a copy."""
+    if fills_buffers(reader):
         return reader.read_checked_into(offset, view)
-    view[:] = reader.read(offset, len(view))
-    return []
+    data, damaged = read_checked(reader, offset, len(view))
+    view[:] = data
+    return damaged
 
 
 def add_range(ranges: Ranges, offset: int, length: int) -> None:

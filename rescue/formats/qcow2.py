@@ -319,7 +319,7 @@ class Qcow2Reader(_Image, FdReader):
         # our clusters carry checksums (zstd content checksums, or our CRC-32 after deflate);
         # other writers' clusters can only be checked for decoding
         self.capabilities = Capabilities(manifest=True, checks=True,
-                                         checksums=self._header.ours)
+                                         checksums=self._header.ours, fills=True)
 
     def _check_tables_in_file(self) -> None:
         """Refuse a truncated copy when it is opened: the refcount table, its blocks and the

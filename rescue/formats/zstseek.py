@@ -444,12 +444,6 @@ class ZstSeekReader(FdReader):
             index += 1
         return b"".join(parts), damaged
 
-    def read_checked_into(self, offset: int, view: memoryview) -> list[tuple[int, int]]:
-        """`read_checked` into `view`: frames decode whole, so this copies."""
-        data, damaged = self.read_checked(offset, len(view))
-        view[:len(data)] = data
-        return damaged
-
     def check_structure(self) -> tuple[list[tuple[int, int]], list[str]]:
         """The frames as `zstd -d` walks them: each skippable frame's header must give the
         size the seek table gives, and each data frame's header the content size; past a
