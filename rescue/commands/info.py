@@ -42,6 +42,10 @@ def info_lines(info: dict[str, Any]) -> list[str]:
     ratio = f", {info['ratio']:.1%} of the allocated data" if info["ratio"] else ""
     lines.append(f"allocated:   {human_size(info['allocated'])}, stored in "
                  f"{human_size(info['stored'])}{ratio}")
+    if info.get("read_by"):
+        encrypted = ", encrypted (LUKS)" if info.get("encryption") else ""
+        lines.append(f"read by:     {info['read_by']} (QEMU's {info['driver']} driver)"
+                     f"{encrypted}")
     manifest = info["manifest"]
     if manifest:
         source = manifest["source"]

@@ -23,6 +23,9 @@ from rescue.formats.base import (
 from rescue.formats.manifest import Manifest, read_sidecar, write_sidecar
 
 FORMATS = ("raw", "qcow2", "zst")
+# the formats QEMU reads for us (see qemuexport), by QEMU's driver name, and their names
+QEMU_FORMATS = {"vmdk": "VMDK", "vhdx": "VHDX", "vdi": "VDI", "vpc": "VHD", "qed": "QED"}
+READ_FORMATS = (*FORMATS, *QEMU_FORMATS)
 COMPRESSED = ("qcow2", "zst")  # the formats whose writers compress, at a level of LEVELS
 LEVELS = range(1, 20)  # zstd's compression levels
 DEFAULT_LEVEL = 3
@@ -38,26 +41,27 @@ EXTENSION_OF = {"raw": ".img", "qcow2": ".qcow2", "zst": ".img.zst"}  # a new im
 
 @dataclass(frozen=True)
 class Foreign:
-    """A format rescue does not read, known by its published signature, and what to do."""
+    """A format not ours, known by its published signature: read through QEMU's `driver`,
+    or refused with what to do."""
 
     what: str
     magic: bytes
     offset: int  # where the signature lies; negative: counted from the end of the file
     advice: str
     raw_image_may_start_so: bool = False  # a raw image of a partition can begin with it
+    driver: str = ""  # QEMU's driver that reads it for us (see qemuexport)
 
 
-_QEMU = "convert it to a raw image first: qemu-img convert -O raw {path} disk.img"
 _UNPACK = "decompress it first ({tool} {path}), then use the raw image"
 FOREIGN = (
-    Foreign("a VMDK disk (VMware)", b"KDMV", 0, _QEMU),
-    Foreign("a VMDK disk (VMware ESX)", b"COWD", 0, _QEMU),
-    Foreign("a VMDK descriptor (VMware)", b"# Disk DescriptorFile", 0, _QEMU),
-    Foreign("a VHDX disk (Hyper-V)", b"vhdxfile", 0, _QEMU),
-    Foreign("a VHD disk (Virtual PC, Hyper-V)", b"conectix", 0, _QEMU),
-    Foreign("a VHD disk (Virtual PC, Hyper-V)", b"conectix", -512, _QEMU),
-    Foreign("a VDI disk (VirtualBox)", b"\x7f\x10\xda\xbe", 0x40, _QEMU),
-    Foreign("a QED disk (QEMU)", b"QED\x00", 0, _QEMU),
+    Foreign("a VMDK disk (VMware)", b"KDMV", 0, "", driver="vmdk"),
+    Foreign("a VMDK disk (VMware ESX)", b"COWD", 0, "", driver="vmdk"),
+    Foreign("a VMDK descriptor (VMware)", b"# Disk DescriptorFile", 0, "", driver="vmdk"),
+    Foreign("a VHDX disk (Hyper-V)", b"vhdxfile", 0, "", driver="vhdx"),
+    Foreign("a VHD disk (Virtual PC, Hyper-V)", b"conectix", 0, "", driver="vpc"),
+    Foreign("a VHD disk (Virtual PC, Hyper-V)", b"conectix", -512, "", driver="vpc"),
+    Foreign("a VDI disk (VirtualBox)", b"\x7f\x10\xda\xbe", 0x40, "", driver="vdi"),
+    Foreign("a QED disk (QEMU)", b"QED\x00", 0, "", driver="qed"),
     Foreign("a partclone image", b"partclone-image", 0,
             "restore it with partclone.restore, or partclone.<fs> -r -W -s {path} -o disk.img"),
     Foreign("an EnCase (E01) evidence file", b"EVF\x09\x0d\x0a\xff\x00", 0,
@@ -119,8 +123,8 @@ def detect_format(path: str, override: str | None = None) -> str:
     refused rather than read as a disk. A name that promises qcow2 or .img.zst without the
     signature is a damaged image.
     """
-    if override is not None and override not in FORMATS:
-        raise UsageError(f"unknown format {override!r}; choose one of {', '.join(FORMATS)}")
+    if override is not None and override not in READ_FORMATS:
+        raise UsageError(f"unknown format {override!r}; choose one of {', '.join(READ_FORMATS)}")
     try:
         with open(path, "rb") as f:
             st = os.fstat(f.fileno())
@@ -141,6 +145,8 @@ def detect_format(path: str, override: str | None = None) -> str:
     if override is not None:
         return override
     foreign = _foreign(head, tail)
+    if foreign is not None and foreign.driver:
+        return foreign.driver
     if foreign is not None and not (foreign.raw_image_may_start_so and named == "raw"):
         raise FormatError(f"{path} is {foreign.what}, not an image rescue reads; "
                           + foreign.advice.format(path=path))
@@ -193,13 +199,21 @@ def _our_format(head: bytes, tail: bytes) -> str | None:
 
 
 def open_reader(path: str, fmt: str | None = None) -> ImageReader:
-    """Random access to any image rescue reads: qcow2, seekable zstd, raw file or device.
+    """Random access to any image rescue reads: qcow2, seekable zstd, raw file or device, and
+    through QEMU the foreign formats and the qcow2 features our reader refuses.
     `fmt` is --format, or a format `detect_format` already gave."""
     fmt = detect_format(path, fmt)
+    if fmt in QEMU_FORMATS:
+        return _through_qemu(path, fmt)
     if fmt == "qcow2":
         from rescue.formats.qcow2 import Qcow2Reader
 
-        return Qcow2Reader(path)
+        try:
+            return Qcow2Reader(path)
+        except FormatError:
+            if not _qcow2_for_qemu(path):
+                raise
+            return _through_qemu(path, "qcow2")
     if fmt == "zst":
         from rescue.formats.zstseek import ZstSeekReader
 
@@ -207,6 +221,23 @@ def open_reader(path: str, fmt: str | None = None) -> ImageReader:
     from rescue.formats.raw import RawReader
 
     return RawReader(path)
+
+
+def _qcow2_for_qemu(path: str) -> bool:
+    """Whether a qcow2 our reader refused asks for what QEMU reads (encryption, a backing
+    chain, an external data file, subclusters), rather than being damaged."""
+    from rescue.formats.qemuexport import qcow2_needs_qemu
+
+    with open(path, "rb") as f:
+        return qcow2_needs_qemu(f.read(_HEAD))
+
+
+def _through_qemu(path: str, driver: str) -> ImageReader:
+    from rescue.formats import qemuexport
+
+    passphrase = (qemuexport.passphrase_for(path)
+                  if driver == "qcow2" and qemuexport.qcow2_encrypted(path) else None)
+    return qemuexport.ExportedReader(path, driver, passphrase)
 
 
 def require_level(fmt: str, level: int) -> None:
