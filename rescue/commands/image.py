@@ -12,7 +12,7 @@ import shlex
 import sys
 from typing import TYPE_CHECKING
 
-from rescue.commands import add_threads_argument, size_argument
+from rescue.commands import add_passphrase_argument, add_threads_argument, size_argument
 from rescue.commands.onshare import run_on_share
 from rescue.commands.shares import share_of
 from rescue.commands.status import ProgressReporter, run_presented
@@ -126,6 +126,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--level", type=int, default=DEFAULT_LEVEL,
                         help=f"compression level (default {DEFAULT_LEVEL})")
     add_threads_argument(parser, "compression (.qcow2, .img.zst)")
+    add_passphrase_argument(parser, creating=True)
     parser.add_argument("--domain", metavar="MAPFILE",
                         help="read only what this mapfile marks finished ('+')")
     parser.add_argument("--mode", choices=MODES, default="full",
@@ -201,7 +202,7 @@ def run_image(args: argparse.Namespace) -> int:
         level=args.level, domain_path=args.domain, mode=args.mode, order=args.order,
         first=tuple(args.first), force=args.force, options=rescue_options(args),
         command_line=shlex.join(sys.argv), reads_log=args.log_reads, events_log=args.log_events,
-        threads=args.threads)
+        threads=args.threads, encrypt=args.encrypt)
     ahead = outlook(request)  # before the job opens (and may create) the image
     job = ImageJob(request)
     if not args.json:  # each line of --json's output is an object

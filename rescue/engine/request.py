@@ -7,7 +7,13 @@ import os
 from dataclasses import dataclass, field
 
 from rescue.engine.rescue import RescueOptions
-from rescue.formats.image import DEFAULT_LEVEL, format_for, require_level, require_threads
+from rescue.formats.image import (
+    DEFAULT_LEVEL,
+    format_for,
+    require_encryptable,
+    require_level,
+    require_threads,
+)
 from rescue.fs.chosen import FirstPath
 
 
@@ -31,11 +37,13 @@ class ImageRequest:
     reads_log: str | None = None  # GNU ddrescue's --log-reads, appended to
     events_log: str | None = None  # GNU ddrescue's --log-events, appended to
     threads: int | None = None  # compression threads; None: one per CPU this process may use
+    encrypt: bool = False  # a qcow2 encrypted with LUKS; its passphrase is never kept here
 
     def __post_init__(self) -> None:
         """The options checked themselves (RescueOptions); the level counts where the image's
         format compresses; each --first is a path from a file system's root."""
         require_level(format_for(self.dest, self.image_format), self.level)
+        require_encryptable(format_for(self.dest, self.image_format), self.encrypt)
         require_threads(self.threads)
         for path in self.first:
             FirstPath.parse(path)
@@ -52,6 +60,8 @@ class ImageRequest:
             argv += ["--level", str(self.level)]
         if self.threads is not None:
             argv += ["--threads", str(self.threads)]
+        if self.encrypt:
+            argv.append("--encrypt")
         if self.domain_path is not None:
             argv += ["--domain", self.domain_path]
         if self.mode != "full":

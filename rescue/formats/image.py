@@ -240,6 +240,13 @@ def _through_qemu(path: str, driver: str) -> ImageReader:
     return qemuexport.ExportedReader(path, driver, passphrase)
 
 
+def require_encryptable(fmt: str, encrypt: bool) -> None:
+    """Only a qcow2 image carries QEMU's LUKS encryption."""
+    if encrypt and fmt != "qcow2":
+        raise UsageError(f"--encrypt makes an encrypted qcow2 image, not {fmt}; name the image "
+                         ".qcow2")
+
+
 def require_level(fmt: str, level: int) -> None:
     """Refuse a compression level zstd does not have, for a format that compresses; a raw
     image ignores the level, so any is fine there."""
@@ -260,15 +267,21 @@ def require_threads(threads: int | None) -> None:
 
 
 def open_writer(path: str, fmt: str, size: int, level: int,
-                threads: int | None = None) -> ImageWriter:
+                threads: int | None = None, encrypt: bool = False) -> ImageWriter:
     """A writer of `fmt` at `path`: a new image, or the continuation of a qcow2 or raw image
     an interrupted rescue left there (a conversion makes sure nothing is there); compressed
-    formats compress on `threads` worker threads (default: `default_threads()`).
+    formats compress on `threads` worker threads (default: `default_threads()`). `encrypt`:
+    a qcow2 encrypted with LUKS by QEMU, uncompressed (see qemuexport).
 
     qcow2 and raw take writes in any order; .img.zst only in order (see SequentialWriter).
     """
     require_level(fmt, level)
     require_threads(threads)
+    require_encryptable(fmt, encrypt)
+    if encrypt:
+        from rescue.formats.qemuexport import EncryptedWriter, passphrase_for
+
+        return EncryptedWriter(path, size, passphrase_for(path))
     if fmt == "qcow2":
         from rescue.formats.qcow2 import Qcow2Writer
 

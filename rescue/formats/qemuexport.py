@@ -22,16 +22,18 @@ import struct
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
-from rescue.errors import FormatError, UsageError
-from rescue.formats.raw import RawReader
+from rescue.errors import DestinationError, FormatError, UsageError
+from rescue.formats.base import Capabilities
+from rescue.formats.raw import RawReader, RawWriter
 
 PASSPHRASE_VARIABLE = "RESCUE_PASSPHRASE"
 _START_TIMEOUT = 15.0
 _LAUNCHER = ThreadPoolExecutor(1, thread_name_prefix="qemu-launcher")
 _passphrase: bytes | None = None
+_ask: Callable[[str], bytes] | None = None
 
 
 def use_passphrase(passphrase: bytes) -> None:
@@ -41,6 +43,12 @@ def use_passphrase(passphrase: bytes) -> None:
     _passphrase = passphrase
 
 
+def ask_passphrase_with(ask: Callable[[str], bytes]) -> None:
+    """How to ask for a passphrase no option or variable gave (a prompt on a terminal)."""
+    global _ask
+    _ask = ask
+
+
 def passphrase_for(path: str) -> bytes:
     """The passphrase that opens the encrypted image `path`, or the line that says how to
     give one."""
@@ -48,6 +56,9 @@ def passphrase_for(path: str) -> bytes:
         return _passphrase
     if os.environ.get(PASSPHRASE_VARIABLE):
         return os.environ[PASSPHRASE_VARIABLE].encode()
+    if _ask is not None:
+        use_passphrase(_ask(path))
+        return passphrase_for(path)
     raise UsageError(f"{path} is encrypted; give its passphrase with --passphrase-file FILE or "
                      f"{PASSPHRASE_VARIABLE}")
 
@@ -91,14 +102,17 @@ def exported(path: str, driver: str, *, writable: bool = False,
         target = os.path.join(folder, "disk")
         open(target, "wb").close()
         read_only = "off" if writable else "on"
+        # a reader takes no lock, so the image job can read back what its writer wrote
+        locking = "" if writable else ",locking=off"
         secret: list[str] = []
         key = ""
         if passphrase is not None:
             secret = ["--object", f"secret,id=key,file={_key_file(folder, passphrase)}"]
-            key = ",encrypt.key-secret=key"
+            key = ",encrypt.format=luks,encrypt.key-secret=key"
         daemon = _launch(
             ["setpriv", "--pdeathsig", "TERM", "qemu-storage-daemon", *secret, "--blockdev",
-             f"driver=file,node-name=file,filename={_escaped(path)},read-only={read_only}",
+             f"driver=file,node-name=file,filename={_escaped(path)},read-only={read_only}"
+             f"{locking}",
              "--blockdev",
              f"driver={driver},node-name=disk,file=file,read-only={read_only}{key}",
              "--export", f"type=fuse,id=exp,node-name=disk,mountpoint={target},"
@@ -144,6 +158,59 @@ class ExportedReader(RawReader):
     def close(self) -> None:
         super().close()
         self._export.close()
+
+
+class EncryptedWriter:
+    """A qcow2 encrypted with LUKS by QEMU (`qemu-img create`), written through a writable
+    export as a raw disk: QEMU encrypts every cluster, rescue writes plain sectors. An image
+    that is there already is continued, as a raw or qcow2 image is on resume. QEMU forbids
+    compressed clusters in an encrypted image, so it is not compressed."""
+
+    capabilities = Capabilities()
+
+    def __init__(self, path: str, size: int, passphrase: bytes) -> None:
+        self.path, self.size = path, size
+        if not os.path.exists(path):
+            _create_encrypted(path, size, passphrase)
+        elif not qcow2_encrypted(path):
+            raise UsageError(f"{path} is there and is not an encrypted qcow2 image; give a new "
+                             "name for an encrypted one")
+        self._export = contextlib.ExitStack()
+        raw = self._export.enter_context(
+            exported(path, "qcow2", writable=True, passphrase=passphrase))
+        try:
+            self._raw = RawWriter(raw, size)
+        except BaseException:
+            self._export.close()
+            raise
+
+    def write(self, offset: int, data: bytes | memoryview) -> None:
+        self._raw.write(offset, data)
+
+    def sync(self) -> None:
+        self._raw.sync()
+
+    def close(self) -> None:
+        try:
+            self._raw.close()
+        finally:
+            self._export.close()
+
+
+def _create_encrypted(path: str, size: int, passphrase: bytes) -> None:
+    with _scratch("rescue-create") as folder:
+        try:
+            done = subprocess.run(
+                ["qemu-img", "create", "-q", "-f", "qcow2", "--object",
+                 f"secret,id=key,file={_key_file(folder, passphrase)}", "-o",
+                 "encrypt.format=luks,encrypt.key-secret=key", path, str(size)],
+                stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
+        except FileNotFoundError:
+            raise DestinationError("qemu-img is not installed; it makes encrypted images "
+                                   "(Debian: apt install qemu-utils)") from None
+    if done.returncode:
+        said = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise DestinationError(f"qemu-img cannot create {path}: {said}")
 
 
 def _escaped(path: str) -> str:
