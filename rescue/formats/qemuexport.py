@@ -204,13 +204,20 @@ def _create_encrypted(path: str, size: int, passphrase: bytes) -> None:
                 ["qemu-img", "create", "-q", "-f", "qcow2", "--object",
                  f"secret,id=key,file={_key_file(folder, passphrase)}", "-o",
                  "encrypt.format=luks,encrypt.key-secret=key", path, str(size)],
-                stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
+                stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120,
+                env=_without_passphrase())
         except FileNotFoundError:
             raise DestinationError("qemu-img is not installed; it makes encrypted images "
                                    "(Debian: apt install qemu-utils)") from None
     if done.returncode:
         said = (done.stderr.strip().splitlines() or ["no output"])[-1]
         raise DestinationError(f"qemu-img cannot create {path}: {said}")
+
+
+def _without_passphrase() -> dict[str, str]:
+    """This process's environment for QEMU, without the passphrase a user may have put in
+    it: QEMU gets it through its secret object alone."""
+    return {name: value for name, value in os.environ.items() if name != PASSPHRASE_VARIABLE}
 
 
 def _escaped(path: str) -> str:
@@ -248,11 +255,11 @@ def _launch(args: list[str]) -> subprocess.Popen[str]:
                     if shutil.which(tool) is None), None)
     if missing:
         raise FormatError(f"{missing} is not installed; QEMU reads this image for rescue "
-                          "(Debian: apt install qemu-utils util-linux)")
+                          "(Debian: apt install qemu-system-common util-linux)")
     try:
         return _LAUNCHER.submit(subprocess.Popen, args, stdin=subprocess.DEVNULL,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                text=True).result()
+                                text=True, env=_without_passphrase()).result()
     except OSError as error:
         raise FormatError(f"cannot start qemu-storage-daemon: {error.strerror}") from None
 

@@ -135,3 +135,35 @@ def test_encrypt_needs_a_qcow2_name(tmp_path: Path, disk: Path, secret: Path) ->
     assert_clean_failure(rescue("image", disk, tmp_path / "out.img", "--encrypt",
                                 "--passphrase-file", secret), ExitCode.USAGE,
                          r"--encrypt makes an encrypted qcow2 image, not raw")
+
+
+def typed(args: list[str], answers: list[tuple[str, str]]) -> tuple[str, int]:
+    """The CLI on a terminal of its own, each answer typed once its prompt is shown; what the
+    terminal showed, and the exit code."""
+    import pexpect
+
+    child = pexpect.spawn(sys.executable, ["-m", "rescue", *args], cwd=str(REPO_ROOT),
+                          env={**os.environ, **CLI_ENV}, timeout=120)
+    for prompt, answer in answers:
+        child.expect_exact(prompt)
+        child.sendline(answer)
+    shown = child.before or b""
+    child.expect(pexpect.EOF)
+    child.close()
+    return (shown + (child.before or b"")).decode(errors="replace"), child.exitstatus or 0
+
+
+@pytest.mark.slow
+def test_the_passphrase_is_asked_twice_without_echo(tmp_path: Path, disk: Path,
+                                                    secret: Path) -> None:
+    image = tmp_path / "typed.qcow2"
+    args = ["image", str(disk), str(image), "--encrypt"]
+    screen, code = typed(args, [("passphrase for", PASSPHRASE),
+                                ("the same passphrase again", "something else")])
+    assert code == ExitCode.USAGE and "the two passphrases differ" in screen, screen
+    assert not image.exists()
+    screen, code = typed(args, [("passphrase for", PASSPHRASE),
+                                ("the same passphrase again", PASSPHRASE)])
+    assert code == 0, screen
+    assert PASSPHRASE not in screen  # no echo
+    assert decrypted_by_qemu(image, secret, tmp_path / "back.img") == disk.read_bytes()
