@@ -21,6 +21,7 @@ import shutil
 import struct
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -34,6 +35,9 @@ _START_TIMEOUT = 15.0
 _LAUNCHER = ThreadPoolExecutor(1, thread_name_prefix="qemu-launcher")
 _passphrase: bytes | None = None
 _ask: Callable[[str], bytes] | None = None
+# the read-only exports readers share: (path, driver) -> (what stops it, raw file, readers)
+_shared: dict[tuple[str, str], tuple[contextlib.ExitStack, str, int]] = {}
+_SHARED_LOCK = threading.Lock()
 
 
 def use_passphrase(passphrase: bytes) -> None:
@@ -137,17 +141,20 @@ def _stop(daemon: subprocess.Popen[str]) -> None:
 
 
 class ExportedReader(RawReader):
-    """An image QEMU reads, read as the raw file its export shows; closing stops QEMU."""
+    """An image QEMU reads, read as the raw file its export shows. The readers of one image
+    in a process (a restore's decoders and its read-back) share one export: each start of
+    QEMU on an encrypted image costs a LUKS key derivation, about 2 s by design. The last
+    reader's close stops QEMU."""
 
     def __init__(self, path: str, driver: str, passphrase: bytes | None = None) -> None:
         self.driver = driver
         self.encrypted = passphrase is not None
-        self._export: contextlib.ExitStack = contextlib.ExitStack()
-        raw = self._export.enter_context(exported(path, driver, passphrase=passphrase))
+        self._key = (os.path.realpath(path), driver)
+        raw = _acquire(self._key, passphrase)
         try:
             super().__init__(raw)
         except BaseException:
-            self._export.close()
+            _release(self._key)
             raise
         self.path = path
 
@@ -156,8 +163,32 @@ class ExportedReader(RawReader):
                 **({"encryption": "luks"} if self.encrypted else {})}
 
     def close(self) -> None:
-        super().close()
-        self._export.close()
+        if self._fd >= 0:
+            super().close()
+            _release(self._key)
+
+
+def _acquire(key: tuple[str, str], passphrase: bytes | None) -> str:
+    """The raw file of the shared export of `key` (path, driver), started by its first user."""
+    with _SHARED_LOCK:
+        if key in _shared:
+            stack, raw, users = _shared[key]
+            _shared[key] = (stack, raw, users + 1)
+            return raw
+        stack = contextlib.ExitStack()
+        raw = stack.enter_context(exported(key[0], key[1], passphrase=passphrase))
+        _shared[key] = (stack, raw, 1)
+        return raw
+
+
+def _release(key: tuple[str, str]) -> None:
+    with _SHARED_LOCK:
+        stack, raw, users = _shared[key]
+        if users > 1:
+            _shared[key] = (stack, raw, users - 1)
+            return
+        del _shared[key]
+    stack.close()
 
 
 class EncryptedWriter:
