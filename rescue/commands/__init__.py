@@ -33,14 +33,17 @@ def add_image_argument(parser: argparse.ArgumentParser, name: str = "image",
     add_passphrase_argument(parser)
 
 
-def add_passphrase_argument(parser: argparse.ArgumentParser, *, creating: bool = False) -> None:
-    """--passphrase-file FILE: the passphrase of an encrypted qcow2, read or (with
-    `creating`) made; else RESCUE_PASSPHRASE, else a prompt on a terminal."""
-    if creating:
-        parser.add_argument("--encrypt", action="store_true",
-                            help="encrypt the qcow2 image with LUKS (QEMU's own encryption; "
-                                 "not compressed); the passphrase is asked twice, or read "
-                                 "from --passphrase-file or RESCUE_PASSPHRASE")
+def add_encrypt_argument(parser: argparse.ArgumentParser) -> None:
+    """--encrypt: the image written is a qcow2 encrypted with QEMU's LUKS."""
+    parser.add_argument("--encrypt", action="store_true",
+                        help="encrypt the qcow2 image with LUKS (QEMU's own encryption; "
+                             "not compressed); the passphrase is asked twice, or read "
+                             "from --passphrase-file or RESCUE_PASSPHRASE")
+
+
+def add_passphrase_argument(parser: argparse.ArgumentParser) -> None:
+    """--passphrase-file FILE: the passphrase of an encrypted qcow2, read or made; else
+    RESCUE_PASSPHRASE, else a prompt on a terminal."""
     parser.add_argument("--passphrase-file", metavar="FILE",
                         help="read an encrypted image's passphrase from the first line of FILE "
                              "(else RESCUE_PASSPHRASE, else a prompt)")

@@ -12,7 +12,12 @@ import shlex
 import sys
 from typing import TYPE_CHECKING
 
-from rescue.commands import add_passphrase_argument, add_threads_argument, size_argument
+from rescue.commands import (
+    add_encrypt_argument,
+    add_passphrase_argument,
+    add_threads_argument,
+    size_argument,
+)
 from rescue.commands.onshare import run_on_share
 from rescue.commands.shares import share_of
 from rescue.commands.status import ProgressReporter, run_presented
@@ -126,7 +131,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--level", type=int, default=DEFAULT_LEVEL,
                         help=f"compression level (default {DEFAULT_LEVEL})")
     add_threads_argument(parser, "compression (.qcow2, .img.zst)")
-    add_passphrase_argument(parser, creating=True)
+    add_encrypt_argument(parser)
+    add_passphrase_argument(parser)
     parser.add_argument("--domain", metavar="MAPFILE",
                         help="read only what this mapfile marks finished ('+')")
     parser.add_argument("--mode", choices=MODES, default="full",

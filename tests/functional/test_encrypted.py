@@ -167,3 +167,22 @@ def test_the_passphrase_is_asked_twice_without_echo(tmp_path: Path, disk: Path,
     assert code == 0, screen
     assert PASSPHRASE not in screen  # no echo
     assert decrypted_by_qemu(image, secret, tmp_path / "back.img") == disk.read_bytes()
+
+
+@pytest.mark.slow
+def test_convert_encrypts_and_decrypts(tmp_path: Path, disk: Path, secret: Path,
+                                       qemu_encrypted: Path) -> None:
+    """A VHDX into an encrypted qcow2 (QEMU reads it back), and QEMU's encrypted qcow2 into
+    a plain .img.zst that verifies against the source's BLAKE3."""
+    vhdx = tmp_path / "disk.vhdx"
+    run("qemu-img", "convert", "-O", "vhdx", disk, vhdx)
+    encrypted = tmp_path / "encrypted.qcow2"
+    done = rescue("convert", vhdx, encrypted, "--encrypt", "--passphrase-file", secret)
+    assert done.returncode == 0, done.stderr
+    assert decrypted_by_qemu(encrypted, secret, tmp_path / "back.img") == disk.read_bytes()
+    plain = tmp_path / "plain.img.zst"
+    done = rescue("convert", qemu_encrypted, plain, "--passphrase-file", secret)
+    assert done.returncode == 0, done.stderr
+    assert subprocess.run(["zstd", "-dc", plain], capture_output=True,
+                          check=True).stdout == disk.read_bytes()
+    assert "BLAKE3 verified" in rescue("verify", plain).stdout
