@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -186,3 +187,31 @@ def test_convert_encrypts_and_decrypts(tmp_path: Path, disk: Path, secret: Path,
     assert subprocess.run(["zstd", "-dc", plain], capture_output=True,
                           check=True).stdout == disk.read_bytes()
     assert "BLAKE3 verified" in rescue("verify", plain).stdout
+
+
+@pytest.mark.slow
+def test_an_encrypted_rescue_killed_midway_resumes(tmp_path: Path, secret: Path) -> None:
+    """kill -9 mid-job: QEMU goes with rescue, and the same command finishes the image."""
+    image = tmp_path / "killed.qcow2"
+    source = "sim:size=32M,seed=4"
+    job = subprocess.Popen(
+        [sys.executable, "-m", "rescue", "image", f"{source},rate=2M", str(image), "--encrypt",
+         "--passphrase-file", str(secret), "--checkpoint", "1"], cwd=REPO_ROOT,
+        env={**os.environ, **CLI_ENV}, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL)
+    mapfile = Path(f"{image}.map")
+    deadline = time.monotonic() + 120
+    while (not mapfile.exists() or "+" not in mapfile.read_text()) and job.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    job.kill()
+    job.wait()
+    deadline = time.monotonic() + 30
+    while any(str(image).encode() in line for line in command_lines()):
+        assert time.monotonic() < deadline, "qemu-storage-daemon outlived rescue"
+        time.sleep(0.1)
+    done = rescue("image", source, image, "--encrypt", "--passphrase-file", secret)
+    assert done.returncode == 0 and "will resume" in done.stdout + done.stderr, done.stderr
+    plain = tmp_path / "plain.img"
+    assert rescue("image", source, plain).returncode == 0
+    assert decrypted_by_qemu(image, secret, tmp_path / "back.img") == plain.read_bytes()
