@@ -57,7 +57,9 @@ def take_passphrase(args: argparse.Namespace) -> None:
 
     from rescue.formats import qemuexport
 
-    if getattr(args, "passphrase_file", None):
+    if "passphrase_file" not in vars(args):
+        return  # the console draws on the terminal: it never prompts there
+    if args.passphrase_file:
         qemuexport.use_passphrase(qemuexport.read_passphrase_file(args.passphrase_file))
         return
     if not sys.stdin.isatty():

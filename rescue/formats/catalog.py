@@ -17,7 +17,7 @@ from typing import Any
 from rescue.errors import RescueError
 from rescue.formats import mapfile
 from rescue.formats.base import ImageReader
-from rescue.formats.image import detect_format, named_format, open_reader, read_manifest
+from rescue.formats.image import detect_format, is_image_name, open_reader, read_manifest
 from rescue.formats.manifest import Manifest
 from rescue.rangemap import FINISHED
 from rescue.units import human_size
@@ -66,13 +66,13 @@ class Listing:
 
 
 def list_images(folder: str, limit: int = MAX_LISTED) -> Listing:
-    """The files in `folder` named as images (.img, .qcow2, .img.zst, ...), newest first. Only
-    names and dates are read here; `summarize` opens each."""
+    """The files in `folder` named as images (.img, .qcow2, .img.zst, .vmdk, ...), newest
+    first. Only names and dates are read here; `summarize` opens each."""
     found: list[tuple[float, str]] = []
     try:
         with os.scandir(folder) as entries:
             for entry in entries:
-                if named_format(entry.name) is None or not _is_file(entry):
+                if not is_image_name(entry.name) or not _is_file(entry):
                     continue
                 try:
                     found.append((entry.stat().st_mtime, entry.path))

@@ -26,6 +26,7 @@ FORMATS = ("raw", "qcow2", "zst")
 # the formats QEMU reads for us (see qemuexport), by QEMU's driver name, and their names
 QEMU_FORMATS = {"vmdk": "VMDK", "vhdx": "VHDX", "vdi": "VDI", "vpc": "VHD", "qed": "QED"}
 READ_FORMATS = (*FORMATS, *QEMU_FORMATS)
+QEMU_EXTENSIONS = (".vmdk", ".vhdx", ".vhd", ".vdi", ".qed")  # their tools' names for them
 COMPRESSED = ("qcow2", "zst")  # the formats whose writers compress, at a level of LEVELS
 LEVELS = range(1, 20)  # zstd's compression levels
 DEFAULT_LEVEL = 3
@@ -170,6 +171,12 @@ def named_format(path: str) -> str | None:
     """The format a file's name promises (by its extension), or None: not named as an image."""
     lower = path.lower()
     return next((fmt for ext, fmt in _EXTENSIONS if lower.endswith(ext)), None)
+
+
+def is_image_name(name: str) -> bool:
+    """Whether a file's name says it holds a disk rescue reads: one of ours, or one QEMU
+    reads for us (found by its signature when opened, whatever the name says)."""
+    return named_format(name) is not None or name.lower().endswith(QEMU_EXTENSIONS)
 
 
 def _ends(f: BinaryIO) -> tuple[bytes, bytes]:
