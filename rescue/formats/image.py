@@ -242,9 +242,8 @@ def _qcow2_for_qemu(path: str) -> bool:
 def _through_qemu(path: str, driver: str) -> ImageReader:
     from rescue.formats import qemuexport
 
-    passphrase = (qemuexport.passphrase_for(path)
-                  if driver == "qcow2" and qemuexport.qcow2_encrypted(path) else None)
-    return qemuexport.ExportedReader(path, driver, passphrase)
+    return qemuexport.ExportedReader(path, driver,
+                                     qemuexport.passphrase_if_encrypted(path, driver))
 
 
 def require_encryptable(fmt: str, encrypt: bool) -> None:

@@ -67,6 +67,11 @@ def passphrase_for(path: str) -> bytes:
                      f"{PASSPHRASE_VARIABLE}")
 
 
+def passphrase_if_encrypted(path: str, image_format: str) -> bytes | None:
+    """The passphrase `path` needs: an encrypted qcow2's, or None for any other image."""
+    return passphrase_for(path) if image_format == "qcow2" and qcow2_encrypted(path) else None
+
+
 def read_passphrase_file(path: str) -> bytes:
     """A passphrase from a file: its first line, without the line's end."""
     try:

@@ -31,7 +31,7 @@ from collections.abc import Iterator
 
 from rescue.errors import DestinationError, FormatError, UsageError
 from rescue.formats.image import QEMU_FORMATS
-from rescue.formats.qemuexport import exported, passphrase_for, qcow2_encrypted
+from rescue.formats.qemuexport import exported, passphrase_if_encrypted
 from rescue.formats.raw import RawReader
 from rescue.fs.domain import detect, open_fs
 from rescue.fs.layout import Sizing, kept_type
@@ -99,8 +99,7 @@ def image_file(image: str, image_format: str) -> Iterator[str]:
         yield image
         return
     _exportable(image_format)
-    passphrase = (passphrase_for(image) if image_format == "qcow2" and qcow2_encrypted(image)
-                  else None)
+    passphrase = passphrase_if_encrypted(image, image_format)
     with exported(image, image_format, passphrase=passphrase) as raw:
         yield raw
 

@@ -215,3 +215,22 @@ def test_an_encrypted_rescue_killed_midway_resumes(tmp_path: Path, secret: Path)
     plain = tmp_path / "plain.img"
     assert rescue("image", source, plain).returncode == 0
     assert decrypted_by_qemu(image, secret, tmp_path / "back.img") == plain.read_bytes()
+
+
+@pytest.mark.slow
+@pytest.mark.root
+def test_mount_serves_an_encrypted_image_given_its_passphrase_through_a_pipe(
+        tmp_path: Path, disk: Path, secret: Path, qemu_encrypted: Path) -> None:
+    where = tmp_path / "mnt"
+    where.mkdir()
+    done = rescue("mount", qemu_encrypted, where, "--passphrase-file", secret)
+    assert done.returncode == 0, done.stderr
+    try:
+        assert (where / "fs" / "secret-plans.txt").read_text() == "attack at dawn\n" * 1000
+        assert not any(PASSPHRASE.encode() in line for line in command_lines())
+    finally:
+        assert rescue("umount", where).returncode == 0
+    deadline = time.monotonic() + 30
+    while any(str(qemu_encrypted).encode() in line for line in command_lines()):
+        assert time.monotonic() < deadline, "qemu-storage-daemon outlived the mount"
+        time.sleep(0.1)
