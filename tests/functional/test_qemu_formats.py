@@ -142,3 +142,32 @@ def test_qemu_missing_is_named(tmp_path: Path, images: dict[str, Path],
     monkeypatch.setenv("PATH", str(tmp_path))
     assert_clean_failure(rescue("info", images["vdi"]), ExitCode.USAGE,
                          r"qemu-storage-daemon is not installed")
+
+
+@pytest.mark.slow
+@pytest.mark.root
+def test_a_vmdk_restores_onto_a_larger_disk_with_its_partition_grown(
+        tmp_path: Path, disk: Path) -> None:
+    """The file system's own resizer reads the VMDK through QEMU's export, as a qcow2's."""
+    whole = tmp_path / "whole.img"
+    whole.write_bytes(bytes(DISK + 2 * MIB))
+    run("sfdisk", "-q", "--label", "gpt", whole, stdin=f"start=2048, size={DISK // 512}, type=L\n")
+    with open(whole, "r+b") as f:
+        f.seek(MIB)
+        f.write(disk.read_bytes())
+    vmdk = tmp_path / "whole.vmdk"
+    run("qemu-img", "convert", "-O", "vmdk", whole, vmdk)
+    target = tmp_path / "target.img"
+    target.write_bytes(bytes(2 * DISK))
+    with loop_device(str(target)) as device:
+        done = rescue("restore", vmdk, device, "--yes", "--layout", "1=rest")
+    assert done.returncode == 0, done.stderr
+    listed = rescue("ls", target)
+    assert listed.returncode == 0 and "ext4" in listed.stdout, listed.stderr
+    grown = next(line for line in listed.stdout.splitlines() if "ext4" in line)
+    assert "MiB" in grown and int(grown.split()[3]) > DISK // MIB, grown
+    files = rescue("extract", target, "1:/random.bin", tmp_path / "out")
+    assert files.returncode == 0, files.stderr
+    assert (tmp_path / "out" / "random.bin").read_bytes() == (
+        disk.parent / "files" / "random.bin").read_bytes()
+    assert not daemons_for(vmdk)
