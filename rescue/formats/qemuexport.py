@@ -206,18 +206,28 @@ class EncryptedWriter:
 
     def __init__(self, path: str, size: int, passphrase: bytes) -> None:
         self.path, self.size = path, size
-        if not os.path.exists(path):
-            _create_encrypted(path, size, passphrase)
-        elif not qcow2_encrypted(path):
+        fresh = not os.path.exists(path) or not os.path.getsize(path)  # --force empties it
+        if not fresh and not qcow2_encrypted(path):
             raise UsageError(f"{path} is there and is not an encrypted qcow2 image; give a new "
                              "name for an encrypted one")
+        # a new image is made and opened under another name (LUKS's key derivation takes
+        # seconds), and takes its own once QEMU has it open: a job killed meanwhile leaves
+        # no image without a map, which a rerun would refuse
+        opened = f"{path}.creating" if fresh else path
+        if fresh:
+            _create_encrypted(opened, size, passphrase)
         self._export = contextlib.ExitStack()
-        raw = self._export.enter_context(
-            exported(path, "qcow2", writable=True, passphrase=passphrase))
         try:
+            raw = self._export.enter_context(
+                exported(opened, "qcow2", writable=True, passphrase=passphrase))
+            if fresh:
+                os.replace(opened, path)
             self._raw = RawWriter(raw, size)
         except BaseException:
             self._export.close()
+            if fresh:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(opened)
             raise
 
     def write(self, offset: int, data: bytes | memoryview) -> None:

@@ -234,3 +234,17 @@ def test_mount_serves_an_encrypted_image_given_its_passphrase_through_a_pipe(
     while any(str(qemu_encrypted).encode() in line for line in command_lines()):
         assert time.monotonic() < deadline, "qemu-storage-daemon outlived the mount"
         time.sleep(0.1)
+
+
+@pytest.mark.slow
+def test_force_makes_an_encrypted_image_anew(tmp_path: Path, disk: Path, secret: Path) -> None:
+    """An encrypted image whose map is gone is refused, and made anew with --force."""
+    image = tmp_path / "again.qcow2"
+    args = ["image", disk, image, "--encrypt", "--passphrase-file", secret]
+    assert rescue(*args).returncode == 0
+    Path(f"{image}.map").unlink()
+    assert_clean_failure(rescue(*args), ExitCode.USAGE, r"has no mapfile; use --force")
+    done = rescue(*args, "--force")
+    assert done.returncode == 0, done.stderr
+    assert decrypted_by_qemu(image, secret, tmp_path / "back.img") == disk.read_bytes()
+    assert not list(tmp_path.glob("*.creating"))
