@@ -133,8 +133,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = _parse(parser, argv)
+        from rescue.commands import take_passphrase
         from rescue.commands.shares import run_on_shares
 
+        take_passphrase(args)
         return int(run_on_shares(args, args.run))
     except RescueError as exc:
         print(f"rescue: {exc}", file=sys.stderr)

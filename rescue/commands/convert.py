@@ -10,7 +10,7 @@ import json
 import sys
 from typing import TYPE_CHECKING
 
-from rescue.commands import add_image_argument, add_threads_argument
+from rescue.commands import add_encrypt_argument, add_image_argument, add_threads_argument
 from rescue.commands.status import ProgressReporter, run_presented
 from rescue.errors import ExitCode
 from rescue.formats.image import DEFAULT_LEVEL, FORMATS
@@ -29,6 +29,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--level", type=int, default=DEFAULT_LEVEL,
                         help=f"compression level (default {DEFAULT_LEVEL})")
     add_threads_argument(parser, "compression")
+    add_encrypt_argument(parser)
     parser.add_argument("--force", action="store_true", help="replace an existing DEST")
     parser.add_argument("--json", action="store_true", help="JSON progress lines and summary")
     parser.set_defaults(run=run)
@@ -45,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
     from rescue.engine.convert import Conversion
 
     job = Conversion(args.source, args.dest, args.format, args.level, args.force,
-                     source_format=args.image_format, threads=args.threads)
+                     source_format=args.image_format, threads=args.threads,
+                     encrypt=args.encrypt)
 
     reporter = ProgressReporter(job.progress, args.json, progress_line,
                                 stream=None if args.json else sys.stderr, redraw=False)

@@ -12,7 +12,12 @@ import shlex
 import sys
 from typing import TYPE_CHECKING
 
-from rescue.commands import add_threads_argument, size_argument
+from rescue.commands import (
+    add_encrypt_argument,
+    add_passphrase_argument,
+    add_threads_argument,
+    size_argument,
+)
 from rescue.commands.onshare import run_on_share
 from rescue.commands.shares import share_of
 from rescue.commands.status import ProgressReporter, run_presented
@@ -130,6 +135,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="incremental image: DEST (.qcow2) becomes an overlay over this "
                              "older image of the same disk and stores only the clusters that "
                              "changed since")
+    add_encrypt_argument(parser)
+    add_passphrase_argument(parser)
     parser.add_argument("--domain", metavar="MAPFILE",
                         help="read only what this mapfile marks finished ('+')")
     parser.add_argument("--mode", choices=MODES, default="full",
@@ -205,7 +212,7 @@ def run_image(args: argparse.Namespace) -> int:
         level=args.level, domain_path=args.domain, mode=args.mode, order=args.order,
         first=tuple(args.first), force=args.force, options=rescue_options(args),
         command_line=shlex.join(sys.argv), reads_log=args.log_reads, events_log=args.log_events,
-        threads=args.threads, base=args.base)
+        threads=args.threads, base=args.base, encrypt=args.encrypt)
     ahead = outlook(request)  # before the job opens (and may create) the image
     job = ImageJob(request)
     if not args.json:  # each line of --json's output is an object

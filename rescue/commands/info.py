@@ -47,6 +47,10 @@ def info_lines(info: dict[str, Any]) -> list[str]:
               for i, path in enumerate(chain)]
     if info.get("archive"):
         lines += archive_lines(info)
+    if info.get("read_by"):
+        encrypted = ", encrypted (LUKS)" if info.get("encryption") else ""
+        lines.append(f"read by:     {info['read_by']} (QEMU's {info['driver']} driver)"
+                     f"{encrypted}")
     manifest = info["manifest"]
     if manifest:
         source = manifest["source"]

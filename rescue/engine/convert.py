@@ -32,6 +32,7 @@ from rescue.formats.image import (
     open_reader,
     open_writer,
     read_manifest,
+    require_encryptable,
     require_level,
     require_threads,
     store_manifest,
@@ -81,13 +82,16 @@ class Conversion:
                  level: int = DEFAULT_LEVEL, force: bool = False,
                  control: JobControl | None = None,
                  source_format: str | None = None, locked: bool = False,
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, encrypt: bool = False) -> None:
         """`locked`: the caller has checked `dest` and holds the locks on both (an imaging
         job turning its staging image into the .img.zst). `threads`: the writer's
-        compression threads (default: one per CPU this process may use)."""
+        compression threads (default: one per CPU this process may use). `encrypt`: a
+        qcow2 encrypted with LUKS by QEMU."""
         self.source, self.dest = source, dest
         self.fmt = format_for(dest, dest_format)
         require_level(self.fmt, level)
+        require_encryptable(self.fmt, encrypt)
+        self.encrypt = encrypt
         require_threads(threads)
         self.threads = threads
         self.in_place = _is_device(dest)  # a disk is written in place, a file under .partial
@@ -131,7 +135,8 @@ class Conversion:
             target = self.dest if self.in_place else partial_path(self.dest)
             if target != self.dest and os.path.lexists(target):
                 os.unlink(target)  # left by a run that was killed: a conversion starts over
-            writer = open_writer(target, self.fmt, reader.size, self.level, self.threads)
+            writer = open_writer(target, self.fmt, reader.size, self.level, self.threads,
+                                 self.encrypt)
             try:
                 manifest.blake3 = self._copy(reader, writer, recorded_digest(manifest))
                 manifest.fingerprint = manifest.sha256 = None  # a new image records BLAKE3

@@ -250,7 +250,7 @@ class ImageJob:
                                        self.request.threads or default_threads())
         if self.staging_path is None:
             return open_writer(self.image_path, self.format, self.source.size,
-                               self.request.level, self.request.threads)
+                               self.request.level, self.request.threads, self.request.encrypt)
         if domain is not None and metadata_first and self.plan is not None:
             domain = RangeMap.from_areas(domain.size, domain.areas())
             for start, length, state in self.plan.metadata.areas():

@@ -7,7 +7,14 @@ import os
 from dataclasses import dataclass, field
 
 from rescue.engine.rescue import RescueOptions
-from rescue.formats.image import DEFAULT_LEVEL, format_for, require_level, require_threads
+from rescue.errors import UsageError
+from rescue.formats.image import (
+    DEFAULT_LEVEL,
+    format_for,
+    require_encryptable,
+    require_level,
+    require_threads,
+)
 from rescue.fs.chosen import FirstPath
 
 
@@ -32,11 +39,16 @@ class ImageRequest:
     events_log: str | None = None  # GNU ddrescue's --log-events, appended to
     threads: int | None = None  # compression threads; None: one per CPU this process may use
     base: str | None = None  # an older qcow2 image of the disk: store only what changed since
+    encrypt: bool = False  # a qcow2 encrypted with LUKS; its passphrase is never kept here
 
     def __post_init__(self) -> None:
         """The options checked themselves (RescueOptions); the level counts where the image's
         format compresses; each --first is a path from a file system's root."""
         require_level(format_for(self.dest, self.image_format), self.level)
+        require_encryptable(format_for(self.dest, self.image_format), self.encrypt)
+        if self.encrypt and self.base is not None:
+            raise UsageError("--encrypt and --base cannot go together: an incremental image is "
+                             "written unencrypted; make a full encrypted image instead")
         require_threads(self.threads)
         for path in self.first:
             FirstPath.parse(path)
@@ -55,6 +67,8 @@ class ImageRequest:
             argv += ["--threads", str(self.threads)]
         if self.base is not None:
             argv += ["--base", self.base]
+        if self.encrypt:
+            argv.append("--encrypt")
         if self.domain_path is not None:
             argv += ["--domain", self.domain_path]
         if self.mode != "full":

@@ -43,7 +43,8 @@ from rescue.explore.filesystem import Entry
 from rescue.explore.fileview import FileView, ServedFile, mounting_user, open_views
 from rescue.explore.volumes import Volume, read_layout, volume_dir
 from rescue.formats.base import ImageReader
-from rescue.formats.image import ARCHIVE, FORMATS, detect_format, open_reader
+from rescue.formats.image import ARCHIVE, READ_FORMATS, detect_format, open_reader
+from rescue.formats.qemuexport import passphrase_if_encrypted, use_passphrase
 from rescue.io.reader import Unreadable
 
 DISK_NAME = "disk"
@@ -309,10 +310,17 @@ def _start_server(image: str, image_format: str, directory: str, allow_other: bo
                "--view", view]
     if allow_other:
         command.append("--allow-other")
+    # an encrypted image's passphrase goes through a pipe: never an argument or the env
+    passphrase = passphrase_if_encrypted(image, image_format)
+    if passphrase is not None:
+        command.append("--passphrase-stdin")
     with tempfile.TemporaryFile() as errors:
         process = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL,
+            command, stdin=subprocess.DEVNULL if passphrase is None else subprocess.PIPE,
             stdout=subprocess.DEVNULL, stderr=errors, cwd="/", env=env, start_new_session=True)
+        if process.stdin is not None and passphrase is not None:
+            with process.stdin:
+                process.stdin.write(passphrase + b"\n")
         deadline = time.monotonic() + _START_TIMEOUT
         while True:
             if process.poll() is not None:
@@ -490,10 +498,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      description="FUSE server of `rescue mount` (foreground)")
     parser.add_argument("image")
     parser.add_argument("mountpoint")
-    parser.add_argument("--format", choices=(*FORMATS, ARCHIVE))
+    parser.add_argument("--format", choices=(*READ_FORMATS, ARCHIVE))
     parser.add_argument("--allow-other", action="store_true")
     parser.add_argument("--view", choices=VIEWS, default="raw")
+    parser.add_argument("--passphrase-stdin", action="store_true")
     args = parser.parse_args(argv)
+    if args.passphrase_stdin:
+        use_passphrase(sys.stdin.buffer.readline().rstrip(b"\r\n"))
     try:
         serve(args.image, args.mountpoint, args.format, allow_other=args.allow_other,
               view=args.view)

@@ -18,7 +18,7 @@ from rescue.errors import RescueError
 from rescue.formats import mapfile
 from rescue.formats.base import ImageReader
 from rescue.formats.clonezilla import sniff_folder
-from rescue.formats.image import detect_format, named_format, open_reader, read_manifest
+from rescue.formats.image import detect_format, is_image_name, open_reader, read_manifest
 from rescue.formats.manifest import Manifest
 from rescue.rangemap import FINISHED
 from rescue.units import human_size
@@ -67,14 +67,14 @@ class Listing:
 
 
 def list_images(folder: str, limit: int = MAX_LISTED) -> Listing:
-    """The files in `folder` named as images (.img, .qcow2, .img.zst, ...) and the Clonezilla
-    archives among its subfolders, newest first. Only names and dates are read here (and
-    whether a subfolder holds Clonezilla's marker files); `summarize` opens each."""
+    """The files in `folder` named as images (.img, .qcow2, .img.zst, .vmdk, ...) and the
+    Clonezilla archives among its subfolders, newest first. Only names and dates are read here
+    (and whether a subfolder holds Clonezilla's marker files); `summarize` opens each."""
     found: list[tuple[float, str]] = []
     try:
         with os.scandir(folder) as entries:
             for entry in entries:
-                if not ((named_format(entry.name) and _is_file(entry)) or _is_archive(entry)):
+                if not ((is_image_name(entry.name) and _is_file(entry)) or _is_archive(entry)):
                     continue
                 try:
                     found.append((entry.stat().st_mtime, entry.path))

@@ -24,6 +24,10 @@ from rescue.formats.manifest import Manifest, read_sidecar, write_sidecar
 
 FORMATS = ("raw", "qcow2", "zst")
 ARCHIVE = "clonezilla"  # read only: a Clonezilla or Rescuezilla folder, found by its files
+# the formats QEMU reads for us (see qemuexport), by QEMU's driver name, and their names
+QEMU_FORMATS = {"vmdk": "VMDK", "vhdx": "VHDX", "vdi": "VDI", "vpc": "VHD", "qed": "QED"}
+READ_FORMATS = (*FORMATS, *QEMU_FORMATS)
+QEMU_EXTENSIONS = (".vmdk", ".vhdx", ".vhd", ".vdi", ".qed")  # their tools' names for them
 COMPRESSED = ("qcow2", "zst")  # the formats whose writers compress, at a level of LEVELS
 LEVELS = range(1, 20)  # zstd's compression levels
 DEFAULT_LEVEL = 3
@@ -39,26 +43,27 @@ EXTENSION_OF = {"raw": ".img", "qcow2": ".qcow2", "zst": ".img.zst"}  # a new im
 
 @dataclass(frozen=True)
 class Foreign:
-    """A format rescue does not read, known by its published signature, and what to do."""
+    """A format not ours, known by its published signature: read through QEMU's `driver`,
+    or refused with what to do."""
 
     what: str
     magic: bytes
     offset: int  # where the signature lies; negative: counted from the end of the file
     advice: str
     raw_image_may_start_so: bool = False  # a raw image of a partition can begin with it
+    driver: str = ""  # QEMU's driver that reads it for us (see qemuexport)
 
 
-_QEMU = "convert it to a raw image first: qemu-img convert -O raw {path} disk.img"
 _UNPACK = "decompress it first ({tool} {path}), then use the raw image"
 FOREIGN = (
-    Foreign("a VMDK disk (VMware)", b"KDMV", 0, _QEMU),
-    Foreign("a VMDK disk (VMware ESX)", b"COWD", 0, _QEMU),
-    Foreign("a VMDK descriptor (VMware)", b"# Disk DescriptorFile", 0, _QEMU),
-    Foreign("a VHDX disk (Hyper-V)", b"vhdxfile", 0, _QEMU),
-    Foreign("a VHD disk (Virtual PC, Hyper-V)", b"conectix", 0, _QEMU),
-    Foreign("a VHD disk (Virtual PC, Hyper-V)", b"conectix", -512, _QEMU),
-    Foreign("a VDI disk (VirtualBox)", b"\x7f\x10\xda\xbe", 0x40, _QEMU),
-    Foreign("a QED disk (QEMU)", b"QED\x00", 0, _QEMU),
+    Foreign("a VMDK disk (VMware)", b"KDMV", 0, "", driver="vmdk"),
+    Foreign("a VMDK disk (VMware ESX)", b"COWD", 0, "", driver="vmdk"),
+    Foreign("a VMDK descriptor (VMware)", b"# Disk DescriptorFile", 0, "", driver="vmdk"),
+    Foreign("a VHDX disk (Hyper-V)", b"vhdxfile", 0, "", driver="vhdx"),
+    Foreign("a VHD disk (Virtual PC, Hyper-V)", b"conectix", 0, "", driver="vpc"),
+    Foreign("a VHD disk (Virtual PC, Hyper-V)", b"conectix", -512, "", driver="vpc"),
+    Foreign("a VDI disk (VirtualBox)", b"\x7f\x10\xda\xbe", 0x40, "", driver="vdi"),
+    Foreign("a QED disk (QEMU)", b"QED\x00", 0, "", driver="qed"),
     Foreign("a partclone image", b"partclone-image", 0,
             "restore it with partclone.restore, or partclone.<fs> -r -W -s {path} -o disk.img"),
     Foreign("an EnCase (E01) evidence file", b"EVF\x09\x0d\x0a\xff\x00", 0,
@@ -120,8 +125,8 @@ def detect_format(path: str, override: str | None = None) -> str:
     refused rather than read as a disk. A name that promises qcow2 or .img.zst without the
     signature is a damaged image.
     """
-    if override is not None and override not in FORMATS:
-        raise UsageError(f"unknown format {override!r}; choose one of {', '.join(FORMATS)}")
+    if override is not None and override not in READ_FORMATS:
+        raise UsageError(f"unknown format {override!r}; choose one of {', '.join(READ_FORMATS)}")
     if os.path.isdir(path):
         from rescue.formats.clonezilla import sniff_folder
 
@@ -146,6 +151,8 @@ def detect_format(path: str, override: str | None = None) -> str:
     if override is not None:
         return override
     foreign = _foreign(head, tail)
+    if foreign is not None and foreign.driver:
+        return foreign.driver
     if foreign is not None and not (foreign.raw_image_may_start_so and named == "raw"):
         raise FormatError(f"{path} is {foreign.what}, not an image rescue reads; "
                           + foreign.advice.format(path=path))
@@ -169,6 +176,12 @@ def named_format(path: str) -> str | None:
     """The format a file's name promises (by its extension), or None: not named as an image."""
     lower = path.lower()
     return next((fmt for ext, fmt in _EXTENSIONS if lower.endswith(ext)), None)
+
+
+def is_image_name(name: str) -> bool:
+    """Whether a file's name says it holds a disk rescue reads: one of ours, or one QEMU
+    reads for us (found by its signature when opened, whatever the name says)."""
+    return named_format(name) is not None or name.lower().endswith(QEMU_EXTENSIONS)
 
 
 def _ends(f: BinaryIO) -> tuple[bytes, bytes]:
@@ -198,17 +211,28 @@ def _our_format(head: bytes, tail: bytes) -> str | None:
 
 
 def open_reader(path: str, fmt: str | None = None) -> ImageReader:
-    """Random access to any image rescue reads: qcow2, seekable zstd, raw file or device, a
-    Clonezilla folder. `fmt` is --format, or a format `detect_format` already gave."""
+    """Random access to any image rescue reads: qcow2 (through its backing chain), seekable
+    zstd, raw file or device, a Clonezilla folder, and through QEMU the foreign formats and
+    the qcow2 features our reader refuses. `fmt` is --format, or a format `detect_format`
+    already gave."""
     fmt = detect_format(path, fmt) if fmt != ARCHIVE else fmt
     if fmt == ARCHIVE:
         from rescue.formats.clonezilla import ClonezillaReader
 
         return ClonezillaReader(path)
+    if fmt in QEMU_FORMATS:
+        return _through_qemu(path, fmt)
     if fmt == "qcow2":
-        from rescue.formats.qcow2chain import Qcow2ChainReader
+        from rescue.formats.qcow2chain import BrokenChain, Qcow2ChainReader
 
-        return Qcow2ChainReader(path)  # an incremental image reads through its backing files
+        try:
+            return Qcow2ChainReader(path)  # an incremental image reads through its backing files
+        except BrokenChain:
+            raise
+        except FormatError:
+            if not _qcow2_for_qemu(path):
+                raise
+            return _through_qemu(path, "qcow2")
     if fmt == "zst":
         from rescue.formats.zstseek import ZstSeekReader
 
@@ -216,6 +240,29 @@ def open_reader(path: str, fmt: str | None = None) -> ImageReader:
     from rescue.formats.raw import RawReader
 
     return RawReader(path)
+
+
+def _qcow2_for_qemu(path: str) -> bool:
+    """Whether a qcow2 our reader refused asks for what QEMU reads (encryption, a backing
+    chain, an external data file, subclusters), rather than being damaged."""
+    from rescue.formats.qemuexport import qcow2_needs_qemu
+
+    with open(path, "rb") as f:
+        return qcow2_needs_qemu(f.read(_HEAD))
+
+
+def _through_qemu(path: str, driver: str) -> ImageReader:
+    from rescue.formats import qemuexport
+
+    return qemuexport.ExportedReader(path, driver,
+                                     qemuexport.passphrase_if_encrypted(path, driver))
+
+
+def require_encryptable(fmt: str, encrypt: bool) -> None:
+    """Only a qcow2 image carries QEMU's LUKS encryption."""
+    if encrypt and fmt != "qcow2":
+        raise UsageError(f"--encrypt makes an encrypted qcow2 image, not {fmt}; name the image "
+                         ".qcow2")
 
 
 def require_level(fmt: str, level: int) -> None:
@@ -238,15 +285,21 @@ def require_threads(threads: int | None) -> None:
 
 
 def open_writer(path: str, fmt: str, size: int, level: int,
-                threads: int | None = None) -> ImageWriter:
+                threads: int | None = None, encrypt: bool = False) -> ImageWriter:
     """A writer of `fmt` at `path`: a new image, or the continuation of a qcow2 or raw image
     an interrupted rescue left there (a conversion makes sure nothing is there); compressed
-    formats compress on `threads` worker threads (default: `default_threads()`).
+    formats compress on `threads` worker threads (default: `default_threads()`). `encrypt`:
+    a qcow2 encrypted with LUKS by QEMU, uncompressed (see qemuexport).
 
     qcow2 and raw take writes in any order; .img.zst only in order (see SequentialWriter).
     """
     require_level(fmt, level)
     require_threads(threads)
+    require_encryptable(fmt, encrypt)
+    if encrypt:
+        from rescue.formats.qemuexport import EncryptedWriter, passphrase_for
+
+        return EncryptedWriter(path, size, passphrase_for(path))
     if fmt == "qcow2":
         from rescue.formats.qcow2 import Qcow2Writer
 

@@ -22,7 +22,12 @@ MAX_DEPTH = 256  # overlays in one chain: far above any real use, below the open
 MAX_RECORDED_NAME = 256  # the base's name must fit the header's one sector beside the rest
 
 
-class BaseChanged(FormatError):
+class BrokenChain(FormatError):
+    """A backing chain that cannot be read as it is: a file missing, a loop, too long, or a
+    base rewritten since. QEMU could not read it either, so it is never handed to QEMU."""
+
+
+class BaseChanged(BrokenChain):
     """A backing file rewritten since an overlay was made over it."""
 
 
@@ -52,12 +57,12 @@ class Qcow2ChainReader(Qcow2Reader):
                               "image; only qcow2 backing files are read")
         path = os.path.join(os.path.dirname(self.path), name)
         if os.path.realpath(path) in seen:
-            raise FormatError(f"{self.path}: its backing file {name} leads back to an image "
+            raise BrokenChain(f"{self.path}: its backing file {name} leads back to an image "
                               "of the chain (a loop)")
         if len(seen) >= MAX_DEPTH:
-            raise FormatError(f"{self.path}: its backing chain is longer than {MAX_DEPTH}")
+            raise BrokenChain(f"{self.path}: its backing chain is longer than {MAX_DEPTH}")
         if not os.path.exists(path):
-            raise FormatError(f"{self.path}: its backing file {path} is missing")
+            raise BrokenChain(f"{self.path}: its backing file {path} is missing")
         return Qcow2ChainReader(path, seen)
 
     def _check_base_unchanged(self) -> None:

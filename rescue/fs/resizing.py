@@ -30,6 +30,8 @@ import time
 from collections.abc import Iterator
 
 from rescue.errors import DestinationError, FormatError, UsageError
+from rescue.formats.image import QEMU_FORMATS
+from rescue.formats.qemuexport import exported, passphrase_if_encrypted
 from rescue.formats.raw import RawReader
 from rescue.fs.domain import detect, open_fs
 from rescue.fs.layout import Sizing, kept_type
@@ -49,7 +51,6 @@ FAT_MARGIN = 256
 FATRESIZE_ANSWERS = "Ignore\nNo\n" * 3
 CHECKERS = {"ext": ["e2fsck", "-f", "-n"], "ntfs": ["ntfsfix", "-n"], "fat": ["fsck.vfat", "-n"],
             "exfat": ["fsck.exfat", "-n"]}
-_DAEMON_START = 15.0
 
 
 def _run(args: list[str], what: str, timeout: float = 3600, answers: str | None = None
@@ -93,13 +94,14 @@ def loop_device(path: str, start: int, size: int | None, *, read_only: bool) -> 
 @contextlib.contextmanager
 def image_file(image: str, image_format: str) -> Iterator[str]:
     """The image's disk bytes as a file, read-only: a raw image is one already, a qcow2 one
-    is exported through FUSE by qemu-storage-daemon."""
+    or one QEMU reads is exported through FUSE by qemu-storage-daemon."""
     if image_format == "raw":
         yield image
         return
     _exportable(image_format)
-    with _exported(image, "qcow2", writable=False) as exported:
-        yield exported
+    passphrase = passphrase_if_encrypted(image, image_format)
+    with exported(image, image_format, passphrase=passphrase) as raw:
+        yield raw
 
 
 def _scratch(kind: str) -> tempfile.TemporaryDirectory[str]:
@@ -113,33 +115,9 @@ def _scratch(kind: str) -> tempfile.TemporaryDirectory[str]:
 
 
 def _exportable(image_format: str) -> None:
-    if image_format not in ("raw", "qcow2"):
+    if image_format not in ("raw", "qcow2", *QEMU_FORMATS):
         raise UsageError(f"a {image_format} image cannot be resized while restoring; convert "
                          "it to qcow2 first (rescue convert)")
-
-
-@contextlib.contextmanager
-def _exported(path: str, driver: str, *, writable: bool) -> Iterator[str]:
-    """`path` (a `driver` image) as a raw file through qemu-storage-daemon's FUSE export; a
-    qcow2 overlay brings its backing file, which qemu opens read-only."""
-    with _scratch("rescue-export") as folder:
-        exported = os.path.join(folder, "disk")
-        open(exported, "wb").close()
-        read_only = "off" if writable else "on"
-        # the kernel sends the daemon SIGTERM (it then unmounts its export) when the thread
-        # that started it dies, kill -9 included; setpriv sets that up before exec
-        daemon = _start(
-            ["setpriv", "--pdeathsig", "TERM", "qemu-storage-daemon", "--blockdev",
-             f"driver=file,node-name=file,filename={path},read-only={read_only}",
-             "--blockdev", f"driver={driver},node-name=disk,file=file,read-only={read_only}",
-             "--export", f"type=fuse,id=exp,node-name=disk,mountpoint={exported},"
-                         f"writable={'on' if writable else 'off'}"])
-        try:
-            _wait_exported(daemon, exported)
-            yield exported
-        finally:
-            daemon.terminate()
-            daemon.wait(timeout=30)
 
 
 @contextlib.contextmanager
@@ -153,29 +131,10 @@ def shrunk_image(image: str, image_format: str,
         overlay = os.path.join(folder, "overlay.qcow2")
         _run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", os.path.abspath(image),
               "-F", image_format, overlay], f"a layer over {image}")
-        with _exported(overlay, "qcow2", writable=True) as exported:
+        with exported(overlay, "qcow2", writable=True) as raw:
             for kind, number, start, old_size, new_size in shrinks:
-                resize(kind, exported, number, start, old_size, new_size)
-            yield exported
-
-
-def _start(args: list[str]) -> subprocess.Popen[str]:
-    try:
-        return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                text=True)
-    except FileNotFoundError as exc:
-        raise FormatError(f"{exc.filename} is not installed; it is needed to resize a file "
-                          "system of a qcow2 image") from None
-
-
-def _wait_exported(daemon: subprocess.Popen[str], exported: str) -> None:
-    deadline = time.monotonic() + _DAEMON_START
-    while not os.path.ismount(exported):
-        if daemon.poll() is not None or time.monotonic() > deadline:
-            error = daemon.stderr.read().strip() if daemon.stderr and daemon.poll() else ""
-            raise FormatError(f"qemu-storage-daemon could not export the image: "
-                              f"{error or 'it did not start'}")
-        time.sleep(0.05)
+                resize(kind, raw, number, start, old_size, new_size)
+            yield raw
 
 
 def minimum_size(kind: str, device: str) -> int:

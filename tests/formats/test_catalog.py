@@ -7,6 +7,7 @@ from __future__ import annotations
 import gzip
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -144,3 +145,18 @@ def test_the_source_disk_is_known_by_serial_or_by_path_and_size() -> None:
     assert is_source_disk(loop, "/dev/loop7", None, None, 4 * MIB)
     assert not is_source_disk(loop, "/dev/loop7", None, None, 8 * MIB)
     assert not is_source_disk({}, "/dev/loop7", None, None, 4 * MIB)
+
+
+@pytest.mark.parametrize("driver", ["vmdk", "vhdx", "vpc", "vdi", "qed"])
+def test_disks_qemu_reads_are_listed_and_summarised(shelf: Path, tmp_path: Path,
+                                                     driver: str) -> None:
+    """A VMDK, VHDX, VHD, VDI or QED disk in the folder is listed by its tools' name for it
+    and summarised through QEMU: its format and size, no manifest."""
+    name = f"vm.{'vhd' if driver == 'vpc' else driver}"
+    exact = ["-o", "force_size=on"] if driver == "vpc" else []  # else VHD rounds to its CHS
+    subprocess.run(["qemu-img", "convert", "-O", driver, *exact, str(shelf / "clean.img"),
+                    str(tmp_path / name)], check=True)
+    listing = list_images(str(tmp_path))
+    assert listing.paths == (str(tmp_path / name),)
+    summary = summarize(listing.paths[0])
+    assert (summary.state, summary.format, summary.size) == (UNKNOWN, driver, 4 * MIB)
