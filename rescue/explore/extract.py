@@ -176,9 +176,10 @@ class _Extraction:
         self.report.directories += 1
 
     def tree(self, top: Entry, top_fd: int, *, own_top: bool = True) -> None:
-        """Depth-first over `top`, holding one descriptor: a child directory's descriptor
-        replaces its parent's, and openat("..") of the real directory brings the parent back.
-        Without `own_top` the top directory is the user's: its mode and times stay."""
+        """Depth-first over `top`, holding `top_fd` (the caller's, never closed here) and one
+        more descriptor: a child directory's descriptor replaces its parent's, and openat("..")
+        of the real directory brings the parent back. Without `own_top` the top directory is
+        the user's: its mode and times stay."""
         fd = top_fd
         stack: list[tuple[Entry, Iterator[Entry], set[bytes]]] = [
             (top, self.fs.children(top), set())]
@@ -198,7 +199,8 @@ class _Extraction:
                     if stack or own_top:
                         self.finish_dir(fd, directory)
                     if stack:
-                        parent = os.open(b"..", _DIR_FLAGS, dir_fd=fd)
+                        parent = top_fd if len(stack) == 1 else os.open(b"..", _DIR_FLAGS,
+                                                                         dir_fd=fd)
                         os.close(fd)
                         fd = parent
                     continue
@@ -209,7 +211,8 @@ class _Extraction:
                     continue
                 child_fd = self.place(fd, child, taken)
                 if child_fd is not None:
-                    os.close(fd)
+                    if fd != top_fd:
+                        os.close(fd)
                     fd = child_fd
                     stack.append((child, self.fs.children(child), set()))
                     ancestors.add(child.inode)

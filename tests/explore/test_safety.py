@@ -210,3 +210,48 @@ def test_a_tree_deeper_than_the_descriptor_limit_extracts(tmp_path: Path) -> Non
             resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     assert report.directories == 300 and report.complete
     assert (tmp_path / "out").joinpath(*["d"] * 300, "bottom.txt").read_bytes() == b"bottom\n"
+
+
+@pytest.mark.parametrize("what", ["/", "/a"])
+def test_extract_never_closes_a_descriptor_it_does_not_own(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, what: str) -> None:
+    """Another thread (an archive's unpacker) may open a file at any moment and take the
+    number of a descriptor just closed: extraction must close each of its descriptors once,
+    and never the destination's while it still walks the tree under it."""
+    tree = tmp_path / "tree"
+    (tree / "a" / "b").mkdir(parents=True)
+    (tree / "a" / "b" / "f.txt").write_bytes(b"deep\n")
+    (tree / "a" / "g.txt").write_bytes(b"shallow\n")
+    image = tmp_path / "small.img"
+    with open(image, "wb") as f:
+        f.truncate(8 << 20)
+    run("mkfs.ext4", "-q", "-F", "-d", tree, image)
+    real_open, real_close = os.open, os.close
+    held: set[int] = set()
+    squatters: list[int] = []
+
+    def opening(*args: object, **kwargs: object) -> int:
+        squatters.append(real_open("/dev/null", os.O_RDONLY))  # as if a thread took a number
+        fd = real_open(*args, **kwargs)  # type: ignore[arg-type]
+        held.add(fd)
+        return fd
+
+    def closing(fd: int) -> None:
+        assert fd in held, f"descriptor {fd} closed but not open by the extraction"
+        held.discard(fd)
+        real_close(fd)
+
+    with ImageSession(str(image)) as session:
+        fs = session.filesystem(None)
+        monkeypatch.setattr("rescue.explore.extract.os.open", opening)
+        monkeypatch.setattr("rescue.explore.extract.os.close", closing)
+        try:
+            report = extract(fs, fs.lookup(what), str(tmp_path / "out"))
+        finally:
+            monkeypatch.undo()
+            for fd in squatters:
+                os.close(fd)
+    assert report.complete and not held
+    top = tmp_path / "out" / ("a" if what == "/a" else "") / ("" if what == "/a" else "a")
+    assert (top / "b" / "f.txt").read_bytes() == b"deep\n"
+    assert (top / "g.txt").read_bytes() == b"shallow\n"

@@ -1,8 +1,9 @@
 """Disks only QEMU reads are read through QEMU: VMDK, VHDX, VDI, VHD and QED, and the qcow2
 features our own reader refuses (extended L2, an external data file); a backing chain another
-tool made is read by our own chain reader, and checked here alongside. Each is made by qemu-img from a real ext4 disk (mkfs.ext4 -d with files), and every
-command that reads an image gives back that disk: restore byte for byte onto a loop device,
-ls and extract its files, info its format. No qemu-storage-daemon outlives a command.
+tool made is read by our own chain reader, and checked here alongside. Each is made by
+qemu-img from a real ext4 disk (mkfs.ext4 -d with files), and every command that reads an
+image gives back that disk: restore byte for byte onto a loop device, ls and extract its
+files, info its format. No qemu-storage-daemon outlives a command.
 """
 
 from __future__ import annotations
