@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import struct
 import subprocess
 import tempfile
 import threading
@@ -28,6 +27,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 from rescue.errors import DestinationError, FormatError, UsageError
 from rescue.formats.base import Capabilities
+from rescue.formats.qcow2header import (
+    HEADER_V2,
+    HEADER_V3,
+    INCOMPAT_DATA_FILE,
+    INCOMPAT_EXTENDED_L2,
+    V3_HEADER_LENGTH,
+)
 from rescue.formats.raw import RawReader, RawWriter
 
 PASSPHRASE_VARIABLE = "RESCUE_PASSPHRASE"
@@ -84,21 +90,28 @@ def read_passphrase_file(path: str) -> bytes:
     return line
 
 
+def _qcow2_fields(head: bytes) -> tuple[int, int, int]:
+    """A qcow2 header's backing file offset, crypt method and incompatible feature bits (a
+    version 2 header has none); zeros where `head` is too short to hold them."""
+    if len(head) < HEADER_V2.size:
+        return 0, 0, 0
+    _, version, backing_offset, _, _, _, crypt_method, *_ = HEADER_V2.unpack_from(head)
+    has_features = version >= 3 and len(head) >= V3_HEADER_LENGTH
+    incompatible = HEADER_V3.unpack_from(head, HEADER_V2.size)[0] if has_features else 0
+    return backing_offset, crypt_method, incompatible
+
+
 def qcow2_needs_qemu(head: bytes) -> bool:
     """Whether a qcow2 header asks for what only QEMU reads: a backing file, encryption, an
-    external data file or extended L2 entries (incompatible feature bits 2 and 4)."""
-    if len(head) < 80:
-        return False
-    version, backing_offset = struct.unpack_from(">IQ", head, 4)
-    crypt_method, = struct.unpack_from(">I", head, 32)
-    incompatible = struct.unpack_from(">Q", head, 72)[0] if version >= 3 else 0
-    return bool(backing_offset or crypt_method or incompatible & (4 | 16))
+    external data file or extended L2 entries."""
+    backing_offset, crypt_method, incompatible = _qcow2_fields(head)
+    return bool(backing_offset or crypt_method
+                or incompatible & (INCOMPAT_DATA_FILE | INCOMPAT_EXTENDED_L2))
 
 
 def qcow2_encrypted(path: str) -> bool:
     with open(path, "rb") as f:
-        head = f.read(36)
-    return len(head) >= 36 and struct.unpack_from(">I", head, 32)[0] != 0
+        return _qcow2_fields(f.read(V3_HEADER_LENGTH))[1] != 0
 
 
 @contextlib.contextmanager
