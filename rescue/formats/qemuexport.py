@@ -38,6 +38,8 @@ from rescue.formats.raw import RawReader, RawWriter
 
 PASSPHRASE_VARIABLE = "RESCUE_PASSPHRASE"
 _START_TIMEOUT = 15.0
+_CREATE_TRIES = 3
+_SPURIOUS_TIMING = "Unable to get accurate CPU usage"  # QEMU's key-derivation timing, see below
 _LAUNCHER = ThreadPoolExecutor(1, thread_name_prefix="qemu-launcher")
 _passphrase: bytes | None = None
 _ask: Callable[[str], bytes] | None = None
@@ -257,17 +259,23 @@ class EncryptedWriter:
 
 
 def _create_encrypted(path: str, size: int, passphrase: bytes) -> None:
-    with _scratch("rescue-create") as folder:
-        try:
-            done = subprocess.run(
-                ["qemu-img", "create", "-q", "-f", "qcow2", "--object",
-                 f"secret,id=key,file={_key_file(folder, passphrase)}", "-o",
-                 "encrypt.format=luks,encrypt.key-secret=key", path, str(size)],
-                stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120,
-                env=_without_passphrase())
-        except FileNotFoundError:
-            raise DestinationError("qemu-img is not installed; it makes encrypted images "
-                                   "(Debian: apt install qemu-utils)") from None
+    """`qemu-img create` of the encrypted qcow2. QEMU (as Debian 12 ships it) times its key
+    derivation on a first round so short that a busy or fast machine can measure 0 ms and
+    fail ("Unable to get accurate CPU usage"); that run is tried again, a few times."""
+    for _ in range(_CREATE_TRIES):
+        with _scratch("rescue-create") as folder:
+            try:
+                done = subprocess.run(
+                    ["qemu-img", "create", "-q", "-f", "qcow2", "--object",
+                     f"secret,id=key,file={_key_file(folder, passphrase)}", "-o",
+                     "encrypt.format=luks,encrypt.key-secret=key", path, str(size)],
+                    stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120,
+                    env=_without_passphrase())
+            except FileNotFoundError:
+                raise DestinationError("qemu-img is not installed; it makes encrypted images "
+                                       "(Debian: apt install qemu-utils)") from None
+        if done.returncode == 0 or _SPURIOUS_TIMING not in done.stderr:
+            break
     if done.returncode:
         said = (done.stderr.strip().splitlines() or ["no output"])[-1]
         raise DestinationError(f"qemu-img cannot create {path}: {said}")

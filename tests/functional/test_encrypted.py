@@ -260,3 +260,25 @@ def test_force_makes_an_encrypted_image_anew(tmp_path: Path, disk: Path, secret:
     assert done.returncode == 0, done.stderr
     assert decrypted_by_qemu(image, secret, tmp_path / "back.img") == disk.read_bytes()
     assert not list(tmp_path.glob("*.creating"))
+
+
+def test_qemus_spurious_timing_failure_is_tried_again(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """QEMU's key-derivation timing can fail once on a busy machine (seen here); it cannot be
+    caused on demand, so a qemu-img in front of the real one fails the first run that way."""
+    from rescue.formats import qemuexport
+
+    real = subprocess.run(["sh", "-c", "command -v qemu-img"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    (tools / "qemu-img").write_text(
+        "#!/bin/sh\n"
+        f"if [ ! -e {tmp_path}/failed ]; then touch {tmp_path}/failed; echo \"qemu-img: $7: "
+        "Unable to get accurate CPU usage\" >&2; exit 1; fi\n"
+        f"exec {real} \"$@\"\n")
+    (tools / "qemu-img").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tools}:{os.environ['PATH']}")
+    image = tmp_path / "new.qcow2"
+    qemuexport._create_encrypted(str(image), 1 << 20, b"correct horse")
+    assert (tmp_path / "failed").exists() and qemuexport.qcow2_encrypted(str(image))
