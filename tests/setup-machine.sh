@@ -2,7 +2,8 @@
 # Installs what rescue and its tests need on a Debian machine (run as root): the peer tools the
 # tests use as judges, loop/FUSE helpers, what the boot test builds and boots a Debian disk with
 # (mmdebstrap, GRUB, QEMU, OVMF), the file servers and clients the share tests image to (sshd
-# and sshfs, Samba and smbnetfs), and the Python package with its test extras.
+# and sshfs, Samba and smbnetfs), the mkfs of every file system the explore corpus holds, and
+# the Python package with its test extras.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
@@ -18,7 +19,7 @@ apt-get update -qq
 apt-get install -y -qq --no-install-recommends \
     gddrescue qemu-utils zstd b3sum e2fsprogs dosfstools mtools exfatprogs ntfs-3g fuse3 \
     smartmontools partclone parted fdisk gdisk util-linux mount tmux procps exfat-fuse python3-pip \
-    qemu-system-common fatresize fusefat udpcast iproute2 \
+    qemu-system-common fatresize fusefat udpcast iproute2 xfsprogs btrfs-progs attr \
     openssh-server openssh-client sshfs samba smbclient smbnetfs \
     mmdebstrap qemu-system-x86 ovmf grub-efi-amd64-bin \
     >/dev/null
