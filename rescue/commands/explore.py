@@ -129,13 +129,21 @@ def _list_entries(fs: FileSystem, top: Entry, args: argparse.Namespace, out: Tex
     damaged = 0
     for entry in entries:
         lost = fs.lost(entry)
-        damaged += bool(lost)
+        streams = [(stream, fs.lost(stream)) for stream in fs.streams(entry)]
+        damaged += bool(lost) + sum(bool(stream_lost) for _, stream_lost in streams)
         if args.json:
-            print(json.dumps(entry_record(entry, lost)), file=out)
-        else:
-            name = entry.display_path if args.recursive or entry is top else printable(
-                entry.name, name=True)
-            print(entry_line(entry, lost, name), file=out)
+            record = entry_record(entry, lost)
+            record["streams"] = [{"name": printable(stream.stream or b""), "size": stream.size,
+                                  "lost": [list(r) for r in stream_lost]}
+                                 for stream, stream_lost in streams]
+            print(json.dumps(record), file=out)
+            continue
+        name = entry.display_path if args.recursive or entry is top else printable(
+            entry.name, name=True)
+        print(entry_line(entry, lost, name), file=out)
+        for stream, stream_lost in streams:  # NTFS alternate data streams, as file:stream
+            print(entry_line(stream, stream_lost,
+                             f"{name}:{printable(stream.stream or b'', name=True)}"), file=out)
     if damaged and not args.json:
         print(f"warning: {damaged} entr{'y lacks' if damaged == 1 else 'ies lack'} data (marked "
               "!): it lies in bad or never-read parts of the image, or no metadata says where",
@@ -168,7 +176,9 @@ def print_report(report: Report, out: TextIO) -> None:
         print(f"SKIPPED  {path}: {why}", file=out)
     for path, name, why in report.renamed:
         print(f"RENAMED  {path} -> {name} ({why})", file=out)
+    streams = f"{report.streams} streams, " if report.streams else ""
     print(f"{report.files} files, {report.directories} folders, {report.symlinks} symlinks, "
+          f"{streams}"
           f"{human_size(report.bytes)} extracted; {len(report.damaged)} damaged, "
           f"{len(report.missing)} not extracted, {len(report.skipped)} skipped, "
           f"{len(report.renamed)} renamed", file=out)

@@ -57,6 +57,7 @@ class Report:
     files: int = 0
     directories: int = 0
     symlinks: int = 0
+    streams: int = 0  # NTFS alternate data streams, each written as NAME:STREAM beside NAME
     bytes: int = 0
     damaged: list[tuple[str, Ranges]] = field(default_factory=list)  # written, ranges zeroed
     missing: list[tuple[str, str]] = field(default_factory=list)  # (path, why): not written
@@ -76,7 +77,7 @@ class Report:
     def to_dict(self) -> dict[str, object]:
         return {
             "files": self.files, "directories": self.directories, "symlinks": self.symlinks,
-            "bytes": self.bytes,
+            "streams": self.streams, "bytes": self.bytes,
             "damaged": [{"path": path, "lost": [list(r) for r in ranges],
                          "lost_bytes": sum(end - start for start, end in ranges)}
                         for path, ranges in self.damaged],
@@ -114,6 +115,9 @@ class _Extraction:
         self.fs, self.report = fs, report
         self.cancel = cancel
         self.progress = progress
+        # owners are the file system's own only where it keeps Unix ones, and only root can
+        # give files away
+        self.owners = fs.posix_modes and os.geteuid() == 0
 
     def check_cancel(self) -> None:
         if self.cancel is not None and self.cancel.is_set():
@@ -137,13 +141,31 @@ class _Extraction:
             self.file(dir_fd, entry, name)
         except FormatError as error:
             self.report.missing.append((entry.display_path, str(error)))
+        self.streams(dir_fd, entry, name, taken)
         return None
 
-    def claim(self, entry: Entry, taken: set[bytes]) -> bytes:
+    def streams(self, dir_fd: int, entry: Entry, name: bytes, taken: set[bytes]) -> None:
+        """Each alternate data stream as NAME:STREAM beside the file as written, the way
+        ntfs-3g and Windows name them."""
+        try:
+            streams = self.fs.streams(entry)
+        except FormatError as error:
+            self.report.missing.append((entry.display_path, str(error)))
+            return
+        for stream in streams:
+            stream_name = self.claim(stream, taken, stem=name)
+            try:
+                self.file(dir_fd, stream, stream_name)
+            except FormatError as error:
+                self.report.missing.append((stream.display_path, str(error)))
+
+    def claim(self, entry: Entry, taken: set[bytes], stem: bytes | None = None) -> bytes:
         """The entry's name in its folder: escaped if Linux cannot hold it as it is, and
-        numbered if an earlier entry of the folder already has it; every change reported."""
-        name = safe_name(entry.name)
-        why = _ESCAPED if name != entry.name else ""
+        numbered if an earlier entry of the folder already has it; every change reported.
+        A stream's name follows its file's name as written (`stem`)."""
+        wanted = entry.name if stem is None else stem + b":" + (entry.stream or b"")
+        name = safe_name(wanted)
+        why = _ESCAPED if name != wanted else ""
         if name in taken:
             name = next(candidate for candidate in (numbered(name, number)
                                                     for number in itertools.count(2))
@@ -171,6 +193,8 @@ class _Extraction:
 
     def finish_dir(self, fd: int, entry: Entry) -> None:
         """Mode and times last, so a read-only directory could still be filled."""
+        if self.owners:
+            os.chown(fd, entry.uid, entry.gid)
         os.chmod(fd, entry.mode & ~_DROPPED_BITS)
         os.utime(fd, ns=(entry.atime_ns, entry.mtime_ns))
         self.report.directories += 1
@@ -227,6 +251,8 @@ class _Extraction:
         try:
             try:
                 short = self.copy(entry, out)
+                if self.owners:
+                    os.chown(out, entry.uid, entry.gid)
                 os.chmod(out, entry.mode & ~_DROPPED_BITS)
                 os.utime(out, ns=(entry.atime_ns, entry.mtime_ns))
             finally:
@@ -238,7 +264,10 @@ class _Extraction:
         lost = merge((*self.fs.lost(entry), *short))
         if lost:
             self.report.damaged.append((entry.display_path, lost))
-        self.report.files += 1
+        if entry.kind == "stream":
+            self.report.streams += 1
+        else:
+            self.report.files += 1
 
     def copy(self, entry: Entry, out: int) -> list[tuple[int, int]]:
         """Write the file's content; the ranges TSK did not return (written as zeros). Zero
@@ -286,6 +315,8 @@ class _Extraction:
             self.report.missing.append((entry.display_path, "symlink target too long for "
                                         "Linux: not created"))
             return
+        if self.owners:
+            os.chown(name, entry.uid, entry.gid, dir_fd=dir_fd, follow_symlinks=False)
         os.utime(name, ns=(entry.atime_ns, entry.mtime_ns), dir_fd=dir_fd, follow_symlinks=False)
         self.report.symlinks += 1
 

@@ -19,6 +19,7 @@ import mfusepy as fuse
 
 from rescue.errors import FormatError, UsageError
 from rescue.explore.filesystem import Entry, FileSystem, OpenFile
+from rescue.explore.readers import open_filesystem
 from rescue.explore.volumes import Volume, volume_dir
 from rescue.formats.base import ImageReader
 from rescue.rangemap import RangeMap
@@ -149,7 +150,8 @@ def open_views(reader: ImageReader, volumes: Sequence[Volume], unreadable: Range
         if volume.fstype is None:
             continue
         try:
-            views[volume_dir(volume)] = FileView(FileSystem(reader, volume, unreadable), owner)
+            views[volume_dir(volume)] = FileView(open_filesystem(reader, volume, unreadable),
+                                                 owner)
         except (FormatError, UsageError, fuse.FuseOSError) as error:
             problems.append(f"{volume_dir(volume)} ({volume.fstype}) not served: {error}")
     return views, problems

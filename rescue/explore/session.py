@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rescue.explore.damage import UNREADABLE, unreadable_map
 from rescue.explore.filesystem import FileSystem
+from rescue.explore.readers import open_filesystem
 from rescue.explore.volumes import Layout, Volume, choose, read_layout
 from rescue.formats.image import open_reader
 
@@ -28,7 +29,8 @@ class ImageSession:
     def filesystem(self, number: int | None) -> FileSystem:
         volume = self.volume(number)
         if volume.number not in self._filesystems:
-            self._filesystems[volume.number] = FileSystem(self.reader, volume, self.unreadable)
+            self._filesystems[volume.number] = open_filesystem(self.reader, volume,
+                                                               self.unreadable)
         return self._filesystems[volume.number]
 
     def unreadable_bytes(self, volume: Volume) -> int:

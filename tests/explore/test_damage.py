@@ -12,7 +12,7 @@ import pytest
 
 from rescue.explore.damage import Run, lost_ranges
 from rescue.explore.extract import extract
-from rescue.explore.filesystem import FileSystem
+from rescue.explore.readers import open_filesystem
 from rescue.explore.volumes import read_layout
 from rescue.formats.base import DamagedData
 from rescue.formats.qcow2 import Qcow2Reader
@@ -91,7 +91,7 @@ def test_an_image_that_fails_to_read_skips_the_file_and_says_so(tmp_path: Path) 
     blocks = ext4_blocks(image, "big.bin")
     reader = FailingReader(image, blocks[60] * BLOCK)  # far from what opening reads
     volume = read_layout(reader).volumes[0]
-    fs = FileSystem(reader, volume, None)
+    fs = open_filesystem(reader, volume, None)
     report = extract(fs, fs.lookup("/"), str(tmp_path / "out"))
     assert [path for path, _ in report.missing] == ["/big.bin"]
     assert "cannot read /big.bin" in report.missing[0][1]

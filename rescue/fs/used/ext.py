@@ -520,7 +520,7 @@ class ExtFS:
 
     # ---- directories -------------------------------------------------------------------------
 
-    def _dir_entries(self, inode: Inode, readable: Readability
+    def dir_entries(self, inode: Inode, readable: Readability
                      ) -> Iterator[tuple[str, int, Extent]]:
         """(name, inode number, where the entry is) of a directory, '.' and '..' left out."""
         if inode.flags & INODE_FLAG_INLINE_DATA:  # the parent's number, then entries
@@ -548,7 +548,7 @@ class ExtFS:
         seen = {ROOT_INODE}
         while stack:
             prefix, directory = stack.pop()
-            for name, number, entry in self._dir_entries(directory, readable):
+            for name, number, entry in self.dir_entries(directory, readable):
                 path = f"{prefix}/{name}"
                 try:
                     offset = self.inode_offset(number)

@@ -144,7 +144,11 @@ class FatFS:
             return [(self.root_offset, self.root_size)]
         return self.chain_extents(first)
 
-    def _walk(self, readable: Readability) -> Iterator[tuple[str, _Entry]]:
+    def directory(self, first: int) -> Iterator[DirEntry]:
+        """The entries of the directory starting at cluster `first` (0: the FAT12/16 root)."""
+        return self._entries(self._directory_areas(first), always_readable)
+
+    def _walk(self, readable: Readability) -> Iterator[tuple[str, DirEntry]]:
         stack: list[tuple[str, int]] = [("", self.root_cluster)]
         seen = {self.root_cluster}
         while stack:
@@ -156,8 +160,8 @@ class FatFS:
                     seen.add(entry.first)
                     stack.append((path, entry.first))
 
-    def _entries(self, areas: list[Extent], readable: Readability) -> Iterator[_Entry]:
-        long_parts: list[tuple[int, str]] = []
+    def _entries(self, areas: list[Extent], readable: Readability) -> Iterator[DirEntry]:
+        long_parts: list[tuple[int, bytes]] = []
         for offset, length in areas:
             if not readable(offset, length):
                 # read entry by entry so the readable parts of a directory still count
@@ -180,12 +184,11 @@ class FatFS:
                     if raw[0] == DELETED:
                         long_parts = []
                     elif attr == ATTR_LONG_NAME:
-                        long_parts.append((raw[0] & 0x3F, _long_name_part(raw)))
+                        long_parts.append((raw[0] & 0x3F, raw))
                     elif attr & ATTR_VOLUME_ID:
                         long_parts = []
                     else:
-                        name = "".join(part for _, part in sorted(long_parts)) if long_parts \
-                            else _short_name(raw)
+                        name = _long_name(long_parts, raw) or _short_name(raw)
                         long_parts = []
                         if name in (".", ".."):
                             continue
@@ -193,7 +196,8 @@ class FatFS:
                             if self.bits == 32 else 0
                         first |= struct.unpack_from("<H", raw, 26)[0]
                         size = struct.unpack_from("<I", raw, 28)[0]
-                        yield _Entry(name, entry_offset, first, size, bool(attr & ATTR_DIRECTORY))
+                        yield DirEntry(name, entry_offset, first, size,
+                                       bool(attr & ATTR_DIRECTORY), raw)
 
     def files(self, readable: Readability = always_readable) -> Iterator[FileRecord]:
         for path, entry in self._walk(readable):
@@ -213,17 +217,29 @@ class FatFS:
 
 
 @dataclass(frozen=True, slots=True)
-class _Entry:
+class DirEntry:
     name: str
     offset: int  # where the short entry is
     first: int  # first cluster, 0 for none
     size: int
     is_dir: bool
+    raw: bytes  # the 32-byte short entry: attributes and times
 
 
-def _long_name_part(raw: bytes) -> str:
-    chars = raw[1:11] + raw[14:26] + raw[28:32]
-    return chars.decode("utf-16-le", "replace").split("\0", 1)[0].replace("\uffff", "")
+def _long_name(parts: list[tuple[int, bytes]], short: bytes) -> str:
+    """The long name the entries before a short entry spell, or "" when they do not belong to
+    it (their checksum of the short name differs, as after a rename by a system that knows no
+    long names). UTF-16 is decoded whole, so a character in two parts stays one."""
+    if not parts:
+        return ""
+    checksum = 0
+    for byte in short[:11]:
+        checksum = ((checksum >> 1) | (checksum & 1) << 7) + byte & 0xFF
+    if any(part[13] != checksum for _, part in parts):
+        return ""
+    chars = b"".join(part[1:11] + part[14:26] + part[28:32] for _, part in sorted(parts))
+    text = chars.decode("utf-16-le", "surrogatepass")
+    return text.split("\0", 1)[0].replace("\uffff", "")
 
 
 def _short_name(raw: bytes) -> str:

@@ -231,7 +231,7 @@ class NtfsFS:
             runs, reached = mft.data.joined()
             if reached:
                 self._layout = _Layout(runs, self.cluster_size)
-            reachable = sorted(n for n in pending if self._record_extents(n) is not None)
+            reachable = sorted(n for n in pending if self.record_extents(n) is not None)
             if not reachable:
                 raise FormatError(f"NTFS $MFT extension record {min(pending)} lies beyond "
                                   "the $MFT runs its other records give")
@@ -282,7 +282,7 @@ class NtfsFS:
                 break
         return pieces
 
-    def _record_extents(self, number: int) -> list[Extent] | None:
+    def record_extents(self, number: int) -> list[Extent] | None:
         """Where MFT record `number` lies (in more than one piece when a record is larger
         than a cluster and its clusters are not contiguous)."""
         return self._layout.extents(number * self.record_size, self.record_size)
@@ -295,7 +295,7 @@ class NtfsFS:
                      ) -> bytes | None:
         """A record with its update-sequence fixups applied, or None if it is unreadable,
         beyond the MFT or not valid."""
-        extents = self._record_extents(number)
+        extents = self.record_extents(number)
         if extents is None or not all(readable(*extent) for extent in extents):
             return None
         try:
@@ -482,7 +482,7 @@ class NtfsFS:
                              is_dir)
         in_use = self._records_in_use(readable)
         for number in range(FIRST_USER_RECORD, self.mft_size // self.record_size):
-            extents = self._record_extents(number)
+            extents = self.record_extents(number)
             if extents and not all(readable(*extent) for extent in extents) \
                     and (in_use is None or in_use[number // 8] >> (number % 8) & 1):
                 yield FileRecord(f"<MFT record {number}>", None, (), tuple(extents),
@@ -503,7 +503,7 @@ class NtfsFS:
             complete = value is not None and listed <= numbers
             numbers |= listed
         extents = [extent for number in sorted(numbers)
-                   for extent in self._record_extents(number) or []]
+                   for extent in self.record_extents(number) or []]
         return extents, complete
 
     def _records_in_use(self, readable: Readability) -> bytes | None:

@@ -1,0 +1,213 @@
+"""NTFS read by libfsntfs (libyal, LGPL), which the corpus measured exact: alternate data
+streams, compressed and sparse files, hard links, reparse-point symlinks and junctions.
+
+On top of it: Interix special files (what ntfs-3g and Services for Unix make for symlinks and
+device nodes: a system file whose content starts with a tag) are shown as what they are, and
+data inside an MFT record (a small file is "resident") is mapped to that record, so damage
+there is found like damage anywhere else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pyfsntfs
+
+from rescue.errors import FormatError
+from rescue.explore.damage import Run, merge
+from rescue.explore.filesystem import (
+    PATH_MAX,
+    Entry,
+    FileSystem,
+    Placement,
+    Ranges,
+    VolumeFile,
+    display_join,
+    stream_entry,
+)
+from rescue.explore.volumes import Volume
+from rescue.formats.base import ImageReader
+from rescue.fs.partitions import SliceReader
+from rescue.fs.used.ntfs import NtfsFS
+from rescue.rangemap import RangeMap
+
+_ROOT = 5
+_RESERVED = 16  # MFT records 0-15 are the file system's own ($MFT, $Bitmap, $Extend, ...)
+_READ_ONLY, _SYSTEM, _COMPRESSED = 0x1, 0x4, 0x800
+_FILE_NAME = 0x30
+_SPARSE_EXTENT = 0x1
+_COMPRESSION_UNIT = 16  # clusters
+_FILETIME_EPOCH = 116_444_736_000_000_000  # 1601 to 1970 in 100 ns
+_INTERIX = {b"IntxLNK\x01": "symlink", b"IntxCHR\x00": "char", b"IntxBLK\x00": "block"}
+_INTERIX_TAG = 8
+# What libfsntfs raises for a damaged structure, and what an error in our reader under it
+# (a damaged compressed cluster of the image) comes back as.
+_ERRORS = (OSError, IOError, RuntimeError, ValueError)
+
+
+def _ns(filetime: int) -> int:
+    return (filetime - _FILETIME_EPOCH) * 100
+
+
+def _index(reference: int) -> int:
+    return reference & 0xFFFF_FFFF_FFFF
+
+
+class NtfsData:
+    """The default data stream, or one alternate data stream, of a file."""
+
+    def __init__(self, handle: Any, entry: Entry) -> None:
+        self._handle = handle
+        self.entry = entry
+
+    def read(self, offset: int, length: int) -> bytes:
+        length = max(0, min(length, self.entry.size - offset))
+        if not length:
+            return b""
+        try:
+            return bytes(self._handle.read_buffer_at_offset(length, offset))
+        except _ERRORS:
+            raise FormatError(f"cannot read {self.entry.display_path} at byte {offset}"
+                              ) from None
+
+
+class NtfsFileSystem(FileSystem):
+    reader = "libfsntfs"
+
+    def __init__(self, reader: ImageReader, volume: Volume, unreadable: RangeMap | None) -> None:
+        self._volume = pyfsntfs.volume()
+        try:
+            self._volume.open_file_object(VolumeFile(reader, volume))
+            cluster = int(self._volume.cluster_block_size)
+        except _ERRORS as error:
+            raise FormatError(f"libfsntfs cannot open the NTFS volume: {error}") from None
+        super().__init__(reader, volume, unreadable, "ntfs", cluster)
+        self._records: NtfsFS | None = None
+
+    @property
+    def root_inode(self) -> int:
+        return _ROOT
+
+    def _handle(self, entry: Entry) -> Any:
+        if entry.ref is not None and entry.kind != "stream":
+            return entry.ref
+        try:
+            return self._volume.get_file_entry(entry.inode)
+        except _ERRORS:
+            raise FormatError(f"cannot read the MFT record of {entry.display_path}") from None
+
+    def root(self) -> Entry:
+        try:
+            handle = self._volume.get_root_directory()
+        except _ERRORS:
+            raise FormatError("cannot read the NTFS root directory") from None
+        return self._entry("/", b"/", handle)
+
+    def children(self, directory: Entry, show_system: bool = False) -> Iterator[Entry]:
+        handle = self._handle(directory)
+        try:
+            count = int(handle.number_of_sub_file_entries)
+        except _ERRORS:
+            raise FormatError(f"cannot read directory {directory.display_path}") from None
+        in_root = directory.inode == _ROOT
+        for number in range(count):
+            try:
+                child = handle.get_sub_file_entry(number)
+                name = child.name.encode("utf-8", "surrogatepass")
+            except _ERRORS:
+                continue  # an index entry whose record is gone: a damaged directory
+            index = _index(int(child.file_reference))
+            if not show_system and in_root and index < _RESERVED and name.startswith(b"$"):
+                continue
+            yield self._entry(display_join(directory.display_path, name), name, child)
+
+    def _entry(self, display_path: str, name: bytes, handle: Any) -> Entry:
+        flags = int(handle.file_attribute_flags or 0)
+        size = int(handle.size or 0)
+        kind, target = "file", None
+        if handle.has_directory_entries_index():
+            kind = "dir"
+        link = handle.symbolic_link_target
+        if link is not None:
+            kind, target = "symlink", link.encode("utf-8", "surrogatepass")
+        elif kind == "file" and flags & _SYSTEM:
+            kind, target = self._interix(handle, size)
+        mode = 0o777 if kind == "symlink" else 0o755 if kind == "dir" else 0o644
+        if flags & _READ_ONLY and kind != "symlink":
+            mode &= ~0o222
+        links = sum(1 for number in range(int(handle.number_of_attributes))
+                    if handle.get_attribute(number).attribute_type == _FILE_NAME)
+        return Entry(
+            display_path=display_path, name=name, inode=_index(int(handle.file_reference)),
+            kind=kind, size=len(target) if target is not None else size, mode=mode, uid=0,
+            gid=0, mtime_ns=_ns(handle.get_modification_time_as_integer()),
+            atime_ns=_ns(handle.get_access_time_as_integer()),
+            ctime_ns=_ns(handle.get_entry_modification_time_as_integer()), target=target,
+            links=max(1, links), ref=handle)
+
+    @staticmethod
+    def _interix(handle: Any, size: int) -> tuple[str, bytes | None]:
+        """What an Interix system file stands for: its tag says, as ntfs-3g reads it."""
+        if size < _INTERIX_TAG:
+            return "file", None
+        try:
+            head = bytes(handle.read_buffer_at_offset(min(size, _INTERIX_TAG + 2 * PATH_MAX), 0))
+        except _ERRORS:
+            return "file", None
+        kind = _INTERIX.get(head[:_INTERIX_TAG], "file")
+        if kind != "symlink":
+            return kind, None
+        return kind, head[_INTERIX_TAG:].decode("utf-16-le", "surrogatepass").encode(
+            "utf-8", "surrogatepass")
+
+    def streams(self, entry: Entry) -> list[Entry]:
+        if entry.kind != "file":
+            return []
+        handle = self._handle(entry)
+        found = []
+        try:
+            for number in range(int(handle.number_of_alternate_data_streams)):
+                stream = handle.get_alternate_data_stream(number)
+                found.append(stream_entry(entry, stream.name.encode("utf-8", "surrogatepass"),
+                                          int(stream.size), stream))
+        except _ERRORS:
+            raise FormatError(f"cannot read the streams of {entry.display_path}") from None
+        return found
+
+    def open(self, entry: Entry) -> NtfsData:
+        return NtfsData(entry.ref if entry.kind == "stream" else self._handle(entry), entry)
+
+    def placement(self, entry: Entry) -> Placement:
+        handle = entry.ref if entry.kind == "stream" else self._handle(entry)
+        try:
+            extents = [handle.get_extent(number) for number in range(handle.number_of_extents)]
+        except _ERRORS:
+            return Placement(unbacked=((0, entry.size),) if entry.size else ())
+        if not extents:
+            return Placement(resident=self._record(entry.inode)) if entry.size else Placement()
+        runs, position = [], 0
+        for offset, length, flags in extents:
+            if not flags & _SPARSE_EXTENT:
+                runs.append(Run(position, self.volume.start + offset, length))
+            position += length
+        return Placement(tuple(runs))
+
+    def lost(self, entry: Entry) -> Ranges:
+        """A compressed file's bytes come from whole compression units: a lost byte of a unit
+        loses the unit."""
+        lost = super().lost(entry)
+        if not lost or entry.kind == "stream" or not int(
+                self._handle(entry).file_attribute_flags or 0) & _COMPRESSED:
+            return lost
+        unit = _COMPRESSION_UNIT * self.block_size
+        return merge((start // unit * unit, min(entry.size, -(-end // unit) * unit))
+                     for start, end in lost)
+
+    def _record(self, index: int) -> Ranges:
+        """Where MFT record `index` lies in the image."""
+        if self._records is None:
+            self._records = NtfsFS(SliceReader(self._image, self.volume.start, self.volume.size))
+        extents = self._records.record_extents(index) or []
+        return tuple((self.volume.start + offset, self.volume.start + offset + length)
+                     for offset, length in extents)
