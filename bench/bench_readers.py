@@ -139,7 +139,7 @@ def main() -> None:
         print("| file system | " + " | ".join(headings) + " |")
         print("|---" * (len(names) + 1) + "|")
         print("\n".join(rows))
-        print("\n| seconds | " + " | ".join(f"{seconds[name]:.1f}" for name in names) + " |")
+        print("| seconds | " + " | ".join(f"{seconds[name]:.1f}" for name in names) + " |")
         print("\nWhat each gets wrong: entries by the way they are wrong, and the first few:\n")
         print("\n".join(findings))
     finally:

@@ -4,7 +4,8 @@ with a Record (tests/fixtures/corpus.py) of what the reader says about it.
 A reader is a class built on an image path, with `root`, `children(node)` → (name, node)
 pairs and `record(node)` → Record. The bench walks it and judges the records against the
 corpus truth. The readers: The Sleuth Kit (pytsk3), the libyal bindings (pyfsext, pyfsfat,
-pyfsntfs) and dissect's modules (AGPL: measured here, never a dependency of rescue).
+pyfsntfs, pyfsxfs: all but pyfsntfs installed by hand, like dissect) and dissect's modules
+(AGPL: measured here, never a dependency of rescue).
 """
 
 from __future__ import annotations
@@ -116,6 +117,14 @@ class LibyalExt:
                             lambda: node.symbolic_link_target)
 
 
+class LibyalXfs(LibyalExt):
+    def __init__(self, image: str) -> None:
+        import pyfsxfs
+        self.volume = pyfsxfs.volume()
+        self.volume.open(image)
+        self.root = self.volume.get_root_directory()
+
+
 class LibyalFat(LibyalExt):
     def __init__(self, image: str) -> None:
         import pyfsfat
@@ -218,6 +227,35 @@ class DissectFat(DissectExt):
                       content(node.size, lambda: node.open().read()))
 
 
+class DissectExfat(DissectExt):
+    """dissect.fat's ExFAT: a tree of raw directory entries; content read by its run lists."""
+
+    def __init__(self, image: str) -> None:
+        from dissect.fat import ExFAT
+        self.fs = ExFAT(open(image, "rb"))  # noqa: SIM115
+        self.root = self.fs.files["/"][1]
+
+    def children(self, node: Node) -> Iterable[tuple[str, Node]]:
+        return node.items()
+
+    def enter(self, node: Node) -> Node:
+        return node[1]
+
+    def record(self, node: Node) -> Record:
+        from dissect.util.stream import RunlistStream
+        from dissect.util.ts import dostimestamp
+        entry, _ = node
+        mtime = utc_ns(dostimestamp(entry.metadata.modified_time))
+        if entry.metadata.attributes.directory:
+            return Record("dir", 0, None, mtime, "")
+        stream = entry.stream
+        size = int(stream.data_length)
+        contiguous = bool(stream.flags.not_fragmented)  # then no FAT chain: the size says
+        runs = self.fs.runlist(stream.location, contiguous, size if contiguous else None)
+        return Record("file", size, None, mtime, content(size, lambda: RunlistStream(
+            self.fs.filesystem, runs, size, self.fs.sector_size).read()))
+
+
 class DissectNtfs(DissectExt):
     def __init__(self, image: str) -> None:
         from dissect.ntfs import NTFS
@@ -248,9 +286,9 @@ class DissectNtfs(DissectExt):
 READERS: dict[str, list[tuple[str, type]]] = {
     "ext": [("tsk", Tsk), ("libyal", LibyalExt), ("dissect", DissectExt)],
     "fat": [("tsk", Tsk), ("libyal", LibyalFat), ("dissect", DissectFat)],
-    "exfat": [("tsk", Tsk), ("libyal", LibyalFat)],
+    "exfat": [("tsk", Tsk), ("libyal", LibyalFat), ("dissect", DissectExfat)],
     "ntfs": [("tsk", Tsk), ("libyal", LibyalNtfs), ("dissect", DissectNtfs)],
-    "xfs": [("tsk", Tsk), ("dissect", DissectXfs)],
+    "xfs": [("tsk", Tsk), ("libyal", LibyalXfs), ("dissect", DissectXfs)],
     "btrfs": [("tsk", Tsk), ("dissect", DissectBtrfs)],
 }
 
