@@ -17,7 +17,8 @@ import pytest
 # The shared fixtures, each beside the builders it uses: the device tests' partitioned loop
 # disks (one a module), the explore tests' file-system images and the fuzz suite's bases (one
 # a session). A fixture is built only when a collected test asks for it.
-pytest_plugins = ["tests.fixtures.disks", "tests.fixtures.explore", "tests.fixtures.fuzz_bases"]
+pytest_plugins = ["tests.fixtures.disks", "tests.fixtures.explore", "tests.fixtures.fuzz_bases",
+                  "tests.fixtures.users"]
 
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects by the markers set here

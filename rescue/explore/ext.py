@@ -19,7 +19,6 @@ from rescue.explore.filesystem import PATH_MAX, Entry, FileSystem, Placement, di
 from rescue.explore.volumes import Volume
 from rescue.formats.base import ImageReader
 from rescue.fs.partitions import SliceReader
-from rescue.fs.used import always_readable
 from rescue.fs.used.ext import (
     INODE_BASE_SIZE,
     INODE_FLAG_EXTENTS,
@@ -94,7 +93,7 @@ class ExtFileSystem(FileSystem):
     def children(self, directory: Entry, show_system: bool = False) -> Iterator[Entry]:
         inode = directory.ref if isinstance(directory.ref, Inode) else self._inode(directory.inode)
         try:
-            listed = list(self._ext.dir_entries(inode, always_readable))
+            listed = list(self._ext.dir_entries(inode, self.readable))
         except FormatError:
             raise FormatError(f"cannot read directory {directory.display_path}") from None
         for name, number, _ in listed:
@@ -154,14 +153,16 @@ class ExtFileSystem(FileSystem):
     def placement(self, entry: Entry) -> Placement:
         try:
             inode = self._inode_of(entry)
-            if self.inline_bytes(inode) is not None:
-                start = self.volume.start + inode.offset
-                return Placement(resident=((start, start + len(inode.raw)),))
-            runs = tuple(Run(file_offset, self.volume.start + image_offset, length)
-                         for file_offset, image_offset, length in self.pieces(inode))
         except FormatError:
             return Placement(unbacked=((0, entry.size),) if entry.size else ())
-        return Placement(runs)
+        start = self.volume.start + inode.offset
+        record = ((start, start + len(inode.raw)),)
+        try:
+            runs = tuple(Run(file_offset, self.volume.start + image_offset, length)
+                         for file_offset, image_offset, length in self.pieces(inode))
+        except FormatError:  # a map block outside the volume
+            return Placement(unbacked=((0, entry.size),) if entry.size else (), record=record)
+        return Placement(runs, record=record)
 
 
 def _bare(inode: Inode) -> Entry:

@@ -18,7 +18,7 @@ from rescue.explore.filesystem import Entry, FileSystem, Placement, display_join
 from rescue.explore.volumes import Volume
 from rescue.formats.base import ImageReader
 from rescue.fs.partitions import SliceReader
-from rescue.fs.used.fat import DirEntry, FatFS
+from rescue.fs.used.fat import ENTRY_SIZE, DirEntry, FatFS
 from rescue.rangemap import RangeMap
 
 _READ_ONLY = 0x01
@@ -79,7 +79,7 @@ class FatFileSystem(FileSystem):
         first = directory.ref.first if isinstance(directory.ref, DirEntry) \
             else directory.inode // 2
         try:
-            listed = list(self._fat.directory(first))
+            listed = list(self._fat.directory(first, self.readable))
         except FormatError:
             raise FormatError(f"cannot read directory {directory.display_path}") from None
         for item in listed:
@@ -114,11 +114,14 @@ class FatFileSystem(FileSystem):
 
     def placement(self, entry: Entry) -> Placement:
         item = entry.ref
-        if not isinstance(item, DirEntry) or not item.first:
-            return Placement(unbacked=((0, entry.size),) if entry.size else ())
+        if not isinstance(item, DirEntry):  # the root: its area is the file system's own
+            return Placement()
+        record = ((self.volume.start + item.offset,
+                   self.volume.start + item.offset + ENTRY_SIZE),)
         runs, position = [], 0
-        for offset, length in self._fat.chain_extents(item.first, entry.size):
+        for offset, length in self._fat.chain_extents(item.first, entry.size) \
+                if item.first else ():
             runs.append(Run(position, self.volume.start + offset, length))
             position += length
         unbacked = ((position, entry.size),) if position < entry.size else ()
-        return Placement(tuple(runs), unbacked)
+        return Placement(tuple(runs), unbacked, record)

@@ -61,14 +61,15 @@ class OpenFile(Protocol):
 
 @dataclass(frozen=True)
 class Placement:
-    """Where an entry's data lies in the image: `runs` of its bytes; `unbacked`, the ranges
-    of its size that no run accounts for, not even as a hole (a FAT chain cut short);
-    `resident`, image ranges holding data kept inside metadata (a small NTFS file in its MFT
-    record, ext4 inline data in its inode), whose loss loses the whole content."""
+    """Where an entry lies in the image: `runs` of its bytes; `unbacked`, the ranges of its
+    size that no run accounts for, not even as a hole (a FAT chain cut short); `record`, the
+    image ranges of its own metadata (inode, MFT record, directory entry), which also hold any
+    data kept inside it (a small NTFS file, ext4 inline data). Metadata the image lacks loses
+    the whole entry: its size, its runs and its content are then unknown."""
 
     runs: tuple[Run, ...] = ()
     unbacked: Ranges = ()
-    resident: Ranges = ()
+    record: Ranges = ()
 
 
 class FileSystem(ABC):
@@ -182,11 +183,25 @@ class FileSystem(ABC):
         if entry.kind not in ("file", "stream") and self._unreadable is None:
             return ()
         placed = self.placement(entry)
-        lost = [*lost_ranges(placed.runs, self._unreadable), *placed.unbacked]
-        if entry.size and any(lost_ranges((Run(0, start, end - start),), self._unreadable)
-                              for start, end in placed.resident):
-            lost.append((0, entry.size))
-        return merge(lost)
+        if self._lies_in_unreadable(placed.record):
+            return ((0, entry.size),) if entry.size else ()
+        return merge((*lost_ranges(placed.runs, self._unreadable), *placed.unbacked))
+
+    def metadata_lost(self, entry: Entry) -> bool:
+        """Whether the entry's own metadata lies in a bad or never-read part of the image:
+        then what it says (size, type, where the data is) is unknown, or zeros."""
+        return self._unreadable is not None and self._lies_in_unreadable(
+            self.placement(entry).record)
+
+    def readable(self, offset: int, length: int) -> bool:
+        """Whether the image holds [offset, offset+length) of the volume: our own parsers skip
+        directory blocks it does not, instead of taking zeros for the end of a listing."""
+        start = self.volume.start + offset
+        return not self._lies_in_unreadable(((start, start + length),))
+
+    def _lies_in_unreadable(self, ranges: Ranges) -> bool:
+        return any(lost_ranges((Run(0, start, end - start),), self._unreadable)
+                   for start, end in ranges)
 
     def read_chunks(self, entry: Entry, chunk: int = 1 << 20) -> Iterator[tuple[bytes, int]]:
         """The content in pieces, each with how many of its bytes the reader returned: it stops

@@ -35,6 +35,7 @@ from rescue.rangemap import RangeMap
 _ROOT = 5
 _RESERVED = 16  # MFT records 0-15 are the file system's own ($MFT, $Bitmap, $Extend, ...)
 _READ_ONLY, _SYSTEM, _COMPRESSED = 0x1, 0x4, 0x800
+_INDEXED_DIRECTORY = 0x1000_0000  # a $FILE_NAME's flag: the file has a directory index
 _FILE_NAME = 0x30
 _SPARSE_EXTENT = 0x1
 _COMPRESSION_UNIT = 16  # clusters
@@ -46,8 +47,9 @@ _INTERIX_TAG = 8
 _ERRORS = (OSError, IOError, RuntimeError, ValueError)
 
 
-def _ns(filetime: int) -> int:
-    return (filetime - _FILETIME_EPOCH) * 100
+def _ns(filetime: int | None) -> int:
+    """A FILETIME as nanoseconds since 1970; 0 where the record holds none."""
+    return (filetime - _FILETIME_EPOCH) * 100 if filetime else 0
 
 
 def _index(reference: int) -> int:
@@ -83,7 +85,8 @@ class NtfsFileSystem(FileSystem):
         except _ERRORS as error:
             raise FormatError(f"libfsntfs cannot open the NTFS volume: {error}") from None
         super().__init__(reader, volume, unreadable, "ntfs", cluster)
-        self._records: NtfsFS | None = None
+        self._records: NtfsFS | None = None  # our own parser, for where records lie
+        self._records_unknown = False
 
     @property
     def root_inode(self) -> int:
@@ -115,12 +118,29 @@ class NtfsFileSystem(FileSystem):
             try:
                 child = handle.get_sub_file_entry(number)
                 name = child.name.encode("utf-8", "surrogatepass")
+                index = _index(int(child.get_i30_file_reference() if child.has_i30_entry()
+                                   else child.file_reference))
             except _ERRORS:
-                continue  # an index entry whose record is gone: a damaged directory
-            index = _index(int(child.file_reference))
+                continue  # an index entry libfsntfs cannot make sense of
             if not show_system and in_root and index < _RESERVED and name.startswith(b"$"):
                 continue
-            yield self._entry(display_join(directory.display_path, name), name, child)
+            display = display_join(directory.display_path, name)
+            if not child.number_of_attributes:  # its MFT record is unreadable or wiped
+                yield self._indexed_only(display, name, index, child)
+                continue
+            yield self._entry(display, name, child)
+
+    @staticmethod
+    def _indexed_only(display_path: str, name: bytes, index: int, handle: Any) -> Entry:
+        """A file known only by its directory's index: its name and times are there, its
+        size, content and kind were in the record. Its damage shows as `metadata_lost`."""
+        directory = int(handle.get_i30_file_attribute_flags() or 0) & _INDEXED_DIRECTORY
+        return Entry(
+            display_path=display_path, name=name, inode=index,
+            kind="dir" if directory else "file", size=0, mode=0o755 if directory else 0o644,
+            uid=0, gid=0, mtime_ns=_ns(handle.get_i30_modification_time_as_integer()),
+            atime_ns=_ns(handle.get_i30_access_time_as_integer()),
+            ctime_ns=_ns(handle.get_i30_entry_modification_time_as_integer()), target=None)
 
     def _entry(self, display_path: str, name: bytes, handle: Any) -> Entry:
         flags = int(handle.file_attribute_flags or 0)
@@ -179,19 +199,18 @@ class NtfsFileSystem(FileSystem):
         return NtfsData(entry.ref if entry.kind == "stream" else self._handle(entry), entry)
 
     def placement(self, entry: Entry) -> Placement:
-        handle = entry.ref if entry.kind == "stream" else self._handle(entry)
+        record = self._record(entry.inode)
         try:
+            handle = entry.ref if entry.kind == "stream" else self._handle(entry)
             extents = [handle.get_extent(number) for number in range(handle.number_of_extents)]
-        except _ERRORS:
-            return Placement(unbacked=((0, entry.size),) if entry.size else ())
-        if not extents:
-            return Placement(resident=self._record(entry.inode)) if entry.size else Placement()
+        except (*_ERRORS, FormatError):
+            return Placement(unbacked=((0, entry.size),) if entry.size else (), record=record)
         runs, position = [], 0
         for offset, length, flags in extents:
             if not flags & _SPARSE_EXTENT:
                 runs.append(Run(position, self.volume.start + offset, length))
             position += length
-        return Placement(tuple(runs))
+        return Placement(tuple(runs), record=record)
 
     def lost(self, entry: Entry) -> Ranges:
         """A compressed file's bytes come from whole compression units: a lost byte of a unit
@@ -205,9 +224,17 @@ class NtfsFileSystem(FileSystem):
                      for start, end in lost)
 
     def _record(self, index: int) -> Ranges:
-        """Where MFT record `index` lies in the image."""
-        if self._records is None:
-            self._records = NtfsFS(SliceReader(self._image, self.volume.start, self.volume.size))
-        extents = self._records.record_extents(index) or []
+        """Where MFT record `index` lies in the image (none known if the MFT's own record
+        cannot be read)."""
+        if self._records_unknown:
+            return ()
+        try:
+            if self._records is None:
+                self._records = NtfsFS(SliceReader(self._image, self.volume.start,
+                                                   self.volume.size))
+            extents = self._records.record_extents(index) or []
+        except FormatError:
+            self._records_unknown = True
+            return ()
         return tuple((self.volume.start + offset, self.volume.start + offset + length)
                      for offset, length in extents)
