@@ -15,7 +15,14 @@ from collections.abc import Iterator
 
 from rescue.errors import FormatError
 from rescue.explore.damage import Run
-from rescue.explore.filesystem import PATH_MAX, Entry, FileSystem, Placement, display_join
+from rescue.explore.filesystem import (
+    PATH_MAX,
+    Entry,
+    FileSystem,
+    Placement,
+    display_join,
+    listed,
+)
 from rescue.explore.volumes import Volume
 from rescue.formats.base import ImageReader
 from rescue.fs.partitions import SliceReader
@@ -92,11 +99,7 @@ class ExtFileSystem(FileSystem):
 
     def children(self, directory: Entry, show_system: bool = False) -> Iterator[Entry]:
         inode = directory.ref if isinstance(directory.ref, Inode) else self._inode(directory.inode)
-        try:
-            listed = list(self._ext.dir_entries(inode, self.readable))
-        except FormatError:
-            raise FormatError(f"cannot read directory {directory.display_path}") from None
-        for name, number, _ in listed:
+        for name, number, _ in listed(self._ext.dir_entries(inode, self.readable), directory):
             raw = name.encode("utf-8", "surrogateescape")
             try:
                 child = self._inode(number)

@@ -12,9 +12,8 @@ import calendar
 import struct
 from collections.abc import Iterator
 
-from rescue.errors import FormatError
 from rescue.explore.damage import Run
-from rescue.explore.filesystem import Entry, FileSystem, Placement, display_join
+from rescue.explore.filesystem import Entry, FileSystem, Placement, display_join, listed
 from rescue.explore.volumes import Volume
 from rescue.formats.base import ImageReader
 from rescue.fs.partitions import SliceReader
@@ -78,11 +77,7 @@ class FatFileSystem(FileSystem):
     def children(self, directory: Entry, show_system: bool = False) -> Iterator[Entry]:
         first = directory.ref.first if isinstance(directory.ref, DirEntry) \
             else directory.inode // 2
-        try:
-            listed = list(self._fat.directory(first, self.readable))
-        except FormatError:
-            raise FormatError(f"cannot read directory {directory.display_path}") from None
-        for item in listed:
+        for item in listed(self._fat.directory(first, self.readable), directory):
             name = item.name.encode("utf-8", "surrogatepass")
             yield self._entry(display_join(directory.display_path, name), name, item)
 

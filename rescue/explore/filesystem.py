@@ -14,7 +14,7 @@ import stat
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from rescue.errors import FormatError, UsageError
 from rescue.explore.damage import Run, lost_ranges, merge
@@ -27,6 +27,7 @@ PATH_MAX = 4096
 # File systems whose names compare without regard to case, as their own drivers look them up.
 _CASE_BLIND = ("fat", "exfat", "ntfs")
 Ranges = tuple[tuple[int, int], ...]
+Item = TypeVar("Item")
 
 
 @dataclass(frozen=True)
@@ -262,6 +263,18 @@ def printable(raw: bytes, *, name: bool = False) -> str:
         else:
             escaped.append(char)
     return "".join(escaped)
+
+
+def listed(items: Iterator[Item], directory: Entry) -> Iterator[Item]:
+    """A parser's directory listing, streamed (a folder of a million names is never held
+    whole), its failure named after the folder."""
+    while True:
+        try:
+            yield next(items)
+        except StopIteration:
+            return
+        except FormatError:
+            raise FormatError(f"cannot read directory {directory.display_path}") from None
 
 
 def display_join(parent: str, name: bytes) -> str:
