@@ -79,12 +79,12 @@ def entry_details(entry: Entry, lost: Ranges, streams: list[tuple[Entry, Ranges]
                   owners: bool = True, metadata_lost: bool = False) -> str:
     """What the details pane says of an entry; `owners` is false for file systems that keep
     no Unix owners (FAT, exFAT, NTFS), whose files then belong to whoever extracts them."""
-    owner = f"owner {entry.uid}:{entry.gid}" if owners else "no Unix owner kept"
     lines = [
         f"path:   {entry.display_path}",
         f"kind:   {entry.kind}",
         f"size:   {human_size(entry.size)} ({entry.size} bytes)",
-        f"mode:   {mode_string(entry)}   {owner}",
+        f"mode:   {mode_string(entry)}",
+        f"owner:  {entry.uid}:{entry.gid}" if owners else "owner:  none kept",
         f"mtime:  {_when(entry.mtime_ns)}",
         f"atime:  {_when(entry.atime_ns)}",
         f"inode:  {entry.inode}   links {entry.links}",
@@ -96,8 +96,7 @@ def entry_details(entry: Entry, lost: Ranges, streams: list[tuple[Entry, Ranges]
                      "is and what it holds are unknown")
     lines += _damage_lines("DAMAGED", lost)
     if streams:
-        lines.append(f"streams: {len(streams)} (extracted as {printable(entry.name, name=True)}"
-                     ":STREAM)")
+        lines.append(f"streams: {len(streams)}, extracted as NAME:STREAM")
         for stream, stream_lost in streams:
             flag = "!" if stream_lost else " "
             lines.append(f" {flag}:{printable(stream.stream or b'', name=True)}  "
