@@ -36,12 +36,15 @@ _ROOT = 5
 _RESERVED = 16  # MFT records 0-15 are the file system's own ($MFT, $Bitmap, $Extend, ...)
 _READ_ONLY, _SYSTEM, _COMPRESSED = 0x1, 0x4, 0x800
 _INDEXED_DIRECTORY = 0x1000_0000  # a $FILE_NAME's flag: the file has a directory index
-_FILE_NAME = 0x30
+_FILE_NAME, _REPARSE_POINT = 0x30, 0xC0
+_LX_SYMLINK = 0xA000_001D  # the reparse tag of a symlink made by Linux under Windows (WSL)
+_LX_TARGET = 8 + 4  # its data: the reparse header, a version number, then the UTF-8 target
 _SPARSE_EXTENT = 0x1
 _COMPRESSION_UNIT = 16  # clusters
 _FILETIME_EPOCH = 116_444_736_000_000_000  # 1601 to 1970 in 100 ns
 _INTERIX = {b"IntxLNK\x01": "symlink", b"IntxCHR\x00": "char", b"IntxBLK\x00": "block"}
 _INTERIX_TAG = 8
+_INTERIX_BY_SIZE = {0: "fifo", 1: "socket"}
 # What libfsntfs raises for a damaged structure, and what an error in our reader under it
 # (a damaged compressed cluster of the image) comes back as.
 _ERRORS = (OSError, IOError, RuntimeError, ValueError)
@@ -148,29 +151,45 @@ class NtfsFileSystem(FileSystem):
         kind, target = "file", None
         if handle.has_directory_entries_index():
             kind = "dir"
+        index = _index(int(handle.file_reference))
+        attributes = [handle.get_attribute(number)
+                      for number in range(int(handle.number_of_attributes))]
         link = handle.symbolic_link_target
         if link is not None:
             kind, target = "symlink", link.encode("utf-8", "surrogatepass")
+        elif any(attribute.attribute_type == _REPARSE_POINT and attribute.tag == _LX_SYMLINK
+                 for attribute in attributes):
+            kind, target = "symlink", self._linux_target(index)
         elif kind == "file" and flags & _SYSTEM:
             kind, target = self._interix(handle, size)
         mode = 0o777 if kind == "symlink" else 0o755 if kind == "dir" else 0o644
         if flags & _READ_ONLY and kind != "symlink":
             mode &= ~0o222
-        links = sum(1 for number in range(int(handle.number_of_attributes))
-                    if handle.get_attribute(number).attribute_type == _FILE_NAME)
+        links = sum(1 for attribute in attributes if attribute.attribute_type == _FILE_NAME)
         return Entry(
-            display_path=display_path, name=name, inode=_index(int(handle.file_reference)),
-            kind=kind, size=len(target) if target is not None else size, mode=mode, uid=0,
+            display_path=display_path, name=name, inode=index,
+            kind=kind, size=len(target) if target is not None else size if kind in (
+                "file", "dir") else 0, mode=mode, uid=0,
             gid=0, mtime_ns=_ns(handle.get_modification_time_as_integer()),
             atime_ns=_ns(handle.get_access_time_as_integer()),
             ctime_ns=_ns(handle.get_entry_modification_time_as_integer()), target=target,
             links=max(1, links), ref=handle)
 
+    def _linux_target(self, index: int) -> bytes:
+        """A symlink Linux made under Windows (WSL): UTF-8 after a version number in its
+        reparse data, which libfsntfs does not decode."""
+        parser = self._parser()
+        data = parser.resident_value(index, _REPARSE_POINT) if parser is not None else None
+        if data is None or len(data) < _LX_TARGET:
+            return b""
+        return data[_LX_TARGET:_LX_TARGET + PATH_MAX]
+
     @staticmethod
     def _interix(handle: Any, size: int) -> tuple[str, bytes | None]:
-        """What an Interix system file stands for: its tag says, as ntfs-3g reads it."""
+        """What an Interix system file stands for, as ntfs-3g reads it: empty, a FIFO; one
+        byte, a socket; else its tag says."""
         if size < _INTERIX_TAG:
-            return "file", None
+            return _INTERIX_BY_SIZE.get(size, "file"), None
         try:
             head = bytes(handle.read_buffer_at_offset(min(size, _INTERIX_TAG + 2 * PATH_MAX), 0))
         except _ERRORS:
@@ -223,18 +242,21 @@ class NtfsFileSystem(FileSystem):
         return merge((start // unit * unit, min(entry.size, -(-end // unit) * unit))
                      for start, end in lost)
 
-    def _record(self, index: int) -> Ranges:
-        """Where MFT record `index` lies in the image (none known if the MFT's own record
-        cannot be read)."""
-        if self._records_unknown:
-            return ()
-        try:
-            if self._records is None:
+    def _parser(self) -> NtfsFS | None:
+        """Our own NTFS parser, for where records lie and what libfsntfs leaves undecoded;
+        None if it cannot read the volume."""
+        if self._records is None and not self._records_unknown:
+            try:
                 self._records = NtfsFS(SliceReader(self._image, self.volume.start,
                                                    self.volume.size))
-            extents = self._records.record_extents(index) or []
-        except FormatError:
-            self._records_unknown = True
-            return ()
+            except FormatError:
+                self._records_unknown = True
+        return self._records
+
+    def _record(self, index: int) -> Ranges:
+        """Where MFT record `index` lies in the image (none known if our parser cannot read
+        the MFT's own record)."""
+        parser = self._parser()
+        extents = parser.record_extents(index) if parser is not None else None
         return tuple((self.volume.start + offset, self.volume.start + offset + length)
-                     for offset, length in extents)
+                     for offset, length in extents or ())
