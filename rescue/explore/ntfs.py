@@ -15,17 +15,17 @@ from typing import Any
 import pyfsntfs
 
 from rescue.errors import FormatError
-from rescue.explore.damage import Run, merge
+from rescue.explore.damage import merge
 from rescue.explore.filesystem import (
     PATH_MAX,
     Entry,
     FileSystem,
     Placement,
     Ranges,
-    VolumeFile,
     display_join,
     stream_entry,
 )
+from rescue.explore.libyal import ERRORS, LibyalData, extents_placement, open_volume
 from rescue.explore.volumes import Volume
 from rescue.formats.base import ImageReader
 from rescue.fs.partitions import SliceReader
@@ -39,15 +39,11 @@ _INDEXED_DIRECTORY = 0x1000_0000  # a $FILE_NAME's flag: the file has a director
 _FILE_NAME, _REPARSE_POINT = 0x30, 0xC0
 _LX_SYMLINK = 0xA000_001D  # the reparse tag of a symlink made by Linux under Windows (WSL)
 _LX_TARGET = 8 + 4  # its data: the reparse header, a version number, then the UTF-8 target
-_SPARSE_EXTENT = 0x1
 _COMPRESSION_UNIT = 16  # clusters
 _FILETIME_EPOCH = 116_444_736_000_000_000  # 1601 to 1970 in 100 ns
 _INTERIX = {b"IntxLNK\x01": "symlink", b"IntxCHR\x00": "char", b"IntxBLK\x00": "block"}
 _INTERIX_TAG = 8
 _INTERIX_BY_SIZE = {0: "fifo", 1: "socket"}
-# What libfsntfs raises for a damaged structure, and what an error in our reader under it
-# (a damaged compressed cluster of the image) comes back as.
-_ERRORS = (OSError, IOError, RuntimeError, ValueError)
 
 
 def _ns(filetime: int | None) -> int:
@@ -59,34 +55,15 @@ def _index(reference: int) -> int:
     return reference & 0xFFFF_FFFF_FFFF
 
 
-class NtfsData:
-    """The default data stream, or one alternate data stream, of a file."""
-
-    def __init__(self, handle: Any, entry: Entry) -> None:
-        self._handle = handle
-        self.entry = entry
-
-    def read(self, offset: int, length: int) -> bytes:
-        length = max(0, min(length, self.entry.size - offset))
-        if not length:
-            return b""
-        try:
-            return bytes(self._handle.read_buffer_at_offset(length, offset))
-        except _ERRORS:
-            raise FormatError(f"cannot read {self.entry.display_path} at byte {offset}"
-                              ) from None
-
-
 class NtfsFileSystem(FileSystem):
     reader = "libfsntfs"
 
     def __init__(self, reader: ImageReader, volume: Volume, unreadable: RangeMap | None) -> None:
-        self._volume = pyfsntfs.volume()
+        self._volume = open_volume(pyfsntfs, reader, volume)
         try:
-            self._volume.open_file_object(VolumeFile(reader, volume))
             cluster = int(self._volume.cluster_block_size)
-        except _ERRORS as error:
-            raise FormatError(f"libfsntfs cannot open the NTFS volume: {error}") from None
+        except ERRORS as error:
+            raise FormatError(f"libfsntfs cannot read the NTFS volume: {error}") from None
         super().__init__(reader, volume, unreadable, "ntfs", cluster)
         self._records: NtfsFS | None = None  # our own parser, for where records lie
         self._records_unknown = False
@@ -100,13 +77,13 @@ class NtfsFileSystem(FileSystem):
             return entry.ref
         try:
             return self._volume.get_file_entry(entry.inode)
-        except _ERRORS:
+        except ERRORS:
             raise FormatError(f"cannot read the MFT record of {entry.display_path}") from None
 
     def root(self) -> Entry:
         try:
             handle = self._volume.get_root_directory()
-        except _ERRORS:
+        except ERRORS:
             raise FormatError("cannot read the NTFS root directory") from None
         return self._entry("/", b"/", handle)
 
@@ -114,7 +91,7 @@ class NtfsFileSystem(FileSystem):
         handle = self._handle(directory)
         try:
             count = int(handle.number_of_sub_file_entries)
-        except _ERRORS:
+        except ERRORS:
             raise FormatError(f"cannot read directory {directory.display_path}") from None
         in_root = directory.inode == _ROOT
         for number in range(count):
@@ -123,7 +100,7 @@ class NtfsFileSystem(FileSystem):
                 name = child.name.encode("utf-8", "surrogatepass")
                 index = _index(int(child.get_i30_file_reference() if child.has_i30_entry()
                                    else child.file_reference))
-            except _ERRORS:
+            except ERRORS:
                 continue  # an index entry libfsntfs cannot make sense of
             if not show_system and in_root and index < _RESERVED and name.startswith(b"$"):
                 continue
@@ -192,7 +169,7 @@ class NtfsFileSystem(FileSystem):
             return _INTERIX_BY_SIZE.get(size, "file"), None
         try:
             head = bytes(handle.read_buffer_at_offset(min(size, _INTERIX_TAG + 2 * PATH_MAX), 0))
-        except _ERRORS:
+        except ERRORS:
             return "file", None
         kind = _INTERIX.get(head[:_INTERIX_TAG], "file")
         if kind != "symlink":
@@ -210,26 +187,20 @@ class NtfsFileSystem(FileSystem):
                 stream = handle.get_alternate_data_stream(number)
                 found.append(stream_entry(entry, stream.name.encode("utf-8", "surrogatepass"),
                                           int(stream.size), stream))
-        except _ERRORS:
+        except ERRORS:
             raise FormatError(f"cannot read the streams of {entry.display_path}") from None
         return found
 
-    def open(self, entry: Entry) -> NtfsData:
-        return NtfsData(entry.ref if entry.kind == "stream" else self._handle(entry), entry)
+    def open(self, entry: Entry) -> LibyalData:
+        return LibyalData(entry.ref if entry.kind == "stream" else self._handle(entry), entry)
 
     def placement(self, entry: Entry) -> Placement:
         record = self._record(entry.inode)
         try:
             handle = entry.ref if entry.kind == "stream" else self._handle(entry)
-            extents = [handle.get_extent(number) for number in range(handle.number_of_extents)]
-        except (*_ERRORS, FormatError):
+        except FormatError:
             return Placement(unbacked=((0, entry.size),) if entry.size else (), record=record)
-        runs, position = [], 0
-        for offset, length, flags in extents:
-            if not flags & _SPARSE_EXTENT:
-                runs.append(Run(position, self.volume.start + offset, length))
-            position += length
-        return Placement(tuple(runs), record=record)
+        return extents_placement(handle, entry, self.volume, record)
 
     def lost(self, entry: Entry) -> Ranges:
         """A compressed file's bytes come from whole compression units: a lost byte of a unit
