@@ -14,13 +14,14 @@ import struct
 from collections.abc import Iterator
 
 from rescue.errors import FormatError
-from rescue.explore.damage import Run
+from rescue.explore.damage import Run, merge
 from rescue.explore.filesystem import (
     PATH_MAX,
     Entry,
     FileSystem,
     Placement,
     display_join,
+    gaps,
     listed,
 )
 from rescue.explore.volumes import Volume
@@ -137,9 +138,10 @@ class ExtFileSystem(FileSystem):
         return None
 
     def _map(self, inode: Inode) -> BlockMap:
-        return self._ext.block_map(inode)
+        return self._ext.block_map(inode, self.readable)
 
     def pieces(self, inode: Inode) -> list[tuple[int, int, int]]:
+        """(offset in the file, byte offset in the volume, length) of the inode's data."""
         if self.inline_bytes(inode) is not None:
             return []
         return self._ext.data_pieces(self._map(inode), inode.size)
@@ -160,12 +162,19 @@ class ExtFileSystem(FileSystem):
             return Placement(unbacked=((0, entry.size),) if entry.size else ())
         start = self.volume.start + inode.offset
         record = ((start, start + len(inode.raw)),)
+        if self.inline_bytes(inode) is not None:
+            return Placement(record=record)
         try:
-            runs = tuple(Run(file_offset, self.volume.start + image_offset, length)
-                         for file_offset, image_offset, length in self.pieces(inode))
+            mapping = self._map(inode)
         except FormatError:  # a map block outside the volume
             return Placement(unbacked=((0, entry.size),) if entry.size else (), record=record)
-        return Placement(runs, record=record)
+        runs = tuple(Run(file_offset, self.volume.start + image_offset, length)
+                     for file_offset, image_offset, length
+                     in self._ext.data_pieces(mapping, inode.size))
+        if not mapping.complete:  # a map block it could not read: where its data is, unknown
+            return Placement(runs, merge(gaps([(run.file_offset, run.file_offset + run.length)
+                                               for run in runs], entry.size)), record)
+        return Placement(runs, record=record, holes_known=True)
 
 
 def _bare(inode: Inode) -> Entry:

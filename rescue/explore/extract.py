@@ -279,26 +279,24 @@ class _Extraction:
             self.report.files += 1
 
     def copy(self, entry: Entry, out: int) -> list[tuple[int, int]]:
-        """Write the file's content; the ranges the reader did not return (written as zeros). Zero
-        chunks become holes: rescued disks are often mostly empty."""
-        position = 0
+        """Write the file's content; the ranges the reader did not return (written as zeros).
+        Holes and zero chunks stay holes: rescued disks are often mostly empty."""
         zeros = b""
         short = []
-        for chunk, returned in self.fs.read_chunks(entry):
+        for offset, chunk, returned in self.fs.read_chunks(entry):
             self.check_cancel()
             if returned < len(chunk):
-                short.append((position + returned, position + len(chunk)))
+                short.append((offset + returned, offset + len(chunk)))
             if len(zeros) != len(chunk):
                 zeros = bytes(len(chunk))
             if chunk != zeros:
                 view = memoryview(chunk)
                 while view:
-                    view = view[os.pwrite(out, view, position + len(chunk) - len(view)):]
-            position += len(chunk)
-            self.report.bytes += len(chunk)
+                    view = view[os.pwrite(out, view, offset + len(chunk) - len(view)):]
             if self.progress is not None:
                 self.progress(len(chunk))
-        os.ftruncate(out, position)
+        os.ftruncate(out, entry.size)
+        self.report.bytes += entry.size
         return short
 
     def symlink(self, dir_fd: int, entry: Entry, name: bytes) -> None:

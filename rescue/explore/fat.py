@@ -119,4 +119,4 @@ class FatFileSystem(FileSystem):
             runs.append(Run(position, self.volume.start + offset, length))
             position += length
         unbacked = ((position, entry.size),) if position < entry.size else ()
-        return Placement(tuple(runs), unbacked, record)
+        return Placement(tuple(runs), unbacked, record, holes_known=True)

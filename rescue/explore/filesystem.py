@@ -71,6 +71,7 @@ class Placement:
     runs: tuple[Run, ...] = ()
     unbacked: Ranges = ()
     record: Ranges = ()
+    holes_known: bool = False  # every byte outside `runs` is a hole (reads as zeros)
 
 
 class FileSystem(ABC):
@@ -204,15 +205,27 @@ class FileSystem(ABC):
         return any(lost_ranges((Run(0, start, end - start),), self._unreadable)
                    for start, end in ranges)
 
-    def read_chunks(self, entry: Entry, chunk: int = 1 << 20) -> Iterator[tuple[bytes, int]]:
-        """The content in pieces, each with how many of its bytes the reader returned: it stops
-        short where metadata cannot back the size, and the rest of the piece is zeros. Bytes in
-        unreadable parts of the image read as the image holds them (zeros)."""
+    def read_chunks(self, entry: Entry, chunk: int = 1 << 20
+                    ) -> Iterator[tuple[int, bytes, int]]:
+        """The content in pieces: (offset, bytes, how many of them the reader returned). It
+        stops short where metadata cannot back the size, and the rest of the piece is zeros.
+        Bytes in unreadable parts of the image read as the image holds them (zeros). Where
+        the reader knows the holes, pieces inside them are left out, never read: a sparse
+        file of terabytes costs what its data does."""
         opened = self.open(entry)
-        for offset in range(0, entry.size, chunk):
-            length = min(chunk, entry.size - offset)
-            data = opened.read(offset, length)
-            yield data + bytes(length - len(data)), len(data)
+        for start, end in self._data_ranges(entry):
+            for offset in range(start, end, chunk):
+                length = min(chunk, end - offset)
+                data = opened.read(offset, length)
+                yield offset, data + bytes(length - len(data)), len(data)
+
+    def _data_ranges(self, entry: Entry) -> Ranges:
+        """The parts of the content that may hold more than zeros, in whole chunks' order."""
+        placed = self.placement(entry)
+        if not placed.holes_known:
+            return ((0, entry.size),) if entry.size else ()
+        return merge((run.file_offset, min(entry.size, run.file_offset + run.length))
+                     for run in placed.runs if run.file_offset < entry.size)
 
 
 class VolumeFile:

@@ -45,10 +45,12 @@ class LibyalData:
                               ) from None
 
 
-def extents_placement(handle: Any, entry: Entry, volume: Volume, record: Ranges = ()
-                      ) -> Placement:
+def extents_placement(handle: Any, entry: Entry, volume: Volume, record: Ranges = (),
+                      compressed: bool = False) -> Placement:
     """Where the entry's data lies, from its extents in file order (sparse ones are holes);
-    unknown, so all of it unbacked, when they cannot be read."""
+    unknown, so all of it unbacked, when they cannot be read. A file with no extents keeps its
+    data in its record, and a compressed one spreads each unit's data over the whole unit:
+    their holes are not known from the extents."""
     try:
         extents = [handle.get_extent(number) for number in range(handle.number_of_extents)]
     except ERRORS:
@@ -58,4 +60,5 @@ def extents_placement(handle: Any, entry: Entry, volume: Volume, record: Ranges 
         if not flags & _SPARSE_EXTENT:
             runs.append(Run(position, volume.start + offset, length))
         position += length
-    return Placement(tuple(runs), record=record)
+    return Placement(tuple(runs), record=record,
+                     holes_known=bool(extents) and not compressed)

@@ -200,7 +200,9 @@ class NtfsFileSystem(FileSystem):
             handle = entry.ref if entry.kind == "stream" else self._handle(entry)
         except FormatError:
             return Placement(unbacked=((0, entry.size),) if entry.size else (), record=record)
-        return extents_placement(handle, entry, self.volume, record)
+        compressed = entry.kind != "stream" and bool(
+            int(handle.file_attribute_flags or 0) & _COMPRESSED)
+        return extents_placement(handle, entry, self.volume, record, compressed)
 
     def lost(self, entry: Entry) -> Ranges:
         """A compressed file's bytes come from whole compression units: a lost byte of a unit

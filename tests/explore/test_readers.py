@@ -19,6 +19,7 @@ import pytest
 
 from rescue.errors import UsageError
 from rescue.explore.mount import unmount_image
+from rescue.explore.session import ImageSession
 from tests.fixtures.cli import rescue, run
 from tests.fixtures.disks import formatted
 from tests.fixtures.mapfiles import write_map
@@ -257,3 +258,39 @@ def test_every_kind_of_ntfs_link_and_node_is_what_ntfs_3g_shows(tmp_path: Path) 
         elif kind != stat.S_IFREG:
             assert not os.path.lexists(out / name), name
             assert f"SKIPPED  /{name}:" in result.stdout
+
+
+@pytest.mark.parametrize("kind", ["ext4", "ntfs"])
+def test_a_sparse_file_costs_what_its_data_does(kind: str, tmp_path: Path) -> None:
+    """256 GiB of holes before a few bytes of data: extracted as holes, with the data where
+    it was, reading only the piece that holds it (read whole, that is 256 Ki pieces)."""
+    size, tail = 256 << 30, b"the end\n"
+    image = tmp_path / "fs.img"
+    with open(image, "wb") as f:
+        f.truncate(32 << 20)
+    if kind == "ext4":
+        tree = tmp_path / "tree"
+        tree.mkdir()
+        with open(tree / "sparse.bin", "wb") as f:
+            f.seek(size - len(tail))
+            f.write(tail)
+        run("mkfs.ext4", "-q", "-F", "-d", tree, image)
+    else:
+        with formatted(image, ("mkntfs", "-q", "-F", "-f"), ("ntfs-3g",)) as mnt, \
+                open(mnt / "sparse.bin", "wb") as f:
+            f.seek(size - len(tail))
+            f.write(tail)
+    with ImageSession(str(image)) as session:
+        fs = session.filesystem(None)
+        pieces = [(offset, len(data)) for offset, data, _ in
+                  fs.read_chunks(fs.lookup("/sparse.bin"))]
+    assert len(pieces) == 1 and pieces[0][0] <= size - len(tail) < sum(pieces[0])
+
+    result = rescue("extract", image, "/sparse.bin", tmp_path / "out")
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = tmp_path / "out" / "sparse.bin"
+    assert out.stat().st_size == size
+    assert out.stat().st_blocks * 512 < 1 << 20
+    with open(out, "rb") as f:
+        f.seek(size - len(tail) - 4096)
+        assert f.read() == bytes(4096) + tail
