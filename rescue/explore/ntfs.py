@@ -82,10 +82,9 @@ class NtfsFileSystem(FileSystem):
 
     def root(self) -> Entry:
         try:
-            handle = self._volume.get_root_directory()
+            return self._entry("/", b"/", self._volume.get_root_directory())
         except ERRORS:
             raise FormatError("cannot read the NTFS root directory") from None
-        return self._entry("/", b"/", handle)
 
     def children(self, directory: Entry, show_system: bool = False) -> Iterator[Entry]:
         handle = self._handle(directory)
@@ -105,10 +104,12 @@ class NtfsFileSystem(FileSystem):
             if not show_system and in_root and index < _RESERVED and name.startswith(b"$"):
                 continue
             display = display_join(directory.display_path, name)
-            if not child.number_of_attributes:  # its MFT record is unreadable or wiped
-                yield self._indexed_only(display, name, index, child)
-                continue
-            yield self._entry(display, name, child)
+            try:  # an empty record is one that is unreadable or wiped
+                entry = self._entry(display, name, child) if child.number_of_attributes \
+                    else None
+            except ERRORS:
+                entry = None
+            yield entry or self._indexed_only(display, name, index, child)
 
     @staticmethod
     def _indexed_only(display_path: str, name: bytes, index: int, handle: Any) -> Entry:
