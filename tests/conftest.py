@@ -19,7 +19,7 @@ import pytest
 # a session), and the corpus of real file systems (one a session). A fixture is built only
 # when a collected test asks for it.
 pytest_plugins = ["tests.fixtures.disks", "tests.fixtures.explore", "tests.fixtures.fuzz_bases",
-                  "tests.fixtures.corpus"]
+                  "tests.fixtures.users", "tests.fixtures.corpus"]
 
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects by the markers set here

@@ -1,7 +1,8 @@
 """`rescue ls`, `rescue extract`, `rescue mount` and `rescue umount`: what an image holds.
 
-The explore modules load The Sleuth Kit (pytsk3) and the mount module libfuse: each is imported
-only when a command that needs it runs, so every other command starts without them.
+The explore modules load the file-system readers (The Sleuth Kit, libfsntfs) and the mount
+module libfuse: each is imported only when a command that needs it runs, so every other command
+starts without them.
 """
 
 from __future__ import annotations
@@ -86,10 +87,11 @@ def entry_record(entry: Entry, lost: tuple[tuple[int, int], ...]) -> dict[str, o
             "lost": [list(r) for r in lost]}
 
 
-def entry_line(entry: Entry, lost: tuple[tuple[int, int], ...], name: str) -> str:
+def entry_line(entry: Entry, lost: tuple[tuple[int, int], ...], name: str,
+               metadata_lost: bool = False) -> str:
     from rescue.explore.filesystem import mode_string, printable
 
-    flag = "!" if lost else " "
+    flag = "!" if lost or metadata_lost else " "
     link = f" -> {printable(entry.target)}" if entry.target is not None else ""
     return (f"{flag} {mode_string(entry)} {entry.uid:>5} {entry.gid:>5} {entry.size:>12} "
             f"{_time(entry.mtime_ns)} {name}{link}")
@@ -129,10 +131,12 @@ def _list_entries(fs: FileSystem, top: Entry, args: argparse.Namespace, out: Tex
     damaged = 0
     for entry in entries:
         lost = fs.lost(entry)
+        metadata_lost = fs.metadata_lost(entry)
         streams = [(stream, fs.lost(stream)) for stream in fs.streams(entry)]
-        damaged += bool(lost) + sum(bool(stream_lost) for _, stream_lost in streams)
+        damaged += bool(lost or metadata_lost) + sum(bool(gone) for _, gone in streams)
         if args.json:
             record = entry_record(entry, lost)
+            record["metadata_lost"] = metadata_lost
             record["streams"] = [{"name": printable(stream.stream or b""), "size": stream.size,
                                   "lost": [list(r) for r in stream_lost]}
                                  for stream, stream_lost in streams]
@@ -140,14 +144,14 @@ def _list_entries(fs: FileSystem, top: Entry, args: argparse.Namespace, out: Tex
             continue
         name = entry.display_path if args.recursive or entry is top else printable(
             entry.name, name=True)
-        print(entry_line(entry, lost, name), file=out)
+        print(entry_line(entry, lost, name, metadata_lost), file=out)
         for stream, stream_lost in streams:  # NTFS alternate data streams, as file:stream
             print(entry_line(stream, stream_lost,
                              f"{name}:{printable(stream.stream or b'', name=True)}"), file=out)
     if damaged and not args.json:
         print(f"warning: {damaged} entr{'y lacks' if damaged == 1 else 'ies lack'} data (marked "
-              "!): it lies in bad or never-read parts of the image, or no metadata says where",
-              file=sys.stderr)
+              "!): it, or the metadata that says what it is, lies in bad or never-read parts "
+              "of the image, or no metadata says where", file=sys.stderr)
     return damaged
 
 

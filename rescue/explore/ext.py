@@ -14,12 +14,19 @@ import struct
 from collections.abc import Iterator
 
 from rescue.errors import FormatError
-from rescue.explore.damage import Run
-from rescue.explore.filesystem import PATH_MAX, Entry, FileSystem, Placement, display_join
+from rescue.explore.damage import Run, merge
+from rescue.explore.filesystem import (
+    PATH_MAX,
+    Entry,
+    FileSystem,
+    Placement,
+    display_join,
+    gaps,
+    listed,
+)
 from rescue.explore.volumes import Volume
 from rescue.formats.base import ImageReader
 from rescue.fs.partitions import SliceReader
-from rescue.fs.used import always_readable
 from rescue.fs.used.ext import (
     INODE_BASE_SIZE,
     INODE_FLAG_EXTENTS,
@@ -93,11 +100,7 @@ class ExtFileSystem(FileSystem):
 
     def children(self, directory: Entry, show_system: bool = False) -> Iterator[Entry]:
         inode = directory.ref if isinstance(directory.ref, Inode) else self._inode(directory.inode)
-        try:
-            listed = list(self._ext.dir_entries(inode, always_readable))
-        except FormatError:
-            raise FormatError(f"cannot read directory {directory.display_path}") from None
-        for name, number, _ in listed:
+        for name, number, _ in listed(self._ext.dir_entries(inode, self.readable), directory):
             raw = name.encode("utf-8", "surrogateescape")
             try:
                 child = self._inode(number)
@@ -135,9 +138,10 @@ class ExtFileSystem(FileSystem):
         return None
 
     def _map(self, inode: Inode) -> BlockMap:
-        return self._ext.block_map(inode)
+        return self._ext.block_map(inode, self.readable)
 
     def pieces(self, inode: Inode) -> list[tuple[int, int, int]]:
+        """(offset in the file, byte offset in the volume, length) of the inode's data."""
         if self.inline_bytes(inode) is not None:
             return []
         return self._ext.data_pieces(self._map(inode), inode.size)
@@ -154,14 +158,23 @@ class ExtFileSystem(FileSystem):
     def placement(self, entry: Entry) -> Placement:
         try:
             inode = self._inode_of(entry)
-            if self.inline_bytes(inode) is not None:
-                start = self.volume.start + inode.offset
-                return Placement(resident=((start, start + len(inode.raw)),))
-            runs = tuple(Run(file_offset, self.volume.start + image_offset, length)
-                         for file_offset, image_offset, length in self.pieces(inode))
         except FormatError:
             return Placement(unbacked=((0, entry.size),) if entry.size else ())
-        return Placement(runs)
+        start = self.volume.start + inode.offset
+        record = ((start, start + len(inode.raw)),)
+        if self.inline_bytes(inode) is not None:
+            return Placement(record=record)
+        try:
+            mapping = self._map(inode)
+        except FormatError:  # a map block outside the volume
+            return Placement(unbacked=((0, entry.size),) if entry.size else (), record=record)
+        runs = tuple(Run(file_offset, self.volume.start + image_offset, length)
+                     for file_offset, image_offset, length
+                     in self._ext.data_pieces(mapping, inode.size))
+        if not mapping.complete:  # a map block it could not read: where its data is, unknown
+            return Placement(runs, merge(gaps([(run.file_offset, run.file_offset + run.length)
+                                               for run in runs], entry.size)), record)
+        return Placement(runs, record=record, holes_known=True)
 
 
 def _bare(inode: Inode) -> Entry:

@@ -10,14 +10,14 @@ The image is hostile until proven otherwise, so:
 - symlinks are recreated as they are, absolute or climbing: a link is data, and only following
   one while writing could do harm; device nodes, FIFOs and sockets are never created;
 - set-user-ID and set-group-ID bits are dropped;
-- the walk holds one directory descriptor and one TSK directory per level: deep trees cannot
+- the walk holds one directory descriptor and one directory listing per level: deep trees cannot
   run out of descriptors and huge directories are streamed (only the names written in each
   open folder are remembered, to keep them apart).
 
 `_Extraction.place` decides every entry's fate. Two entries of a folder that come to the same
-name (a damaged directory, long names TSK cut short, names that escape alike) are both written,
+name (a damaged directory, names that escape alike) are both written,
 the later one renamed. A file's bytes that the image lacks (bad sectors, a FAT chain cut short
-or looping, data TSK does not return) are written as zeros and their ranges reported as
+or looping, data the reader does not return) are written as zeros and their ranges reported as
 damaged. `Report.complete` is false only for data the user does not get.
 """
 
@@ -46,6 +46,10 @@ _NOT_CREATED = {"char": "character device", "block": "block device", "fifo": "FI
                 "socket": "socket", "label": "volume label, not a file"}
 _ESCAPED = "not a name Linux can hold as it is"
 _SAME_NAME = "an earlier entry of its folder has the same name"
+_METADATA_LOST = ("its metadata (inode, MFT record or directory entry) lies in a bad or "
+                  "never-read part of the image: what it is and what it holds are unknown")
+_LISTING_LOST = ("part of this folder lies in a bad or never-read part of the image: the "
+                 "entries kept there are unknown")
 
 Ranges = tuple[tuple[int, int], ...]
 
@@ -127,12 +131,17 @@ class _Extraction:
         """The one decision of what becomes of an entry of the folder open at `dir_fd`,
         whose written names are `taken`: a file, symlink or folder is written under a name of
         its own (a folder's descriptor is returned, to fill it); anything else is skipped."""
-        if entry.kind not in ("file", "dir", "symlink"):
+        if entry.kind != "dir" and self.fs.metadata_lost(entry):
+            self.report.missing.append((entry.display_path, _METADATA_LOST))
+            return None
+        if entry.kind not in ("file", "dir", "symlink", "stream"):
             what = _NOT_CREATED.get(entry.kind, f"{entry.kind} entry")
             self.report.skipped.append((entry.display_path, f"{what}: not created"))
             return None
         name = self.claim(entry, taken)
         if entry.kind == "dir":
+            if self.fs.lost(entry) or self.fs.metadata_lost(entry):
+                self.report.missing.append((entry.display_path, _LISTING_LOST))
             return self.open_dir(dir_fd, name)
         if entry.kind == "symlink":
             self.symlink(dir_fd, entry, name)
@@ -270,26 +279,24 @@ class _Extraction:
             self.report.files += 1
 
     def copy(self, entry: Entry, out: int) -> list[tuple[int, int]]:
-        """Write the file's content; the ranges TSK did not return (written as zeros). Zero
-        chunks become holes: rescued disks are often mostly empty."""
-        position = 0
+        """Write the file's content; the ranges the reader did not return (written as zeros).
+        Holes and zero chunks stay holes: rescued disks are often mostly empty."""
         zeros = b""
         short = []
-        for chunk, returned in self.fs.read_chunks(entry):
+        for offset, chunk, returned in self.fs.read_chunks(entry):
             self.check_cancel()
             if returned < len(chunk):
-                short.append((position + returned, position + len(chunk)))
+                short.append((offset + returned, offset + len(chunk)))
             if len(zeros) != len(chunk):
                 zeros = bytes(len(chunk))
             if chunk != zeros:
                 view = memoryview(chunk)
                 while view:
-                    view = view[os.pwrite(out, view, position + len(chunk) - len(view)):]
-            position += len(chunk)
-            self.report.bytes += len(chunk)
+                    view = view[os.pwrite(out, view, offset + len(chunk) - len(view)):]
             if self.progress is not None:
                 self.progress(len(chunk))
-        os.ftruncate(out, position)
+        os.ftruncate(out, entry.size)
+        self.report.bytes += entry.size
         return short
 
     def symlink(self, dir_fd: int, entry: Entry, name: bytes) -> None:

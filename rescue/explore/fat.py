@@ -12,13 +12,12 @@ import calendar
 import struct
 from collections.abc import Iterator
 
-from rescue.errors import FormatError
 from rescue.explore.damage import Run
-from rescue.explore.filesystem import Entry, FileSystem, Placement, display_join
+from rescue.explore.filesystem import Entry, FileSystem, Placement, display_join, listed
 from rescue.explore.volumes import Volume
 from rescue.formats.base import ImageReader
 from rescue.fs.partitions import SliceReader
-from rescue.fs.used.fat import DirEntry, FatFS
+from rescue.fs.used.fat import ENTRY_SIZE, DirEntry, FatFS
 from rescue.rangemap import RangeMap
 
 _READ_ONLY = 0x01
@@ -78,11 +77,7 @@ class FatFileSystem(FileSystem):
     def children(self, directory: Entry, show_system: bool = False) -> Iterator[Entry]:
         first = directory.ref.first if isinstance(directory.ref, DirEntry) \
             else directory.inode // 2
-        try:
-            listed = list(self._fat.directory(first))
-        except FormatError:
-            raise FormatError(f"cannot read directory {directory.display_path}") from None
-        for item in listed:
+        for item in listed(self._fat.directory(first, self.readable), directory):
             name = item.name.encode("utf-8", "surrogatepass")
             yield self._entry(display_join(directory.display_path, name), name, item)
 
@@ -114,11 +109,14 @@ class FatFileSystem(FileSystem):
 
     def placement(self, entry: Entry) -> Placement:
         item = entry.ref
-        if not isinstance(item, DirEntry) or not item.first:
-            return Placement(unbacked=((0, entry.size),) if entry.size else ())
+        if not isinstance(item, DirEntry):  # the root: its area is the file system's own
+            return Placement()
+        record = ((self.volume.start + item.offset,
+                   self.volume.start + item.offset + ENTRY_SIZE),)
         runs, position = [], 0
-        for offset, length in self._fat.chain_extents(item.first, entry.size):
+        for offset, length in self._fat.chain_extents(item.first, entry.size) \
+                if item.first else ():
             runs.append(Run(position, self.volume.start + offset, length))
             position += length
         unbacked = ((position, entry.size),) if position < entry.size else ()
-        return Placement(tuple(runs), unbacked)
+        return Placement(tuple(runs), unbacked, record, holes_known=True)

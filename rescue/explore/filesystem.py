@@ -14,7 +14,7 @@ import stat
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from rescue.errors import FormatError, UsageError
 from rescue.explore.damage import Run, lost_ranges, merge
@@ -27,6 +27,7 @@ PATH_MAX = 4096
 # File systems whose names compare without regard to case, as their own drivers look them up.
 _CASE_BLIND = ("fat", "exfat", "ntfs")
 Ranges = tuple[tuple[int, int], ...]
+Item = TypeVar("Item")
 
 
 @dataclass(frozen=True)
@@ -61,14 +62,16 @@ class OpenFile(Protocol):
 
 @dataclass(frozen=True)
 class Placement:
-    """Where an entry's data lies in the image: `runs` of its bytes; `unbacked`, the ranges
-    of its size that no run accounts for, not even as a hole (a FAT chain cut short);
-    `resident`, image ranges holding data kept inside metadata (a small NTFS file in its MFT
-    record, ext4 inline data in its inode), whose loss loses the whole content."""
+    """Where an entry lies in the image: `runs` of its bytes; `unbacked`, the ranges of its
+    size that no run accounts for, not even as a hole (a FAT chain cut short); `record`, the
+    image ranges of its own metadata (inode, MFT record, directory entry), which also hold any
+    data kept inside it (a small NTFS file, ext4 inline data). Metadata the image lacks loses
+    the whole entry: its size, its runs and its content are then unknown."""
 
     runs: tuple[Run, ...] = ()
     unbacked: Ranges = ()
-    resident: Ranges = ()
+    record: Ranges = ()
+    holes_known: bool = False  # every byte outside `runs` is a hole (reads as zeros)
 
 
 class FileSystem(ABC):
@@ -182,21 +185,47 @@ class FileSystem(ABC):
         if entry.kind not in ("file", "stream") and self._unreadable is None:
             return ()
         placed = self.placement(entry)
-        lost = [*lost_ranges(placed.runs, self._unreadable), *placed.unbacked]
-        if entry.size and any(lost_ranges((Run(0, start, end - start),), self._unreadable)
-                              for start, end in placed.resident):
-            lost.append((0, entry.size))
-        return merge(lost)
+        if self._lies_in_unreadable(placed.record):
+            return ((0, entry.size),) if entry.size else ()
+        return merge((*lost_ranges(placed.runs, self._unreadable), *placed.unbacked))
 
-    def read_chunks(self, entry: Entry, chunk: int = 1 << 20) -> Iterator[tuple[bytes, int]]:
-        """The content in pieces, each with how many of its bytes the reader returned: it stops
-        short where metadata cannot back the size, and the rest of the piece is zeros. Bytes in
-        unreadable parts of the image read as the image holds them (zeros)."""
+    def metadata_lost(self, entry: Entry) -> bool:
+        """Whether the entry's own metadata lies in a bad or never-read part of the image:
+        then what it says (size, type, where the data is) is unknown, or zeros."""
+        return self._unreadable is not None and self._lies_in_unreadable(
+            self.placement(entry).record)
+
+    def readable(self, offset: int, length: int) -> bool:
+        """Whether the image holds [offset, offset+length) of the volume: our own parsers skip
+        directory blocks it does not, instead of taking zeros for the end of a listing."""
+        start = self.volume.start + offset
+        return not self._lies_in_unreadable(((start, start + length),))
+
+    def _lies_in_unreadable(self, ranges: Ranges) -> bool:
+        return any(lost_ranges((Run(0, start, end - start),), self._unreadable)
+                   for start, end in ranges)
+
+    def read_chunks(self, entry: Entry, chunk: int = 1 << 20
+                    ) -> Iterator[tuple[int, bytes, int]]:
+        """The content in pieces: (offset, bytes, how many of them the reader returned). It
+        stops short where metadata cannot back the size, and the rest of the piece is zeros.
+        Bytes in unreadable parts of the image read as the image holds them (zeros). Where
+        the reader knows the holes, pieces inside them are left out, never read: a sparse
+        file of terabytes costs what its data does."""
         opened = self.open(entry)
-        for offset in range(0, entry.size, chunk):
-            length = min(chunk, entry.size - offset)
-            data = opened.read(offset, length)
-            yield data + bytes(length - len(data)), len(data)
+        for start, end in self._data_ranges(entry):
+            for offset in range(start, end, chunk):
+                length = min(chunk, end - offset)
+                data = opened.read(offset, length)
+                yield offset, data + bytes(length - len(data)), len(data)
+
+    def _data_ranges(self, entry: Entry) -> Ranges:
+        """The parts of the content that may hold more than zeros, in whole chunks' order."""
+        placed = self.placement(entry)
+        if not placed.holes_known:
+            return ((0, entry.size),) if entry.size else ()
+        return merge((run.file_offset, min(entry.size, run.file_offset + run.length))
+                     for run in placed.runs if run.file_offset < entry.size)
 
 
 class VolumeFile:
@@ -247,6 +276,18 @@ def printable(raw: bytes, *, name: bool = False) -> str:
         else:
             escaped.append(char)
     return "".join(escaped)
+
+
+def listed(items: Iterator[Item], directory: Entry) -> Iterator[Item]:
+    """A parser's directory listing, streamed (a folder of a million names is never held
+    whole), its failure named after the folder."""
+    while True:
+        try:
+            yield next(items)
+        except StopIteration:
+            return
+        except FormatError:
+            raise FormatError(f"cannot read directory {directory.display_path}") from None
 
 
 def display_join(parent: str, name: bytes) -> str:

@@ -1,9 +1,13 @@
 """The files of one file system in an image, served through FUSE by `rescue mount`.
 
-The Sleuth Kit parses the file system in this process, so neither root nor a kernel driver is
-needed, and a hostile image meets only the same reader `rescue ls` and `extract` use. Bytes of
-a file the image lacks (unreadable in its map, or beyond what the metadata can place) are never
+The file system is parsed in this process by the same reader `rescue ls` and `extract` use, so
+neither root nor a kernel driver is needed, and a hostile image meets nothing else. Bytes of a
+file the image lacks (unreadable in its map, or beyond what the metadata can place) are never
 served as zeros: a read that touches them fails with EIO, reads of the rest succeed.
+
+NTFS alternate data streams are served as ntfs-3g serves them: as extended attributes
+`user.STREAM` of their file, and as the file `NAME:STREAM`, which opens though no listing
+shows it.
 """
 
 from __future__ import annotations
@@ -28,9 +32,11 @@ _KIND_BITS = {"file": stat.S_IFREG, "dir": stat.S_IFDIR, "symlink": stat.S_IFLNK
               "char": stat.S_IFCHR, "block": stat.S_IFBLK, "fifo": stat.S_IFIFO,
               "socket": stat.S_IFSOCK}
 # Directory listings kept, most recently used last: a path is looked up component by component
-# through them, so a deep tree is walked without asking TSK again for each `stat`.
+# through them, so a deep tree is walked without asking the reader again for each `stat`.
 _LISTINGS_KEPT = 512
 _NAME_MAX = 255
+_STREAM_XATTR = "user."
+_XATTR_SIZE_MAX = 65536  # what Linux lets one extended attribute hold
 
 
 def served_name(raw: bytes) -> str:
@@ -50,8 +56,8 @@ class FileView:
     def __init__(self, fs: FileSystem, owner: tuple[int, int]) -> None:
         self.fs = fs
         self.root = fs.lookup("/")
-        # FAT, exFAT and NTFS (as TSK reads them) keep no owners: the files are the user's who
-        # mounted them, so that user may read them.
+        # FAT, exFAT and NTFS keep no Unix owners: the files are the user's who mounted them,
+        # so that user may read them.
         self.owner = None if fs.posix_modes else owner
         self._listings: OrderedDict[int, dict[str, Entry]] = OrderedDict()
 
@@ -62,7 +68,7 @@ class FileView:
             return cached
         try:
             names = {served_name(child.name): child for child in self.fs.children(directory)}
-        except (FormatError, OSError, RuntimeError):  # TSK failing inside a damaged directory
+        except (FormatError, OSError, RuntimeError):  # a reader failing in a damaged directory
             raise fuse.FuseOSError(errno.EIO) from None
         self._listings[directory.inode] = names
         if len(self._listings) > _LISTINGS_KEPT:
@@ -77,11 +83,38 @@ class FileView:
                 continue
             if found.kind != "dir":
                 raise fuse.FuseOSError(errno.ENOTDIR)
-            child = self.listing(found).get(name)
+            child = self.listing(found).get(name) or self._stream(found, name)
             if child is None:
                 raise fuse.FuseOSError(errno.ENOENT)
             found = child
         return found
+
+    def _stream(self, directory: Entry, name: str) -> Entry | None:
+        """The stream `name` ("file:stream") names, or None."""
+        base, colon, stream = name.partition(":")
+        owner = self.listing(directory).get(base) if colon and stream else None
+        if owner is None:
+            return None
+        return self._streams(owner).get(stream)
+
+    def _streams(self, entry: Entry) -> dict[str, Entry]:
+        try:
+            return {served_name(stream.stream or b""): stream for stream in self.fs.streams(entry)}
+        except FormatError:
+            raise fuse.FuseOSError(errno.EIO) from None
+
+    def xattr_names(self, entry: Entry) -> list[str]:
+        return [_STREAM_XATTR + name for name in self._streams(entry)]
+
+    def xattr(self, entry: Entry, name: str) -> bytes:
+        """A stream's content as the extended attribute user.STREAM, whole or not at all."""
+        stream = self._streams(entry).get(name.removeprefix(_STREAM_XATTR)) \
+            if name.startswith(_STREAM_XATTR) else None
+        if stream is None:
+            raise fuse.FuseOSError(errno.ENODATA)
+        if stream.size > _XATTR_SIZE_MAX:
+            raise fuse.FuseOSError(errno.E2BIG)
+        return self.open(stream).read(0, stream.size)
 
     def attributes(self, entry: Entry) -> dict[str, Any]:
         uid, gid = self.owner or (entry.uid, entry.gid)
@@ -102,8 +135,10 @@ class FileView:
         return entry.target.decode("utf-8", "surrogateescape")
 
     def open(self, entry: Entry) -> ServedFile:
-        if entry.kind != "file":
+        if entry.kind not in ("file", "stream"):
             raise fuse.FuseOSError(errno.EACCES)
+        if self.fs.metadata_lost(entry):  # its size and content are unknown, not empty
+            raise fuse.FuseOSError(errno.EIO)
         try:
             return ServedFile(self.fs.open(entry), self.fs.lost(entry))
         except FormatError:
@@ -116,7 +151,7 @@ class FileView:
 
 
 class ServedFile:
-    """An open regular file: its TSK handle and the byte ranges it lacks."""
+    """An open regular file: its reader's handle and the byte ranges it lacks."""
 
     def __init__(self, opened: OpenFile, lost: tuple[tuple[int, int], ...]) -> None:
         self.opened = opened
@@ -143,8 +178,8 @@ class ServedFile:
 
 def open_views(reader: ImageReader, volumes: Sequence[Volume], unreadable: RangeMap | None,
                owner: tuple[int, int]) -> tuple[dict[str, FileView], list[str]]:
-    """A view of each volume whose file system TSK reads, by its directory name; and a line for
-    each volume with a file system it cannot (that directory stays empty)."""
+    """A view of each volume whose file system a reader reads, by its directory name; and a
+    line for each volume with a file system none can (that directory stays empty)."""
     views, problems = {}, []
     for volume in volumes:
         if volume.fstype is None:

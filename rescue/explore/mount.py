@@ -3,7 +3,7 @@
 Layout under DIR (the FUSE mount point):
     DIR/disk      the image's logical bytes (holes read as zeros), read-only
     DIR/pN        one directory per partition (DIR/fs for a table-less image) holding its files,
-                  served by this process through The Sleuth Kit (`fileview`): no root and no
+                  served by this process through rescue's own readers (`fileview`): no root and no
                   kernel driver needed. With `kernel`, DIR/pN is empty and, as root, the file
                   system is mounted there instead from a loop device set to the partition's
                   offset and size
@@ -90,8 +90,8 @@ class ImageFS(fuse.Operations):
     """Serves `/disk` from an image reader and one directory per volume: the volume's files
     (`FileView`) when it has a view, else empty (a mount point for `--kernel`).
 
-    Single-threaded (see `serve`): the image readers and TSK keep caches that are not
-    thread-safe, and the loop devices above read sequentially anyway.
+    Single-threaded (see `serve`): the image readers and file-system readers keep caches that
+    are not thread-safe, and the loop devices above read sequentially anyway.
     """
 
     use_ns = True
@@ -146,6 +146,16 @@ class ImageFS(fuse.Operations):
             raise fuse.FuseOSError(errno.EINVAL)
         view, entry = inside
         return view.readlink(entry)
+
+    def listxattr(self, path: str) -> list[str]:
+        inside = self._inside(path)
+        return [] if inside is None else inside[0].xattr_names(inside[1])
+
+    def getxattr(self, path: str, name: str, position: int = 0) -> bytes:
+        inside = self._inside(path)
+        if inside is None:
+            raise fuse.FuseOSError(errno.ENODATA)
+        return inside[0].xattr(inside[1], name)
 
     def open(self, path: str, fi: Any) -> int:
         if fi.flags & os.O_ACCMODE != os.O_RDONLY:

@@ -15,17 +15,17 @@ from typing import Any
 import pyfsntfs
 
 from rescue.errors import FormatError
-from rescue.explore.damage import Run, merge
+from rescue.explore.damage import merge
 from rescue.explore.filesystem import (
     PATH_MAX,
     Entry,
     FileSystem,
     Placement,
     Ranges,
-    VolumeFile,
     display_join,
     stream_entry,
 )
+from rescue.explore.libyal import ERRORS, LibyalData, extents_placement, open_volume
 from rescue.explore.volumes import Volume
 from rescue.formats.base import ImageReader
 from rescue.fs.partitions import SliceReader
@@ -35,55 +35,38 @@ from rescue.rangemap import RangeMap
 _ROOT = 5
 _RESERVED = 16  # MFT records 0-15 are the file system's own ($MFT, $Bitmap, $Extend, ...)
 _READ_ONLY, _SYSTEM, _COMPRESSED = 0x1, 0x4, 0x800
-_FILE_NAME = 0x30
-_SPARSE_EXTENT = 0x1
+_INDEXED_DIRECTORY = 0x1000_0000  # a $FILE_NAME's flag: the file has a directory index
+_FILE_NAME, _REPARSE_POINT = 0x30, 0xC0
+_LX_SYMLINK = 0xA000_001D  # the reparse tag of a symlink made by Linux under Windows (WSL)
+_LX_TARGET = 8 + 4  # its data: the reparse header, a version number, then the UTF-8 target
 _COMPRESSION_UNIT = 16  # clusters
 _FILETIME_EPOCH = 116_444_736_000_000_000  # 1601 to 1970 in 100 ns
 _INTERIX = {b"IntxLNK\x01": "symlink", b"IntxCHR\x00": "char", b"IntxBLK\x00": "block"}
 _INTERIX_TAG = 8
-# What libfsntfs raises for a damaged structure, and what an error in our reader under it
-# (a damaged compressed cluster of the image) comes back as.
-_ERRORS = (OSError, IOError, RuntimeError, ValueError)
+_INTERIX_BY_SIZE = {0: "fifo", 1: "socket"}
 
 
-def _ns(filetime: int) -> int:
-    return (filetime - _FILETIME_EPOCH) * 100
+def _ns(filetime: int | None) -> int:
+    """A FILETIME as nanoseconds since 1970; 0 where the record holds none."""
+    return (filetime - _FILETIME_EPOCH) * 100 if filetime else 0
 
 
 def _index(reference: int) -> int:
     return reference & 0xFFFF_FFFF_FFFF
 
 
-class NtfsData:
-    """The default data stream, or one alternate data stream, of a file."""
-
-    def __init__(self, handle: Any, entry: Entry) -> None:
-        self._handle = handle
-        self.entry = entry
-
-    def read(self, offset: int, length: int) -> bytes:
-        length = max(0, min(length, self.entry.size - offset))
-        if not length:
-            return b""
-        try:
-            return bytes(self._handle.read_buffer_at_offset(length, offset))
-        except _ERRORS:
-            raise FormatError(f"cannot read {self.entry.display_path} at byte {offset}"
-                              ) from None
-
-
 class NtfsFileSystem(FileSystem):
     reader = "libfsntfs"
 
     def __init__(self, reader: ImageReader, volume: Volume, unreadable: RangeMap | None) -> None:
-        self._volume = pyfsntfs.volume()
+        self._volume = open_volume(pyfsntfs, reader, volume)
         try:
-            self._volume.open_file_object(VolumeFile(reader, volume))
             cluster = int(self._volume.cluster_block_size)
-        except _ERRORS as error:
-            raise FormatError(f"libfsntfs cannot open the NTFS volume: {error}") from None
+        except ERRORS as error:
+            raise FormatError(f"libfsntfs cannot read the NTFS volume: {error}") from None
         super().__init__(reader, volume, unreadable, "ntfs", cluster)
-        self._records: NtfsFS | None = None
+        self._records: NtfsFS | None = None  # our own parser, for where records lie
+        self._records_unknown = False
 
     @property
     def root_inode(self) -> int:
@@ -94,33 +77,51 @@ class NtfsFileSystem(FileSystem):
             return entry.ref
         try:
             return self._volume.get_file_entry(entry.inode)
-        except _ERRORS:
+        except ERRORS:
             raise FormatError(f"cannot read the MFT record of {entry.display_path}") from None
 
     def root(self) -> Entry:
         try:
-            handle = self._volume.get_root_directory()
-        except _ERRORS:
+            return self._entry("/", b"/", self._volume.get_root_directory())
+        except ERRORS:
             raise FormatError("cannot read the NTFS root directory") from None
-        return self._entry("/", b"/", handle)
 
     def children(self, directory: Entry, show_system: bool = False) -> Iterator[Entry]:
         handle = self._handle(directory)
         try:
             count = int(handle.number_of_sub_file_entries)
-        except _ERRORS:
+        except ERRORS:
             raise FormatError(f"cannot read directory {directory.display_path}") from None
         in_root = directory.inode == _ROOT
         for number in range(count):
             try:
                 child = handle.get_sub_file_entry(number)
                 name = child.name.encode("utf-8", "surrogatepass")
-            except _ERRORS:
-                continue  # an index entry whose record is gone: a damaged directory
-            index = _index(int(child.file_reference))
+                index = _index(int(child.get_i30_file_reference() if child.has_i30_entry()
+                                   else child.file_reference))
+            except ERRORS:
+                continue  # an index entry libfsntfs cannot make sense of
             if not show_system and in_root and index < _RESERVED and name.startswith(b"$"):
                 continue
-            yield self._entry(display_join(directory.display_path, name), name, child)
+            display = display_join(directory.display_path, name)
+            try:  # an empty record is one that is unreadable or wiped
+                entry = self._entry(display, name, child) if child.number_of_attributes \
+                    else None
+            except ERRORS:
+                entry = None
+            yield entry or self._indexed_only(display, name, index, child)
+
+    @staticmethod
+    def _indexed_only(display_path: str, name: bytes, index: int, handle: Any) -> Entry:
+        """A file known only by its directory's index: its name and times are there, its
+        size, content and kind were in the record. Its damage shows as `metadata_lost`."""
+        directory = int(handle.get_i30_file_attribute_flags() or 0) & _INDEXED_DIRECTORY
+        return Entry(
+            display_path=display_path, name=name, inode=index,
+            kind="dir" if directory else "file", size=0, mode=0o755 if directory else 0o644,
+            uid=0, gid=0, mtime_ns=_ns(handle.get_i30_modification_time_as_integer()),
+            atime_ns=_ns(handle.get_i30_access_time_as_integer()),
+            ctime_ns=_ns(handle.get_i30_entry_modification_time_as_integer()), target=None)
 
     def _entry(self, display_path: str, name: bytes, handle: Any) -> Entry:
         flags = int(handle.file_attribute_flags or 0)
@@ -128,32 +129,48 @@ class NtfsFileSystem(FileSystem):
         kind, target = "file", None
         if handle.has_directory_entries_index():
             kind = "dir"
+        index = _index(int(handle.file_reference))
+        attributes = [handle.get_attribute(number)
+                      for number in range(int(handle.number_of_attributes))]
         link = handle.symbolic_link_target
         if link is not None:
             kind, target = "symlink", link.encode("utf-8", "surrogatepass")
+        elif any(attribute.attribute_type == _REPARSE_POINT and attribute.tag == _LX_SYMLINK
+                 for attribute in attributes):
+            kind, target = "symlink", self._linux_target(index)
         elif kind == "file" and flags & _SYSTEM:
             kind, target = self._interix(handle, size)
         mode = 0o777 if kind == "symlink" else 0o755 if kind == "dir" else 0o644
         if flags & _READ_ONLY and kind != "symlink":
             mode &= ~0o222
-        links = sum(1 for number in range(int(handle.number_of_attributes))
-                    if handle.get_attribute(number).attribute_type == _FILE_NAME)
+        links = sum(1 for attribute in attributes if attribute.attribute_type == _FILE_NAME)
         return Entry(
-            display_path=display_path, name=name, inode=_index(int(handle.file_reference)),
-            kind=kind, size=len(target) if target is not None else size, mode=mode, uid=0,
+            display_path=display_path, name=name, inode=index,
+            kind=kind, size=len(target) if target is not None else size if kind in (
+                "file", "dir") else 0, mode=mode, uid=0,
             gid=0, mtime_ns=_ns(handle.get_modification_time_as_integer()),
             atime_ns=_ns(handle.get_access_time_as_integer()),
             ctime_ns=_ns(handle.get_entry_modification_time_as_integer()), target=target,
             links=max(1, links), ref=handle)
 
+    def _linux_target(self, index: int) -> bytes:
+        """A symlink Linux made under Windows (WSL): UTF-8 after a version number in its
+        reparse data, which libfsntfs does not decode."""
+        parser = self._parser()
+        data = parser.resident_value(index, _REPARSE_POINT) if parser is not None else None
+        if data is None or len(data) < _LX_TARGET:
+            return b""
+        return data[_LX_TARGET:_LX_TARGET + PATH_MAX]
+
     @staticmethod
     def _interix(handle: Any, size: int) -> tuple[str, bytes | None]:
-        """What an Interix system file stands for: its tag says, as ntfs-3g reads it."""
+        """What an Interix system file stands for, as ntfs-3g reads it: empty, a FIFO; one
+        byte, a socket; else its tag says."""
         if size < _INTERIX_TAG:
-            return "file", None
+            return _INTERIX_BY_SIZE.get(size, "file"), None
         try:
             head = bytes(handle.read_buffer_at_offset(min(size, _INTERIX_TAG + 2 * PATH_MAX), 0))
-        except _ERRORS:
+        except ERRORS:
             return "file", None
         kind = _INTERIX.get(head[:_INTERIX_TAG], "file")
         if kind != "symlink":
@@ -171,27 +188,22 @@ class NtfsFileSystem(FileSystem):
                 stream = handle.get_alternate_data_stream(number)
                 found.append(stream_entry(entry, stream.name.encode("utf-8", "surrogatepass"),
                                           int(stream.size), stream))
-        except _ERRORS:
+        except ERRORS:
             raise FormatError(f"cannot read the streams of {entry.display_path}") from None
         return found
 
-    def open(self, entry: Entry) -> NtfsData:
-        return NtfsData(entry.ref if entry.kind == "stream" else self._handle(entry), entry)
+    def open(self, entry: Entry) -> LibyalData:
+        return LibyalData(entry.ref if entry.kind == "stream" else self._handle(entry), entry)
 
     def placement(self, entry: Entry) -> Placement:
-        handle = entry.ref if entry.kind == "stream" else self._handle(entry)
+        record = self._record(entry.inode)
         try:
-            extents = [handle.get_extent(number) for number in range(handle.number_of_extents)]
-        except _ERRORS:
-            return Placement(unbacked=((0, entry.size),) if entry.size else ())
-        if not extents:
-            return Placement(resident=self._record(entry.inode)) if entry.size else Placement()
-        runs, position = [], 0
-        for offset, length, flags in extents:
-            if not flags & _SPARSE_EXTENT:
-                runs.append(Run(position, self.volume.start + offset, length))
-            position += length
-        return Placement(tuple(runs))
+            handle = entry.ref if entry.kind == "stream" else self._handle(entry)
+        except FormatError:
+            return Placement(unbacked=((0, entry.size),) if entry.size else (), record=record)
+        compressed = entry.kind != "stream" and bool(
+            int(handle.file_attribute_flags or 0) & _COMPRESSED)
+        return extents_placement(handle, entry, self.volume, record, compressed)
 
     def lost(self, entry: Entry) -> Ranges:
         """A compressed file's bytes come from whole compression units: a lost byte of a unit
@@ -204,10 +216,21 @@ class NtfsFileSystem(FileSystem):
         return merge((start // unit * unit, min(entry.size, -(-end // unit) * unit))
                      for start, end in lost)
 
+    def _parser(self) -> NtfsFS | None:
+        """Our own NTFS parser, for where records lie and what libfsntfs leaves undecoded;
+        None if it cannot read the volume."""
+        if self._records is None and not self._records_unknown:
+            try:
+                self._records = NtfsFS(SliceReader(self._image, self.volume.start,
+                                                   self.volume.size))
+            except FormatError:
+                self._records_unknown = True
+        return self._records
+
     def _record(self, index: int) -> Ranges:
-        """Where MFT record `index` lies in the image."""
-        if self._records is None:
-            self._records = NtfsFS(SliceReader(self._image, self.volume.start, self.volume.size))
-        extents = self._records.record_extents(index) or []
+        """Where MFT record `index` lies in the image (none known if our parser cannot read
+        the MFT's own record)."""
+        parser = self._parser()
+        extents = parser.record_extents(index) if parser is not None else None
         return tuple((self.volume.start + offset, self.volume.start + offset + length)
-                     for offset, length in extents)
+                     for offset, length in extents or ())

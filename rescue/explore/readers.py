@@ -12,6 +12,7 @@ from rescue.explore.filesystem import FileSystem
 from rescue.explore.ntfs import NtfsFileSystem
 from rescue.explore.tsk import TskFileSystem
 from rescue.explore.volumes import Volume
+from rescue.explore.xfs import XfsFileSystem
 from rescue.formats.base import ImageReader
 from rescue.rangemap import RangeMap
 
@@ -19,7 +20,7 @@ Opener = Callable[[ImageReader, Volume, "RangeMap | None"], FileSystem]
 # By the probe's TYPE name; exFAT and the rest go to The Sleuth Kit.
 CHOSEN: dict[str, Opener] = {
     "ext2": ExtFileSystem, "ext3": ExtFileSystem, "ext4": ExtFileSystem,
-    "vfat": FatFileSystem, "ntfs": NtfsFileSystem,
+    "vfat": FatFileSystem, "ntfs": NtfsFileSystem, "xfs": XfsFileSystem,
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from textual.widgets.tree import TreeNode
 from rescue.explore.filesystem import Entry
 from rescue.tui.screens.browser import ExtractPicker, ImageBrowser, Node
 from tests.fixtures.cli import run
+from tests.fixtures.disks import formatted
 from tests.fixtures.tui import SIZE, screen_lines, wait_until
 
 BLOCK = 4096
@@ -150,3 +152,41 @@ def test_extract_says_what_and_starts_in_the_last_folder_chosen(
 
     asyncio.run(scenario())
     assert (first / "folder" / "hurt.bin").read_bytes() == b"h" * 3 * BLOCK
+
+
+@pytest.mark.slow
+@pytest.mark.root
+def test_details_show_streams_and_who_owns_what(tmp_path: Path) -> None:
+    """An NTFS file's alternate data streams and that NTFS keeps no Unix owners; an ext4
+    file's owner as stored."""
+    ntfs = tmp_path / "ntfs.img"
+    with open(ntfs, "wb") as f:
+        f.truncate(16 << 20)
+    with formatted(ntfs, ("mkntfs", "-q", "-F", "-f"),
+                   ("ntfs-3g", "-o", "streams_interface=windows")) as mnt:
+        (mnt / "doc.txt").write_bytes(b"body\n")
+        (mnt / "doc.txt:Zone.Identifier").write_bytes(b"[ZoneTransfer]\nZoneId=3\n")
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "mine.txt").write_bytes(b"mine\n")
+    os.chown(tree / "mine.txt", 1234, 5678)
+    ext4 = tmp_path / "ext4.img"
+    with open(ext4, "wb") as f:
+        f.truncate(8 << 20)
+    run("mkfs.ext4", "-q", "-F", "-d", tree, ext4)
+
+    async def details_of(image: Path, name: bytes, shown_last: str) -> str:
+        """The screen once the details of `name` show `shown_last` (added by a worker)."""
+        app = BrowserApp(str(image))
+        async with app.run_test(size=SIZE) as pilot:
+            browser = await first_volume_opened(pilot)
+            await wait_until(pilot, lambda: find_node(browser, name) is not None)
+            browser.file_tree.move_cursor(find_node(browser, name))
+            await wait_until(pilot, lambda: shown_last in "\n".join(screen_lines(app)))
+            return "\n".join(screen_lines(app))
+
+    shown = asyncio.run(details_of(ntfs, b"doc.txt", ":Zone.Identifier"))
+    assert "owner:  none kept" in shown
+    assert "streams: 1, extracted as NAME:STREAM" in shown
+    shown = asyncio.run(details_of(ext4, b"mine.txt", "owner:"))
+    assert "owner:  1234:5678" in shown

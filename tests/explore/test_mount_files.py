@@ -15,8 +15,6 @@ import shutil
 import signal
 import stat
 import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,7 +29,7 @@ from rescue.explore.mount import (
     server_pids,
     unmount_image,
 )
-from tests.fixtures.cli import REPO_ROOT, rescue, run
+from tests.fixtures.cli import rescue, run
 from tests.fixtures.disks import mounted
 from tests.fixtures.explore import (
     HOSTILE_NODES,
@@ -46,6 +44,7 @@ from tests.fixtures.explore import (
 )
 from tests.fixtures.faultdisk import faulty_device
 from tests.fixtures.loop import loop_device
+from tests.fixtures.users import USER
 
 pytestmark = [pytest.mark.slow, pytest.mark.root]
 
@@ -55,7 +54,6 @@ BIG_SIZE = (3 << 20) + 12_345
 # Reads at odd places of the big file: (offset, length), across block and page edges.
 ODD_READS = ((0, 1), (1, 4095), (4095, 2), (65_537, 131_071), ((1 << 20) - 3, 7),
              (BIG_SIZE - 5, 5), (BIG_SIZE - 5, 100), (BIG_SIZE, 10))
-USER = "nobody"
 Records = dict[str, list[object]]
 # Each file system's own driver, read-only; FAT has none in this kernel: mtools reads it.
 OWN_DRIVERS = {"ext4": ("mount", "-o", "ro,noload"), "ntfs": ("ntfs-3g", "-o", "ro"),
@@ -87,41 +85,6 @@ vfs = os.statvfs(root)
 out["statvfs"] = [vfs.f_bsize, vfs.f_blocks, vfs.f_bfree, vfs.f_namemax]
 print(json.dumps(out))
 """
-
-
-@pytest.fixture(scope="module")
-def shared_dir() -> Iterator[Path]:
-    """A folder USER may read (pytest's tmp_path is root's alone), removed at the end."""
-    directory = Path(tempfile.mkdtemp(prefix="rescue-files-", dir="/tmp"))
-    directory.chmod(0o755)
-    yield directory
-    shutil.rmtree(directory)
-
-
-@pytest.fixture(scope="module")
-def user_python(shared_dir: Path) -> Iterator[list[str]]:
-    """How USER runs this Python with the tree under test: the interpreter itself when USER
-    can reach it, else its installation bound read-only to a path USER can reach (a Python
-    under /root is out of its reach)."""
-    if os.stat("/dev/fuse").st_mode & 0o006 != 0o006:
-        pytest.skip("/dev/fuse is not open to other users (tests/setup-machine.sh opens it "
-                    "0666, as the kernel makes it)")
-    env = ["env", f"PYTHONPATH={REPO_ROOT}", "TZ=UTC", "HOME=/"]
-    probe = ["setpriv", f"--reuid={USER}", "--regid=nogroup", "--clear-groups"]
-    # through env: setpriv itself still reaches what root can when it runs the program
-    if subprocess.run([*probe, "env", sys.executable, "-c", ""],
-                      capture_output=True).returncode == 0:
-        yield [*probe, *env, sys.executable]
-        return
-    bound = shared_dir / "python"
-    bound.mkdir()
-    run("mount", "--bind", sys.base_prefix, bound)
-    try:
-        run("mount", "-o", "remount,bind,ro", bound)
-        executable = bound / Path(sys.executable).relative_to(sys.base_prefix)
-        yield [*probe, *env, f"LD_LIBRARY_PATH={bound / 'lib'}", str(executable)]
-    finally:
-        run("umount", bound)
 
 
 @pytest.fixture(scope="module")

@@ -103,8 +103,8 @@ def test_file_system_mutants_listed_and_extracted(kind: str, bases: Bases,
                                                   tmp_path: Path) -> None:
     """Every mutant of a bare file system (each region, each kind of mutation) through `ls -R`
     and `extract` of the whole tree, and some through `image --mode used`, many to a
-    process: The Sleuth Kit and the used-block parsers must neither crash nor hang on them,
-    and rescue must answer with a documented code."""
+    process: the file-system readers and the used-block parsers must neither crash nor hang
+    on them, and rescue must answer with a documented code."""
     data = bases.filesystems[kind].read_bytes()
     regions = fuzz.regions_of(kind, data)
     (tmp_path / "out").mkdir()

@@ -37,7 +37,7 @@ def test_the_parsers_are_built_without_the_engines() -> None:
 
 
 # what only the commands that need them may load: the console, The Sleuth Kit, FUSE, zstd
-UI_AND_LIBRARIES = ("textual", "rich", "pytsk3", "mfusepy", "zstandard")
+UI_AND_LIBRARIES = ("textual", "rich", "pytsk3", "pyfsntfs", "mfusepy", "zstandard")
 
 
 def loaded_by_cli(*args: str) -> set[str]:

@@ -144,9 +144,11 @@ class FatFS:
             return [(self.root_offset, self.root_size)]
         return self.chain_extents(first)
 
-    def directory(self, first: int) -> Iterator[DirEntry]:
-        """The entries of the directory starting at cluster `first` (0: the FAT12/16 root)."""
-        return self._entries(self._directory_areas(first), always_readable)
+    def directory(self, first: int, readable: Readability = always_readable
+                  ) -> Iterator[DirEntry]:
+        """The entries of the directory starting at cluster `first` (0: the FAT12/16 root);
+        parts that are not `readable` are skipped."""
+        return self._entries(self._directory_areas(first), readable)
 
     def _walk(self, readable: Readability) -> Iterator[tuple[str, DirEntry]]:
         stack: list[tuple[str, int]] = [("", self.root_cluster)]

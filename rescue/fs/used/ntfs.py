@@ -97,6 +97,19 @@ class ListEntry:
     sequence: int  # the record's sequence number the list expects
 
 
+def _attributes(raw: bytes) -> Iterator[tuple[int, bytes]]:
+    """(type, bytes) of each attribute of a record, up to the end marker or damage."""
+    if len(raw) < 22:
+        return
+    pos = struct.unpack_from("<H", raw, 20)[0]
+    while pos + 16 <= len(raw):
+        kind, length = struct.unpack_from("<II", raw, pos)
+        if kind == ATTR_END or length < 16 or pos + length > len(raw):
+            return
+        yield kind, raw[pos:pos + length]
+        pos += length
+
+
 def decode_runs(data: bytes, pos: int) -> list[Run]:
     """Decode an NTFS mapping-pairs array (offsets relative, signed, sparse when absent)."""
     runs: list[Run] = []
@@ -353,13 +366,9 @@ class NtfsFS:
         """Fold the attributes of record `number` (the base or an extension) into `record`."""
         if number != record.number:
             record.extensions.append(number)
-        pos = struct.unpack_from("<H", raw, 20)[0]
-        while pos + 16 <= len(raw):
-            kind, length = struct.unpack_from("<II", raw, pos)
-            if kind == ATTR_END or length < 16 or pos + length > len(raw):
-                return
-            non_resident, name_length = raw[pos + 8], raw[pos + 9]
-            attr = raw[pos:pos + length]
+        for kind, attr in _attributes(raw):
+            length = len(attr)
+            non_resident, name_length = attr[8], attr[9]
             unnamed = name_length == 0
             if non_resident and length >= 64:
                 first_vcn, last_vcn = struct.unpack_from("<qq", attr, 16)
@@ -391,7 +400,16 @@ class NtfsFS:
                     record.bitmap = value
                 elif kind == ATTR_ATTRIBUTE_LIST:
                     record.attribute_list = value
-            pos += length
+
+    def resident_value(self, number: int, kind: int) -> bytes | None:
+        """The value of the first resident attribute of type `kind` in MFT record `number`
+        (None if the record is unreadable or has none): what libfsntfs does not decode."""
+        raw = self._read_record(number)
+        for found, attr in _attributes(raw or b""):
+            if found == kind and not attr[8] and len(attr) >= 24:
+                value_length, value_offset = struct.unpack_from("<IH", attr, 16)
+                return attr[value_offset:value_offset + value_length]
+        return None
 
     def _load_records(self, readable: Readability) -> dict[int, _Record]:
         """Every in-use record, extension records folded into their base."""

@@ -1,8 +1,10 @@
 """The image browser: partitions and folders on the left, details on the right, extract.
 
-Every read of the image (TSK walks, damage look-ups, extraction) runs in a thread worker and
-holds one lock, because a TSK handle and the image readers serve one caller at a time. Folders
+Every read of the image (folder walks, damage look-ups, extraction) runs in a thread worker and
+holds one lock, because the file-system and image readers serve one caller at a time. Folders
 are listed in batches, so opening a folder of a million names never blocks or floods the tree.
+The details of an entry say who owns it (where the file system keeps owners), its NTFS
+alternate data streams and every range of it or of them that the image lacks.
 """
 
 from __future__ import annotations
@@ -47,11 +49,11 @@ class Node:
     loaded: bool = False
 
 
-def entry_label(entry: Entry, lost: tuple[tuple[int, int], ...]) -> Text:
+def entry_label(entry: Entry, damaged: bool) -> Text:
     name = printable(entry.name, name=True) + ("/" if entry.kind == "dir" else "")
     if entry.target is not None:
         name += f" -> {printable(entry.target)}"
-    if lost:
+    if damaged:
         return Text(f"! {name}", style="bold red")
     return Text(f"  {name}")
 
@@ -70,25 +72,48 @@ def _when(ns: int) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ns // 1_000_000_000))
 
 
-def entry_details(entry: Entry, lost: tuple[tuple[int, int], ...]) -> str:
+Ranges = tuple[tuple[int, int], ...]
+
+
+def entry_details(entry: Entry, lost: Ranges, streams: list[tuple[Entry, Ranges]] | None = None,
+                  owners: bool = True, metadata_lost: bool = False) -> str:
+    """What the details pane says of an entry; `owners` is false for file systems that keep
+    no Unix owners (FAT, exFAT, NTFS), whose files then belong to whoever extracts them."""
     lines = [
         f"path:   {entry.display_path}",
         f"kind:   {entry.kind}",
         f"size:   {human_size(entry.size)} ({entry.size} bytes)",
-        f"mode:   {mode_string(entry)}   owner {entry.uid}:{entry.gid}",
+        f"mode:   {mode_string(entry)}",
+        f"owner:  {entry.uid}:{entry.gid}" if owners else "owner:  none kept",
         f"mtime:  {_when(entry.mtime_ns)}",
         f"atime:  {_when(entry.atime_ns)}",
-        f"inode:  {entry.inode}",
+        f"inode:  {entry.inode}   links {entry.links}",
     ]
     if entry.target is not None:
         lines.append(f"target: {printable(entry.target)}")
-    if lost:
-        total = sum(end - start for start, end in lost)
-        lines.append(f"DAMAGED: {human_size(total)} lost (extracted as zeros) at:")
-        lines += [f"  bytes {start}-{end}" for start, end in lost[:20]]
-        if len(lost) > 20:
-            lines.append(f"  ... and {len(lost) - 20} more ranges")
+    if metadata_lost:
+        lines.append("DAMAGED: its metadata lies in an unreadable part of the image: what it "
+                     "is and what it holds are unknown")
+    lines += _damage_lines("DAMAGED", lost)
+    if streams:
+        lines.append(f"streams: {len(streams)}, extracted as NAME:STREAM")
+        for stream, stream_lost in streams:
+            flag = "!" if stream_lost else " "
+            lines.append(f" {flag}:{printable(stream.stream or b'', name=True)}  "
+                         f"{human_size(stream.size)}")
+            lines += _damage_lines("  DAMAGED", stream_lost)
     return "\n".join(lines)
+
+
+def _damage_lines(heading: str, lost: Ranges) -> list[str]:
+    if not lost:
+        return []
+    total = sum(end - start for start, end in lost)
+    lines = [f"{heading}: {human_size(total)} lost (extracted as zeros) at:"]
+    lines += [f"  bytes {start}-{end}" for start, end in lost[:20]]
+    if len(lost) > 20:
+        lines.append(f"  ... and {len(lost) - 20} more ranges")
+    return lines
 
 
 EXTRACT_FOLDER = "extract"  # the key of the last folder extracted into, for the session
@@ -156,7 +181,7 @@ class ImageBrowser(Screen[None]):
         super().__init__()
         self.image_path = image_path
         self.session: ImageSession | None = None
-        self.tsk_lock = threading.Lock()  # one caller at a time into TSK and the reader
+        self.read_lock = threading.Lock()  # one caller at a time into the readers
         self.filesystems: dict[int, FileSystem] = {}
         self.last_report: Report | None = None
 
@@ -180,7 +205,7 @@ class ImageBrowser(Screen[None]):
 
     def on_unmount(self) -> None:
         if self.session is not None:
-            with self.tsk_lock:
+            with self.read_lock:
                 self.session.close()
 
     # -- workers (threads) --------------------------------------------------------------------
@@ -201,13 +226,14 @@ class ImageBrowser(Screen[None]):
         """List the next batch of a folder (or a volume's root), with each entry's damage."""
         data = node.data
         assert data is not None
-        with self.tsk_lock:
+        with self.read_lock:
             fs = self._filesystem(data.volume)
             if data.entry is None:
                 data.entry = fs.lookup("/")
             if data.pending is None:
                 data.pending = fs.children(data.entry)
-            batch = [(entry, fs.lost(entry)) for entry in itertools.islice(data.pending, BATCH)]
+            batch = [(entry, fs.lost(entry), fs.metadata_lost(entry))
+                     for entry in itertools.islice(data.pending, BATCH)]
             more = len(batch) == BATCH
         self.app.call_from_thread(self._show_children, node, batch, more)
 
@@ -215,20 +241,24 @@ class ImageBrowser(Screen[None]):
         data = node.data
         if data is None or data.entry is None:
             return
-        with self.tsk_lock:
-            lost = self._filesystem(data.volume).lost(data.entry)
-        self.app.call_from_thread(self._show_details, node, entry_details(data.entry, lost))
+        with self.read_lock:
+            fs = self._filesystem(data.volume)
+            lost = fs.lost(data.entry)
+            metadata_lost = fs.metadata_lost(data.entry)
+            streams = [(stream, fs.lost(stream)) for stream in fs.streams(data.entry)]
+        self.app.call_from_thread(self._show_details, node, entry_details(
+            data.entry, lost, streams, fs.posix_modes, metadata_lost))
 
     def _count(self, data: Node, picker: ExtractPicker) -> None:
         worker = get_current_worker()
-        with self.tsk_lock:
+        with self.read_lock:
             fs = self._filesystem(data.volume)
             count = count_below(fs, data.entry or fs.lookup("/"), lambda: worker.is_cancelled)
         if not worker.is_cancelled:
             self.app.call_from_thread(picker.counted, count)
 
     def _extract(self, data: Node, destination: str) -> None:
-        with self.tsk_lock:
+        with self.read_lock:
             fs = self._filesystem(data.volume)
             entry = data.entry or fs.lookup("/")
             report = extract(fs, entry, destination, image=self.image_path)
@@ -244,21 +274,21 @@ class ImageBrowser(Screen[None]):
             f"Image: {self.image_path}  ({len(volumes)} volume(s){note})   e: extract")
         for volume, unreadable in volumes:
             self.file_tree.root.add(volume_label(volume, unreadable), data=Node(volume),
-                               allow_expand=True)  # TSK may know what our probe does not
+                               allow_expand=True)  # a reader may know what our probe does not
         self.file_tree.focus()
         if self.file_tree.root.children:
             self.file_tree.move_cursor(self.file_tree.root.children[0])
 
-    def _show_children(self, node: TreeNode[Node], batch: list[tuple[Entry, tuple]],
+    def _show_children(self, node: TreeNode[Node], batch: list[tuple[Entry, Ranges, bool]],
                       more: bool) -> None:
         data = node.data
         assert data is not None
         for child in list(node.children):  # the "more..." placeholder of the previous batch
             if child.data is data:
                 child.remove()
-        for entry, lost in batch:
-            node.add(entry_label(entry, lost), allow_expand=entry.kind == "dir",
-                     data=Node(data.volume, entry, lost))
+        for entry, lost, metadata_lost in batch:
+            node.add(entry_label(entry, bool(lost) or metadata_lost),
+                     allow_expand=entry.kind == "dir", data=Node(data.volume, entry, lost))
         if more:
             node.add_leaf(Text("  ... more (enter)", style="dim"), data=data)
         data.loaded = True
@@ -270,7 +300,9 @@ class ImageBrowser(Screen[None]):
 
     def _extracted(self, report: Report, destination: str) -> None:
         self.last_report = report
-        summary = (f"{report.files} files, {report.directories} folders into {destination}; "
+        streams = f", {report.streams} streams" if report.streams else ""
+        summary = (f"{report.files} files{streams}, {report.directories} folders into "
+                   f"{destination}; "
                    f"{len(report.damaged)} damaged, {len(report.missing)} not extracted, "
                    f"{len(report.skipped)} skipped")
         problems = [f"damaged: {path}" for path, _ in report.damaged[:5]]
@@ -319,7 +351,9 @@ class ImageBrowser(Screen[None]):
             details.update(f"{volume.description}\nstart {volume.start}, "
                            f"{human_size(volume.size)}\nfile system: {volume.fstype or '?'}")
             return
-        details.update(entry_details(data.entry, data.lost))
+        fs = self.filesystems.get(data.volume.number)
+        details.update(entry_details(data.entry, data.lost,
+                                     owners=fs.posix_modes if fs is not None else True))
         self.run_worker(lambda: self._describe(event.node), name="details", thread=True,
                         group="details", exclusive=True, exit_on_error=False)
 

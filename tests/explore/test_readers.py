@@ -1,0 +1,296 @@
+"""What the file-system readers give beyond names and bytes, on file systems made by their own
+tools: damage inside data kept in metadata (resident NTFS files, ext4 inline data), NTFS
+alternate data streams through `extract` and the FUSE view, owners restored by root."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import secrets
+import socket
+import stat
+import struct
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from rescue.errors import UsageError
+from rescue.explore.mount import unmount_image
+from rescue.explore.session import ImageSession
+from tests.fixtures.cli import rescue, run
+from tests.fixtures.disks import formatted
+from tests.fixtures.mapfiles import write_map
+
+pytestmark = pytest.mark.slow
+
+SECTOR = 512
+SMALL = f"small-{secrets.token_hex(12)}".encode()  # unique bytes, found in the image
+BIG_STREAM = os.urandom(200_000)  # larger than one extended attribute can hold
+
+
+def make_ntfs(image: Path) -> None:
+    """NTFS by mkntfs, filled through ntfs-3g: a small (resident) file with two streams, one
+    of them large, and a larger file."""
+    with open(image, "wb") as f:
+        f.truncate(32 << 20)
+    with formatted(image, ("mkntfs", "-q", "-F", "-f"),
+                   ("ntfs-3g", "-o", "streams_interface=windows")) as mnt:
+        (mnt / "small.txt").write_bytes(SMALL)
+        (mnt / "small.txt:note").write_bytes(b"a small stream\n")
+        (mnt / "small.txt:big").write_bytes(BIG_STREAM)
+        (mnt / "other.bin").write_bytes(os.urandom(100_000))
+
+
+def make_inline_ext4(image: Path, tree: Path) -> None:
+    tree.mkdir()
+    (tree / "small.txt").write_bytes(SMALL)
+    (tree / "other.bin").write_bytes(os.urandom(100_000))
+    with open(image, "wb") as f:
+        f.truncate(16 << 20)
+    run("mkfs.ext4", "-q", "-F", "-O", "inline_data", "-d", tree, image)
+
+
+def mark_bad(image: Path, start: int, length: int) -> None:
+    """What a rescue that could not read [start, start+length) leaves: zeros there in the
+    image, and the area bad in IMAGE.map."""
+    with open(image, "r+b") as f:
+        f.seek(start)
+        f.write(bytes(length))
+    size = image.stat().st_size
+    write_map(Path(f"{image}.map"), [(0, start, "+"), (start, length, "-"),
+                                    (start + length, size - start - length, "+")])
+
+
+@pytest.mark.parametrize("kind", ["ntfs", "ext4-inline"])
+def test_a_file_whose_metadata_the_image_lacks_is_damaged_not_empty(kind: str,
+                                                                    tmp_path: Path) -> None:
+    """A small file lives inside its MFT record or inode: a bad sector there loses what the
+    file is, its size and its content at once. It is listed (its folder still names it),
+    flagged, and reported not extracted, never written as an empty file."""
+    image = tmp_path / "fs.img"
+    if kind == "ntfs":
+        make_ntfs(image)
+    else:
+        make_inline_ext4(image, tmp_path / "tree")
+    data = image.read_bytes()
+    assert data.count(SMALL) == 1  # inside its MFT record or its inode, nowhere else
+    mark_bad(image, data.index(SMALL) // SECTOR * SECTOR, SECTOR)
+
+    listing = rescue("ls", "--json", image, "/")
+    assert listing.returncode == 0, listing.stderr
+    records = {json.loads(line)["path"]: json.loads(line) for line in listing.stdout.splitlines()}
+    assert records["/small.txt"]["metadata_lost"] is True
+    assert records["/other.bin"]["metadata_lost"] is False
+    assert records["/other.bin"]["lost"] == []
+    text = rescue("ls", image, "/")
+    flags = {line.split()[-1]: line[0] for line in text.stdout.splitlines()}
+    assert flags["small.txt"] == "!" and flags["other.bin"] == " "
+
+    report = tmp_path / "report.json"
+    result = rescue("extract", image, "/", tmp_path / "out", "--report", report)
+    assert result.returncode == 1, result.stdout + result.stderr
+    missing = {item["path"]: item["reason"] for item in json.loads(report.read_text())["missing"]}
+    assert "its metadata (inode, MFT record or directory entry) lies in a bad" in \
+        missing["/small.txt"]
+    assert not (tmp_path / "out" / "small.txt").exists()
+    assert (tmp_path / "out" / "other.bin").stat().st_size == 100_000
+
+
+@pytest.fixture(scope="module")
+def ntfs_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    image = tmp_path_factory.mktemp("streams") / "ntfs.img"
+    make_ntfs(image)
+    return image
+
+
+def test_streams_are_listed_and_extracted_beside_their_file(ntfs_image: Path,
+                                                            tmp_path: Path) -> None:
+    listing = rescue("ls", ntfs_image, "/")
+    assert listing.returncode == 0, listing.stderr
+    names = [line.split()[-1] for line in listing.stdout.splitlines()]
+    assert names == ["other.bin", "small.txt", "small.txt:big", "small.txt:note"]
+
+    result = rescue("extract", ntfs_image, "/", tmp_path / "out")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2 streams" in result.stdout
+    out = tmp_path / "out"
+    assert (out / "small.txt").read_bytes() == SMALL
+    assert (out / "small.txt:note").read_bytes() == b"a small stream\n"
+    assert (out / "small.txt:big").read_bytes() == BIG_STREAM
+
+    one = rescue("extract", ntfs_image, "/small.txt:big", tmp_path / "one")
+    assert one.returncode == 0, one.stdout + one.stderr
+    assert (tmp_path / "one" / "small.txt:big").read_bytes() == BIG_STREAM
+
+
+def test_streams_in_the_mount_are_what_ntfs_3g_shows(ntfs_image: Path, tmp_path: Path) -> None:
+    """ntfs-3g's two ways: `user.STREAM` extended attributes, and NAME:STREAM opened by name
+    though no listing shows it. ntfs-3g itself is the judge of what they hold."""
+    directory = tmp_path / "mnt"
+    directory.mkdir()
+    result = rescue("mount", ntfs_image, directory)
+    assert result.returncode == 0, result.stderr
+    try:
+        served = directory / "fs"
+        assert sorted(os.listdir(served)) == ["other.bin", "small.txt"]
+        assert sorted(os.listxattr(served / "small.txt")) == ["user.big", "user.note"]
+        assert os.getxattr(served / "small.txt", "user.note") == b"a small stream\n"
+        with pytest.raises(OSError) as too_big:
+            os.getxattr(served / "small.txt", "user.big")
+        assert too_big.value.errno == errno.E2BIG
+        assert (served / "small.txt:big").read_bytes() == BIG_STREAM
+        assert (served / "small.txt:note").stat().st_size == len(b"a small stream\n")
+        with pytest.raises(FileNotFoundError):
+            (served / "small.txt:none").stat()
+
+        judge = tmp_path / "judge"
+        judge.mkdir()
+        run("ntfs-3g", "-o", "ro,streams_interface=xattr", ntfs_image, judge)
+        try:
+            assert os.getxattr(judge / "small.txt", "user.note") == \
+                os.getxattr(served / "small.txt", "user.note")
+        finally:
+            subprocess.run(["umount", judge], check=True)
+    finally:
+        with contextlib.suppress(UsageError):
+            unmount_image(str(directory))
+
+
+@pytest.mark.root
+def test_root_gives_extracted_entries_their_owners_and_others_get_them_as_their_own(
+        shared_dir: Path, user_python: list[str], tmp_path: Path) -> None:
+    tree = tmp_path / "tree"
+    (tree / "folder").mkdir(parents=True)
+    (tree / "folder" / "file").write_bytes(b"owned\n")
+    (tree / "folder" / "link").symlink_to("file")
+    owners = {"": (1234, 5678), "file": (4321, 99), "link": (77, 88)}
+    for name, owner in owners.items():
+        os.lchown(tree / "folder" / name, *owner)
+    image = shared_dir / "owners.img"
+    with open(image, "wb") as f:
+        f.truncate(16 << 20)
+    run("mkfs.ext4", "-q", "-F", "-d", tree, image)
+    image.chmod(0o644)
+
+    result = rescue("extract", image, "/folder", tmp_path / "root-out")
+    assert result.returncode == 0, result.stdout + result.stderr
+    for name, owner in owners.items():
+        info = (tmp_path / "root-out" / "folder" / name).lstat()
+        assert (info.st_uid, info.st_gid) == owner, name
+
+    user_out = shared_dir / "user-out"
+    user_out.mkdir()
+    os.chown(user_out, 65534, 65534)
+    ran = subprocess.run([*user_python, "-m", "rescue", "extract", str(image), "/folder",
+                          str(user_out)], capture_output=True, text=True)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    for name in owners:
+        assert (user_out / "folder" / name).lstat().st_uid == 65534, name
+
+
+def reparse_data(tag: int, body: bytes) -> bytes:
+    return struct.pack("<IHH", tag, len(body), 0) + body
+
+
+def windows_symlink(target: str) -> bytes:
+    """A symlink as Windows makes it (IO_REPARSE_TAG_SYMLINK, relative)."""
+    name = target.encode("utf-16-le")
+    return reparse_data(0xA000000C, struct.pack("<HHHHI", 0, len(name), len(name), len(name), 1)
+                        + name + name)
+
+
+def linux_symlink(target: str) -> bytes:
+    """A symlink as Linux makes it under Windows (IO_REPARSE_TAG_LX_SYMLINK)."""
+    return reparse_data(0xA000001D, struct.pack("<I", 2) + target.encode())
+
+
+def test_every_kind_of_ntfs_link_and_node_is_what_ntfs_3g_shows(tmp_path: Path) -> None:
+    """Interix symlinks, FIFOs, sockets and device nodes (what ntfs-3g makes), and symlinks
+    Windows and WSL make as reparse points: ntfs-3g is the judge of kind and target."""
+    image = tmp_path / "ntfs.img"
+    with open(image, "wb") as f:
+        f.truncate(16 << 20)
+    with formatted(image, ("mkntfs", "-q", "-F", "-f"), ("ntfs-3g",)) as mnt:
+        (mnt / "target.txt").write_bytes(b"pointed at\n")
+        (mnt / "interix").symlink_to("target.txt")
+        (mnt / "far").symlink_to("/etc/" + "x" * 300)
+        for name, data in (("windows", windows_symlink("target.txt")),
+                           ("wsl", linux_symlink("../up/target.txt"))):
+            (mnt / name).touch()
+            os.setxattr(mnt / name, "system.ntfs_reparse_data", data)
+        os.mkfifo(mnt / "fifo")
+        os.mknod(mnt / "null", 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+        os.mknod(mnt / "loop", 0o666 | stat.S_IFBLK, os.makedev(7, 0))
+        with socket.socket(socket.AF_UNIX) as unix:
+            unix.bind(str(mnt / "socket"))
+    judge = tmp_path / "judge"
+    judge.mkdir()
+    run("ntfs-3g", "-o", "ro", image, judge)
+    try:
+        truth = {}
+        for path in judge.iterdir():
+            mode = path.lstat().st_mode
+            truth[path.name] = (stat.S_IFMT(mode), os.readlink(path)
+                                if stat.S_ISLNK(mode) else None)
+    finally:
+        subprocess.run(["umount", judge], check=True)
+    assert truth["wsl"] == (stat.S_IFLNK, "../up/target.txt")  # the judge knows them all
+
+    listing = rescue("ls", "--json", image, "/")
+    assert listing.returncode == 0, listing.stderr
+    kinds = {"file": stat.S_IFREG, "symlink": stat.S_IFLNK, "fifo": stat.S_IFIFO,
+             "char": stat.S_IFCHR, "block": stat.S_IFBLK, "socket": stat.S_IFSOCK}
+    seen = {}
+    for line in listing.stdout.splitlines():
+        record = json.loads(line)
+        seen[record["path"].lstrip("/")] = (kinds[record["kind"]], record["target"])
+    assert seen == truth
+
+    result = rescue("extract", image, "/", tmp_path / "out")
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = tmp_path / "out"
+    for name, (kind, target) in truth.items():
+        if kind == stat.S_IFLNK:
+            assert os.readlink(out / name) == target, name
+        elif kind != stat.S_IFREG:
+            assert not os.path.lexists(out / name), name
+            assert f"SKIPPED  /{name}:" in result.stdout
+
+
+@pytest.mark.parametrize("kind", ["ext4", "ntfs"])
+def test_a_sparse_file_costs_what_its_data_does(kind: str, tmp_path: Path) -> None:
+    """256 GiB of holes before a few bytes of data: extracted as holes, with the data where
+    it was, reading only the piece that holds it (read whole, that is 256 Ki pieces)."""
+    size, tail = 256 << 30, b"the end\n"
+    image = tmp_path / "fs.img"
+    with open(image, "wb") as f:
+        f.truncate(32 << 20)
+    if kind == "ext4":
+        tree = tmp_path / "tree"
+        tree.mkdir()
+        with open(tree / "sparse.bin", "wb") as f:
+            f.seek(size - len(tail))
+            f.write(tail)
+        run("mkfs.ext4", "-q", "-F", "-d", tree, image)
+    else:
+        with formatted(image, ("mkntfs", "-q", "-F", "-f"), ("ntfs-3g",)) as mnt, \
+                open(mnt / "sparse.bin", "wb") as f:
+            f.seek(size - len(tail))
+            f.write(tail)
+    with ImageSession(str(image)) as session:
+        fs = session.filesystem(None)
+        pieces = [(offset, len(data)) for offset, data, _ in
+                  fs.read_chunks(fs.lookup("/sparse.bin"))]
+    assert len(pieces) == 1 and pieces[0][0] <= size - len(tail) < sum(pieces[0])
+
+    result = rescue("extract", image, "/sparse.bin", tmp_path / "out")
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = tmp_path / "out" / "sparse.bin"
+    assert out.stat().st_size == size
+    assert out.stat().st_blocks * 512 < 1 << 20
+    with open(out, "rb") as f:
+        f.seek(size - len(tail) - 4096)
+        assert f.read() == bytes(4096) + tail
