@@ -4,7 +4,7 @@ with a Record (tests/fixtures/corpus.py) of what the reader says about it.
 A reader is a class built on an image path, with `root`, `children(node)` → (name, node)
 pairs and `record(node)` → Record. The bench walks it and judges the records against the
 corpus truth. The readers: The Sleuth Kit (pytsk3), the libyal bindings (pyfsext, pyfsfat,
-pyfsntfs, pyfsxfs: all but pyfsntfs installed by hand, like dissect) and dissect's modules
+pyfsntfs, pyfsxfs; pyfsext and pyfsfat installed by hand, like dissect) and dissect's modules
 (AGPL: measured here, never a dependency of rescue).
 """
 
