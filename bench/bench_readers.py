@@ -5,8 +5,8 @@ The corpus (tests/fixtures/corpus.py) is built here once: ext2/3/4 and its varia
 each file system it can open: The Sleuth Kit (pytsk3), the libyal bindings, dissect's modules,
 rescue's own used-block parsers (paths, sizes and data only) and rescue itself (`rescue ls -R
 --json` + `rescue extract`, the readers rescue chose). Printed: a markdown table "file system ×
-reader: entries exact / total" (exact: name, kind, size, mode where kept, mtime at the file
-system's resolution, content or target, streams), the entries each gets wrong, and seconds
+reader: entries exact / total" (exact: name, kind, size, mode and owner where kept, mtime at
+the file system's resolution, content or target, streams), the entries each gets wrong, and seconds
 per reader.
 
 Run as root: python bench/bench_readers.py [--workdir DIR] [--examples N]
@@ -84,8 +84,8 @@ def tally(wrong: dict[str, str]) -> str:
 
 def without_times_or_modes(case: Case) -> Case:
     """The case judged on names, kinds, sizes, content and streams only: what rescue's
-    used-block parsers know of a file (they keep no times or modes)."""
-    truth = {path: dataclasses.replace(record, mode=None, mtime_ns=None)
+    used-block parsers know of a file (they keep no times, modes or owners)."""
+    truth = {path: dataclasses.replace(record, mode=None, mtime_ns=None, owner=None)
              for path, record in case.truth.items()}
     return dataclasses.replace(case, truth=truth)
 
@@ -111,7 +111,8 @@ def main() -> None:
     try:
         cases = build_corpus(work)
         names = ["tsk", "libyal", "dissect", "rescue/fs/used", "rescue"]
-        headings = [*names[:3], "rescue/fs/used (no times, modes)", "rescue ls + extract"]
+        headings = [*names[:3], "rescue/fs/used (no times, modes, owners)",
+                    "rescue ls + extract"]
         rows, seconds, findings = [], dict.fromkeys(names, 0.0), []
         for case in cases:
             readers: dict[str, Callable[[], tuple[dict[str, Record], int]]] = {

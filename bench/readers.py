@@ -36,15 +36,15 @@ def content(size: int, read: Callable[[], bytes]) -> str:
 
 
 def posix_record(mode: int, size: int, mtime_ns: int, read: Callable[[], bytes],
-                 target: Callable[[], str | bytes]) -> Record:
+                 target: Callable[[], str | bytes], owner: tuple[int, int]) -> Record:
     """A Record from a Unix mode; `read()` and `target()` are asked only when needed."""
     kind = KIND_OF_MODE.get(stat.S_IFMT(mode), "other")
     if kind == "symlink":
         link = target()
         link = link.encode() if isinstance(link, str) else link
-        return Record(kind, len(link), None, mtime_ns, sha256(link))
+        return Record(kind, len(link), None, mtime_ns, sha256(link), owner=owner)
     digest = content(size, read) if kind == "file" else ""
-    return Record(kind, size, stat.S_IMODE(mode), mtime_ns, digest)
+    return Record(kind, size, stat.S_IMODE(mode), mtime_ns, digest, owner=owner)
 
 
 def utc_ns(moment: datetime.datetime) -> int:
@@ -81,9 +81,10 @@ class Tsk:
         kind = self._KINDS.get(meta.type, "other")
         size = int(meta.size)
         mtime = int(meta.mtime) * 1_000_000_000 + int(meta.mtime_nano)
+        owner = (int(meta.uid), int(meta.gid))
         if kind == "symlink":
             link = bytes(meta.link or b"") or bytes(node.read_random(0, size))
-            return Record(kind, len(link), None, mtime, sha256(link))
+            return Record(kind, len(link), None, mtime, sha256(link), owner=owner)
         digest = content(size, lambda: bytes(node.read_random(0, size))) \
             if kind == "file" else ""
         streams = {}
@@ -94,7 +95,7 @@ class Tsk:
                     int(info.size),
                     lambda info=info: bytes(node.read_random(0, int(info.size), info.type,
                                                              info.id)))
-        return Record(kind, size, int(meta.mode) & 0o7777, mtime, digest, streams)
+        return Record(kind, size, int(meta.mode) & 0o7777, mtime, digest, streams, owner)
 
 
 class LibyalExt:
@@ -114,7 +115,8 @@ class LibyalExt:
         size = node.get_size()
         return posix_record(node.file_mode, size, node.get_modification_time_as_integer(),
                             lambda: node.read_buffer_at_offset(size, 0),
-                            lambda: node.symbolic_link_target)
+                            lambda: node.symbolic_link_target,
+                            (node.owner_identifier, node.group_identifier))
 
 
 class LibyalXfs(LibyalExt):
@@ -185,9 +187,13 @@ class DissectExt:
     def mode(self, node: Node) -> int:
         return int(node.inode.i_mode)
 
+    def owner(self, node: Node) -> tuple[int, int]:
+        inode = node.inode
+        return inode.i_uid | inode.i_uid_high << 16, inode.i_gid | inode.i_gid_high << 16
+
     def record(self, node: Node) -> Record:
         return posix_record(self.mode(node), node.size, node.mtime_ns,
-                            lambda: node.open().read(), lambda: node.link)
+                            lambda: node.open().read(), lambda: node.link, self.owner(node))
 
 
 class DissectXfs(DissectExt):
@@ -199,6 +205,9 @@ class DissectXfs(DissectExt):
     def mode(self, node: Node) -> int:
         return int(node.inode.di_mode)
 
+    def owner(self, node: Node) -> tuple[int, int]:
+        return int(node.inode.di_uid), int(node.inode.di_gid)
+
 
 class DissectBtrfs(DissectExt):
     def __init__(self, image: str) -> None:
@@ -208,6 +217,9 @@ class DissectBtrfs(DissectExt):
 
     def mode(self, node: Node) -> int:
         return int(node.mode)
+
+    def owner(self, node: Node) -> tuple[int, int]:
+        return int(node.uid), int(node.gid)
 
 
 class DissectFat(DissectExt):

@@ -17,7 +17,8 @@ FAT_STEP = 2_000_000_000
 
 @pytest.fixture
 def case(tmp_path: Path) -> Case:
-    """A truth read from real files: a file with a stream, a folder, a symlink."""
+    """A truth read from real files (modes and owners kept): a file with a stream, a folder,
+    a symlink."""
     root = tmp_path / "tree"
     (root / "folder").mkdir(parents=True)
     (root / "folder" / "file.txt").write_bytes(b"content\n")
@@ -45,6 +46,8 @@ def test_a_reader_that_matches_the_truth_has_no_differences(case: Case) -> None:
     ("folder/file.txt", {"kind": "other"}, "kind"),
     ("folder/file.txt", {"mode": 0o4644}, "mode"),
     ("folder/file.txt", {"mode": None}, "mode"),
+    ("folder/file.txt", {"owner": (1000, 1000)}, "owner"),
+    ("folder/file.txt", {"owner": None}, "owner"),
     ("folder/file.txt", {"mtime_ns": 1_500_000_000_000_000_001}, "mtime"),
     ("folder/file.txt", {"mtime_ns": None}, "mtime"),
     ("folder/file.txt", {"streams": {}}, "streams"),
@@ -75,6 +78,6 @@ def test_times_are_judged_at_the_file_systems_resolution(case: Case) -> None:
     assert list(differences(fat, beyond)) == ["folder/file.txt"]
 
 
-def test_modes_are_judged_only_where_the_file_system_keeps_them(case: Case) -> None:
+def test_modes_and_owners_are_judged_only_where_the_file_system_keeps_them(case: Case) -> None:
     fat = dataclasses.replace(case, family="fat")
-    assert differences(fat, changed(fat, "folder/file.txt", mode=0o777)) == {}
+    assert differences(fat, changed(fat, "folder/file.txt", mode=0o777, owner=None)) == {}
