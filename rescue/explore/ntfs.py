@@ -51,6 +51,13 @@ def _ns(filetime: int | None) -> int:
     return (filetime - _FILETIME_EPOCH) * 100 if filetime else 0
 
 
+def _posix_target(windows: str) -> bytes:
+    """A reparse point's target as ntfs-3g shows it: `..\\dir\\file` becomes `../dir/file`,
+    and an absolute `\\??\\C:\\dir` loses the prefix that only Windows' object manager
+    reads (`C:/dir`)."""
+    return windows.removeprefix("\\??\\").replace("\\", "/").encode("utf-8", "surrogatepass")
+
+
 def _index(reference: int) -> int:
     return reference & 0xFFFF_FFFF_FFFF
 
@@ -134,7 +141,7 @@ class NtfsFileSystem(FileSystem):
                       for number in range(int(handle.number_of_attributes))]
         link = handle.symbolic_link_target
         if link is not None:
-            kind, target = "symlink", link.encode("utf-8", "surrogatepass")
+            kind, target = "symlink", _posix_target(link)
         elif any(attribute.attribute_type == _REPARSE_POINT and attribute.tag == _LX_SYMLINK
                  for attribute in attributes):
             kind, target = "symlink", self._linux_target(index)

@@ -41,6 +41,7 @@ _FS_NAMES = (
     (pytsk3.TSK_FS_TYPE_FFS_DETECT, "ufs"),
 )
 _POSIX_MODES = ("ext", "ufs", "hfs")  # file systems that store Unix permission bits
+READABLE = "ext2/3/4, FAT, exFAT, NTFS, XFS, HFS+, ISO 9660 and UFS"
 # Entries TSK synthesises in the root of exFAT from non-file directory entries.
 _EXFAT_SPECIAL = frozenset({b"$ALLOC_BITMAP", b"$UPCASE_TABLE", b"$VOLUME_GUID", b"$TEX_FAT",
                             b"$ACT", b"$VOLUME_LABEL_NONE"})
@@ -104,8 +105,9 @@ class TskFileSystem(FileSystem):
             self._fs = pytsk3.FS_Info(ImageView(reader), offset=volume.start)
         except _TSK_ERRORS:
             where = ("the image" if volume.number == 0 else f"partition {volume.number}")
-            raise FormatError(f"no file system The Sleuth Kit can read in {where}"
-                              f" (probe says {volume.fstype or 'unknown'})") from None
+            raise FormatError(f"no file system rescue can read in {where} (probe says "
+                              f"{volume.fstype or 'unknown'}; rescue reads {READABLE})"
+                              ) from None
         info = self._fs.info
         kind = next((name for mask, name in _FS_NAMES if int(info.ftype) & int(mask)), "other")
         super().__init__(reader, volume, unreadable, kind, int(info.block_size))

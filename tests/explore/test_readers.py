@@ -217,7 +217,9 @@ def test_every_kind_of_ntfs_link_and_node_is_what_ntfs_3g_shows(tmp_path: Path) 
         (mnt / "target.txt").write_bytes(b"pointed at\n")
         (mnt / "interix").symlink_to("target.txt")
         (mnt / "far").symlink_to("/etc/" + "x" * 300)
-        for name, data in (("windows", windows_symlink("target.txt")),
+        (mnt / "sub").mkdir()
+        (mnt / "sub" / "inner.txt").write_bytes(b"inside\n")
+        for name, data in (("windows", windows_symlink("sub\\inner.txt")),
                            ("wsl", linux_symlink("../up/target.txt"))):
             (mnt / name).touch()
             os.setxattr(mnt / name, "system.ntfs_reparse_data", data)
@@ -238,10 +240,12 @@ def test_every_kind_of_ntfs_link_and_node_is_what_ntfs_3g_shows(tmp_path: Path) 
     finally:
         subprocess.run(["umount", judge], check=True)
     assert truth["wsl"] == (stat.S_IFLNK, "../up/target.txt")  # the judge knows them all
+    assert truth["windows"] == (stat.S_IFLNK, "sub/inner.txt")
 
     listing = rescue("ls", "--json", image, "/")
     assert listing.returncode == 0, listing.stderr
-    kinds = {"file": stat.S_IFREG, "symlink": stat.S_IFLNK, "fifo": stat.S_IFIFO,
+    kinds = {"file": stat.S_IFREG, "dir": stat.S_IFDIR, "symlink": stat.S_IFLNK,
+             "fifo": stat.S_IFIFO,
              "char": stat.S_IFCHR, "block": stat.S_IFBLK, "socket": stat.S_IFSOCK}
     seen = {}
     for line in listing.stdout.splitlines():
@@ -255,7 +259,7 @@ def test_every_kind_of_ntfs_link_and_node_is_what_ntfs_3g_shows(tmp_path: Path) 
     for name, (kind, target) in truth.items():
         if kind == stat.S_IFLNK:
             assert os.readlink(out / name) == target, name
-        elif kind != stat.S_IFREG:
+        elif kind not in (stat.S_IFREG, stat.S_IFDIR):
             assert not os.path.lexists(out / name), name
             assert f"SKIPPED  /{name}:" in result.stdout
 
