@@ -45,4 +45,4 @@ def test_a_file_system_no_reader_knows_is_one_clear_line(corpus: list[Case],
                                                           name: str) -> None:
     case = case_named(corpus, name)
     result = rescue("ls", case.image, "/")
-    assert_clean_failure(result, 2, rf"no file system .* \(probe says {name}\)")
+    assert_clean_failure(result, 2, rf"no file system .* \(probe says {name}[;)]")
