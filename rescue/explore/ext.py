@@ -22,6 +22,7 @@ from rescue.explore.filesystem import (
     Placement,
     display_join,
     gaps,
+    kind_of,
     listed,
 )
 from rescue.explore.volumes import Volume
@@ -38,9 +39,6 @@ from rescue.fs.used.ext import (
 )
 from rescue.rangemap import RangeMap
 
-_KINDS = {stat.S_IFREG: "file", stat.S_IFDIR: "dir", stat.S_IFLNK: "symlink",
-          stat.S_IFCHR: "char", stat.S_IFBLK: "block", stat.S_IFIFO: "fifo",
-          stat.S_IFSOCK: "socket"}
 _FAST_SYMLINK = 60  # a shorter target lives in i_block itself
 _EXTRA_ISIZE = 128  # u16: how much of the inode past its first 128 bytes is in use
 # (seconds field, extra field) of ctime, mtime and atime; an extra field holds the epoch in
@@ -110,7 +108,7 @@ class ExtFileSystem(FileSystem):
 
     def _entry(self, display_path: str, name: bytes, inode: Inode) -> Entry:
         raw = inode.raw
-        kind = _KINDS.get(stat.S_IFMT(inode.mode), "other")
+        kind = kind_of(inode.mode)
         uid = struct.unpack_from("<H", raw, 2)[0] | struct.unpack_from("<H", raw, 120)[0] << 16
         gid = struct.unpack_from("<H", raw, 24)[0] | struct.unpack_from("<H", raw, 122)[0] << 16
         return Entry(

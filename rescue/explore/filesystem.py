@@ -24,6 +24,11 @@ from rescue.fs.partitions import READ_ERRORS
 from rescue.rangemap import RangeMap
 
 PATH_MAX = 4096
+# The type bits of each kind of entry that has them; a stream shows as the file it is read as.
+KIND_BITS = {"file": stat.S_IFREG, "dir": stat.S_IFDIR, "symlink": stat.S_IFLNK,
+             "char": stat.S_IFCHR, "block": stat.S_IFBLK, "fifo": stat.S_IFIFO,
+             "socket": stat.S_IFSOCK, "stream": stat.S_IFREG}
+_KIND_OF_TYPE = {bits: kind for kind, bits in KIND_BITS.items() if kind != "stream"}
 # File systems whose names compare without regard to case, as their own drivers look them up.
 _CASE_BLIND = ("fat", "exfat", "ntfs")
 Ranges = tuple[tuple[int, int], ...]
@@ -319,9 +324,11 @@ def is_dir(entry: Entry) -> bool:
     return entry.kind == "dir"
 
 
+def kind_of(mode: int) -> str:
+    """An entry's kind from the type bits of a Unix mode."""
+    return _KIND_OF_TYPE.get(stat.S_IFMT(mode), "other")
+
+
 def mode_string(entry: Entry) -> str:
     """`ls -l` style: drwxr-xr-x."""
-    kinds = {"file": stat.S_IFREG, "dir": stat.S_IFDIR, "symlink": stat.S_IFLNK,
-             "char": stat.S_IFCHR, "block": stat.S_IFBLK, "fifo": stat.S_IFIFO,
-             "socket": stat.S_IFSOCK, "stream": stat.S_IFREG}
-    return stat.filemode(kinds.get(entry.kind, 0) | entry.mode)
+    return stat.filemode(KIND_BITS.get(entry.kind, 0) | entry.mode)

@@ -22,15 +22,12 @@ from typing import Any
 import mfusepy as fuse
 
 from rescue.errors import FormatError, UsageError
-from rescue.explore.filesystem import Entry, FileSystem, OpenFile
+from rescue.explore.filesystem import KIND_BITS, Entry, FileSystem, OpenFile
 from rescue.explore.readers import open_filesystem
 from rescue.explore.volumes import Volume, volume_dir
 from rescue.formats.base import ImageReader
 from rescue.rangemap import RangeMap
 
-_KIND_BITS = {"file": stat.S_IFREG, "dir": stat.S_IFDIR, "symlink": stat.S_IFLNK,
-              "char": stat.S_IFCHR, "block": stat.S_IFBLK, "fifo": stat.S_IFIFO,
-              "socket": stat.S_IFSOCK}
 # Directory listings kept, most recently used last: a path is looked up component by component
 # through them, so a deep tree is walked without asking the reader again for each `stat`.
 _LISTINGS_KEPT = 512
@@ -118,7 +115,7 @@ class FileView:
 
     def attributes(self, entry: Entry) -> dict[str, Any]:
         uid, gid = self.owner or (entry.uid, entry.gid)
-        return {"st_mode": _KIND_BITS.get(entry.kind, stat.S_IFREG) | entry.mode,
+        return {"st_mode": KIND_BITS.get(entry.kind, stat.S_IFREG) | entry.mode,
                 "st_nlink": entry.links, "st_uid": uid, "st_gid": gid,
                 "st_size": entry.size, "st_blocks": (entry.size + 511) // 512,
                 "st_blksize": self.fs.block_size, "st_mtime": entry.mtime_ns,

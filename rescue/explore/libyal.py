@@ -3,11 +3,13 @@ file entry reads at any offset and says where its data lies as (offset, size, fl
 
 from __future__ import annotations
 
+from abc import abstractmethod
+from collections.abc import Iterator
 from typing import Any
 
 from rescue.errors import FormatError
 from rescue.explore.damage import Run
-from rescue.explore.filesystem import Entry, Placement, Ranges, VolumeFile
+from rescue.explore.filesystem import Entry, FileSystem, Placement, Ranges, VolumeFile
 from rescue.explore.volumes import Volume
 from rescue.formats.base import ImageReader
 
@@ -62,3 +64,45 @@ def extents_placement(handle: Any, entry: Entry, volume: Volume, record: Ranges 
         position += length
     return Placement(tuple(runs), record=record,
                      holes_known=bool(extents) and not compressed)
+
+
+class LibyalFileSystem(FileSystem):
+    """A file system a libyal volume object reads: entries by number, folders by index."""
+
+    _volume: Any
+    _record_name: str  # what holds an entry's metadata: "MFT record", "inode"
+
+    @abstractmethod
+    def _by_number(self, number: int) -> Any:
+        """The reader's file entry for inode or MFT record `number`."""
+
+    @abstractmethod
+    def _entry(self, display_path: str, name: bytes, handle: Any) -> Entry: ...
+
+    def _handle(self, entry: Entry) -> Any:
+        if entry.ref is not None and entry.kind != "stream":
+            return entry.ref
+        try:
+            return self._by_number(entry.inode)
+        except ERRORS:
+            raise FormatError(f"cannot read the {self._record_name} of {entry.display_path}"
+                              ) from None
+
+    def root(self) -> Entry:
+        try:
+            return self._entry("/", b"/", self._volume.get_root_directory())
+        except ERRORS:
+            raise FormatError(f"cannot read the {self.kind} root directory") from None
+
+    def sub_entries(self, directory: Entry) -> Iterator[Any]:
+        """The reader's entries of a folder; one it cannot make sense of is left out."""
+        handle = self._handle(directory)
+        try:
+            count = int(handle.number_of_sub_file_entries)
+        except ERRORS:
+            raise FormatError(f"cannot read directory {directory.display_path}") from None
+        for number in range(count):
+            try:
+                yield handle.get_sub_file_entry(number)
+            except ERRORS:
+                continue

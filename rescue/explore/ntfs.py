@@ -19,13 +19,18 @@ from rescue.explore.damage import merge
 from rescue.explore.filesystem import (
     PATH_MAX,
     Entry,
-    FileSystem,
     Placement,
     Ranges,
     display_join,
     stream_entry,
 )
-from rescue.explore.libyal import ERRORS, LibyalData, extents_placement, open_volume
+from rescue.explore.libyal import (
+    ERRORS,
+    LibyalData,
+    LibyalFileSystem,
+    extents_placement,
+    open_volume,
+)
 from rescue.explore.volumes import Volume
 from rescue.formats.base import ImageReader
 from rescue.fs.partitions import SliceReader
@@ -62,8 +67,9 @@ def _index(reference: int) -> int:
     return reference & 0xFFFF_FFFF_FFFF
 
 
-class NtfsFileSystem(FileSystem):
+class NtfsFileSystem(LibyalFileSystem):
     reader = "libfsntfs"
+    _record_name = "MFT record"
 
     def __init__(self, reader: ImageReader, volume: Volume, unreadable: RangeMap | None) -> None:
         self._volume = open_volume(pyfsntfs, reader, volume)
@@ -79,30 +85,13 @@ class NtfsFileSystem(FileSystem):
     def root_inode(self) -> int:
         return _ROOT
 
-    def _handle(self, entry: Entry) -> Any:
-        if entry.ref is not None and entry.kind != "stream":
-            return entry.ref
-        try:
-            return self._volume.get_file_entry(entry.inode)
-        except ERRORS:
-            raise FormatError(f"cannot read the MFT record of {entry.display_path}") from None
-
-    def root(self) -> Entry:
-        try:
-            return self._entry("/", b"/", self._volume.get_root_directory())
-        except ERRORS:
-            raise FormatError("cannot read the NTFS root directory") from None
+    def _by_number(self, number: int) -> Any:
+        return self._volume.get_file_entry(number)
 
     def children(self, directory: Entry, show_system: bool = False) -> Iterator[Entry]:
-        handle = self._handle(directory)
-        try:
-            count = int(handle.number_of_sub_file_entries)
-        except ERRORS:
-            raise FormatError(f"cannot read directory {directory.display_path}") from None
         in_root = directory.inode == _ROOT
-        for number in range(count):
+        for child in self.sub_entries(directory):
             try:
-                child = handle.get_sub_file_entry(number)
                 name = child.name.encode("utf-8", "surrogatepass")
                 index = _index(int(child.get_i30_file_reference() if child.has_i30_entry()
                                    else child.file_reference))

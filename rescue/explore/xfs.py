@@ -7,27 +7,30 @@ to a file's data is.
 
 from __future__ import annotations
 
-import stat
 from collections.abc import Iterator
 from typing import Any
 
 import pyfsxfs
 
 from rescue.errors import FormatError
-from rescue.explore.filesystem import Entry, FileSystem, Placement, display_join
-from rescue.explore.libyal import ERRORS, LibyalData, extents_placement, open_volume
+from rescue.explore.filesystem import Entry, Placement, display_join, kind_of
+from rescue.explore.libyal import (
+    ERRORS,
+    LibyalData,
+    LibyalFileSystem,
+    extents_placement,
+    open_volume,
+)
 from rescue.explore.volumes import Volume
 from rescue.formats.base import ImageReader
 from rescue.rangemap import RangeMap
 
-_KINDS = {stat.S_IFREG: "file", stat.S_IFDIR: "dir", stat.S_IFLNK: "symlink",
-          stat.S_IFCHR: "char", stat.S_IFBLK: "block", stat.S_IFIFO: "fifo",
-          stat.S_IFSOCK: "socket"}
 _BLOCK = 4096  # what statfs says of it; libfsxfs does not tell the block size
 
 
-class XfsFileSystem(FileSystem):
+class XfsFileSystem(LibyalFileSystem):
     reader = "libfsxfs"
+    _record_name = "inode"
     posix_modes = True
 
     def __init__(self, reader: ImageReader, volume: Volume, unreadable: RangeMap | None) -> None:
@@ -43,29 +46,12 @@ class XfsFileSystem(FileSystem):
     def root_inode(self) -> int:
         return self._root_inode
 
-    def _handle(self, entry: Entry) -> Any:
-        if entry.ref is not None:
-            return entry.ref
-        try:
-            return self._volume.get_file_entry_by_inode(entry.inode)
-        except ERRORS:
-            raise FormatError(f"cannot read the inode of {entry.display_path}") from None
-
-    def root(self) -> Entry:
-        try:
-            return self._entry("/", b"/", self._volume.get_root_directory())
-        except ERRORS:
-            raise FormatError("cannot read the XFS root directory") from None
+    def _by_number(self, number: int) -> Any:
+        return self._volume.get_file_entry_by_inode(number)
 
     def children(self, directory: Entry, show_system: bool = False) -> Iterator[Entry]:
-        handle = self._handle(directory)
-        try:
-            count = int(handle.number_of_sub_file_entries)
-        except ERRORS:
-            raise FormatError(f"cannot read directory {directory.display_path}") from None
-        for number in range(count):
+        for child in self.sub_entries(directory):
             try:
-                child = handle.get_sub_file_entry(number)
                 name = child.name.encode("utf-8", "surrogateescape")
                 entry = self._entry(display_join(directory.display_path, name), name, child)
             except ERRORS:
@@ -75,7 +61,7 @@ class XfsFileSystem(FileSystem):
     @staticmethod
     def _entry(display_path: str, name: bytes, handle: Any) -> Entry:
         mode = int(handle.file_mode)
-        kind = _KINDS.get(stat.S_IFMT(mode), "other")
+        kind = kind_of(mode)
         target = handle.symbolic_link_target if kind == "symlink" else None
         return Entry(
             display_path=display_path, name=name, inode=int(handle.inode_number), kind=kind,
