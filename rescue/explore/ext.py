@@ -9,6 +9,8 @@ the image and its damage is exact.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import stat
 import struct
 from collections.abc import Iterator
@@ -63,18 +65,26 @@ class ExtData:
         self.entry = entry
         self._fs = fs
         self._inline = fs.inline_bytes(inode)
-        self._pieces = fs.pieces(inode)
+        self._pieces = sorted(fs.pieces(inode))  # in file order, even from a damaged map
+        # how far the pieces up to each one reach: no piece before the first that reaches
+        # past an offset holds any byte from there on
+        self._reach = list(itertools.accumulate(
+            (file_offset + size for file_offset, _, size in self._pieces), max))
 
     def read(self, offset: int, length: int) -> bytes:
         length = max(0, min(length, self.entry.size - offset))
         if self._inline is not None:
             return self._inline[offset:offset + length]
         out = bytearray(length)  # holes read as zeros
-        for file_offset, image_offset, size in self._pieces:
+        # from the first piece that reaches past `offset`: a file of many pieces is not
+        # walked whole for every read
+        for file_offset, image_offset, size in itertools.islice(
+                self._pieces, bisect.bisect_right(self._reach, offset), None):
+            if file_offset >= offset + length:
+                break
             start, end = max(offset, file_offset), min(offset + length, file_offset + size)
-            if start < end:
-                out[start - offset:end - offset] = self._fs.read_image(
-                    image_offset + start - file_offset, end - start, self.entry.display_path)
+            out[start - offset:end - offset] = self._fs.read_image(
+                image_offset + start - file_offset, end - start, self.entry.display_path)
         return bytes(out)
 
 
