@@ -40,9 +40,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     ext = subparsers.add_parser(
         "extract", help="copy files or folders out of an image, safely; report damaged files",
         description="Copy PATH into the directory DEST (created if missing) as DEST/NAME; "
-        "symlinks are recreated as they are, device nodes, FIFOs and sockets skipped. Exit "
-        "status 1 if any data is not extracted: a damaged file (its lost bytes zero-filled) or "
-        "an entry that could not be written.")
+        "symlinks are recreated as they are, device nodes, FIFOs and sockets skipped, NTFS "
+        "alternate data streams written beside their file as NAME:STREAM, owners kept when "
+        "root extracts from ext or XFS. Exit status 1 if any data is not extracted: a damaged "
+        "file (its lost bytes zero-filled), an entry whose metadata is unreadable, or an entry "
+        "that could not be written.")
     add_image_argument(ext)
     ext.add_argument("target", help=TARGET_HELP)
     ext.add_argument("dest", help="directory to copy into (created if missing)")
