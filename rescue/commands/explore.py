@@ -182,9 +182,10 @@ def print_report(report: Report, out: TextIO) -> None:
         print(f"SKIPPED  {path}: {why}", file=out)
     for path, name, why in report.renamed:
         print(f"RENAMED  {path} -> {name} ({why})", file=out)
-    streams = f"{report.streams} streams, " if report.streams else ""
+    extra = f"{report.hard_links} hard links, " if report.hard_links else ""
+    extra += f"{report.streams} streams, " if report.streams else ""
     print(f"{report.files} files, {report.directories} folders, {report.symlinks} symlinks, "
-          f"{streams}"
+          f"{extra}"
           f"{human_size(report.bytes)} extracted; {len(report.damaged)} damaged, "
           f"{len(report.missing)} not extracted, {len(report.skipped)} skipped, "
           f"{len(report.renamed)} renamed", file=out)

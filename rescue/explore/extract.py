@@ -10,6 +10,8 @@ The image is hostile until proven otherwise, so:
 - symlinks are recreated as they are, absolute or climbing: a link is data, and only following
   one while writing could do harm; device nodes, FIFOs and sockets are never created;
 - set-user-ID and set-group-ID bits are dropped;
+- a file's later names (hard links) are linked to its first, whole copy, reached from the top
+  of the walk one folder at a time with O_NOFOLLOW; a destination that cannot link gets copies;
 - the walk holds one directory descriptor and one directory listing per level: deep trees cannot
   run out of descriptors and huge directories are streamed (only the names written in each
   open folder are remembered, to keep them apart).
@@ -62,6 +64,7 @@ class Report:
     directories: int = 0
     symlinks: int = 0
     streams: int = 0  # NTFS alternate data streams, each written as NAME:STREAM beside NAME
+    hard_links: int = 0  # files written as another name of a file already written
     bytes: int = 0
     damaged: list[tuple[str, Ranges]] = field(default_factory=list)  # written, ranges zeroed
     missing: list[tuple[str, str]] = field(default_factory=list)  # (path, why): not written
@@ -81,7 +84,7 @@ class Report:
     def to_dict(self) -> dict[str, object]:
         return {
             "files": self.files, "directories": self.directories, "symlinks": self.symlinks,
-            "streams": self.streams, "bytes": self.bytes,
+            "streams": self.streams, "hard_links": self.hard_links, "bytes": self.bytes,
             "damaged": [{"path": path, "lost": [list(r) for r in ranges],
                          "lost_bytes": sum(end - start for start, end in ranges)}
                         for path, ranges in self.damaged],
@@ -122,15 +125,22 @@ class _Extraction:
         # owners are the file system's own only where it keeps Unix ones, and only root can
         # give files away
         self.owners = fs.posix_modes and os.geteuid() == 0
+        # Where the first name of each file with more than one was written, as names from
+        # the top folder of the walk (`tree`), so later names become links to it.
+        self.first_names: dict[int, tuple[bytes, ...]] = {}
+        self.path: list[bytes] = []  # the folder being filled, as names from that top
+        self.top_fd = -1
 
     def check_cancel(self) -> None:
         if self.cancel is not None and self.cancel.is_set():
             raise KeyboardInterrupt
 
-    def place(self, dir_fd: int, entry: Entry, taken: set[bytes]) -> int | None:
+    def place(self, dir_fd: int, entry: Entry, taken: set[bytes]
+              ) -> tuple[int, bytes] | None:
         """The one decision of what becomes of an entry of the folder open at `dir_fd`,
         whose written names are `taken`: a file, symlink or folder is written under a name of
-        its own (a folder's descriptor is returned, to fill it); anything else is skipped."""
+        its own (a folder's descriptor and name are returned, to fill it); a file's second
+        name becomes a hard link to its first; anything else is skipped."""
         if entry.kind != "dir" and self.fs.metadata_lost(entry):
             self.report.missing.append((entry.display_path, _METADATA_LOST))
             return None
@@ -142,16 +152,59 @@ class _Extraction:
         if entry.kind == "dir":
             if self.fs.lost(entry) or self.fs.metadata_lost(entry):
                 self.report.missing.append((entry.display_path, _LISTING_LOST))
-            return self.open_dir(dir_fd, name)
+            return self.open_dir(dir_fd, name), name
         if entry.kind == "symlink":
             self.symlink(dir_fd, entry, name)
             return None
-        try:
-            self.file(dir_fd, entry, name)
-        except FormatError as error:
-            self.report.missing.append((entry.display_path, str(error)))
+        if not self.link(dir_fd, entry, name):
+            try:
+                whole = self.file(dir_fd, entry, name)
+            except FormatError as error:
+                self.report.missing.append((entry.display_path, str(error)))
+            else:
+                if whole and entry.kind == "file" and entry.links > 1 and self.top_fd >= 0:
+                    self.first_names.setdefault(entry.inode, (*self.path, name))
         self.streams(dir_fd, entry, name, taken)
         return None
+
+    def link(self, dir_fd: int, entry: Entry, name: bytes) -> bool:
+        """Write a file's later name as a hard link to its first, as the image holds it; false
+        when no first name was written whole, or the destination cannot link (FAT): then it
+        is copied."""
+        first = self.first_names.get(entry.inode) if entry.kind == "file" else None
+        if first is None:
+            return False
+        temp = _temp_name()
+        try:
+            folder = self.open_path(first[:-1])
+        except OSError:
+            return False
+        try:
+            os.link(first[-1], temp, src_dir_fd=folder, dst_dir_fd=dir_fd,
+                    follow_symlinks=False)
+        except OSError:
+            return False
+        finally:
+            if folder != self.top_fd:
+                os.close(folder)
+        try:
+            os.replace(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        except BaseException:
+            os.unlink(temp, dir_fd=dir_fd)
+            raise
+        self.report.hard_links += 1
+        return True
+
+    def open_path(self, names: tuple[bytes, ...]) -> int:
+        """The folder at `names` below the top of the walk, entered one name at a time without
+        following a symlink."""
+        fd = self.top_fd
+        for name in names:
+            child = os.open(name, _DIR_FLAGS, dir_fd=fd)
+            if fd != self.top_fd:
+                os.close(fd)
+            fd = child
+        return fd
 
     def streams(self, dir_fd: int, entry: Entry, name: bytes, taken: set[bytes]) -> None:
         """Each alternate data stream as NAME:STREAM beside the file as written, the way
@@ -213,10 +266,11 @@ class _Extraction:
         more descriptor: a child directory's descriptor replaces its parent's, and openat("..")
         of the real directory brings the parent back. Without `own_top` the top directory is
         the user's: its mode and times stay."""
-        fd = top_fd
+        fd = self.top_fd = top_fd
         stack: list[tuple[Entry, Iterator[Entry], set[bytes]]] = [
             (top, self.fs.children(top), set())]
         ancestors = {top.inode}
+        self.path = []
         try:
             while stack:
                 self.check_cancel()
@@ -229,6 +283,8 @@ class _Extraction:
                 if child is None:
                     stack.pop()
                     ancestors.discard(directory.inode)
+                    if self.path:
+                        self.path.pop()
                     if stack or own_top:
                         self.finish_dir(fd, directory)
                     if stack:
@@ -242,20 +298,23 @@ class _Extraction:
                                                 "contains itself (damaged file system), and "
                                                 "its content is extracted once"))
                     continue
-                child_fd = self.place(fd, child, taken)
-                if child_fd is not None:
+                placed = self.place(fd, child, taken)
+                if placed is not None:
                     if fd != top_fd:
                         os.close(fd)
-                    fd = child_fd
+                    fd, name = placed
                     stack.append((child, self.fs.children(child), set()))
                     ancestors.add(child.inode)
+                    self.path.append(name)
         finally:
             if fd != top_fd:
                 os.close(fd)
 
     # -- everything but directories ---------------------------------------------------------
-    def file(self, dir_fd: int, entry: Entry, name: bytes) -> None:
-        temp = b".rescue-%s.part" % os.urandom(6).hex().encode()
+    def file(self, dir_fd: int, entry: Entry, name: bytes) -> bool:
+        """Write a file (or stream) under a temporary name, then rename it into place;
+        whether it was written whole (nothing of it lost)."""
+        temp = _temp_name()
         out = os.open(temp, _FILE_FLAGS, 0o600, dir_fd=dir_fd)
         try:
             try:
@@ -277,6 +336,7 @@ class _Extraction:
             self.report.streams += 1
         else:
             self.report.files += 1
+        return not lost
 
     def copy(self, entry: Entry, out: int) -> list[tuple[int, int]]:
         """Write the file's content; the ranges the reader did not return (written as zeros).
@@ -328,6 +388,11 @@ class _Extraction:
         self.report.symlinks += 1
 
 
+def _temp_name() -> bytes:
+    """A name for a file being written, renamed into place once complete."""
+    return b".rescue-%s.part" % os.urandom(6).hex().encode()
+
+
 def _first_write(destination: str) -> str:
     """A file path for the write policy, which judges files: every file an extraction writes
     lies inside DEST, so a not-yet-existing name there (or DEST itself, when it is still to
@@ -357,12 +422,12 @@ def extract(fs: FileSystem, source: Entry, destination: str, *, image: str | Non
         if source.kind == "dir" and source.inode == fs.root_inode:
             run.tree(source, dest_fd, own_top=False)
         else:
-            top_fd = run.place(dest_fd, source, set())
-            if top_fd is not None:
+            placed = run.place(dest_fd, source, set())
+            if placed is not None:
                 try:
-                    run.tree(source, top_fd)
+                    run.tree(source, placed[0])
                 finally:
-                    os.close(top_fd)
+                    os.close(placed[0])
     except OSError as error:
         raise DestinationError(f"writing to {destination} failed: {error.strerror}") from None
     finally:

@@ -5,13 +5,10 @@ driver shows."""
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 import pytest
 
-from rescue.errors import UsageError
-from rescue.explore.mount import unmount_image
 from tests.fixtures.cli import assert_clean_failure, rescue
 from tests.fixtures.corpus import (
     EXT_VARIANTS,
@@ -23,7 +20,7 @@ from tests.fixtures.corpus import (
     rescue_read,
     sha256,
 )
-from tests.fixtures.explore import make_gpt_disk
+from tests.fixtures.explore import make_gpt_disk, rescue_mounted
 
 pytestmark = [pytest.mark.slow, pytest.mark.root]
 
@@ -70,11 +67,7 @@ def test_the_mount_serves_what_the_drivers_wrote(corpus: list[Case], name: str,
     case = case_named(corpus, name)
     disk = tmp_path / "disk.img"
     make_gpt_disk([case.image], disk)
-    directory = tmp_path / "mnt"
-    directory.mkdir()
-    result = rescue("mount", disk, directory)
-    assert result.returncode == 0, result.stderr
-    try:
+    with rescue_mounted(disk, tmp_path / "mnt") as directory:
         served = directory / "p1"
         found = read_tree(served, modes=case.posix_modes,
                           streams=ntfs_streams if case.family == "ntfs" else None)
@@ -82,9 +75,6 @@ def test_the_mount_serves_what_the_drivers_wrote(corpus: list[Case], name: str,
             for stream, digest in record.streams.items():
                 if not digest:
                     record.streams[stream] = sha256((served / f"{path}:{stream}").read_bytes())
-    finally:
-        with contextlib.suppress(UsageError):
-            unmount_image(str(directory))
     wrong = differences(case, found)
     shown = "\n".join(f"{path[:80]}: {what}" for path, what in sorted(wrong.items())[:20])
     assert not wrong, f"{len(wrong)} of {len(case.truth)} entries differ:\n{shown}"

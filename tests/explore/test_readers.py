@@ -4,7 +4,6 @@ alternate data streams through `extract` and the FUSE view, owners restored by r
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import json
 import os
@@ -17,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from rescue.errors import UsageError
-from rescue.explore.mount import unmount_image
 from rescue.explore.session import ImageSession
 from tests.fixtures.cli import rescue, run
 from tests.fixtures.disks import formatted
+from tests.fixtures.explore import rescue_mounted
+from tests.fixtures.filesystems import fuse_mounted
 from tests.fixtures.mapfiles import write_map
 
 pytestmark = pytest.mark.slow
@@ -129,11 +128,7 @@ def test_streams_are_listed_and_extracted_beside_their_file(ntfs_image: Path,
 def test_streams_in_the_mount_are_what_ntfs_3g_shows(ntfs_image: Path, tmp_path: Path) -> None:
     """ntfs-3g's two ways: `user.STREAM` extended attributes, and NAME:STREAM opened by name
     though no listing shows it. ntfs-3g itself is the judge of what they hold."""
-    directory = tmp_path / "mnt"
-    directory.mkdir()
-    result = rescue("mount", ntfs_image, directory)
-    assert result.returncode == 0, result.stderr
-    try:
+    with rescue_mounted(ntfs_image, tmp_path / "mnt") as directory:
         served = directory / "fs"
         assert sorted(os.listdir(served)) == ["other.bin", "small.txt"]
         assert sorted(os.listxattr(served / "small.txt")) == ["user.big", "user.note"]
@@ -154,9 +149,6 @@ def test_streams_in_the_mount_are_what_ntfs_3g_shows(ntfs_image: Path, tmp_path:
                 os.getxattr(served / "small.txt", "user.note")
         finally:
             subprocess.run(["umount", judge], check=True)
-    finally:
-        with contextlib.suppress(UsageError):
-            unmount_image(str(directory))
 
 
 @pytest.mark.root
@@ -298,3 +290,49 @@ def test_a_sparse_file_costs_what_its_data_does(kind: str, tmp_path: Path) -> No
     with open(out, "rb") as f:
         f.seek(size - len(tail) - 4096)
         assert f.read() == bytes(4096) + tail
+
+
+@pytest.mark.parametrize("kind", ["ext4", "ntfs"])
+def test_names_of_one_file_stay_one_file(kind: str, tmp_path: Path) -> None:
+    """A file with three names (hard links) is extracted once and linked twice, as the image
+    holds it; onto a destination that cannot link (exFAT) each name gets a copy."""
+    image = tmp_path / "fs.img"
+    content = os.urandom(300_000)
+    with open(image, "wb") as f:
+        f.truncate(32 << 20)
+
+    def fill(root: Path) -> None:
+        (root / "a").mkdir()
+        (root / "b").mkdir()
+        (root / "a" / "one").write_bytes(content)
+        os.link(root / "a" / "one", root / "b" / "two")
+        os.link(root / "a" / "one", root / "three")
+        (root / "single").write_bytes(b"alone\n")
+
+    if kind == "ext4":
+        tree = tmp_path / "tree"
+        tree.mkdir()
+        fill(tree)
+        run("mkfs.ext4", "-q", "-F", "-d", tree, image)
+    else:
+        with formatted(image, ("mkntfs", "-q", "-F", "-f"), ("ntfs-3g",)) as mnt:
+            fill(mnt)
+    names = ("a/one", "b/two", "three")
+
+    result = rescue("extract", image, "/", tmp_path / "out")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2 hard links" in result.stdout
+    out = tmp_path / "out"
+    assert {(out / name).stat().st_ino for name in names} == {(out / "a" / "one").stat().st_ino}
+    assert (out / "three").stat().st_nlink == 3
+    assert all((out / name).read_bytes() == content for name in names)
+
+    exfat = tmp_path / "exfat.img"
+    with open(exfat, "wb") as f:
+        f.truncate(16 << 20)
+    run("mkfs.exfat", exfat)
+    with fuse_mounted("exfat", exfat) as mountpoint:
+        copied = rescue("extract", image, "/", mountpoint / "out")
+        assert copied.returncode == 0, copied.stdout + copied.stderr
+        assert "hard links" not in copied.stdout
+        assert all((mountpoint / "out" / name).read_bytes() == content for name in names)
