@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import bisect
 import itertools
-import stat
 import struct
 from collections.abc import Iterator
 
@@ -32,7 +31,6 @@ from rescue.formats.base import ImageReader
 from rescue.fs.partitions import SliceReader
 from rescue.fs.used.ext import (
     INODE_BASE_SIZE,
-    INODE_FLAG_EXTENTS,
     INODE_FLAG_INLINE_DATA,
     ROOT_INODE,
     BlockMap,
@@ -41,7 +39,6 @@ from rescue.fs.used.ext import (
 )
 from rescue.rangemap import RangeMap
 
-_FAST_SYMLINK = 60  # a shorter target lives in i_block itself
 _EXTRA_ISIZE = 128  # u16: how much of the inode past its first 128 bytes is in use
 # (seconds field, extra field) of ctime, mtime and atime; an extra field holds the epoch in
 # its low 2 bits and nanoseconds above them.
@@ -138,12 +135,11 @@ class ExtFileSystem(FileSystem):
 
     def inline_bytes(self, inode: Inode) -> bytes | None:
         """The content kept inside the inode (inline data, fast symlinks), or None."""
+        if not inode.data_inside:
+            return None
         if inode.flags & INODE_FLAG_INLINE_DATA:
             return inode.block + inode.inline_tail()[1]
-        if stat.S_ISLNK(inode.mode) and inode.size < _FAST_SYMLINK \
-                and not inode.flags & INODE_FLAG_EXTENTS:
-            return inode.block
-        return None
+        return inode.block
 
     def _map(self, inode: Inode) -> BlockMap:
         return self._ext.block_map(inode, self.readable)

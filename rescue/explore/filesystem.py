@@ -181,9 +181,6 @@ class FileSystem(ABC):
                 stack.append(self.children(child, show_system))
                 ancestors.append(child.inode)
 
-    def runs(self, entry: Entry) -> list[Run]:
-        return list(self.placement(entry).runs)
-
     def lost(self, entry: Entry) -> Ranges:
         """Byte ranges of the entry's data that it does not have: they lie in bad or never-read
         parts of the image, or no metadata says where they are."""

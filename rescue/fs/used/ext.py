@@ -59,6 +59,7 @@ ROOT_INODE = 2
 MAX_EXTENT_DEPTH = 5
 INODE_BASE_SIZE = 128  # the fields every inode has; i_extra_isize and in-inode xattrs follow
 I_BLOCK = slice(40, 100)
+FAST_SYMLINK = 60  # a shorter symlink target lives in i_block itself
 
 # Backups are probed where mke2fs puts them with its default group size (a bitmap block's
 # bits, at most 65528 blocks), for every block size e2fsck tries: 1 KiB to 64 KiB.
@@ -112,6 +113,14 @@ class Inode:
     size: int
     flags: int
     raw: bytes  # the whole on-disk inode, in-inode extended attributes included
+
+    @property
+    def data_inside(self) -> bool:
+        """Whether the content lives in the inode itself: inline data, or a symlink target
+        short enough for i_block (a "fast" symlink)."""
+        return bool(self.flags & INODE_FLAG_INLINE_DATA) or (
+            stat.S_ISLNK(self.mode) and self.size < FAST_SYMLINK
+            and not self.flags & INODE_FLAG_EXTENTS)
 
     @property
     def is_dir(self) -> bool:
@@ -482,10 +491,8 @@ class ExtFS:
 
     def block_map(self, inode: Inode, readable: Readability = always_readable) -> BlockMap:
         """The inode's data runs; an unreadable or damaged map block makes it incomplete."""
-        if inode.flags & INODE_FLAG_INLINE_DATA or (
-                stat.S_ISLNK(inode.mode) and inode.size < 60
-                and not inode.flags & INODE_FLAG_EXTENTS):
-            return BlockMap((), (), True)  # the data lives inside the inode
+        if inode.data_inside:
+            return BlockMap((), (), True)
         walker = _MapWalker(self, readable)
         if inode.flags & INODE_FLAG_EXTENTS:
             walker.extent_node(inode.block, MAX_EXTENT_DEPTH)
