@@ -15,7 +15,14 @@ from pathlib import Path
 import pytest
 
 from rescue.errors import ExitCode
-from tests.fixtures.cli import CLI_ENV, REPO_ROOT, assert_clean_failure, rescue, run
+from tests.fixtures.cli import (
+    CLI_ENV,
+    REPO_ROOT,
+    assert_clean_failure,
+    qemu_img_keyed,
+    rescue,
+    run,
+)
 from tests.fixtures.loop import loop_device
 
 MIB = 1 << 20
@@ -96,8 +103,8 @@ def test_an_encrypted_image_is_read_by_qemu_and_leaks_no_passphrase(
 @pytest.fixture(scope="module")
 def qemu_encrypted(disk: Path, secret: Path) -> Path:
     image = disk.with_name("qemu-encrypted.qcow2")
-    run("qemu-img", "convert", "--object", f"secret,id=s,file={secret}", "-O", "qcow2", "-o",
-        "encrypt.format=luks,encrypt.key-secret=s,encrypt.iter-time=50", disk, image)
+    qemu_img_keyed("convert", "--object", f"secret,id=s,file={secret}", "-O", "qcow2", "-o",
+                   "encrypt.format=luks,encrypt.key-secret=s,encrypt.iter-time=50", disk, image)
     return image
 
 
