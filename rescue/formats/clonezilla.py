@@ -9,8 +9,10 @@ copies where they lie, each partition's saved blocks at the partition's start, z
 
 A compressed stream can only be read in order, so each partition's image is decompressed once,
 on the first read that needs it, by a thread that writes its blocks into an unlinked sparse
-file in $TMPDIR (as large as the partition's saved blocks, gone when the process ends) and
-moves a watermark past every block whose checksum it has verified. A read waits for the
+file in $TMPDIR (as large as the partition's saved blocks, gone when the process ends; a
+folder without room for them is refused before it starts, and a write that fails later stops
+the job: neither passes for damage in the archive) and moves a watermark past every block
+whose checksum it has verified. A read waits for the
 watermark, so a reader in order follows right behind the decompression, and a file taken out
 of the partition waits at most once. `check_structure` waits for every partition: `verify` and
 `restore` know of any damage, and say where it is, before they write. Every reader of the same
@@ -33,9 +35,10 @@ import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from rescue.errors import FormatError
+from rescue.errors import DestinationError, FormatError
 from rescue.formats import partclone
 from rescue.formats.base import Capabilities, DamagedData, FdReader, Ranges
+from rescue.units import human_size
 
 MARKER = "clonezilla-img"  # the file Clonezilla writes into every image folder
 _IMAGE_NAME = re.compile(r"^(?P<part>[^.]+)\.(?P<fs>[^.-]+)-(?P<kind>ptcl-img|img)\."
@@ -338,15 +341,37 @@ class _Decompressed:
 
 class _Unpacked:
     """One partition's saved bytes in an unlinked sparse scratch file, filled in order by a
-    thread; `ready` is the partition offset below which every byte is in place and checked."""
+    thread; `ready` is the partition offset below which every byte is in place and checked.
+    It starts only where the scratch folder has room for all of them, besides what other
+    unpackings still need: a full folder must never pass for a damaged archive."""
 
-    def __init__(self, partition: SavedPartition, blocks: Callable[[], Unpacking]
-                 ) -> None:
+    def __init__(self, partition: SavedPartition, blocks: Callable[[], Unpacking],
+                 runs: list[tuple[int, int]], others: int) -> None:
         self.partition = partition
-        self.file = tempfile.TemporaryFile(prefix="rescue-clonezilla-")  # noqa: SIM115
-        self.file.truncate(partition.size)
+        self.need, self.written = 0, 0
+        try:
+            self.file = tempfile.TemporaryFile(prefix="rescue-clonezilla-")  # noqa: SIM115
+        except OSError as exc:
+            raise _scratch_failed(partition, exc) from None
+        try:
+            stats = os.fstatvfs(self.file.fileno())
+            self.need = _allocated(runs, max(stats.f_frsize, 1))
+            free = stats.f_bavail * stats.f_frsize
+            if self.need + others > free:
+                raise DestinationError(
+                    f"unpacking partition {partition.name} of the Clonezilla archive needs "
+                    f"{human_size(self.need + others)} in {tempfile.gettempdir()}, which has "
+                    f"{human_size(free)} free; set TMPDIR to a folder with room")
+            self.file.truncate(partition.size)
+        except OSError as exc:  # a file system whose files cannot be that large (FAT32)
+            self.file.close()
+            raise _scratch_failed(partition, exc) from None
+        except BaseException:
+            self.file.close()
+            raise
         self.ready = 0
         self.error: Exception | None = None
+        self.scratch_error: OSError | None = None  # writing the scratch file failed
         self.changed = threading.Condition()
         self.thread = threading.Thread(target=self._fill, args=(blocks,), daemon=True,
                                        name=f"unpack-{partition.name}")
@@ -357,7 +382,12 @@ class _Unpacked:
         try:
             for offset, data, checked in blocks():
                 if data:
-                    os.pwrite(fd, data, offset)
+                    try:
+                        os.pwrite(fd, data, offset)
+                    except OSError as exc:
+                        self.scratch_error = exc
+                        raise
+                    self.written += len(data)
                 with self.changed:
                     self.ready = max(self.ready, min(checked, self.partition.size))
                     self.changed.notify_all()
@@ -376,6 +406,8 @@ class _Unpacked:
         with self.changed:
             self.changed.wait_for(lambda: self.ready >= offset + length or bool(self.error))
             good = max(0, min(length, self.ready - offset))
+        if good < length and self.scratch_error is not None:
+            raise _scratch_failed(self.partition, self.scratch_error)
         data = os.pread(self.file.fileno(), good, offset) if good else b""
         return data + bytes(length - good), good
 
@@ -387,16 +419,39 @@ _SHARED: dict[tuple[str, int], _Unpacked] = {}
 _SHARED_LOCK = threading.Lock()
 
 
-def _unpacked(partition: SavedPartition, blocks: Callable[[], Unpacking]
-              ) -> _Unpacked:
-    """The process's one scratch copy of this partition image, started on first use."""
+def _unpacked(partition: SavedPartition, blocks: Callable[[], Unpacking],
+              runs: list[tuple[int, int]]) -> _Unpacked:
+    """The process's one scratch copy of this partition image (its saved `runs`), started on
+    first use."""
     first = partition.pieces[0]
     key = (os.path.realpath(first), os.stat(first).st_mtime_ns)
     with _SHARED_LOCK:
         found = _SHARED.get(key)
         if found is None:
-            found = _SHARED[key] = _Unpacked(partition, blocks)
+            others = sum(max(0, copy.need - copy.written) for copy in _SHARED.values()
+                         if copy.error is None and copy.ready < copy.partition.size)
+            found = _SHARED[key] = _Unpacked(partition, blocks, runs, others)
         return found
+
+
+def _scratch_failed(partition: SavedPartition, error: OSError) -> DestinationError:
+    return DestinationError(
+        f"cannot unpack partition {partition.name} of the Clonezilla archive into "
+        f"{tempfile.gettempdir()}: {error.strerror or error}; set TMPDIR to a folder with room "
+        "on a Linux file system")
+
+
+def _allocated(runs: list[tuple[int, int]], unit: int) -> int:
+    """Bytes that writing `runs` (offset, length; in order) allocates in a sparse file whose
+    file system allocates `unit` bytes at a time: runs smaller than a unit take whole ones."""
+    total, covered = 0, 0  # the end of the last unit counted
+    for start, length in runs:
+        first = max(start // unit * unit, covered)
+        end = -(-(start + length) // unit) * unit
+        if end > first:
+            total += end - first
+            covered = end
+    return total
 
 
 class _Saved:
@@ -470,7 +525,7 @@ class _Saved:
         for start, size in self.runs:
             low, high = max(start, offset), min(start + size, offset + length)
             if low < high:
-                self.copy = self.copy or _unpacked(self.partition, self._blocks)
+                self.copy = self.copy or _unpacked(self.partition, self._blocks, self.runs)
                 data, good = self.copy.read(low, high - low)
                 out[low - offset:high - offset] = data
                 if good < high - low:

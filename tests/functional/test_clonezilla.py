@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from rescue.errors import ExitCode
 from tests.fixtures.cli import assert_clean_failure, rescue
 from tests.fixtures.clonezilla import (
     DISK_SIZE,
@@ -28,8 +29,9 @@ from tests.fixtures.clonezilla import (
     save_archive,
     saved_disk,
 )
+from tests.fixtures.disks import small_tmpfs
 from tests.fixtures.filesystems import extracted_hashes, fsck_clean, tree_hashes
-from tests.fixtures.restore import MIB, partitions, target
+from tests.fixtures.restore import MIB, digest, partitions, target
 
 pytestmark = pytest.mark.slow
 DECOMPRESS = {"gz": "zcat", "zst": "zstd -dc", "xz": "xzcat", "uncomp": "cat"}
@@ -165,6 +167,31 @@ def test_info_says_what_the_archive_holds(saved: SavedDisk) -> None:
     assert info["size"] == DISK_SIZE
     text = rescue("info", saved.archive).stdout
     assert "archive:     Clonezilla, disk sda, table gpt" in text
+
+
+@pytest.mark.root
+def test_a_scratch_folder_without_room_stops_the_job_before_it_writes(
+        saved: SavedDisk, tmp_path: Path, targets: ExitStack) -> None:
+    """Partition images unpack into $TMPDIR. One without room for them (a small tmpfs, as on
+    a live system), or whose files cannot grow that large (FAT32: a file-size limit here),
+    stops ls, verify and restore with one line that says so and what to do, before anything
+    is written, and never as damage in the archive."""
+    device = target(targets, tmp_path, "t", DISK_SIZE, fill=b"\x5a")
+    before = digest(device)
+    commands = [("ls", saved.archive, "1:/"), ("verify", saved.archive),
+                ("restore", saved.archive, device, "--yes")]
+    with small_tmpfs(2 * MIB) as scratch:
+        for command in commands:
+            result = rescue(*command, env={"TMPDIR": str(scratch)})
+            assert_clean_failure(result, ExitCode.DESTINATION,
+                                 rf"needs [\d.]+ MiB in {scratch}, which has [\d.]+ MiB free; "
+                                 "set TMPDIR to a folder with room")
+            assert "damaged" not in result.stdout
+        assert not list(scratch.iterdir())
+    for command in commands:
+        result = rescue(*command, file_size=8 * MIB)
+        assert_clean_failure(result, ExitCode.DESTINATION, "File too large; set TMPDIR")
+    assert digest(device) == before
 
 
 def _flip(piece: Path, at: float) -> None:

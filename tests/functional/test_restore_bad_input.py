@@ -6,11 +6,9 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
-import tempfile
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -20,6 +18,7 @@ from rescue.engine.restore import RestoreJob, RestoreRequest
 from rescue.errors import ExitCode
 from rescue.formats.zstseek import ZstSeekReader
 from tests.fixtures.cli import assert_clean_failure, rescue
+from tests.fixtures.disks import small_tmpfs
 from tests.fixtures.restore import (
     DISK,
     GPT_LAYOUT,
@@ -88,18 +87,6 @@ def test_truncated_image_is_refused_before_writing(source: dict[str, Path], tmp_
     result = rescue("restore", str(image), device, "--yes")
     assert_clean_failure(result, 2, "cut.qcow2: truncated")
     assert digest(device) == before
-
-
-@contextmanager
-def small_tmpfs(size: int) -> Iterator[Path]:
-    """A tmpfs that fills up: a loop device on a sparse file there fails its writes."""
-    with tempfile.TemporaryDirectory(prefix="restore-full-") as folder:
-        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", folder],
-                       check=True)
-        try:
-            yield Path(folder)
-        finally:
-            subprocess.run(["umount", "-l", folder], capture_output=True)
 
 
 def test_a_failing_target_is_dropped_while_the_other_finishes(
