@@ -154,6 +154,9 @@ def _list_entries(fs: FileSystem, top: Entry, args: argparse.Namespace, out: Tex
         print(f"warning: {damaged} entr{'y lacks' if damaged == 1 else 'ies lack'} data (marked "
               "!): it, or the metadata that says what it is, lies in bad or never-read parts "
               "of the image, or no metadata says where", file=sys.stderr)
+    if top.kind == "dir" and (fs.lost(top) or fs.metadata_lost(top)):
+        print(f"warning: part of folder {top.display_path} lies in bad or never-read parts of "
+              "the image: the entries kept there are not listed", file=sys.stderr)
     return damaged
 
 

@@ -25,6 +25,7 @@ from rescue.explore.filesystem import (
     gaps,
     kind_of,
     listed,
+    named_only,
 )
 from rescue.explore.volumes import Volume
 from rescue.formats.base import ImageReader
@@ -107,11 +108,13 @@ class ExtFileSystem(FileSystem):
         inode = directory.ref if isinstance(directory.ref, Inode) else self._inode(directory.inode)
         for name, number, _ in listed(self._ext.dir_entries(inode, self.readable), directory):
             raw = name.encode("utf-8", "surrogateescape")
+            display = display_join(directory.display_path, raw)
             try:
                 child = self._inode(number)
-            except FormatError:
-                continue  # an entry pointing at no inode: a damaged directory
-            yield self._entry(display_join(directory.display_path, raw), raw, child)
+            except FormatError:  # an entry pointing at no inode it can read
+                yield named_only(display, raw, number, None)
+                continue
+            yield self._entry(display, raw, child)
 
     def _entry(self, display_path: str, name: bytes, inode: Inode) -> Entry:
         raw = inode.raw

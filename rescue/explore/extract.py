@@ -49,7 +49,8 @@ _NOT_CREATED = {"char": "character device", "block": "block device", "fifo": "FI
 _ESCAPED = "not a name Linux can hold as it is"
 _SAME_NAME = "an earlier entry of its folder has the same name"
 _METADATA_LOST = ("its metadata (inode, MFT record or directory entry) lies in a bad or "
-                  "never-read part of the image: what it is and what it holds are unknown")
+                  "never-read part of the image, or cannot be read: what it is and what it "
+                  "holds are unknown")
 _LISTING_LOST = ("part of this folder lies in a bad or never-read part of the image: the "
                  "entries kept there are unknown")
 

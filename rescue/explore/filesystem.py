@@ -53,6 +53,8 @@ class Entry:
     target: bytes | None  # a symlink's target
     links: int = 1  # hard links as stored; 1 where the file system keeps no count
     stream: bytes | None = None  # the name of an NTFS alternate data stream (kind "stream")
+    # only its folder names it: the inode or record it points to cannot be read
+    metadata_unknown: bool = False
     ref: Any = field(default=None, compare=False, repr=False)  # the reader's own handle
 
 
@@ -193,9 +195,10 @@ class FileSystem(ABC):
 
     def metadata_lost(self, entry: Entry) -> bool:
         """Whether the entry's own metadata lies in a bad or never-read part of the image:
-        then what it says (size, type, where the data is) is unknown, or zeros."""
-        return self._unreadable is not None and self._lies_in_unreadable(
-            self.placement(entry).record)
+        then what it says (size, type, where the data is) is unknown, or zeros. The same
+        holds where the reader could not make sense of it at all."""
+        return entry.metadata_unknown or (self._unreadable is not None and
+                                          self._lies_in_unreadable(self.placement(entry).record))
 
     def readable(self, offset: int, length: int) -> bool:
         """Whether the image holds [offset, offset+length) of the volume: our own parsers skip
@@ -294,6 +297,15 @@ def listed(items: Iterator[Item], directory: Entry) -> Iterator[Item]:
 
 def display_join(parent: str, name: bytes) -> str:
     return f"{parent.rstrip('/')}/{printable(name, name=True)}"
+
+
+def named_only(display_path: str, name: bytes, inode: int, kind: str | None) -> Entry:
+    """An entry that only its folder names: the inode it points to cannot be read, so its
+    size, content and (where the folder does not record it) kind are unknown."""
+    kind = kind or "file"
+    return Entry(display_path=display_path, name=name, inode=inode, kind=kind, size=0,
+                 mode=0o755 if kind == "dir" else 0o644, uid=0, gid=0, mtime_ns=0, atime_ns=0,
+                 ctime_ns=0, target=None, metadata_unknown=True)
 
 
 def stream_entry(owner: Entry, stream: bytes, size: int, ref: Any) -> Entry:

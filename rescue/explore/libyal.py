@@ -4,7 +4,6 @@ file entry reads at any offset and says where its data lies as (offset, size, fl
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Iterator
 from typing import Any
 
 from rescue.errors import FormatError
@@ -93,16 +92,3 @@ class LibyalFileSystem(FileSystem):
             return self._entry("/", b"/", self._volume.get_root_directory())
         except ERRORS:
             raise FormatError(f"cannot read the {self.kind} root directory") from None
-
-    def sub_entries(self, directory: Entry) -> Iterator[Any]:
-        """The reader's entries of a folder; one it cannot make sense of is left out."""
-        handle = self._handle(directory)
-        try:
-            count = int(handle.number_of_sub_file_entries)
-        except ERRORS:
-            raise FormatError(f"cannot read directory {directory.display_path}") from None
-        for number in range(count):
-            try:
-                yield handle.get_sub_file_entry(number)
-            except ERRORS:
-                continue

@@ -9,7 +9,9 @@ there is found like damage anywhere else.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import pyfsntfs
@@ -22,6 +24,7 @@ from rescue.explore.filesystem import (
     Placement,
     Ranges,
     display_join,
+    named_only,
     stream_entry,
 )
 from rescue.explore.libyal import (
@@ -41,7 +44,7 @@ _ROOT = 5
 _RESERVED = 16  # MFT records 0-15 are the file system's own ($MFT, $Bitmap, $Extend, ...)
 _READ_ONLY, _SYSTEM, _COMPRESSED = 0x1, 0x4, 0x800
 _INDEXED_DIRECTORY = 0x1000_0000  # a $FILE_NAME's flag: the file has a directory index
-_FILE_NAME, _REPARSE_POINT = 0x30, 0xC0
+_STANDARD_INFORMATION, _FILE_NAME, _REPARSE_POINT = 0x10, 0x30, 0xC0
 _LX_SYMLINK = 0xA000_001D  # the reparse tag of a symlink made by Linux under Windows (WSL)
 _LX_TARGET = 8 + 4  # its data: the reparse header, a version number, then the UTF-8 target
 _COMPRESSION_UNIT = 16  # clusters
@@ -88,16 +91,36 @@ class NtfsFileSystem(LibyalFileSystem):
     def _by_number(self, number: int) -> Any:
         return self._volume.get_file_entry(number)
 
+    def root(self) -> Entry:
+        try:
+            return super().root()
+        except FormatError:  # its index is damaged: its names come from the records
+            if self._parser() is None:
+                raise
+            return self._recorded("/", b"/", _ROOT, True)
+
     def children(self, directory: Entry, show_system: bool = False) -> Iterator[Entry]:
-        in_root = directory.inode == _ROOT
-        for child in self.sub_entries(directory):
+        """The folder's entries from its index, as libfsntfs reads it. Where that fails, for
+        the folder or for some of its entries (libfsntfs opens a subfolder by reading its
+        whole index, so one bad index block hides the subfolder), the names the MFT's records
+        give in this folder are added: a damaged index loses no file whose record is whole."""
+        shown: set[tuple[int, bytes]] = set()
+        try:
+            handle = self._handle(directory)
+            count = int(handle.number_of_sub_file_entries)
+        except (FormatError, *ERRORS):
+            handle, count = None, -1
+        for number in range(count):
             try:
+                child = handle.get_sub_file_entry(number)
                 name = child.name.encode("utf-8", "surrogatepass")
                 index = _index(int(child.get_i30_file_reference() if child.has_i30_entry()
                                    else child.file_reference))
             except ERRORS:
-                continue  # an index entry libfsntfs cannot make sense of
-            if not show_system and in_root and index < _RESERVED and name.startswith(b"$"):
+                count = -1  # an entry libfsntfs cannot open: found in the records below
+                continue
+            shown.add((index, name))
+            if self._hidden(directory, index, name, show_system):
                 continue
             display = display_join(directory.display_path, name)
             try:  # an empty record is one that is unreadable or wiped
@@ -106,6 +129,43 @@ class NtfsFileSystem(LibyalFileSystem):
             except ERRORS:
                 entry = None
             yield entry or self._indexed_only(display, name, index, child)
+        if count < 0:
+            yield from self._from_records(directory, shown, show_system)
+
+    @staticmethod
+    def _hidden(directory: Entry, index: int, name: bytes, show_system: bool) -> bool:
+        """The file system's own files in the root ($MFT, $Bitmap, ...), unless asked for."""
+        return not show_system and directory.inode == _ROOT and index < _RESERVED \
+            and name.startswith(b"$")
+
+    def _from_records(self, directory: Entry, shown: set[tuple[int, bytes]],
+                      show_system: bool) -> Iterator[Entry]:
+        """The names in `directory` that its index did not give, from the MFT's records."""
+        parser = self._parser()
+        if parser is None:
+            raise FormatError(f"cannot read directory {directory.display_path}")
+        for index, text, is_dir in parser.names_in(directory.inode):
+            name = text.encode("utf-8", "surrogatepass")
+            if (index, name) in shown or self._hidden(directory, index, name, show_system):
+                continue
+            display = display_join(directory.display_path, name)
+            try:
+                yield self._entry(display, name, self._by_number(index))
+            except ERRORS:  # a record libfsntfs cannot open: a file's size and content
+                yield self._recorded(display, name, index, is_dir)  # are unknown
+
+    def _recorded(self, display_path: str, name: bytes, index: int, is_dir: bool) -> Entry:
+        """An entry libfsntfs cannot open (a folder whose index is damaged, say), with the
+        times of its $STANDARD_INFORMATION; a folder's names come from the records too."""
+        entry = replace(named_only(display_path, name, index, "dir" if is_dir else "file"),
+                        metadata_unknown=not is_dir)
+        parser = self._parser()
+        times = parser.resident_value(index, _STANDARD_INFORMATION) if parser else None
+        if times is None or len(times) < 32:
+            return entry
+        _, modified, changed, accessed = struct.unpack_from("<4Q", times)
+        return replace(entry, mtime_ns=_ns(modified), ctime_ns=_ns(changed),
+                       atime_ns=_ns(accessed))
 
     @staticmethod
     def _indexed_only(display_path: str, name: bytes, index: int, handle: Any) -> Entry:
@@ -117,7 +177,8 @@ class NtfsFileSystem(LibyalFileSystem):
             kind="dir" if directory else "file", size=0, mode=0o755 if directory else 0o644,
             uid=0, gid=0, mtime_ns=_ns(handle.get_i30_modification_time_as_integer()),
             atime_ns=_ns(handle.get_i30_access_time_as_integer()),
-            ctime_ns=_ns(handle.get_i30_entry_modification_time_as_integer()), target=None)
+            ctime_ns=_ns(handle.get_i30_entry_modification_time_as_integer()), target=None,
+            metadata_unknown=True)
 
     def _entry(self, display_path: str, name: bytes, handle: Any) -> Entry:
         flags = int(handle.file_attribute_flags or 0)

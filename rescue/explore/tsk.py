@@ -20,6 +20,7 @@ from rescue.explore.filesystem import (
     Placement,
     display_join,
     gaps,
+    named_only,
     stream_entry,
 )
 from rescue.explore.volumes import Volume
@@ -32,6 +33,13 @@ _KINDS = {
     pytsk3.TSK_FS_META_TYPE_LNK: "symlink", pytsk3.TSK_FS_META_TYPE_CHR: "char",
     pytsk3.TSK_FS_META_TYPE_BLK: "block", pytsk3.TSK_FS_META_TYPE_FIFO: "fifo",
     pytsk3.TSK_FS_META_TYPE_SOCK: "socket",
+}
+# The kind a folder's entry records, for a name whose metadata TSK cannot load.
+_NAME_KINDS = {
+    pytsk3.TSK_FS_NAME_TYPE_REG: "file", pytsk3.TSK_FS_NAME_TYPE_DIR: "dir",
+    pytsk3.TSK_FS_NAME_TYPE_LNK: "symlink", pytsk3.TSK_FS_NAME_TYPE_CHR: "char",
+    pytsk3.TSK_FS_NAME_TYPE_BLK: "block", pytsk3.TSK_FS_NAME_TYPE_FIFO: "fifo",
+    pytsk3.TSK_FS_NAME_TYPE_SOCK: "socket",
 }
 _FS_NAMES = (
     (pytsk3.TSK_FS_TYPE_EXFAT, "exfat"),  # before FAT: TSK's FAT mask includes exFAT
@@ -141,10 +149,13 @@ class TskFileSystem(FileSystem):
                     pytsk3.TSK_FS_NAME_FLAG_UNALLOC) or name_info.type in _VIRTUAL:
                 continue
             meta = item.info.meta
-            if meta is None or meta.type in _VIRTUAL:
+            if meta is not None and meta.type in _VIRTUAL:
                 continue
-            entry = self._entry(display_join(directory.display_path, raw), raw, item)
-            if entry is None or (not show_system and in_root and self._is_system(entry)):
+            display = display_join(directory.display_path, raw)
+            # a name whose metadata cannot be loaded is listed as lost
+            entry = self._entry(display, raw, item) or named_only(
+                display, raw, int(name_info.meta_addr), _NAME_KINDS.get(name_info.type))
+            if not show_system and in_root and self._is_system(entry):
                 continue
             yield entry
 

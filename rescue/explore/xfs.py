@@ -1,8 +1,9 @@
 """XFS read by libfsxfs (libyal, LGPL): The Sleuth Kit does not read XFS at all.
 
 Owners, modes, nanosecond times, link counts and symlink targets are as the inodes hold them.
-Where an inode lies is not told by libfsxfs, so damage to an inode itself is not mapped; damage
-to a file's data is.
+Where each inode lies, and the names whose inodes libfsxfs cannot read (it leaves them out of
+a listing), come from our own reading of the on-disk structures (`fs/xfs.py`), so damage to an
+inode is mapped to its file, and a file whose inode is lost is listed as lost, not left out.
 """
 
 from __future__ import annotations
@@ -13,7 +14,14 @@ from typing import Any
 import pyfsxfs
 
 from rescue.errors import FormatError
-from rescue.explore.filesystem import Entry, Placement, display_join, kind_of
+from rescue.explore.filesystem import (
+    Entry,
+    Placement,
+    Ranges,
+    display_join,
+    kind_of,
+    named_only,
+)
 from rescue.explore.libyal import (
     ERRORS,
     LibyalData,
@@ -23,9 +31,10 @@ from rescue.explore.libyal import (
 )
 from rescue.explore.volumes import Volume
 from rescue.formats.base import ImageReader
+from rescue.fs.xfs import XfsDirectories
 from rescue.rangemap import RangeMap
 
-_BLOCK = 4096  # what statfs says of it; libfsxfs does not tell the block size
+_BLOCK = 4096  # where our own reading of the superblock fails, the usual block size
 
 
 class XfsFileSystem(LibyalFileSystem):
@@ -41,6 +50,12 @@ class XfsFileSystem(LibyalFileSystem):
         except ERRORS as error:
             raise FormatError(f"libfsxfs cannot read the XFS root directory: {error}") from None
         super().__init__(reader, volume, unreadable, "xfs", _BLOCK)
+        self._layout: XfsDirectories | None = None
+        try:
+            self._layout = XfsDirectories(self.read_image)
+            self.block_size = self._layout.geometry.block_size
+        except FormatError:
+            pass  # libfsxfs reads it: only damage to inodes goes unmapped
 
     @property
     def root_inode(self) -> int:
@@ -50,13 +65,35 @@ class XfsFileSystem(LibyalFileSystem):
         return self._volume.get_file_entry_by_inode(number)
 
     def children(self, directory: Entry, show_system: bool = False) -> Iterator[Entry]:
-        for child in self.sub_entries(directory):
+        handle = self._handle(directory)
+        try:
+            count = int(handle.number_of_sub_file_entries)
+        except ERRORS:
+            raise FormatError(f"cannot read directory {directory.display_path}") from None
+        listed: set[int] = set()
+        failed = False
+        for number in range(count):
             try:
+                child = handle.get_sub_file_entry(number)
                 name = child.name.encode("utf-8", "surrogateescape")
                 entry = self._entry(display_join(directory.display_path, name), name, child)
             except ERRORS:
-                continue  # an entry libfsxfs cannot make sense of: a damaged directory
+                failed = True  # an inode libfsxfs cannot read: named below
+                continue
+            listed.add(entry.inode)
             yield entry
+        if failed:
+            yield from self._unread_children(directory, listed)
+
+    def _unread_children(self, directory: Entry, listed: set[int]) -> Iterator[Entry]:
+        """The names in `directory` whose inodes libfsxfs could not read, from the directory
+        itself: they are listed, their metadata lost."""
+        if self._layout is None:
+            raise FormatError(f"some entries of {directory.display_path} cannot be read")
+        for found in self._layout.names(directory.inode):
+            if found.inode not in listed:
+                yield named_only(display_join(directory.display_path, found.name), found.name,
+                                 found.inode, found.kind)
 
     @staticmethod
     def _entry(display_path: str, name: bytes, handle: Any) -> Entry:
@@ -77,6 +114,13 @@ class XfsFileSystem(LibyalFileSystem):
         return LibyalData(self._handle(entry), entry)
 
     def placement(self, entry: Entry) -> Placement:
-        if entry.kind != "file":  # directories and symlinks may live inside their inode
-            return Placement()
-        return extents_placement(self._handle(entry), entry, self.volume)
+        record = self._record(entry.inode)
+        if entry.kind != "file" or entry.metadata_unknown:  # folders and symlinks may lie
+            return Placement(record=record)  # inside their inode
+        return extents_placement(self._handle(entry), entry, self.volume, record)
+
+    def _record(self, number: int) -> Ranges:
+        if self._layout is None:
+            return ()
+        start = self.volume.start + self._layout.geometry.inode_offset(number)
+        return ((start, start + self._layout.geometry.inode_size),)

@@ -98,6 +98,143 @@ def test_a_file_whose_metadata_the_image_lacks_is_damaged_not_empty(kind: str,
     assert (tmp_path / "out" / "other.bin").stat().st_size == 100_000
 
 
+def make_xfs(image: Path, folder: Path) -> None:
+    """XFS filled by mkfs.xfs from a prototype: a small file, a larger one and a folder."""
+    (folder / "small").write_bytes(SMALL)
+    (folder / "other").write_bytes(os.urandom(100_000))
+    (folder / "proto").write_text("\n".join([
+        "/dev/null", "0 0", "d--755 0 0", f"small.txt ---644 0 0 {folder / 'small'}",
+        f"other.bin ---644 0 0 {folder / 'other'}", "sub d--755 0 0",
+        f"inner.txt ---644 0 0 {folder / 'small'}", "$", "$"]) + "\n")
+    with open(image, "wb") as f:
+        f.truncate(300 << 20)
+    run("mkfs.xfs", "-q", "-f", "-p", folder / "proto", image)
+
+
+def xfs_inode_sector(image: Path, name: str) -> int:
+    """Where xfs_db puts the inode of /name (a 512-byte inode fills its sector)."""
+    number = next(line.split()[1] for line in run("xfs_db", "-r", "-c", "ls /", image)
+                  .splitlines() if line.split()[-2:-1] == [name])
+    converted = run("xfs_db", "-r", "-c", f"convert inode {number} daddr", image)
+    return int(converted.split("(")[1].rstrip(")\n"))
+
+
+@pytest.mark.parametrize("mapped", [True, False], ids=["bad-sector", "corrupt"])
+def test_an_xfs_file_whose_inode_is_lost_is_listed_lost_not_left_out(mapped: bool,
+                                                                    tmp_path: Path) -> None:
+    """libfsxfs leaves a name whose inode it cannot read out of its folder's listing: the
+    name is read from the folder itself, so the file shows as lost, whether a map says its
+    sector is bad or the inode is just unreadable."""
+    image = tmp_path / "xfs.img"
+    make_xfs(image, tmp_path)
+    sectors = sorted(xfs_inode_sector(image, name) for name in ("small.txt", "sub"))
+    with open(image, "r+b") as f:
+        for sector in sectors:
+            f.seek(sector * SECTOR)
+            f.write(bytes(SECTOR) if mapped else os.urandom(SECTOR))
+    if mapped:  # each inode's sector is bad: the image holds zeros there
+        size, areas, position = image.stat().st_size, [], 0
+        for sector in sectors:
+            areas += [(position, sector * SECTOR - position, "+"), (sector * SECTOR, SECTOR, "-")]
+            position = (sector + 1) * SECTOR
+        write_map(Path(f"{image}.map"), [*areas, (position, size - position, "+")])
+
+    listing = rescue("ls", "--json", image, "/")
+    assert listing.returncode == 0, listing.stderr
+    records = {json.loads(line)["path"]: json.loads(line) for line in listing.stdout.splitlines()}
+    assert set(records) == {"/small.txt", "/other.bin", "/sub"}
+    assert records["/small.txt"]["metadata_lost"] is True
+    assert records["/sub"]["metadata_lost"] is True and records["/sub"]["kind"] == "dir"
+    assert records["/other.bin"]["metadata_lost"] is False
+
+    report = tmp_path / "report.json"
+    result = rescue("extract", image, "/", tmp_path / "out", "--report", report)
+    assert result.returncode == 1, result.stdout + result.stderr
+    missing = {item["path"] for item in json.loads(report.read_text())["missing"]}
+    assert "/small.txt" in missing and "/sub" in missing
+    assert not (tmp_path / "out" / "small.txt").exists()
+    assert (tmp_path / "out" / "other.bin").stat().st_size == 100_000
+
+
+INNER = "inner-file-of-sub.txt"
+
+
+def make_with_folder(kind: str, image: Path, tree: Path) -> bytes:
+    """An ext4 or FAT file system holding /sub/INNER and /top.txt; the bytes that name INNER
+    in its folder's own block (ext: the name; FAT: the 8.3 alias mtools gives it)."""
+    (tree / "sub").mkdir(parents=True)
+    (tree / "sub" / INNER).write_text("inside\n")
+    (tree / "top.txt").write_text("top\n")
+    with open(image, "wb") as f:
+        f.truncate(16 << 20)
+    if kind == "ext4":
+        run("mkfs.ext4", "-q", "-F", "-d", tree, image)
+        return INNER.encode()
+    run("mkfs.vfat", "-F", "16", image)
+    run("mcopy", "-s", "-i", image, tree / "sub", tree / "top.txt", "::/")
+    return b"INNER-~1TXT"
+
+
+@pytest.mark.parametrize("kind", ["ext4", "vfat"])
+def test_a_folder_whose_listing_is_lost_is_said_so(kind: str, tmp_path: Path) -> None:
+    """A bad sector in a folder's own block loses the names kept there: `ls` of its parent
+    flags it, `ls` of the folder says its entries are not listed, `extract` reports it."""
+    image = tmp_path / "fs.img"
+    marker = make_with_folder(kind, image, tmp_path / "tree")
+    data = image.read_bytes()
+    assert data.count(marker) == 1
+    mark_bad(image, data.index(marker) // SECTOR * SECTOR, SECTOR)
+
+    parent = rescue("ls", image, "/")
+    assert parent.returncode == 0, parent.stderr
+    flags = {line.split()[-1]: line[0] for line in parent.stdout.splitlines()}
+    assert flags["sub"] == "!" and flags["top.txt"] == " "
+    listing = rescue("ls", image, "/sub")
+    assert listing.returncode == 0 and INNER not in listing.stdout
+    assert "warning: part of folder /sub lies in bad or never-read parts of the image: the " \
+        "entries kept there are not listed" in listing.stderr
+    report = tmp_path / "report.json"
+    result = rescue("extract", image, "/", tmp_path / "out", "--report", report)
+    assert result.returncode == 1, result.stdout + result.stderr
+    missing = {item["path"]: item["reason"] for item in json.loads(report.read_text())["missing"]}
+    assert "part of this folder lies in a bad or never-read part" in missing["/sub"]
+    assert (tmp_path / "out" / "top.txt").read_text() == "top\n"
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("folder", ["big", ""], ids=["subfolder", "root"])
+def test_a_damaged_ntfs_index_loses_no_file_whose_record_is_whole(folder: str,
+                                                                  tmp_path: Path) -> None:
+    """One bad block in a large folder's index ($INDEX_ALLOCATION): libfsntfs then cannot open
+    the folder at all, and its parent would list nothing in its place. The names come back
+    from the MFT's records instead, so every file is listed and extracted as ntfs-3g wrote it."""
+    image = tmp_path / "ntfs.img"
+    with open(image, "wb") as f:
+        f.truncate(32 << 20)
+    contents = {f"file-number-{k:03}.txt": f"{k}\n".encode() * k for k in range(300)}
+    with formatted(image, ("mkntfs", "-q", "-F", "-f"), ("ntfs-3g",)) as mnt:
+        (mnt / folder).mkdir(exist_ok=True)
+        for name, content in contents.items():
+            (mnt / folder / name).write_bytes(content)
+    data = image.read_bytes()
+    needle = "file-number-150.txt".encode("utf-16-le")
+    block = next(at // 4096 * 4096 for at in range(len(data)) if data.startswith(needle, at)
+                 and data[at // 4096 * 4096:at // 4096 * 4096 + 4] == b"INDX")
+    mark_bad(image, block, 4096)
+
+    where = f"/{folder}"
+    listing = rescue("ls", image, where)
+    assert listing.returncode == 0, listing.stderr
+    assert sorted(line.split()[-1] for line in listing.stdout.splitlines()) == sorted(contents)
+    if folder:
+        assert [line.split()[-1] for line in rescue("ls", image, "/").stdout.splitlines()] \
+            == [folder]
+    result = rescue("extract", image, where, tmp_path / "out")
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = tmp_path / "out" / folder
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == contents
+
+
 @pytest.fixture(scope="module")
 def ntfs_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
     image = tmp_path_factory.mktemp("streams") / "ntfs.img"

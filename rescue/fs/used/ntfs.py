@@ -221,6 +221,7 @@ class NtfsFS:
         self._mft_bitmap_stream = mft.bitmap_stream
         self._checked_runs(mft.bitmap_stream.joined()[0], "$MFT bitmap")
         self._records: dict[int, _Record] | None = None
+        self._names_by_folder: dict[int, list[tuple[int, str, bool]]] | None = None
 
     def _load_mft(self, mft_lcn: int) -> _Record:
         """Record 0 with the extension records its attribute list names for the $MFT's
@@ -430,6 +431,20 @@ class NtfsFS:
             except FormatError:
                 continue
         return records
+
+    def names_in(self, folder: int) -> list[tuple[int, str, bool]]:
+        """(record, name, whether it is a folder) of each name the MFT's records give in
+        `folder`, DOS 8.3 aliases left out: read from every record, not from the folder's
+        own index, so they survive damage to it."""
+        if self._names_by_folder is None:
+            found: dict[int, list[tuple[int, str, bool]]] = {}
+            for number, record in self._records_cached().items():
+                for parent, namespace, name in record.names:
+                    if namespace != NAMESPACE_DOS and parent != number:
+                        found.setdefault(parent, []).append(
+                            (number, name, bool(record.flags & RECORD_DIRECTORY)))
+            self._names_by_folder = found
+        return self._names_by_folder.get(folder, [])
 
     def _records_cached(self) -> dict[int, _Record]:
         if self._records is None:
