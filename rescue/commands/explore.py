@@ -124,10 +124,11 @@ def _list_volumes(session: ImageSession, as_json: bool, out: TextIO) -> None:
 def _list_entries(fs: FileSystem, top: Entry, args: argparse.Namespace, out: TextIO) -> int:
     from rescue.explore.filesystem import printable
 
+    unlisted: list[tuple[str, str]] = []
     if top.kind != "dir":
         entries = iter((top,))
     elif args.recursive:
-        entries = fs.walk(top, args.all)
+        entries = fs.walk(top, args.all, unlisted)
     else:
         entries = fs.children(top, args.all)
     damaged = 0
@@ -157,6 +158,8 @@ def _list_entries(fs: FileSystem, top: Entry, args: argparse.Namespace, out: Tex
     if top.kind == "dir" and (fs.lost(top) or fs.metadata_lost(top)):
         print(f"warning: part of folder {top.display_path} lies in bad or never-read parts of "
               "the image: the entries kept there are not listed", file=sys.stderr)
+    for path, why in unlisted:
+        print(f"warning: folder {path} is not listed: {why}", file=sys.stderr)
     return damaged
 
 

@@ -167,21 +167,31 @@ class FileSystem(ABC):
             return name.decode("utf-8", "surrogateescape").casefold()
         return name
 
-    def walk(self, top: Entry, show_system: bool = False) -> Iterator[Entry]:
+    def walk(self, top: Entry, show_system: bool = False,
+             unlisted: list[tuple[str, str]] | None = None) -> Iterator[Entry]:
         """Every entry below `top`, depth first, streamed; a directory that contains its own
-        ancestor (a damaged file system) is listed but not entered again."""
+        ancestor (a damaged file system) is listed but not entered again. A folder below
+        `top` that cannot be read is left, added to `unlisted` as (path, why), and the walk
+        goes on with the rest."""
         stack = [self.children(top, show_system)]
-        ancestors = [top.inode]
+        folders = [top]
         while stack:
-            child = next(stack[-1], None)
+            try:
+                child = next(stack[-1], None)
+            except FormatError as error:
+                if len(stack) == 1:
+                    raise
+                if unlisted is not None:
+                    unlisted.append((folders[-1].display_path, str(error)))
+                child = None
             if child is None:
                 stack.pop()
-                ancestors.pop()
+                folders.pop()
                 continue
             yield child
-            if child.kind == "dir" and child.inode not in ancestors:
+            if child.kind == "dir" and all(child.inode != seen.inode for seen in folders):
                 stack.append(self.children(child, show_system))
-                ancestors.append(child.inode)
+                folders.append(child)
 
     def lost(self, entry: Entry) -> Ranges:
         """Byte ranges of the entry's data that it does not have: they lie in bad or never-read

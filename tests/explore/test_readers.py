@@ -111,10 +111,12 @@ def make_xfs(image: Path, folder: Path) -> None:
     run("mkfs.xfs", "-q", "-f", "-p", folder / "proto", image)
 
 
-def xfs_inode_sector(image: Path, name: str) -> int:
-    """Where xfs_db puts the inode of /name (a 512-byte inode fills its sector)."""
-    number = next(line.split()[1] for line in run("xfs_db", "-r", "-c", "ls /", image)
-                  .splitlines() if line.split()[-2:-1] == [name])
+def xfs_inode_sector(image: Path, path: str) -> int:
+    """Where xfs_db puts the inode of `path` (a 512-byte inode fills its sector)."""
+    folder, name = path.rsplit("/", 1)
+    number = next(line.split()[1] for line in run("xfs_db", "-r", "-c", f"ls {folder or '/'}",
+                                                  image).splitlines()
+                  if line.split()[-2:-1] == [name])
     converted = run("xfs_db", "-r", "-c", f"convert inode {number} daddr", image)
     return int(converted.split("(")[1].rstrip(")\n"))
 
@@ -127,7 +129,7 @@ def test_an_xfs_file_whose_inode_is_lost_is_listed_lost_not_left_out(mapped: boo
     sector is bad or the inode is just unreadable."""
     image = tmp_path / "xfs.img"
     make_xfs(image, tmp_path)
-    sectors = sorted(xfs_inode_sector(image, name) for name in ("small.txt", "sub"))
+    sectors = sorted(xfs_inode_sector(image, path) for path in ("/small.txt", "/sub"))
     with open(image, "r+b") as f:
         for sector in sectors:
             f.seek(sector * SECTOR)
@@ -146,6 +148,11 @@ def test_an_xfs_file_whose_inode_is_lost_is_listed_lost_not_left_out(mapped: boo
     assert records["/small.txt"]["metadata_lost"] is True
     assert records["/sub"]["metadata_lost"] is True and records["/sub"]["kind"] == "dir"
     assert records["/other.bin"]["metadata_lost"] is False
+    walked = rescue("ls", "-R", image, "/")  # the walk goes past the folder it cannot enter
+    assert walked.returncode == 0, walked.stderr
+    assert sorted(line.split()[-1] for line in walked.stdout.splitlines()) == \
+        ["/other.bin", "/small.txt", "/sub"]
+    assert "warning: folder /sub is not listed: cannot read the inode of /sub" in walked.stderr
 
     report = tmp_path / "report.json"
     result = rescue("extract", image, "/", tmp_path / "out", "--report", report)
@@ -154,6 +161,28 @@ def test_an_xfs_file_whose_inode_is_lost_is_listed_lost_not_left_out(mapped: boo
     assert "/small.txt" in missing and "/sub" in missing
     assert not (tmp_path / "out" / "small.txt").exists()
     assert (tmp_path / "out" / "other.bin").stat().st_size == 100_000
+
+
+def test_a_recursive_listing_goes_past_a_folder_it_cannot_enter(tmp_path: Path) -> None:
+    """/a/sub's inode is lost: `ls -R` lists it, warns that it is not listed, and goes on to
+    /b and what it holds."""
+    (tmp_path / "small").write_bytes(SMALL)
+    (tmp_path / "proto").write_text("\n".join([
+        "/dev/null", "0 0", "d--755 0 0", "a d--755 0 0", "sub d--755 0 0",
+        f"inner.txt ---644 0 0 {tmp_path / 'small'}", "$", "$", "b d--755 0 0",
+        f"z.txt ---644 0 0 {tmp_path / 'small'}", "$", "$"]) + "\n")
+    image = tmp_path / "xfs.img"
+    with open(image, "wb") as f:
+        f.truncate(300 << 20)
+    run("mkfs.xfs", "-q", "-f", "-p", tmp_path / "proto", image)
+    mark_bad(image, xfs_inode_sector(image, "/a/sub") * SECTOR, SECTOR)
+
+    walked = rescue("ls", "-R", image, "/")
+    assert walked.returncode == 0, walked.stderr
+    assert [line.split()[-1] for line in walked.stdout.splitlines()] == \
+        ["/a", "/a/sub", "/b", "/b/z.txt"]
+    assert "warning: folder /a/sub is not listed: cannot read the inode of /a/sub" in \
+        walked.stderr
 
 
 INNER = "inner-file-of-sub.txt"
