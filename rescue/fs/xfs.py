@@ -143,7 +143,7 @@ class XfsDirectories:
         count, wide = fork[0], fork[1]
         number_size = 8 if wide else 4
         position = 2 + number_size
-        for _ in range(wide or count):
+        for _ in range(count):
             if position >= len(fork):
                 return
             length = fork[position]
