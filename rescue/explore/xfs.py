@@ -90,7 +90,12 @@ class XfsFileSystem(LibyalFileSystem):
         itself: they are listed, their metadata lost."""
         if self._layout is None:
             raise FormatError(f"some entries of {directory.display_path} cannot be read")
-        for found in self._layout.names(directory.inode):
+        try:
+            names = list(self._layout.names(directory.inode))
+        except FormatError as error:
+            raise FormatError(f"some entries of {directory.display_path} cannot be read: "
+                              f"{error}") from None
+        for found in names:
             if found.inode not in listed:
                 yield named_only(display_join(directory.display_path, found.name), found.name,
                                  found.inode, found.kind)
