@@ -105,11 +105,12 @@ class NtfsFileSystem(LibyalFileSystem):
         whole index, so one bad index block hides the subfolder), the names the MFT's records
         give in this folder are added: a damaged index loses no file whose record is whole."""
         shown: set[tuple[int, bytes]] = set()
+        complete = True
         try:
             handle = self._handle(directory)
             count = int(handle.number_of_sub_file_entries)
         except (FormatError, *ERRORS):
-            handle, count = None, -1
+            handle, count, complete = None, 0, False
         for number in range(count):
             try:
                 child = handle.get_sub_file_entry(number)
@@ -117,7 +118,7 @@ class NtfsFileSystem(LibyalFileSystem):
                 index = _index(int(child.get_i30_file_reference() if child.has_i30_entry()
                                    else child.file_reference))
             except ERRORS:
-                count = -1  # an entry libfsntfs cannot open: found in the records below
+                complete = False  # an entry libfsntfs cannot open: found in the records below
                 continue
             shown.add((index, name))
             if self._hidden(directory, index, name, show_system):
@@ -129,7 +130,7 @@ class NtfsFileSystem(LibyalFileSystem):
             except ERRORS:
                 entry = None
             yield entry or self._indexed_only(display, name, index, child)
-        if count < 0:
+        if not complete:
             yield from self._from_records(directory, shown, show_system)
 
     @staticmethod
