@@ -199,6 +199,7 @@ class XfsDirectories:
         """The names in each directory block of the data space, whichever extents hold it."""
         geometry = self.geometry
         per_block = geometry.directory_block_size // geometry.block_size
+        starts = [extent.logical for extent in extents]
         seen: set[int] = set()
         for extent in extents:
             first = extent.logical // per_block
@@ -207,14 +208,15 @@ class XfsDirectories:
                 if index in seen or index * geometry.directory_block_size >= size:
                     continue
                 seen.add(index)
-                block = self._directory_block(extents, index * per_block, per_block)
+                block = self._directory_block(extents, starts, index * per_block, per_block)
                 if block is not None:
                     yield from self._block_names(block)
 
-    def _directory_block(self, extents: list[Extent], logical: int, count: int) -> bytes | None:
-        """Blocks logical..logical+count of the file, or None where one is not mapped."""
+    def _directory_block(self, extents: list[Extent], starts: list[int], logical: int,
+                         count: int) -> bytes | None:
+        """Blocks logical..logical+count of the file (`extents` in file order, `starts` their
+        first blocks), or None where one is not mapped."""
         geometry = self.geometry
-        starts = [extent.logical for extent in extents]
         pieces = []
         for block in range(logical, logical + count):
             at = bisect.bisect_right(starts, block) - 1
